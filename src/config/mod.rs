@@ -1,0 +1,351 @@
+//! Step 1 of `config -> compile -> tables -> shards`: read the TOML spec and the zone data it
+//! names, and validate them into a [`Config`]. Every mistake is collected (not just the first)
+//! as a [`ConfigError`] with file, line, field and reason; `gtmd check` prints them all.
+
+mod error;
+pub mod name;
+mod spec;
+mod zone;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors, Origin};
+pub(crate) use error::Lines;
+pub use zone::{Rdata, Record, Soa};
+
+/// The embedded default configuration (`gtmd run` without `--config`).
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+/// The name the embedded configuration reports in messages.
+pub const DEFAULT_CONFIG_NAME: &str = "<embedded default>";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (or [`DEFAULT_CONFIG_NAME`]).
+    pub source: Arc<str>,
+    /// Listener, shard and protocol settings.
+    pub server: Server,
+    /// Zones served.
+    pub zones: Vec<Zone>,
+}
+
+/// How many shards, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shards {
+    /// One per online CPU, each pinned to its CPU.
+    Auto,
+    /// One per listed CPU, pinned to it.
+    Cpus(Vec<usize>),
+}
+
+/// The UDP I/O backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoMode {
+    /// io_uring when the kernel allows it, else recvmmsg/sendmmsg.
+    Auto,
+    /// io_uring or fail.
+    IoUring,
+    /// recvmmsg/sendmmsg.
+    Mmsg,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Addresses to serve UDP and TCP on.
+    pub listen: Vec<SocketAddr>,
+    /// Shard threads.
+    pub shards: Shards,
+    /// UDP backend.
+    pub io: IoMode,
+    /// Largest UDP response payload.
+    pub udp_payload: u16,
+    /// Open TCP connections per shard.
+    pub tcp_max_connections: usize,
+    /// Idle time after which a TCP connection is closed.
+    pub tcp_idle_timeout: Duration,
+    /// CH TXT id.server / hostname.bind answer.
+    pub identity: Option<String>,
+    /// CH TXT version.bind / version.server answer.
+    pub version_string: Option<String>,
+}
+
+/// One zone with all its records (SOA and apex NS included).
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// Lowercased wire name of the apex.
+    pub name: Vec<u8>,
+    /// Where the zone was declared.
+    pub at: Origin,
+    /// All records, in file order.
+    pub records: Vec<Record>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
+        let file: Arc<str> = path.display().to_string().into();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                Origin::new(&file, 1),
+                "file",
+                format!("cannot read: {e}"),
+            )])
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_str(&text, file, &base)
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> Result<Self, ConfigErrors> {
+        Self::from_str(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME.into(), Path::new("."))
+    }
+
+    /// Reads and validates `text`; zone files are relative to `base`.
+    pub fn from_str(text: &str, file: Arc<str>, base: &Path) -> Result<Self, ConfigErrors> {
+        let lines = Lines::new(text);
+        let at = |span: std::ops::Range<usize>| Origin::new(&file, lines.line(span.start));
+        let spec: spec::Spec = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| lines.line(s.start)).unwrap_or(1);
+            let msg = e.message().trim().to_string();
+            ConfigErrors(vec![ConfigError::new(
+                Origin::new(&file, line),
+                field_of_toml_error(text, e.span()),
+                msg,
+            )])
+        })?;
+        let mut errs = Vec::new();
+        match &spec.version {
+            None => errs.push(ConfigError::new(
+                Origin::new(&file, 1),
+                "version",
+                "missing: start the file with `version = 1`",
+            )),
+            Some(v) if *v.get_ref() != 1 => errs.push(ConfigError::new(
+                at(v.span()),
+                "version",
+                format!("unsupported version {}: this gtmd reads version 1", v.get_ref()),
+            )),
+            Some(_) => {}
+        }
+        let server = server(spec.server.as_ref(), &at, &mut errs);
+        if spec.zone.is_empty() {
+            errs.push(ConfigError::new(
+                Origin::new(&file, 1),
+                "zone",
+                "no [[zone]]: there is nothing to serve",
+            ));
+        }
+        let mut zones: Vec<Zone> = Vec::new();
+        for (i, z) in spec.zone.iter().enumerate() {
+            if let Some(zone) = zone::load(i, z, &file, &lines, base, &mut errs) {
+                zones.push(zone);
+            }
+        }
+        for (i, a) in zones.iter().enumerate() {
+            for b in &zones[..i] {
+                if a.name == b.name {
+                    errs.push(ConfigError::new(
+                        a.at.clone(),
+                        "zone.name",
+                        format!("zone {} is declared twice", name::display_name(&a.name)),
+                    ));
+                } else if name::is_within(&a.name, &b.name) || name::is_within(&b.name, &a.name)
+                {
+                    errs.push(ConfigError::new(
+                        a.at.clone(),
+                        "zone.name",
+                        format!(
+                            "zones {} and {} nest: serve the child as records of the parent",
+                            name::display_name(&a.name),
+                            name::display_name(&b.name)
+                        ),
+                    ));
+                }
+            }
+        }
+        if errs.is_empty() {
+            Ok(Self {
+                source: file,
+                server: server.expect("server validated"),
+                zones,
+            })
+        } else {
+            Err(ConfigErrors(errs))
+        }
+    }
+}
+
+/// The dotted key a TOML parse error points at, best effort: the key on the error's line.
+fn field_of_toml_error(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return "toml".into();
+    };
+    let start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let key = key.trim_start_matches('[').trim_end_matches(']');
+    if key.is_empty() || key.contains(' ') || key.contains('"') {
+        "toml".into()
+    } else {
+        key.to_string()
+    }
+}
+
+fn server(
+    spec: Option<&spec::ServerSpec>,
+    at: &impl Fn(std::ops::Range<usize>) -> Origin,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Server> {
+    let mut s = Server {
+        listen: vec!["127.0.0.1:5300".parse().expect("literal")],
+        shards: Shards::Auto,
+        io: IoMode::Auto,
+        udp_payload: 1232,
+        tcp_max_connections: 1024,
+        tcp_idle_timeout: Duration::from_secs(10),
+        identity: None,
+        version_string: None,
+    };
+    let Some(spec) = spec else { return Some(s) };
+    let before = errs.len();
+    if let Some(listen) = &spec.listen {
+        s.listen.clear();
+        for l in listen {
+            match l.get_ref().parse::<SocketAddr>() {
+                Ok(a) if s.listen.contains(&a) => errs.push(ConfigError::new(
+                    at(l.span()),
+                    "server.listen",
+                    format!("{a} is listed twice"),
+                )),
+                Ok(a) => s.listen.push(a),
+                Err(_) => errs.push(ConfigError::new(
+                    at(l.span()),
+                    "server.listen",
+                    format!(
+                        "'{}' is not an address:port (e.g. \"127.0.0.1:53\" or \"[::1]:53\")",
+                        l.get_ref()
+                    ),
+                )),
+            }
+        }
+    }
+    if let Some(sh) = &spec.shards {
+        match sh.get_ref() {
+            toml::Value::String(v) if v == "auto" => {}
+            toml::Value::Array(cpus) if !cpus.is_empty() => {
+                let online = online_cpus();
+                let mut list = Vec::new();
+                for c in cpus {
+                    match c.as_integer() {
+                        Some(n) if n >= 0 && (n as usize) < online => {
+                            if list.contains(&(n as usize)) {
+                                errs.push(ConfigError::new(
+                                    at(sh.span()),
+                                    "server.shards",
+                                    format!("CPU {n} is listed twice"),
+                                ));
+                            }
+                            list.push(n as usize)
+                        }
+                        _ => errs.push(ConfigError::new(
+                            at(sh.span()),
+                            "server.shards",
+                            format!("'{c}' is not an online CPU (this machine has 0..{online})"),
+                        )),
+                    }
+                }
+                s.shards = Shards::Cpus(list);
+            }
+            other => errs.push(ConfigError::new(
+                at(sh.span()),
+                "server.shards",
+                format!("'{other}' is neither \"auto\" nor a non-empty list of CPU numbers"),
+            )),
+        }
+    }
+    if let Some(io) = &spec.io {
+        s.io = match io.get_ref().as_str() {
+            "auto" => IoMode::Auto,
+            "io-uring" => IoMode::IoUring,
+            "mmsg" => IoMode::Mmsg,
+            other => {
+                errs.push(ConfigError::new(
+                    at(io.span()),
+                    "server.io",
+                    format!("'{other}' is not one of \"auto\", \"io-uring\", \"mmsg\""),
+                ));
+                IoMode::Auto
+            }
+        };
+    }
+    if let Some(p) = &spec.udp_payload {
+        match u16::try_from(*p.get_ref()) {
+            Ok(v) if (512..=4096).contains(&v) => s.udp_payload = v,
+            _ => errs.push(ConfigError::new(
+                at(p.span()),
+                "server.udp-payload",
+                format!("{} is outside 512..=4096", p.get_ref()),
+            )),
+        }
+    }
+    if let Some(c) = &spec.tcp_max_connections {
+        match usize::try_from(*c.get_ref()) {
+            Ok(v) if (1..=1_000_000).contains(&v) => s.tcp_max_connections = v,
+            _ => errs.push(ConfigError::new(
+                at(c.span()),
+                "server.tcp-max-connections",
+                format!("{} is outside 1..=1000000", c.get_ref()),
+            )),
+        }
+    }
+    if let Some(t) = &spec.tcp_idle_timeout {
+        let v = *t.get_ref();
+        if v > 0.0 && v <= 3600.0 {
+            s.tcp_idle_timeout = Duration::from_secs_f64(v);
+        } else {
+            errs.push(ConfigError::new(
+                at(t.span()),
+                "server.tcp-idle-timeout",
+                format!("{v} seconds is outside (0, 3600]"),
+            ));
+        }
+    }
+    for (field, v, dst) in [
+        ("server.identity", &spec.identity, &mut s.identity),
+        ("server.version-string", &spec.version_string, &mut s.version_string),
+    ] {
+        if let Some(v) = v {
+            if v.get_ref().len() > 255 {
+                errs.push(ConfigError::new(
+                    at(v.span()),
+                    field,
+                    "longer than 255 octets (one TXT string)",
+                ));
+            } else {
+                *dst = Some(v.get_ref().clone());
+            }
+        }
+    }
+    (errs.len() == before).then_some(s)
+}
+
+/// Number of CPUs this process may run on.
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Resolves a path from the config relative to the config file's folder.
+pub(crate) fn relative_to(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}

@@ -1,0 +1,267 @@
+//! The control path: load and compile the configuration, publish the snapshot, start the
+//! shards, then wait for signals. SIGHUP recompiles off the hot path and swaps the snapshot
+//! whole (a bad configuration is logged and the old snapshot keeps serving); SIGTERM/SIGINT
+//! stop the shards (each notices within [`crate::shard::WAIT_BOUND`]) and log a summary.
+
+mod notify;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tracing::{error, info, warn};
+
+use crate::compile::compile;
+use crate::config::{Config, ConfigErrors, IoMode, Shards};
+use crate::shard::{self, Counters, Published, ShardCtx, Summary, TcpLimits};
+
+/// Options of `gtmd run` that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Config file; `None` serves the embedded default.
+    pub config: Option<PathBuf>,
+    /// Replaces `server.listen` when not empty.
+    pub listen: Vec<SocketAddr>,
+    /// Replaces `server.io`.
+    pub io: Option<IoMode>,
+    /// Replaces `server.shards` with this many shards (unpinned count on CPUs 0..n).
+    pub shards: Option<usize>,
+}
+
+/// Why `gtmd` exits non-zero.
+#[derive(Debug)]
+pub enum ExitError {
+    /// The configuration is invalid (exit 1).
+    Config(ConfigErrors),
+    /// Start-up failed: a socket could not be bound, a thread not started (exit 2).
+    Startup(String),
+}
+
+impl std::fmt::Display for ExitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "{e}"),
+            Self::Startup(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ExitError {}
+
+/// Loads the configuration `gtmd run`/`check` would use.
+pub fn load(path: Option<&PathBuf>) -> Result<Config, ConfigErrors> {
+    match path {
+        Some(p) => Config::from_file(p),
+        None => Config::embedded(),
+    }
+}
+
+/// `gtmd check`: load and compile, nothing more.
+pub fn check(path: Option<&PathBuf>) -> Result<Config, ConfigErrors> {
+    let cfg = load(path)?;
+    compile(&cfg, 1)?;
+    Ok(cfg)
+}
+
+fn apply_overrides(cfg: &mut Config, opts: &RunOptions) {
+    if !opts.listen.is_empty() {
+        cfg.server.listen = opts.listen.clone();
+    }
+    if let Some(io) = opts.io {
+        cfg.server.io = io;
+    }
+    if let Some(n) = opts.shards {
+        cfg.server.shards = Shards::Cpus((0..n).map(|i| i % crate::config::online_cpus()).collect());
+    }
+}
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    counters: Vec<Arc<Counters>>,
+}
+
+/// `gtmd run`: serves until SIGTERM/SIGINT.
+pub fn run(opts: RunOptions) -> Result<(), ExitError> {
+    let mut cfg = load(opts.config.as_ref()).map_err(ExitError::Config)?;
+    apply_overrides(&mut cfg, &opts);
+    let t0 = Instant::now();
+    let snap = compile(&cfg, 1).map_err(ExitError::Config)?;
+    info!(
+        config = %cfg.source,
+        generation = 1,
+        zones = snap.zones.len(),
+        names = snap.nodes.len(),
+        answers = snap.answers.len(),
+        ms = t0.elapsed().as_millis() as u64,
+        "configuration compiled"
+    );
+    let published: Published = Arc::new(ArcSwap::from_pointee(snap));
+    // Signals are registered before the shards start so none is missed.
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .map_err(|e| ExitError::Startup(format!("cannot install signal handlers: {e}")))?;
+    let running = start(&cfg, &published)?;
+    notify::send("READY=1");
+    info!(shards = running.threads.len(), "ready");
+    let mut generation = 1u64;
+    let mut current = cfg;
+    'outer: loop {
+        for sig in signals.wait() {
+            match sig {
+                SIGHUP => {
+                    notify::send("RELOADING=1");
+                    reload(&opts, &mut current, &published, &mut generation);
+                    notify::send("READY=1");
+                }
+                _ => break 'outer,
+            }
+        }
+    }
+    notify::send("STOPPING=1");
+    info!("stopping");
+    running.stop.store(true, Ordering::Relaxed);
+    for t in running.threads {
+        let _ = t.join();
+    }
+    let mut s = Summary::default();
+    for c in &running.counters {
+        c.add_to(&mut s);
+    }
+    info!(generation, "shutdown summary: {s}");
+    Ok(())
+}
+
+fn reload(opts: &RunOptions, current: &mut Config, published: &Published, generation: &mut u64) {
+    let t0 = Instant::now();
+    let Some(path) = opts.config.as_ref() else {
+        info!("reload: serving the embedded default, nothing to re-read");
+        return;
+    };
+    let next = Config::from_file(path).and_then(|mut cfg| {
+        apply_overrides(&mut cfg, opts);
+        let snap = compile(&cfg, *generation + 1)?;
+        Ok((cfg, snap))
+    });
+    match next {
+        Ok((cfg, snap)) => {
+            let s = &cfg.server;
+            let c = &current.server;
+            if s.listen != c.listen || s.shards != c.shards || s.io != c.io {
+                warn!("reload: server.listen, server.shards and server.io take effect at restart");
+            }
+            if s.tcp_max_connections != c.tcp_max_connections || s.tcp_idle_timeout != c.tcp_idle_timeout {
+                warn!("reload: TCP limits take effect at restart");
+            }
+            *generation += 1;
+            let names = snap.nodes.len();
+            published.store(Arc::new(snap));
+            *current = cfg;
+            info!(
+                generation = *generation,
+                names,
+                ms = t0.elapsed().as_millis() as u64,
+                "reload: new configuration serving"
+            );
+        }
+        Err(errs) => {
+            for e in &errs.0 {
+                error!("reload rejected: {e}");
+            }
+            error!(
+                generation = *generation,
+                errors = errs.0.len(),
+                "reload rejected: still serving the previous configuration"
+            );
+        }
+    }
+}
+
+/// Binds every socket (so a bind error fails start-up before any thread runs), then
+/// starts one UDP thread and one TCP thread per shard.
+fn start(cfg: &Config, published: &Published) -> Result<Running, ExitError> {
+    let cpus: Vec<usize> = match &cfg.server.shards {
+        Shards::Auto => (0..crate::config::online_cpus()).collect(),
+        Shards::Cpus(c) => c.clone(),
+    };
+    let n = cpus.len();
+    let mut udp: Vec<Vec<std::net::UdpSocket>> = (0..n).map(|_| Vec::new()).collect();
+    let mut tcp: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+    for want in &cfg.server.listen {
+        // Port 0: the first bind picks the port, the other shards join it.
+        let first = shard::socket::udp(want)
+            .map_err(|e| ExitError::Startup(format!("cannot bind udp {want}: {e}")))?;
+        let addr = first.local_addr().map_err(|e| ExitError::Startup(e.to_string()))?;
+        udp[0].push(first);
+        for u in udp.iter_mut().skip(1) {
+            u.push(
+                shard::socket::udp(&addr)
+                    .map_err(|e| ExitError::Startup(format!("cannot bind udp {addr}: {e}")))?,
+            );
+        }
+        for t in tcp.iter_mut() {
+            t.push(
+                shard::socket::tcp(&addr)
+                    .map_err(|e| ExitError::Startup(format!("cannot bind tcp {addr}: {e}")))?,
+            );
+        }
+        info!(udp = %addr, tcp = %addr, "listening");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let mut counters = Vec::new();
+    let limits = TcpLimits {
+        max_connections: cfg.server.tcp_max_connections,
+        idle_timeout: cfg.server.tcp_idle_timeout,
+    };
+    for (i, ((cpu, u), t)) in cpus.into_iter().zip(udp).zip(tcp).enumerate() {
+        let (backend, fallback) = shard::make_backend(cfg.server.io, u)
+            .map_err(|e| ExitError::Startup(format!("shard {i}: cannot start UDP I/O: {e}")))?;
+        if let Some(why) = fallback {
+            warn!(shard = i, "{why}: using recvmmsg/sendmmsg");
+        }
+        info!(shard = i, cpu, io = backend.name(), "shard starting");
+        let uc = Arc::new(Counters::default());
+        let tc = Arc::new(Counters::default());
+        counters.push(uc.clone());
+        counters.push(tc.clone());
+        let mut uctx = ShardCtx::new(i, published, uc, stop.clone());
+        let mut tctx = ShardCtx::new(i, published, tc, stop.clone());
+        let mut backend = backend;
+        threads.push(spawn(format!("shard-{i}-udp"), cpu, move || {
+            if let Err(e) = backend.serve(&mut uctx) {
+                error!(shard = uctx.id, "UDP I/O failed: {e}");
+            }
+        })?);
+        threads.push(spawn(format!("shard-{i}-tcp"), cpu, move || {
+            if let Err(e) = shard::tcp_serve(t, limits, &mut tctx) {
+                error!(shard = tctx.id, "TCP failed: {e}");
+            }
+        })?);
+    }
+    Ok(Running {
+        stop,
+        threads,
+        counters,
+    })
+}
+
+fn spawn(
+    name: String,
+    cpu: usize,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, ExitError> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            if let Err(e) = shard::pin_to(cpu) {
+                warn!(thread = %name, cpu, "cannot pin: {e}");
+            }
+            f()
+        })
+        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
+}

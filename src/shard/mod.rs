@@ -1,0 +1,252 @@
+//! Step 4 of `config -> compile -> tables -> shards`: per-core shard threads.
+//!
+//! Each shard owns, per listener, one SO_REUSEPORT UDP socket (served by an [`UdpIo`]
+//! backend: io_uring or recvmmsg/sendmmsg) and one SO_REUSEPORT TCP listener (served by a
+//! companion thread on the same CPU). A shard reads the published [`Snapshot`] through a
+//! per-thread cache of the pointer, answers with [`crate::wire::respond`], and counts into
+//! its own [`Counters`]. Nothing on this path takes a lock or allocates.
+
+mod mmsg;
+pub mod socket;
+mod tcp;
+pub use tcp::serve as tcp_serve;
+mod uring;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, Cache};
+
+use crate::config::IoMode;
+use crate::tables::Snapshot;
+use crate::wire::respond::rcode;
+use crate::wire::{respond, Outcome, Query, Transport};
+
+pub use tcp::TcpLimits;
+
+/// Longest a shard blocks in one wait, so that shutdown is seen promptly (gdnsd's
+/// `FAST_RCVTIMEO_US` plays the same role). Reloads need no wake-up: the snapshot pointer
+/// is checked at every batch.
+pub const WAIT_BOUND: Duration = Duration::from_millis(100);
+
+/// The published snapshot: one pointer, swapped whole by the control thread.
+pub type Published = Arc<ArcSwap<Snapshot>>;
+
+/// Per-shard counters. One writer (the owning thread) with relaxed load+store; the control
+/// thread sums them on read. No logic reads a counter.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Counters {
+    /// Queries received (including dropped ones).
+    pub queries: AtomicU64,
+    /// Responses by RCODE.
+    pub noerror: AtomicU64,
+    /// FORMERR responses.
+    pub formerr: AtomicU64,
+    /// NXDOMAIN responses.
+    pub nxdomain: AtomicU64,
+    /// NOTIMP responses.
+    pub notimp: AtomicU64,
+    /// REFUSED responses.
+    pub refused: AtomicU64,
+    /// BADVERS responses.
+    pub badvers: AtomicU64,
+    /// Packets dropped without an answer (QR set, short, oversized, send failures).
+    pub dropped: AtomicU64,
+    /// Responses with TC set.
+    pub truncated: AtomicU64,
+    /// Queries that arrived over TCP.
+    pub tcp_queries: AtomicU64,
+    /// TCP connections accepted.
+    pub tcp_connections: AtomicU64,
+    /// TCP connections refused at the connection cap.
+    pub tcp_refused: AtomicU64,
+}
+
+#[inline]
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Relaxed) + 1, Relaxed);
+}
+
+impl Counters {
+    /// Records the outcome of one query.
+    #[inline]
+    pub fn record(&self, o: &Outcome) {
+        bump(&self.queries);
+        if o.len == 0 {
+            bump(&self.dropped);
+            return;
+        }
+        bump(match o.rcode {
+            rcode::NOERROR => &self.noerror,
+            rcode::FORMERR => &self.formerr,
+            rcode::NXDOMAIN => &self.nxdomain,
+            rcode::NOTIMP => &self.notimp,
+            rcode::REFUSED => &self.refused,
+            _ => &self.badvers,
+        });
+        if o.truncated {
+            bump(&self.truncated);
+        }
+    }
+
+    /// Counts a packet dropped outside `respond` (e.g. a failed send).
+    #[inline]
+    pub fn drop_one(&self) {
+        bump(&self.dropped);
+    }
+
+    /// Adds every field of `other` into a plain summary.
+    pub fn add_to(&self, s: &mut Summary) {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        s.queries += g(&self.queries);
+        s.noerror += g(&self.noerror);
+        s.formerr += g(&self.formerr);
+        s.nxdomain += g(&self.nxdomain);
+        s.notimp += g(&self.notimp);
+        s.refused += g(&self.refused);
+        s.badvers += g(&self.badvers);
+        s.dropped += g(&self.dropped);
+        s.truncated += g(&self.truncated);
+        s.tcp_queries += g(&self.tcp_queries);
+        s.tcp_connections += g(&self.tcp_connections);
+        s.tcp_refused += g(&self.tcp_refused);
+    }
+}
+
+/// Summed counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Summary {
+    pub queries: u64,
+    pub noerror: u64,
+    pub formerr: u64,
+    pub nxdomain: u64,
+    pub notimp: u64,
+    pub refused: u64,
+    pub badvers: u64,
+    pub dropped: u64,
+    pub truncated: u64,
+    pub tcp_queries: u64,
+    pub tcp_connections: u64,
+    pub tcp_refused: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "queries={} noerror={} nxdomain={} refused={} formerr={} notimp={} badvers={} \
+             dropped={} truncated={} tcp_queries={} tcp_connections={} tcp_refused={}",
+            self.queries,
+            self.noerror,
+            self.nxdomain,
+            self.refused,
+            self.formerr,
+            self.notimp,
+            self.badvers,
+            self.dropped,
+            self.truncated,
+            self.tcp_queries,
+            self.tcp_connections,
+            self.tcp_refused
+        )
+    }
+}
+
+/// What a backend needs from its shard: the answer function with its scratch space,
+/// the shutdown flag and the counters.
+pub struct ShardCtx {
+    /// Shard number (for logs).
+    pub id: usize,
+    cache: Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>,
+    query: Box<Query>,
+    /// This shard's UDP counters.
+    pub counters: Arc<Counters>,
+    /// Set by the control thread to stop.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl ShardCtx {
+    /// A context reading `published`.
+    pub fn new(id: usize, published: &Published, counters: Arc<Counters>, stop: Arc<AtomicBool>) -> Self {
+        Self {
+            id,
+            cache: Cache::new(published.clone()),
+            query: Box::new(Query::new()),
+            counters,
+            stop,
+        }
+    }
+
+    /// Answers one UDP packet into `out`; returns the response length (0: send nothing).
+    #[inline]
+    pub fn answer(&mut self, pkt: &[u8], out: &mut [u8]) -> usize {
+        let snap = self.cache.load();
+        let o = respond(snap, pkt, &mut self.query, Transport::Udp, out);
+        self.counters.record(&o);
+        o.len
+    }
+
+    /// Answers one TCP message.
+    #[inline]
+    pub fn answer_tcp(&mut self, pkt: &[u8], out: &mut [u8]) -> usize {
+        let snap = self.cache.load();
+        let o = respond(snap, pkt, &mut self.query, Transport::Tcp, out);
+        self.counters.record(&o);
+        bump(&self.counters.tcp_queries);
+        o.len
+    }
+
+    /// Whether the control thread asked us to stop.
+    #[inline]
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Relaxed)
+    }
+}
+
+/// A UDP I/O backend (Knot's `udp_api_t` in spirit): owns the shard's UDP sockets and
+/// runs the receive-answer-send loop until [`ShardCtx::stopping`].
+pub trait UdpIo: Send {
+    /// Backend name for logs ("io-uring", "io-uring+defer-taskrun", "mmsg").
+    fn name(&self) -> &'static str;
+    /// Serves until stopped. Returns only on stop or on a fatal error.
+    fn serve(&mut self, ctx: &mut ShardCtx) -> io::Result<()>;
+}
+
+/// Builds the UDP backend for a shard's sockets. `Auto` tries io_uring and falls back to
+/// mmsg, returning the reason of the fallback.
+pub fn make_backend(
+    mode: IoMode,
+    sockets: Vec<std::net::UdpSocket>,
+) -> io::Result<(Box<dyn UdpIo>, Option<String>)> {
+    match mode {
+        IoMode::Mmsg => Ok((Box::new(mmsg::Mmsg::new(sockets)?), None)),
+        IoMode::IoUring => Ok((Box::new(uring::Uring::new(sockets)?), None)),
+        IoMode::Auto => {
+            let fds: Vec<_> = sockets.iter().map(|s| s.try_clone()).collect::<io::Result<_>>()?;
+            match uring::Uring::new(sockets) {
+                Ok(u) => Ok((Box::new(u), None)),
+                Err(e) => Ok((
+                    Box::new(mmsg::Mmsg::new(fds)?),
+                    Some(format!("io_uring unavailable ({e})")),
+                )),
+            }
+        }
+    }
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_to(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

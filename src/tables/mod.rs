@@ -1,0 +1,172 @@
+//! Step 3 of `config -> compile -> tables -> shards`: the immutable answer tables a shard
+//! reads. One [`Snapshot`] holds everything a query needs; the control thread swaps it whole
+//! behind one pointer (see `control::Published`), so a shard sees either the old or the new
+//! configuration, never a mix.
+//!
+//! Every possible answer is precompiled into an [`Answer`]: the wire bytes that follow the
+//! question (answer, authority and additional sections), with name compression already done
+//! against the question name. Answering is then: copy the header and question, copy the
+//! tail, patch the few compression pointers that move when the question name is longer than
+//! the name the tail was compiled for (wildcards, NXDOMAIN, referrals), append OPT.
+
+use std::collections::HashMap;
+
+use crate::wire::parse::{rtype, Query};
+
+/// "No index" in the u32 index fields.
+pub const NONE: u32 = u32::MAX;
+
+/// One precompiled answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    /// RCODE (0 NOERROR, 3 NXDOMAIN).
+    pub rcode: u8,
+    /// Authoritative answer flag (false for referrals).
+    pub aa: bool,
+    /// Length of the name the tail was compiled against; the question name is this long
+    /// or longer (it has that name as a suffix).
+    pub qlen: u8,
+    /// ANCOUNT, NSCOUNT, ARCOUNT of the tail.
+    pub counts: [u16; 3],
+    /// Tail bytes: `Snapshot::arena[start..start + len]`.
+    pub start: u32,
+    /// Tail length.
+    pub len: u32,
+    /// Positions (in the tail) of compression pointers to shift by the question-length
+    /// difference: `Snapshot::fixups[fix_start..fix_start + fix_len]`.
+    pub fix_start: u32,
+    /// Number of fixups.
+    pub fix_len: u32,
+}
+
+/// One name in the index.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Zone index.
+    pub zone: u32,
+    /// Node index of this name's `*` child, or [`NONE`].
+    pub wildcard: u32,
+    /// At or below a zone cut: every query here gets the referral `other`.
+    pub cut: bool,
+    /// Answers by qtype: `Snapshot::types[types_start..types_start + types_len]`.
+    pub types_start: u32,
+    /// Number of typed answers.
+    pub types_len: u32,
+    /// Answer for any other qtype (NODATA, CNAME chain, or the referral).
+    pub other: u32,
+    /// Answer to ANY over UDP (RFC 8482: one RRset).
+    pub any_udp: u32,
+    /// Answer to ANY over TCP (every RRset).
+    pub any_tcp: u32,
+}
+
+/// Per-zone data.
+#[derive(Debug, Clone)]
+pub struct ZoneInfo {
+    /// Lowercased wire name of the apex.
+    pub name: Box<[u8]>,
+    /// Answer for names that do not exist in the zone.
+    pub nxdomain: u32,
+}
+
+/// The hasher of the name index: fast, seeded per process.
+pub type NameHasher = foldhash::fast::RandomState;
+
+/// Everything a shard needs to answer, immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Configuration generation (1 for the first load, +1 per successful reload).
+    pub generation: u64,
+    /// Lowercased wire name -> node index, for every name in every zone (empty
+    /// non-terminals included, so the closest encloser is found by suffix lookups).
+    pub index: HashMap<Box<[u8]>, u32, NameHasher>,
+    /// Nodes.
+    pub nodes: Vec<Node>,
+    /// (qtype, answer index), grouped per node.
+    pub types: Vec<(u16, u32)>,
+    /// Answers.
+    pub answers: Vec<Answer>,
+    /// Tail bytes of all answers.
+    pub arena: Vec<u8>,
+    /// Fixup positions of all answers.
+    pub fixups: Vec<u16>,
+    /// Zones.
+    pub zones: Vec<ZoneInfo>,
+    /// CH TXT names (lowercased wire) and their answers.
+    pub chaos: Vec<(Box<[u8]>, u32)>,
+    /// Largest UDP payload we send.
+    pub udp_payload: u16,
+}
+
+/// Result of a table lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Answer with this precompiled answer.
+    Answer(u32),
+    /// Not ours: REFUSED.
+    Refused,
+}
+
+impl Snapshot {
+    /// Finds the answer for an IN-class query. Allocation-free: hashes the lowercased
+    /// question name and, when it does not exist, its suffixes to find the closest encloser.
+    #[inline]
+    pub fn lookup(&self, q: &Query, tcp: bool) -> Lookup {
+        let name = q.name();
+        if let Some(&n) = self.index.get(name) {
+            return Lookup::Answer(self.pick(n, q.qtype, tcp));
+        }
+        for i in 1..q.labels as usize {
+            let suffix = &name[q.label_offsets[i] as usize..];
+            if let Some(&e) = self.index.get(suffix) {
+                let node = &self.nodes[e as usize];
+                if node.cut {
+                    return Lookup::Answer(node.other);
+                }
+                if node.wildcard != NONE {
+                    return Lookup::Answer(self.pick(node.wildcard, q.qtype, tcp));
+                }
+                return Lookup::Answer(self.zones[node.zone as usize].nxdomain);
+            }
+        }
+        Lookup::Refused
+    }
+
+    #[inline]
+    fn pick(&self, n: u32, qtype: u16, tcp: bool) -> u32 {
+        let node = &self.nodes[n as usize];
+        if node.cut {
+            return node.other;
+        }
+        if qtype == rtype::ANY {
+            return if tcp { node.any_tcp } else { node.any_udp };
+        }
+        let s = node.types_start as usize;
+        for &(t, a) in &self.types[s..s + node.types_len as usize] {
+            if t == qtype {
+                return a;
+            }
+        }
+        node.other
+    }
+
+    /// The CH TXT answer for `q`, if configured.
+    pub fn chaos(&self, q: &Query) -> Option<u32> {
+        if q.qtype != rtype::TXT && q.qtype != rtype::ANY {
+            return None;
+        }
+        self.chaos
+            .iter()
+            .find(|(n, _)| &**n == q.name())
+            .map(|&(_, a)| a)
+    }
+
+    /// The tail bytes and fixups of an answer.
+    #[inline]
+    pub fn tail(&self, a: &Answer) -> (&[u8], &[u16]) {
+        (
+            &self.arena[a.start as usize..(a.start + a.len) as usize],
+            &self.fixups[a.fix_start as usize..(a.fix_start + a.fix_len) as usize],
+        )
+    }
+}

@@ -1,0 +1,9 @@
+//! DNS wire format, sans-I/O: [`parse`] reads a query in place, [`respond`] writes the
+//! answer from a [`crate::tables::Snapshot`]. No sockets, no allocation, no locks: the
+//! backends in `shard` and the micro-benchmark call the same two functions.
+
+pub mod parse;
+pub mod respond;
+
+pub use parse::Query;
+pub use respond::{respond, Outcome, Transport};

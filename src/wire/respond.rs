@@ -1,0 +1,210 @@
+//! The answer path: query bytes + snapshot -> response bytes. Sans-I/O, allocation-free,
+//! lock-free; shared by every backend (io_uring, mmsg, TCP) and the micro-benchmark.
+
+use super::parse::{parse, Edns, Query, Reject, CLASS_CH, CLASS_IN, HEADER_LEN, OPT_ECS};
+use crate::tables::{Lookup, Snapshot};
+
+/// Transport the query came over; decides the size limit and ANY handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: size-limited, TC on overflow.
+    Udp,
+    /// TCP: up to 65535 octets.
+    Tcp,
+}
+
+/// RCODE values.
+pub mod rcode {
+    /// No error.
+    pub const NOERROR: u16 = 0;
+    /// Format error.
+    pub const FORMERR: u16 = 1;
+    /// Name error.
+    pub const NXDOMAIN: u16 = 3;
+    /// Not implemented.
+    pub const NOTIMP: u16 = 4;
+    /// Refused.
+    pub const REFUSED: u16 = 5;
+    /// Bad EDNS version (extended).
+    pub const BADVERS: u16 = 16;
+}
+
+/// What happened to one query; drives the shard's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Response length; 0 means no response (dropped).
+    pub len: usize,
+    /// Response RCODE including the extended bits.
+    pub rcode: u16,
+    /// TC was set.
+    pub truncated: bool,
+}
+
+impl Outcome {
+    const DROP: Self = Self {
+        len: 0,
+        rcode: 0,
+        truncated: false,
+    };
+}
+
+/// Smallest buffer [`respond`] may be given: the largest UDP payload we ever send. TCP
+/// callers pass 65535.
+pub const MIN_OUT: usize = 4096;
+
+const QR: u16 = 0x8000;
+const AA: u16 = 0x0400;
+const TC: u16 = 0x0200;
+const RD: u16 = 0x0100;
+const CD: u16 = 0x0010;
+const OPCODE: u16 = 0x7800;
+
+/// Answers one query. `q` is scratch space owned by the caller (kept per shard).
+///
+/// `out` must hold at least [`MIN_OUT`] octets (65535 for TCP).
+#[inline]
+pub fn respond(snap: &Snapshot, pkt: &[u8], q: &mut Query, t: Transport, out: &mut [u8]) -> Outcome {
+    match parse(pkt, q) {
+        Ok(()) => {}
+        Err(Reject::Drop) => return Outcome::DROP,
+        Err(Reject::NotImp) => {
+            // Question echoed when it parsed; no AA, no OPT (RFC 8906 8.1.4).
+            let qd = q.qname_len != 0;
+            return error(pkt, q, qd, super::respond::rcode::NOTIMP, out);
+        }
+        Err(Reject::FormErr { question }) => return error(pkt, q, question, rcode::FORMERR, out),
+    }
+    let edns = q.edns;
+    if let Some(e) = edns {
+        if e.version > 0 {
+            return finish(pkt, q, out, 0, [0; 3], rcode::BADVERS, 0, &edns, snap.udp_payload, None);
+        }
+    }
+    let answer = match q.qclass {
+        CLASS_IN => match snap.lookup(q, t == Transport::Tcp) {
+            Lookup::Answer(a) => Some(a),
+            Lookup::Refused => None,
+        },
+        CLASS_CH => snap.chaos(q),
+        _ => None,
+    };
+    let Some(ai) = answer else {
+        return finish(pkt, q, out, 0, [0; 3], rcode::REFUSED, 0, &edns, snap.udp_payload, None);
+    };
+    let a = &snap.answers[ai as usize];
+    let limit = match t {
+        Transport::Tcp => out.len().min(65535),
+        Transport::Udp => match edns {
+            Some(e) => e.payload.min(snap.udp_payload) as usize,
+            None => 512,
+        },
+    };
+    let qlen = q.question_end - HEADER_LEN;
+    let full = HEADER_LEN + qlen + a.len as usize + opt_len(&edns);
+    let flags = if a.aa { AA } else { 0 };
+    if full > limit {
+        // TC with no records at all (gdnsd's choice): no partial RRsets can result.
+        return finish(pkt, q, out, flags | TC, [0; 3], a.rcode as u16, 0, &edns, snap.udp_payload, None);
+    }
+    let (tail, fixups) = snap.tail(a);
+    let delta = q.qname_len as u16 - a.qlen as u16;
+    finish(pkt, q, out, flags, a.counts, a.rcode as u16, 0, &edns, snap.udp_payload, Some((tail, fixups, delta)))
+}
+
+#[inline]
+fn opt_len(edns: &Option<Edns>) -> usize {
+    match edns {
+        None => 0,
+        Some(Edns { ecs: None, .. }) => 11,
+        Some(Edns { ecs: Some(ecs), .. }) => 11 + 8 + ecs.addr_len as usize,
+    }
+}
+
+/// Writes header, echoed question, tail (with fixups applied) and OPT.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn finish(
+    pkt: &[u8],
+    q: &Query,
+    out: &mut [u8],
+    flags: u16,
+    counts: [u16; 3],
+    rc: u16,
+    ecs_scope: u8,
+    edns: &Option<Edns>,
+    payload: u16,
+    tail: Option<(&[u8], &[u16], u16)>,
+) -> Outcome {
+    let qend = q.question_end;
+    let hdr_flags = QR | (q.flags & (OPCODE | RD | CD)) | flags | (rc & 0xF);
+    out[0..2].copy_from_slice(&q.id.to_be_bytes());
+    out[2..4].copy_from_slice(&hdr_flags.to_be_bytes());
+    out[4..6].copy_from_slice(&1u16.to_be_bytes());
+    out[6..8].copy_from_slice(&counts[0].to_be_bytes());
+    out[8..10].copy_from_slice(&counts[1].to_be_bytes());
+    let arcount = counts[2] + edns.is_some() as u16;
+    out[10..12].copy_from_slice(&arcount.to_be_bytes());
+    out[HEADER_LEN..qend].copy_from_slice(&pkt[HEADER_LEN..qend]);
+    let mut pos = qend;
+    if let Some((bytes, fixups, delta)) = tail {
+        out[pos..pos + bytes.len()].copy_from_slice(bytes);
+        if delta != 0 {
+            for &f in fixups {
+                let at = pos + f as usize;
+                let p = u16::from_be_bytes([out[at], out[at + 1]]) + delta;
+                out[at..at + 2].copy_from_slice(&p.to_be_bytes());
+            }
+        }
+        pos += bytes.len();
+    }
+    if let Some(e) = edns {
+        pos = write_opt(out, pos, e, rc, ecs_scope, payload);
+    }
+    Outcome {
+        len: pos,
+        rcode: rc,
+        truncated: flags & TC != 0,
+    }
+}
+
+/// Our OPT: payload = our cap, extended RCODE, version 0, DO copied, ECS echoed with our
+/// scope; no other option is echoed.
+#[inline]
+fn write_opt(out: &mut [u8], mut pos: usize, e: &Edns, rc: u16, scope: u8, payload: u16) -> usize {
+    out[pos] = 0;
+    out[pos + 1..pos + 3].copy_from_slice(&41u16.to_be_bytes());
+    out[pos + 3..pos + 5].copy_from_slice(&payload.to_be_bytes());
+    out[pos + 5] = (rc >> 4) as u8;
+    out[pos + 6] = 0;
+    out[pos + 7] = if e.dnssec_ok { 0x80 } else { 0 };
+    out[pos + 8] = 0;
+    let rdlen = e.ecs.map_or(0, |c| 8 + c.addr_len as u16);
+    out[pos + 9..pos + 11].copy_from_slice(&rdlen.to_be_bytes());
+    pos += 11;
+    if let Some(c) = e.ecs {
+        out[pos..pos + 2].copy_from_slice(&OPT_ECS.to_be_bytes());
+        out[pos + 2..pos + 4].copy_from_slice(&(4 + c.addr_len as u16).to_be_bytes());
+        out[pos + 4..pos + 6].copy_from_slice(&c.family.to_be_bytes());
+        out[pos + 6] = c.source;
+        out[pos + 7] = scope;
+        out[pos + 8..pos + 8 + c.addr_len as usize].copy_from_slice(&c.addr[..c.addr_len as usize]);
+        pos += 8 + c.addr_len as usize;
+    }
+    pos
+}
+
+/// FORMERR / NOTIMP: header, the question when it parsed, nothing else.
+fn error(pkt: &[u8], q: &Query, with_question: bool, rc: u16, out: &mut [u8]) -> Outcome {
+    let qend = if with_question { q.question_end } else { HEADER_LEN };
+    let flags = QR | (q.flags & (OPCODE | RD | CD)) | rc;
+    out[0..2].copy_from_slice(&pkt[0..2]);
+    out[2..4].copy_from_slice(&flags.to_be_bytes());
+    out[4..6].copy_from_slice(&(with_question as u16).to_be_bytes());
+    out[6..12].fill(0);
+    out[HEADER_LEN..qend].copy_from_slice(&pkt[HEADER_LEN..qend]);
+    Outcome {
+        len: qend,
+        rcode: rc,
+        truncated: false,
+    }
+}
