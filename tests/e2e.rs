@@ -35,7 +35,9 @@ enum T {
 
 fn ask(s: &Server, q: &Q, t: T) -> Msg {
     match t {
-        T::Udp => s.udp(&q.build()).unwrap_or_else(|| panic!("no UDP answer for {:?}", q.name)),
+        T::Udp => s
+            .udp(&q.build())
+            .unwrap_or_else(|| panic!("no UDP answer for {:?}", q.name)),
         T::Tcp => s.tcp(&q.build()),
     }
 }
@@ -51,7 +53,11 @@ fn both(s: &Server, q: Q, check: impl Fn(&Msg, T)) {
 fn server(io: &str) -> Server {
     let cfg = fixture("zones.toml");
     let s = Server::start(&["--config", cfg.to_str().unwrap(), "--io", io]);
-    let want = if io == "mmsg" { "io=\"mmsg\"" } else { "io=\"io-uring" };
+    let want = if io == "mmsg" {
+        "io=\"mmsg\""
+    } else {
+        "io=\"io-uring"
+    };
     s.wait_log(want, Duration::from_secs(2));
     s
 }
@@ -103,11 +109,16 @@ fn suite(s: &Server) {
     }
     let mut q = Q::new("www.example.test", A);
     q.counts_override = Some([2, 0, 0, 0]);
-    both(s, q, |m, t| assert_eq!(m.rcode(), FORMERR, "qdcount 2 {t:?}"));
+    both(s, q, |m, t| {
+        assert_eq!(m.rcode(), FORMERR, "qdcount 2 {t:?}")
+    });
     let mut q = Q::new("www.example.test", A);
     q.counts_override = Some([1, 1, 0, 0]);
-    q.extra_ar.push(vec![0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4]);
-    both(s, q, |m, t| assert_eq!(m.rcode(), FORMERR, "ancount 1 {t:?}"));
+    q.extra_ar
+        .push(vec![0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4]);
+    both(s, q, |m, t| {
+        assert_eq!(m.rcode(), FORMERR, "ancount 1 {t:?}")
+    });
     let mut q = Q::new("www.example.test", A).edns(1232);
     q.extra_ar.push(vec![0, 0, 41, 4, 0, 0, 0, 0, 0, 0, 0]);
     both(s, q, |m, t| assert_eq!(m.rcode(), FORMERR, "two OPT {t:?}"));
@@ -129,7 +140,9 @@ fn suite(s: &Server) {
     for class in [4u16, 254, 255] {
         let mut q = Q::new("www.example.test", A);
         q.qclass = class;
-        both(s, q, |m, t| assert_eq!(m.rcode(), REFUSED, "class {class} {t:?}"));
+        both(s, q, |m, t| {
+            assert_eq!(m.rcode(), REFUSED, "class {class} {t:?}")
+        });
     }
 
     // 7: outside every zone.
@@ -151,14 +164,28 @@ fn suite(s: &Server) {
         assert_eq!(m.authority[0].rtype, SOA, "{what}");
         assert_eq!(m.authority[0].name, "example.test.", "{what}");
         assert_eq!(m.authority[0].ttl, 300, "{what}");
-        assert!(m.authority[0].data.starts_with("ns1.example.test. hostmaster.example.test. 2026112301"));
+        assert!(m.authority[0]
+            .data
+            .starts_with("ns1.example.test. hostmaster.example.test. 2026112301"));
     };
-    both(s, Q::new("www.example.test", 666), |m, _| negative(m, NOERROR, "type666"));
-    both(s, Q::new("www.example.test", MX), |m, _| negative(m, NOERROR, "nodata"));
-    both(s, Q::new("nope.example.test", A), |m, _| negative(m, NXDOMAIN, "nxdomain"));
-    both(s, Q::new("a.b.c.nope.example.test", A), |m, _| negative(m, NXDOMAIN, "deep nxdomain"));
-    both(s, Q::new("ent.example.test", A), |m, _| negative(m, NOERROR, "empty non-terminal"));
-    both(s, Q::new("b.ent.example.test", A), |m, _| assert_eq!(m.answers(A), vec!["192.0.2.20"]));
+    both(s, Q::new("www.example.test", 666), |m, _| {
+        negative(m, NOERROR, "type666")
+    });
+    both(s, Q::new("www.example.test", MX), |m, _| {
+        negative(m, NOERROR, "nodata")
+    });
+    both(s, Q::new("nope.example.test", A), |m, _| {
+        negative(m, NXDOMAIN, "nxdomain")
+    });
+    both(s, Q::new("a.b.c.nope.example.test", A), |m, _| {
+        negative(m, NXDOMAIN, "deep nxdomain")
+    });
+    both(s, Q::new("ent.example.test", A), |m, _| {
+        negative(m, NOERROR, "empty non-terminal")
+    });
+    both(s, Q::new("b.ent.example.test", A), |m, _| {
+        assert_eq!(m.answers(A), vec!["192.0.2.20"])
+    });
 
     // 10: EDNS.
     both(s, Q::new("www.example.test", A).edns(4096), |m, t| {
@@ -176,11 +203,17 @@ fn suite(s: &Server) {
         let o = m.opt().unwrap();
         assert_eq!((o.ttl >> 16) & 0xFF, 0, "reply version 0");
     });
-    let mut q = Q::new("www.example.test", A).edns(1232).opt(65001, b"xyz").opt(10, &[1; 8]);
+    let mut q = Q::new("www.example.test", A)
+        .edns(1232)
+        .opt(65001, b"xyz")
+        .opt(10, &[1; 8]);
     q.edns.as_mut().unwrap().2 = true;
     both(s, q, |m, _| {
         let o = m.opt().unwrap();
-        assert!(o.rdata.is_empty(), "unknown options and cookies are not echoed");
+        assert!(
+            o.rdata.is_empty(),
+            "unknown options and cookies are not echoed"
+        );
         assert_eq!(o.ttl & 0x8000, 0x8000, "DO copied");
         assert_eq!(m.answers(A).len(), 2);
     });
@@ -218,28 +251,54 @@ fn suite(s: &Server) {
     assert_eq!(types, [A, TXT, AAAA].into_iter().collect());
 
     // 14: ECS echoed with scope 0 (static answers do not depend on the asker); FORMERR cases.
-    both(s, Q::new("www.example.test", A).edns(1232).ecs(1, 24, 0, &[198, 51, 100]), |m, t| {
-        let o = m.opt().unwrap();
-        assert_eq!(o.rdata, vec![0, 8, 0, 7, 0, 1, 24, 0, 198, 51, 100], "{t:?}");
-        assert_eq!(m.answers(A).len(), 2);
-    });
-    both(s, Q::new("www.example.test", A).edns(1232).ecs(2, 56, 0, &[0x20, 1, 0xd, 0xb8, 0, 0, 0]), |m, _| {
-        assert_eq!(m.opt().unwrap().rdata[..8], [0, 8, 0, 11, 0, 2, 56, 0]);
-    });
-    both(s, Q::new("www.example.test", A).edns(1232).ecs(1, 0, 0, &[]), |m, _| {
-        assert_eq!(m.opt().unwrap().rdata, vec![0, 8, 0, 4, 0, 1, 0, 0]);
-    });
+    both(
+        s,
+        Q::new("www.example.test", A)
+            .edns(1232)
+            .ecs(1, 24, 0, &[198, 51, 100]),
+        |m, t| {
+            let o = m.opt().unwrap();
+            assert_eq!(
+                o.rdata,
+                vec![0, 8, 0, 7, 0, 1, 24, 0, 198, 51, 100],
+                "{t:?}"
+            );
+            assert_eq!(m.answers(A).len(), 2);
+        },
+    );
+    both(
+        s,
+        Q::new("www.example.test", A)
+            .edns(1232)
+            .ecs(2, 56, 0, &[0x20, 1, 0xd, 0xb8, 0, 0, 0]),
+        |m, _| {
+            assert_eq!(m.opt().unwrap().rdata[..8], [0, 8, 0, 11, 0, 2, 56, 0]);
+        },
+    );
+    both(
+        s,
+        Q::new("www.example.test", A).edns(1232).ecs(1, 0, 0, &[]),
+        |m, _| {
+            assert_eq!(m.opt().unwrap().rdata, vec![0, 8, 0, 4, 0, 1, 0, 0]);
+        },
+    );
     let bad_ecs: [(u16, u8, u8, &[u8]); 5] = [
-        (1, 24, 8, &[198, 51, 100]),     // scope set in a query
-        (3, 24, 0, &[198, 51, 100]),     // unknown family
-        (1, 33, 0, &[1, 2, 3, 4, 5]),    // prefix too long for v4
-        (1, 16, 0, &[198, 51, 100]),     // address longer than the prefix needs
-        (1, 23, 0, &[198, 51, 101]),     // bits set past the prefix
+        (1, 24, 8, &[198, 51, 100]),  // scope set in a query
+        (3, 24, 0, &[198, 51, 100]),  // unknown family
+        (1, 33, 0, &[1, 2, 3, 4, 5]), // prefix too long for v4
+        (1, 16, 0, &[198, 51, 100]),  // address longer than the prefix needs
+        (1, 23, 0, &[198, 51, 101]),  // bits set past the prefix
     ];
     for (fam, src, scope, addr) in bad_ecs {
-        both(s, Q::new("www.example.test", A).edns(1232).ecs(fam, src, scope, addr), |m, t| {
-            assert_eq!(m.rcode(), FORMERR, "ecs {fam}/{src}/{scope} {t:?}");
-        });
+        both(
+            s,
+            Q::new("www.example.test", A)
+                .edns(1232)
+                .ecs(fam, src, scope, addr),
+            |m, t| {
+                assert_eq!(m.rcode(), FORMERR, "ecs {fam}/{src}/{scope} {t:?}");
+            },
+        );
     }
 
     // 15: names: forward/self pointers, labels > 63, names > 255.
@@ -272,7 +331,10 @@ fn suite(s: &Server) {
 
     // 17: CNAME followed inside the zone; loops stopped; never out of zone.
     both(s, Q::new("alias.example.test", A), |m, _| {
-        assert_eq!(m.answers(CNAME), vec!["alias2.example.test.", "www.example.test."]);
+        assert_eq!(
+            m.answers(CNAME),
+            vec!["alias2.example.test.", "www.example.test."]
+        );
         assert_eq!(m.answers(A), vec!["192.0.2.10", "192.0.2.11"]);
         assert_eq!(m.rcode(), NOERROR);
     });
@@ -286,7 +348,10 @@ fn suite(s: &Server) {
     });
     both(s, Q::new("loop1.example.test", A), |m, _| {
         assert_eq!(m.rcode(), NOERROR);
-        assert_eq!(m.answers(CNAME), vec!["loop1.example.test.", "loop2.example.test."]);
+        assert_eq!(
+            m.answers(CNAME),
+            vec!["loop1.example.test.", "loop2.example.test."]
+        );
     });
     both(s, Q::new("out.example.test", A), |m, _| {
         assert_eq!(m.answer.len(), 1);
@@ -305,9 +370,15 @@ fn suite(s: &Server) {
         assert_eq!(m.answer[0].name, "Foo.Bar.wild.example.test.");
         assert!(m.aa());
     });
-    both(s, Q::new("q.wild.example.test", MX), |m, _| negative(m, NOERROR, "wildcard nodata"));
-    both(s, Q::new("x.wild.example.test", A), |m, _| assert_eq!(m.answers(A), vec!["192.0.2.98"]));
-    both(s, Q::new("y.x.wild.example.test", A), |m, _| negative(m, NXDOMAIN, "blocked by x.wild"));
+    both(s, Q::new("q.wild.example.test", MX), |m, _| {
+        negative(m, NOERROR, "wildcard nodata")
+    });
+    both(s, Q::new("x.wild.example.test", A), |m, _| {
+        assert_eq!(m.answers(A), vec!["192.0.2.98"])
+    });
+    both(s, Q::new("y.x.wild.example.test", A), |m, _| {
+        negative(m, NXDOMAIN, "blocked by x.wild")
+    });
     both(s, Q::new("a.long.name.cnw.example.test", A), |m, _| {
         assert_eq!(m.answer[0].name, "a.long.name.cnw.example.test.");
         assert_eq!(m.answers(CNAME), vec!["www.example.test."]);
@@ -319,11 +390,20 @@ fn suite(s: &Server) {
         assert_eq!(m.authority.len(), 1);
         assert_eq!(m.authority[0].rtype, NS);
         assert_eq!(m.authority[0].name, "sub.example.test.");
-        assert_eq!(m.additional.iter().filter(|r| r.rtype == A).map(|r| r.data.clone()).collect::<Vec<_>>(), vec!["192.0.2.200"]);
+        assert_eq!(
+            m.additional
+                .iter()
+                .filter(|r| r.rtype == A)
+                .map(|r| r.data.clone())
+                .collect::<Vec<_>>(),
+            vec!["192.0.2.200"]
+        );
     });
 
     // Zone file zone, other record types.
-    both(s, Q::new("host.other.test", AAAA), |m, _| assert_eq!(m.answers(AAAA), vec!["2001:db8::1"]));
+    both(s, Q::new("host.other.test", AAAA), |m, _| {
+        assert_eq!(m.answers(AAAA), vec!["2001:db8::1"])
+    });
     both(s, Q::new("_sip._tcp.other.test", SRV), |m, _| {
         assert_eq!(m.answer.len(), 1);
         assert_eq!(m.answer[0].ttl, 600);
@@ -334,20 +414,31 @@ fn suite(s: &Server) {
         assert_eq!(m.authority[0].name, "other.test.");
     });
     both(s, Q::new("example.test", NS), |m, _| {
-        assert_eq!(m.answers(NS), vec!["ns1.example.test.", "ns2.example.test."]);
+        assert_eq!(
+            m.answers(NS),
+            vec!["ns1.example.test.", "ns2.example.test."]
+        );
     });
-    both(s, Q::new("mail.example.test", MX), |m, _| assert_eq!(m.answers(MX), vec!["10 www.example.test."]));
+    both(s, Q::new("mail.example.test", MX), |m, _| {
+        assert_eq!(m.answers(MX), vec!["10 www.example.test."])
+    });
 }
 
 /// Rows 1 and 2 over UDP: QR set and short packets get no answer at all.
 fn drops(s: &Server) {
     let mut q = Q::new("www.example.test", A);
     q.flags |= 0x8000;
-    assert!(s.udp_raw(&q.build(), Duration::from_millis(300)).is_none(), "QR set");
+    assert!(
+        s.udp_raw(&q.build(), Duration::from_millis(300)).is_none(),
+        "QR set"
+    );
     for n in [0usize, 1, 11] {
         let pkt = vec![0u8; n];
         if n > 0 {
-            assert!(s.udp_raw(&pkt, Duration::from_millis(200)).is_none(), "{n} bytes");
+            assert!(
+                s.udp_raw(&pkt, Duration::from_millis(200)).is_none(),
+                "{n} bytes"
+            );
         }
     }
     // still serving afterwards
@@ -358,7 +449,12 @@ fn drops(s: &Server) {
 fn tcp_behaviour(s: &Server) {
     let mut c = TcpStream::connect(s.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let names = ["www.example.test", "nope.example.test", "alias.example.test", "b.ent.example.test"];
+    let names = [
+        "www.example.test",
+        "nope.example.test",
+        "alias.example.test",
+        "b.ent.example.test",
+    ];
     let mut burst = Vec::new();
     for (i, n) in names.iter().enumerate() {
         let mut q = Q::new(n, A);
@@ -368,7 +464,9 @@ fn tcp_behaviour(s: &Server) {
         burst.extend_from_slice(&b);
     }
     c.write_all(&burst).unwrap(); // all four in one segment
-    let mut ids: Vec<u16> = (0..4).map(|_| Msg::parse(&tcp_recv(&mut c).unwrap()).id).collect();
+    let mut ids: Vec<u16> = (0..4)
+        .map(|_| Msg::parse(&tcp_recv(&mut c).unwrap()).id)
+        .collect();
     ids.sort();
     assert_eq!(ids, vec![100, 101, 102, 103]);
     // a message shorter than a header closes the connection
@@ -382,7 +480,10 @@ fn tcp_behaviour(s: &Server) {
     let r = std::io::Read::read(&mut idle, &mut b);
     assert!(matches!(r, Ok(0) | Err(_)), "idle connection closed");
     let waited = t0.elapsed();
-    assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(4), "idle close after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(4),
+        "idle close after {waited:?}"
+    );
 }
 
 #[test]
@@ -415,7 +516,14 @@ fn counters_and_clean_shutdown() {
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_secs(1), "stopped in {took:?}");
     let line = s.wait_log("shutdown summary", Duration::from_secs(1));
-    for want in ["queries=9 ", "noerror=6 ", "nxdomain=1 ", "refused=1 ", "dropped=1 ", "tcp_queries=1 "] {
+    for want in [
+        "queries=9 ",
+        "noerror=6 ",
+        "nxdomain=1 ",
+        "refused=1 ",
+        "dropped=1 ",
+        "tcp_queries=1 ",
+    ] {
         assert!(line.contains(want), "{want} in {line}");
     }
 }
@@ -428,22 +536,41 @@ fn tcp_connection_cap() {
         .unwrap()
         .replace("tcp-max-connections = 64", "tcp-max-connections = 2")
         .replace("shards = [0, 1]", "shards = [0]")
-        .replace("file = \"other.test.zone\"", &format!("file = \"{}\"", fixture("other.test.zone").display()));
+        .replace(
+            "file = \"other.test.zone\"",
+            &format!("file = \"{}\"", fixture("other.test.zone").display()),
+        );
     std::fs::write(&cfg, text).unwrap();
     let s = Server::start(&["--config", cfg.to_str().unwrap()]);
-    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(s.addr).unwrap()).collect();
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(s.addr).unwrap())
+        .collect();
     std::thread::sleep(Duration::from_millis(200));
     let mut third = TcpStream::connect(s.addr).unwrap();
-    third.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     tcp_send(&mut third, &Q::new("www.example.test", A).build());
-    assert!(tcp_recv(&mut third).is_none(), "third connection refused at the cap");
+    assert!(
+        tcp_recv(&mut third).is_none(),
+        "third connection refused at the cap"
+    );
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(s.tcp(&Q::new("www.example.test", A).build()).answers(A).len(), 2);
+    assert_eq!(
+        s.tcp(&Q::new("www.example.test", A).build())
+            .answers(A)
+            .len(),
+        2
+    );
 }
 
 pub fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("gtmd-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let d = std::env::temp_dir().join(format!(
+        "gtmd-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -497,15 +624,30 @@ fn reload_good_and_bad_while_querying() {
     s.wait_log("generation=2", Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(300));
     // A bad config: rejected, old one serves.
-    std::fs::write(&cfg, "version = 1\n[[zone]]\nname = \"r.test.\"\nsoa = { mname = \"ns\" }\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "version = 1\n[[zone]]\nname = \"r.test.\"\nsoa = { mname = \"ns\" }\n",
+    )
+    .unwrap();
     s.signal(libc::SIGHUP);
     s.wait_log("reload rejected: still serving", Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (seen, lost, n) = querier.join().unwrap();
     assert_eq!(lost, 0, "no query lost during reloads ({n} sent)");
-    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), vec!["192.0.2.100", "192.0.2.200"], "{seen:?}");
-    assert!(s.count_log("reload rejected: ") >= 2, "the error itself is logged too");
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        vec!["192.0.2.100", "192.0.2.200"],
+        "{seen:?}"
+    );
+    assert!(
+        s.count_log("reload rejected: ") >= 2,
+        "the error itself is logged too"
+    );
     let m = s.udp(&Q::new("svc.r.test", A).build()).unwrap();
-    assert_eq!(m.answers(A), vec!["192.0.2.200"], "previous config still serving");
+    assert_eq!(
+        m.answers(A),
+        vec!["192.0.2.200"],
+        "previous config still serving"
+    );
 }

@@ -52,7 +52,11 @@ impl Encoder {
         buf.extend_from_slice(&[0; 4]);
         let mut dict = Vec::new();
         for i in label_starts(q) {
-            dict.push((q[i..].to_vec(), (HEADER_LEN + i) as u16, i != 0 || !q_is_owner));
+            dict.push((
+                q[i..].to_vec(),
+                (HEADER_LEN + i) as u16,
+                i != 0 || !q_is_owner,
+            ));
         }
         Self {
             tail_start: buf.len(),
@@ -90,12 +94,21 @@ impl Encoder {
             if pos <= MAX_TARGET {
                 self.dict.push((name[i..].to_vec(), pos as u16, true));
             }
-            self.buf.extend_from_slice(&name[i..i + 1 + name[i] as usize]);
+            self.buf
+                .extend_from_slice(&name[i..i + 1 + name[i] as usize]);
         }
     }
 
     /// Appends one resource record.
-    pub(crate) fn rr(&mut self, sec: Section, owner: &[u8], rtype: u16, class: u16, ttl: u32, rdata: &Rdata) {
+    pub(crate) fn rr(
+        &mut self,
+        sec: Section,
+        owner: &[u8],
+        rtype: u16,
+        class: u16,
+        ttl: u32,
+        rdata: &Rdata,
+    ) {
         self.name(owner);
         self.buf.extend_from_slice(&rtype.to_be_bytes());
         self.buf.extend_from_slice(&class.to_be_bytes());
@@ -109,7 +122,11 @@ impl Encoder {
                 self.buf.extend_from_slice(&pref.to_be_bytes());
                 self.name(n);
             }
-            Rdata::Soa(Soa { mname, rname, times }) => {
+            Rdata::Soa(Soa {
+                mname,
+                rname,
+                times,
+            }) => {
                 self.name(mname);
                 self.name(rname);
                 for t in times {
@@ -145,8 +162,22 @@ mod tests {
     fn compresses_against_question_and_records_fixups() {
         let q = b"\x03www\x07example\x04test\x00";
         let mut e = Encoder::new(q, true);
-        e.rr(Section::Answer, q, 5, 1, 30, &Rdata::Name(b"\x03web\x07example\x04test\x00".to_vec()));
-        e.rr(Section::Answer, b"\x03web\x07example\x04test\x00", 1, 1, 30, &Rdata::Opaque(vec![1, 2, 3, 4]));
+        e.rr(
+            Section::Answer,
+            q,
+            5,
+            1,
+            30,
+            &Rdata::Name(b"\x03web\x07example\x04test\x00".to_vec()),
+        );
+        e.rr(
+            Section::Answer,
+            b"\x03web\x07example\x04test\x00",
+            1,
+            1,
+            30,
+            &Rdata::Opaque(vec![1, 2, 3, 4]),
+        );
         let enc = e.finish();
         // owner -> pointer to 12, no fixup
         assert_eq!(&enc.tail[..2], &[0xC0, 12]);

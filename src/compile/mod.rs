@@ -87,7 +87,14 @@ impl ZoneBuild<'_> {
     }
 
     fn soa_rr(&self, e: &mut Encoder) {
-        e.rr(Section::Authority, self.apex, rtype::SOA, CLASS_IN, self.neg_ttl, &self.soa.rdata);
+        e.rr(
+            Section::Authority,
+            self.apex,
+            rtype::SOA,
+            CLASS_IN,
+            self.neg_ttl,
+            &self.soa.rdata,
+        );
     }
 }
 
@@ -155,7 +162,14 @@ fn compile_chaos(cfg: &Config, out: &mut Out) {
             let mut rd = vec![t.len() as u8];
             rd.extend_from_slice(t.as_bytes());
             let mut e = Encoder::new(name, true);
-            e.rr(Section::Answer, name, rtype::TXT, CLASS_CH, 0, &Rdata::Opaque(rd));
+            e.rr(
+                Section::Answer,
+                name,
+                rtype::TXT,
+                CLASS_CH,
+                0,
+                &Rdata::Opaque(rd),
+            );
             let a = out.push(e, 0, true);
             out.snap.chaos.push((name.into(), a));
         }
@@ -186,7 +200,9 @@ fn compile_zone(zi: u32, zone: &crate::config::Zone, out: &mut Out, errs: &mut V
         errs.push(ConfigError::new(zone.at.clone(), "zone.soa", "no SOA"));
         return;
     };
-    let Rdata::Soa(s) = &soa.rdata else { unreachable!("SOA record holds SOA data") };
+    let Rdata::Soa(s) = &soa.rdata else {
+        unreachable!("SOA record holds SOA data")
+    };
     let neg_ttl = soa.ttl.min(s.times[4]);
     names.entry(apex.to_vec()).or_default().rrsets.insert(
         rtype::SOA,
@@ -277,7 +293,14 @@ fn compile_zone(zi: u32, zone: &crate::config::Zone, out: &mut Out, errs: &mut V
         } else if let Some(cname) = data.rrsets.get(&rtype::CNAME) {
             let only = {
                 let mut e = Encoder::new(name, true);
-                e.rr(Section::Answer, name, rtype::CNAME, CLASS_IN, cname.ttl, &cname.rdata[0]);
+                e.rr(
+                    Section::Answer,
+                    name,
+                    rtype::CNAME,
+                    CLASS_IN,
+                    cname.ttl,
+                    &cname.rdata[0],
+                );
                 out.push(e, 0, true)
             };
             out.snap.types.push((rtype::CNAME, only));
@@ -328,7 +351,10 @@ fn check_size(e: &Encoder, name: &[u8], t: u16, zb: &ZoneBuild<'_>, errs: &mut V
         errs.push(ConfigError::new(
             zb.soa.at.clone(),
             "record",
-            format!("RRset {} type {t} does not fit in one DNS message", display_name(name)),
+            format!(
+                "RRset {} type {t} does not fit in one DNS message",
+                display_name(name)
+            ),
         ));
     }
 }
@@ -363,8 +389,17 @@ fn referral(zb: &ZoneBuild<'_>, cut: &[u8], out: &mut Out) -> u32 {
 /// then the chain followed inside the zone, ending in data, NODATA (SOA) or NXDOMAIN.
 fn chain(zb: &ZoneBuild<'_>, start: &[u8], cname: &RRset, qtype: u16, out: &mut Out) -> u32 {
     let mut e = Encoder::new(start, true);
-    e.rr(Section::Answer, start, rtype::CNAME, CLASS_IN, cname.ttl, &cname.rdata[0]);
-    let Rdata::Name(first) = &cname.rdata[0] else { unreachable!("CNAME holds a name") };
+    e.rr(
+        Section::Answer,
+        start,
+        rtype::CNAME,
+        CLASS_IN,
+        cname.ttl,
+        &cname.rdata[0],
+    );
+    let Rdata::Name(first) = &cname.rdata[0] else {
+        unreachable!("CNAME holds a name")
+    };
     let mut cur = first.clone();
     let mut seen: Vec<Vec<u8>> = vec![start.to_vec()];
     let mut rcode = 0;
@@ -382,8 +417,17 @@ fn chain(zb: &ZoneBuild<'_>, start: &[u8], cname: &RRset, qtype: u16, out: &mut 
             }
             Found::Data(d) => {
                 if let Some(c) = d.rrsets.get(&rtype::CNAME) {
-                    e.rr(Section::Answer, &cur, rtype::CNAME, CLASS_IN, c.ttl, &c.rdata[0]);
-                    let Rdata::Name(next) = &c.rdata[0] else { break };
+                    e.rr(
+                        Section::Answer,
+                        &cur,
+                        rtype::CNAME,
+                        CLASS_IN,
+                        c.ttl,
+                        &c.rdata[0],
+                    );
+                    let Rdata::Name(next) = &c.rdata[0] else {
+                        break;
+                    };
                     cur = next.clone();
                     continue;
                 }

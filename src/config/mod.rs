@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use error::{ConfigError, ConfigErrors, Origin};
 pub(crate) use error::Lines;
+pub use error::{ConfigError, ConfigErrors, Origin};
 pub use zone::{Rdata, Record, Soa};
 
 /// The embedded default configuration (`gtmd run` without `--config`).
@@ -127,7 +127,10 @@ impl Config {
             Some(v) if *v.get_ref() != 1 => errs.push(ConfigError::new(
                 at(v.span()),
                 "version",
-                format!("unsupported version {}: this gtmd reads version 1", v.get_ref()),
+                format!(
+                    "unsupported version {}: this gtmd reads version 1",
+                    v.get_ref()
+                ),
             )),
             Some(_) => {}
         }
@@ -153,8 +156,7 @@ impl Config {
                         "zone.name",
                         format!("zone {} is declared twice", name::display_name(&a.name)),
                     ));
-                } else if name::is_within(&a.name, &b.name) || name::is_within(&b.name, &a.name)
-                {
+                } else if name::is_within(&a.name, &b.name) || name::is_within(&b.name, &a.name) {
                     errs.push(ConfigError::new(
                         a.at.clone(),
                         "zone.name",
@@ -167,6 +169,7 @@ impl Config {
                 }
             }
         }
+        errs.sort_by(|a, b| (&a.at.file, a.at.line).cmp(&(&b.at.file, b.at.line)));
         if errs.is_empty() {
             Ok(Self {
                 source: file,
@@ -191,9 +194,21 @@ fn field_of_toml_error(text: &str, span: Option<std::ops::Range<usize>>) -> Stri
     let key = line.split('=').next().unwrap_or("").trim();
     let key = key.trim_start_matches('[').trim_end_matches(']');
     if key.is_empty() || key.contains(' ') || key.contains('"') {
-        "toml".into()
-    } else {
-        key.to_string()
+        return "toml".into();
+    }
+    if line.trim_start().starts_with('[') {
+        return key.to_string();
+    }
+    // The enclosing [table] header, if any, names the rest of the path.
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_start_matches('[').trim_end_matches(']').trim());
+    match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
     }
 }
 
@@ -265,7 +280,7 @@ fn server(
             other => errs.push(ConfigError::new(
                 at(sh.span()),
                 "server.shards",
-                format!("'{other}' is neither \"auto\" nor a non-empty list of CPU numbers"),
+                format!("{other} is neither \"auto\" nor a non-empty list of CPU numbers"),
             )),
         }
     }
@@ -318,7 +333,11 @@ fn server(
     }
     for (field, v, dst) in [
         ("server.identity", &spec.identity, &mut s.identity),
-        ("server.version-string", &spec.version_string, &mut s.version_string),
+        (
+            "server.version-string",
+            &spec.version_string,
+            &mut s.version_string,
+        ),
     ] {
         if let Some(v) = v {
             if v.get_ref().len() > 255 {

@@ -118,7 +118,10 @@ fn scan(
                 let (line, reason) = match s.split_once(':') {
                     Some((l, rest)) => (
                         l.parse::<u32>().unwrap_or(start_line),
-                        rest.split_once(':').map_or(rest, |(_, r)| r).trim().to_string(),
+                        rest.split_once(':')
+                            .map_or(rest, |(_, r)| r)
+                            .trim()
+                            .to_string(),
                     ),
                     None => (start_line, s.clone()),
                 };
@@ -153,7 +156,11 @@ fn scan(
         let owner = wire_of(rec.owner());
         let ttl = rec.ttl().as_secs();
         if i64::from(ttl) > MAX_TTL {
-            errs.push(ConfigError::new(at, "record", "TTL above 2147483647 (RFC 2181 8)"));
+            errs.push(ConfigError::new(
+                at,
+                "record",
+                "TTL above 2147483647 (RFC 2181 8)",
+            ));
             continue;
         }
         let rt = rec.rtype();
@@ -176,7 +183,11 @@ fn scan(
             other => {
                 let mut v = Vec::new();
                 if other.compose_rdata(&mut v).is_err() {
-                    errs.push(ConfigError::new(at, "record", "record data does not encode"));
+                    errs.push(ConfigError::new(
+                        at,
+                        "record",
+                        "record data does not encode",
+                    ));
                     continue;
                 }
                 Rdata::Opaque(v)
@@ -245,12 +256,22 @@ pub(super) fn load(
     };
     let default_ttl = int_field(&z.ttl, 3600, &f("ttl"), &at, errs);
     let mut records = Vec::new();
+    let mut file_read = false;
     if let Some(path) = &z.file {
         let full = super::relative_to(base, path.get_ref());
         match std::fs::read_to_string(&full) {
             Ok(text) => {
+                file_read = true;
                 let zfile: Arc<str> = full.display().to_string().into();
-                scan(&text, &name, default_ttl, &zfile, &|l| l, &mut records, errs);
+                scan(
+                    &text,
+                    &name,
+                    default_ttl,
+                    &zfile,
+                    &|l| l,
+                    &mut records,
+                    errs,
+                );
             }
             Err(e) => errs.push(ConfigError::new(
                 at(path.span()),
@@ -263,10 +284,17 @@ pub(super) fn load(
         let s = soa.get_ref();
         let sat = at(soa.span());
         let mut names = [Vec::new(), Vec::new()];
-        for (k, (fname, v)) in [("mname", &s.mname), ("rname", &s.rname)].into_iter().enumerate() {
+        for (k, (fname, v)) in [("mname", &s.mname), ("rname", &s.rname)]
+            .into_iter()
+            .enumerate()
+        {
             match parse_name(v.get_ref(), Some(&name)) {
                 Ok(n) => names[k] = n,
-                Err(e) => errs.push(ConfigError::new(at(v.span()), f(&format!("soa.{fname}")), e)),
+                Err(e) => errs.push(ConfigError::new(
+                    at(v.span()),
+                    f(&format!("soa.{fname}")),
+                    e,
+                )),
             }
         }
         let [mname, rname] = names;
@@ -292,7 +320,11 @@ pub(super) fn load(
     }
     if let Some(ns) = &z.ns {
         if ns.get_ref().is_empty() {
-            errs.push(ConfigError::new(at(ns.span()), f("ns"), "empty: a zone needs at least one NS"));
+            errs.push(ConfigError::new(
+                at(ns.span()),
+                f("ns"),
+                "empty: a zone needs at least one NS",
+            ));
         }
         for n in ns.get_ref() {
             match parse_name(n.get_ref(), Some(&name)) {
@@ -326,7 +358,8 @@ pub(super) fn load(
             "missing: give `soa = {...}` and `ns = [...]`, or `file = \"...\"`",
         ));
     }
-    check(&name, &records, &zat, &f, errs);
+    let declared_soa = file_read || z.soa.is_some();
+    check(&name, &records, &zat, &f, declared_soa, errs);
     Some(Zone {
         name,
         at: zat,
@@ -340,6 +373,7 @@ fn check(
     records: &[Record],
     zat: &Origin,
     f: &dyn Fn(&str) -> String,
+    declared_soa: bool,
     errs: &mut Vec<ConfigError>,
 ) {
     let zname = display_name(apex);
@@ -350,10 +384,7 @@ fn check(
             errs.push(ConfigError::new(
                 r.at.clone(),
                 "record",
-                format!(
-                    "{} is outside zone {zname}",
-                    display_name(&r.owner)
-                ),
+                format!("{} is outside zone {zname}", display_name(&r.owner)),
             ));
             continue;
         }
@@ -362,10 +393,17 @@ fn check(
                 errs.push(ConfigError::new(
                     r.at.clone(),
                     "record",
-                    format!("SOA at {} is not at the zone apex {zname}", display_name(&r.owner)),
+                    format!(
+                        "SOA at {} is not at the zone apex {zname}",
+                        display_name(&r.owner)
+                    ),
                 ));
             } else if soa_seen {
-                errs.push(ConfigError::new(r.at.clone(), "record", format!("zone {zname} has a second SOA")));
+                errs.push(ConfigError::new(
+                    r.at.clone(),
+                    "record",
+                    format!("zone {zname} has a second SOA"),
+                ));
             }
             soa_seen = true;
         }
@@ -373,7 +411,11 @@ fn check(
             apex_ns = true;
         }
         if r.rtype == rtype::CNAME && r.owner == apex {
-            errs.push(ConfigError::new(r.at.clone(), "record", "CNAME at the zone apex (RFC 1912 2.4)"));
+            errs.push(ConfigError::new(
+                r.at.clone(),
+                "record",
+                "CNAME at the zone apex (RFC 1912 2.4)",
+            ));
         }
     }
     // A CNAME must be alone at its name (RFC 1034 3.6.2): one pass, keyed by owner.
@@ -386,7 +428,11 @@ fn check(
                 errs.push(ConfigError::new(
                     r.at.clone(),
                     "record",
-                    format!("second CNAME at {} (first at line {})", display_name(&r.owner), first.at.line),
+                    format!(
+                        "second CNAME at {} (first at line {})",
+                        display_name(&r.owner),
+                        first.at.line
+                    ),
                 ));
             } else {
                 e.0 = Some(r);
@@ -396,6 +442,9 @@ fn check(
         }
     }
     for (owner, (cname, other)) in by_owner {
+        if owner == apex {
+            continue; // reported above as a CNAME at the apex
+        }
         if let (Some(c), Some(o)) = (cname, other) {
             errs.push(ConfigError::new(
                 c.at.clone(),
@@ -408,10 +457,18 @@ fn check(
             ));
         }
     }
-    if !soa_seen && !records.is_empty() {
-        errs.push(ConfigError::new(zat.clone(), f("soa"), format!("zone {zname} has no SOA")));
+    if !soa_seen && declared_soa {
+        errs.push(ConfigError::new(
+            zat.clone(),
+            f("soa"),
+            format!("zone {zname} has no SOA"),
+        ));
     }
     if !apex_ns && soa_seen {
-        errs.push(ConfigError::new(zat.clone(), f("ns"), format!("zone {zname} has no NS at its apex")));
+        errs.push(ConfigError::new(
+            zat.clone(),
+            f("ns"),
+            format!("zone {zname} has no NS at its apex"),
+        ));
     }
 }

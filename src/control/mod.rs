@@ -76,7 +76,8 @@ fn apply_overrides(cfg: &mut Config, opts: &RunOptions) {
         cfg.server.io = io;
     }
     if let Some(n) = opts.shards {
-        cfg.server.shards = Shards::Cpus((0..n).map(|i| i % crate::config::online_cpus()).collect());
+        cfg.server.shards =
+            Shards::Cpus((0..n).map(|i| i % crate::config::online_cpus()).collect());
     }
 }
 
@@ -154,7 +155,9 @@ fn reload(opts: &RunOptions, current: &mut Config, published: &Published, genera
             if s.listen != c.listen || s.shards != c.shards || s.io != c.io {
                 warn!("reload: server.listen, server.shards and server.io take effect at restart");
             }
-            if s.tcp_max_connections != c.tcp_max_connections || s.tcp_idle_timeout != c.tcp_idle_timeout {
+            if s.tcp_max_connections != c.tcp_max_connections
+                || s.tcp_idle_timeout != c.tcp_idle_timeout
+            {
                 warn!("reload: TCP limits take effect at restart");
             }
             *generation += 1;
@@ -195,7 +198,9 @@ fn start(cfg: &Config, published: &Published) -> Result<Running, ExitError> {
         // Port 0: the first bind picks the port, the other shards join it.
         let first = shard::socket::udp(want)
             .map_err(|e| ExitError::Startup(format!("cannot bind udp {want}: {e}")))?;
-        let addr = first.local_addr().map_err(|e| ExitError::Startup(e.to_string()))?;
+        let addr = first
+            .local_addr()
+            .map_err(|e| ExitError::Startup(e.to_string()))?;
         udp[0].push(first);
         for u in udp.iter_mut().skip(1) {
             u.push(

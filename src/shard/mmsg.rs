@@ -72,17 +72,21 @@ impl UdpIo for Mmsg {
             if !single {
                 // SAFETY: pfds is a valid array of pollfd for its length.
                 let r = unsafe {
-                    libc::poll(pfds.as_mut_ptr(), pfds.len() as _, WAIT_BOUND.as_millis() as i32)
+                    libc::poll(
+                        pfds.as_mut_ptr(),
+                        pfds.len() as _,
+                        WAIT_BOUND.as_millis() as i32,
+                    )
                 };
                 if r <= 0 {
                     continue;
                 }
             }
-            for k in 0..pfds.len() {
-                if !single && pfds[k].revents & libc::POLLIN == 0 {
+            for p in &pfds {
+                if !single && p.revents & libc::POLLIN == 0 {
                     continue;
                 }
-                batch(pfds[k].fd, &mut b, ctx, single);
+                batch(p.fd, &mut b, ctx, single);
             }
         }
         Ok(())
@@ -103,10 +107,20 @@ fn batch(fd: i32, b: &mut Bufs, ctx: &mut ShardCtx, blocking: bool) {
         };
         b.rmsg[i].msg_len = 0;
     }
-    let flags = if blocking { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
+    let flags = if blocking {
+        libc::MSG_WAITFORONE
+    } else {
+        libc::MSG_DONTWAIT
+    };
     // SAFETY: rmsg describes BATCH valid buffers owned by `b`, alive for the call.
     let n = unsafe {
-        libc::recvmmsg(fd, b.rmsg.as_mut_ptr(), BATCH as u32, flags, std::ptr::null_mut())
+        libc::recvmmsg(
+            fd,
+            b.rmsg.as_mut_ptr(),
+            BATCH as u32,
+            flags,
+            std::ptr::null_mut(),
+        )
     };
     if n <= 0 {
         return; // timeout (bounded wait), EINTR or EAGAIN
@@ -141,9 +155,7 @@ fn batch(fd: i32, b: &mut Bufs, ctx: &mut ShardCtx, blocking: bool) {
     let mut sent = 0usize;
     while sent < out {
         // SAFETY: smsg[sent..out] describe buffers owned by `b`, alive for the call.
-        let r = unsafe {
-            libc::sendmmsg(fd, b.smsg[sent..].as_mut_ptr(), (out - sent) as u32, 0)
-        };
+        let r = unsafe { libc::sendmmsg(fd, b.smsg[sent..].as_mut_ptr(), (out - sent) as u32, 0) };
         if r <= 0 {
             // The first remaining message failed (e.g. an unreachable peer): skip it.
             ctx.counters.drop_one();

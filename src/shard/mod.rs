@@ -171,7 +171,12 @@ pub struct ShardCtx {
 
 impl ShardCtx {
     /// A context reading `published`.
-    pub fn new(id: usize, published: &Published, counters: Arc<Counters>, stop: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        id: usize,
+        published: &Published,
+        counters: Arc<Counters>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             id,
             cache: Cache::new(published.clone()),
@@ -226,7 +231,10 @@ pub fn make_backend(
         IoMode::Mmsg => Ok((Box::new(mmsg::Mmsg::new(sockets)?), None)),
         IoMode::IoUring => Ok((Box::new(uring::Uring::new(sockets)?), None)),
         IoMode::Auto => {
-            let fds: Vec<_> = sockets.iter().map(|s| s.try_clone()).collect::<io::Result<_>>()?;
+            let fds: Vec<_> = sockets
+                .iter()
+                .map(|s| s.try_clone())
+                .collect::<io::Result<_>>()?;
             match uring::Uring::new(sockets) {
                 Ok(u) => Ok((Box::new(u), None)),
                 Err(e) => Ok((

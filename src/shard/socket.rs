@@ -48,9 +48,17 @@ pub fn tcp(addr: &SocketAddr) -> io::Result<std::net::TcpListener> {
 fn set_pmtudisc_omit(s: &Socket, v6: bool) {
     use std::os::fd::AsRawFd;
     let (level, opt, val) = if v6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_OMIT)
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_OMIT,
+        )
     } else {
-        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_OMIT)
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_OMIT,
+        )
     };
     // SAFETY: valid fd, option value is a c_int that outlives the call.
     unsafe {

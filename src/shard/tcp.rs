@@ -72,7 +72,8 @@ pub fn serve(
                             let _ = s.set_nodelay(true);
                             let tok = next;
                             next += 1;
-                            poll.registry().register(&mut s, Token(tok), Interest::READABLE)?;
+                            poll.registry()
+                                .register(&mut s, Token(tok), Interest::READABLE)?;
                             conns.insert(
                                 tok,
                                 Conn {
@@ -104,7 +105,8 @@ pub fn serve(
                 } else {
                     Interest::READABLE
                 };
-                poll.registry().reregister(&mut c.stream, Token(t), interest)?;
+                poll.registry()
+                    .reregister(&mut c.stream, Token(t), interest)?;
                 c.writable_armed = want_w;
             }
         }

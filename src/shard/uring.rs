@@ -171,7 +171,9 @@ impl Uring {
         let rlen = match RecvMsgOut::parse(data, &self.recv_hdr) {
             Ok(m) if !m.is_payload_truncated() && !m.is_name_data_truncated() => {
                 let name = m.name_data();
-                let n = name.len().min(std::mem::size_of::<libc::sockaddr_storage>());
+                let n = name
+                    .len()
+                    .min(std::mem::size_of::<libc::sockaddr_storage>());
                 // SAFETY: copying at most sizeof(sockaddr_storage) bytes into it.
                 unsafe {
                     std::ptr::copy_nonoverlapping(
@@ -270,7 +272,11 @@ impl UdpIo for Uring {
                 Err(e) => return Err(e),
             }
             cqes.clear();
-            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            cqes.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
             for &(ud, res, flags) in &cqes {
                 let idx = (ud & 0xFFFF_FFFF) as usize;
                 if ud & TAG_SEND != 0 {

@@ -389,10 +389,7 @@ mod tests {
     fn pointer_in_question_is_formerr() {
         let p = query(b"\xc0\x0c", 1);
         let mut q = Query::new();
-        assert_eq!(
-            parse(&p, &mut q),
-            Err(Reject::FormErr { question: false })
-        );
+        assert_eq!(parse(&p, &mut q), Err(Reject::FormErr { question: false }));
     }
 
     #[test]

@@ -63,7 +63,13 @@ const OPCODE: u16 = 0x7800;
 ///
 /// `out` must hold at least [`MIN_OUT`] octets (65535 for TCP).
 #[inline]
-pub fn respond(snap: &Snapshot, pkt: &[u8], q: &mut Query, t: Transport, out: &mut [u8]) -> Outcome {
+pub fn respond(
+    snap: &Snapshot,
+    pkt: &[u8],
+    q: &mut Query,
+    t: Transport,
+    out: &mut [u8],
+) -> Outcome {
     match parse(pkt, q) {
         Ok(()) => {}
         Err(Reject::Drop) => return Outcome::DROP,
@@ -77,7 +83,18 @@ pub fn respond(snap: &Snapshot, pkt: &[u8], q: &mut Query, t: Transport, out: &m
     let edns = q.edns;
     if let Some(e) = edns {
         if e.version > 0 {
-            return finish(pkt, q, out, 0, [0; 3], rcode::BADVERS, 0, &edns, snap.udp_payload, None);
+            return finish(
+                pkt,
+                q,
+                out,
+                0,
+                [0; 3],
+                rcode::BADVERS,
+                0,
+                &edns,
+                snap.udp_payload,
+                None,
+            );
         }
     }
     let answer = match q.qclass {
@@ -89,7 +106,18 @@ pub fn respond(snap: &Snapshot, pkt: &[u8], q: &mut Query, t: Transport, out: &m
         _ => None,
     };
     let Some(ai) = answer else {
-        return finish(pkt, q, out, 0, [0; 3], rcode::REFUSED, 0, &edns, snap.udp_payload, None);
+        return finish(
+            pkt,
+            q,
+            out,
+            0,
+            [0; 3],
+            rcode::REFUSED,
+            0,
+            &edns,
+            snap.udp_payload,
+            None,
+        );
     };
     let a = &snap.answers[ai as usize];
     let limit = match t {
@@ -104,11 +132,33 @@ pub fn respond(snap: &Snapshot, pkt: &[u8], q: &mut Query, t: Transport, out: &m
     let flags = if a.aa { AA } else { 0 };
     if full > limit {
         // TC with no records at all (gdnsd's choice): no partial RRsets can result.
-        return finish(pkt, q, out, flags | TC, [0; 3], a.rcode as u16, 0, &edns, snap.udp_payload, None);
+        return finish(
+            pkt,
+            q,
+            out,
+            flags | TC,
+            [0; 3],
+            a.rcode as u16,
+            0,
+            &edns,
+            snap.udp_payload,
+            None,
+        );
     }
     let (tail, fixups) = snap.tail(a);
     let delta = q.qname_len as u16 - a.qlen as u16;
-    finish(pkt, q, out, flags, a.counts, a.rcode as u16, 0, &edns, snap.udp_payload, Some((tail, fixups, delta)))
+    finish(
+        pkt,
+        q,
+        out,
+        flags,
+        a.counts,
+        a.rcode as u16,
+        0,
+        &edns,
+        snap.udp_payload,
+        Some((tail, fixups, delta)),
+    )
 }
 
 #[inline]
@@ -195,7 +245,11 @@ fn write_opt(out: &mut [u8], mut pos: usize, e: &Edns, rc: u16, scope: u8, paylo
 
 /// FORMERR / NOTIMP: header, the question when it parsed, nothing else.
 fn error(pkt: &[u8], q: &Query, with_question: bool, rc: u16, out: &mut [u8]) -> Outcome {
-    let qend = if with_question { q.question_end } else { HEADER_LEN };
+    let qend = if with_question {
+        q.question_end
+    } else {
+        HEADER_LEN
+    };
     let flags = QR | (q.flags & (OPCODE | RD | CD)) | rc;
     out[0..2].copy_from_slice(&pkt[0..2]);
     out[2..4].copy_from_slice(&flags.to_be_bytes());

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_gtmd");
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// A running gtmd.
@@ -51,7 +53,13 @@ impl Server {
             log,
         };
         let line = s.wait_log("listening udp=", Duration::from_secs(10));
-        let a = line.split("udp=").nth(1).unwrap().split_whitespace().next().unwrap();
+        let a = line
+            .split("udp=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
         s.addr = a.parse().unwrap();
         s.wait_log(" ready", Duration::from_secs(10));
         s
@@ -79,7 +87,12 @@ impl Server {
     }
 
     pub fn count_log(&self, needle: &str) -> usize {
-        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     pub fn signal(&self, sig: i32) {
@@ -172,13 +185,20 @@ pub fn tcp_recv(s: &mut TcpStream) -> Option<Vec<u8>> {
 /// Wire-format name from "a.b.c" (case kept).
 pub fn wire(name: &str) -> Vec<u8> {
     let mut v = Vec::new();
-    for l in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for l in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         v.push(l.len() as u8);
         v.extend_from_slice(l.as_bytes());
     }
     v.push(0);
     v
 }
+
+/// (payload, version, DO, options) of a query's OPT.
+pub type EdnsSpec = (u16, u8, bool, Vec<(u16, Vec<u8>)>);
 
 /// A query under construction.
 #[derive(Clone)]
@@ -188,8 +208,7 @@ pub struct Q {
     pub name: Vec<u8>,
     pub qtype: u16,
     pub qclass: u16,
-    /// (payload, version, do, options)
-    pub edns: Option<(u16, u8, bool, Vec<(u16, Vec<u8>)>)>,
+    pub edns: Option<EdnsSpec>,
     pub extra_ar: Vec<Vec<u8>>,
     pub counts_override: Option<[u16; 4]>,
 }
@@ -212,7 +231,11 @@ impl Q {
         self
     }
     pub fn opt(mut self, code: u16, data: &[u8]) -> Self {
-        self.edns.as_mut().expect("edns first").3.push((code, data.to_vec()));
+        self.edns
+            .as_mut()
+            .expect("edns first")
+            .3
+            .push((code, data.to_vec()));
         self
     }
     pub fn ecs(self, family: u16, source: u8, scope: u8, addr: &[u8]) -> Self {
@@ -299,7 +322,12 @@ impl Msg {
     }
     /// Data of the answer records of type `t`, sorted.
     pub fn answers(&self, t: u16) -> Vec<String> {
-        let mut v: Vec<String> = self.answer.iter().filter(|r| r.rtype == t).map(|r| r.data.clone()).collect();
+        let mut v: Vec<String> = self
+            .answer
+            .iter()
+            .filter(|r| r.rtype == t)
+            .map(|r| r.data.clone())
+            .collect();
         v.sort();
         v
     }
@@ -326,7 +354,8 @@ impl Msg {
                 let rdata = b[rd..rd + len].to_vec();
                 let data = match rtype {
                     1 => format!("{}.{}.{}.{}", rdata[0], rdata[1], rdata[2], rdata[3]),
-                    28 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&rdata[..]).unwrap()).to_string(),
+                    28 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&rdata[..]).unwrap())
+                        .to_string(),
                     2 | 5 | 12 => read_name(b, rd).0,
                     6 => {
                         let (m, p1) = read_name(b, rd);
@@ -334,7 +363,10 @@ impl Msg {
                         let mut t = Vec::new();
                         for k in 0..5 {
                             let o = p2 + 4 * k;
-                            t.push(u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]).to_string());
+                            t.push(
+                                u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+                                    .to_string(),
+                            );
                         }
                         format!("{m} {r} {}", t.join(" "))
                     }
@@ -351,7 +383,14 @@ impl Msg {
                     }
                     _ => format!("{rdata:?}"),
                 };
-                sec.push(Rr { name, rtype, class, ttl, rdata, data });
+                sec.push(Rr {
+                    name,
+                    rtype,
+                    class,
+                    ttl,
+                    rdata,
+                    data,
+                });
                 pos = rd + len;
             }
         }

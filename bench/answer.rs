@@ -1,0 +1,104 @@
+//! Micro-benchmark of the answer path without sockets: parse + lookup + build, per query,
+//! over a mix of query kinds, against a compiled snapshot of 100,000 names.
+//!
+//! `cargo bench --bench answer` (add `-- --quick` for a short run). Prints the median of
+//! several rounds in ns/query for each kind; PERF.md quotes it.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use gtmd::compile::compile;
+use gtmd::config::Config;
+use gtmd::wire::{respond, Query, Transport};
+
+fn query(name: &str, qtype: u16, edns: Option<&[u8]>) -> Vec<u8> {
+    let mut p = vec![
+        0x12,
+        0x34,
+        0x01,
+        0x00,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        edns.is_some() as u8,
+    ];
+    for l in name.split('.').filter(|l| !l.is_empty()) {
+        p.push(l.len() as u8);
+        p.extend_from_slice(l.as_bytes());
+    }
+    p.push(0);
+    p.extend_from_slice(&qtype.to_be_bytes());
+    p.extend_from_slice(&1u16.to_be_bytes());
+    if let Some(opts) = edns {
+        p.extend_from_slice(&[0, 0, 41, 4, 0xD0, 0, 0, 0, 0]);
+        p.extend_from_slice(&(opts.len() as u16).to_be_bytes());
+        p.extend_from_slice(opts);
+    }
+    p
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let mut records = String::new();
+    for i in 0..100_000 {
+        records.push_str(&format!(
+            "    \"host{i} 300 A 10.{}.{}.{}\",\n",
+            (i >> 16) & 255,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    let text = format!(
+        "version = 1\n[[zone]]\nname = \"example.test.\"\nsoa = {{ mname = \"ns1\", rname = \"h\" }}\n\
+         ns = [\"ns1\", \"ns2\"]\nrecords = [\n    \"ns1 A 192.0.2.53\",\n    \"*.wild A 192.0.2.99\",\n\
+         \"alias CNAME host7\",\n{records}]\n"
+    );
+    let t0 = Instant::now();
+    let cfg = Config::from_str(&text, "bench".into(), std::path::Path::new(".")).expect("config");
+    let snap = compile(&cfg, 1).expect("compile");
+    eprintln!("compiled 100k names in {:?}", t0.elapsed());
+    let ecs = [0u8, 8, 0, 7, 0, 1, 24, 0, 198, 51, 100];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("A, exact name", query("host4242.example.test", 1, None)),
+        (
+            "A, exact, EDNS",
+            query("host4242.example.test", 1, Some(&[])),
+        ),
+        (
+            "A, exact, EDNS+ECS",
+            query("host4242.example.test", 1, Some(&ecs)),
+        ),
+        ("A, mixed case", query("HoSt4242.ExAmPlE.TeSt", 1, None)),
+        ("A, wildcard", query("a.b.wild.example.test", 1, None)),
+        ("A, CNAME chain", query("alias.example.test", 1, None)),
+        ("NXDOMAIN", query("nothere.example.test", 1, None)),
+        ("REFUSED", query("www.example.com", 1, None)),
+    ];
+    let iters = if quick { 200_000 } else { 2_000_000 };
+    let rounds = if quick { 3 } else { 7 };
+    let mut q = Query::new();
+    let mut out = vec![0u8; 4096];
+    println!(
+        "{:<22} {:>10}  (median of {rounds} rounds x {iters} queries)",
+        "case", "ns/query"
+    );
+    for (name, pkt) in &cases {
+        let mut per = Vec::new();
+        for _ in 0..rounds {
+            let t = Instant::now();
+            for _ in 0..iters {
+                let o = respond(&snap, black_box(pkt), &mut q, Transport::Udp, &mut out);
+                black_box(o.len);
+            }
+            per.push(t.elapsed().as_nanos() as f64 / iters as f64);
+        }
+        per.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let o = respond(&snap, pkt, &mut q, Transport::Udp, &mut out);
+        assert!(o.len > 0, "{name} answered");
+        println!("{name:<22} {:>10.1}", per[per.len() / 2]);
+    }
+}
