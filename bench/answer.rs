@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use gtmd::compile::compile;
 use gtmd::config::Config;
+use gtmd::tables::gslb::{ClientAddr, Local};
 use gtmd::wire::{respond, Query, Transport};
 
 fn query(name: &str, qtype: u16, edns: Option<&[u8]>) -> Vec<u8> {
@@ -81,6 +82,8 @@ fn main() {
     let iters = if quick { 200_000 } else { 2_000_000 };
     let rounds = if quick { 3 } else { 7 };
     let mut q = Query::new();
+    let mut local = Local::new(1);
+    let client = Some(ClientAddr::V4(0x7F00_0001));
     let mut out = vec![0u8; 4096];
     println!(
         "{:<22} {:>10}  (median of {rounds} rounds x {iters} queries)",
@@ -91,13 +94,29 @@ fn main() {
         for _ in 0..rounds {
             let t = Instant::now();
             for _ in 0..iters {
-                let o = respond(&snap, black_box(pkt), &mut q, Transport::Udp, &mut out);
+                let o = respond(
+                    &snap,
+                    black_box(pkt),
+                    &mut q,
+                    Transport::Udp,
+                    client,
+                    &mut local,
+                    &mut out,
+                );
                 black_box(o.len);
             }
             per.push(t.elapsed().as_nanos() as f64 / iters as f64);
         }
         per.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let o = respond(&snap, pkt, &mut q, Transport::Udp, &mut out);
+        let o = respond(
+            &snap,
+            pkt,
+            &mut q,
+            Transport::Udp,
+            client,
+            &mut local,
+            &mut out,
+        );
         assert!(o.len > 0, "{name} answered");
         println!("{name:<22} {:>10.1}", per[per.len() / 2]);
     }

@@ -5,6 +5,7 @@
 //! ```text
 //!   config  -> compile -> tables -> shard      (control path: TOML to flat tables)
 //!   (file)     (check)    (Snapshot) (per-core threads answering UDP/TCP)
+//!   probe / operator  -> health --------^        (bitmaps read lock-free per query)
 //!                            ^
 //!   control: loads, publishes the Snapshot behind one pointer, reloads on SIGHUP,
 //!            stops on SIGTERM, sums the shards' counters.
@@ -15,11 +16,13 @@
 //! * [`tables`]: the flat answer tables a shard reads; the only data on the hot path.
 //! * [`wire`]: sans-I/O query parsing and answer writing (the hot path itself).
 //! * [`shard`]: per-core threads, the io_uring and recvmmsg UDP backends, TCP.
-//! * [`control`]: process lifecycle: start, reload, shutdown, counters.
+//! * [`health`]: the lock-free health bitmaps shards read, and their single writer.
+//! * [`control`]: process lifecycle: start, reload, shutdown, counters, the control API.
 
 pub mod compile;
 pub mod config;
 pub mod control;
+pub mod health;
 pub mod shard;
 pub mod tables;
 pub mod wire;

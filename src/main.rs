@@ -40,6 +40,10 @@ enum Cmd {
         /// Number of shard threads, overriding server.shards.
         #[arg(long, value_name = "N")]
         shards: Option<usize>,
+        /// Control API address (ADDR:PORT, port 0 picks one, or "off"), overriding
+        /// control.listen (default 127.0.0.1:5380).
+        #[arg(long, value_name = "ADDR:PORT|off", value_parser = parse_control)]
+        control: Option<ControlArg>,
     },
     /// Validate a configuration: runs the full compiler, prints every error as
     /// `file:line: field: reason`, exits 0 when valid and 1 when not.
@@ -50,6 +54,18 @@ enum Cmd {
     },
     /// Print the embedded default configuration (a commented starting point).
     DefaultConfig,
+}
+
+#[derive(Clone, Copy)]
+struct ControlArg(Option<SocketAddr>);
+
+fn parse_control(s: &str) -> Result<ControlArg, String> {
+    if s == "off" {
+        return Ok(ControlArg(None));
+    }
+    s.parse()
+        .map(|a| ControlArg(Some(a)))
+        .map_err(|_| format!("'{s}' is not ADDR:PORT or off"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -75,6 +91,7 @@ fn main() -> ExitCode {
             listen,
             io,
             shards,
+            control,
         } => {
             let opts = RunOptions {
                 config,
@@ -85,6 +102,7 @@ fn main() -> ExitCode {
                     IoArg::Mmsg => IoMode::Mmsg,
                 }),
                 shards: shards.filter(|&n| n > 0),
+                control: control.map(|c| c.0),
             };
             match control::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,

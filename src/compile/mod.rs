@@ -5,12 +5,17 @@
 //! negative answers. `gtmd check` runs exactly this.
 
 mod encode;
+mod gslb;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+pub use gslb::ad_key;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::config::name::{display_name, is_within, parent};
 use crate::config::{Config, ConfigError, ConfigErrors, Rdata, Record};
-use crate::tables::{Answer, Node, Snapshot, ZoneInfo, NONE};
+use crate::health::HealthState;
+use crate::tables::{Answer, Node, Snapshot, ZoneInfo, DYN, NONE};
 use crate::wire::parse::{rtype, CLASS_CH, CLASS_IN};
 use encode::{Encoder, Section};
 
@@ -37,6 +42,9 @@ struct ZoneBuild<'a> {
     cuts: BTreeSet<Vec<u8>>,
     soa: Record,
     neg_ttl: u32,
+    /// Names answered by an enabled access domain: CNAME chains stop there (the resolver
+    /// asks again and gets the scheduled answer).
+    dyn_names: HashSet<Vec<u8>>,
 }
 
 /// What resolving a name inside a zone found (for CNAME chains).
@@ -124,6 +132,12 @@ impl Out {
 
 /// Compiles `cfg` into snapshot generation `generation`.
 pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> {
+    let (gslb_tables, model) = gslb::compile(&cfg.gslb, cfg.server.ecs);
+    let health = Arc::new(HealthState::new(
+        model.addresses.len(),
+        model.pools.len(),
+        model.slots.len(),
+    ));
     let mut out = Out {
         snap: Snapshot {
             generation,
@@ -136,6 +150,9 @@ pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> 
             zones: Vec::new(),
             chaos: Vec::new(),
             udp_payload: cfg.server.udp_payload,
+            gslb: gslb_tables,
+            health,
+            model,
         },
     };
     let mut errs = Vec::new();
@@ -179,6 +196,16 @@ fn compile_chaos(cfg: &Config, out: &mut Out) {
 fn compile_zone(zi: u32, zone: &crate::config::Zone, out: &mut Out, errs: &mut Vec<ConfigError>) {
     let apex = &zone.name[..];
     let mut names: HashMap<Vec<u8>, NodeData> = HashMap::new();
+    // Enabled access domains of this zone, by name: (type, access domain index).
+    let mut ads: HashMap<Vec<u8>, Vec<(u16, u32)>> = HashMap::new();
+    for (i, ad) in out.snap.model.access_domains.iter().enumerate() {
+        if ad.enabled && ad.zone == zi as usize {
+            ads.entry(ad.name.clone())
+                .or_default()
+                .push((ad.rtype, i as u32));
+            names.entry(ad.name.clone()).or_default();
+        }
+    }
     let mut soa = None;
     for r in &zone.records {
         if r.rtype == rtype::SOA {
@@ -233,6 +260,7 @@ fn compile_zone(zi: u32, zone: &crate::config::Zone, out: &mut Out, errs: &mut V
         .collect();
     let zb = ZoneBuild {
         apex,
+        dyn_names: ads.keys().cloned().collect(),
         names,
         cuts,
         soa,
@@ -317,7 +345,31 @@ fn compile_zone(zi: u32, zone: &crate::config::Zone, out: &mut Out, errs: &mut V
                 zb.soa_rr(&mut e);
                 out.push(e, 0, true)
             };
+            let here: &[(u16, u32)] = ads.get(name.as_slice()).map_or(&[], Vec::as_slice);
+            for &(_, ad) in here {
+                out.snap.gslb.ads[ad as usize].nodata = nodata;
+            }
+            if let Some(&(_, ad)) = here.iter().find(|(t, _)| *t == rtype::CNAME) {
+                // A CNAME access domain owns its name: every type gets the CNAME.
+                out.snap.types.push((rtype::CNAME, DYN | ad));
+                node.other = DYN | ad;
+                node.any_udp = DYN | ad;
+                node.any_tcp = DYN | ad;
+                node.types_len = out.snap.types.len() as u32 - types_start;
+                out.snap.nodes.push(node);
+                continue;
+            }
+            for &(t, ad) in here {
+                if !data.rrsets.contains_key(&t) {
+                    out.snap.types.push((t, DYN | ad));
+                }
+            }
             for (&t, set) in &data.rrsets {
+                // An enabled access domain answers its type instead of the zone's records.
+                if let Some(&(_, ad)) = here.iter().find(|(at, _)| *at == t) {
+                    out.snap.types.push((t, DYN | ad));
+                    continue;
+                }
                 let mut e = Encoder::new(name, true);
                 for rd in &set.rdata {
                     e.rr(Section::Answer, name, t, CLASS_IN, set.ttl, rd);
@@ -327,9 +379,10 @@ fn compile_zone(zi: u32, zone: &crate::config::Zone, out: &mut Out, errs: &mut V
                 out.snap.types.push((t, a));
             }
             node.other = nodata;
-            let typed = &out.snap.types[types_start as usize..];
+            let typed = &mut out.snap.types[types_start as usize..];
+            typed.sort_unstable_by_key(|&(t, _)| t);
             node.any_udp = typed.first().map_or(nodata, |&(_, a)| a);
-            node.any_tcp = if typed.len() <= 1 {
+            node.any_tcp = if typed.len() <= 1 || typed.iter().any(|&(_, a)| a & DYN != 0) {
                 node.any_udp
             } else {
                 let mut e = Encoder::new(name, true);
@@ -404,8 +457,8 @@ fn chain(zb: &ZoneBuild<'_>, start: &[u8], cname: &RRset, qtype: u16, out: &mut 
     let mut seen: Vec<Vec<u8>> = vec![start.to_vec()];
     let mut rcode = 0;
     for _ in 0..MAX_CHAIN {
-        if !is_within(&cur, zb.apex) || seen.contains(&cur) {
-            break; // out of zone: the resolver continues; a loop: stop here
+        if !is_within(&cur, zb.apex) || seen.contains(&cur) || zb.dyn_names.contains(&cur) {
+            break; // out of zone or scheduled: the resolver continues; a loop: stop here
         }
         seen.push(cur.clone());
         match zb.resolve(&cur) {

@@ -3,6 +3,7 @@
 //! as a [`ConfigError`] with file, line, field and reason; `gtmd check` prints them all.
 
 mod error;
+pub mod gslb;
 pub mod name;
 mod spec;
 mod zone;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub(crate) use error::Lines;
 pub use error::{ConfigError, ConfigErrors, Origin};
+pub use gslb::Gslb;
 pub use zone::{Rdata, Record, Soa};
 
 /// The embedded default configuration (`gtmd run` without `--config`).
@@ -30,6 +32,24 @@ pub struct Config {
     pub server: Server,
     /// Zones served.
     pub zones: Vec<Zone>,
+    /// Access domains, pools, addresses, lines, health check templates.
+    pub gslb: Gslb,
+    /// The control API.
+    pub control: Control,
+}
+
+/// Default address of the control API.
+pub const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
+
+/// `[control]`: the HTTP control API (state, operator overrides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    /// Where it listens; `None` disables it.
+    pub listen: Option<SocketAddr>,
+    /// Whether `listen` was given explicitly (a bind failure is then fatal).
+    pub explicit: bool,
+    /// File the operator overrides are persisted to.
+    pub state_file: Option<PathBuf>,
 }
 
 /// How many shards, and where.
@@ -71,6 +91,8 @@ pub struct Server {
     pub identity: Option<String>,
     /// CH TXT version.bind / version.server answer.
     pub version_string: Option<String>,
+    /// Use EDNS Client Subnet to find the asker's line (else the resolver's address).
+    pub ecs: bool,
 }
 
 /// One zone with all its records (SOA and apex NS included).
@@ -169,12 +191,16 @@ impl Config {
                 }
             }
         }
+        let gslb = gslb::load(&spec, &zones, &file, &lines, base, &mut errs);
+        let control = control(spec.control.as_ref(), &at, base, &mut errs);
         errs.sort_by(|a, b| (&a.at.file, a.at.line).cmp(&(&b.at.file, b.at.line)));
         if errs.is_empty() {
             Ok(Self {
                 source: file,
                 server: server.expect("server validated"),
                 zones,
+                gslb,
+                control,
             })
         } else {
             Err(ConfigErrors(errs))
@@ -226,9 +252,11 @@ fn server(
         tcp_idle_timeout: Duration::from_secs(10),
         identity: None,
         version_string: None,
+        ecs: true,
     };
     let Some(spec) = spec else { return Some(s) };
     let before = errs.len();
+    s.ecs = spec.ecs.unwrap_or(true);
     if let Some(listen) = &spec.listen {
         s.listen.clear();
         for l in listen {
@@ -352,6 +380,44 @@ fn server(
         }
     }
     (errs.len() == before).then_some(s)
+}
+
+fn control(
+    spec: Option<&spec::ControlSpec>,
+    at: &impl Fn(std::ops::Range<usize>) -> Origin,
+    base: &Path,
+    errs: &mut Vec<ConfigError>,
+) -> Control {
+    let mut c = Control {
+        listen: Some(DEFAULT_CONTROL.parse().expect("literal")),
+        explicit: false,
+        state_file: None,
+    };
+    let Some(spec) = spec else { return c };
+    if let Some(l) = &spec.listen {
+        c.explicit = true;
+        match l.get_ref().as_str() {
+            "off" | "" => c.listen = None,
+            text => match text.parse::<SocketAddr>() {
+                Ok(a) if a.ip().is_loopback() || spec.allow_remote == Some(true) => c.listen = Some(a),
+                Ok(a) => errs.push(ConfigError::new(
+                    at(l.span()),
+                    "control.listen",
+                    format!("{a} is not a loopback address: set allow-remote = true to expose the control API"),
+                )),
+                Err(_) => errs.push(ConfigError::new(
+                    at(l.span()),
+                    "control.listen",
+                    format!("'{text}' is not an address:port or \"off\""),
+                )),
+            },
+        }
+    }
+    c.state_file = spec
+        .state_file
+        .as_ref()
+        .map(|f| relative_to(base, f.get_ref()));
+    c
 }
 
 /// Number of CPUs this process may run on.

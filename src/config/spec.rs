@@ -14,6 +14,103 @@ pub(crate) struct Spec {
     pub(crate) server: Option<ServerSpec>,
     #[serde(default)]
     pub(crate) zone: Vec<ZoneSpec>,
+    pub(crate) control: Option<ControlSpec>,
+    #[serde(default)]
+    pub(crate) line: Vec<LineSpec>,
+    #[serde(default)]
+    pub(crate) health_check: Vec<HealthCheckSpec>,
+    #[serde(default)]
+    pub(crate) address: Vec<AddressSpec>,
+    #[serde(default)]
+    pub(crate) pool: Vec<PoolSpec>,
+    #[serde(default)]
+    pub(crate) access_domain: Vec<AccessDomainSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct ControlSpec {
+    pub(crate) listen: Option<Spanned<String>>,
+    pub(crate) allow_remote: Option<bool>,
+    pub(crate) state_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct LineSpec {
+    pub(crate) name: Spanned<String>,
+    #[serde(default)]
+    pub(crate) prefixes: Vec<Spanned<String>>,
+    pub(crate) file: Option<Spanned<String>>,
+    pub(crate) parent: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct HealthCheckSpec {
+    pub(crate) name: Spanned<String>,
+    pub(crate) protocol: Spanned<String>,
+    pub(crate) port: Option<Spanned<i64>>,
+    pub(crate) interval: Option<Spanned<f64>>,
+    pub(crate) timeout: Option<Spanned<f64>>,
+    pub(crate) down_after: Option<Spanned<i64>>,
+    pub(crate) up_after: Option<Spanned<i64>>,
+    pub(crate) method: Option<Spanned<String>>,
+    pub(crate) path: Option<Spanned<String>>,
+    pub(crate) host: Option<Spanned<String>>,
+    pub(crate) expect: Option<Spanned<Vec<i64>>>,
+    pub(crate) body_contains: Option<Spanned<String>>,
+    pub(crate) tls_verify: Option<bool>,
+    pub(crate) sni: Option<Spanned<String>>,
+    pub(crate) packets: Option<Spanned<i64>>,
+    pub(crate) max_loss: Option<Spanned<f64>>,
+    pub(crate) max_rtt: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct AddressSpec {
+    pub(crate) name: Spanned<String>,
+    pub(crate) value: Spanned<String>,
+    pub(crate) weight: Option<Spanned<i64>>,
+    pub(crate) enabled: Option<bool>,
+    pub(crate) mode: Option<Spanned<String>>,
+    pub(crate) health_check: Option<Spanned<toml::Value>>,
+    pub(crate) remarks: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct PoolSpec {
+    pub(crate) name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub(crate) kind: Spanned<String>,
+    pub(crate) addresses: Spanned<Vec<Spanned<String>>>,
+    pub(crate) enabled: Option<bool>,
+    pub(crate) health: Option<Spanned<String>>,
+    pub(crate) policy: Option<Spanned<String>>,
+    pub(crate) answers: Option<Spanned<i64>>,
+    pub(crate) remarks: Option<String>,
+}
+
+/// `[access-domain.lines]`: line name -> pools.
+pub(crate) type LineRoutes = std::collections::BTreeMap<String, Spanned<Vec<Spanned<String>>>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct AccessDomainSpec {
+    pub(crate) name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub(crate) rtype: Spanned<String>,
+    pub(crate) ttl: Option<Spanned<i64>>,
+    pub(crate) enabled: Option<bool>,
+    pub(crate) remarks: Option<String>,
+    pub(crate) policy: Spanned<String>,
+    pub(crate) preemptive: Option<bool>,
+    pub(crate) pools: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    pub(crate) lines: Option<Spanned<LineRoutes>>,
+    pub(crate) fallback: Option<Spanned<String>>,
+    pub(crate) fallback_pool: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +124,7 @@ pub(crate) struct ServerSpec {
     pub(crate) tcp_idle_timeout: Option<Spanned<f64>>,
     pub(crate) identity: Option<Spanned<String>>,
     pub(crate) version_string: Option<Spanned<String>>,
+    pub(crate) ecs: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

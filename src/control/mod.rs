@@ -3,12 +3,14 @@
 //! whole (a bad configuration is logged and the old snapshot keeps serving); SIGTERM/SIGINT
 //! stop the shards (each notices within [`crate::shard::WAIT_BOUND`]) and log a summary.
 
+pub mod api;
 mod notify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -31,6 +33,8 @@ pub struct RunOptions {
     pub io: Option<IoMode>,
     /// Replaces `server.shards` with this many shards (unpinned count on CPUs 0..n).
     pub shards: Option<usize>,
+    /// Replaces `control.listen` (`Some(None)`: off).
+    pub control: Option<Option<SocketAddr>>,
 }
 
 /// Why `gtmd` exits non-zero.
@@ -75,6 +79,10 @@ fn apply_overrides(cfg: &mut Config, opts: &RunOptions) {
     if let Some(io) = opts.io {
         cfg.server.io = io;
     }
+    if let Some(c) = opts.control {
+        cfg.control.listen = c;
+        cfg.control.explicit = true;
+    }
     if let Some(n) = opts.shards {
         cfg.server.shards =
             Shards::Cpus((0..n).map(|i| i % crate::config::online_cpus()).collect());
@@ -102,11 +110,54 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         ms = t0.elapsed().as_millis() as u64,
         "configuration compiled"
     );
-    let published: Published = Arc::new(ArcSwap::from_pointee(snap));
+    let snap = Arc::new(snap);
+    let overrides = api::load_overrides(cfg.control.state_file.as_deref());
+    if !overrides.is_empty() {
+        info!(count = overrides.len(), "operator overrides restored");
+    }
+    let writer: api::SharedWriter = Arc::new(Mutex::new(crate::health::Writer::new(
+        snap.clone(),
+        overrides,
+    )));
+    let published: Published = Arc::new(ArcSwap::new(snap));
+    let generation_shared = Arc::new(AtomicU64::new(1));
     // Signals are registered before the shards start so none is missed.
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| ExitError::Startup(format!("cannot install signal handlers: {e}")))?;
-    let running = start(&cfg, &published)?;
+    let mut running = start(&cfg, &published)?;
+    if let Some(addr) = cfg.control.listen {
+        match tiny_http::Server::http(addr) {
+            Ok(server) => {
+                let bound = server
+                    .server_addr()
+                    .to_ip()
+                    .map_or(addr.to_string(), |a| a.to_string());
+                info!(addr = %bound, "control API listening");
+                if cfg.control.state_file.is_none() {
+                    info!("control.state-file is not set: operator overrides last until restart");
+                }
+                let (w, g, f, stop) = (
+                    writer.clone(),
+                    generation_shared.clone(),
+                    cfg.control.state_file.clone(),
+                    running.stop.clone(),
+                );
+                running.threads.push(
+                    std::thread::Builder::new()
+                        .name("control-api".into())
+                        .spawn(move || api::serve(server, w, g, f, stop))
+                        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?,
+                );
+            }
+            Err(e) if cfg.control.explicit => {
+                running.stop.store(true, Ordering::Relaxed);
+                return Err(ExitError::Startup(format!(
+                    "cannot bind control API {addr}: {e}"
+                )));
+            }
+            Err(e) => warn!(addr = %addr, "control API not started: {e}"),
+        }
+    }
     notify::send("READY=1");
     info!(shards = running.threads.len(), "ready");
     let mut generation = 1u64;
@@ -116,7 +167,8 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
             match sig {
                 SIGHUP => {
                     notify::send("RELOADING=1");
-                    reload(&opts, &mut current, &published, &mut generation);
+                    reload(&opts, &mut current, &published, &writer, &mut generation);
+                    generation_shared.store(generation, Ordering::Relaxed);
                     notify::send("READY=1");
                 }
                 _ => break 'outer,
@@ -137,7 +189,13 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     Ok(())
 }
 
-fn reload(opts: &RunOptions, current: &mut Config, published: &Published, generation: &mut u64) {
+fn reload(
+    opts: &RunOptions,
+    current: &mut Config,
+    published: &Published,
+    writer: &api::SharedWriter,
+    generation: &mut u64,
+) {
     let t0 = Instant::now();
     let Some(path) = opts.config.as_ref() else {
         info!("reload: serving the embedded default, nothing to re-read");
@@ -162,7 +220,14 @@ fn reload(opts: &RunOptions, current: &mut Config, published: &Published, genera
             }
             *generation += 1;
             let names = snap.nodes.len();
-            published.store(Arc::new(snap));
+            let snap = Arc::new(snap);
+            // Health carries over by name and is written into the new snapshot before it
+            // is published; the writer lock keeps API overrides from racing the swap.
+            let mut w = writer.lock().expect("writer lock");
+            let changes = w.replace(snap.clone());
+            published.store(snap);
+            drop(w);
+            api::log_changes(&changes);
             *current = cfg;
             info!(
                 generation = *generation,

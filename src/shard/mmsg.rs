@@ -8,6 +8,7 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 
 use super::{ShardCtx, UdpIo, WAIT_BOUND};
+use crate::tables::gslb::ClientAddr;
 
 /// Packets per recvmmsg/sendmmsg call.
 const BATCH: usize = 64;
@@ -132,8 +133,17 @@ fn batch(fd: i32, b: &mut Bufs, ctx: &mut ShardCtx, blocking: bool) {
             ctx.counters.drop_one();
             continue;
         }
+        let namelen = b.rmsg[i].msg_hdr.msg_namelen as usize;
+        // SAFETY: the kernel wrote a sockaddr of `namelen` bytes into addrs[i].
+        let sa = unsafe {
+            std::slice::from_raw_parts(
+                (&b.addrs[i] as *const libc::sockaddr_storage).cast::<u8>(),
+                namelen.min(std::mem::size_of::<libc::sockaddr_storage>()),
+            )
+        };
+        let client = ClientAddr::from_sockaddr(sa);
         let (rbuf, sbuf) = (&b.rbuf[i], &mut b.sbuf[out]);
-        let rlen = ctx.answer(&rbuf[..len], sbuf);
+        let rlen = ctx.answer(&rbuf[..len], client, sbuf);
         if rlen == 0 {
             continue;
         }

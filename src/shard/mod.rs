@@ -20,6 +20,7 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, Cache};
 
 use crate::config::IoMode;
+use crate::tables::gslb::{ClientAddr, Local};
 use crate::tables::Snapshot;
 use crate::wire::respond::rcode;
 use crate::wire::{respond, Outcome, Query, Transport};
@@ -163,6 +164,7 @@ pub struct ShardCtx {
     pub id: usize,
     cache: Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>,
     query: Box<Query>,
+    local: Local,
     /// This shard's UDP counters.
     pub counters: Arc<Counters>,
     /// Set by the control thread to stop.
@@ -181,25 +183,43 @@ impl ShardCtx {
             id,
             cache: Cache::new(published.clone()),
             query: Box::new(Query::new()),
+            local: Local::new(0x5EED_0000 + id as u64 * 7919),
             counters,
             stop,
         }
     }
 
-    /// Answers one UDP packet into `out`; returns the response length (0: send nothing).
+    /// Answers one UDP packet from `client` into `out`; returns the response length
+    /// (0: send nothing).
     #[inline]
-    pub fn answer(&mut self, pkt: &[u8], out: &mut [u8]) -> usize {
+    pub fn answer(&mut self, pkt: &[u8], client: Option<ClientAddr>, out: &mut [u8]) -> usize {
         let snap = self.cache.load();
-        let o = respond(snap, pkt, &mut self.query, Transport::Udp, out);
+        let o = respond(
+            snap,
+            pkt,
+            &mut self.query,
+            Transport::Udp,
+            client,
+            &mut self.local,
+            out,
+        );
         self.counters.record(&o);
         o.len
     }
 
     /// Answers one TCP message.
     #[inline]
-    pub fn answer_tcp(&mut self, pkt: &[u8], out: &mut [u8]) -> usize {
+    pub fn answer_tcp(&mut self, pkt: &[u8], client: Option<ClientAddr>, out: &mut [u8]) -> usize {
         let snap = self.cache.load();
-        let o = respond(snap, pkt, &mut self.query, Transport::Tcp, out);
+        let o = respond(
+            snap,
+            pkt,
+            &mut self.query,
+            Transport::Tcp,
+            client,
+            &mut self.local,
+            out,
+        );
         self.counters.record(&o);
         bump(&self.counters.tcp_queries);
         o.len

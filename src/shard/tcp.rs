@@ -13,6 +13,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::{bump, ShardCtx, WAIT_BOUND};
+use crate::tables::gslb::ClientAddr;
 
 /// TCP limits from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +30,7 @@ const MAX_PENDING_OUT: usize = 256 * 1024;
 
 struct Conn {
     stream: TcpStream,
+    client: Option<ClientAddr>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     last: Instant,
@@ -63,7 +65,7 @@ pub fn serve(
             if t < first_conn {
                 loop {
                     match ls[t].accept() {
-                        Ok((mut s, _)) => {
+                        Ok((mut s, peer)) => {
                             if conns.len() >= limits.max_connections {
                                 bump(&ctx.counters.tcp_refused);
                                 continue; // dropped: closed at once
@@ -78,6 +80,7 @@ pub fn serve(
                                 tok,
                                 Conn {
                                     stream: s,
+                                    client: Some(ClientAddr::from_ip(peer.ip())),
                                     rbuf: Vec::with_capacity(512),
                                     wbuf: Vec::new(),
                                     last: Instant::now(),
@@ -179,7 +182,7 @@ fn drain(c: &mut Conn, ctx: &mut ShardCtx, out: &mut [u8]) -> bool {
             break;
         }
         let msg = &c.rbuf[pos + 2..pos + 2 + len];
-        let n = ctx.answer_tcp(msg, out);
+        let n = ctx.answer_tcp(msg, c.client, out);
         if n > 0 {
             c.wbuf.extend_from_slice(&(n as u16).to_be_bytes());
             c.wbuf.extend_from_slice(&out[..n]);

@@ -15,6 +15,7 @@ use io_uring::types::{BufRingEntry, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, types, IoUring};
 
 use super::{ShardCtx, UdpIo, WAIT_BOUND};
+use crate::tables::gslb::ClientAddr;
 
 /// Provided receive buffers (a power of two, as the buffer ring requires).
 const NBUFS: u16 = 1024;
@@ -183,7 +184,11 @@ impl Uring {
                     );
                 }
                 slot.hdr.msg_namelen = n as u32;
-                ctx.answer(m.payload_data(), &mut slot.buf[..])
+                ctx.answer(
+                    m.payload_data(),
+                    ClientAddr::from_sockaddr(name),
+                    &mut slot.buf[..],
+                )
             }
             _ => {
                 ctx.counters.drop_one();
@@ -220,7 +225,7 @@ impl Uring {
         let data = &self.bufs[off..off + len];
         if let Ok(m) = RecvMsgOut::parse(data, &self.recv_hdr) {
             let name = m.name_data();
-            let rlen = ctx.answer(m.payload_data(), &mut out);
+            let rlen = ctx.answer(m.payload_data(), ClientAddr::from_sockaddr(name), &mut out);
             if rlen > 0 {
                 // SAFETY: name is a sockaddr of name.len() bytes written by the kernel.
                 let r = unsafe {

@@ -9,9 +9,17 @@
 //! tail, patch the few compression pointers that move when the question name is longer than
 //! the name the tail was compiled for (wildcards, NXDOMAIN, referrals), append OPT.
 
-use std::collections::HashMap;
+pub mod gslb;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::gslb::{AccessDomain, Address, HealthCheck, Pool};
+use crate::health::HealthState;
 use crate::wire::parse::{rtype, Query};
+
+/// Flag in a typed answer index: the rest is an access domain index (a GSLB answer).
+pub const DYN: u32 = 1 << 31;
 
 /// "No index" in the u32 index fields.
 pub const NONE: u32 = u32::MAX;
@@ -96,6 +104,53 @@ pub struct Snapshot {
     pub chaos: Vec<(Box<[u8]>, u32)>,
     /// Largest UDP payload we send.
     pub udp_payload: u16,
+    /// GSLB tables (empty without access domains).
+    pub gslb: gslb::GslbTables,
+    /// Health bitmaps of this snapshot (written by `health::Writer` only).
+    pub health: Arc<HealthState>,
+    /// The GSLB model by name, for the health writer and the control API.
+    pub model: Model,
+}
+
+/// One route slot: an access domain's candidate pools for some lines.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// Access domain index.
+    pub ad: usize,
+    /// Candidate pools, in order.
+    pub pools: Vec<usize>,
+    /// Names of the lines answered by this route, comma-separated.
+    pub lines: String,
+    /// The slot's active pool matters (global availability, nearest).
+    pub tracked: bool,
+}
+
+/// The GSLB model by name (control side; the hot path reads `gslb` and `health`).
+#[derive(Debug, Clone, Default)]
+pub struct Model {
+    /// Line names; 0 is default.
+    pub lines: Vec<String>,
+    /// Health check templates.
+    pub checks: Vec<HealthCheck>,
+    /// Addresses.
+    pub addresses: Vec<Address>,
+    /// Pools.
+    pub pools: Vec<Pool>,
+    /// Access domains.
+    pub access_domains: Vec<AccessDomain>,
+    /// Route slots.
+    pub slots: Vec<Slot>,
+}
+
+impl Model {
+    /// Name key of a slot: (`name TYPE` of its access domain, its line names).
+    pub fn slot_key(&self, s: usize) -> (String, String) {
+        let slot = &self.slots[s];
+        (
+            crate::compile::ad_key(&self.access_domains[slot.ad]),
+            slot.lines.clone(),
+        )
+    }
 }
 
 /// Result of a table lookup.
@@ -103,6 +158,8 @@ pub struct Snapshot {
 pub enum Lookup {
     /// Answer with this precompiled answer.
     Answer(u32),
+    /// Answer from access domain N (GSLB).
+    Gslb(u32),
     /// Not ours: REFUSED.
     Refused,
 }
@@ -114,7 +171,12 @@ impl Snapshot {
     pub fn lookup(&self, q: &Query, tcp: bool) -> Lookup {
         let name = q.name();
         if let Some(&n) = self.index.get(name) {
-            return Lookup::Answer(self.pick(n, q.qtype, tcp));
+            let a = self.pick(n, q.qtype, tcp);
+            return if a & DYN != 0 {
+                Lookup::Gslb(a & !DYN)
+            } else {
+                Lookup::Answer(a)
+            };
         }
         for i in 1..q.labels as usize {
             let suffix = &name[q.label_offsets[i] as usize..];
@@ -124,7 +186,12 @@ impl Snapshot {
                     return Lookup::Answer(node.other);
                 }
                 if node.wildcard != NONE {
-                    return Lookup::Answer(self.pick(node.wildcard, q.qtype, tcp));
+                    let a = self.pick(node.wildcard, q.qtype, tcp);
+                    return if a & DYN != 0 {
+                        Lookup::Gslb(a & !DYN)
+                    } else {
+                        Lookup::Answer(a)
+                    };
                 }
                 return Lookup::Answer(self.zones[node.zone as usize].nxdomain);
             }

@@ -2,6 +2,7 @@
 //! lock-free; shared by every backend (io_uring, mmsg, TCP) and the micro-benchmark.
 
 use super::parse::{parse, Edns, Query, Reject, CLASS_CH, CLASS_IN, HEADER_LEN, OPT_ECS};
+use crate::tables::gslb::{ClientAddr, Local, Selected};
 use crate::tables::{Lookup, Snapshot};
 
 /// Transport the query came over; decides the size limit and ANY handling.
@@ -59,7 +60,8 @@ const RD: u16 = 0x0100;
 const CD: u16 = 0x0010;
 const OPCODE: u16 = 0x7800;
 
-/// Answers one query. `q` is scratch space owned by the caller (kept per shard).
+/// Answers one query. `q` and `local` are scratch and selection state owned by the caller
+/// (kept per shard); `client` is the address the query came from (for GSLB lines).
 ///
 /// `out` must hold at least [`MIN_OUT`] octets (65535 for TCP).
 #[inline]
@@ -68,6 +70,8 @@ pub fn respond(
     pkt: &[u8],
     q: &mut Query,
     t: Transport,
+    client: Option<ClientAddr>,
+    local: &mut Local,
     out: &mut [u8],
 ) -> Outcome {
     match parse(pkt, q) {
@@ -76,50 +80,20 @@ pub fn respond(
         Err(Reject::NotImp) => {
             // Question echoed when it parsed; no AA, no OPT (RFC 8906 8.1.4).
             let qd = q.qname_len != 0;
-            return error(pkt, q, qd, super::respond::rcode::NOTIMP, out);
+            return error(pkt, q, qd, rcode::NOTIMP, out);
         }
         Err(Reject::FormErr { question }) => return error(pkt, q, question, rcode::FORMERR, out),
     }
     let edns = q.edns;
-    if let Some(e) = edns {
-        if e.version > 0 {
-            return finish(
-                pkt,
-                q,
-                out,
-                0,
-                [0; 3],
-                rcode::BADVERS,
-                0,
-                &edns,
-                snap.udp_payload,
-                None,
-            );
-        }
+    let reply = Reply {
+        pkt,
+        q,
+        edns: &edns,
+        payload: snap.udp_payload,
+    };
+    if edns.is_some_and(|e| e.version > 0) {
+        return reply.finish(out, 0, [0; 3], rcode::BADVERS, 0, None);
     }
-    let answer = match q.qclass {
-        CLASS_IN => match snap.lookup(q, t == Transport::Tcp) {
-            Lookup::Answer(a) => Some(a),
-            Lookup::Refused => None,
-        },
-        CLASS_CH => snap.chaos(q),
-        _ => None,
-    };
-    let Some(ai) = answer else {
-        return finish(
-            pkt,
-            q,
-            out,
-            0,
-            [0; 3],
-            rcode::REFUSED,
-            0,
-            &edns,
-            snap.udp_payload,
-            None,
-        );
-    };
-    let a = &snap.answers[ai as usize];
     let limit = match t {
         Transport::Tcp => out.len().min(65535),
         Transport::Udp => match edns {
@@ -127,38 +101,145 @@ pub fn respond(
             None => 512,
         },
     };
-    let qlen = q.question_end - HEADER_LEN;
-    let full = HEADER_LEN + qlen + a.len as usize + opt_len(&edns);
+    let mut scope = 0;
+    let answer = match q.qclass {
+        CLASS_IN => match snap.lookup(q, t == Transport::Tcp) {
+            Lookup::Answer(a) => Some(a),
+            Lookup::Gslb(ad) => {
+                // The asker: the ECS address when sent (RFC 7871) and not switched off,
+                // else the resolver's own address.
+                let g = &snap.gslb;
+                let ecs = edns
+                    .and_then(|e| e.ecs)
+                    .filter(|c| g.use_ecs && c.source > 0);
+                let src = match ecs {
+                    Some(c) if c.family == 1 => Some(ClientAddr::V4(u32::from_be_bytes([
+                        c.addr[0], c.addr[1], c.addr[2], c.addr[3],
+                    ]))),
+                    Some(c) => Some(ClientAddr::from_v6(u128::from_be_bytes(c.addr))),
+                    None => client,
+                };
+                let line = g.line_of(src);
+                let qend = q.question_end;
+                let room = limit.saturating_sub(qend + opt_len(&edns));
+                let records = &mut out[qend..qend + room];
+                match g.select(ad, &snap.health, line, local, records) {
+                    Selected::Records { count, len, scope } => {
+                        let scope = if ecs.is_some() { scope } else { 0 };
+                        if len > room {
+                            return reply.finish(out, AA | TC, [0; 3], 0, scope, None);
+                        }
+                        return reply.finish_written(out, [count, 0, 0], len, scope);
+                    }
+                    Selected::NoData { answer, scope: s } => {
+                        scope = if ecs.is_some() { s } else { 0 };
+                        Some(answer)
+                    }
+                }
+            }
+            Lookup::Refused => None,
+        },
+        CLASS_CH => snap.chaos(q),
+        _ => None,
+    };
+    let Some(ai) = answer else {
+        return reply.finish(out, 0, [0; 3], rcode::REFUSED, 0, None);
+    };
+    let a = &snap.answers[ai as usize];
+    let full = q.question_end + a.len as usize + opt_len(&edns);
     let flags = if a.aa { AA } else { 0 };
     if full > limit {
         // TC with no records at all (gdnsd's choice): no partial RRsets can result.
-        return finish(
-            pkt,
-            q,
-            out,
-            flags | TC,
-            [0; 3],
-            a.rcode as u16,
-            0,
-            &edns,
-            snap.udp_payload,
-            None,
-        );
+        return reply.finish(out, flags | TC, [0; 3], a.rcode as u16, scope, None);
     }
     let (tail, fixups) = snap.tail(a);
     let delta = q.qname_len as u16 - a.qlen as u16;
-    finish(
-        pkt,
-        q,
+    reply.finish(
         out,
         flags,
         a.counts,
         a.rcode as u16,
-        0,
-        &edns,
-        snap.udp_payload,
+        scope,
         Some((tail, fixups, delta)),
     )
+}
+
+/// What every reply to a parsed query shares.
+struct Reply<'a> {
+    pkt: &'a [u8],
+    q: &'a Query,
+    edns: &'a Option<Edns>,
+    payload: u16,
+}
+
+impl Reply<'_> {
+    /// Header and echoed question.
+    #[inline]
+    fn head(&self, out: &mut [u8], flags: u16, counts: [u16; 3], rc: u16) {
+        let q = self.q;
+        let qend = q.question_end;
+        let hdr_flags = QR | (q.flags & (OPCODE | RD | CD)) | flags | (rc & 0xF);
+        out[0..2].copy_from_slice(&q.id.to_be_bytes());
+        out[2..4].copy_from_slice(&hdr_flags.to_be_bytes());
+        out[4..6].copy_from_slice(&1u16.to_be_bytes());
+        out[6..8].copy_from_slice(&counts[0].to_be_bytes());
+        out[8..10].copy_from_slice(&counts[1].to_be_bytes());
+        let arcount = counts[2] + self.edns.is_some() as u16;
+        out[10..12].copy_from_slice(&arcount.to_be_bytes());
+        out[HEADER_LEN..qend].copy_from_slice(&self.pkt[HEADER_LEN..qend]);
+    }
+
+    /// Header, question, a precompiled tail (fix-ups applied) and OPT.
+    #[inline]
+    fn finish(
+        &self,
+        out: &mut [u8],
+        flags: u16,
+        counts: [u16; 3],
+        rc: u16,
+        ecs_scope: u8,
+        tail: Option<(&[u8], &[u16], u16)>,
+    ) -> Outcome {
+        self.head(out, flags, counts, rc);
+        let mut pos = self.q.question_end;
+        if let Some((bytes, fixups, delta)) = tail {
+            out[pos..pos + bytes.len()].copy_from_slice(bytes);
+            if delta != 0 {
+                for &f in fixups {
+                    let at = pos + f as usize;
+                    let p = u16::from_be_bytes([out[at], out[at + 1]]) + delta;
+                    out[at..at + 2].copy_from_slice(&p.to_be_bytes());
+                }
+            }
+            pos += bytes.len();
+        }
+        self.opt(out, pos, rc, ecs_scope, flags)
+    }
+
+    /// Header and question around answer records already written after the question.
+    #[inline]
+    fn finish_written(
+        &self,
+        out: &mut [u8],
+        counts: [u16; 3],
+        len: usize,
+        ecs_scope: u8,
+    ) -> Outcome {
+        self.head(out, AA, counts, 0);
+        self.opt(out, self.q.question_end + len, 0, ecs_scope, AA)
+    }
+
+    #[inline]
+    fn opt(&self, out: &mut [u8], mut pos: usize, rc: u16, ecs_scope: u8, flags: u16) -> Outcome {
+        if let Some(e) = self.edns {
+            pos = write_opt(out, pos, e, rc, ecs_scope, self.payload);
+        }
+        Outcome {
+            len: pos,
+            rcode: rc,
+            truncated: flags & TC != 0,
+        }
+    }
 }
 
 #[inline]
@@ -167,53 +248,6 @@ fn opt_len(edns: &Option<Edns>) -> usize {
         None => 0,
         Some(Edns { ecs: None, .. }) => 11,
         Some(Edns { ecs: Some(ecs), .. }) => 11 + 8 + ecs.addr_len as usize,
-    }
-}
-
-/// Writes header, echoed question, tail (with fixups applied) and OPT.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn finish(
-    pkt: &[u8],
-    q: &Query,
-    out: &mut [u8],
-    flags: u16,
-    counts: [u16; 3],
-    rc: u16,
-    ecs_scope: u8,
-    edns: &Option<Edns>,
-    payload: u16,
-    tail: Option<(&[u8], &[u16], u16)>,
-) -> Outcome {
-    let qend = q.question_end;
-    let hdr_flags = QR | (q.flags & (OPCODE | RD | CD)) | flags | (rc & 0xF);
-    out[0..2].copy_from_slice(&q.id.to_be_bytes());
-    out[2..4].copy_from_slice(&hdr_flags.to_be_bytes());
-    out[4..6].copy_from_slice(&1u16.to_be_bytes());
-    out[6..8].copy_from_slice(&counts[0].to_be_bytes());
-    out[8..10].copy_from_slice(&counts[1].to_be_bytes());
-    let arcount = counts[2] + edns.is_some() as u16;
-    out[10..12].copy_from_slice(&arcount.to_be_bytes());
-    out[HEADER_LEN..qend].copy_from_slice(&pkt[HEADER_LEN..qend]);
-    let mut pos = qend;
-    if let Some((bytes, fixups, delta)) = tail {
-        out[pos..pos + bytes.len()].copy_from_slice(bytes);
-        if delta != 0 {
-            for &f in fixups {
-                let at = pos + f as usize;
-                let p = u16::from_be_bytes([out[at], out[at + 1]]) + delta;
-                out[at..at + 2].copy_from_slice(&p.to_be_bytes());
-            }
-        }
-        pos += bytes.len();
-    }
-    if let Some(e) = edns {
-        pos = write_opt(out, pos, e, rc, ecs_scope, payload);
-    }
-    Outcome {
-        len: pos,
-        rcode: rc,
-        truncated: flags & TC != 0,
     }
 }
 

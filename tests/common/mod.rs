@@ -33,6 +33,9 @@ impl Server {
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
+        if !args.contains(&"--control") {
+            cmd.args(["--control", "127.0.0.1:0"]);
+        }
         let mut child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -1,0 +1,375 @@
+//! `probe -> health -> shards`: the health state shards read without locks, and its one
+//! writer.
+//!
+//! [`HealthState`] is three flat arrays of atomics: a bit per address (up after operator
+//! pins and probes), a bit per pool (its health condition holds), and a slot per route of
+//! every access domain holding the active pool (global availability and nearest policies).
+//! Shards do one relaxed load per word they need; nothing else is shared.
+//!
+//! [`Writer`] is the only code that stores into them: it keeps the inputs (probe results,
+//! operator overrides), recomputes the derived bits on every change, and returns the list of
+//! changes for the log. It lives behind a mutex on the control side; shards never touch it.
+//! Health follows addresses by name across reloads, and a non-preemptive route keeps its
+//! pool by name.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crate::config::gslb::{Condition, Mode, PoolPolicy};
+use crate::tables::gslb::NO_POOL;
+use crate::tables::Snapshot;
+
+/// The bitmaps and active-pool slots of one snapshot.
+#[derive(Debug)]
+pub struct HealthState {
+    addr_up: Box<[AtomicU64]>,
+    pool_up: Box<[AtomicU64]>,
+    active: Box<[AtomicU32]>,
+}
+
+fn words(n: usize) -> Box<[AtomicU64]> {
+    (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect()
+}
+
+impl HealthState {
+    /// Everything down, no active pool; the writer fills it before it is published.
+    pub fn new(addrs: usize, pools: usize, slots: usize) -> Self {
+        Self {
+            addr_up: words(addrs),
+            pool_up: words(pools),
+            active: (0..slots).map(|_| AtomicU32::new(NO_POOL)).collect(),
+        }
+    }
+
+    /// Whether address `i` may be answered.
+    #[inline]
+    pub fn addr_up(&self, i: u32) -> bool {
+        self.addr_up[(i / 64) as usize].load(Relaxed) & (1 << (i % 64)) != 0
+    }
+
+    /// Whether pool `i` is healthy.
+    #[inline]
+    pub fn pool_up(&self, i: u32) -> bool {
+        self.pool_up[(i / 64) as usize].load(Relaxed) & (1 << (i % 64)) != 0
+    }
+
+    /// The active pool of route slot `s` ([`NO_POOL`]: none is healthy).
+    #[inline]
+    pub fn active(&self, s: u32) -> u32 {
+        self.active[s as usize].load(Relaxed)
+    }
+
+    fn store_bits(dst: &[AtomicU64], bits: &[bool]) {
+        for (w, chunk) in dst.iter().zip(bits.chunks(64)) {
+            let mut v = 0u64;
+            for (i, &b) in chunk.iter().enumerate() {
+                v |= (b as u64) << i;
+            }
+            if w.load(Relaxed) != v {
+                w.store(v, Relaxed);
+            }
+        }
+    }
+}
+
+/// One observable state change, for logs and alerts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An address went up or down.
+    Address {
+        /// Address name.
+        name: String,
+        /// New state.
+        up: bool,
+    },
+    /// A pool's health condition started or stopped holding.
+    Pool {
+        /// Pool name.
+        name: String,
+        /// New state.
+        up: bool,
+    },
+    /// An access domain's route switched pools.
+    Active {
+        /// Access domain, presentation form with type.
+        access_domain: String,
+        /// Line names of the route.
+        lines: String,
+        /// New pool (None: fallback).
+        pool: Option<String>,
+    },
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Address { name, up } => write!(f, "address {name} is {}", if *up { "up" } else { "down" }),
+            Self::Pool { name, up } => write!(f, "pool {name} is {}", if *up { "healthy" } else { "unhealthy" }),
+            Self::Active { access_domain, lines, pool } => match pool {
+                Some(p) => write!(f, "access domain {access_domain} lines [{lines}] now answer from pool {p}"),
+                None => write!(f, "access domain {access_domain} lines [{lines}]: no pool is healthy, answering the fallback"),
+            },
+        }
+    }
+}
+
+/// The single writer of a snapshot's [`HealthState`].
+#[derive(Debug)]
+pub struct Writer {
+    snap: Arc<Snapshot>,
+    /// Probe verdict per address (true until the prober says otherwise).
+    probe: Vec<bool>,
+    /// Operator overrides by address name (win over config mode and probes).
+    overrides: HashMap<String, Mode>,
+    /// Derived state as last written, for change detection.
+    addr: Vec<bool>,
+    pool: Vec<bool>,
+    active: Vec<u32>,
+}
+
+impl Writer {
+    /// A writer for `snap`, with `overrides` (e.g. loaded from the state file); fills the
+    /// snapshot's health state.
+    pub fn new(snap: Arc<Snapshot>, overrides: HashMap<String, Mode>) -> Self {
+        let n = snap.model.addresses.len();
+        let mut w = Self {
+            probe: vec![true; n],
+            overrides,
+            addr: Vec::new(),
+            pool: Vec::new(),
+            active: Vec::new(),
+            snap,
+        };
+        w.recompute();
+        w
+    }
+
+    /// The snapshot being written.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snap
+    }
+
+    /// Moves to a new snapshot (reload): probe results, overrides and non-preemptive
+    /// pools carry over by name; the new state is fully written before this returns, so
+    /// the caller publishes a snapshot whose health is already right.
+    pub fn replace(&mut self, snap: Arc<Snapshot>) -> Vec<Change> {
+        let old = std::mem::replace(&mut self.snap, snap);
+        let by_name: HashMap<&str, usize> = old
+            .model
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.as_str(), i))
+            .collect();
+        self.probe = self
+            .snap
+            .model
+            .addresses
+            .iter()
+            .map(|a| by_name.get(a.name.as_str()).is_none_or(|&i| self.probe[i]))
+            .collect();
+        // Active pools by (access domain key, route key) -> pool name.
+        let mut kept: HashMap<(String, String), String> = HashMap::new();
+        for (slot, &p) in self.active.iter().enumerate() {
+            if p != NO_POOL {
+                kept.insert(
+                    old.model.slot_key(slot),
+                    old.model.pools[p as usize].name.clone(),
+                );
+            }
+        }
+        let pool_by_name: HashMap<&str, u32> = self
+            .snap
+            .model
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i as u32))
+            .collect();
+        let old_addr: HashMap<String, bool> = old
+            .model
+            .addresses
+            .iter()
+            .zip(&self.addr)
+            .map(|(a, &u)| (a.name.clone(), u))
+            .collect();
+        let old_pool: HashMap<String, bool> = old
+            .model
+            .pools
+            .iter()
+            .zip(&self.pool)
+            .map(|(p, &u)| (p.name.clone(), u))
+            .collect();
+        let slots = self.snap.model.slots.len();
+        self.active = (0..slots)
+            .map(|s| {
+                kept.get(&self.snap.model.slot_key(s))
+                    .and_then(|n| pool_by_name.get(n.as_str()).copied())
+                    .unwrap_or(NO_POOL)
+            })
+            .collect();
+        self.addr = self
+            .snap
+            .model
+            .addresses
+            .iter()
+            .map(|a| old_addr.get(&a.name).copied().unwrap_or(true))
+            .collect();
+        self.pool = self
+            .snap
+            .model
+            .pools
+            .iter()
+            .map(|p| old_pool.get(&p.name).copied().unwrap_or(true))
+            .collect();
+        self.recompute()
+    }
+
+    /// Sets (or with `None` clears) the operator override of an address.
+    pub fn set_override(&mut self, name: &str, mode: Option<Mode>) -> Result<Vec<Change>, String> {
+        if !self.snap.model.addresses.iter().any(|a| a.name == name) {
+            return Err(format!("unknown address '{name}'"));
+        }
+        match mode {
+            Some(m) => self.overrides.insert(name.to_string(), m),
+            None => self.overrides.remove(name),
+        };
+        Ok(self.recompute())
+    }
+
+    /// Records a probe verdict for address `i`.
+    pub fn set_probe(&mut self, i: usize, up: bool) -> Vec<Change> {
+        if self.probe.get(i) == Some(&up) {
+            return Vec::new();
+        }
+        self.probe[i] = up;
+        self.recompute()
+    }
+
+    /// The operator overrides.
+    pub fn overrides(&self) -> &HashMap<String, Mode> {
+        &self.overrides
+    }
+
+    /// Probe verdict of address `i`.
+    pub fn probe(&self, i: usize) -> bool {
+        self.probe[i]
+    }
+
+    /// Recomputes every derived bit and slot from the inputs and stores what changed.
+    fn recompute(&mut self) -> Vec<Change> {
+        let m = &self.snap.model;
+        let mut changes = Vec::new();
+        let addr: Vec<bool> = m
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                a.enabled
+                    && match self.overrides.get(&a.name).copied().unwrap_or(a.mode) {
+                        Mode::Up => true,
+                        Mode::Down => false,
+                        Mode::Auto => self.probe[i],
+                    }
+            })
+            .collect();
+        let pool: Vec<bool> = m
+            .pools
+            .iter()
+            .map(|p| {
+                let members: Vec<usize> = p
+                    .addresses
+                    .iter()
+                    .copied()
+                    .filter(|&a| m.addresses[a].enabled)
+                    .collect();
+                let up = members.iter().filter(|&&a| addr[a]).count() as u32;
+                let total = members.len() as u32;
+                p.enabled
+                    && up > 0
+                    && match p.condition {
+                        Condition::Any => true,
+                        Condition::All => up == total,
+                        Condition::AtLeast(n) => up >= n,
+                        Condition::AtLeastPercent(pct) => up * 100 >= pct * total,
+                    }
+            })
+            .collect();
+        let active: Vec<u32> = m
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(s, slot)| {
+                let ad = &m.access_domains[slot.ad];
+                let first = slot
+                    .pools
+                    .iter()
+                    .copied()
+                    .find(|&p| pool[p])
+                    .map_or(NO_POOL, |p| p as u32);
+                match ad.policy {
+                    PoolPolicy::GlobalAvailability { preemptive: false } => {
+                        let cur = self.active.get(s).copied().unwrap_or(NO_POOL);
+                        if cur != NO_POOL
+                            && pool[cur as usize]
+                            && slot.pools.contains(&(cur as usize))
+                        {
+                            cur
+                        } else {
+                            first
+                        }
+                    }
+                    _ => first,
+                }
+            })
+            .collect();
+        if self.addr.len() == addr.len() {
+            for (i, (&o, &n)) in self.addr.iter().zip(&addr).enumerate() {
+                if o != n {
+                    changes.push(Change::Address {
+                        name: m.addresses[i].name.clone(),
+                        up: n,
+                    });
+                }
+            }
+            for (i, (&o, &n)) in self.pool.iter().zip(&pool).enumerate() {
+                if o != n {
+                    changes.push(Change::Pool {
+                        name: m.pools[i].name.clone(),
+                        up: n,
+                    });
+                }
+            }
+        }
+        if self.active.len() == active.len() {
+            for (s, (&o, &n)) in self.active.iter().zip(&active).enumerate() {
+                if o != n && m.slots[s].tracked {
+                    let (ad, lines) = m.slot_key(s);
+                    changes.push(Change::Active {
+                        access_domain: ad,
+                        lines,
+                        pool: (n != NO_POOL).then(|| m.pools[n as usize].name.clone()),
+                    });
+                }
+            }
+        }
+        let h = &self.snap.health;
+        HealthState::store_bits(&h.addr_up, &addr);
+        HealthState::store_bits(&h.pool_up, &pool);
+        for (dst, &v) in h.active.iter().zip(&active) {
+            if dst.load(Relaxed) != v {
+                dst.store(v, Relaxed);
+            }
+        }
+        self.addr = addr;
+        self.pool = pool;
+        self.active = active;
+        changes
+    }
+
+    /// Current derived state: (addresses up, pools up, active pool per slot).
+    pub fn state(&self) -> (&[bool], &[bool], &[u32]) {
+        (&self.addr, &self.pool, &self.active)
+    }
+}

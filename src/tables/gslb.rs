@@ -1,0 +1,590 @@
+//! GSLB answer tables, read by shards together with the lock-free health bitmaps
+//! ([`crate::health::HealthState`]). Everything that does not depend on the query or on
+//! health is precompiled: the line index (prefixes flattened into disjoint sorted ranges),
+//! each access domain's route per line, each route's candidate pools and fallback address
+//! list, and each address's record data in wire form. At query time a shard finds the
+//! asker's line (one binary search), reads the route's active pool (one atomic load) or
+//! draws one among healthy pools, picks addresses by the pool's policy from the address
+//! bitmap, and writes `owner-pointer TYPE CLASS TTL RDLENGTH RDATA` per address.
+
+use crate::config::gslb::{AddressPolicy, PoolPolicy};
+use crate::health::HealthState;
+
+/// "No pool" in the active-pool slots.
+pub const NO_POOL: u32 = u32::MAX;
+
+/// The asker, as the line lookup sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAddr {
+    /// IPv4 address.
+    V4(u32),
+    /// IPv6 address.
+    V6(u128),
+}
+
+impl ClientAddr {
+    /// From a raw `sockaddr_in`/`sockaddr_in6` as the kernel wrote it; v4-mapped v6
+    /// addresses count as IPv4.
+    #[inline]
+    pub fn from_sockaddr(sa: &[u8]) -> Option<Self> {
+        if sa.len() < 2 {
+            return None;
+        }
+        let family = u16::from_ne_bytes([sa[0], sa[1]]) as i32;
+        if family == libc::AF_INET && sa.len() >= 8 {
+            Some(Self::V4(u32::from_be_bytes([sa[4], sa[5], sa[6], sa[7]])))
+        } else if family == libc::AF_INET6 && sa.len() >= 24 {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&sa[8..24]);
+            Some(Self::from_v6(u128::from_be_bytes(b)))
+        } else {
+            None
+        }
+    }
+
+    /// IPv6, unwrapping v4-mapped addresses.
+    #[inline]
+    pub fn from_v6(v: u128) -> Self {
+        if v >> 32 == 0xFFFF {
+            Self::V4(v as u32)
+        } else {
+            Self::V6(v)
+        }
+    }
+
+    /// From a std address.
+    pub fn from_ip(ip: std::net::IpAddr) -> Self {
+        match ip {
+            std::net::IpAddr::V4(a) => Self::V4(a.into()),
+            std::net::IpAddr::V6(a) => Self::from_v6(a.into()),
+        }
+    }
+}
+
+/// One disjoint range of the address space and the line that owns it.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    /// First address.
+    pub start: u128,
+    /// Last address.
+    pub end: u128,
+    /// Line index (0 = default).
+    pub line: u32,
+}
+
+/// Longest-prefix match compiled to disjoint sorted ranges (Knot's geoip module sorts and
+/// links its prefixes the same way, so a lookup is one binary search).
+#[derive(Debug, Clone, Default)]
+pub struct LineIndex {
+    /// IPv4 ranges (addresses as u128 below 2^32), covering 0..=u32::MAX.
+    pub v4: Vec<Range>,
+    /// IPv6 ranges covering the whole space.
+    pub v6: Vec<Range>,
+}
+
+impl LineIndex {
+    /// Builds the index from per-line prefixes. Nested prefixes: the longest wins.
+    pub fn build(v4: &[(u128, u8, u32)], v6: &[(u128, u8, u32)]) -> Self {
+        Self {
+            v4: flatten(v4, 32),
+            v6: flatten(v6, 128),
+        }
+    }
+
+    /// The asker's line and the ECS scope: the length of the largest aligned prefix around
+    /// the address that lies wholly in its range, i.e. the prefix that decided the line.
+    #[inline]
+    pub fn lookup(&self, a: ClientAddr) -> (u32, u8) {
+        let (ranges, addr, bits) = match a {
+            ClientAddr::V4(v) => (&self.v4, v as u128, 32u32),
+            ClientAddr::V6(v) => (&self.v6, v, 128u32),
+        };
+        if ranges.is_empty() {
+            return (0, 0);
+        }
+        let i = ranges.partition_point(|r| r.start <= addr) - 1;
+        let r = ranges[i];
+        (r.line, scope(addr, r.start, r.end, bits))
+    }
+}
+
+#[inline]
+fn scope(addr: u128, start: u128, end: u128, bits: u32) -> u8 {
+    for len in 0..=bits {
+        let host = bits - len;
+        let mask: u128 = if host >= 128 {
+            0
+        } else {
+            !((1u128 << host) - 1)
+        };
+        let lo = addr & mask;
+        let hi = if host >= 128 {
+            u128::MAX
+        } else {
+            lo | ((1u128 << host) - 1)
+        };
+        let hi = if bits == 32 { hi & 0xFFFF_FFFF } else { hi };
+        if lo >= start && hi <= end {
+            return len as u8;
+        }
+    }
+    bits as u8
+}
+
+fn flatten(prefixes: &[(u128, u8, u32)], bits: u32) -> Vec<Range> {
+    let max: u128 = if bits == 32 { 0xFFFF_FFFF } else { u128::MAX };
+    let span = |net: u128, len: u8| -> (u128, u128) {
+        let host = bits - len as u32;
+        let size_m1 = if host >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << host) - 1
+        };
+        (net, net + size_m1)
+    };
+    let mut ps: Vec<(u128, u128, u32)> = prefixes
+        .iter()
+        .map(|&(n, l, line)| {
+            let (s, e) = span(n, l);
+            (s, e, line)
+        })
+        .collect();
+    // Outer prefixes first at the same start, so inner ones stack on top.
+    ps.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    let mut out: Vec<Range> = Vec::with_capacity(ps.len() * 2 + 1);
+    // Adjacent ranges of one line stay apart: each keeps the bounds of the prefix that
+    // decided it, which the ECS scope is computed from.
+    let emit = |s: u128, e: u128, line: u32, out: &mut Vec<Range>| {
+        if s <= e {
+            out.push(Range {
+                start: s,
+                end: e,
+                line,
+            });
+        }
+    };
+    let mut stack: Vec<(u128, u128, u32)> = Vec::new();
+    let mut cur: u128 = 0;
+    let mut done = false; // `cur` passed the end of the space
+    for &(s, e, line) in &ps {
+        while let Some(&(_, te, tl)) = stack.last() {
+            if te >= s {
+                break;
+            }
+            emit(cur, te, tl, &mut out);
+            stack.pop();
+            match te.checked_add(1) {
+                Some(n) => cur = n,
+                None => done = true,
+            }
+        }
+        if !done && cur < s {
+            let owner = stack.last().map_or(0, |t| t.2);
+            emit(cur, s - 1, owner, &mut out);
+        }
+        cur = s;
+        stack.push((s, e, line));
+    }
+    while let Some((_, te, tl)) = stack.pop() {
+        if !done {
+            emit(cur, te, tl, &mut out);
+        }
+        match te.checked_add(1) {
+            Some(n) if n <= max => cur = n,
+            _ => done = true,
+        }
+    }
+    if !done && cur <= max {
+        emit(cur, max, 0, &mut out);
+    }
+    out
+}
+
+/// An address as an answer: its record data.
+#[derive(Debug, Clone, Copy)]
+pub struct AddrTable {
+    /// RDLENGTH + RDATA in `GslbTables::arena`.
+    pub rdata_start: u32,
+    /// Length of that.
+    pub rdata_len: u16,
+    /// Weight (weighted pools).
+    pub weight: u32,
+}
+
+/// A pool as the shard sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolTable {
+    /// Address indices: `GslbTables::pool_addrs[start..start + len]`.
+    pub start: u32,
+    /// Number of addresses.
+    pub len: u32,
+    /// Address policy.
+    pub policy: AddressPolicy,
+    /// Addresses per answer.
+    pub answers: u32,
+}
+
+/// One route of an access domain: the candidate pools for a set of lines.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteTable {
+    /// (pool, weight): `GslbTables::route_pools[start..start + len]`, in order.
+    pub start: u32,
+    /// Number of pools.
+    pub len: u32,
+    /// Index of this route's active-pool slot in [`HealthState`].
+    pub slot: u32,
+    /// Fallback addresses: `GslbTables::fallback[fb_start..fb_start + fb_len]`.
+    pub fb_start: u32,
+    /// Number of fallback addresses (0 with a NODATA fallback).
+    pub fb_len: u32,
+}
+
+/// One access domain.
+#[derive(Debug, Clone)]
+pub struct AdTable {
+    /// Record type answered.
+    pub rtype: u16,
+    /// TTL of the answers.
+    pub ttl: u32,
+    /// Pool policy.
+    pub policy: PoolPolicy,
+    /// Route per line index.
+    pub line_route: Box<[u32]>,
+    /// NODATA answer (static table index) for the NODATA fallback.
+    pub nodata: u32,
+}
+
+/// All GSLB tables of a snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct GslbTables {
+    /// Access domains.
+    pub ads: Vec<AdTable>,
+    /// Routes.
+    pub routes: Vec<RouteTable>,
+    /// Route pool lists.
+    pub route_pools: Vec<(u32, u32)>,
+    /// Pools.
+    pub pools: Vec<PoolTable>,
+    /// Pool address lists.
+    pub pool_addrs: Vec<u32>,
+    /// Fallback address lists.
+    pub fallback: Vec<u32>,
+    /// Addresses.
+    pub addrs: Vec<AddrTable>,
+    /// Address record data.
+    pub arena: Vec<u8>,
+    /// The line index.
+    pub lines: LineIndex,
+    /// Use ECS for the line.
+    pub use_ecs: bool,
+}
+
+/// Per-shard mutable state of the selection: a rotation counter and a PRNG. Owned by one
+/// shard, so no atomics; round-robin is even per shard and therefore across shards.
+#[derive(Debug, Clone)]
+pub struct Local {
+    rotation: u64,
+    rng: u64,
+}
+
+impl Local {
+    /// A fresh state; `seed` differs per shard.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rotation: seed,
+            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        }
+    }
+
+    #[inline]
+    fn next_rotation(&mut self) -> u64 {
+        self.rotation = self.rotation.wrapping_add(1);
+        self.rotation
+    }
+
+    /// xorshift64*: fast, good enough for weight draws.
+    #[inline]
+    fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    #[inline]
+    fn below(&mut self, n: u64) -> u64 {
+        ((self.random() >> 32) * n) >> 32
+    }
+}
+
+impl Default for Local {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+/// What the GSLB selection produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selected {
+    /// `count` records written; `scope` is the ECS scope.
+    Records {
+        /// Records written.
+        count: u16,
+        /// Bytes written.
+        len: usize,
+        /// ECS scope prefix length.
+        scope: u8,
+    },
+    /// Answer NODATA (static answer index), with this ECS scope.
+    NoData {
+        /// Static answer to use.
+        answer: u32,
+        /// ECS scope.
+        scope: u8,
+    },
+}
+
+impl GslbTables {
+    /// The asker's line and scope, or (default, 0) when unknown.
+    #[inline]
+    pub fn line_of(&self, client: Option<ClientAddr>) -> (u32, u8) {
+        match client {
+            Some(c) => self.lines.lookup(c),
+            None => (0, 0),
+        }
+    }
+
+    /// Selects and writes the answer records of access domain `ad` into `out` (which must
+    /// have room for `max_len` bytes).
+    #[inline]
+    pub fn select(
+        &self,
+        ad: u32,
+        health: &HealthState,
+        line: (u32, u8),
+        local: &mut Local,
+        out: &mut [u8],
+    ) -> Selected {
+        let a = &self.ads[ad as usize];
+        let route_i = a
+            .line_route
+            .get(line.0 as usize)
+            .copied()
+            .unwrap_or(a.line_route[0]);
+        let route = &self.routes[route_i as usize];
+        let scope = if a.policy == PoolPolicy::Nearest {
+            line.1
+        } else {
+            0
+        };
+        let pools = &self.route_pools[route.start as usize..(route.start + route.len) as usize];
+        let pool = match a.policy {
+            PoolPolicy::GlobalAvailability { .. } | PoolPolicy::Nearest => {
+                health.active(route.slot)
+            }
+            PoolPolicy::Weighted => {
+                let total: u64 = pools
+                    .iter()
+                    .filter(|p| health.pool_up(p.0))
+                    .map(|p| p.1 as u64)
+                    .sum();
+                if total == 0 {
+                    NO_POOL
+                } else {
+                    let mut r = local.below(total);
+                    let mut chosen = NO_POOL;
+                    for &(p, w) in pools.iter().filter(|p| health.pool_up(p.0)) {
+                        if r < w as u64 {
+                            chosen = p;
+                            break;
+                        }
+                        r -= w as u64;
+                    }
+                    chosen
+                }
+            }
+            PoolPolicy::RoundRobin => {
+                let healthy = pools.iter().filter(|p| health.pool_up(p.0)).count() as u64;
+                if healthy == 0 {
+                    NO_POOL
+                } else {
+                    let k = local.next_rotation() % healthy;
+                    pools
+                        .iter()
+                        .filter(|p| health.pool_up(p.0))
+                        .nth(k as usize)
+                        .map_or(NO_POOL, |p| p.0)
+                }
+            }
+        };
+        let mut w = Writer {
+            out,
+            pos: 0,
+            count: 0,
+            ad: a,
+        };
+        if pool != NO_POOL {
+            self.pick(pool, health, local, &mut w);
+        }
+        if w.count == 0 {
+            if route.fb_len == 0 {
+                return Selected::NoData {
+                    answer: a.nodata,
+                    scope,
+                };
+            }
+            for &ai in
+                &self.fallback[route.fb_start as usize..(route.fb_start + route.fb_len) as usize]
+            {
+                w.rr(self, ai);
+            }
+        }
+        Selected::Records {
+            count: w.count,
+            len: w.pos,
+            scope,
+        }
+    }
+
+    /// Addresses of one pool by its policy; only addresses that are up.
+    #[inline]
+    fn pick(&self, pool: u32, health: &HealthState, local: &mut Local, w: &mut Writer<'_, '_>) {
+        let p = &self.pools[pool as usize];
+        let addrs = &self.pool_addrs[p.start as usize..(p.start + p.len) as usize];
+        let want = p.answers as usize;
+        match p.policy {
+            AddressPolicy::Sequential => {
+                for &a in addrs.iter().filter(|&&a| health.addr_up(a)).take(want) {
+                    w.rr(self, a);
+                }
+            }
+            AddressPolicy::RoundRobin => {
+                let up = addrs.iter().filter(|&&a| health.addr_up(a)).count();
+                if up == 0 {
+                    return;
+                }
+                let first = (local.next_rotation() % up as u64) as usize;
+                let mut it = addrs
+                    .iter()
+                    .filter(|&&a| health.addr_up(a))
+                    .cycle()
+                    .skip(first);
+                for _ in 0..want.min(up) {
+                    if let Some(&a) = it.next() {
+                        w.rr(self, a);
+                    }
+                }
+            }
+            AddressPolicy::Weighted => {
+                let mut chosen = [u32::MAX; crate::config::gslb::MAX_ANSWERS];
+                let mut n = 0;
+                while n < want {
+                    let total: u64 = addrs
+                        .iter()
+                        .filter(|&&a| health.addr_up(a) && !chosen[..n].contains(&a))
+                        .map(|&a| self.addrs[a as usize].weight as u64)
+                        .sum();
+                    if total == 0 {
+                        break;
+                    }
+                    let mut r = local.below(total);
+                    for &a in addrs
+                        .iter()
+                        .filter(|&&a| health.addr_up(a) && !chosen[..n].contains(&a))
+                    {
+                        let wt = self.addrs[a as usize].weight as u64;
+                        if r < wt {
+                            chosen[n] = a;
+                            n += 1;
+                            break;
+                        }
+                        r -= wt;
+                    }
+                }
+                for &a in &chosen[..n] {
+                    w.rr(self, a);
+                }
+            }
+        }
+    }
+}
+
+struct Writer<'o, 't> {
+    out: &'o mut [u8],
+    pos: usize,
+    count: u16,
+    ad: &'t AdTable,
+}
+
+impl Writer<'_, '_> {
+    /// `C0 0C TYPE IN TTL` + the address's RDLENGTH and RDATA. Stops (silently) when the
+    /// buffer is full; the caller's size check then truncates.
+    #[inline]
+    fn rr(&mut self, t: &GslbTables, a: u32) {
+        let at = &t.addrs[a as usize];
+        let rd = &t.arena[at.rdata_start as usize..at.rdata_start as usize + at.rdata_len as usize];
+        let need = 10 + rd.len();
+        if self.pos + need > self.out.len() {
+            self.pos = self.out.len() + 1; // marks overflow
+            return;
+        }
+        let o = &mut self.out[self.pos..self.pos + need];
+        o[0] = 0xC0;
+        o[1] = 0x0C;
+        o[2..4].copy_from_slice(&self.ad.rtype.to_be_bytes());
+        o[4..6].copy_from_slice(&1u16.to_be_bytes());
+        o[6..10].copy_from_slice(&self.ad.ttl.to_be_bytes());
+        o[10..].copy_from_slice(rd);
+        self.pos += need;
+        self.count += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(s: &str) -> u128 {
+        u32::from(s.parse::<std::net::Ipv4Addr>().unwrap()) as u128
+    }
+
+    #[test]
+    fn nested_prefixes_longest_wins_with_scope() {
+        let idx = LineIndex::build(
+            &[
+                (v4("10.0.0.0"), 8, 1),
+                (v4("10.1.0.0"), 16, 2),
+                (v4("192.0.2.0"), 24, 3),
+            ],
+            &[],
+        );
+        let look = |s: &str| idx.lookup(ClientAddr::V4(v4(s) as u32));
+        assert_eq!(look("10.1.2.3"), (2, 16));
+        assert_eq!(look("10.2.0.1"), (1, 15)); // 10.2.0.0/15 lies in 10/8 minus 10.1/16
+        assert_eq!(look("10.128.0.1"), (1, 9));
+        assert_eq!(look("192.0.2.7"), (3, 24));
+        assert_eq!(look("192.0.3.7").0, 0);
+        assert_eq!(look("8.8.8.8").0, 0);
+        assert_eq!(look("255.255.255.255").0, 0);
+        assert_eq!(look("0.0.0.0").0, 0);
+        // ranges are disjoint and cover the space
+        for w in idx.v4.windows(2) {
+            assert_eq!(w[0].end + 1, w[1].start);
+        }
+        assert_eq!(idx.v4.last().unwrap().end, 0xFFFF_FFFF);
+    }
+
+    #[test]
+    fn v6_and_mapped() {
+        let net: u128 = "2001:db8::".parse::<std::net::Ipv6Addr>().unwrap().into();
+        let idx = LineIndex::build(&[], &[(net, 32, 5)]);
+        let a: u128 = "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().into();
+        assert_eq!(idx.lookup(ClientAddr::V6(a)), (5, 32));
+        assert_eq!(
+            ClientAddr::from_v6(0xFFFF_0A00_0001),
+            ClientAddr::V4(0x0A00_0001)
+        );
+    }
+}

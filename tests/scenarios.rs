@@ -1,0 +1,380 @@
+//! The acceptance scenarios of `SCENARIOS.md`, through the real binary with the configs in
+//! `examples/`: health is switched with the control API's overrides, lines are chosen with
+//! EDNS Client Subnet, and every row of every table is an assertion. Both I/O backends.
+#![allow(missing_docs)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+
+const A: u16 = 1;
+const AAAA: u16 = 28;
+
+fn example(name: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
+struct Gtm {
+    s: Server,
+    control: SocketAddr,
+}
+
+impl Gtm {
+    fn start(config: &std::path::Path, io: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--config", config.to_str().unwrap(), "--io", io];
+        args.extend_from_slice(extra);
+        let s = Server::start(&args);
+        let line = s.wait_log("control API listening", Duration::from_secs(5));
+        let control = line
+            .split("addr=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Self { s, control }
+    }
+
+    fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut c = TcpStream::connect(self.control).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            c,
+            "{method} {path} HTTP/1.1\r\nHost: gtmd\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).unwrap();
+        let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
+    fn set(&self, address: &str, state: &str) {
+        let (st, body) = self.http("PUT", &format!("/v1/addresses/{address}/override"), state);
+        assert_eq!(st, 200, "{body}");
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let (st, body) = self.http("GET", "/v1/state", "");
+        assert_eq!(st, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Sorted A/AAAA answers for `name` asked from `subnet` (None: no ECS).
+    fn ask(&self, name: &str, qtype: u16, subnet: Option<[u8; 4]>) -> (Vec<String>, Msg) {
+        let mut q = Q::new(name, qtype).edns(1232);
+        if let Some(a) = subnet {
+            q = q.ecs(1, 32, 0, &a);
+        }
+        let m = self.s.udp(&q.build()).expect("answer");
+        (m.answers(qtype), m)
+    }
+}
+
+fn ips(list: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+fn updown(g: &Gtm, addrs: &[&str], states: &[&str]) {
+    for (a, s) in addrs.iter().zip(states) {
+        g.set(a, s);
+    }
+}
+
+/// S1: primary/backup, preemptive and non-preemptive.
+fn s1(io: &str) {
+    let addrs = ["Primary-Server-01", "Backup-Server-01"];
+    let steps = [
+        (["up", "up"], "127.0.0.11", "127.0.0.11"),
+        (["down", "up"], "127.0.0.12", "127.0.0.12"),
+        (["up", "up"], "127.0.0.11", "127.0.0.12"),
+        (["up", "down"], "127.0.0.11", "127.0.0.11"),
+    ];
+    for (file, col) in [
+        ("primary-backup.toml", 0),
+        ("primary-backup-nonpreemptive.toml", 1),
+    ] {
+        let g = Gtm::start(&example(file), io, &[]);
+        for (i, (st, pre, non)) in steps.iter().enumerate() {
+            updown(&g, &addrs, st);
+            let want = if col == 0 { pre } else { non };
+            let (got, m) = g.ask("www.example.test", A, None);
+            assert_eq!(got, vec![want.to_string()], "{file} step {}", i + 1);
+            assert_eq!(m.answer[0].ttl, 30, "TTL 30");
+            assert!(m.aa(), "AA");
+        }
+    }
+}
+
+/// S2: carrier lines by ECS, failing over to the default line, then to all.
+fn s2(io: &str) {
+    let g = Gtm::start(&example("carrier-lines.toml"), io, &[]);
+    let addrs = ["Mobile-Server-01", "Telecom-Server-01", "Unicom-Server-01"];
+    let lines: [(&str, Option<[u8; 4]>); 4] = [
+        ("mobile", Some([192, 0, 2, 7])),
+        ("telecom", Some([198, 51, 100, 7])),
+        ("unicom", Some([203, 0, 113, 7])),
+        ("default", Some([8, 8, 8, 8])),
+    ];
+    let all = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
+    let rows: [([&str; 3], [&[&str]; 4]); 4] = [
+        (
+            ["up", "up", "up"],
+            [
+                &["127.0.0.21"],
+                &["127.0.0.22"],
+                &["127.0.0.23"],
+                &["127.0.0.21"],
+            ],
+        ),
+        (
+            ["down", "up", "up"],
+            [
+                &["127.0.0.22"],
+                &["127.0.0.22"],
+                &["127.0.0.23"],
+                &["127.0.0.22"],
+            ],
+        ),
+        (
+            ["down", "down", "up"],
+            [
+                &["127.0.0.23"],
+                &["127.0.0.23"],
+                &["127.0.0.23"],
+                &["127.0.0.23"],
+            ],
+        ),
+        (["down", "down", "down"], [&all, &all, &all, &all]),
+    ];
+    for (st, want) in rows {
+        updown(&g, &addrs, &st);
+        for ((line, subnet), w) in lines.iter().zip(want) {
+            let (got, m) = g.ask("app.example.test", A, *subnet);
+            assert_eq!(got, ips(w), "{st:?} line {line}");
+            let ecs = &m.opt().unwrap().rdata;
+            if *line != "default" {
+                assert_eq!(ecs[7], 24, "ECS scope 24 for line {line}");
+            }
+        }
+        // Without ECS the line is the resolver's own address: 127.0.0.1, default.
+        let (got, m) = g.ask("app.example.test", A, None);
+        assert_eq!(got, ips(want[3]), "{st:?} no ECS");
+        assert!(
+            m.opt().unwrap().rdata.is_empty(),
+            "no ECS echoed when none was sent"
+        );
+    }
+    let st = g.state();
+    let routes = st["access_domains"][0]["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 4, "default + 3 lines");
+    assert!(routes
+        .iter()
+        .all(|r| r["fallback"] == true && r["active"].is_null()));
+    // Back up: every line on its own pool again (nearest is preemptive).
+    updown(&g, &addrs, &["up", "up", "up"]);
+    assert_eq!(
+        g.ask("app.example.test", A, Some([203, 0, 113, 9])).0,
+        ips(&["127.0.0.23"])
+    );
+}
+
+/// S3: CDN origins, sequential inside one pool.
+fn s3(io: &str) {
+    let g = Gtm::start(&example("cdn-origins.toml"), io, &[]);
+    let addrs = ["origin-1", "origin-2", "origin-3"];
+    for (st, want) in [
+        (["up", "up", "up"], "127.0.0.31"),
+        (["down", "up", "up"], "127.0.0.32"),
+        (["down", "down", "up"], "127.0.0.33"),
+        (["up", "down", "up"], "127.0.0.31"),
+    ] {
+        updown(&g, &addrs, &st);
+        assert_eq!(
+            g.ask("origin.example.test", A, None).0,
+            vec![want.to_string()],
+            "{st:?}"
+        );
+    }
+}
+
+/// S4: dual stack, both addresses in every answer, rotated evenly across shards.
+fn s4(io: &str) {
+    let g = Gtm::start(&example("dual-stack.toml"), io, &["--shards", "2"]);
+    let mut first = BTreeMap::<String, usize>::new();
+    for _ in 0..400 {
+        let (got, m) = g.ask("dual.example.test", A, None);
+        assert_eq!(got, ips(&["127.0.0.41", "127.0.0.42"]));
+        *first.entry(m.answer[0].data.clone()).or_default() += 1;
+    }
+    for (ip, n) in &first {
+        assert!(
+            (160..=240).contains(n),
+            "rotation uneven: {ip} first in {n}/400 ({first:?})"
+        );
+    }
+    let (got, _) = g.ask("dual.example.test", AAAA, None);
+    assert_eq!(got, ips(&["2001:db8::41", "2001:db8::42"]));
+}
+
+/// S5: weighted 3:1 within 3 points over 10,000 queries.
+fn s5(io: &str) {
+    let g = Gtm::start(&example("weighted.toml"), io, &["--shards", "2"]);
+    let mut n51 = 0;
+    let total = 10_000;
+    for _ in 0..total {
+        let (got, _) = g.ask("weighted.example.test", A, None);
+        assert_eq!(got.len(), 1);
+        if got[0] == "127.0.0.51" {
+            n51 += 1;
+        }
+    }
+    let share = n51 as f64 * 100.0 / total as f64;
+    assert!(
+        (72.0..=78.0).contains(&share),
+        "127.0.0.51 share {share}% (want 75 +- 3)"
+    );
+}
+
+/// S6: a disabled access domain falls back to the zone; enabling it and SIGHUP switches.
+fn s6(io: &str) {
+    let dir = std::env::temp_dir().join(format!("gtmd-s6-{}-{io}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("disabled.toml");
+    let text = std::fs::read_to_string(example("disabled.toml")).unwrap();
+    std::fs::write(&cfg, &text).unwrap();
+    let g = Gtm::start(&cfg, io, &[]);
+    assert_eq!(g.ask("static.example.test", A, None).0, vec!["127.0.0.60"]);
+    std::fs::write(&cfg, text.replace("enabled = false", "enabled = true")).unwrap();
+    g.s.signal(libc::SIGHUP);
+    g.s.wait_log("generation=2", Duration::from_secs(5));
+    assert_eq!(g.ask("static.example.test", A, None).0, vec!["127.0.0.61"]);
+}
+
+#[test]
+fn scenarios_io_uring() {
+    s1("io-uring");
+    s2("io-uring");
+    s3("io-uring");
+    s4("io-uring");
+    s6("io-uring");
+}
+
+#[test]
+fn scenarios_mmsg() {
+    s1("mmsg");
+    s2("mmsg");
+    s3("mmsg");
+    s4("mmsg");
+    s6("mmsg");
+}
+
+#[test]
+fn weighted_shares() {
+    s5("auto");
+}
+
+/// Overrides are persisted and survive a restart; health and non-preemptive pools carry
+/// over across a reload by name; a change is visible to the very next query.
+#[test]
+fn overrides_persist_and_state_carries_over() {
+    let dir = std::env::temp_dir().join(format!("gtmd-persist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("pb.toml");
+    let state = dir.join("state.json");
+    let _ = std::fs::remove_file(&state);
+    let text = std::fs::read_to_string(example("primary-backup-nonpreemptive.toml"))
+        .unwrap()
+        .replace(
+            "listen = \"127.0.0.1:5380\"",
+            &format!(
+                "listen = \"127.0.0.1:5380\"\nstate-file = \"{}\"",
+                state.display()
+            ),
+        );
+    std::fs::write(&cfg, &text).unwrap();
+    {
+        let g = Gtm::start(&cfg, "auto", &["--shards", "2"]);
+        for _ in 0..20 {
+            g.set("Primary-Server-01", "down");
+            assert_eq!(
+                g.ask("www.example.test", A, None).0,
+                vec!["127.0.0.12"],
+                "seen at once"
+            );
+            g.set("Backup-Server-01", "down");
+            g.set("Primary-Server-01", "up");
+            assert_eq!(
+                g.ask("www.example.test", A, None).0,
+                vec!["127.0.0.11"],
+                "seen at once"
+            );
+            g.set("Backup-Server-01", "up");
+        }
+        // Non-preemptive state: on the backup while the primary is back.
+        g.set("Primary-Server-01", "down");
+        g.set("Primary-Server-01", "up");
+        assert_eq!(g.ask("www.example.test", A, None).0, vec!["127.0.0.12"]);
+        // A reload (TTL change) keeps both the override-driven health and the pool in use.
+        std::fs::write(&cfg, text.replace("ttl = 30", "ttl = 31")).unwrap();
+        g.s.signal(libc::SIGHUP);
+        g.s.wait_log("generation=2", Duration::from_secs(5));
+        let (got, m) = g.ask("www.example.test", A, None);
+        assert_eq!(
+            got,
+            vec!["127.0.0.12"],
+            "non-preemptive pool kept across reload"
+        );
+        assert_eq!(m.answer[0].ttl, 31);
+        g.set("Backup-Server-01", "down");
+        assert_eq!(g.ask("www.example.test", A, None).0, vec!["127.0.0.11"]);
+        let st = g.state();
+        let backup = st["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "Backup-Server-01")
+            .unwrap()
+            .clone();
+        assert_eq!(backup["override"], "down");
+        assert_eq!(backup["up"], false);
+        assert_eq!(st["generation"], 2);
+        assert_eq!(
+            st["access_domains"][0]["routes"][0]["active"][0],
+            "Primary-DC"
+        );
+        let (st, _) = g.http("PUT", "/v1/addresses/No-Such/override", "down");
+        assert_eq!(st, 404);
+        let (st, _) = g.http("PUT", "/v1/addresses/Backup-Server-01/override", "sideways");
+        assert_eq!(st, 400);
+    }
+    // Restart: the override (backup down) is restored from the state file.
+    let g = Gtm::start(&cfg, "auto", &[]);
+    g.s.wait_log("operator overrides restored", Duration::from_secs(2));
+    assert_eq!(g.ask("www.example.test", A, None).0, vec!["127.0.0.11"]);
+    g.set("Primary-Server-01", "down");
+    let (got, m) = g.ask("www.example.test", A, None);
+    assert_eq!(
+        got,
+        ips(&["127.0.0.11", "127.0.0.12"]),
+        "everything down: fallback returns all"
+    );
+    assert_eq!(m.rcode(), 0);
+    let (st, _) = g.http("DELETE", "/v1/addresses/Backup-Server-01/override", "");
+    assert_eq!(st, 200);
+    assert_eq!(g.ask("www.example.test", A, None).0, vec!["127.0.0.12"]);
+}
