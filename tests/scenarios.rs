@@ -378,3 +378,153 @@ fn overrides_persist_and_state_carries_over() {
     assert_eq!(st, 200);
     assert_eq!(g.ask("www.example.test", A, None).0, vec!["127.0.0.12"]);
 }
+
+/// Lines from a file of 100,000 prefixes, parent chains (city -> country -> continent),
+/// IPv6 ECS, the default line's order as the last resort, and the switch that ignores ECS.
+#[test]
+fn lines_files_parents_v6_and_ecs_switch() {
+    let dir = std::env::temp_dir().join(format!("gtmd-lines-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // 100,000 distinct /24s under 100.64.0.0/10 .. (deterministic), plus 11.22.33.0/24.
+    let mut text = String::from("# generated\n11.22.33.0/24\n");
+    for i in 0..100_000u32 {
+        let a = 0x6440_0000u32 + (i << 8); // 100.64.0.0 + i*256
+        text.push_str(&format!(
+            "{}.{}.{}.0/24\n",
+            a >> 24,
+            (a >> 16) & 255,
+            (a >> 8) & 255
+        ));
+    }
+    std::fs::write(dir.join("big.txt"), text).unwrap();
+    let cfg = |ecs: bool| {
+        format!(
+            r#"version = 1
+[server]
+ecs = {ecs}
+[[zone]]
+name = "example.test."
+soa = {{ mname = "ns1", rname = "hostmaster" }}
+ns = ["ns1"]
+records = ["ns1 A 192.0.2.1"]
+[[line]]
+name = "big"
+file = "big.txt"
+[[line]]
+name = "asia"
+prefixes = ["10.0.0.0/8"]
+[[line]]
+name = "cn"
+parent = "asia"
+prefixes = ["10.1.0.0/16"]
+[[line]]
+name = "cn-bj"
+parent = "cn"
+prefixes = ["10.1.2.0/24", "2001:db8:100::/48"]
+[[address]]
+name = "big-1"
+value = "127.0.0.71"
+[[address]]
+name = "asia-1"
+value = "127.0.0.72"
+[[address]]
+name = "cn-1"
+value = "127.0.0.73"
+[[address]]
+name = "def-1"
+value = "127.0.0.74"
+[[pool]]
+name = "big"
+type = "ipv4"
+addresses = ["big-1"]
+[[pool]]
+name = "asia"
+type = "ipv4"
+addresses = ["asia-1"]
+[[pool]]
+name = "cn"
+type = "ipv4"
+addresses = ["cn-1"]
+[[pool]]
+name = "def"
+type = "ipv4"
+addresses = ["def-1"]
+[[access-domain]]
+name = "geo.example.test."
+type = "A"
+policy = "nearest"
+[access-domain.lines]
+big = ["big"]
+asia = ["asia"]
+cn = ["cn"]
+default = ["def"]
+"#
+        )
+    };
+    std::fs::write(dir.join("geo.toml"), cfg(true)).unwrap();
+    let t0 = std::time::Instant::now();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.join("geo.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "100k prefixes checked in {:?}",
+        t0.elapsed()
+    );
+    let g = Gtm::start(&dir.join("geo.toml"), "auto", &[]);
+    fn geo(g: &Gtm, sub: [u8; 4]) -> (Vec<String>, u8) {
+        let (got, m) = g.ask("geo.example.test", A, Some(sub));
+        (got, m.opt().unwrap().rdata[7])
+    }
+    let ask = |sub| geo(&g, sub);
+    assert_eq!(
+        ask([100, 64, 0, 9]),
+        (vec!["127.0.0.71".into()], 24),
+        "first prefix of the file"
+    );
+    assert_eq!(
+        ask([100, 65, 134, 200]),
+        (vec!["127.0.0.71".into()], 24),
+        "a prefix deep in the file"
+    );
+    assert_eq!(ask([11, 22, 33, 44]), (vec!["127.0.0.71".into()], 24));
+    assert_eq!(ask([10, 9, 9, 9]).0, vec!["127.0.0.72"], "continent");
+    // 10.1.0.0/16 holds the city's /24, so the answer is valid only for the largest block
+    // around the address that avoids it: 10.1.8.0/21.
+    assert_eq!(
+        ask([10, 1, 9, 9]),
+        (vec!["127.0.0.73".into()], 21),
+        "country, scope avoids the city"
+    );
+    assert_eq!(
+        ask([10, 1, 2, 3]),
+        (vec!["127.0.0.73".into()], 24),
+        "city inherits its country's pools, scope of its own /24"
+    );
+    assert_eq!(ask([9, 9, 9, 9]).0, vec!["127.0.0.74"], "default");
+    // IPv6 ECS: city prefix, /56 source.
+    let q = Q::new("geo.example.test", A).edns(1232).ecs(
+        2,
+        56,
+        0,
+        &[0x20, 0x01, 0x0d, 0xb8, 0x01, 0x00, 0x00],
+    );
+    let m = g.s.udp(&q.build()).unwrap();
+    assert_eq!(m.answers(A), vec!["127.0.0.73"]);
+    assert_eq!(m.opt().unwrap().rdata[7], 48, "scope of the /48");
+    // The country's pool down: the default line's order answers, not the continent's.
+    g.set("cn-1", "down");
+    assert_eq!(ask([10, 1, 2, 3]).0, vec!["127.0.0.74"]);
+    drop(g);
+    // ecs = false: the resolver's address (127.0.0.1) decides, ECS is echoed with scope 0.
+    std::fs::write(dir.join("geo.toml"), cfg(false)).unwrap();
+    let g = Gtm::start(&dir.join("geo.toml"), "auto", &[]);
+    assert_eq!(geo(&g, [10, 1, 2, 3]), (vec!["127.0.0.74".into()], 0));
+}

@@ -148,6 +148,17 @@ pub enum PoolKind {
     Domain,
 }
 
+impl PoolKind {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+            Self::Domain => "domain",
+        }
+    }
+}
+
 /// When a pool counts as healthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Condition {
@@ -756,9 +767,9 @@ pub(super) fn load(
                             n,
                             field.to_string(),
                             format!(
-                                "pool '{}' holds {:?} addresses, which cannot answer type {}",
+                                "pool '{}' holds {} addresses, which cannot answer type {}",
                                 n.get_ref(),
-                                g.pools[i].kind,
+                                g.pools[i].kind.name(),
                                 type_name(rt)
                             ),
                         );
@@ -845,7 +856,11 @@ pub(super) fn load(
                 }
             }
         }
-        if pools.is_empty() {
+        let pools_given = a.pools.as_ref().is_some_and(|p| !p.get_ref().is_empty())
+            || a.lines
+                .as_ref()
+                .is_some_and(|l| l.get_ref().contains_key(DEFAULT_LINE));
+        if pools.is_empty() && !pools_given {
             let field = if policy == PoolPolicy::Nearest {
                 "access-domain.lines"
             } else {
