@@ -528,3 +528,136 @@ default = ["def"]
     let g = Gtm::start(&dir.join("geo.toml"), "auto", &[]);
     assert_eq!(geo(&g, [10, 1, 2, 3]), (vec!["127.0.0.74".into()], 0));
 }
+
+/// Country, continent and ASN lines from MaxMind-format databases the test writes itself.
+#[test]
+fn lines_from_maxmind_databases() {
+    use common::mmdb::{write, V};
+    let dir = std::env::temp_dir().join(format!("gtmd-geo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let geo = |cc: &'static str, cont: &'static str| {
+        V::Map(vec![
+            ("continent", V::Map(vec![("code", V::Str(cont))])),
+            ("country", V::Map(vec![("iso_code", V::Str(cc))])),
+        ])
+    };
+    write(
+        &dir.join("country.mmdb"),
+        &[
+            ([1, 2, 3, 0], 24, geo("CN", "AS")),
+            ([5, 6, 0, 0], 16, geo("JP", "AS")),
+            ([9, 9, 9, 0], 24, geo("US", "NA")),
+            ([7, 7, 0, 0], 16, geo("CN", "AS")),
+        ],
+    );
+    write(
+        &dir.join("asn.mmdb"),
+        &[(
+            [7, 7, 7, 0],
+            24,
+            V::Map(vec![("autonomous_system_number", V::U32(4134))]),
+        )],
+    );
+    let cfg = r#"version = 1
+[geoip]
+databases = ["country.mmdb", "asn.mmdb"]
+[[zone]]
+name = "example.test."
+soa = { mname = "ns1", rname = "hostmaster" }
+ns = ["ns1"]
+records = ["ns1 A 192.0.2.1"]
+[[line]]
+name = "asia"
+continents = ["AS"]
+[[line]]
+name = "cn"
+countries = ["cn"]
+parent = "asia"
+[[line]]
+name = "chinanet"
+asns = [4134]
+parent = "cn"
+[[address]]
+name = "asia-1"
+value = "127.0.0.81"
+[[address]]
+name = "cn-1"
+value = "127.0.0.82"
+[[address]]
+name = "ct-1"
+value = "127.0.0.83"
+[[address]]
+name = "def-1"
+value = "127.0.0.84"
+[[pool]]
+name = "asia"
+type = "ipv4"
+addresses = ["asia-1"]
+[[pool]]
+name = "cn"
+type = "ipv4"
+addresses = ["cn-1"]
+[[pool]]
+name = "ct"
+type = "ipv4"
+addresses = ["ct-1"]
+[[pool]]
+name = "def"
+type = "ipv4"
+addresses = ["def-1"]
+[[access-domain]]
+name = "geo.example.test."
+type = "A"
+policy = "nearest"
+[access-domain.lines]
+asia = ["asia"]
+cn = ["cn"]
+chinanet = ["ct"]
+default = ["def"]
+"#;
+    std::fs::write(dir.join("geo.toml"), cfg).unwrap();
+    let g = Gtm::start(&dir.join("geo.toml"), "auto", &[]);
+    let ask = |a: [u8; 4]| {
+        let (got, m) = g.ask("geo.example.test", A, Some(a));
+        (got, m.opt().unwrap().rdata[7])
+    };
+    assert_eq!(
+        ask([1, 2, 3, 4]),
+        (vec!["127.0.0.82".into()], 24),
+        "country CN"
+    );
+    assert_eq!(
+        ask([5, 6, 7, 8]),
+        (vec!["127.0.0.81".into()], 16),
+        "JP: continent AS"
+    );
+    assert_eq!(
+        ask([7, 7, 7, 7]),
+        (vec!["127.0.0.83".into()], 24),
+        "ASN 4134 inside a CN /16"
+    );
+    assert_eq!(
+        ask([7, 7, 8, 8]).0,
+        vec!["127.0.0.82"],
+        "rest of the CN /16"
+    );
+    assert_eq!(ask([9, 9, 9, 9]).0, vec!["127.0.0.84"], "US: default");
+    // A database that cannot be read is a config error with its line.
+    std::fs::write(
+        dir.join("bad.toml"),
+        cfg.replace("asn.mmdb", "missing.mmdb"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .current_dir(&dir)
+        .args(["check", "--config", "bad.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("bad.toml:3: geoip.databases: cannot open missing.mmdb"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

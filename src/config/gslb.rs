@@ -436,6 +436,7 @@ pub(super) fn load(
         }
         g.lines.push(line);
     }
+    geo_lines(&mut ctx, s, base, &mut g.lines, &mut seen_prefix);
     // Parent cycles.
     for (i, l) in g.lines.iter().enumerate() {
         let mut cur = l.parent;
@@ -967,6 +968,150 @@ pub(super) fn load(
         }
     }
     g
+}
+
+/// What a line matches in a MaxMind-format database.
+#[derive(Default)]
+struct GeoMatch {
+    countries: Vec<String>,
+    continents: Vec<String>,
+    asns: Vec<u32>,
+}
+
+/// The fields of a database record the lines use (GeoIP2 Country/City, GeoLite2-ASN).
+#[derive(serde::Deserialize, Default)]
+struct GeoRecord<'a> {
+    #[serde(borrow, default)]
+    country: Option<IsoCode<'a>>,
+    #[serde(borrow, default)]
+    continent: Option<ContinentCode<'a>>,
+    #[serde(default)]
+    autonomous_system_number: Option<u32>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct IsoCode<'a> {
+    #[serde(borrow, default)]
+    iso_code: Option<&'a str>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ContinentCode<'a> {
+    #[serde(borrow, default)]
+    code: Option<&'a str>,
+}
+
+/// Adds to lines with `countries`, `continents` or `asns` every network of the configured
+/// databases that matches; the most specific criterion wins (ASN, then country, then
+/// continent). Explicit prefixes win over database networks of the same prefix.
+fn geo_lines(
+    ctx: &mut Ctx<'_>,
+    s: &spec::Spec,
+    base: &Path,
+    lines: &mut [Line],
+    seen: &mut HashMap<(u128, u8, bool), String>,
+) {
+    let mut matches: Vec<(usize, GeoMatch)> = Vec::new();
+    for (i, l) in s.line.iter().enumerate() {
+        let mut m = GeoMatch::default();
+        if let Some(c) = &l.countries {
+            m.countries = c.get_ref().iter().map(|x| x.to_ascii_uppercase()).collect();
+        }
+        if let Some(c) = &l.continents {
+            m.continents = c.get_ref().iter().map(|x| x.to_ascii_uppercase()).collect();
+        }
+        if let Some(a) = &l.asns {
+            for &n in a.get_ref() {
+                match u32::try_from(n) {
+                    Ok(v) => m.asns.push(v),
+                    Err(_) => ctx.err(a, "line.asns", format!("{n} is not an AS number")),
+                }
+            }
+        }
+        if !(m.countries.is_empty() && m.continents.is_empty() && m.asns.is_empty()) {
+            matches.push((i + 1, m));
+        }
+    }
+    if matches.is_empty() {
+        return;
+    }
+    let Some(geo) = &s.geoip else {
+        let l = &s.line[matches[0].0 - 1];
+        ctx.err(
+            &l.name,
+            "line",
+            "countries, continents and asns need [geoip] databases = [\"...mmdb\"]",
+        );
+        return;
+    };
+    for db in geo.databases.get_ref() {
+        let path = super::relative_to(base, db.get_ref());
+        let reader = match maxminddb::Reader::open_readfile(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.err(
+                    db,
+                    "geoip.databases",
+                    format!("cannot open {}: {e}", path.display()),
+                );
+                continue;
+            }
+        };
+        let networks = match reader.networks(Default::default()) {
+            Ok(n) => n,
+            Err(e) => {
+                ctx.err(
+                    db,
+                    "geoip.databases",
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                continue;
+            }
+        };
+        for item in networks {
+            let Ok(item) = item else {
+                ctx.err(
+                    db,
+                    "geoip.databases",
+                    format!("{} is corrupt", path.display()),
+                );
+                break;
+            };
+            let (Ok(net), Ok(Some(rec))) = (item.network(), item.decode::<GeoRecord<'_>>()) else {
+                continue;
+            };
+            let country = rec.country.and_then(|c| c.iso_code);
+            let continent = rec.continent.and_then(|c| c.code);
+            let asn = rec.autonomous_system_number;
+            let hit = matches
+                .iter()
+                .find(|(_, m)| asn.is_some_and(|a| m.asns.contains(&a)))
+                .or_else(|| {
+                    matches
+                        .iter()
+                        .find(|(_, m)| country.is_some_and(|c| m.countries.iter().any(|x| x == c)))
+                })
+                .or_else(|| {
+                    matches.iter().find(|(_, m)| {
+                        continent.is_some_and(|c| m.continents.iter().any(|x| x == c))
+                    })
+                });
+            let Some(&(li, _)) = hit else { continue };
+            let (key, v4) = match net.ip() {
+                std::net::IpAddr::V4(a) => ((u32::from(a) as u128, net.prefix(), false), true),
+                std::net::IpAddr::V6(a) => ((u128::from(a), net.prefix(), true), false),
+            };
+            if seen.contains_key(&key) {
+                continue; // an explicit prefix (or an earlier database) decides it
+            }
+            seen.insert(key, lines[li].name.clone());
+            if v4 {
+                lines[li].v4.push((key.0 as u32, key.1));
+            } else {
+                lines[li].v6.push((key.0, key.1));
+            }
+        }
+    }
 }
 
 fn parse_condition(s: &str) -> Option<Condition> {

@@ -15,6 +15,7 @@ pub(crate) struct Spec {
     #[serde(default)]
     pub(crate) zone: Vec<ZoneSpec>,
     pub(crate) control: Option<ControlSpec>,
+    pub(crate) geoip: Option<GeoipSpec>,
     #[serde(default)]
     pub(crate) line: Vec<LineSpec>,
     #[serde(default)]
@@ -37,10 +38,19 @@ pub(crate) struct ControlSpec {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct GeoipSpec {
+    pub(crate) databases: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct LineSpec {
     pub(crate) name: Spanned<String>,
     #[serde(default)]
     pub(crate) prefixes: Vec<Spanned<String>>,
+    pub(crate) countries: Option<Spanned<Vec<String>>>,
+    pub(crate) continents: Option<Spanned<Vec<String>>>,
+    pub(crate) asns: Option<Spanned<Vec<i64>>>,
     pub(crate) file: Option<Spanned<String>>,
     pub(crate) parent: Option<Spanned<String>>,
 }

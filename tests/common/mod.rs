@@ -3,6 +3,8 @@
 //! client: query builder, UDP/TCP exchange and a response parser.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod mmdb;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
