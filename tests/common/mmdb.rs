@@ -7,8 +7,8 @@ pub enum V {
     U16(u16),
     U32(u32),
     U64(u64),
-    Map(Vec<(&'static str, V)>),
-    Arr(Vec<V>),
+    Map(Vec<(&'static str, Self)>),
+    Arr(Vec<Self>),
 }
 
 fn ctrl(out: &mut Vec<u8>, ty: u8, size: usize) {
