@@ -53,15 +53,47 @@ fn main() {
             i & 255
         ));
     }
+    // GSLB: 32 lines of ~3,000 prefixes each (96k /24s), health-checked pools, one
+    // nearest access domain mapping every line, and a weighted one.
+    let mut gslb = String::new();
+    for l in 0..32u32 {
+        gslb.push_str(&format!("[[line]]\nname = \"line{l}\"\nprefixes = ["));
+        for k in 0..3000u32 {
+            let a = 0x0B00_0000u32 + ((l * 3000 + k) << 8);
+            gslb.push_str(&format!("\"{}.{}.{}.0/24\",", a >> 24, (a >> 16) & 255, (a >> 8) & 255));
+        }
+        gslb.push_str("]\n");
+        gslb.push_str(&format!(
+            "[[address]]\nname = \"a{l}\"\nvalue = \"127.0.{l}.1\"\nhealth-check = \"hc\"\n\
+             [[address]]\nname = \"b{l}\"\nvalue = \"127.0.{l}.2\"\nhealth-check = \"hc\"\n\
+             [[pool]]\nname = \"p{l}\"\ntype = \"ipv4\"\naddresses = [\"a{l}\", \"b{l}\"]\n"
+        ));
+    }
+    gslb.push_str("[[health-check]]\nname = \"hc\"\nprotocol = \"tcp\"\nport = 80\n");
+    gslb.push_str("[[access-domain]]\nname = \"gslb.example.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n");
+    gslb.push_str("[[access-domain]]\nname = \"wrr.example.test.\"\ntype = \"A\"\npolicy = \"weighted\"\npools = [\"p0\", \"p1\"]\n");
+    gslb.push_str("[access-domain.lines]\n");
+    for l in 0..32 {
+        gslb.push_str(&format!("line{l} = [\"p{l}\"]\n"));
+    }
+    gslb.push_str("default = [\"p0\"]\n");
+    // The [access-domain.lines] table must follow its access domain: put the weighted one first.
+    let gslb = gslb.replace(
+        "[[access-domain]]\nname = \"gslb.example.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n[[access-domain]]\nname = \"wrr.example.test.\"\ntype = \"A\"\npolicy = \"weighted\"\npools = [\"p0\", \"p1\"]\n",
+        "[[access-domain]]\nname = \"wrr.example.test.\"\ntype = \"A\"\npolicy = \"weighted\"\npools = [\"p0\", \"p1\"]\n[[access-domain]]\nname = \"gslb.example.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n",
+    );
     let text = format!(
         "version = 1\n[[zone]]\nname = \"example.test.\"\nsoa = {{ mname = \"ns1\", rname = \"h\" }}\n\
          ns = [\"ns1\", \"ns2\"]\nrecords = [\n    \"ns1 A 192.0.2.53\",\n    \"*.wild A 192.0.2.99\",\n\
-         \"alias CNAME host7\",\n{records}]\n"
+         \"alias CNAME host7\",\n{records}]\n{gslb}"
     );
     let t0 = Instant::now();
     let cfg = Config::from_str(&text, "bench".into(), std::path::Path::new(".")).expect("config");
-    let snap = compile(&cfg, 1).expect("compile");
-    eprintln!("compiled 100k names in {:?}", t0.elapsed());
+    let snap = std::sync::Arc::new(compile(&cfg, 1).expect("compile"));
+    eprintln!("compiled 100k names, 32 lines, 96k prefixes in {:?}", t0.elapsed());
+    // The health writer fills the bitmaps (every address up until probed).
+    let _writer = gtmd::health::Writer::new(snap.clone(), Default::default());
+    let ecs_line = [0u8, 8, 0, 7, 0, 1, 24, 0, 11, 0x2E, 0xE1]; // 11.46.225.0/24: inside line 4
     let ecs = [0u8, 8, 0, 7, 0, 1, 24, 0, 198, 51, 100];
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("A, exact name", query("host4242.example.test", 1, None)),
@@ -77,6 +109,9 @@ fn main() {
         ("A, wildcard", query("a.b.wild.example.test", 1, None)),
         ("A, CNAME chain", query("alias.example.test", 1, None)),
         ("NXDOMAIN", query("nothere.example.test", 1, None)),
+        ("GSLB nearest, ECS line", query("gslb.example.test", 1, Some(&ecs_line))),
+        ("GSLB nearest, no ECS", query("gslb.example.test", 1, None)),
+        ("GSLB weighted pools", query("wrr.example.test", 1, None)),
         ("REFUSED", query("www.example.com", 1, None)),
     ];
     let iters = if quick { 200_000 } else { 2_000_000 };
@@ -118,6 +153,6 @@ fn main() {
             &mut out,
         );
         assert!(o.len > 0, "{name} answered");
-        println!("{name:<22} {:>10.1}", per[per.len() / 2]);
+        println!("{name:<24} {:>10.1}", per[per.len() / 2]);
     }
 }
