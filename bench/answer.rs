@@ -60,7 +60,12 @@ fn main() {
         gslb.push_str(&format!("[[line]]\nname = \"line{l}\"\nprefixes = ["));
         for k in 0..3000u32 {
             let a = 0x0B00_0000u32 + ((l * 3000 + k) << 8);
-            gslb.push_str(&format!("\"{}.{}.{}.0/24\",", a >> 24, (a >> 16) & 255, (a >> 8) & 255));
+            gslb.push_str(&format!(
+                "\"{}.{}.{}.0/24\",",
+                a >> 24,
+                (a >> 16) & 255,
+                (a >> 8) & 255
+            ));
         }
         gslb.push_str("]\n");
         gslb.push_str(&format!(
@@ -70,7 +75,9 @@ fn main() {
         ));
     }
     gslb.push_str("[[health-check]]\nname = \"hc\"\nprotocol = \"tcp\"\nport = 80\n");
-    gslb.push_str("[[access-domain]]\nname = \"gslb.example.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n");
+    gslb.push_str(
+        "[[access-domain]]\nname = \"gslb.example.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n",
+    );
     gslb.push_str("[[access-domain]]\nname = \"wrr.example.test.\"\ntype = \"A\"\npolicy = \"weighted\"\npools = [\"p0\", \"p1\"]\n");
     gslb.push_str("[access-domain.lines]\n");
     for l in 0..32 {
@@ -90,7 +97,10 @@ fn main() {
     let t0 = Instant::now();
     let cfg = Config::from_str(&text, "bench".into(), std::path::Path::new(".")).expect("config");
     let snap = std::sync::Arc::new(compile(&cfg, 1).expect("compile"));
-    eprintln!("compiled 100k names, 32 lines, 96k prefixes in {:?}", t0.elapsed());
+    eprintln!(
+        "compiled 100k names, 32 lines, 96k prefixes in {:?}",
+        t0.elapsed()
+    );
     // The health writer fills the bitmaps (every address up until probed).
     let _writer = gtmd::health::Writer::new(snap.clone(), Default::default());
     let ecs_line = [0u8, 8, 0, 7, 0, 1, 24, 0, 11, 0x2E, 0xE1]; // 11.46.225.0/24: inside line 4
@@ -109,7 +119,10 @@ fn main() {
         ("A, wildcard", query("a.b.wild.example.test", 1, None)),
         ("A, CNAME chain", query("alias.example.test", 1, None)),
         ("NXDOMAIN", query("nothere.example.test", 1, None)),
-        ("GSLB nearest, ECS line", query("gslb.example.test", 1, Some(&ecs_line))),
+        (
+            "GSLB nearest, ECS line",
+            query("gslb.example.test", 1, Some(&ecs_line)),
+        ),
         ("GSLB nearest, no ECS", query("gslb.example.test", 1, None)),
         ("GSLB weighted pools", query("wrr.example.test", 1, None)),
         ("REFUSED", query("www.example.com", 1, None)),

@@ -16,6 +16,7 @@
 //! * [`tables`]: the flat answer tables a shard reads; the only data on the hot path.
 //! * [`wire`]: sans-I/O query parsing and answer writing (the hot path itself).
 //! * [`shard`]: per-core threads, the io_uring and recvmmsg UDP backends, TCP.
+//! * [`probe`]: the prober thread: TCP and HTTP health checks with anti-flap thresholds.
 //! * [`health`]: the lock-free health bitmaps shards read, and their single writer.
 //! * [`control`]: process lifecycle: start, reload, shutdown, counters, the control API.
 
@@ -23,6 +24,7 @@ pub mod compile;
 pub mod config;
 pub mod control;
 pub mod health;
+pub mod probe;
 pub mod shard;
 pub mod tables;
 pub mod wire;

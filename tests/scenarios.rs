@@ -297,8 +297,10 @@ fn overrides_persist_and_state_carries_over() {
     let cfg = dir.join("pb.toml");
     let state = dir.join("state.json");
     let _ = std::fs::remove_file(&state);
+    // No health checks here: this test is about overrides, not probes.
     let text = std::fs::read_to_string(example("primary-backup-nonpreemptive.toml"))
         .unwrap()
+        .replace("health-check = \"http-health\"\n", "")
         .replace(
             "listen = \"127.0.0.1:5380\"",
             &format!(

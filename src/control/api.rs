@@ -155,14 +155,20 @@ pub fn state_json(w: &Writer, generation: u64, state_file: Option<&Path>) -> ser
     })
 }
 
+/// What the API reads and writes.
+pub struct ApiContext {
+    /// The health writer.
+    pub writer: SharedWriter,
+    /// Current configuration generation.
+    pub generation: Arc<AtomicU64>,
+    /// Where overrides are persisted.
+    pub state_file: Option<PathBuf>,
+    /// The prober's last results.
+    pub reports: crate::probe::Reports,
+}
+
 /// Serves the API until `stop`.
-pub fn serve(
-    server: tiny_http::Server,
-    writer: SharedWriter,
-    generation: Arc<AtomicU64>,
-    state_file: Option<PathBuf>,
-    stop: Arc<AtomicBool>,
-) {
+pub fn serve(server: tiny_http::Server, ctx: ApiContext, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         let Ok(Some(mut req)) = server.recv_timeout(WAIT_BOUND) else {
             continue;
@@ -171,14 +177,7 @@ pub fn serve(
         let method = req.method().clone();
         let mut body = String::new();
         let _ = req.as_reader().take(4096).read_to_string(&mut body);
-        let (status, doc) = handle(
-            &method,
-            &url,
-            body.trim(),
-            &writer,
-            &generation,
-            state_file.as_deref(),
-        );
+        let (status, doc) = handle(&method, &url, body.trim(), &ctx);
         let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
         let header = tiny_http::Header::from_bytes("Content-Type", "application/json")
             .expect("static header");
@@ -194,20 +193,25 @@ fn handle(
     method: &tiny_http::Method,
     url: &str,
     body: &str,
-    writer: &SharedWriter,
-    generation: &AtomicU64,
-    state_file: Option<&Path>,
+    ctx: &ApiContext,
 ) -> (u16, serde_json::Value) {
     use tiny_http::Method;
+    let (writer, state_file) = (&ctx.writer, ctx.state_file.as_deref());
     let path = url.split('?').next().unwrap_or("");
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, parts.as_slice()) {
         (Method::Get, ["v1", "state"]) => {
             let w = writer.lock().expect("writer lock");
-            (
-                200,
-                state_json(&w, generation.load(Ordering::Relaxed), state_file),
-            )
+            let mut doc = state_json(&w, ctx.generation.load(Ordering::Relaxed), state_file);
+            drop(w);
+            let reports = ctx.reports.lock().expect("reports lock");
+            if let Some(list) = doc["addresses"].as_array_mut() {
+                for a in list {
+                    let name = a["name"].as_str().unwrap_or("").to_string();
+                    a["checks"] = json!(reports.get(&name).cloned().unwrap_or_default());
+                }
+            }
+            (200, doc)
         }
         (Method::Put | Method::Post | Method::Delete, ["v1", "addresses", name, "override"]) => {
             let name = percent_decode(name);

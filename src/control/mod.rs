@@ -125,6 +125,26 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| ExitError::Startup(format!("cannot install signal handlers: {e}")))?;
     let mut running = start(&cfg, &published)?;
+    let reports: crate::probe::Reports = Default::default();
+    let (reload_tx, reload_rx) = crossbeam::channel::unbounded();
+    {
+        let (snap, w, r, stop) = (
+            published.load_full(),
+            writer.clone(),
+            reports.clone(),
+            running.stop.clone(),
+        );
+        running.threads.push(
+            std::thread::Builder::new()
+                .name("prober".into())
+                .spawn(move || {
+                    if let Err(e) = crate::probe::run(snap, w, r, reload_rx, stop) {
+                        error!("prober failed: {e}");
+                    }
+                })
+                .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?,
+        );
+    }
     if let Some(addr) = cfg.control.listen {
         match tiny_http::Server::http(addr) {
             Ok(server) => {
@@ -136,16 +156,17 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
                 if cfg.control.state_file.is_none() {
                     info!("control.state-file is not set: operator overrides last until restart");
                 }
-                let (w, g, f, stop) = (
-                    writer.clone(),
-                    generation_shared.clone(),
-                    cfg.control.state_file.clone(),
-                    running.stop.clone(),
-                );
+                let ctx = api::ApiContext {
+                    writer: writer.clone(),
+                    generation: generation_shared.clone(),
+                    state_file: cfg.control.state_file.clone(),
+                    reports: reports.clone(),
+                };
+                let stop = running.stop.clone();
                 running.threads.push(
                     std::thread::Builder::new()
                         .name("control-api".into())
-                        .spawn(move || api::serve(server, w, g, f, stop))
+                        .spawn(move || api::serve(server, ctx, stop))
                         .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?,
                 );
             }
@@ -167,7 +188,9 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
             match sig {
                 SIGHUP => {
                     notify::send("RELOADING=1");
-                    reload(&opts, &mut current, &published, &writer, &mut generation);
+                    if reload(&opts, &mut current, &published, &writer, &mut generation) {
+                        let _ = reload_tx.send(published.load_full());
+                    }
                     generation_shared.store(generation, Ordering::Relaxed);
                     notify::send("READY=1");
                 }
@@ -195,11 +218,11 @@ fn reload(
     published: &Published,
     writer: &api::SharedWriter,
     generation: &mut u64,
-) {
+) -> bool {
     let t0 = Instant::now();
     let Some(path) = opts.config.as_ref() else {
         info!("reload: serving the embedded default, nothing to re-read");
-        return;
+        return false;
     };
     let next = Config::from_file(path).and_then(|mut cfg| {
         apply_overrides(&mut cfg, opts);
@@ -235,6 +258,7 @@ fn reload(
                 ms = t0.elapsed().as_millis() as u64,
                 "reload: new configuration serving"
             );
+            true
         }
         Err(errs) => {
             for e in &errs.0 {
@@ -245,6 +269,7 @@ fn reload(
                 errors = errs.0.len(),
                 "reload rejected: still serving the previous configuration"
             );
+            false
         }
     }
 }

@@ -238,9 +238,19 @@ impl Writer {
         Ok(self.recompute())
     }
 
-    /// Records a probe verdict for address `i`.
-    pub fn set_probe(&mut self, i: usize, up: bool) -> Vec<Change> {
-        if self.probe.get(i) == Some(&up) {
+    /// Records a probe verdict for the address called `name` (by name, so a verdict that
+    /// races a reload lands on the right address, or nowhere).
+    pub fn set_probe(&mut self, name: &str, up: bool) -> Vec<Change> {
+        let Some(i) = self
+            .snap
+            .model
+            .addresses
+            .iter()
+            .position(|a| a.name == name)
+        else {
+            return Vec::new();
+        };
+        if self.probe[i] == up {
             return Vec::new();
         }
         self.probe[i] = up;

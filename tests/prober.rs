@@ -1,0 +1,375 @@
+//! Failover on its own: real targets (HTTP and TCP listeners on 127.0.0.x:18080, started
+//! and stopped by the test), the real binary with the `examples/` configs, and the answer
+//! switching within interval x threshold + timeout (+ margin) when a target dies, then back
+//! (preemptive) or not (non-preemptive) when it returns.
+#![allow(missing_docs)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const A: u16 = 1;
+/// Every example: interval 1 s, 2 failures down, 2 successes up, timeout 0.5 s.
+const DOWN_BOUND: Duration = Duration::from_millis(1000 * 2 + 500 + 1500);
+const UP_BOUND: Duration = Duration::from_millis(1000 * 2 + 1500);
+
+/// A target: an HTTP server answering `GET /health` with 200 (any accepted socket also
+/// passes a TCP check). Dropping it closes the listening socket.
+struct Target {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// Health answers served, in order (true = 200).
+    served: Arc<std::sync::Mutex<Vec<bool>>>,
+}
+
+impl Target {
+    fn start(ip: &str) -> Self {
+        Self::start_with(ip, None)
+    }
+
+    /// `random`: answer /health with 200 or 503 at random from this seed.
+    fn start_with(ip: &str, random: Option<u64>) -> Self {
+        let addr: SocketAddr = format!("{ip}:18080").parse().unwrap();
+        let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        l.set_reuse_address(true).unwrap();
+        l.bind(&addr.into()).unwrap();
+        l.listen(64).unwrap();
+        let l: TcpListener = l.into();
+        l.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let served = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = served.clone();
+        let mut seed = random.unwrap_or(0);
+        let thread = std::thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+                        let mut buf = [0u8; 1024];
+                        let n = c.read(&mut buf).unwrap_or(0);
+                        let req = String::from_utf8_lossy(&buf[..n]);
+                        let ok = random.is_none() || {
+                            seed ^= seed << 13;
+                            seed ^= seed >> 7;
+                            seed ^= seed << 17;
+                            seed.is_multiple_of(2)
+                        };
+                        let resp = if req.starts_with("GET /health ") && ok {
+                            log.lock().unwrap().push(true);
+                            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                        } else if req.starts_with("GET /health ") {
+                            log.lock().unwrap().push(false);
+                            "HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        } else {
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        };
+                        let _ = c.write_all(resp.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+            served,
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn example(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn answer(s: &Server, name: &str, subnet: Option<[u8; 4]>) -> Vec<String> {
+    let mut q = Q::new(name, A).edns(1232);
+    if let Some(a) = subnet {
+        q = q.ecs(1, 32, 0, &a);
+    }
+    s.udp(&q.build()).expect("answer").answers(A)
+}
+
+/// Waits until the answer is `want`; returns how long it took.
+fn until(
+    s: &Server,
+    name: &str,
+    subnet: Option<[u8; 4]>,
+    want: &[&str],
+    bound: Duration,
+    what: &str,
+) -> Duration {
+    let mut want: Vec<String> = want.iter().map(|x| x.to_string()).collect();
+    want.sort();
+    let t0 = Instant::now();
+    loop {
+        let got = answer(s, name, subnet);
+        if got == want {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < bound,
+            "{what}: still {got:?} after {:?}, want {want:?}",
+            t0.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stays `want` for `d`.
+fn stays(s: &Server, name: &str, want: &str, d: Duration, what: &str) {
+    let t0 = Instant::now();
+    while t0.elapsed() < d {
+        assert_eq!(answer(s, name, None), vec![want.to_string()], "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn s1_http_failover_preemptive_and_not() {
+    let mut p = Some(Target::start("127.0.0.11"));
+    let mut b = Some(Target::start("127.0.0.12"));
+    let pre = Server::start(&["--config", &example("primary-backup.toml")]);
+    let non = Server::start(&["--config", &example("primary-backup-nonpreemptive.toml")]);
+    let n = "www.example.test";
+    for s in [&pre, &non] {
+        until(s, n, None, &["127.0.0.11"], UP_BOUND, "step 1");
+    }
+    drop(p.take()); // the primary dies
+    let took = until(
+        &pre,
+        n,
+        None,
+        &["127.0.0.12"],
+        DOWN_BOUND,
+        "step 2 preemptive",
+    );
+    until(
+        &non,
+        n,
+        None,
+        &["127.0.0.12"],
+        DOWN_BOUND,
+        "step 2 non-preemptive",
+    );
+    eprintln!("failover after the primary died: {took:?}");
+    p = Some(Target::start("127.0.0.11")); // it comes back
+    let back = until(
+        &pre,
+        n,
+        None,
+        &["127.0.0.11"],
+        UP_BOUND,
+        "step 3 preemptive",
+    );
+    eprintln!("failback after the primary returned: {back:?}");
+    stays(
+        &non,
+        n,
+        "127.0.0.12",
+        Duration::from_secs(3),
+        "step 3 non-preemptive stays",
+    );
+    drop(b.take()); // the backup dies
+    until(
+        &pre,
+        n,
+        None,
+        &["127.0.0.11"],
+        DOWN_BOUND,
+        "step 4 preemptive",
+    );
+    until(
+        &non,
+        n,
+        None,
+        &["127.0.0.11"],
+        DOWN_BOUND,
+        "step 4 non-preemptive",
+    );
+    // Both down: the fallback answers every address.
+    drop(p.take());
+    until(
+        &pre,
+        n,
+        None,
+        &["127.0.0.11", "127.0.0.12"],
+        DOWN_BOUND,
+        "all down",
+    );
+    assert!(pre.count_log("state change") >= 4);
+    assert!(pre.count_log("health check state") >= 3);
+}
+
+#[test]
+fn s2_tcp_carrier_lines_row_by_row() {
+    let s = Server::start(&["--config", &example("carrier-lines.toml")]);
+    let ips = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
+    let mut targets: Vec<Option<Target>> = ips.iter().map(|ip| Some(Target::start(ip))).collect();
+    let lines = [
+        Some([192, 0, 2, 7]),
+        Some([198, 51, 100, 7]),
+        Some([203, 0, 113, 7]),
+        None,
+    ];
+    let all: &[&str] = &ips;
+    let rows: [([bool; 3], [&[&str]; 4]); 4] = [
+        (
+            [true, true, true],
+            [
+                &["127.0.0.21"],
+                &["127.0.0.22"],
+                &["127.0.0.23"],
+                &["127.0.0.21"],
+            ],
+        ),
+        (
+            [false, true, true],
+            [
+                &["127.0.0.22"],
+                &["127.0.0.22"],
+                &["127.0.0.23"],
+                &["127.0.0.22"],
+            ],
+        ),
+        (
+            [false, false, true],
+            [
+                &["127.0.0.23"],
+                &["127.0.0.23"],
+                &["127.0.0.23"],
+                &["127.0.0.23"],
+            ],
+        ),
+        ([false, false, false], [all, all, all, all]),
+    ];
+    for (up, want) in rows {
+        for (i, &u) in up.iter().enumerate() {
+            if !u {
+                targets[i] = None;
+            }
+        }
+        // The switch happens within the bound; the first line waits, the others follow.
+        for (l, w) in lines.iter().zip(want) {
+            until(
+                &s,
+                "app.example.test",
+                *l,
+                w,
+                DOWN_BOUND,
+                &format!("{up:?} {l:?}"),
+            );
+        }
+    }
+    targets[0] = Some(Target::start(ips[0]));
+    until(
+        &s,
+        "app.example.test",
+        lines[0],
+        &["127.0.0.21"],
+        UP_BOUND,
+        "mobile back",
+    );
+}
+
+#[test]
+fn s3_tcp_cdn_origins_row_by_row() {
+    let s = Server::start(&["--config", &example("cdn-origins.toml")]);
+    let n = "origin.example.test";
+    let mut o1 = Some(Target::start("127.0.0.31"));
+    let mut o2 = Some(Target::start("127.0.0.32"));
+    let _o3 = Target::start("127.0.0.33");
+    until(&s, n, None, &["127.0.0.31"], UP_BOUND, "all up");
+    drop(o1.take());
+    until(&s, n, None, &["127.0.0.32"], DOWN_BOUND, "origin-1 down");
+    drop(o2.take());
+    until(
+        &s,
+        n,
+        None,
+        &["127.0.0.33"],
+        DOWN_BOUND,
+        "origin-1 and 2 down",
+    );
+    o1 = Some(Target::start("127.0.0.31"));
+    until(&s, n, None, &["127.0.0.31"], UP_BOUND, "origin-1 back");
+    assert!(o1.is_some() && o2.is_none());
+}
+
+/// A target failing 50% of its checks at random flips exactly as often as the thresholds
+/// allow (2 failures to go down, 2 successes to come up), no more: the test replays the
+/// target's own record of what it answered through the same rule.
+#[test]
+fn flapping_is_damped_by_thresholds() {
+    let t = Target::start_with("127.0.0.11", Some(0x9E37_79B9_7F4A_7C15));
+    let _b = Target::start("127.0.0.12");
+    let mut s = Server::start(&["--config", &example("primary-backup.toml")]);
+    std::thread::sleep(Duration::from_secs(10));
+    s.stop();
+    let served = t.served.lock().unwrap().clone();
+    let changes = s.count_log("health check state address=Primary-Server-01");
+    assert!(served.len() >= 8, "{} checks in 10 s", served.len());
+    assert!(
+        served.iter().filter(|&&x| x).count() >= 2 && served.iter().filter(|&&x| !x).count() >= 2
+    );
+    let allowed = state_changes(&served);
+    // The last answer may still have been in flight when gtmd stopped.
+    let allowed_before_last = state_changes(&served[..served.len() - 1]);
+    assert!(
+        changes == allowed || changes == allowed_before_last,
+        "gtmd changed state {changes} times; the thresholds allow {allowed} for {served:?}"
+    );
+    assert!(
+        allowed < served.len() / 2,
+        "damped: {allowed} changes for {} checks",
+        served.len()
+    );
+}
+
+/// State changes the rule allows for a sequence of results: the first result decides, then
+/// 2 consecutive failures take it down and 2 consecutive successes bring it up.
+fn state_changes(results: &[bool]) -> usize {
+    let mut state: Option<bool> = None;
+    let (mut ok_run, mut fail_run, mut changes) = (0, 0, 0);
+    for &ok in results {
+        if ok {
+            ok_run += 1;
+            fail_run = 0;
+        } else {
+            fail_run += 1;
+            ok_run = 0;
+        }
+        let next = match state {
+            None => Some(ok),
+            Some(true) if fail_run >= 2 => Some(false),
+            Some(false) if ok_run >= 2 => Some(true),
+            x => x,
+        };
+        if next != state {
+            changes += 1;
+        }
+        state = next;
+    }
+    changes
+}
