@@ -16,6 +16,13 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const A: u16 = 1;
+
+/// Tests that use S1's target addresses (127.0.0.11/12:18080) take turns.
+static S1_TARGETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn s1_targets() -> std::sync::MutexGuard<'static, ()> {
+    S1_TARGETS.lock().unwrap_or_else(|e| e.into_inner())
+}
 /// Every example: interval 1 s, 2 failures down, 2 successes up, timeout 0.5 s.
 const DOWN_BOUND: Duration = Duration::from_millis(1000 * 2 + 500 + 1500);
 const UP_BOUND: Duration = Duration::from_millis(1000 * 2 + 1500);
@@ -148,6 +155,7 @@ fn stays(s: &Server, name: &str, want: &str, d: Duration, what: &str) {
 
 #[test]
 fn s1_http_failover_preemptive_and_not() {
+    let _turn = s1_targets();
     let mut p = Some(Target::start("127.0.0.11"));
     let mut b = Some(Target::start("127.0.0.12"));
     let pre = Server::start(&["--config", &example("primary-backup.toml")]);
@@ -322,6 +330,7 @@ fn s3_tcp_cdn_origins_row_by_row() {
 /// target's own record of what it answered through the same rule.
 #[test]
 fn flapping_is_damped_by_thresholds() {
+    let _turn = s1_targets();
     let t = Target::start_with("127.0.0.11", Some(0x9E37_79B9_7F4A_7C15));
     let _b = Target::start("127.0.0.12");
     let mut s = Server::start(&["--config", &example("primary-backup.toml")]);
@@ -372,4 +381,16 @@ fn state_changes(results: &[bool]) -> usize {
         state = next;
     }
     changes
+}
+
+/// The first round of checks finishes before gtmd serves: a primary that is down at
+/// start-up is never answered, not even by the first query.
+#[test]
+fn first_round_before_ready() {
+    let _turn = s1_targets();
+    let _b = Target::start("127.0.0.12");
+    // No target on 127.0.0.11: the primary is down from the start.
+    let s = Server::start(&["--config", &example("primary-backup.toml")]);
+    s.wait_log("first round of health checks done", Duration::from_secs(1));
+    assert_eq!(answer(&s, "www.example.test", None), vec!["127.0.0.12"]);
 }

@@ -93,6 +93,8 @@ pub struct Server {
     pub version_string: Option<String>,
     /// Use EDNS Client Subnet to find the asker's line (else the resolver's address).
     pub ecs: bool,
+    /// Finish the first round of health checks before serving and reporting ready.
+    pub probe_before_ready: bool,
 }
 
 /// One zone with all its records (SOA and apex NS included).
@@ -253,10 +255,12 @@ fn server(
         identity: None,
         version_string: None,
         ecs: true,
+        probe_before_ready: true,
     };
     let Some(spec) = spec else { return Some(s) };
     let before = errs.len();
     s.ecs = spec.ecs.unwrap_or(true);
+    s.probe_before_ready = spec.probe_before_ready.unwrap_or(true);
     if let Some(listen) = &spec.listen {
         s.listen.clear();
         for l in listen {

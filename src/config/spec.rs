@@ -135,6 +135,7 @@ pub(crate) struct ServerSpec {
     pub(crate) identity: Option<Spanned<String>>,
     pub(crate) version_string: Option<Spanned<String>>,
     pub(crate) ecs: Option<bool>,
+    pub(crate) probe_before_ready: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -124,27 +124,48 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     // Signals are registered before the shards start so none is missed.
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| ExitError::Startup(format!("cannot install signal handlers: {e}")))?;
-    let mut running = start(&cfg, &published)?;
+    let stop = Arc::new(AtomicBool::new(false));
     let reports: crate::probe::Reports = Default::default();
     let (reload_tx, reload_rx) = crossbeam::channel::unbounded();
-    {
-        let (snap, w, r, stop) = (
+    let (round_tx, round_rx) = crossbeam::channel::bounded(1);
+    let prober = {
+        let (snap, w, r, st) = (
             published.load_full(),
             writer.clone(),
             reports.clone(),
-            running.stop.clone(),
+            stop.clone(),
         );
-        running.threads.push(
-            std::thread::Builder::new()
-                .name("prober".into())
-                .spawn(move || {
-                    if let Err(e) = crate::probe::run(snap, w, r, reload_rx, stop) {
-                        error!("prober failed: {e}");
-                    }
-                })
-                .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?,
-        );
-    }
+        std::thread::Builder::new()
+            .name("prober".into())
+            .spawn(move || {
+                if let Err(e) = crate::probe::run(snap, w, r, reload_rx, round_tx, st) {
+                    error!("prober failed: {e}");
+                }
+            })
+            .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?
+    };
+    // The first round of checks is bounded by the longest timeout (every check has one).
+    let first_round = cfg
+        .gslb
+        .checks
+        .iter()
+        .map(|c| c.timeout)
+        .max()
+        .unwrap_or_default()
+        + std::time::Duration::from_secs(1);
+    let wait_probes = cfg.server.probe_before_ready && !cfg.gslb.checks.is_empty();
+    let mut running = start(&cfg, &published, stop, || {
+        // Sockets are bound (queries queue in their buffers); serve once health is known.
+        if wait_probes {
+            match round_rx.recv_timeout(first_round) {
+                Ok(()) => info!("first round of health checks done"),
+                Err(_) => {
+                    warn!("first round of health checks not done in {first_round:?}: serving")
+                }
+            }
+        }
+    })?;
+    running.threads.push(prober);
     if let Some(addr) = cfg.control.listen {
         match tiny_http::Server::http(addr) {
             Ok(server) => {
@@ -274,9 +295,14 @@ fn reload(
     }
 }
 
-/// Binds every socket (so a bind error fails start-up before any thread runs), then
-/// starts one UDP thread and one TCP thread per shard.
-fn start(cfg: &Config, published: &Published) -> Result<Running, ExitError> {
+/// Binds every socket (so a bind error fails start-up before any thread runs), calls
+/// `before_serving`, then starts one UDP thread and one TCP thread per shard.
+fn start(
+    cfg: &Config,
+    published: &Published,
+    stop: Arc<AtomicBool>,
+    before_serving: impl FnOnce(),
+) -> Result<Running, ExitError> {
     let cpus: Vec<usize> = match &cfg.server.shards {
         Shards::Auto => (0..crate::config::online_cpus()).collect(),
         Shards::Cpus(c) => c.clone(),
@@ -285,28 +311,16 @@ fn start(cfg: &Config, published: &Published) -> Result<Running, ExitError> {
     let mut udp: Vec<Vec<std::net::UdpSocket>> = (0..n).map(|_| Vec::new()).collect();
     let mut tcp: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
     for want in &cfg.server.listen {
-        // Port 0: the first bind picks the port, the other shards join it.
-        let first = shard::socket::udp(want)
-            .map_err(|e| ExitError::Startup(format!("cannot bind udp {want}: {e}")))?;
-        let addr = first
-            .local_addr()
-            .map_err(|e| ExitError::Startup(e.to_string()))?;
-        udp[0].push(first);
-        for u in udp.iter_mut().skip(1) {
-            u.push(
-                shard::socket::udp(&addr)
-                    .map_err(|e| ExitError::Startup(format!("cannot bind udp {addr}: {e}")))?,
-            );
+        let (u, t, addr) = bind_listener(want, n)?;
+        for (dst, sock) in udp.iter_mut().zip(u) {
+            dst.push(sock);
         }
-        for t in tcp.iter_mut() {
-            t.push(
-                shard::socket::tcp(&addr)
-                    .map_err(|e| ExitError::Startup(format!("cannot bind tcp {addr}: {e}")))?,
-            );
+        for (dst, sock) in tcp.iter_mut().zip(t) {
+            dst.push(sock);
         }
         info!(udp = %addr, tcp = %addr, "listening");
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    before_serving();
     let mut threads = Vec::new();
     let mut counters = Vec::new();
     let limits = TcpLimits {
@@ -343,6 +357,39 @@ fn start(cfg: &Config, published: &Published) -> Result<Running, ExitError> {
         threads,
         counters,
     })
+}
+
+/// Sockets of one listener for `n` shards: UDP and TCP on the same port. With port 0 the
+/// first UDP bind picks the port; when that port is taken for TCP, another is tried.
+type Bound = (
+    Vec<std::net::UdpSocket>,
+    Vec<std::net::TcpListener>,
+    SocketAddr,
+);
+
+fn bind_listener(want: &SocketAddr, n: usize) -> Result<Bound, ExitError> {
+    let attempts = if want.port() == 0 { 16 } else { 1 };
+    let mut last = String::new();
+    for _ in 0..attempts {
+        let first = shard::socket::udp(want)
+            .map_err(|e| ExitError::Startup(format!("cannot bind udp {want}: {e}")))?;
+        let addr = first
+            .local_addr()
+            .map_err(|e| ExitError::Startup(e.to_string()))?;
+        let mut udp = vec![first];
+        for _ in 1..n {
+            udp.push(
+                shard::socket::udp(&addr)
+                    .map_err(|e| ExitError::Startup(format!("cannot bind udp {addr}: {e}")))?,
+            );
+        }
+        let tcp: Result<Vec<_>, _> = (0..n).map(|_| shard::socket::tcp(&addr)).collect();
+        match tcp {
+            Ok(tcp) => return Ok((udp, tcp, addr)),
+            Err(e) => last = format!("cannot bind tcp {addr}: {e}"),
+        }
+    }
+    Err(ExitError::Startup(last))
 }
 
 fn spawn(

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::Receiver;
+use crossbeam::channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use tracing::{info, warn};
@@ -115,14 +115,17 @@ fn tasks(snap: &Snapshot, old: Vec<Task>) -> Vec<Task> {
     out
 }
 
-/// Runs the prober until `stop`. New snapshots (reloads) arrive on `reloads`.
+/// Runs the prober until `stop`. New snapshots (reloads) arrive on `reloads`; one message
+/// on `first_round` says every check has its first verdict.
 pub fn run(
     snap: Arc<Snapshot>,
     writer: SharedWriter,
     reports: Reports,
     reloads: Receiver<Arc<Snapshot>>,
+    first_round: Sender<()>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<()> {
+    let mut first_round = Some(first_round);
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let mut list = tasks(&snap, Vec::new());
@@ -201,6 +204,9 @@ pub fn run(
                     finish(t, ok, f.started.elapsed(), err, &writer, &reports);
                 }
             }
+        }
+        if first_round.is_some() && list.iter().all(|t| t.up.is_some()) {
+            let _ = first_round.take().expect("some").send(());
         }
         let now = Instant::now();
         for t in &mut list {
