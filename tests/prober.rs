@@ -394,3 +394,97 @@ fn first_round_before_ready() {
     s.wait_log("first round of health checks done", Duration::from_secs(1));
     assert_eq!(answer(&s, "www.example.test", None), vec!["127.0.0.12"]);
 }
+
+/// State changes reach the alert webhook as JSON, retried when the receiver fails.
+#[test]
+fn alerts_reach_the_webhook_with_retries() {
+    let rx = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = rx.local_addr().unwrap();
+    let got = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let g2 = got.clone();
+    std::thread::spawn(move || {
+        let mut n = 0;
+        for c in rx.incoming() {
+            let Ok(mut c) = c else { continue };
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // headers, then Content-Length bytes of body
+            let body = loop {
+                let k = c.read(&mut chunk).unwrap_or(0);
+                if k == 0 {
+                    break String::new();
+                }
+                buf.extend_from_slice(&chunk[..k]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if text.len() >= i + 4 + len {
+                        break text[i + 4..i + 4 + len].to_string();
+                    }
+                }
+            };
+            n += 1;
+            let status = if n == 1 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            if n > 1 {
+                g2.lock().unwrap().push(body);
+            }
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("gtmd-alerts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("weighted.toml");
+    let text = std::fs::read_to_string(example("weighted.toml")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[alerts]\nwebhook = \"http://{hook}/gtmd\"\nretries = 2\n"),
+    )
+    .unwrap();
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let control = s.wait_log("control API listening", Duration::from_secs(2));
+    let control: SocketAddr = control
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut c = std::net::TcpStream::connect(control).unwrap();
+    write!(c, "PUT /v1/addresses/weighted-1/override HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown").unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let t0 = Instant::now();
+    while got.lock().unwrap().is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "no alert delivered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let body: serde_json::Value = serde_json::from_str(&got.lock().unwrap()[0]).unwrap();
+    assert_eq!(body["event"], "address");
+    assert_eq!(body["name"], "weighted-1");
+    assert_eq!(body["up"], false);
+    assert_eq!(body["message"], "address weighted-1 is down");
+    assert!(
+        s.count_log("alert not delivered") >= 1,
+        "the first attempt failed and was retried"
+    );
+    // Answers never waited for the webhook.
+    assert_eq!(
+        answer(&s, "weighted.example.test", None),
+        vec!["127.0.0.52"]
+    );
+}

@@ -36,6 +36,23 @@ pub struct Config {
     pub gslb: Gslb,
     /// The control API.
     pub control: Control,
+    /// Where state changes are posted.
+    pub alerts: Option<Alerts>,
+}
+
+/// `[alerts]`: a webhook that receives every state change as a JSON POST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alerts {
+    /// `host:port` of the receiver.
+    pub addr: String,
+    /// Request path.
+    pub path: String,
+    /// The URL as configured (for logs).
+    pub url: String,
+    /// Attempts after the first failure.
+    pub retries: u32,
+    /// Connect + response timeout per attempt.
+    pub timeout: Duration,
 }
 
 /// Default address of the control API.
@@ -195,6 +212,7 @@ impl Config {
         }
         let gslb = gslb::load(&spec, &zones, &file, &lines, base, &mut errs);
         let control = control(spec.control.as_ref(), &at, base, &mut errs);
+        let alerts = spec.alerts.as_ref().and_then(|a| alerts(a, &at, &mut errs));
         errs.sort_by(|a, b| (&a.at.file, a.at.line).cmp(&(&b.at.file, b.at.line)));
         if errs.is_empty() {
             Ok(Self {
@@ -203,6 +221,7 @@ impl Config {
                 zones,
                 gslb,
                 control,
+                alerts,
             })
         } else {
             Err(ConfigErrors(errs))
@@ -422,6 +441,64 @@ fn control(
         .as_ref()
         .map(|f| relative_to(base, f.get_ref()));
     c
+}
+
+fn alerts(
+    spec: &spec::AlertsSpec,
+    at: &impl Fn(std::ops::Range<usize>) -> Origin,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Alerts> {
+    let url = spec.webhook.get_ref();
+    let Some(rest) = url.strip_prefix("http://") else {
+        errs.push(ConfigError::new(
+            at(spec.webhook.span()),
+            "alerts.webhook",
+            format!("'{url}' is not an http:// URL (https webhooks are not supported yet)"),
+        ));
+        return None;
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if hostport.contains(':') && !hostport.ends_with(']') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let retries = match &spec.retries {
+        None => 3,
+        Some(r) if (0..=100).contains(r.get_ref()) => *r.get_ref() as u32,
+        Some(r) => {
+            errs.push(ConfigError::new(
+                at(r.span()),
+                "alerts.retries",
+                format!("{} is outside 0..=100", r.get_ref()),
+            ));
+            3
+        }
+    };
+    let timeout = match &spec.timeout {
+        None => Duration::from_secs(2),
+        Some(t) if *t.get_ref() > 0.0 && *t.get_ref() <= 60.0 => {
+            Duration::from_secs_f64(*t.get_ref())
+        }
+        Some(t) => {
+            errs.push(ConfigError::new(
+                at(t.span()),
+                "alerts.timeout",
+                format!("{} seconds is outside (0, 60]", t.get_ref()),
+            ));
+            Duration::from_secs(2)
+        }
+    };
+    Some(Alerts {
+        addr,
+        path: path.to_string(),
+        url: url.clone(),
+        retries,
+        timeout,
+    })
 }
 
 /// Number of CPUs this process may run on.

@@ -16,6 +16,7 @@ pub(crate) struct Spec {
     pub(crate) zone: Vec<ZoneSpec>,
     pub(crate) control: Option<ControlSpec>,
     pub(crate) geoip: Option<GeoipSpec>,
+    pub(crate) alerts: Option<AlertsSpec>,
     #[serde(default)]
     pub(crate) line: Vec<LineSpec>,
     #[serde(default)]
@@ -34,6 +35,14 @@ pub(crate) struct ControlSpec {
     pub(crate) listen: Option<Spanned<String>>,
     pub(crate) allow_remote: Option<bool>,
     pub(crate) state_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct AlertsSpec {
+    pub(crate) webhook: Spanned<String>,
+    pub(crate) retries: Option<Spanned<i64>>,
+    pub(crate) timeout: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,10 +28,11 @@ use crate::tables::gslb::NO_POOL;
 /// The health writer, shared by the reload path and the API.
 pub type SharedWriter = Arc<Mutex<Writer>>;
 
-/// Logs state changes (one structured line each).
+/// Logs state changes (one structured line each) and queues them for the alert webhook.
 pub fn log_changes(changes: &[Change]) {
     for c in changes {
         info!(change = %c, "state change");
+        super::alerts::push(c);
     }
 }
 

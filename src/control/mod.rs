@@ -3,6 +3,7 @@
 //! whole (a bad configuration is logged and the old snapshot keeps serving); SIGTERM/SIGINT
 //! stop the shards (each notices within [`crate::shard::WAIT_BOUND`]) and log a summary.
 
+pub mod alerts;
 pub mod api;
 mod notify;
 
@@ -124,6 +125,10 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     // Signals are registered before the shards start so none is missed.
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| ExitError::Startup(format!("cannot install signal handlers: {e}")))?;
+    if let Some(a) = cfg.alerts.clone() {
+        // Detached: it only reads its queue and exits with the process.
+        alerts::start(a).map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let reports: crate::probe::Reports = Default::default();
     let (reload_tx, reload_rx) = crossbeam::channel::unbounded();

@@ -74,7 +74,8 @@ impl HealthState {
 }
 
 /// One observable state change, for logs and alerts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Change {
     /// An address went up or down.
     Address {
@@ -91,6 +92,7 @@ pub enum Change {
         up: bool,
     },
     /// An access domain's route switched pools.
+    #[serde(rename = "active_pool")]
     Active {
         /// Access domain, presentation form with type.
         access_domain: String,
