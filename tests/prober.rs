@@ -488,3 +488,145 @@ fn alerts_reach_the_webhook_with_retries() {
         vec!["127.0.0.52"]
     );
 }
+
+/// A host in a network namespace of our own, behind a veth pair; removed on drop.
+struct Netns {
+    name: String,
+    host_ip: String,
+}
+
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Netns {
+    fn create() -> Option<Self> {
+        let k = std::process::id() % 250 + 1;
+        let name = format!("gtmd-t{}", std::process::id());
+        let (vh, vn) = (format!("gth{k}"), format!("gtn{k}"));
+        let host_ip = format!("10.213.{k}.2");
+        if !ip(&["netns", "add", &name]) {
+            return None;
+        }
+        let ns = Self {
+            name: name.clone(),
+            host_ip,
+        };
+        let ok = ip(&["link", "add", &vh, "type", "veth", "peer", "name", &vn])
+            && ip(&["link", "set", &vn, "netns", &name])
+            && ip(&["addr", "add", &format!("10.213.{k}.1/30"), "dev", &vh])
+            && ip(&["link", "set", &vh, "up"])
+            && ip(&[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("10.213.{k}.2/30"),
+                "dev",
+                &vn,
+            ])
+            && ip(&["-n", &name, "link", "set", &vn, "up"])
+            && ip(&["-n", &name, "link", "set", "lo", "up"]);
+        ok.then_some(ns)
+    }
+
+    fn link(&self, up: bool) {
+        let k = std::process::id() % 250 + 1;
+        assert!(ip(&[
+            "-n",
+            &self.name,
+            "link",
+            "set",
+            &format!("gtn{k}"),
+            if up { "up" } else { "down" }
+        ]));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace removes its end of the veth pair, and with it ours.
+        ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Ping checks (raw ICMP) against a host in a network namespace: its link goes down, the
+/// answer moves to the backup; it comes back, the answer returns (preemptive).
+#[test]
+fn icmp_failover_with_a_host_in_a_namespace() {
+    let Some(ns) = Netns::create() else {
+        eprintln!("\n*** SKIPPED icmp_failover_with_a_host_in_a_namespace: cannot create network namespaces here (needs root and iproute2) ***\n");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("gtmd-icmp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("ping.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"version = 1
+[[zone]]
+name = "example.test."
+soa = {{ mname = "ns1", rname = "hostmaster" }}
+ns = ["ns1"]
+records = ["ns1 A 192.0.2.1"]
+[[health-check]]
+name = "ping"
+protocol = "ping"
+packets = 2
+max-loss = 50
+interval = 1
+timeout = 0.5
+down-after = 2
+up-after = 2
+[[address]]
+name = "edge"
+value = "{ip}"
+health-check = "ping"
+[[address]]
+name = "backup"
+value = "127.0.0.99"
+[[pool]]
+name = "Origins"
+type = "ipv4"
+addresses = ["edge", "backup"]
+policy = "sequential"
+[[access-domain]]
+name = "origin.example.test."
+type = "A"
+policy = "global-availability"
+pools = ["Origins"]
+"#,
+            ip = ns.host_ip
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let n = "origin.example.test";
+    until(&s, n, None, &[&ns.host_ip], UP_BOUND, "namespace host up");
+    assert!(s.count_log("ping checks use a raw ICMP socket") >= 1);
+    ns.link(false);
+    let took = until(&s, n, None, &["127.0.0.99"], DOWN_BOUND, "link down");
+    eprintln!("ICMP failover after the link went down: {took:?}");
+    ns.link(true);
+    until(
+        &s,
+        n,
+        None,
+        &[&ns.host_ip],
+        UP_BOUND + Duration::from_secs(1),
+        "link up again",
+    );
+    drop(ns); // the host disappears entirely
+    until(
+        &s,
+        n,
+        None,
+        &["127.0.0.99"],
+        DOWN_BOUND,
+        "namespace deleted",
+    );
+}

@@ -10,6 +10,8 @@
 //! that is down at start-up is not served for `down-after` intervals. An address is up
 //! when every one of its checks is.
 
+mod icmp;
+
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -52,10 +54,16 @@ enum Phase {
     Connecting,
     Writing(Vec<u8>, usize),
     Reading(Vec<u8>),
+    /// Echo requests sent, replies received, their summed round trips.
+    Ping(u32, u32, Duration),
 }
 
+/// Tokens of the two ICMP sockets (check tasks use their index).
+const ICMP_TOKEN: usize = usize::MAX - 2;
+
 struct Inflight {
-    stream: TcpStream,
+    /// The connection (TCP and HTTP checks).
+    stream: Option<TcpStream>,
     phase: Phase,
     deadline: Instant,
     started: Instant,
@@ -91,7 +99,7 @@ fn tasks(snap: &Snapshot, old: Vec<Task>) -> Vec<Task> {
         };
         for &c in &a.checks {
             let check = m.checks[c].clone();
-            if !matches!(check.protocol, Protocol::Tcp | Protocol::Http) {
+            if check.protocol == Protocol::Https {
                 continue;
             }
             let key = (a.name.clone(), check.name.clone());
@@ -133,25 +141,56 @@ pub fn run(
         .model
         .checks
         .iter()
-        .filter(|c| !matches!(c.protocol, Protocol::Tcp | Protocol::Http))
+        .filter(|c| c.protocol == Protocol::Https)
         .map(|c| c.name.clone())
         .collect();
     if !unsupported.is_empty() {
-        warn!(templates = ?unsupported, "ping and https checks are not run by this build: their addresses follow their mode and overrides only");
+        warn!(templates = ?unsupported, "https checks are not run by this build: their addresses follow their mode and overrides only");
     }
+    let mut icmp: Option<icmp::Icmp> = None;
     info!(checks = list.len(), "prober started");
     while !stop.load(Ordering::Relaxed) {
         if let Ok(next) = reloads.try_recv() {
             for t in &mut list {
-                if let Some(mut f) = t.inflight.take() {
-                    let _ = poll.registry().deregister(&mut f.stream);
+                if let Some(f) = t.inflight.take() {
+                    release(&poll, f);
                 }
+            }
+            if let Some(i) = icmp.as_mut() {
+                i.forget_all();
             }
             list = tasks(&next, list);
             info!(checks = list.len(), "prober reloaded");
         }
+        if icmp.is_none() && list.iter().any(|t| t.check.protocol == Protocol::Ping) {
+            let i = icmp::Icmp::open();
+            for (k, fd) in i.fds().into_iter().enumerate() {
+                poll.registry().register(
+                    &mut mio::unix::SourceFd(&fd),
+                    Token(ICMP_TOKEN + k),
+                    Interest::READABLE,
+                )?;
+            }
+            icmp = Some(i);
+        }
         let now = Instant::now();
         for (i, t) in list.iter_mut().enumerate() {
+            if t.inflight.is_none() && t.next <= now && t.check.protocol == Protocol::Ping {
+                t.next = now + t.check.interval;
+                let pinger = icmp.as_mut().expect("opened above");
+                match pinger.send(i, t.target.ip(), t.check.packets) {
+                    Ok(sent) => {
+                        t.inflight = Some(Inflight {
+                            stream: None,
+                            phase: Phase::Ping(sent, 0, Duration::ZERO),
+                            deadline: now + t.check.timeout,
+                            started: now,
+                        })
+                    }
+                    Err(e) => finish(t, false, Duration::ZERO, Some(e), &writer, &reports),
+                }
+                continue;
+            }
             if t.inflight.is_none() && t.next <= now {
                 t.next = now + t.check.interval;
                 match TcpStream::connect(t.target) {
@@ -162,7 +201,7 @@ pub fn run(
                             Interest::WRITABLE | Interest::READABLE,
                         )?;
                         t.inflight = Some(Inflight {
-                            stream: s,
+                            stream: Some(s),
                             phase: Phase::Connecting,
                             deadline: now + t.check.timeout,
                             started: now,
@@ -192,6 +231,27 @@ pub fn run(
         }
         for ev in events.iter() {
             let i = ev.token().0;
+            if i >= ICMP_TOKEN {
+                for (task, rtt) in icmp.as_mut().map(|p| p.recv()).unwrap_or_default() {
+                    let Some(t) = list.get_mut(task) else {
+                        continue;
+                    };
+                    let done = match t.inflight.as_mut().map(|f| &mut f.phase) {
+                        Some(Phase::Ping(sent, got, total)) => {
+                            *got += 1;
+                            *total += rtt;
+                            got == sent
+                        }
+                        _ => false,
+                    };
+                    if done {
+                        let f = t.inflight.take().expect("in flight");
+                        let (ok, err, took) = ping_verdict(&t.check, &f.phase);
+                        finish(t, ok, took, err, &writer, &reports);
+                    }
+                }
+                continue;
+            }
             let Some(t) = list.get_mut(i) else { continue };
             let Some(f) = t.inflight.as_mut() else {
                 continue;
@@ -199,9 +259,10 @@ pub fn run(
             match advance(f, &t.check, t.target) {
                 Step::Pending => {}
                 Step::Done(ok, err) => {
-                    let mut f = t.inflight.take().expect("in flight");
-                    let _ = poll.registry().deregister(&mut f.stream);
-                    finish(t, ok, f.started.elapsed(), err, &writer, &reports);
+                    let f = t.inflight.take().expect("in flight");
+                    let took = f.started.elapsed();
+                    release(&poll, f);
+                    finish(t, ok, took, err, &writer, &reports);
                 }
             }
         }
@@ -209,18 +270,28 @@ pub fn run(
             let _ = first_round.take().expect("some").send(());
         }
         let now = Instant::now();
-        for t in &mut list {
+        for (i, t) in list.iter_mut().enumerate() {
             if t.inflight.as_ref().is_some_and(|f| f.deadline <= now) {
-                let mut f = t.inflight.take().expect("in flight");
-                let _ = poll.registry().deregister(&mut f.stream);
+                let f = t.inflight.take().expect("in flight");
+                if let Phase::Ping(..) = f.phase {
+                    // The time is up: judge on what came back.
+                    if let Some(p) = icmp.as_mut() {
+                        p.forget(i);
+                    }
+                    let (ok, err, took) = ping_verdict(&t.check, &f.phase);
+                    finish(t, ok, took, err, &writer, &reports);
+                    continue;
+                }
                 let what = match f.phase {
                     Phase::Connecting => "connect",
                     _ => "response",
                 };
+                let took = f.started.elapsed();
+                release(&poll, f);
                 finish(
                     t,
                     false,
-                    f.started.elapsed(),
+                    took,
                     Some(format!("{what} timed out")),
                     &writer,
                     &reports,
@@ -231,6 +302,45 @@ pub fn run(
     Ok(())
 }
 
+fn release(poll: &Poll, f: Inflight) {
+    if let Some(mut s) = f.stream {
+        let _ = poll.registry().deregister(&mut s);
+    }
+}
+
+/// A ping check passes when the loss stays below `max-loss` percent and the average round
+/// trip within `max-rtt`.
+fn ping_verdict(c: &HealthCheck, phase: &Phase) -> (bool, Option<String>, Duration) {
+    let Phase::Ping(sent, got, total) = *phase else {
+        return (false, Some("not a ping".into()), Duration::ZERO);
+    };
+    let loss = if sent == 0 {
+        100.0
+    } else {
+        (sent - got) as f64 * 100.0 / sent as f64
+    };
+    let avg = if got == 0 {
+        Duration::ZERO
+    } else {
+        total / got
+    };
+    if loss >= c.max_loss {
+        (
+            false,
+            Some(format!("{got} of {sent} echo replies ({loss:.0}% loss)")),
+            avg,
+        )
+    } else if avg > c.max_rtt {
+        (
+            false,
+            Some(format!("average round trip {avg:?} above {:?}", c.max_rtt)),
+            avg,
+        )
+    } else {
+        (true, None, avg)
+    }
+}
+
 enum Step {
     Pending,
     Done(bool, Option<String>),
@@ -238,13 +348,16 @@ enum Step {
 
 /// Moves one check forward as far as the socket allows.
 fn advance(f: &mut Inflight, c: &HealthCheck, target: SocketAddr) -> Step {
+    let Some(stream) = f.stream.as_mut() else {
+        return Step::Pending;
+    };
     loop {
         match &mut f.phase {
             Phase::Connecting => {
-                if let Ok(Some(e)) | Err(e) = f.stream.take_error() {
+                if let Ok(Some(e)) | Err(e) = stream.take_error() {
                     return Step::Done(false, Some(format!("connect: {e}")));
                 }
-                match f.stream.peer_addr() {
+                match stream.peer_addr() {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => return Step::Pending,
                     Err(e) => return Step::Done(false, Some(format!("connect: {e}"))),
@@ -264,7 +377,7 @@ fn advance(f: &mut Inflight, c: &HealthCheck, target: SocketAddr) -> Step {
                 );
                 f.phase = Phase::Writing(req.into_bytes(), 0);
             }
-            Phase::Writing(buf, pos) => match f.stream.write(&buf[*pos..]) {
+            Phase::Writing(buf, pos) => match stream.write(&buf[*pos..]) {
                 Ok(n) => {
                     *pos += n;
                     if *pos == buf.len() {
@@ -275,9 +388,10 @@ fn advance(f: &mut Inflight, c: &HealthCheck, target: SocketAddr) -> Step {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Step::Done(false, Some(format!("send: {e}"))),
             },
+            Phase::Ping(..) => return Step::Pending,
             Phase::Reading(buf) => {
                 let mut chunk = [0u8; 4096];
-                match f.stream.read(&mut chunk) {
+                match stream.read(&mut chunk) {
                     Ok(0) => return http_verdict(buf, c, true),
                     Ok(n) => {
                         buf.extend_from_slice(&chunk[..n]);

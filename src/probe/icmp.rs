@@ -1,0 +1,197 @@
+//! ICMP echo for ping checks: one socket per address family shared by every ping check.
+//! A raw socket (CAP_NET_RAW) where we may open one; otherwise an unprivileged ping socket
+//! (SOCK_DGRAM/ICMP, allowed by `net.ipv4.ping_group_range`), whose identifier the kernel
+//! chooses and whose replies it delivers to us alone. Replies are matched to checks by
+//! sequence number (and, on raw sockets, by our identifier) and source address.
+
+use std::collections::HashMap;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tracing::{info, warn};
+
+/// Which kind of socket a family got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Raw,
+    Dgram,
+}
+
+pub(super) struct Icmp {
+    v4: Option<(Socket, Kind)>,
+    v6: Option<(Socket, Kind)>,
+    ident: u16,
+    seq: u16,
+    /// seq -> (task, sent at, target)
+    pending: HashMap<u16, (usize, Instant, IpAddr)>,
+}
+
+fn open(domain: Domain, proto: Protocol) -> Option<(Socket, Kind)> {
+    for (ty, kind) in [(Type::RAW, Kind::Raw), (Type::DGRAM, Kind::Dgram)] {
+        if let Ok(s) = Socket::new(domain, ty, Some(proto)) {
+            if s.set_nonblocking(true).is_ok() {
+                return Some((s, kind));
+            }
+        }
+    }
+    None
+}
+
+impl Icmp {
+    /// Opens the sockets; logs which kind runs, or why ping checks cannot.
+    pub(super) fn open() -> Self {
+        let v4 = open(Domain::IPV4, Protocol::ICMPV4);
+        let v6 = open(Domain::IPV6, Protocol::ICMPV6);
+        for (fam, s) in [("IPv4", &v4), ("IPv6", &v6)] {
+            match s {
+                Some((_, Kind::Raw)) => info!(family = fam, "ping checks use a raw ICMP socket"),
+                Some((_, Kind::Dgram)) => info!(
+                    family = fam,
+                    "ping checks use an unprivileged ICMP socket (no CAP_NET_RAW)"
+                ),
+                None => warn!(
+                    family = fam,
+                    "ping checks cannot run: no raw socket (CAP_NET_RAW) and ping sockets are \
+                     not allowed (net.ipv4.ping_group_range)"
+                ),
+            }
+        }
+        Self {
+            v4,
+            v6,
+            ident: (std::process::id() & 0xFFFF) as u16,
+            seq: 0,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// File descriptors to poll for replies.
+    pub(super) fn fds(&self) -> Vec<RawFd> {
+        [&self.v4, &self.v6]
+            .into_iter()
+            .flatten()
+            .map(|(s, _)| s.as_raw_fd())
+            .collect()
+    }
+
+    /// Sends `count` echo requests to `target` for task `task`; returns how many went out.
+    pub(super) fn send(&mut self, task: usize, target: IpAddr, count: u32) -> Result<u32, String> {
+        let (sock, kind, v6) = match target {
+            IpAddr::V4(_) => self.v4.as_ref().map(|(s, k)| (s, *k, false)),
+            IpAddr::V6(_) => self.v6.as_ref().map(|(s, k)| (s, *k, true)),
+        }
+        .ok_or_else(|| "no ICMP socket for this family".to_string())?;
+        let mut sent = 0;
+        for _ in 0..count {
+            self.seq = self.seq.wrapping_add(1);
+            let seq = self.seq;
+            let mut pkt = [0u8; 16];
+            pkt[0] = if v6 { 128 } else { 8 };
+            pkt[4..6].copy_from_slice(&self.ident.to_be_bytes());
+            pkt[6..8].copy_from_slice(&seq.to_be_bytes());
+            pkt[8..16].copy_from_slice(b"gtmd-hc\0");
+            if !v6 && kind == Kind::Raw {
+                let c = checksum(&pkt);
+                pkt[2..4].copy_from_slice(&c.to_be_bytes());
+            }
+            // ICMPv6 checksums are filled in by the kernel (IPV6_CHECKSUM), as are the
+            // identifier and checksum of ping sockets.
+            let to = SockAddr::from(SocketAddr::new(target, 0));
+            match sock.send_to(&pkt, &to) {
+                Ok(_) => {
+                    self.pending.insert(seq, (task, Instant::now(), target));
+                    sent += 1;
+                }
+                Err(e) => {
+                    return if sent > 0 {
+                        Ok(sent)
+                    } else {
+                        Err(format!("send: {e}"))
+                    }
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Forgets the outstanding requests of `task` (its check ended).
+    pub(super) fn forget(&mut self, task: usize) {
+        self.pending.retain(|_, (t, _, _)| *t != task);
+    }
+
+    /// Forgets every outstanding request (a reload renumbers the checks).
+    pub(super) fn forget_all(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Reads every reply waiting; returns (task, round trip) per matched reply.
+    pub(super) fn recv(&mut self) -> Vec<(usize, Duration)> {
+        let mut out = Vec::new();
+        for (sock, kind, v6) in [
+            self.v4.as_ref().map(|(s, k)| (s, *k, false)),
+            self.v6.as_ref().map(|(s, k)| (s, *k, true)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                // SAFETY: recv_from initialised the first n bytes.
+                let data: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
+                let icmp = if !v6 && kind == Kind::Raw {
+                    let ihl = ((data.first().copied().unwrap_or(0) & 0x0F) as usize) * 4;
+                    data.get(ihl..).unwrap_or(&[])
+                } else {
+                    data
+                };
+                if icmp.len() < 8 || icmp[0] != if v6 { 129 } else { 0 } {
+                    continue;
+                }
+                let ident = u16::from_be_bytes([icmp[4], icmp[5]]);
+                if kind == Kind::Raw && ident != self.ident {
+                    continue; // another pinger's reply
+                }
+                let seq = u16::from_be_bytes([icmp[6], icmp[7]]);
+                let from_ip = from.as_socket().map(|a| a.ip());
+                if let Some(&(task, at, target)) = self.pending.get(&seq) {
+                    if from_ip == Some(target) {
+                        self.pending.remove(&seq);
+                        out.push((task, at.elapsed()));
+                    }
+                }
+            }
+            let _ = io::Error::last_os_error();
+        }
+        out
+    }
+}
+
+/// RFC 1071 Internet checksum.
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in b.chunks(2) {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
+        sum += w as u32;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn checksum_of_echo_request() {
+        // type 8, code 0, id 1, seq 1: sum 0x0801 -> checksum 0xF7FD
+        assert_eq!(super::checksum(&[8, 0, 0, 0, 0, 1, 0, 1]), 0xF7FD);
+    }
+}
