@@ -34,6 +34,8 @@ struct Target {
     thread: Option<JoinHandle<()>>,
     /// Health answers served, in order (true = 200).
     served: Arc<std::sync::Mutex<Vec<bool>>>,
+    /// Requests from these source addresses get 503.
+    deny: Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>,
 }
 
 impl Target {
@@ -54,22 +56,25 @@ impl Target {
         let s2 = stop.clone();
         let served = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = served.clone();
+        let deny = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let denied = deny.clone();
         let mut seed = random.unwrap_or(0);
         let thread = std::thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
                 match l.accept() {
-                    Ok((mut c, _)) => {
+                    Ok((mut c, peer)) => {
                         let _ = c.set_nonblocking(false);
                         let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
                         let mut buf = [0u8; 1024];
                         let n = c.read(&mut buf).unwrap_or(0);
                         let req = String::from_utf8_lossy(&buf[..n]);
-                        let ok = random.is_none() || {
-                            seed ^= seed << 13;
-                            seed ^= seed >> 7;
-                            seed ^= seed << 17;
-                            seed.is_multiple_of(2)
-                        };
+                        let ok = !denied.lock().unwrap().contains(&peer.ip())
+                            && (random.is_none() || {
+                                seed ^= seed << 13;
+                                seed ^= seed >> 7;
+                                seed ^= seed << 17;
+                                seed.is_multiple_of(2)
+                            });
                         let resp = if req.starts_with("GET /health ") && ok {
                             log.lock().unwrap().push(true);
                             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
@@ -89,6 +94,7 @@ impl Target {
             stop,
             thread: Some(thread),
             served,
+            deny,
         }
     }
 }
@@ -628,5 +634,56 @@ pools = ["Origins"]
         &["127.0.0.99"],
         DOWN_BOUND,
         "namespace deleted",
+    );
+}
+
+/// Vantage points: four source addresses probe the primary; it is down only when the share
+/// of failing vantage points reaches the failure rate (50%).
+#[test]
+fn vantage_points_and_failure_rate() {
+    let _turn = s1_targets();
+    let p = Target::start("127.0.0.11");
+    let _b = Target::start("127.0.0.12");
+    let dir = std::env::temp_dir().join(format!("gtmd-vantage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("pb.toml");
+    let text = std::fs::read_to_string(example("primary-backup.toml")).unwrap().replace(
+        "up-after = 2",
+        "up-after = 2\nsources = [\"127.0.0.1\", \"127.0.0.2\", \"127.0.0.3\", \"127.0.0.4\"]\nfailure-rate = 50",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let n = "www.example.test";
+    until(
+        &s,
+        n,
+        None,
+        &["127.0.0.11"],
+        UP_BOUND,
+        "all vantage points see it up",
+    );
+    let ip = |x: &str| x.parse::<std::net::IpAddr>().unwrap();
+    p.deny.lock().unwrap().push(ip("127.0.0.1"));
+    stays(
+        &s,
+        n,
+        "127.0.0.11",
+        DOWN_BOUND,
+        "one of four vantage points (25%) fails: still up",
+    );
+    p.deny.lock().unwrap().push(ip("127.0.0.2"));
+    until(
+        &s,
+        n,
+        None,
+        &["127.0.0.12"],
+        DOWN_BOUND,
+        "two of four (50%) fail: down",
+    );
+    p.deny.lock().unwrap().clear();
+    until(&s, n, None, &["127.0.0.11"], UP_BOUND, "all pass again");
+    assert!(
+        s.count_log("source=127.0.0.2") >= 2,
+        "vantage point named in the log"
     );
 }

@@ -89,6 +89,10 @@ pub struct HealthCheck {
     pub max_loss: f64,
     /// Ping: average round trip above which the check fails.
     pub max_rtt: Duration,
+    /// Vantage points: source addresses to probe from (empty: the system's choice).
+    pub sources: Vec<std::net::IpAddr>,
+    /// Percentage of failing vantage points at which the address is down.
+    pub failure_rate: u32,
     /// Where declared.
     pub at: Origin,
 }
@@ -1250,7 +1254,35 @@ fn health_check(ctx: &mut Ctx<'_>, c: &spec::HealthCheckSpec) -> HealthCheck {
             Duration::from_secs(5)
         }
     };
+    let mut sources = Vec::new();
+    if let Some(list) = &c.sources {
+        for src in list.get_ref() {
+            match src.get_ref().parse::<std::net::IpAddr>() {
+                Ok(a) if !sources.contains(&a) => sources.push(a),
+                Ok(a) => ctx.err(src, "health-check.sources", format!("{a} is listed twice")),
+                Err(_) => ctx.err(
+                    src,
+                    "health-check.sources",
+                    format!("'{}' is not an IP address", src.get_ref()),
+                ),
+            }
+        }
+    }
+    let failure_rate = match &c.failure_rate {
+        None => 50,
+        Some(r) if (1..=100).contains(r.get_ref()) => *r.get_ref() as u32,
+        Some(r) => {
+            ctx.err(
+                r,
+                "health-check.failure-rate",
+                format!("{}% is outside 1..=100", r.get_ref()),
+            );
+            50
+        }
+    };
     HealthCheck {
+        sources,
+        failure_rate,
         name: c.name.get_ref().clone(),
         protocol,
         port,

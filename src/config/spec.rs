@@ -84,6 +84,8 @@ pub(crate) struct HealthCheckSpec {
     pub(crate) packets: Option<Spanned<i64>>,
     pub(crate) max_loss: Option<Spanned<f64>>,
     pub(crate) max_rtt: Option<Spanned<f64>>,
+    pub(crate) sources: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) failure_rate: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,7 +5,6 @@
 //! sequence number (and, on raw sockets, by our identifier) and source address.
 
 use std::collections::HashMap;
-use std::io;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
@@ -21,19 +20,31 @@ enum Kind {
     Dgram,
 }
 
+struct Sock {
+    source: Option<IpAddr>,
+    v6: bool,
+    sock: Socket,
+    kind: Kind,
+}
+
 pub(super) struct Icmp {
-    v4: Option<(Socket, Kind)>,
-    v6: Option<(Socket, Kind)>,
+    /// One socket per (vantage point, family), opened on first use.
+    socks: Vec<Sock>,
+    /// (source, family) pairs that could not be opened (logged once).
+    failed: Vec<(Option<IpAddr>, bool)>,
+    /// Sockets already handed to the poller.
+    registered: usize,
     ident: u16,
     seq: u16,
     /// seq -> (task, sent at, target)
     pending: HashMap<u16, (usize, Instant, IpAddr)>,
 }
 
-fn open(domain: Domain, proto: Protocol) -> Option<(Socket, Kind)> {
+fn open(domain: Domain, proto: Protocol, source: Option<IpAddr>) -> Option<(Socket, Kind)> {
     for (ty, kind) in [(Type::RAW, Kind::Raw), (Type::DGRAM, Kind::Dgram)] {
         if let Ok(s) = Socket::new(domain, ty, Some(proto)) {
-            if s.set_nonblocking(true).is_ok() {
+            let bound = source.is_none_or(|src| s.bind(&SocketAddr::new(src, 0).into()).is_ok());
+            if bound && s.set_nonblocking(true).is_ok() {
                 return Some((s, kind));
             }
         }
@@ -42,49 +53,94 @@ fn open(domain: Domain, proto: Protocol) -> Option<(Socket, Kind)> {
 }
 
 impl Icmp {
-    /// Opens the sockets; logs which kind runs, or why ping checks cannot.
-    pub(super) fn open() -> Self {
-        let v4 = open(Domain::IPV4, Protocol::ICMPV4);
-        let v6 = open(Domain::IPV6, Protocol::ICMPV6);
-        for (fam, s) in [("IPv4", &v4), ("IPv6", &v6)] {
-            match s {
-                Some((_, Kind::Raw)) => info!(family = fam, "ping checks use a raw ICMP socket"),
-                Some((_, Kind::Dgram)) => info!(
-                    family = fam,
-                    "ping checks use an unprivileged ICMP socket (no CAP_NET_RAW)"
-                ),
-                None => warn!(
-                    family = fam,
-                    "ping checks cannot run: no raw socket (CAP_NET_RAW) and ping sockets are \
-                     not allowed (net.ipv4.ping_group_range)"
-                ),
-            }
-        }
+    /// No sockets yet: each (vantage point, family) gets one on first use.
+    pub(super) fn new() -> Self {
         Self {
-            v4,
-            v6,
+            socks: Vec::new(),
+            failed: Vec::new(),
+            registered: 0,
             ident: (std::process::id() & 0xFFFF) as u16,
             seq: 0,
             pending: HashMap::new(),
         }
     }
 
-    /// File descriptors to poll for replies.
-    pub(super) fn fds(&self) -> Vec<RawFd> {
-        [&self.v4, &self.v6]
-            .into_iter()
-            .flatten()
-            .map(|(s, _)| s.as_raw_fd())
-            .collect()
+    /// Sockets opened since the last call, with their index, for the poller.
+    pub(super) fn new_fds(&mut self) -> Vec<(usize, RawFd)> {
+        let v: Vec<(usize, RawFd)> = self
+            .socks
+            .iter()
+            .enumerate()
+            .skip(self.registered)
+            .map(|(i, s)| (i, s.sock.as_raw_fd()))
+            .collect();
+        self.registered = self.socks.len();
+        v
+    }
+
+    fn socket(&mut self, source: Option<IpAddr>, v6: bool) -> Option<usize> {
+        if let Some(i) = self
+            .socks
+            .iter()
+            .position(|s| s.source == source && s.v6 == v6)
+        {
+            return Some(i);
+        }
+        if self.failed.contains(&(source, v6)) {
+            return None;
+        }
+        let (domain, proto, fam) = if v6 {
+            (Domain::IPV6, Protocol::ICMPV6, "IPv6")
+        } else {
+            (Domain::IPV4, Protocol::ICMPV4, "IPv4")
+        };
+        let src = source.map(|s| s.to_string()).unwrap_or_default();
+        match open(domain, proto, source) {
+            Some((sock, kind)) => {
+                match kind {
+                    Kind::Raw => {
+                        info!(family = fam, source = %src, "ping checks use a raw ICMP socket")
+                    }
+                    Kind::Dgram => info!(
+                        family = fam,
+                        source = %src,
+                        "ping checks use an unprivileged ICMP socket (no CAP_NET_RAW)"
+                    ),
+                }
+                self.socks.push(Sock {
+                    source,
+                    v6,
+                    sock,
+                    kind,
+                });
+                Some(self.socks.len() - 1)
+            }
+            None => {
+                warn!(
+                    family = fam,
+                    source = %src,
+                    "ping checks cannot run: no raw socket (CAP_NET_RAW), ping sockets not allowed \
+                     (net.ipv4.ping_group_range), or the source address is not local"
+                );
+                self.failed.push((source, v6));
+                None
+            }
+        }
     }
 
     /// Sends `count` echo requests to `target` for task `task`; returns how many went out.
-    pub(super) fn send(&mut self, task: usize, target: IpAddr, count: u32) -> Result<u32, String> {
-        let (sock, kind, v6) = match target {
-            IpAddr::V4(_) => self.v4.as_ref().map(|(s, k)| (s, *k, false)),
-            IpAddr::V6(_) => self.v6.as_ref().map(|(s, k)| (s, *k, true)),
-        }
-        .ok_or_else(|| "no ICMP socket for this family".to_string())?;
+    pub(super) fn send(
+        &mut self,
+        task: usize,
+        source: Option<IpAddr>,
+        target: IpAddr,
+        count: u32,
+    ) -> Result<u32, String> {
+        let v6 = target.is_ipv6();
+        let i = self
+            .socket(source, v6)
+            .ok_or_else(|| "no ICMP socket for this family".to_string())?;
+        let (sock, kind) = (&self.socks[i].sock, self.socks[i].kind);
         let mut sent = 0;
         for _ in 0..count {
             self.seq = self.seq.wrapping_add(1);
@@ -131,13 +187,8 @@ impl Icmp {
     /// Reads every reply waiting; returns (task, round trip) per matched reply.
     pub(super) fn recv(&mut self) -> Vec<(usize, Duration)> {
         let mut out = Vec::new();
-        for (sock, kind, v6) in [
-            self.v4.as_ref().map(|(s, k)| (s, *k, false)),
-            self.v6.as_ref().map(|(s, k)| (s, *k, true)),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for Sock { sock, kind, v6, .. } in &self.socks {
+            let (kind, v6) = (*kind, *v6);
             let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
             while let Ok((n, from)) = sock.recv_from(&mut buf) {
                 // SAFETY: recv_from initialised the first n bytes.
@@ -164,7 +215,6 @@ impl Icmp {
                     }
                 }
             }
-            let _ = io::Error::last_os_error();
         }
         out
     }

@@ -37,6 +37,8 @@ const HTTP_READ_LIMIT: usize = 8192;
 pub struct Report {
     /// Template name.
     pub check: String,
+    /// Vantage point (source address), when the template names some.
+    pub source: Option<String>,
     /// Current (thresholded) state of this check.
     pub up: bool,
     /// Whether the last check passed.
@@ -45,6 +47,9 @@ pub struct Report {
     pub latency_ms: f64,
     /// Why the last check failed.
     pub error: Option<String>,
+    /// The template's failure rate (for the address verdict).
+    #[serde(skip)]
+    failure_rate: u32,
 }
 
 /// Last results by address name, shared with the control API.
@@ -58,8 +63,8 @@ enum Phase {
     Ping(u32, u32, Duration),
 }
 
-/// Tokens of the two ICMP sockets (check tasks use their index).
-const ICMP_TOKEN: usize = usize::MAX - 2;
+/// Tokens of the ICMP sockets start here (check tasks use their index).
+const ICMP_TOKEN: usize = usize::MAX / 2;
 
 struct Inflight {
     /// The connection (TCP and HTTP checks).
@@ -72,6 +77,7 @@ struct Inflight {
 struct Task {
     address: String,
     target: SocketAddr,
+    source: Option<IpAddr>,
     check: HealthCheck,
     next: Instant,
     ok_run: u32,
@@ -84,9 +90,9 @@ struct Task {
 /// Builds the task list for a snapshot, carrying counters and state over by
 /// (address name, template name) from `old`.
 fn tasks(snap: &Snapshot, old: Vec<Task>) -> Vec<Task> {
-    let mut carried: HashMap<(String, String), Task> = old
+    let mut carried: HashMap<(String, String, Option<IpAddr>), Task> = old
         .into_iter()
-        .map(|t| ((t.address.clone(), t.check.name.clone()), t))
+        .map(|t| ((t.address.clone(), t.check.name.clone(), t.source), t))
         .collect();
     let m = &snap.model;
     let now = Instant::now();
@@ -102,22 +108,35 @@ fn tasks(snap: &Snapshot, old: Vec<Task>) -> Vec<Task> {
             if check.protocol == Protocol::Https {
                 continue;
             }
-            let key = (a.name.clone(), check.name.clone());
-            let prev = carried.remove(&key);
-            let (ok_run, fail_run, up, report) = prev.map_or((0, 0, None, None), |t| {
-                (t.ok_run, t.fail_run, t.up, t.report)
-            });
-            out.push(Task {
-                address: a.name.clone(),
-                target: SocketAddr::new(ip, check.port),
-                next: now,
-                ok_run,
-                fail_run,
-                up,
-                inflight: None,
-                report,
-                check,
-            });
+            let sources: Vec<Option<IpAddr>> = if check.sources.is_empty() {
+                vec![None]
+            } else {
+                check
+                    .sources
+                    .iter()
+                    .filter(|s| s.is_ipv4() == ip.is_ipv4())
+                    .map(|&s| Some(s))
+                    .collect()
+            };
+            for source in sources {
+                let key = (a.name.clone(), check.name.clone(), source);
+                let prev = carried.remove(&key);
+                let (ok_run, fail_run, up, report) = prev.map_or((0, 0, None, None), |t| {
+                    (t.ok_run, t.fail_run, t.up, t.report)
+                });
+                out.push(Task {
+                    address: a.name.clone(),
+                    target: SocketAddr::new(ip, check.port),
+                    source,
+                    next: now,
+                    ok_run,
+                    fail_run,
+                    up,
+                    inflight: None,
+                    report,
+                    check: check.clone(),
+                });
+            }
         }
     }
     out
@@ -163,22 +182,14 @@ pub fn run(
             info!(checks = list.len(), "prober reloaded");
         }
         if icmp.is_none() && list.iter().any(|t| t.check.protocol == Protocol::Ping) {
-            let i = icmp::Icmp::open();
-            for (k, fd) in i.fds().into_iter().enumerate() {
-                poll.registry().register(
-                    &mut mio::unix::SourceFd(&fd),
-                    Token(ICMP_TOKEN + k),
-                    Interest::READABLE,
-                )?;
-            }
-            icmp = Some(i);
+            icmp = Some(icmp::Icmp::new());
         }
         let now = Instant::now();
         for (i, t) in list.iter_mut().enumerate() {
             if t.inflight.is_none() && t.next <= now && t.check.protocol == Protocol::Ping {
                 t.next = now + t.check.interval;
                 let pinger = icmp.as_mut().expect("opened above");
-                match pinger.send(i, t.target.ip(), t.check.packets) {
+                match pinger.send(i, t.source, t.target.ip(), t.check.packets) {
                     Ok(sent) => {
                         t.inflight = Some(Inflight {
                             stream: None,
@@ -193,7 +204,7 @@ pub fn run(
             }
             if t.inflight.is_none() && t.next <= now {
                 t.next = now + t.check.interval;
-                match TcpStream::connect(t.target) {
+                match connect(t.target, t.source) {
                     Ok(mut s) => {
                         poll.registry().register(
                             &mut s,
@@ -216,6 +227,15 @@ pub fn run(
                         &reports,
                     ),
                 }
+            }
+        }
+        if let Some(p) = icmp.as_mut() {
+            for (k, fd) in p.new_fds() {
+                poll.registry().register(
+                    &mut mio::unix::SourceFd(&fd),
+                    Token(ICMP_TOKEN + k),
+                    Interest::READABLE,
+                )?;
             }
         }
         let wait = list
@@ -300,6 +320,26 @@ pub fn run(
         }
     }
     Ok(())
+}
+
+/// A non-blocking connect, from `source` when given (a vantage point).
+fn connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(src) = source else {
+        return TcpStream::connect(target);
+    };
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::new(src, 0).into())?;
+    match s.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(s.into()))
 }
 
 fn release(poll: &Poll, f: Inflight) {
@@ -476,6 +516,8 @@ fn finish(
     };
     let report = Report {
         check: t.check.name.clone(),
+        source: t.source.map(|s| s.to_string()),
+        failure_rate: t.check.failure_rate,
         up: t.up.unwrap_or(true),
         last_ok: ok,
         latency_ms: took.as_secs_f64() * 1000.0,
@@ -484,7 +526,10 @@ fn finish(
     {
         let mut r = reports.lock().expect("reports lock");
         let v = r.entry(t.address.clone()).or_default();
-        match v.iter_mut().find(|x| x.check == report.check) {
+        match v
+            .iter_mut()
+            .find(|x| x.check == report.check && x.source == report.source)
+        {
             Some(x) => *x = report.clone(),
             None => v.push(report.clone()),
         }
@@ -492,17 +537,30 @@ fn finish(
     t.report = Some(report);
     if before != t.up {
         let up = t.up.unwrap_or(true);
-        info!(address = %t.address, check = %t.check.name, target = %t.target, up, error = err.as_deref().unwrap_or(""), "health check state");
-        // The address is up when all of its checks are.
+        let source = t.source.map(|s| s.to_string()).unwrap_or_default();
+        info!(address = %t.address, check = %t.check.name, target = %t.target, source = %source, up, error = err.as_deref().unwrap_or(""), "health check state");
+        // The address is up when every template passes: fewer than `failure-rate` percent
+        // of its vantage points see it down.
         let all_up = reports
             .lock()
             .expect("reports lock")
             .get(&t.address)
-            .is_none_or(|v| v.iter().all(|r| r.up));
+            .is_none_or(|v| {
+                let mut by_check: HashMap<&str, (u32, u32, u32)> = HashMap::new();
+                for r in v {
+                    let e = by_check.entry(r.check.as_str()).or_default();
+                    e.0 += 1;
+                    e.1 += (!r.up) as u32;
+                    e.2 = r.failure_rate;
+                }
+                by_check
+                    .values()
+                    .all(|&(total, down, rate)| down * 100 < rate * total)
+            });
         let changes = writer
             .lock()
             .expect("writer lock")
-            .set_probe(&t.address, all_up && up);
+            .set_probe(&t.address, all_up);
         log_changes(&changes);
     }
 }
