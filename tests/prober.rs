@@ -687,3 +687,92 @@ fn vantage_points_and_failure_rate() {
         "vantage point named in the log"
     );
 }
+
+/// HTTPS checks: SNI is sent, `tls-verify = false` accepts a self-signed certificate,
+/// `tls-verify = true` rejects it (the system's roots do not know it).
+#[test]
+fn https_checks_sni_and_verification() {
+    use std::sync::Arc as A2;
+    let cert = rcgen::generate_simple_self_signed(vec!["health.example.test".to_string()]).unwrap();
+    let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let server_cfg = A2::new(
+        rustls::ServerConfig::builder_with_provider(A2::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .unwrap(),
+    );
+    let l = TcpListener::bind("127.0.0.45:18443").unwrap();
+    let snis = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = snis.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { continue };
+            let cfg = server_cfg.clone();
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let conn = rustls::ServerConnection::new(cfg).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, c);
+                let mut buf = [0u8; 2048];
+                let Ok(n) = tls.read(&mut buf) else { return };
+                let sni = tls.conn.server_name().unwrap_or("").to_string();
+                seen.lock().unwrap().push(sni.clone());
+                let ok = sni == "health.example.test" && buf[..n].starts_with(b"GET /health ");
+                let status = if ok {
+                    "200 OK"
+                } else {
+                    "421 Misdirected Request"
+                };
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("gtmd-https-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("https.toml");
+    let mut text = String::from(
+        "version = 1\n[[zone]]\nname = \"example.test.\"\nsoa = { mname = \"ns1\", rname = \"hostmaster\" }\n\
+         ns = [\"ns1\"]\nrecords = [\"ns1 A 192.0.2.1\"]\n",
+    );
+    for (name, verify) in [("trusting", false), ("verifying", true)] {
+        text.push_str(&format!(
+            "[[health-check]]\nname = \"{name}\"\nprotocol = \"https\"\nport = 18443\npath = \"/health\"\n\
+             sni = \"health.example.test\"\ntls-verify = {verify}\ninterval = 1\ntimeout = 1\n\
+             [[address]]\nname = \"{name}-1\"\nvalue = \"127.0.0.45\"\nhealth-check = \"{name}\"\n\
+             [[pool]]\nname = \"{name}\"\ntype = \"ipv4\"\naddresses = [\"{name}-1\"]\n\
+             [[access-domain]]\nname = \"{name}.example.test.\"\ntype = \"A\"\npolicy = \"global-availability\"\n\
+             pools = [\"{name}\"]\nfallback = \"nodata\"\n"
+        ));
+    }
+    std::fs::write(&cfg, text).unwrap();
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    s.wait_log("first round of health checks done", Duration::from_secs(3));
+    assert_eq!(
+        answer(&s, "trusting.example.test", None),
+        vec!["127.0.0.45"],
+        "self-signed accepted without verification"
+    );
+    assert!(
+        answer(&s, "verifying.example.test", None).is_empty(),
+        "self-signed rejected with verification: NODATA fallback"
+    );
+    assert!(
+        snis.lock()
+            .unwrap()
+            .iter()
+            .any(|n| n == "health.example.test"),
+        "SNI sent"
+    );
+    let line = s.wait_log("address=verifying-1", Duration::from_secs(1));
+    assert!(line.contains("up=false") && line.contains("tls:"), "{line}");
+}

@@ -11,6 +11,7 @@
 //! when every one of its checks is.
 
 mod icmp;
+mod tls;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -61,6 +62,8 @@ enum Phase {
     Reading(Vec<u8>),
     /// Echo requests sent, replies received, their summed round trips.
     Ping(u32, u32, Duration),
+    /// HTTPS: the TLS connection (request queued inside it) and the plaintext response.
+    Tls(Box<rustls::ClientConnection>, Vec<u8>),
 }
 
 /// Tokens of the ICMP sockets start here (check tasks use their index).
@@ -105,9 +108,6 @@ fn tasks(snap: &Snapshot, old: Vec<Task>) -> Vec<Task> {
         };
         for &c in &a.checks {
             let check = m.checks[c].clone();
-            if check.protocol == Protocol::Https {
-                continue;
-            }
             let sources: Vec<Option<IpAddr>> = if check.sources.is_empty() {
                 vec![None]
             } else {
@@ -409,13 +409,25 @@ fn advance(f: &mut Inflight, c: &HealthCheck, target: SocketAddr) -> Step {
                     IpAddr::V4(a) => a.to_string(),
                     IpAddr::V6(a) => format!("[{a}]"),
                 });
-                let req = format!(
+                let request = format!(
                     "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gtmd-health/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
                     c.method,
                     c.path,
                     env!("CARGO_PKG_VERSION")
                 );
-                f.phase = Phase::Writing(req.into_bytes(), 0);
+                if c.protocol == Protocol::Https {
+                    let name = c.sni.clone().unwrap_or(host);
+                    let mut conn = match tls::connect(c.tls_verify, &name) {
+                        Ok(conn) => conn,
+                        Err(e) => return Step::Done(false, Some(e)),
+                    };
+                    if let Err(e) = conn.writer().write_all(request.as_bytes()) {
+                        return Step::Done(false, Some(format!("tls: {e}")));
+                    }
+                    f.phase = Phase::Tls(Box::new(conn), Vec::with_capacity(1024));
+                    continue;
+                }
+                f.phase = Phase::Writing(request.into_bytes(), 0);
             }
             Phase::Writing(buf, pos) => match stream.write(&buf[*pos..]) {
                 Ok(n) => {
@@ -429,6 +441,7 @@ fn advance(f: &mut Inflight, c: &HealthCheck, target: SocketAddr) -> Step {
                 Err(e) => return Step::Done(false, Some(format!("send: {e}"))),
             },
             Phase::Ping(..) => return Step::Pending,
+            Phase::Tls(conn, resp) => return tls_step(conn, resp, stream, c),
             Phase::Reading(buf) => {
                 let mut chunk = [0u8; 4096];
                 match stream.read(&mut chunk) {
@@ -447,6 +460,68 @@ fn advance(f: &mut Inflight, c: &HealthCheck, target: SocketAddr) -> Step {
                     Err(e) => return Step::Done(false, Some(format!("receive: {e}"))),
                 }
             }
+        }
+    }
+}
+
+/// Moves a TLS exchange on: ciphertext out, ciphertext in, plaintext response judged.
+fn tls_step(
+    conn: &mut rustls::ClientConnection,
+    resp: &mut Vec<u8>,
+    stream: &mut TcpStream,
+    c: &HealthCheck,
+) -> Step {
+    loop {
+        let mut progressed = false;
+        while conn.wants_write() {
+            match conn.write_tls(stream) {
+                Ok(_) => progressed = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Step::Done(false, Some(format!("send: {e}"))),
+            }
+        }
+        let mut eof = false;
+        if conn.wants_read() {
+            match conn.read_tls(stream) {
+                Ok(0) => eof = true,
+                Ok(_) => {
+                    progressed = true;
+                    if let Err(e) = conn.process_new_packets() {
+                        let _ = conn.write_tls(stream); // send the alert, best effort
+                        return Step::Done(false, Some(format!("tls: {e}")));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => progressed = true,
+                Err(e) => return Step::Done(false, Some(format!("receive: {e}"))),
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        loop {
+            match conn.reader().read(&mut chunk) {
+                Ok(0) => return http_verdict(resp, c, true),
+                Ok(n) => {
+                    resp.extend_from_slice(&chunk[..n]);
+                    if resp.len() >= HTTP_READ_LIMIT {
+                        return http_verdict(resp, c, true);
+                    }
+                    if let Step::Done(ok, e) = http_verdict(resp, c, false) {
+                        return Step::Done(ok, e);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return http_verdict(resp, c, true)
+                }
+                Err(e) => return Step::Done(false, Some(format!("tls: {e}"))),
+            }
+        }
+        if eof {
+            return http_verdict(resp, c, true);
+        }
+        if !progressed {
+            return Step::Pending;
         }
     }
 }
