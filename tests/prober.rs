@@ -776,3 +776,34 @@ fn https_checks_sni_and_verification() {
     let line = s.wait_log("address=verifying-1", Duration::from_secs(1));
     assert!(line.contains("up=false") && line.contains("tls:"), "{line}");
 }
+
+/// Probe results carry over a reload: a primary the prober found down stays down from the
+/// first query the new configuration answers (no optimistic "up" until re-checked).
+#[test]
+fn probe_state_survives_reload() {
+    let _turn = s1_targets();
+    let _b = Target::start("127.0.0.12");
+    let dir = std::env::temp_dir().join(format!("gtmd-carry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("pb.toml");
+    let text = std::fs::read_to_string(example("primary-backup.toml")).unwrap();
+    std::fs::write(&cfg, &text).unwrap();
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let n = "www.example.test";
+    assert_eq!(
+        answer(&s, n, None),
+        vec!["127.0.0.12"],
+        "primary down from the first round"
+    );
+    std::fs::write(&cfg, text.replace("ttl = 30", "ttl = 40")).unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_log("generation=2", Duration::from_secs(5));
+    let m = s.udp(&Q::new(n, A).build()).unwrap();
+    assert_eq!(m.answer[0].ttl, 40, "new configuration serving");
+    assert_eq!(
+        m.answers(A),
+        vec!["127.0.0.12"],
+        "probe verdict carried over"
+    );
+    s.wait_log("prober reloaded", Duration::from_secs(2));
+}

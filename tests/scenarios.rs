@@ -663,3 +663,83 @@ default = ["def"]
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Pool health conditions: all, at least N, at least P%, each deciding when global
+/// availability moves to the next pool; round-robin answers only the addresses up.
+#[test]
+fn pool_health_conditions() {
+    let dir = std::env::temp_dir().join(format!("gtmd-cond-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = String::from(
+        "version = 1\n[[zone]]\nname = \"example.test.\"\nsoa = { mname = \"ns1\", rname = \"hostmaster\" }\n\
+         ns = [\"ns1\"]\nrecords = [\"ns1 A 192.0.2.1\"]\n[[address]]\nname = \"spare\"\nvalue = \"127.0.0.200\"\n\
+         [[pool]]\nname = \"spare\"\ntype = \"ipv4\"\naddresses = [\"spare\"]\n",
+    );
+    for (k, cond) in [(1, "all"), (2, "at least 2"), (3, "at least 75%")] {
+        for i in 1..=4 {
+            text.push_str(&format!(
+                "[[address]]\nname = \"c{k}-{i}\"\nvalue = \"127.0.{k}.{i}\"\n"
+            ));
+        }
+        text.push_str(&format!(
+            "[[pool]]\nname = \"c{k}\"\ntype = \"ipv4\"\naddresses = [\"c{k}-1\", \"c{k}-2\", \"c{k}-3\", \"c{k}-4\"]\nhealth = \"{cond}\"\n\
+             [[access-domain]]\nname = \"c{k}.example.test.\"\ntype = \"A\"\npolicy = \"global-availability\"\npools = [\"c{k}\", \"spare\"]\n"
+        ));
+    }
+    std::fs::write(dir.join("cond.toml"), text).unwrap();
+    let g = Gtm::start(&dir.join("cond.toml"), "auto", &[]);
+    let four = |k: u8| {
+        ips(&[
+            &format!("127.0.{k}.1"),
+            &format!("127.0.{k}.2"),
+            &format!("127.0.{k}.3"),
+            &format!("127.0.{k}.4"),
+        ])
+    };
+    for k in 1..=3u8 {
+        assert_eq!(
+            g.ask(&format!("c{k}.example.test"), A, None).0,
+            four(k),
+            "all up"
+        );
+    }
+    // One of four down: "all" fails; "at least 2" and "at least 75%" hold (3 of 4).
+    for k in 1..=3 {
+        g.set(&format!("c{k}-1"), "down");
+    }
+    assert_eq!(g.ask("c1.example.test", A, None).0, vec!["127.0.0.200"]);
+    assert_eq!(
+        g.ask("c2.example.test", A, None).0,
+        ips(&["127.0.2.2", "127.0.2.3", "127.0.2.4"])
+    );
+    assert_eq!(
+        g.ask("c3.example.test", A, None).0,
+        ips(&["127.0.3.2", "127.0.3.3", "127.0.3.4"])
+    );
+    // Two of four down: "at least 2" still holds, 75% does not.
+    for k in 2..=3 {
+        g.set(&format!("c{k}-2"), "down");
+    }
+    assert_eq!(
+        g.ask("c2.example.test", A, None).0,
+        ips(&["127.0.2.3", "127.0.2.4"])
+    );
+    assert_eq!(g.ask("c3.example.test", A, None).0, vec!["127.0.0.200"]);
+    // Three down: "at least 2" fails too.
+    g.set("c2-3", "down");
+    assert_eq!(g.ask("c2.example.test", A, None).0, vec!["127.0.0.200"]);
+    let st = g.state();
+    let healthy: Vec<bool> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|n| {
+            st["pools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == *n)
+                .unwrap()["healthy"]
+                == true
+        })
+        .collect();
+    assert_eq!(healthy, vec![false, false, false]);
+}
