@@ -36,6 +36,8 @@ struct Target {
     served: Arc<std::sync::Mutex<Vec<bool>>>,
     /// Requests from these source addresses get 503.
     deny: Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>,
+    /// Connections accepted.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Target {
@@ -58,11 +60,14 @@ impl Target {
         let log = served.clone();
         let deny = Arc::new(std::sync::Mutex::new(Vec::new()));
         let denied = deny.clone();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepts = accepted.clone();
         let mut seed = random.unwrap_or(0);
         let thread = std::thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((mut c, peer)) => {
+                        accepts.fetch_add(1, Ordering::Relaxed);
                         let _ = c.set_nonblocking(false);
                         let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
                         let mut buf = [0u8; 1024];
@@ -95,6 +100,7 @@ impl Target {
             thread: Some(thread),
             served,
             deny,
+            accepted,
         }
     }
 }
@@ -806,4 +812,137 @@ fn probe_state_survives_reload() {
         "probe verdict carried over"
     );
     s.wait_log("prober reloaded", Duration::from_secs(2));
+}
+
+/// Half-open TCP checks (raw SYN): a listening port answers SYN-ACK (up), a closed one RST
+/// (down); the target application never accepts a connection from them.
+#[test]
+fn half_open_syn_checks() {
+    let dir = std::env::temp_dir().join(format!("gtmd-syn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("syn.toml");
+    let text = std::fs::read_to_string(example("cdn-origins.toml"))
+        .unwrap()
+        .replace("protocol = \"tcp\"", "protocol = \"tcp\"\nhalf-open = true")
+        .replace("127.0.0.31", "127.0.0.66")
+        .replace("127.0.0.32", "127.0.0.67")
+        .replace("127.0.0.33", "127.0.0.68");
+    std::fs::write(&cfg, text).unwrap();
+    let first = Target::start("127.0.0.66");
+    let _second = Target::start("127.0.0.67");
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    if s.count_log("half-open TCP checks use a raw socket") == 0 {
+        eprintln!("\n*** SKIPPED half_open_syn_checks: no CAP_NET_RAW here ***\n");
+        return;
+    }
+    let n = "origin.example.test";
+    until(&s, n, None, &["127.0.0.66"], UP_BOUND, "SYN-ACK: up");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        first.accepted.load(Ordering::Relaxed),
+        0,
+        "no connection reached the application"
+    );
+    drop(first);
+    until(&s, n, None, &["127.0.0.67"], DOWN_BOUND, "RST: down");
+    assert!(s.count_log("connection refused (RST)") >= 1);
+}
+
+/// A scratch nftables table, deleted on drop.
+struct NftTable(String);
+
+impl NftTable {
+    fn create(rule: &str) -> Option<Self> {
+        let name = format!("gtmd_test_{}", std::process::id());
+        let nft = |args: &[&str]| {
+            std::process::Command::new("nft")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !nft(&["add", "table", "inet", &name]) {
+            return None;
+        }
+        let t = Self(name.clone());
+        let ok = nft(&[
+            "add",
+            "chain",
+            "inet",
+            &name,
+            "out",
+            "{ type filter hook output priority 0; }",
+        ]) && nft(&["add", "rule", "inet", &name, "out", rule]);
+        ok.then_some(t)
+    }
+}
+
+impl Drop for NftTable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.0])
+            .status();
+    }
+}
+
+/// IPv6 ping checks: ::1 answers; with its echo requests dropped by an nftables rule the
+/// address goes down and the AAAA answer moves to the backup.
+#[test]
+fn icmpv6_ping_checks() {
+    let dir = std::env::temp_dir().join(format!("gtmd-icmp6-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("v6.toml");
+    std::fs::write(
+        &cfg,
+        r#"version = 1
+[[zone]]
+name = "example.test."
+soa = { mname = "ns1", rname = "hostmaster" }
+ns = ["ns1"]
+records = ["ns1 A 192.0.2.1"]
+[[health-check]]
+name = "ping6"
+protocol = "ping"
+packets = 2
+max-loss = 50
+interval = 1
+timeout = 0.5
+down-after = 2
+up-after = 2
+[[address]]
+name = "v6-local"
+value = "::1"
+health-check = "ping6"
+[[address]]
+name = "v6-backup"
+value = "2001:db8::99"
+[[pool]]
+name = "v6"
+type = "ipv6"
+addresses = ["v6-local", "v6-backup"]
+policy = "sequential"
+[[access-domain]]
+name = "six.example.test."
+type = "AAAA"
+policy = "global-availability"
+pools = ["v6"]
+"#,
+    )
+    .unwrap();
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let ask = || {
+        s.udp(&Q::new("six.example.test", 28).build())
+            .unwrap()
+            .answers(28)
+    };
+    assert_eq!(ask(), vec!["::1"], "::1 answers pings");
+    assert!(s.count_log("family=\"IPv6\"") + s.count_log("family=IPv6") >= 1);
+    let Some(_drop) = NftTable::create("ip6 daddr ::1 icmpv6 type echo-request drop") else {
+        eprintln!("\n*** SKIPPED the down half of icmpv6_ping_checks: nftables unavailable ***\n");
+        return;
+    };
+    let t0 = Instant::now();
+    while ask() != vec!["2001:db8::99"] {
+        assert!(t0.elapsed() < DOWN_BOUND, "still {:?}", ask());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

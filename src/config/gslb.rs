@@ -93,6 +93,9 @@ pub struct HealthCheck {
     pub sources: Vec<std::net::IpAddr>,
     /// Percentage of failing vantage points at which the address is down.
     pub failure_rate: u32,
+    /// TCP: a half-open check (SYN, then SYN-ACK or RST, over a raw socket; no connection
+    /// reaches the application).
+    pub half_open: bool,
     /// Where declared.
     pub at: Origin,
 }
@@ -1280,7 +1283,16 @@ fn health_check(ctx: &mut Ctx<'_>, c: &spec::HealthCheckSpec) -> HealthCheck {
             50
         }
     };
+    let half_open = c.half_open.unwrap_or(false);
+    if half_open && protocol != Protocol::Tcp {
+        ctx.err(
+            &c.protocol,
+            "health-check.half-open",
+            "half-open applies to tcp checks only",
+        );
+    }
     HealthCheck {
+        half_open,
         sources,
         failure_rate,
         name: c.name.get_ref().clone(),

@@ -86,6 +86,7 @@ pub(crate) struct HealthCheckSpec {
     pub(crate) max_rtt: Option<Spanned<f64>>,
     pub(crate) sources: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) failure_rate: Option<Spanned<i64>>,
+    pub(crate) half_open: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,6 +11,7 @@
 //! when every one of its checks is.
 
 mod icmp;
+mod syn;
 mod tls;
 
 use std::collections::HashMap;
@@ -64,7 +65,12 @@ enum Phase {
     Ping(u32, u32, Duration),
     /// HTTPS: the TLS connection (request queued inside it) and the plaintext response.
     Tls(Box<rustls::ClientConnection>, Vec<u8>),
+    /// Half-open TCP: SYN sent, waiting for SYN-ACK or RST.
+    Syn,
 }
+
+/// Tokens of the raw TCP sockets of half-open checks.
+const SYN_TOKEN: usize = usize::MAX / 4;
 
 /// Tokens of the ICMP sockets start here (check tasks use their index).
 const ICMP_TOKEN: usize = usize::MAX / 2;
@@ -167,6 +173,7 @@ pub fn run(
         warn!(templates = ?unsupported, "https checks are not run by this build: their addresses follow their mode and overrides only");
     }
     let mut icmp: Option<icmp::Icmp> = None;
+    let mut syn: Option<syn::Syn> = None;
     info!(checks = list.len(), "prober started");
     while !stop.load(Ordering::Relaxed) {
         if let Ok(next) = reloads.try_recv() {
@@ -178,11 +185,25 @@ pub fn run(
             if let Some(i) = icmp.as_mut() {
                 i.forget_all();
             }
+            if let Some(s) = syn.as_mut() {
+                s.forget_all();
+            }
             list = tasks(&next, list);
             info!(checks = list.len(), "prober reloaded");
         }
         if icmp.is_none() && list.iter().any(|t| t.check.protocol == Protocol::Ping) {
             icmp = Some(icmp::Icmp::new());
+        }
+        if syn.is_none() && list.iter().any(|t| t.check.half_open) {
+            let s = syn::Syn::open();
+            for (k, fd) in s.fds().into_iter().enumerate() {
+                poll.registry().register(
+                    &mut mio::unix::SourceFd(&fd),
+                    Token(SYN_TOKEN + k),
+                    Interest::READABLE,
+                )?;
+            }
+            syn = Some(s);
         }
         let now = Instant::now();
         for (i, t) in list.iter_mut().enumerate() {
@@ -194,6 +215,25 @@ pub fn run(
                         t.inflight = Some(Inflight {
                             stream: None,
                             phase: Phase::Ping(sent, 0, Duration::ZERO),
+                            deadline: now + t.check.timeout,
+                            started: now,
+                        })
+                    }
+                    Err(e) => finish(t, false, Duration::ZERO, Some(e), &writer, &reports),
+                }
+                continue;
+            }
+            if t.inflight.is_none()
+                && t.next <= now
+                && t.check.half_open
+                && syn.as_ref().is_some_and(|s| s.can(&t.target))
+            {
+                t.next = now + t.check.interval;
+                match syn.as_mut().expect("checked").send(i, t.target) {
+                    Ok(()) => {
+                        t.inflight = Some(Inflight {
+                            stream: None,
+                            phase: Phase::Syn,
                             deadline: now + t.check.timeout,
                             started: now,
                         })
@@ -251,6 +291,18 @@ pub fn run(
         }
         for ev in events.iter() {
             let i = ev.token().0;
+            if (SYN_TOKEN..ICMP_TOKEN).contains(&i) {
+                for (task, open) in syn.as_mut().map(|p| p.recv()).unwrap_or_default() {
+                    let Some(t) = list.get_mut(task) else {
+                        continue;
+                    };
+                    if let Some(f) = t.inflight.take() {
+                        let err = (!open).then(|| "connection refused (RST)".to_string());
+                        finish(t, open, f.started.elapsed(), err, &writer, &reports);
+                    }
+                }
+                continue;
+            }
             if i >= ICMP_TOKEN {
                 for (task, rtt) in icmp.as_mut().map(|p| p.recv()).unwrap_or_default() {
                     let Some(t) = list.get_mut(task) else {
@@ -302,8 +354,14 @@ pub fn run(
                     finish(t, ok, took, err, &writer, &reports);
                     continue;
                 }
+                if let Phase::Syn = f.phase {
+                    if let Some(p) = syn.as_mut() {
+                        p.forget(i);
+                    }
+                }
                 let what = match f.phase {
                     Phase::Connecting => "connect",
+                    Phase::Syn => "SYN-ACK",
                     _ => "response",
                 };
                 let took = f.started.elapsed();
@@ -440,7 +498,7 @@ fn advance(f: &mut Inflight, c: &HealthCheck, target: SocketAddr) -> Step {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Step::Done(false, Some(format!("send: {e}"))),
             },
-            Phase::Ping(..) => return Step::Pending,
+            Phase::Ping(..) | Phase::Syn => return Step::Pending,
             Phase::Tls(conn, resp) => return tls_step(conn, resp, stream, c),
             Phase::Reading(buf) => {
                 let mut chunk = [0u8; 4096];
