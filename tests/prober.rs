@@ -465,16 +465,7 @@ fn alerts_reach_the_webhook_with_retries() {
     )
     .unwrap();
     let s = Server::start(&["--config", cfg.to_str().unwrap()]);
-    let control = s.wait_log("control API listening", Duration::from_secs(2));
-    let control: SocketAddr = control
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let control = s.control_addr();
     let mut c = std::net::TcpStream::connect(control).unwrap();
     write!(c, "PUT /v1/addresses/weighted-1/override HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown").unwrap();
     let mut resp = String::new();

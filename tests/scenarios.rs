@@ -32,16 +32,7 @@ impl Gtm {
         let mut args = vec!["--config", config.to_str().unwrap(), "--io", io];
         args.extend_from_slice(extra);
         let s = Server::start(&args);
-        let line = s.wait_log("control API listening", Duration::from_secs(5));
-        let control = line
-            .split("addr=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let control = s.control_addr();
         Self { s, control }
     }
 

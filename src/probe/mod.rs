@@ -505,12 +505,8 @@ fn advance(f: &mut Inflight, c: &HealthCheck, target: SocketAddr) -> Step {
                 match stream.read(&mut chunk) {
                     Ok(0) => return http_verdict(buf, c, true),
                     Ok(n) => {
-                        buf.extend_from_slice(&chunk[..n]);
-                        if buf.len() >= HTTP_READ_LIMIT {
-                            return http_verdict(buf, c, true);
-                        }
-                        if let Step::Done(ok, e) = http_verdict(buf, c, false) {
-                            return Step::Done(ok, e);
+                        if let Some(done) = absorb(buf, &chunk[..n], c) {
+                            return done;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Pending,
@@ -560,12 +556,8 @@ fn tls_step(
             match conn.reader().read(&mut chunk) {
                 Ok(0) => return http_verdict(resp, c, true),
                 Ok(n) => {
-                    resp.extend_from_slice(&chunk[..n]);
-                    if resp.len() >= HTTP_READ_LIMIT {
-                        return http_verdict(resp, c, true);
-                    }
-                    if let Step::Done(ok, e) = http_verdict(resp, c, false) {
-                        return Step::Done(ok, e);
+                    if let Some(done) = absorb(resp, &chunk[..n], c) {
+                        return done;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -581,6 +573,19 @@ fn tls_step(
         if !progressed {
             return Step::Pending;
         }
+    }
+}
+
+/// Appends response bytes; returns the verdict once one is possible (enough read, or the
+/// status and body already decide).
+fn absorb(resp: &mut Vec<u8>, bytes: &[u8], c: &HealthCheck) -> Option<Step> {
+    resp.extend_from_slice(bytes);
+    if resp.len() >= HTTP_READ_LIMIT {
+        return Some(http_verdict(resp, c, true));
+    }
+    match http_verdict(resp, c, false) {
+        Step::Pending => None,
+        done => Some(done),
     }
 }
 

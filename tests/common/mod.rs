@@ -91,6 +91,19 @@ impl Server {
         }
     }
 
+    /// The control API's address, from its log line.
+    pub fn control_addr(&self) -> SocketAddr {
+        let line = self.wait_log("control API listening", Duration::from_secs(5));
+        line.split("addr=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     pub fn count_log(&self, needle: &str) -> usize {
         self.log
             .lock()
