@@ -296,3 +296,96 @@ fn error(pkt: &[u8], q: &Query, with_question: bool, rc: u16, out: &mut [u8]) ->
         truncated: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Query;
+
+    /// Random and mutated packets never panic the answer path, and every answer fits the
+    /// transport's limit.
+    #[test]
+    fn random_and_mutated_packets_never_panic() {
+        let text = format!(
+            "{}\n{}",
+            crate::config::DEFAULT_CONFIG,
+            "[[address]]\nname = \"a\"\nvalue = \"192.0.2.7\"\n[[pool]]\nname = \"p\"\ntype = \"ipv4\"\n\
+             addresses = [\"a\"]\n[[line]]\nname = \"l\"\nprefixes = [\"198.51.100.0/24\"]\n\
+             [[access-domain]]\nname = \"gslb.example.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n\
+             [access-domain.lines]\nl = [\"p\"]\ndefault = [\"p\"]\n"
+        );
+        let cfg =
+            crate::config::Config::from_str(&text, "t".into(), std::path::Path::new(".")).unwrap();
+        let snap = std::sync::Arc::new(crate::compile::compile(&cfg, 1).unwrap());
+        let _w = crate::health::Writer::new(snap.clone(), Default::default());
+        let seeds: Vec<Vec<u8>> = [
+            "www.example.test",
+            "x.y.wild.example.test",
+            "gslb.example.test",
+            "nope.example.test",
+            "sub.example.test",
+        ]
+        .iter()
+        .map(|n| {
+            let mut p = vec![0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+            for l in n.split('.') {
+                p.push(l.len() as u8);
+                p.extend_from_slice(l.as_bytes());
+            }
+            p.extend_from_slice(&[0, 0, 1, 0, 1]);
+            p.extend_from_slice(&[
+                0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 0, 198, 51, 100,
+            ]);
+            p
+        })
+        .collect();
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut q = Query::new();
+        let mut local = Local::new(7);
+        let mut out = vec![0u8; 65535];
+        for i in 0..200_000u32 {
+            let mut pkt = if i % 4 == 0 {
+                (0..(next() % 300) as usize)
+                    .map(|_| next() as u8)
+                    .collect::<Vec<u8>>()
+            } else {
+                seeds[(next() % seeds.len() as u64) as usize].clone()
+            };
+            for _ in 0..(next() % 4) {
+                if pkt.is_empty() {
+                    break;
+                }
+                let at = (next() % pkt.len() as u64) as usize;
+                match next() % 3 {
+                    0 => pkt[at] = next() as u8,
+                    1 => pkt.truncate(at),
+                    _ => pkt.insert(at, next() as u8),
+                }
+            }
+            let t = if i % 2 == 0 {
+                Transport::Udp
+            } else {
+                Transport::Tcp
+            };
+            let client = Some(ClientAddr::V4(next() as u32));
+            let buf = if t == Transport::Udp {
+                &mut out[..MIN_OUT]
+            } else {
+                &mut out[..]
+            };
+            let o = respond(&snap, &pkt, &mut q, t, client, &mut local, buf);
+            let cap = if t == Transport::Udp { 1232 } else { 65535 };
+            assert!(
+                o.len <= cap.max(HEADER_LEN + 259 + 11 + 8 + 16),
+                "{} bytes",
+                o.len
+            );
+        }
+    }
+}
