@@ -179,7 +179,7 @@ fn main() {
     let (mut sent, mut answered, mut lost, mut qi) = (0u64, 0u64, 0u64, 0usize);
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let mut bufs = vec![[0u8; 4096]; BATCH];
-    let mut out: Vec<Vec<u8>> = vec![Vec::with_capacity(512); BATCH];
+    let mut out: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
     let start = Instant::now();
     let end = start + a.duration;
     let mut last_sweep = start;
@@ -192,9 +192,9 @@ fn main() {
             ((a.rate as f64 * now.duration_since(start).as_secs_f64()) as u64).saturating_sub(sent)
         };
         let mut budget = due;
-        for k in 0..socks.len() {
+        for sk in socks.iter_mut() {
             let room = if a.rate == 0 {
-                a.inflight.saturating_sub(socks[k].outstanding)
+                a.inflight.saturating_sub(sk.outstanding)
             } else {
                 BATCH
             };
@@ -202,7 +202,6 @@ fn main() {
             if n == 0 {
                 continue;
             }
-            let sk = &mut socks[k];
             for o in out.iter_mut().take(n) {
                 let q = &a.queries[qi % a.queries.len()];
                 qi += 1;
