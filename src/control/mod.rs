@@ -92,6 +92,7 @@ fn apply_overrides(cfg: &mut Config, opts: &RunOptions) {
 
 struct Running {
     stop: Arc<AtomicBool>,
+    shards: usize,
     threads: Vec<JoinHandle<()>>,
     counters: Vec<Arc<Counters>>,
 }
@@ -206,7 +207,7 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         }
     }
     notify::send("READY=1");
-    info!(shards = running.threads.len(), "ready");
+    info!(shards = running.shards, threads = running.threads.len(), "ready");
     let mut generation = 1u64;
     let mut current = cfg;
     'outer: loop {
@@ -359,6 +360,7 @@ fn start(
     }
     Ok(Running {
         stop,
+        shards: n,
         threads,
         counters,
     })
