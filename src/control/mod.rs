@@ -207,7 +207,11 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         }
     }
     notify::send("READY=1");
-    info!(shards = running.shards, threads = running.threads.len(), "ready");
+    info!(
+        shards = running.shards,
+        threads = running.threads.len(),
+        "ready"
+    );
     let mut generation = 1u64;
     let mut current = cfg;
     'outer: loop {
