@@ -347,6 +347,10 @@ fn overrides_persist_and_state_carries_over() {
         assert_eq!(backup["up"], false);
         assert_eq!(st["generation"], 2);
         assert_eq!(
+            st["access_domains"][0]["policy"],
+            "global-availability (non-preemptive)"
+        );
+        assert_eq!(
             st["access_domains"][0]["routes"][0]["active"][0],
             "Primary-DC"
         );

@@ -230,6 +230,21 @@ pub enum PoolPolicy {
     Nearest,
 }
 
+impl PoolPolicy {
+    /// The config spelling (with the failback mode for global availability).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::GlobalAvailability { preemptive: true } => "global-availability (preemptive)",
+            Self::GlobalAvailability { preemptive: false } => {
+                "global-availability (non-preemptive)"
+            }
+            Self::Weighted => "weighted",
+            Self::RoundRobin => "round-robin",
+            Self::Nearest => "nearest",
+        }
+    }
+}
+
 /// What to answer when no pool is healthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fallback {

@@ -142,7 +142,7 @@ pub fn state_json(w: &Writer, generation: u64, state_file: Option<&Path>) -> ser
                 "ttl": ad.ttl,
                 "enabled": ad.enabled,
                 "remarks": ad.remarks,
-                "policy": format!("{:?}", ad.policy),
+                "policy": ad.policy.name(),
                 "routes": routes,
             })
         })

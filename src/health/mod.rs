@@ -116,6 +116,21 @@ impl std::fmt::Display for Change {
     }
 }
 
+/// Values indexed like `old_keys`, moved to the positions of `new_keys` by key; keys that
+/// are new get `missing`.
+fn carry<K: Eq + std::hash::Hash, T: Copy>(
+    old_keys: &[K],
+    old: &[T],
+    new_keys: &[K],
+    missing: T,
+) -> Vec<T> {
+    let by_key: HashMap<&K, T> = old_keys.iter().zip(old.iter().copied()).collect();
+    new_keys
+        .iter()
+        .map(|k| by_key.get(k).copied().unwrap_or(missing))
+        .collect()
+}
+
 /// The single writer of a snapshot's [`HealthState`].
 #[derive(Debug)]
 pub struct Writer {
@@ -157,73 +172,39 @@ impl Writer {
     /// the caller publishes a snapshot whose health is already right.
     pub fn replace(&mut self, snap: Arc<Snapshot>) -> Vec<Change> {
         let old = std::mem::replace(&mut self.snap, snap);
-        let by_name: HashMap<&str, usize> = old
-            .model
-            .addresses
+        let (om, nm) = (&old.model, &self.snap.model);
+        let addr_names = |m: &crate::tables::Model| {
+            m.addresses
+                .iter()
+                .map(|a| a.name.clone())
+                .collect::<Vec<_>>()
+        };
+        let pool_names =
+            |m: &crate::tables::Model| m.pools.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        let (old_addrs, new_addrs) = (addr_names(om), addr_names(nm));
+        let (old_pools, new_pools) = (pool_names(om), pool_names(nm));
+        self.probe = carry(&old_addrs, &self.probe, &new_addrs, true);
+        self.addr = carry(&old_addrs, &self.addr, &new_addrs, true);
+        self.pool = carry(&old_pools, &self.pool, &new_pools, true);
+        // Active pools follow (access domain, lines) -> pool name.
+        let old_keys: Vec<(String, String)> = (0..om.slots.len()).map(|s| om.slot_key(s)).collect();
+        let new_keys: Vec<(String, String)> = (0..nm.slots.len()).map(|s| nm.slot_key(s)).collect();
+        let old_active: Vec<Option<&str>> = self
+            .active
+            .iter()
+            .map(|&p| (p != NO_POOL).then(|| om.pools[p as usize].name.as_str()))
+            .collect();
+        let pool_index: HashMap<&str, u32> = new_pools
             .iter()
             .enumerate()
-            .map(|(i, a)| (a.name.as_str(), i))
+            .map(|(i, n)| (n.as_str(), i as u32))
             .collect();
-        self.probe = self
-            .snap
-            .model
-            .addresses
-            .iter()
-            .map(|a| by_name.get(a.name.as_str()).is_none_or(|&i| self.probe[i]))
-            .collect();
-        // Active pools by (access domain key, route key) -> pool name.
-        let mut kept: HashMap<(String, String), String> = HashMap::new();
-        for (slot, &p) in self.active.iter().enumerate() {
-            if p != NO_POOL {
-                kept.insert(
-                    old.model.slot_key(slot),
-                    old.model.pools[p as usize].name.clone(),
-                );
-            }
-        }
-        let pool_by_name: HashMap<&str, u32> = self
-            .snap
-            .model
-            .pools
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.as_str(), i as u32))
-            .collect();
-        let old_addr: HashMap<String, bool> = old
-            .model
-            .addresses
-            .iter()
-            .zip(&self.addr)
-            .map(|(a, &u)| (a.name.clone(), u))
-            .collect();
-        let old_pool: HashMap<String, bool> = old
-            .model
-            .pools
-            .iter()
-            .zip(&self.pool)
-            .map(|(p, &u)| (p.name.clone(), u))
-            .collect();
-        let slots = self.snap.model.slots.len();
-        self.active = (0..slots)
-            .map(|s| {
-                kept.get(&self.snap.model.slot_key(s))
-                    .and_then(|n| pool_by_name.get(n.as_str()).copied())
+        self.active = carry(&old_keys, &old_active, &new_keys, None)
+            .into_iter()
+            .map(|name| {
+                name.and_then(|n| pool_index.get(n).copied())
                     .unwrap_or(NO_POOL)
             })
-            .collect();
-        self.addr = self
-            .snap
-            .model
-            .addresses
-            .iter()
-            .map(|a| old_addr.get(&a.name).copied().unwrap_or(true))
-            .collect();
-        self.pool = self
-            .snap
-            .model
-            .pools
-            .iter()
-            .map(|p| old_pool.get(&p.name).copied().unwrap_or(true))
             .collect();
         self.recompute()
     }

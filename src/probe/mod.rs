@@ -110,7 +110,8 @@ fn tasks(snap: &Snapshot, old: Vec<Task>) -> Vec<Task> {
         let ip: IpAddr = match &a.value {
             AddrValue::V4(v) => (*v).into(),
             AddrValue::V6(v) => (*v).into(),
-            AddrValue::Name(_) => continue, // domain addresses are checked by their owner
+            // A domain name has no address to probe: its state follows its mode and overrides.
+            AddrValue::Name(_) => continue,
         };
         for &c in &a.checks {
             let check = m.checks[c].clone();
