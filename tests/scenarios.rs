@@ -526,6 +526,100 @@ default = ["def"]
     assert_eq!(geo(&g, [10, 1, 2, 3]), (vec!["127.0.0.74".into()], 0));
 }
 
+/// Access domains in included files: each file's domains serve with their lines and
+/// pools from the main file, files that do not match the pattern are ignored, the slot
+/// state reaches /v1/state, and a reload re-reads the files.
+#[test]
+fn included_access_domain_files() {
+    let dir = std::env::temp_dir().join(format!("gtmd-include-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("ads")).unwrap();
+    std::fs::write(
+        dir.join("main.toml"),
+        r#"version = 1
+include = ["ads/*.toml"]
+[[zone]]
+name = "example.test."
+soa = { mname = "ns1", rname = "hostmaster" }
+ns = ["ns1"]
+records = ["ns1 A 192.0.2.1", "plain A 192.0.2.9"]
+[[line]]
+name = "east"
+prefixes = ["10.1.0.0/16"]
+[[address]]
+name = "e1"
+value = "127.0.0.81"
+[[address]]
+name = "d1"
+value = "127.0.0.82"
+[[pool]]
+name = "east"
+type = "ipv4"
+addresses = ["e1"]
+[[pool]]
+name = "def"
+type = "ipv4"
+addresses = ["d1"]
+"#,
+    )
+    .unwrap();
+    let ad = |name: &str, policy: &str| {
+        format!(
+            "[[access-domain]]\nname = \"{name}.example.test.\"\ntype = \"A\"\npolicy = \"{policy}\"\n\
+             [access-domain.lines]\ndefault = [\"def\"]\neast = [\"east\"]\n"
+        )
+    };
+    std::fs::write(dir.join("ads/01-a.toml"), ad("a", "nearest")).unwrap();
+    std::fs::write(
+        dir.join("ads/02-b.toml"),
+        format!("{}{}", ad("b", "nearest"), ad("c", "nearest")),
+    )
+    .unwrap();
+    std::fs::write(dir.join("ads/notes.txt"), "not toml, not matched").unwrap();
+    let g = Gtm::start(&dir.join("main.toml"), "auto", &[]);
+    for n in ["a", "b", "c"] {
+        let name = format!("{n}.example.test");
+        assert_eq!(
+            g.ask(&name, A, Some([10, 1, 2, 3])).0,
+            vec!["127.0.0.81"],
+            "{n} east"
+        );
+        assert_eq!(
+            g.ask(&name, A, Some([10, 2, 2, 3])).0,
+            vec!["127.0.0.82"],
+            "{n} default"
+        );
+    }
+    assert_eq!(g.ask("plain.example.test", A, None).0, vec!["192.0.2.9"]);
+    assert_eq!(
+        g.ask("d.example.test", A, None).1.rcode(),
+        3,
+        "not yet declared"
+    );
+    let st = g.state();
+    let ads = st["access_domains"].as_array().unwrap();
+    assert_eq!(ads.len(), 3);
+    let routes = ads[1]["routes"].as_array().unwrap();
+    assert_eq!(routes[0]["lines"], "default");
+    assert_eq!(routes[0]["active"][0], "def");
+    assert_eq!(routes[1]["lines"], "east");
+    assert_eq!(routes[1]["active"][0], "east");
+    // A new file, picked up by a reload.
+    std::fs::write(dir.join("ads/03-d.toml"), ad("d", "nearest")).unwrap();
+    g.s.signal(libc::SIGHUP);
+    g.s.wait_log("new configuration serving", Duration::from_secs(10));
+    assert_eq!(
+        g.ask("d.example.test", A, Some([10, 1, 0, 1])).0,
+        vec!["127.0.0.81"]
+    );
+    assert_eq!(
+        g.ask("a.example.test", A, Some([10, 1, 0, 1])).0,
+        vec!["127.0.0.81"]
+    );
+    drop(g);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Country, continent and ASN lines from MaxMind-format databases the test writes itself.
 #[test]
 fn lines_from_maxmind_databases() {

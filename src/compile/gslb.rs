@@ -3,16 +3,20 @@
 //! line with its own pools under the nearest policy), each route's fallback addresses,
 //! the flattened line index, and each address's record data in wire form.
 
+use foldhash::HashMap;
+use std::sync::Arc;
+
 use crate::config::gslb::{AccessDomain, AddrValue, Fallback, Gslb, PoolPolicy};
 use crate::config::name::display_name;
 use crate::tables::gslb::{AdTable, AddrTable, GslbTables, LineIndex, PoolTable, RouteTable};
 use crate::tables::{Model, Slot, NONE};
 
-/// A route under construction: its lines and its (pool, weight) candidates.
-type Route = (Vec<usize>, Vec<(usize, u32)>);
+/// A route under construction: its own line ([`NONE`] for the default route) and its
+/// (pool, weight) candidates.
+type Route = (u32, Vec<(u32, u32)>);
 
 /// Builds the tables; `nodata` of each access domain is filled in by the zone compiler.
-pub(super) fn compile(g: &Gslb, use_ecs: bool) -> (GslbTables, Model) {
+pub(super) fn compile(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model) {
     let mut t = GslbTables {
         use_ecs,
         ..Default::default()
@@ -55,59 +59,72 @@ pub(super) fn compile(g: &Gslb, use_ecs: bool) -> (GslbTables, Model) {
         v6.extend(l.v6.iter().map(|&(n, len)| (n, len, i as u32)));
     }
     t.lines = LineIndex::build(&v4, &v6);
+    let nlines = g.lines.len();
+    t.nlines = nlines as u32;
+    // Interned rows and lists: a million access domains mostly repeat a few shapes.
+    let mut patterns: HashMap<Vec<u32>, u32> = HashMap::default();
+    let mut pool_lists: HashMap<Vec<(u32, u32)>, u32> = HashMap::default();
+    let mut fb_lists: HashMap<Vec<u32>, u32> = HashMap::default();
     let mut slots = Vec::new();
+    let mut line_route = vec![0u32; nlines];
+    let mut routes: Vec<Route> = Vec::new();
+    let mut fb: Vec<u32> = Vec::new();
     for (ai, ad) in g.access_domains.iter().enumerate() {
-        let mut line_route = vec![0u32; g.lines.len()];
-        // (lines of the route, its (pool, weight) candidates); route 0 is the default line's.
-        let mut routes: Vec<Route> = vec![(vec![0], ad.pools.clone())];
+        line_route.fill(0);
+        routes.clear();
+        // (own line, (pool, weight) candidates); route 0 is the default line's.
+        routes.push((NONE, ad.pools.iter().map(|&(p, w)| (p as u32, w)).collect()));
         if ad.policy == PoolPolicy::Nearest {
             for (li, pools) in &ad.lines {
                 // The line's own pools first, then the default line's order.
-                let mut v: Vec<(usize, u32)> = pools.iter().map(|&p| (p, 1)).collect();
+                let mut v: Vec<(u32, u32)> = pools.iter().map(|&p| (p as u32, 1)).collect();
                 for &(p, w) in &ad.pools {
-                    if !v.iter().any(|&(q, _)| q == p) {
-                        v.push((p, w));
+                    if !v.iter().any(|&(q, _)| q == p as u32) {
+                        v.push((p as u32, w));
                     }
                 }
-                routes.push((vec![*li], v));
+                routes.push((*li as u32, v));
             }
             // Lines without pools of their own take their nearest ancestor's route.
             for (li, route) in line_route.iter_mut().enumerate() {
                 let mut cur = Some(li);
                 let mut hops = 0;
                 while let Some(c) = cur {
-                    if let Some(r) = routes.iter().position(|(ls, _)| ls[0] == c) {
+                    if let Some(r) = routes
+                        .iter()
+                        .position(|(l, _)| *l == c as u32 || (*l == NONE && c == 0))
+                    {
                         *route = r as u32;
                         break;
                     }
                     cur = g.lines[c].parent;
                     hops += 1;
-                    if hops > g.lines.len() {
+                    if hops > nlines {
                         break;
                     }
                 }
             }
         }
         let base = t.routes.len() as u32;
-        for (ri, (lines, pools)) in routes.iter().enumerate() {
-            let start = t.route_pools.len() as u32;
-            t.route_pools
-                .extend(pools.iter().map(|&(p, w)| (p as u32, w)));
-            let fb_start = t.fallback.len() as u32;
+        for (line, pools) in &routes {
+            let start = *pool_lists.entry(pools.clone()).or_insert_with(|| {
+                let start = t.route_pools.len() as u32;
+                t.route_pools.extend_from_slice(pools);
+                start
+            });
+            fb.clear();
             match ad.fallback {
                 Fallback::All => {
                     for &(p, _) in pools {
-                        for &a in &g.pools[p].addresses {
-                            if g.addresses[a].enabled
-                                && !t.fallback[fb_start as usize..].contains(&(a as u32))
-                            {
-                                t.fallback.push(a as u32);
+                        for &a in &g.pools[p as usize].addresses {
+                            if g.addresses[a].enabled && !fb.contains(&(a as u32)) {
+                                fb.push(a as u32);
                             }
                         }
                     }
                 }
                 Fallback::Pool(p) => {
-                    t.fallback.extend(
+                    fb.extend(
                         g.pools[p]
                             .addresses
                             .iter()
@@ -118,52 +135,42 @@ pub(super) fn compile(g: &Gslb, use_ecs: bool) -> (GslbTables, Model) {
                 Fallback::NoData => {}
             }
             if ad.rtype == crate::wire::parse::rtype::CNAME {
-                t.fallback.truncate(fb_start as usize + 1); // one CNAME per name
+                fb.truncate(1); // one CNAME per name
             }
+            let fb_start = *fb_lists.entry(fb.clone()).or_insert_with(|| {
+                let start = t.fallback.len() as u32;
+                t.fallback.extend_from_slice(&fb);
+                start
+            });
             t.routes.push(RouteTable {
                 start,
                 len: pools.len() as u32,
                 slot: slots.len() as u32,
                 fb_start,
-                fb_len: t.fallback.len() as u32 - fb_start,
+                fb_len: fb.len() as u32,
             });
-            let mut names: Vec<&str> = lines.iter().map(|&l| g.lines[l].name.as_str()).collect();
-            if ri == 0 && ad.policy == PoolPolicy::Nearest {
-                names = g
-                    .lines
-                    .iter()
-                    .enumerate()
-                    .filter(|(li, _)| line_route[*li] == 0)
-                    .map(|(_, l)| l.name.as_str())
-                    .collect();
-            }
             slots.push(Slot {
-                ad: ai,
-                pools: pools.iter().map(|&(p, _)| p).collect(),
-                lines: names.join(","),
-                tracked: matches!(
-                    ad.policy,
-                    PoolPolicy::GlobalAvailability { .. } | PoolPolicy::Nearest
-                ),
+                ad: ai as u32,
+                line: *line,
             });
         }
-        for r in &mut line_route {
-            *r += base;
-        }
+        let next = patterns.len() as u32;
+        let pattern = *patterns.entry(line_route.clone()).or_insert_with(|| {
+            t.line_routes.extend_from_slice(&line_route);
+            next
+        });
         t.ads.push(AdTable {
             rtype: ad.rtype,
             ttl: ad.ttl,
             policy: ad.policy,
-            line_route: line_route.into_boxed_slice(),
+            routes: base,
+            nroutes: routes.len() as u32,
+            pattern,
             nodata: NONE,
         });
     }
     let model = Model {
-        lines: g.lines.iter().map(|l| l.name.clone()).collect(),
-        checks: g.checks.clone(),
-        addresses: g.addresses.clone(),
-        pools: g.pools.clone(),
-        access_domains: g.access_domains.clone(),
+        gslb: g.clone(),
         slots,
     };
     (t, model)

@@ -9,7 +9,9 @@ mod gslb;
 
 pub use gslb::ad_key;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
 
 use crate::config::name::{display_name, is_within, parent};
@@ -42,9 +44,9 @@ struct ZoneBuild<'a> {
     cuts: BTreeSet<Vec<u8>>,
     soa: Record,
     neg_ttl: u32,
-    /// Names answered by an enabled access domain: CNAME chains stop there (the resolver
-    /// asks again and gets the scheduled answer).
-    dyn_names: HashSet<Vec<u8>>,
+    /// Names answered by an enabled access domain, with (type, access domain index): CNAME
+    /// chains stop there (the resolver asks again and gets the scheduled answer).
+    ads: HashMap<&'a [u8], Vec<(u16, u32)>>,
 }
 
 /// What resolving a name inside a zone found (for CNAME chains).
@@ -57,6 +59,9 @@ enum Found<'z> {
 impl ZoneBuild<'_> {
     /// The cut at or above `name` (strictly below the apex), if any.
     fn cut_of(&self, name: &[u8]) -> Option<Vec<u8>> {
+        if self.cuts.is_empty() {
+            return None;
+        }
         let mut best = None;
         let mut n = Some(name);
         while let Some(cur) = n {
@@ -197,13 +202,16 @@ fn compile_zone(zi: u32, zone: &crate::config::Zone, out: &mut Out, errs: &mut V
     let apex = &zone.name[..];
     let mut names: HashMap<Vec<u8>, NodeData> = HashMap::new();
     // Enabled access domains of this zone, by name: (type, access domain index).
-    let mut ads: HashMap<Vec<u8>, Vec<(u16, u32)>> = HashMap::new();
-    for (i, ad) in out.snap.model.access_domains.iter().enumerate() {
+    let gslb = out.snap.model.gslb.clone();
+    let mut ads: HashMap<&[u8], Vec<(u16, u32)>> = HashMap::new();
+    for (i, ad) in gslb.access_domains.iter().enumerate() {
         if ad.enabled && ad.zone == zi as usize {
-            ads.entry(ad.name.clone())
-                .or_default()
+            ads.entry(&ad.name[..])
+                .or_insert_with(|| {
+                    names.insert(ad.name.clone(), NodeData::default());
+                    Vec::new()
+                })
                 .push((ad.rtype, i as u32));
-            names.entry(ad.name.clone()).or_default();
         }
     }
     let mut soa = None;
@@ -238,20 +246,21 @@ fn compile_zone(zi: u32, zone: &crate::config::Zone, out: &mut Out, errs: &mut V
             rdata: vec![soa.rdata.clone()],
         },
     );
-    // Empty non-terminals: every name between an owner and the apex exists.
-    let owners: Vec<Vec<u8>> = names.keys().cloned().collect();
-    for o in &owners {
+    // Empty non-terminals: every name between an owner and the apex exists. A parent
+    // that is already a name has its own ancestors seen to, so each walk stops there.
+    let mut ents: HashSet<&[u8]> = HashSet::default();
+    for o in names.keys() {
         let mut p = parent(o);
         while let Some(cur) = p {
-            if cur.len() < apex.len() {
-                break;
-            }
-            names.entry(cur.to_vec()).or_default();
-            if cur == apex {
+            if cur.len() < apex.len() || names.contains_key(cur) || !ents.insert(cur) {
                 break;
             }
             p = parent(cur);
         }
+    }
+    let ents: Vec<Vec<u8>> = ents.into_iter().map(<[u8]>::to_vec).collect();
+    for e in ents {
+        names.entry(e).or_default();
     }
     let cuts: BTreeSet<Vec<u8>> = names
         .iter()
@@ -260,7 +269,7 @@ fn compile_zone(zi: u32, zone: &crate::config::Zone, out: &mut Out, errs: &mut V
         .collect();
     let zb = ZoneBuild {
         apex,
-        dyn_names: ads.keys().cloned().collect(),
+        ads,
         names,
         cuts,
         soa,
@@ -276,6 +285,13 @@ fn compile_zone(zi: u32, zone: &crate::config::Zone, out: &mut Out, errs: &mut V
         name: apex.into(),
         nxdomain,
     });
+    // NODATA likewise: one answer for every name of the zone, compiled against the apex
+    // (its compression pointers shift with the question name, as NXDOMAIN's do).
+    let nodata = {
+        let mut e = Encoder::new(apex, false);
+        zb.soa_rr(&mut e);
+        out.push(e, 0, true)
+    };
     let zone_types: BTreeSet<u16> = zb
         .names
         .values()
@@ -292,6 +308,7 @@ fn compile_zone(zi: u32, zone: &crate::config::Zone, out: &mut Out, errs: &mut V
         let idx = base + k as u32;
         out.snap.index.insert(name.as_slice().into(), idx);
     }
+    let mut wild = b"\x01*".to_vec();
     for name in &sorted {
         let data = &zb.names[*name];
         let types_start = out.snap.types.len() as u32;
@@ -305,9 +322,9 @@ fn compile_zone(zi: u32, zone: &crate::config::Zone, out: &mut Out, errs: &mut V
             any_udp: NONE,
             any_tcp: NONE,
         };
-        let mut w = b"\x01*".to_vec();
-        w.extend_from_slice(name);
-        if let Some(&wi) = out.snap.index.get(w.as_slice()) {
+        wild.truncate(2);
+        wild.extend_from_slice(name);
+        if let Some(&wi) = out.snap.index.get(wild.as_slice()) {
             node.wildcard = wi;
         }
         if let Some(cut) = zb.cut_of(name) {
@@ -340,12 +357,7 @@ fn compile_zone(zi: u32, zone: &crate::config::Zone, out: &mut Out, errs: &mut V
             node.any_udp = only;
             node.any_tcp = only;
         } else {
-            let nodata = {
-                let mut e = Encoder::new(name, true);
-                zb.soa_rr(&mut e);
-                out.push(e, 0, true)
-            };
-            let here: &[(u16, u32)] = ads.get(name.as_slice()).map_or(&[], Vec::as_slice);
+            let here: &[(u16, u32)] = zb.ads.get(name.as_slice()).map_or(&[], Vec::as_slice);
             for &(_, ad) in here {
                 out.snap.gslb.ads[ad as usize].nodata = nodata;
             }
@@ -457,7 +469,7 @@ fn chain(zb: &ZoneBuild<'_>, start: &[u8], cname: &RRset, qtype: u16, out: &mut 
     let mut seen: Vec<Vec<u8>> = vec![start.to_vec()];
     let mut rcode = 0;
     for _ in 0..MAX_CHAIN {
-        if !is_within(&cur, zb.apex) || seen.contains(&cur) || zb.dyn_names.contains(&cur) {
+        if !is_within(&cur, zb.apex) || seen.contains(&cur) || zb.ads.contains_key(&cur[..]) {
             break; // out of zone or scheduled: the resolver continues; a loop: stop here
         }
         seen.push(cur.clone());

@@ -3,7 +3,7 @@
 //! reference (pool -> address, access domain -> pool, line -> parent) is resolved here, so
 //! the compiler never meets a dangling name; each mistake is reported with file and line.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::Arc;
@@ -712,239 +712,58 @@ pub(super) fn load(
         });
     }
 
-    // Access domains.
-    let mut ad_seen: HashMap<(Vec<u8>, u16), ()> = HashMap::new();
-    for a in &s.access_domain {
-        let at = ctx.at(&a.name);
-        let Ok(name) = parse_name(a.name.get_ref(), None)
-            .map_err(|e| ctx.err(&a.name, "access-domain.name", e))
-        else {
-            continue;
-        };
-        let Some(zone) = zones.iter().position(|z| is_within(&name, &z.name)) else {
-            ctx.err(
-                &a.name,
-                "access-domain.name",
-                format!("{} is not inside any zone served here", display_name(&name)),
-            );
-            continue;
-        };
-        let rt = match a.rtype.get_ref().to_ascii_uppercase().as_str() {
-            "A" => rtype::A,
-            "AAAA" => rtype::AAAA,
-            "CNAME" => rtype::CNAME,
-            other => {
-                ctx.err(
-                    &a.rtype,
-                    "access-domain.type",
-                    format!("'{other}' is not one of A, AAAA, CNAME"),
-                );
-                continue;
-            }
-        };
-        if ad_seen.insert((name.clone(), rt), ()).is_some() {
-            ctx.err(
-                &a.name,
+    // Access domains: the main file's, then the included files' in order.
+    let scope = AdScope {
+        zones,
+        pools: &g.pools,
+        pool_idx: &pool_idx,
+        line_idx: &line_idx,
+    };
+    let mut ads = Vec::with_capacity(s.access_domain.len());
+    access_domains(&mut ctx, &s.access_domain, &scope, &mut ads);
+    let mut files = Vec::new();
+    for pat in s.include.iter().flatten() {
+        for path in expand_include(&mut ctx, base, pat) {
+            files.push((ctx.at(pat), path));
+        }
+    }
+    for (mut more, mut errs) in include_files(&files, &scope) {
+        ads.append(&mut more);
+        ctx.errs.append(&mut errs);
+    }
+    g.access_domains = ads;
+    // Declared twice, across all files.
+    let mut ad_seen: HashMap<(&[u8], u16), ()> = HashMap::with_capacity(g.access_domains.len());
+    for ad in &g.access_domains {
+        if ad_seen.insert((&ad.name[..], ad.rtype), ()).is_some() {
+            ctx.errs.push(ConfigError::new(
+                ad.at.clone(),
                 "access-domain.name",
                 format!(
                     "access domain {} {} is declared twice",
-                    display_name(&name),
-                    type_name(rt)
-                ),
-            );
-        }
-        let want_kind = match rt {
-            rtype::A => PoolKind::Ipv4,
-            rtype::AAAA => PoolKind::Ipv6,
-            _ => PoolKind::Domain,
-        };
-        let ttl = match &a.ttl {
-            None => 30,
-            Some(t) if (0..=0x7FFF_FFFF).contains(t.get_ref()) => *t.get_ref() as u32,
-            Some(t) => {
-                ctx.err(
-                    t,
-                    "access-domain.ttl",
-                    format!("{} is outside 0..=2147483647", t.get_ref()),
-                );
-                30
-            }
-        };
-        let policy = match a.policy.get_ref().as_str() {
-            "global-availability" => PoolPolicy::GlobalAvailability {
-                preemptive: a.preemptive.unwrap_or(true),
-            },
-            "weighted" => PoolPolicy::Weighted,
-            "round-robin" => PoolPolicy::RoundRobin,
-            "nearest" => PoolPolicy::Nearest,
-            other => {
-                ctx.err(&a.policy, "access-domain.policy", format!("'{other}' is not one of \"global-availability\", \"weighted\", \"round-robin\", \"nearest\""));
-                continue;
-            }
-        };
-        let resolve_pool = |n: &Spanned<String>, field: &str, ctx: &mut Ctx<'_>| -> Option<usize> {
-            match pool_idx.get(n.get_ref()) {
-                Some(&i) => {
-                    if g.pools[i].kind != want_kind {
-                        ctx.err(
-                            n,
-                            field.to_string(),
-                            format!(
-                                "pool '{}' holds {} addresses, which cannot answer type {}",
-                                n.get_ref(),
-                                g.pools[i].kind.name(),
-                                type_name(rt)
-                            ),
-                        );
-                    }
-                    Some(i)
-                }
-                None => {
-                    ctx.err(
-                        n,
-                        field.to_string(),
-                        format!("unknown pool '{}'", n.get_ref()),
-                    );
-                    None
-                }
-            }
-        };
-        let mut pools = Vec::new();
-        if let Some(ps) = &a.pools {
-            for p in ps.get_ref() {
-                let (pname, weight) = match p.get_ref() {
-                    toml::Value::String(s) => (s.clone(), 1u32),
-                    toml::Value::Table(t) => {
-                        let n = t
-                            .get("pool")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or("")
-                            .to_string();
-                        let w = t.get("weight").and_then(|v| v.as_integer()).unwrap_or(1);
-                        if !(1..=100).contains(&w) {
-                            ctx.err(
-                                p,
-                                "access-domain.pools",
-                                format!("weight {w} is outside 1..=100"),
-                            );
-                        }
-                        (n, w.clamp(1, 100) as u32)
-                    }
-                    _ => {
-                        ctx.err(
-                            p,
-                            "access-domain.pools",
-                            "a pool name, or { pool = \"NAME\", weight = N }",
-                        );
-                        continue;
-                    }
-                };
-                let sp = Spanned::new(p.span(), pname);
-                if let Some(i) = resolve_pool(&sp, "access-domain.pools", &mut ctx) {
-                    pools.push((i, weight));
-                }
-            }
-        }
-        let mut line_routes = Vec::new();
-        if let Some(ls) = &a.lines {
-            if policy != PoolPolicy::Nearest {
-                ctx.err(
-                    ls,
-                    "access-domain.lines",
-                    "lines are only used by policy \"nearest\"",
-                );
-            }
-            for (lname, lp) in ls.get_ref() {
-                let Some(&li) = line_idx.get(lname) else {
-                    ctx.err(lp, "access-domain.lines", format!("unknown line '{lname}'"));
-                    continue;
-                };
-                let mut v = Vec::new();
-                for p in lp.get_ref() {
-                    if let Some(i) = resolve_pool(p, "access-domain.lines", &mut ctx) {
-                        v.push(i);
-                    }
-                }
-                if v.is_empty() {
-                    ctx.err(
-                        lp,
-                        "access-domain.lines",
-                        format!("line '{lname}' has no pools"),
-                    );
-                }
-                if li == 0 && pools.is_empty() {
-                    pools = v.iter().map(|&p| (p, 1)).collect();
-                } else if li != 0 {
-                    line_routes.push((li, v));
-                }
-            }
-        }
-        let pools_given = a.pools.as_ref().is_some_and(|p| !p.get_ref().is_empty())
-            || a.lines
-                .as_ref()
-                .is_some_and(|l| l.get_ref().contains_key(DEFAULT_LINE));
-        if pools.is_empty() && !pools_given {
-            let field = if policy == PoolPolicy::Nearest {
-                "access-domain.lines"
-            } else {
-                "access-domain.pools"
-            };
-            ctx.errs.push(ConfigError::new(
-                at.clone(),
-                field,
-                format!(
-                    "access domain {} has no pools{}",
-                    display_name(&name),
-                    if policy == PoolPolicy::Nearest {
-                        ": give `pools` or a `default` line"
-                    } else {
-                        ""
-                    }
+                    display_name(&ad.name),
+                    type_name(ad.rtype)
                 ),
             ));
         }
-        let fallback = match (&a.fallback, &a.fallback_pool) {
-            (_, Some(fp)) => match resolve_pool(fp, "access-domain.fallback-pool", &mut ctx) {
-                Some(i) => Fallback::Pool(i),
-                None => Fallback::All,
-            },
-            (None, None) => Fallback::All,
-            (Some(f), None) => match f.get_ref().as_str() {
-                "all" => Fallback::All,
-                "nodata" => Fallback::NoData,
-                other => {
-                    ctx.err(
-                        f,
-                        "access-domain.fallback",
-                        format!("'{other}' is not \"all\" or \"nodata\" (or give fallback-pool)"),
-                    );
-                    Fallback::All
-                }
-            },
-        };
-        g.access_domains.push(AccessDomain {
-            name,
-            zone,
-            rtype: rt,
-            ttl,
-            enabled: a.enabled.unwrap_or(true),
-            remarks: a.remarks.clone().unwrap_or_default(),
-            policy,
-            pools,
-            lines: line_routes,
-            fallback,
-            at,
-        });
     }
-    // Access domains against the zone data beside them.
+    // Access domains against the zone data beside them (by hash: a million access
+    // domains meet a large zone in linear time).
+    let mut owners: HashMap<(usize, &[u8]), Vec<u16>> = HashMap::new();
+    for (zi, z) in zones.iter().enumerate() {
+        for r in &z.records {
+            owners.entry((zi, &r.owner[..])).or_default().push(r.rtype);
+        }
+    }
+    let mut addr_ads: HashMap<&[u8], ()> = HashMap::new();
+    for ad in &g.access_domains {
+        if ad.enabled && ad.rtype != rtype::CNAME {
+            addr_ads.insert(&ad.name[..], ());
+        }
+    }
     for ad in &g.access_domains {
         let zone = &zones[ad.zone];
-        let at_name: Vec<u16> = zone
-            .records
-            .iter()
-            .filter(|r| r.owner == ad.name)
-            .map(|r| r.rtype)
-            .collect();
+        let at_name: &[u16] = owners.get(&(ad.zone, &ad.name[..])).map_or(&[], |v| &v[..]);
         if ad.rtype == rtype::CNAME && at_name.iter().any(|&t| t != rtype::CNAME) {
             ctx.errs.push(ConfigError::new(
                 ad.at.clone(),
@@ -966,12 +785,7 @@ pub(super) fn load(
                 ),
             ));
         }
-        if ad.rtype == rtype::CNAME
-            && ad.enabled
-            && g.access_domains
-                .iter()
-                .any(|o| o.name == ad.name && o.rtype != rtype::CNAME && o.enabled)
-        {
+        if ad.rtype == rtype::CNAME && ad.enabled && addr_ads.contains_key(&ad.name[..]) {
             ctx.errs.push(ConfigError::new(
                 ad.at.clone(),
                 "access-domain.type",
@@ -1332,4 +1146,392 @@ fn health_check(ctx: &mut Ctx<'_>, c: &spec::HealthCheckSpec) -> HealthCheck {
         max_rtt,
         at: ctx.at(&c.name),
     }
+}
+
+/// What access domains resolve names against.
+struct AdScope<'a> {
+    zones: &'a [Zone],
+    pools: &'a [Pool],
+    pool_idx: &'a HashMap<String, usize>,
+    line_idx: &'a HashMap<String, usize>,
+}
+
+/// Validates access domain specs into `out` (duplicates are found once all files are in).
+fn access_domains(
+    ctx: &mut Ctx<'_>,
+    specs: &[spec::AccessDomainSpec],
+    scope: &AdScope<'_>,
+    out: &mut Vec<AccessDomain>,
+) {
+    let AdScope {
+        zones,
+        pools,
+        pool_idx,
+        line_idx,
+    } = *scope;
+    for a in specs {
+        let at = ctx.at(&a.name);
+        let Ok(name) = parse_name(a.name.get_ref(), None)
+            .map_err(|e| ctx.err(&a.name, "access-domain.name", e))
+        else {
+            continue;
+        };
+        let Some(zone) = zones.iter().position(|z| is_within(&name, &z.name)) else {
+            ctx.err(
+                &a.name,
+                "access-domain.name",
+                format!("{} is not inside any zone served here", display_name(&name)),
+            );
+            continue;
+        };
+        let rt = match a.rtype.get_ref().to_ascii_uppercase().as_str() {
+            "A" => rtype::A,
+            "AAAA" => rtype::AAAA,
+            "CNAME" => rtype::CNAME,
+            other => {
+                ctx.err(
+                    &a.rtype,
+                    "access-domain.type",
+                    format!("'{other}' is not one of A, AAAA, CNAME"),
+                );
+                continue;
+            }
+        };
+        let want_kind = match rt {
+            rtype::A => PoolKind::Ipv4,
+            rtype::AAAA => PoolKind::Ipv6,
+            _ => PoolKind::Domain,
+        };
+        let ttl = match &a.ttl {
+            None => 30,
+            Some(t) if (0..=0x7FFF_FFFF).contains(t.get_ref()) => *t.get_ref() as u32,
+            Some(t) => {
+                ctx.err(
+                    t,
+                    "access-domain.ttl",
+                    format!("{} is outside 0..=2147483647", t.get_ref()),
+                );
+                30
+            }
+        };
+        let policy = match a.policy.get_ref().as_str() {
+            "global-availability" => PoolPolicy::GlobalAvailability {
+                preemptive: a.preemptive.unwrap_or(true),
+            },
+            "weighted" => PoolPolicy::Weighted,
+            "round-robin" => PoolPolicy::RoundRobin,
+            "nearest" => PoolPolicy::Nearest,
+            other => {
+                ctx.err(&a.policy, "access-domain.policy", format!("'{other}' is not one of \"global-availability\", \"weighted\", \"round-robin\", \"nearest\""));
+                continue;
+            }
+        };
+        let resolve_pool = |n: &Spanned<String>, field: &str, ctx: &mut Ctx<'_>| -> Option<usize> {
+            match pool_idx.get(n.get_ref()) {
+                Some(&i) => {
+                    if pools[i].kind != want_kind {
+                        ctx.err(
+                            n,
+                            field.to_string(),
+                            format!(
+                                "pool '{}' holds {} addresses, which cannot answer type {}",
+                                n.get_ref(),
+                                pools[i].kind.name(),
+                                type_name(rt)
+                            ),
+                        );
+                    }
+                    Some(i)
+                }
+                None => {
+                    ctx.err(
+                        n,
+                        field.to_string(),
+                        format!("unknown pool '{}'", n.get_ref()),
+                    );
+                    None
+                }
+            }
+        };
+        let mut pools = Vec::new();
+        if let Some(ps) = &a.pools {
+            for p in ps.get_ref() {
+                let (pname, weight) = match p.get_ref() {
+                    toml::Value::String(s) => (s.clone(), 1u32),
+                    toml::Value::Table(t) => {
+                        let n = t
+                            .get("pool")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("")
+                            .to_string();
+                        let w = t.get("weight").and_then(|v| v.as_integer()).unwrap_or(1);
+                        if !(1..=100).contains(&w) {
+                            ctx.err(
+                                p,
+                                "access-domain.pools",
+                                format!("weight {w} is outside 1..=100"),
+                            );
+                        }
+                        (n, w.clamp(1, 100) as u32)
+                    }
+                    _ => {
+                        ctx.err(
+                            p,
+                            "access-domain.pools",
+                            "a pool name, or { pool = \"NAME\", weight = N }",
+                        );
+                        continue;
+                    }
+                };
+                let sp = Spanned::new(p.span(), pname);
+                if let Some(i) = resolve_pool(&sp, "access-domain.pools", ctx) {
+                    pools.push((i, weight));
+                }
+            }
+        }
+        let mut line_routes = Vec::new();
+        if let Some(ls) = &a.lines {
+            if policy != PoolPolicy::Nearest {
+                ctx.err(
+                    ls,
+                    "access-domain.lines",
+                    "lines are only used by policy \"nearest\"",
+                );
+            }
+            for (lname, lp) in ls.get_ref() {
+                let Some(&li) = line_idx.get(lname) else {
+                    ctx.err(lp, "access-domain.lines", format!("unknown line '{lname}'"));
+                    continue;
+                };
+                let mut v = Vec::new();
+                for p in lp.get_ref() {
+                    if let Some(i) = resolve_pool(p, "access-domain.lines", ctx) {
+                        v.push(i);
+                    }
+                }
+                if v.is_empty() {
+                    ctx.err(
+                        lp,
+                        "access-domain.lines",
+                        format!("line '{lname}' has no pools"),
+                    );
+                }
+                if li == 0 && pools.is_empty() {
+                    pools = v.iter().map(|&p| (p, 1)).collect();
+                } else if li != 0 {
+                    line_routes.push((li, v));
+                }
+            }
+        }
+        let pools_given = a.pools.as_ref().is_some_and(|p| !p.get_ref().is_empty())
+            || a.lines
+                .as_ref()
+                .is_some_and(|l| l.get_ref().contains_key(DEFAULT_LINE));
+        if pools.is_empty() && !pools_given {
+            let field = if policy == PoolPolicy::Nearest {
+                "access-domain.lines"
+            } else {
+                "access-domain.pools"
+            };
+            ctx.errs.push(ConfigError::new(
+                at.clone(),
+                field,
+                format!(
+                    "access domain {} has no pools{}",
+                    display_name(&name),
+                    if policy == PoolPolicy::Nearest {
+                        ": give `pools` or a `default` line"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        let fallback = match (&a.fallback, &a.fallback_pool) {
+            (_, Some(fp)) => match resolve_pool(fp, "access-domain.fallback-pool", ctx) {
+                Some(i) => Fallback::Pool(i),
+                None => Fallback::All,
+            },
+            (None, None) => Fallback::All,
+            (Some(f), None) => match f.get_ref().as_str() {
+                "all" => Fallback::All,
+                "nodata" => Fallback::NoData,
+                other => {
+                    ctx.err(
+                        f,
+                        "access-domain.fallback",
+                        format!("'{other}' is not \"all\" or \"nodata\" (or give fallback-pool)"),
+                    );
+                    Fallback::All
+                }
+            },
+        };
+        out.push(AccessDomain {
+            name,
+            zone,
+            rtype: rt,
+            ttl,
+            enabled: a.enabled.unwrap_or(true),
+            remarks: a.remarks.clone().unwrap_or_default(),
+            policy,
+            pools,
+            lines: line_routes,
+            fallback,
+            at,
+        });
+    }
+}
+
+/// Largest included file: the TOML parser's working memory is about 25x the file, so
+/// large models come as many files of moderate size.
+pub const MAX_INCLUDE_BYTES: u64 = 64 << 20;
+
+/// Expands `include` entries (paths or `dir/*.toml`-style patterns, `*` in the last
+/// component only, relative to `base`) into sorted file lists.
+fn expand_include(
+    ctx: &mut Ctx<'_>,
+    base: &Path,
+    pat: &Spanned<String>,
+) -> Vec<std::path::PathBuf> {
+    let p = base.join(pat.get_ref());
+    let file_name = p.file_name().and_then(|f| f.to_str()).unwrap_or("");
+    if !file_name.contains('*') {
+        if pat.get_ref().contains('*') {
+            ctx.err(
+                pat,
+                "include",
+                "'*' may only appear in the last path component",
+            );
+            return Vec::new();
+        }
+        return vec![p];
+    }
+    let dir = p.parent().unwrap_or(Path::new("."));
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            ctx.err(
+                pat,
+                "include",
+                format!("cannot list {}: {e}", dir.display()),
+            );
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<_> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| wildcard(file_name, n))
+        })
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        ctx.err(
+            pat,
+            "include",
+            format!("'{}' matches no file", pat.get_ref()),
+        );
+    }
+    files
+}
+
+/// `*` matches any run of characters (none included); everything else matches itself.
+fn wildcard(pat: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pat.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// One included file's access domains and errors.
+type Included = (Vec<AccessDomain>, Vec<ConfigError>);
+
+/// Reads and validates the included files on one thread per CPU, each file's parse tree
+/// dropped as soon as it is validated (so memory holds a few trees, never all of them);
+/// returns each file's access domains and errors, in file order.
+fn include_files(files: &[(Origin, std::path::PathBuf)], scope: &AdScope<'_>) -> Vec<Included> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len());
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<Included>>> = Mutex::new((0..files.len()).map(|_| None).collect());
+    std::thread::scope(|sc| {
+        for _ in 0..workers {
+            sc.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((from, path)) = files.get(i) else {
+                    break;
+                };
+                let (mut ads, mut errs) = (Vec::new(), Vec::new());
+                include_file(&mut errs, from.clone(), path, scope, &mut ads);
+                done.lock().expect("include results")[i] = Some((ads, errs));
+            });
+        }
+    });
+    done.into_inner()
+        .expect("include results")
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Reads one included file of access domains and validates it.
+fn include_file(
+    errs: &mut Vec<ConfigError>,
+    from: Origin,
+    path: &Path,
+    scope: &AdScope<'_>,
+    out: &mut Vec<AccessDomain>,
+) {
+    let file: Arc<str> = path.display().to_string().into();
+    let text = match std::fs::metadata(path).and_then(|m| {
+        if m.len() > MAX_INCLUDE_BYTES {
+            Err(std::io::Error::other(format!(
+                "{} bytes, more than {MAX_INCLUDE_BYTES}: split it into several files",
+                m.len()
+            )))
+        } else {
+            std::fs::read_to_string(path)
+        }
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            errs.push(ConfigError::new(from, "include", format!("{}: {e}", file)));
+            return;
+        }
+    };
+    let lines = Lines::new(&text);
+    let spec: spec::IncludeSpec = match toml::from_str(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            let line = e.span().map(|s| lines.line(s.start)).unwrap_or(1);
+            errs.push(ConfigError::new(
+                Origin::new(&file, line),
+                super::field_of_toml_error(&text, e.span()),
+                e.message().trim().to_string(),
+            ));
+            return;
+        }
+    };
+    let mut ctx = Ctx {
+        file: &file,
+        lines: &lines,
+        errs,
+    };
+    access_domains(&mut ctx, &spec.access_domain, scope, out);
 }

@@ -33,7 +33,7 @@ pub struct Config {
     /// Zones served.
     pub zones: Vec<Zone>,
     /// Access domains, pools, addresses, lines, health check templates.
-    pub gslb: Gslb,
+    pub gslb: Arc<Gslb>,
     /// The control API.
     pub control: Control,
     /// Where state changes are posted.
@@ -219,7 +219,7 @@ impl Config {
                 source: file,
                 server: server.expect("server validated"),
                 zones,
-                gslb,
+                gslb: Arc::new(gslb),
                 control,
                 alerts,
             })
@@ -230,7 +230,7 @@ impl Config {
 }
 
 /// The dotted key a TOML parse error points at, best effort: the key on the error's line.
-fn field_of_toml_error(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+pub(super) fn field_of_toml_error(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     let Some(span) = span else {
         return "toml".into();
     };

@@ -27,6 +27,16 @@ pub(crate) struct Spec {
     pub(crate) pool: Vec<PoolSpec>,
     #[serde(default)]
     pub(crate) access_domain: Vec<AccessDomainSpec>,
+    /// Files of more `[[access-domain]]` tables (paths or `dir/*.toml` patterns).
+    pub(crate) include: Option<Vec<Spanned<String>>>,
+}
+
+/// An included file: access domains only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct IncludeSpec {
+    #[serde(default)]
+    pub(crate) access_domain: Vec<AccessDomainSpec>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -419,8 +419,8 @@ fn check(
         }
     }
     // A CNAME must be alone at its name (RFC 1034 3.6.2): one pass, keyed by owner.
-    let mut by_owner: std::collections::HashMap<&[u8], (Option<&Record>, Option<&Record>)> =
-        std::collections::HashMap::new();
+    let mut by_owner: foldhash::HashMap<&[u8], (Option<&Record>, Option<&Record>)> =
+        foldhash::HashMap::default();
     for r in records {
         let e = by_owner.entry(&r.owner).or_default();
         if r.rtype == rtype::CNAME {

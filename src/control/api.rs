@@ -113,23 +113,24 @@ pub fn state_json(w: &Writer, generation: u64, state_file: Option<&Path>) -> ser
         .iter()
         .enumerate()
         .map(|(ai, ad)| {
-            let routes: Vec<_> = m
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.ad == ai)
-                .map(|(si, s)| {
-                    let healthy: Vec<String> =
-                        s.pools.iter().filter(|&&p| pool_up[p]).map(|&p| m.pools[p].name.clone()).collect();
+            let t = &snap.gslb.ads[ai];
+            let routes: Vec<_> = (t.routes as usize..(t.routes + t.nroutes) as usize)
+                .map(|si| {
+                    let pools: Vec<usize> = snap.slot_pools(si).collect();
+                    let healthy: Vec<String> = pools
+                        .iter()
+                        .filter(|&&p| pool_up[p])
+                        .map(|&p| m.pools[p].name.clone())
+                        .collect();
                     let current = match ad.policy {
-                        PoolPolicy::GlobalAvailability { .. } | PoolPolicy::Nearest => {
-                            (active[si] != NO_POOL).then(|| vec![m.pools[active[si] as usize].name.clone()])
-                        }
+                        PoolPolicy::GlobalAvailability { .. } | PoolPolicy::Nearest => (active[si]
+                            != NO_POOL)
+                            .then(|| vec![m.pools[active[si] as usize].name.clone()]),
                         _ => (!healthy.is_empty()).then_some(healthy),
                     };
                     json!({
-                        "lines": s.lines,
-                        "pools": s.pools.iter().map(|&p| m.pools[p].name.clone()).collect::<Vec<_>>(),
+                        "lines": snap.slot_key(si).1,
+                        "pools": pools.iter().map(|&p| m.pools[p].name.clone()).collect::<Vec<_>>(),
                         "active": current,
                         "fallback": current.is_none(),
                     })

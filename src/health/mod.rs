@@ -187,8 +187,10 @@ impl Writer {
         self.addr = carry(&old_addrs, &self.addr, &new_addrs, true);
         self.pool = carry(&old_pools, &self.pool, &new_pools, true);
         // Active pools follow (access domain, lines) -> pool name.
-        let old_keys: Vec<(String, String)> = (0..om.slots.len()).map(|s| om.slot_key(s)).collect();
-        let new_keys: Vec<(String, String)> = (0..nm.slots.len()).map(|s| nm.slot_key(s)).collect();
+        let old_keys: Vec<u64> = (0..om.slots.len()).map(|s| old.slot_digest(s)).collect();
+        let new_keys: Vec<u64> = (0..nm.slots.len())
+            .map(|s| self.snap.slot_digest(s))
+            .collect();
         let old_active: Vec<Option<&str>> = self
             .active
             .iter()
@@ -289,16 +291,15 @@ impl Writer {
                     }
             })
             .collect();
+        let snap = &self.snap;
         let active: Vec<u32> = m
             .slots
             .iter()
             .enumerate()
             .map(|(s, slot)| {
-                let ad = &m.access_domains[slot.ad];
-                let first = slot
-                    .pools
-                    .iter()
-                    .copied()
+                let ad = &m.access_domains[slot.ad as usize];
+                let first = snap
+                    .slot_pools(s)
                     .find(|&p| pool[p])
                     .map_or(NO_POOL, |p| p as u32);
                 match ad.policy {
@@ -306,7 +307,7 @@ impl Writer {
                         let cur = self.active.get(s).copied().unwrap_or(NO_POOL);
                         if cur != NO_POOL
                             && pool[cur as usize]
-                            && slot.pools.contains(&(cur as usize))
+                            && snap.slot_pools(s).any(|p| p == cur as usize)
                         {
                             cur
                         } else {
@@ -337,8 +338,8 @@ impl Writer {
         }
         if self.active.len() == active.len() {
             for (s, (&o, &n)) in self.active.iter().zip(&active).enumerate() {
-                if o != n && m.slots[s].tracked {
-                    let (ad, lines) = m.slot_key(s);
+                if o != n && snap.slot_tracked(s) {
+                    let (ad, lines) = snap.slot_key(s);
                     changes.push(Change::Active {
                         access_domain: ad,
                         lines,

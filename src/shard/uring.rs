@@ -59,15 +59,22 @@ struct Slot {
 impl Uring {
     pub(super) fn new(socks: Vec<UdpSocket>) -> io::Result<Self> {
         let entries = 1024;
-        let (ring, defer) = match IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            // Created here, used by the shard thread: SINGLE_ISSUER binds the ring to the
-            // task that enables it, so it starts disabled and `serve` enables it.
-            .setup_r_disabled()
-            .setup_cqsize(8192)
-            .build(entries)
-        {
+        // GTMD_URING_PLAIN=1 (a benchmark switch, see PERF.md): no SINGLE_ISSUER or
+        // DEFER_TASKRUN, to measure what they bring.
+        let plain = std::env::var_os("GTMD_URING_PLAIN").is_some_and(|v| v == "1");
+        let tuned = if plain {
+            Err(io::Error::other("plain ring asked for"))
+        } else {
+            IoUring::builder()
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                // Created here, used by the shard thread: SINGLE_ISSUER binds the ring to
+                // the task that enables it, so it starts disabled and `serve` enables it.
+                .setup_r_disabled()
+                .setup_cqsize(8192)
+                .build(entries)
+        };
+        let (ring, defer) = match tuned {
             Ok(r) => (r, true),
             Err(_) => (IoUring::builder().setup_cqsize(8192).build(entries)?, false),
         };

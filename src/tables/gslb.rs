@@ -248,8 +248,13 @@ pub struct AdTable {
     pub ttl: u32,
     /// Pool policy.
     pub policy: PoolPolicy,
-    /// Route per line index.
-    pub line_route: Box<[u32]>,
+    /// First route of this access domain in [`GslbTables::routes`] (its default route).
+    pub routes: u32,
+    /// Number of routes.
+    pub nroutes: u32,
+    /// Route per line, relative to `routes`: row `pattern` of
+    /// [`GslbTables::line_routes`] (rows are shared: most access domains map lines alike).
+    pub pattern: u32,
     /// NODATA answer (static table index) for the NODATA fallback.
     pub nodata: u32,
 }
@@ -261,13 +266,17 @@ pub struct GslbTables {
     pub ads: Vec<AdTable>,
     /// Routes.
     pub routes: Vec<RouteTable>,
-    /// Route pool lists.
+    /// Route pool lists (identical lists are stored once).
     pub route_pools: Vec<(u32, u32)>,
+    /// Line -> route rows, `nlines` per row, relative to an access domain's first route.
+    pub line_routes: Vec<u32>,
+    /// Number of lines (row length of `line_routes`).
+    pub nlines: u32,
     /// Pools.
     pub pools: Vec<PoolTable>,
     /// Pool address lists.
     pub pool_addrs: Vec<u32>,
-    /// Fallback address lists.
+    /// Fallback address lists (identical lists are stored once).
     pub fallback: Vec<u32>,
     /// Addresses.
     pub addrs: Vec<AddrTable>,
@@ -347,6 +356,19 @@ pub enum Selected {
 }
 
 impl GslbTables {
+    /// The route access domain `a` answers `line` from (its default route for a line
+    /// index out of range).
+    #[inline]
+    pub fn route_of(&self, a: &AdTable, line: usize) -> u32 {
+        let row = a.pattern as usize * self.nlines as usize;
+        let rel = if line < self.nlines as usize {
+            self.line_routes.get(row + line).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        a.routes + rel
+    }
+
     /// The asker's line and scope, or (default, 0) when unknown.
     #[inline]
     pub fn line_of(&self, client: Option<ClientAddr>) -> (u32, u8) {
@@ -368,12 +390,7 @@ impl GslbTables {
         out: &mut [u8],
     ) -> Selected {
         let a = &self.ads[ad as usize];
-        let route_i = a
-            .line_route
-            .get(line.0 as usize)
-            .copied()
-            .unwrap_or(a.line_route[0]);
-        let route = &self.routes[route_i as usize];
+        let route = &self.routes[self.route_of(a, line.0 as usize) as usize];
         let scope = if a.policy == PoolPolicy::Nearest {
             line.1
         } else {

@@ -14,7 +14,7 @@ pub mod gslb;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::gslb::{AccessDomain, Address, HealthCheck, Pool};
+use crate::config::gslb::Gslb;
 use crate::health::HealthState;
 use crate::wire::parse::{rtype, Query};
 
@@ -112,44 +112,95 @@ pub struct Snapshot {
     pub model: Model,
 }
 
-/// One route slot: an access domain's candidate pools for some lines.
-#[derive(Debug, Clone)]
+/// One route slot: an access domain's candidate pools for some lines. Slot `s` is route `s`
+/// of [`gslb::GslbTables::routes`], whose candidate list it shares.
+#[derive(Debug, Clone, Copy)]
 pub struct Slot {
     /// Access domain index.
-    pub ad: usize,
-    /// Candidate pools, in order.
-    pub pools: Vec<usize>,
-    /// Names of the lines answered by this route, comma-separated.
-    pub lines: String,
-    /// The slot's active pool matters (global availability, nearest).
-    pub tracked: bool,
+    pub ad: u32,
+    /// The line whose own route this is, or [`NONE`] for the access domain's default route
+    /// (which also answers every line without pools of its own).
+    pub line: u32,
 }
 
-/// The GSLB model by name (control side; the hot path reads `gslb` and `health`).
+/// The GSLB model by name (control side; the hot path reads `gslb` and `health`): the
+/// validated configuration, shared with [`crate::config::Config`] rather than copied, and
+/// one [`Slot`] per route.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
-    /// Line names; 0 is default.
-    pub lines: Vec<String>,
-    /// Health check templates.
-    pub checks: Vec<HealthCheck>,
-    /// Addresses.
-    pub addresses: Vec<Address>,
-    /// Pools.
-    pub pools: Vec<Pool>,
-    /// Access domains.
-    pub access_domains: Vec<AccessDomain>,
+    /// Lines, health checks, addresses, pools and access domains, as configured.
+    pub gslb: Arc<Gslb>,
     /// Route slots.
     pub slots: Vec<Slot>,
 }
 
-impl Model {
-    /// Name key of a slot: (`name TYPE` of its access domain, its line names).
-    pub fn slot_key(&self, s: usize) -> (String, String) {
-        let slot = &self.slots[s];
-        (
-            crate::compile::ad_key(&self.access_domains[slot.ad]),
-            slot.lines.clone(),
+impl std::ops::Deref for Model {
+    type Target = Gslb;
+    fn deref(&self) -> &Gslb {
+        &self.gslb
+    }
+}
+
+impl Snapshot {
+    /// Candidate pools of slot `s`, in order.
+    pub fn slot_pools(&self, s: usize) -> impl Iterator<Item = usize> + '_ {
+        let r = &self.gslb.routes[s];
+        self.gslb.route_pools[r.start as usize..(r.start + r.len) as usize]
+            .iter()
+            .map(|&(p, _)| p as usize)
+    }
+
+    /// Indices of the lines slot `s` answers: its own line, or for a default route every
+    /// line that takes it.
+    pub fn slot_lines(&self, s: usize) -> impl Iterator<Item = usize> + '_ {
+        let slot = self.model.slots[s];
+        let ad = &self.gslb.ads[slot.ad as usize];
+        let nearest = ad.policy == crate::config::gslb::PoolPolicy::Nearest;
+        let n = self.model.lines.len();
+        (0..n).filter(move |&l| {
+            if slot.line != NONE {
+                l == slot.line as usize
+            } else if nearest {
+                self.gslb.route_of(ad, l) == ad.routes
+            } else {
+                l == 0
+            }
+        })
+    }
+
+    /// Whether slot `s` has an active pool that matters (global availability, nearest).
+    pub fn slot_tracked(&self, s: usize) -> bool {
+        let ad = &self.model.access_domains[self.model.slots[s].ad as usize];
+        matches!(
+            ad.policy,
+            crate::config::gslb::PoolPolicy::GlobalAvailability { .. }
+                | crate::config::gslb::PoolPolicy::Nearest
         )
+    }
+
+    /// Name key of a slot: (`name TYPE` of its access domain, its line names joined by
+    /// commas).
+    pub fn slot_key(&self, s: usize) -> (String, String) {
+        let ad = &self.model.access_domains[self.model.slots[s].ad as usize];
+        let lines: Vec<&str> = self
+            .slot_lines(s)
+            .map(|l| self.model.lines[l].name.as_str())
+            .collect();
+        (crate::compile::ad_key(ad), lines.join(","))
+    }
+
+    /// A 64-bit digest of [`Self::slot_key`] without building its strings: what health
+    /// carries state by across reloads (a million access domains have ~10M slots).
+    pub fn slot_digest(&self, s: usize) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let ad = &self.model.access_domains[self.model.slots[s].ad as usize];
+        let mut h = foldhash::fast::FixedState::with_seed(0x67746d64).build_hasher();
+        ad.name.hash(&mut h);
+        ad.rtype.hash(&mut h);
+        for l in self.slot_lines(s) {
+            self.model.lines[l].name.hash(&mut h);
+        }
+        h.finish()
     }
 }
 
