@@ -12,7 +12,7 @@ use gtmd::control::{self, ExitError, RunOptions};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// gtmd: a global traffic manager. An authoritative DNS server that answers from
-/// precompiled tables on per-core io_uring shards.
+/// precompiled tables on per-core shards (recvmmsg/sendmmsg or io_uring).
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {

@@ -81,7 +81,8 @@ pub enum Shards {
 /// The UDP I/O backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoMode {
-    /// io_uring when the kernel allows it, else recvmmsg/sendmmsg.
+    /// The measured cheaper backend on current kernels: recvmmsg/sendmmsg (see
+    /// `shard::make_backend`).
     Auto,
     /// io_uring or fail.
     IoUring,
