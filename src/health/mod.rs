@@ -158,7 +158,7 @@ impl Writer {
             active: Vec::new(),
             snap,
         };
-        w.recompute();
+        w.recompute(true);
         w
     }
 
@@ -186,29 +186,33 @@ impl Writer {
         self.probe = carry(&old_addrs, &self.probe, &new_addrs, true);
         self.addr = carry(&old_addrs, &self.addr, &new_addrs, true);
         self.pool = carry(&old_pools, &self.pool, &new_pools, true);
-        // Active pools follow (access domain, lines) -> pool name.
-        let old_keys: Vec<u64> = (0..om.slots.len()).map(|s| old.slot_digest(s)).collect();
-        let new_keys: Vec<u64> = (0..nm.slots.len())
-            .map(|s| self.snap.slot_digest(s))
-            .collect();
-        let old_active: Vec<Option<&str>> = self
-            .active
-            .iter()
-            .map(|&p| (p != NO_POOL).then(|| om.pools[p as usize].name.as_str()))
-            .collect();
+        // Active pools follow (access domain, lines) -> pool name: old pool indices are
+        // renumbered into the new model once, then carried by slot key (a digest; when
+        // the slot layout is unchanged, as on most reloads, position for position).
         let pool_index: HashMap<&str, u32> = new_pools
             .iter()
             .enumerate()
             .map(|(i, n)| (n.as_str(), i as u32))
             .collect();
-        self.active = carry(&old_keys, &old_active, &new_keys, None)
-            .into_iter()
-            .map(|name| {
-                name.and_then(|n| pool_index.get(n).copied())
-                    .unwrap_or(NO_POOL)
-            })
+        let renumber: Vec<u32> = old_pools
+            .iter()
+            .map(|n| pool_index.get(n.as_str()).copied().unwrap_or(NO_POOL))
             .collect();
-        self.recompute()
+        let old_active: Vec<u32> = self
+            .active
+            .iter()
+            .map(|&p| renumber.get(p as usize).copied().unwrap_or(NO_POOL))
+            .collect();
+        let old_keys: Vec<u64> = (0..om.slots.len()).map(|s| old.slot_digest(s)).collect();
+        let new_keys: Vec<u64> = (0..nm.slots.len())
+            .map(|s| self.snap.slot_digest(s))
+            .collect();
+        self.active = if old_keys == new_keys {
+            old_active
+        } else {
+            carry(&old_keys, &old_active, &new_keys, NO_POOL)
+        };
+        self.recompute(true)
     }
 
     /// Sets (or with `None` clears) the operator override of an address.
@@ -220,7 +224,7 @@ impl Writer {
             Some(m) => self.overrides.insert(name.to_string(), m),
             None => self.overrides.remove(name),
         };
-        Ok(self.recompute())
+        Ok(self.recompute(false))
     }
 
     /// Records a probe verdict for the address called `name` (by name, so a verdict that
@@ -239,7 +243,7 @@ impl Writer {
             return Vec::new();
         }
         self.probe[i] = up;
-        self.recompute()
+        self.recompute(false)
     }
 
     /// The operator overrides.
@@ -253,7 +257,9 @@ impl Writer {
     }
 
     /// Recomputes every derived bit and slot from the inputs and stores what changed.
-    fn recompute(&mut self) -> Vec<Change> {
+    /// `full`: every slot afresh (a new snapshot); else only the slots whose candidate
+    /// pools changed state, so a health change costs little even with millions of slots.
+    fn recompute(&mut self, full: bool) -> Vec<Change> {
         let m = &self.snap.model;
         let mut changes = Vec::new();
         let addr: Vec<bool> = m
@@ -292,11 +298,25 @@ impl Writer {
             })
             .collect();
         let snap = &self.snap;
+        let full = full || self.pool.len() != pool.len() || self.active.len() != m.slots.len();
+        let changed: Vec<bool> = if full {
+            Vec::new()
+        } else {
+            pool.iter().zip(&self.pool).map(|(n, o)| n != o).collect()
+        };
+        let g = &snap.gslb;
         let active: Vec<u32> = m
             .slots
             .iter()
             .enumerate()
             .map(|(s, slot)| {
+                if !full {
+                    let r = &g.routes[s];
+                    let list = &g.route_pools[r.start as usize..(r.start + r.len) as usize];
+                    if !list.iter().any(|&(p, _)| changed[p as usize]) {
+                        return self.active[s];
+                    }
+                }
                 let ad = &m.access_domains[slot.ad as usize];
                 let first = snap
                     .slot_pools(s)

@@ -156,15 +156,17 @@ impl Snapshot {
         let slot = self.model.slots[s];
         let ad = &self.gslb.ads[slot.ad as usize];
         let nearest = ad.policy == crate::config::gslb::PoolPolicy::Nearest;
-        let n = self.model.lines.len();
-        (0..n).filter(move |&l| {
-            if slot.line != NONE {
-                l == slot.line as usize
-            } else if nearest {
-                self.gslb.route_of(ad, l) == ad.routes
-            } else {
-                l == 0
-            }
+        // A line's own route answers that line alone; a default route answers `default`
+        // (and under nearest, every line that maps to it).
+        let range = if slot.line != NONE {
+            slot.line as usize..slot.line as usize + 1
+        } else if nearest {
+            0..self.model.lines.len()
+        } else {
+            0..1
+        };
+        range.filter(move |&l| {
+            slot.line != NONE || !nearest || self.gslb.route_of(ad, l) == ad.routes
         })
     }
 
