@@ -620,6 +620,58 @@ addresses = ["d1"]
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One address going down moves 1,200 routes: shards switch them all, the log lists the
+/// first 1,000 route switches one by one and counts the rest in one event.
+#[test]
+fn many_route_switches_are_counted_not_listed() {
+    let dir = std::env::temp_dir().join(format!("gtmd-many-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = String::from(
+        r#"version = 1
+[[zone]]
+name = "example.test."
+soa = { mname = "ns1", rname = "hostmaster" }
+ns = ["ns1"]
+records = ["ns1 A 192.0.2.1"]
+[[address]]
+name = "p1"
+value = "127.0.0.91"
+[[address]]
+name = "b1"
+value = "127.0.0.92"
+[[pool]]
+name = "primary"
+type = "ipv4"
+addresses = ["p1"]
+[[pool]]
+name = "backup"
+type = "ipv4"
+addresses = ["b1"]
+"#,
+    );
+    for i in 0..1200 {
+        text.push_str(&format!(
+            "[[access-domain]]\nname = \"s{i}.example.test.\"\ntype = \"A\"\n\
+             policy = \"global-availability\"\npools = [\"primary\", \"backup\"]\n"
+        ));
+    }
+    std::fs::write(dir.join("many.toml"), text).unwrap();
+    let g = Gtm::start(&dir.join("many.toml"), "auto", &[]);
+    assert_eq!(g.ask("s1199.example.test", A, None).0, vec!["127.0.0.91"]);
+    g.set("p1", "down");
+    g.s.wait_log("200 more routes switched pools", Duration::from_secs(5));
+    assert_eq!(g.s.count_log("now answer from pool backup"), 1000);
+    for n in ["s0", "s600", "s1199"] {
+        assert_eq!(
+            g.ask(&format!("{n}.example.test"), A, None).0,
+            vec!["127.0.0.92"],
+            "{n}"
+        );
+    }
+    drop(g);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Country, continent and ASN lines from MaxMind-format databases the test writes itself.
 #[test]
 fn lines_from_maxmind_databases() {

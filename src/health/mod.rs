@@ -101,7 +101,18 @@ pub enum Change {
         /// New pool (None: fallback).
         pool: Option<String>,
     },
+    /// More routes switched than are reported one by one ([`MAX_ROUTE_EVENTS`]).
+    #[serde(rename = "active_pool_more")]
+    ActiveMore {
+        /// How many more.
+        count: usize,
+    },
 }
+
+/// Route switches reported one by one per health change; the rest are counted. One pool
+/// going down can move a million routes, and a log line (and webhook event) each would
+/// bury the address and pool events that say why.
+pub const MAX_ROUTE_EVENTS: usize = 1000;
 
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,6 +123,7 @@ impl std::fmt::Display for Change {
                 Some(p) => write!(f, "access domain {access_domain} lines [{lines}] now answer from pool {p}"),
                 None => write!(f, "access domain {access_domain} lines [{lines}]: no pool is healthy, answering the fallback"),
             },
+            Self::ActiveMore { count } => write!(f, "{count} more routes switched pools (not listed one by one)"),
         }
     }
 }
@@ -356,9 +368,24 @@ impl Writer {
                 }
             }
         }
+        // Shards see the new state first; the events that describe it come after.
+        let h = &self.snap.health;
+        HealthState::store_bits(&h.addr_up, &addr);
+        HealthState::store_bits(&h.pool_up, &pool);
+        for (dst, &v) in h.active.iter().zip(&active) {
+            if dst.load(Relaxed) != v {
+                dst.store(v, Relaxed);
+            }
+        }
         if self.active.len() == active.len() {
+            let (mut listed, mut more) = (0, 0);
             for (s, (&o, &n)) in self.active.iter().zip(&active).enumerate() {
                 if o != n && snap.slot_tracked(s) {
+                    if listed == MAX_ROUTE_EVENTS {
+                        more += 1;
+                        continue;
+                    }
+                    listed += 1;
                     let (ad, lines) = snap.slot_key(s);
                     changes.push(Change::Active {
                         access_domain: ad,
@@ -367,13 +394,8 @@ impl Writer {
                     });
                 }
             }
-        }
-        let h = &self.snap.health;
-        HealthState::store_bits(&h.addr_up, &addr);
-        HealthState::store_bits(&h.pool_up, &pool);
-        for (dst, &v) in h.active.iter().zip(&active) {
-            if dst.load(Relaxed) != v {
-                dst.store(v, Relaxed);
+            if more > 0 {
+                changes.push(Change::ActiveMore { count: more });
             }
         }
         self.addr = addr;
