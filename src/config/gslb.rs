@@ -1540,3 +1540,20 @@ fn include_file(
     };
     access_domains(&mut ctx, &spec.access_domain, scope, out);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard;
+
+    #[test]
+    fn include_patterns() {
+        assert!(wildcard("*.toml", "a.toml"));
+        assert!(wildcard("*.toml", ".toml"));
+        assert!(!wildcard("*.toml", "a.toml.bak"));
+        assert!(wildcard("ads-*-v*.toml", "ads-eu-v2.toml"));
+        assert!(!wildcard("ads-*-v*.toml", "ads-eu.toml"));
+        assert!(wildcard("*", "anything"));
+        assert!(!wildcard("a*a", "a"), "prefix and suffix may not overlap");
+        assert!(wildcard("a*a", "aa"));
+    }
+}

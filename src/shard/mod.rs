@@ -242,8 +242,8 @@ pub trait UdpIo: Send {
 }
 
 /// Builds the UDP backend for a shard's sockets. `Auto` is recvmmsg/sendmmsg: measured
-/// against io_uring (SINGLE_ISSUER + DEFER_TASKRUN) in `bench/run`, it cost 4-9% less server
-/// CPU per query at a fixed 20k qps in every run and was level within noise at saturation
+/// against io_uring (SINGLE_ISSUER + DEFER_TASKRUN) in `bench/run`, it cost 1-9% less server
+/// CPU per query at a fixed 20k qps in each of three runs and was level within noise at saturation
 /// (PERF.md). io_uring stays one setting away (`io = "io-uring"`). Returns a note when a
 /// backend other than the one asked for serves (none today: both are explicit).
 pub fn make_backend(
