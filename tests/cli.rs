@@ -154,3 +154,47 @@ fn run_fails_fast_on_bad_config_and_busy_port() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot bind udp {addr}")));
 }
+
+/// `server.shards` is checked against the CPUs the process may run on (its affinity mask),
+/// not against the count of CPUs: under `taskset -c 1`, CPU 1 is fine and CPU 0 is not.
+#[test]
+fn shard_cpus_follow_the_affinity_mask() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs 2 CPUs");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("gtmd-affinity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |cpu: usize| {
+        let cfg = dir.join(format!("cpu{cpu}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "version = 1\n[server]\nshards = [{cpu}]\n[[zone]]\nname = \"example.test.\"\n\
+                 soa = {{ mname = \"ns1\", rname = \"hostmaster\" }}\nns = [\"ns1\"]\n\
+                 records = [\"ns1 A 192.0.2.1\"]\n"
+            ),
+        )
+        .unwrap();
+        Command::new("taskset")
+            .args(["-c", "1", BIN, "check", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let ok = check(1);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = check(0);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("server.shards: '0' is not a CPU this process may run on (here: 1)"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

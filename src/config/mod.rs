@@ -306,11 +306,11 @@ fn server(
         match sh.get_ref() {
             toml::Value::String(v) if v == "auto" => {}
             toml::Value::Array(cpus) if !cpus.is_empty() => {
-                let online = online_cpus();
+                let usable = usable_cpus();
                 let mut list = Vec::new();
                 for c in cpus {
                     match c.as_integer() {
-                        Some(n) if n >= 0 && (n as usize) < online => {
+                        Some(n) if n >= 0 && usable.contains(&(n as usize)) => {
                             if list.contains(&(n as usize)) {
                                 errs.push(ConfigError::new(
                                     at(sh.span()),
@@ -323,7 +323,10 @@ fn server(
                         _ => errs.push(ConfigError::new(
                             at(sh.span()),
                             "server.shards",
-                            format!("'{c}' is not an online CPU (this machine has 0..{online})"),
+                            format!(
+                                "'{c}' is not a CPU this process may run on (here: {})",
+                                cpu_list(&usable)
+                            ),
                         )),
                     }
                 }
@@ -503,8 +506,44 @@ fn alerts(
 }
 
 /// Number of CPUs this process may run on.
-pub fn online_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// The CPUs this process may run on (its affinity mask: under `taskset -c 2,3` or a
+/// cgroup cpuset that is 2 and 3, not 0 and 1), in order.
+pub fn usable_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it; CPU_ISSET reads it.
+    let cpus: Vec<usize> = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        } else {
+            Vec::new()
+        }
+    };
+    if cpus.is_empty() {
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    } else {
+        cpus
+    }
+}
+
+/// `0-3,6` for [0, 1, 2, 3, 6].
+fn cpu_list(cpus: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
 }
 
 /// Resolves a path from the config relative to the config file's folder.

@@ -85,8 +85,8 @@ fn apply_overrides(cfg: &mut Config, opts: &RunOptions) {
         cfg.control.explicit = true;
     }
     if let Some(n) = opts.shards {
-        cfg.server.shards =
-            Shards::Cpus((0..n).map(|i| i % crate::config::online_cpus()).collect());
+        let cpus = crate::config::usable_cpus();
+        cfg.server.shards = Shards::Cpus((0..n).map(|i| cpus[i % cpus.len()]).collect());
     }
 }
 
@@ -350,7 +350,7 @@ fn start(
     before_serving: impl FnOnce(),
 ) -> Result<Running, ExitError> {
     let cpus: Vec<usize> = match &cfg.server.shards {
-        Shards::Auto => (0..crate::config::online_cpus()).collect(),
+        Shards::Auto => crate::config::usable_cpus(),
         Shards::Cpus(c) => c.clone(),
     };
     let n = cpus.len();
