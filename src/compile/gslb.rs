@@ -145,7 +145,6 @@ pub(super) fn compile(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model) {
             t.routes.push(RouteTable {
                 start,
                 len: pools.len() as u32,
-                slot: slots.len() as u32,
                 fb_start,
                 fb_len: fb.len() as u32,
             });

@@ -374,11 +374,8 @@ fn start(
         idle_timeout: cfg.server.tcp_idle_timeout,
     };
     for (i, ((cpu, u), t)) in cpus.into_iter().zip(udp).zip(tcp).enumerate() {
-        let (backend, fallback) = shard::make_backend(cfg.server.io, u)
+        let backend = shard::make_backend(cfg.server.io, u)
             .map_err(|e| ExitError::Startup(format!("shard {i}: cannot start UDP I/O: {e}")))?;
-        if let Some(why) = fallback {
-            warn!(shard = i, "{why}: using recvmmsg/sendmmsg");
-        }
         info!(shard = i, cpu, io = backend.name(), "shard starting");
         let uc = Arc::new(Counters::default());
         let tc = Arc::new(Counters::default());

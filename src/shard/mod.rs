@@ -243,17 +243,13 @@ pub trait UdpIo: Send {
 
 /// Builds the UDP backend for a shard's sockets. `Auto` is recvmmsg/sendmmsg: measured
 /// against io_uring (SINGLE_ISSUER + DEFER_TASKRUN) in `bench/run`, it cost 1-9% less server
-/// CPU per query at a fixed 20k qps in each of three runs and was level within noise at saturation
-/// (PERF.md). io_uring stays one setting away (`io = "io-uring"`). Returns a note when a
-/// backend other than the one asked for serves (none today: both are explicit).
-pub fn make_backend(
-    mode: IoMode,
-    sockets: Vec<std::net::UdpSocket>,
-) -> io::Result<(Box<dyn UdpIo>, Option<String>)> {
-    match mode {
-        IoMode::Mmsg | IoMode::Auto => Ok((Box::new(mmsg::Mmsg::new(sockets)?), None)),
-        IoMode::IoUring => Ok((Box::new(uring::Uring::new(sockets)?), None)),
-    }
+/// CPU per query at a fixed 20k qps in each of three runs and was level or cheaper at
+/// saturation (PERF.md). io_uring stays one setting away (`io = "io-uring"`).
+pub fn make_backend(mode: IoMode, sockets: Vec<std::net::UdpSocket>) -> io::Result<Box<dyn UdpIo>> {
+    Ok(match mode {
+        IoMode::Mmsg | IoMode::Auto => Box::new(mmsg::Mmsg::new(sockets)?),
+        IoMode::IoUring => Box::new(uring::Uring::new(sockets)?),
+    })
 }
 
 /// Pins the calling thread to `cpu`.

@@ -256,8 +256,6 @@ pub struct RouteTable {
     pub start: u32,
     /// Number of pools.
     pub len: u32,
-    /// Index of this route's active-pool slot in [`HealthState`].
-    pub slot: u32,
     /// Fallback addresses: `GslbTables::fallback[fb_start..fb_start + fb_len]`.
     pub fb_start: u32,
     /// Number of fallback addresses (0 with a NODATA fallback).
@@ -415,7 +413,9 @@ impl GslbTables {
         out: &mut [u8],
     ) -> Selected {
         let a = &self.ads[ad as usize];
-        let route = &self.routes[self.route_of(a, line.0 as usize) as usize];
+        // Route i's active pool is slot i of the health state.
+        let route_i = self.route_of(a, line.0 as usize);
+        let route = &self.routes[route_i as usize];
         let scope = if a.policy == PoolPolicy::Nearest {
             line.1
         } else {
@@ -423,9 +423,7 @@ impl GslbTables {
         };
         let pools = &self.route_pools[route.start as usize..(route.start + route.len) as usize];
         let pool = match a.policy {
-            PoolPolicy::GlobalAvailability { .. } | PoolPolicy::Nearest => {
-                health.active(route.slot)
-            }
+            PoolPolicy::GlobalAvailability { .. } | PoolPolicy::Nearest => health.active(route_i),
             PoolPolicy::Weighted => {
                 let total: u64 = pools
                     .iter()
