@@ -84,16 +84,24 @@ fn suite(s: &Server) {
         });
     }
 
-    // 4: opcode other than QUERY.
+    // 4: opcode other than QUERY: NOTIMP, RD and CD not copied (RFC 8906 8.1.4), OPT
+    // when the query's was well formed.
     for opcode in [1u16, 2, 5] {
-        let mut q = Q::new("www.example.test", A);
-        q.flags = opcode << 11;
-        both(s, q, |m, t| {
-            assert_eq!(m.rcode(), NOTIMP, "{t:?}");
-            assert_eq!((m.flags >> 11) & 0xF, opcode, "opcode echoed");
-            assert!(!m.aa());
-            assert_eq!(m.counts[1..], [0, 0, 0]);
-        });
+        for edns in [false, true] {
+            let mut q = Q::new("www.example.test", A);
+            if edns {
+                q = q.edns(1232);
+            }
+            q.flags = opcode << 11 | 0x0110;
+            both(s, q, |m, t| {
+                assert_eq!(m.rcode(), NOTIMP, "{t:?}");
+                assert_eq!((m.flags >> 11) & 0xF, opcode, "opcode echoed");
+                assert!(!m.aa());
+                assert_eq!(m.flags & 0x0110, 0, "RD, CD clear");
+                assert_eq!(m.opt().is_some(), edns, "OPT iff sent");
+                assert_eq!(m.counts[1..3], [0, 0]);
+            });
+        }
     }
 
     // 5: QDCOUNT != 1, records in answer/authority, two OPT records.
@@ -122,7 +130,100 @@ fn suite(s: &Server) {
     });
     let mut q = Q::new("www.example.test", A).edns(1232);
     q.extra_ar.push(vec![0, 0, 41, 4, 0, 0, 0, 0, 0, 0, 0]);
-    both(s, q, |m, t| assert_eq!(m.rcode(), FORMERR, "two OPT {t:?}"));
+    both(s, q, |m, t| {
+        assert_eq!(m.rcode(), FORMERR, "two OPT {t:?}");
+        assert!(m.opt().is_none(), "no OPT echoed for a broken one");
+    });
+    // A FORMERR to a query whose OPT was well formed carries OPT (RFC 6891 7), DO copied.
+    let mut q = Q::new("www.example.test", A).edns(1232);
+    q.edns.as_mut().unwrap().2 = true;
+    q.counts_override = Some([1, 1, 0, 1]);
+    let mut raw = q.build();
+    let opt_at = raw.len() - 11;
+    let rr = [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4];
+    raw.splice(opt_at..opt_at, rr);
+    for t in [T::Udp, T::Tcp] {
+        let m = match t {
+            T::Udp => s.udp(&raw).unwrap(),
+            T::Tcp => s.tcp(&raw),
+        };
+        assert_eq!(m.rcode(), FORMERR, "answer record {t:?}");
+        let o = m.opt().expect("OPT in the FORMERR");
+        assert_eq!(o.ttl & 0x8000, 0x8000, "DO copied");
+    }
+    // An OPT owned by a compression pointer to the root label is the root (RFC 1035 4.1.4).
+    let mut q = Q::new("www.example.test", A);
+    q.counts_override = Some([1, 0, 0, 1]);
+    let mut raw = q.build();
+    let root = 12 + wire("www.example.test").len() - 1;
+    raw.extend_from_slice(&[0xC0, root as u8, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]);
+    let m = s.udp(&raw).unwrap();
+    assert_eq!(m.rcode(), NOERROR, "OPT owner pointer");
+    assert!(m.opt().is_some());
+
+    // 22: transfers are not configured: REFUSED over UDP and TCP (never NOERROR without
+    // the SOA first, RFC 5936 2.2), also an IXFR carrying its SOA in authority.
+    for qt in [251u16, 252] {
+        both(s, Q::new("example.test", qt).edns(1232), |m, t| {
+            assert_eq!(m.rcode(), REFUSED, "xfr {qt} {t:?}");
+            assert_eq!(m.counts[1..3], [0, 0], "xfr {qt} {t:?}");
+        });
+    }
+    let mut q = Q::new("example.test", 251);
+    q.counts_override = Some([1, 0, 1, 0]);
+    let mut raw = q.build();
+    raw.extend_from_slice(&[0xC0, 12, 0, 6, 0, 1, 0, 0, 0, 0, 0, 22]);
+    raw.extend_from_slice(&[
+        0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0,
+    ]);
+    assert_eq!(s.udp(&raw).unwrap().rcode(), REFUSED, "IXFR with its SOA");
+
+    // 23: TSIG with no keys configured: NOTAUTH and an unsigned TSIG with error BADKEY
+    // (RFC 8945 5.2); a TSIG not last, or two: FORMERR.
+    let tsig: Vec<u8> = {
+        let mut r = wire("k1");
+        r.extend_from_slice(&[0, 250, 0, 255, 0, 0, 0, 0]);
+        let mut rd = wire("hmac-sha256");
+        rd.extend_from_slice(&[0, 0, 0x65, 0x00, 0x00, 0x01, 1, 44]); // time, fudge 300
+        rd.extend_from_slice(&[0, 4, 9, 9, 9, 9]); // MAC
+        rd.extend_from_slice(&[0xBE, 0xEF, 0, 0, 0, 0]); // original ID, error, other
+        r.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+        r.extend_from_slice(&rd);
+        r
+    };
+    let mut q = Q::new("www.example.test", A).edns(1232);
+    q.extra_ar.push(tsig.clone());
+    both(s, q, |m, t| {
+        assert_eq!(m.rcode(), 9, "NOTAUTH {t:?}");
+        assert!(m.answer.is_empty());
+        let last = m.additional.last().expect("TSIG");
+        assert_eq!(last.rtype, 250, "TSIG last");
+        let rd = &last.rdata;
+        let alg = wire("hmac-sha256").len();
+        assert_eq!(
+            &rd[alg..alg + 8],
+            &[0, 0, 0x65, 0, 0, 1, 1, 44],
+            "time, fudge"
+        );
+        assert_eq!(
+            &rd[alg + 8..],
+            &[0, 0, 0xBE, 0xEF, 0, 17, 0, 0],
+            "no MAC, BADKEY"
+        );
+        assert!(m.opt().is_some(), "OPT before the TSIG");
+    });
+    for twice in [true, false] {
+        let mut q = Q::new("www.example.test", A);
+        q.extra_ar.push(tsig.clone());
+        q.extra_ar.push(if twice {
+            tsig.clone()
+        } else {
+            vec![0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]
+        });
+        both(s, q, |m, t| {
+            assert_eq!(m.rcode(), FORMERR, "TSIG twice={twice} {t:?}");
+        });
+    }
 
     // 6: classes.
     let mut q = Q::new("version.bind", TXT);

@@ -516,6 +516,20 @@ default = ["def"]
     let m = g.s.udp(&q.build()).unwrap();
     assert_eq!(m.answers(A), vec!["127.0.0.73"]);
     assert_eq!(m.opt().unwrap().rdata[7], 48, "scope of the /48");
+    // A v4-mapped IPv6 subnet (::ffff:10.1.2.0/120) is looked up as IPv4; its scope counts
+    // the 96 bits of the mapping prefix (a /24 decided: 120), in the IPv6 option.
+    let mut mapped = vec![0u8; 10];
+    mapped.extend_from_slice(&[0xff, 0xff, 10, 1, 2]);
+    let q = Q::new("geo.example.test", A)
+        .edns(1232)
+        .ecs(2, 120, 0, &mapped);
+    let m = g.s.udp(&q.build()).unwrap();
+    assert_eq!(m.answers(A), vec!["127.0.0.73"]);
+    assert_eq!(
+        m.opt().unwrap().rdata[4..8],
+        [0, 2, 120, 120],
+        "mapped scope"
+    );
     // The country's pool down: the default line's order answers, not the continent's.
     g.set("cn-1", "down");
     assert_eq!(ask([10, 1, 2, 3]).0, vec!["127.0.0.74"]);
@@ -883,4 +897,50 @@ fn pool_health_conditions() {
         })
         .collect();
     assert_eq!(healthy, vec![false, false, false]);
+}
+
+/// Pool policy round-robin: pools are taken in turn and each pool's addresses rotate on
+/// their own, on every shard (two shards here): every address comes first in about a
+/// quarter of the answers.
+#[test]
+fn round_robin_pools_rotate_pools_and_addresses() {
+    let dir = std::env::temp_dir().join(format!("gtmd-rr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = String::from(
+        "version = 1\n[server]\nshards = [0, 1]\n[[zone]]\nname = \"example.test.\"\n\
+         soa = { mname = \"ns1\", rname = \"hostmaster\" }\nns = [\"ns1\"]\nrecords = [\"ns1 A 192.0.2.1\"]\n",
+    );
+    for i in 1..=4 {
+        text.push_str(&format!(
+            "[[address]]\nname = \"r{i}\"\nvalue = \"127.0.9.{i}\"\nmode = \"up\"\n"
+        ));
+    }
+    text.push_str(
+        "[[pool]]\nname = \"RA\"\ntype = \"ipv4\"\naddresses = [\"r1\", \"r2\"]\n\
+         [[pool]]\nname = \"RB\"\ntype = \"ipv4\"\naddresses = [\"r3\", \"r4\"]\n\
+         [[access-domain]]\nname = \"rr.example.test.\"\ntype = \"A\"\npolicy = \"round-robin\"\n\
+         pools = [\"RA\", \"RB\"]\n",
+    );
+    std::fs::write(dir.join("rr.toml"), text).unwrap();
+    let g = Gtm::start(&dir.join("rr.toml"), "auto", &[]);
+    let mut first = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..400 {
+        // A fresh socket per query: the kernel spreads them over both shards.
+        let m = g.s.udp(&Q::new("rr.example.test", A).build()).unwrap();
+        // In answer order (`answers` sorts).
+        let got: Vec<String> = m.answer.iter().map(|r| r.data.clone()).collect();
+        assert_eq!(got.len(), 2, "a whole pool: {got:?}");
+        let pool_a = got.iter().all(|a| a == "127.0.9.1" || a == "127.0.9.2");
+        let pool_b = got.iter().all(|a| a == "127.0.9.3" || a == "127.0.9.4");
+        assert!(pool_a || pool_b, "one pool per answer: {got:?}");
+        *first.entry(got[0].clone()).or_default() += 1;
+    }
+    for i in 1..=4 {
+        let n = first.get(&format!("127.0.9.{i}")).copied().unwrap_or(0);
+        assert!(
+            (60..=140).contains(&n),
+            "127.0.9.{i} first {n} of 400: {first:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

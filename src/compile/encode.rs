@@ -31,6 +31,8 @@ pub(crate) struct Encoder {
     dict: Vec<(Vec<u8>, u16, bool)>,
     fixups: Vec<u16>,
     counts: [u16; 3],
+    /// Buffer offset and additional count where the optional additional records start.
+    optional: Option<(usize, u16)>,
 }
 
 /// A finished tail.
@@ -39,6 +41,8 @@ pub(crate) struct Encoded {
     pub(crate) fixups: Vec<u16>,
     pub(crate) counts: [u16; 3],
     pub(crate) qlen: u8,
+    /// Octets and records at the end of the tail that may be left out to fit a payload.
+    pub(crate) optional: (u16, u16),
 }
 
 impl Encoder {
@@ -65,6 +69,15 @@ impl Encoder {
             dict,
             fixups: Vec::new(),
             counts: [0; 3],
+            optional: None,
+        }
+    }
+
+    /// Every additional record from here on is optional (RFC 1034 4.3.2 step 6: addresses
+    /// of NS, MX and SRV targets), left out rather than truncating when space is short.
+    pub(crate) fn optional_from_here(&mut self) {
+        if self.optional.is_none() {
+            self.optional = Some((self.buf.len(), self.counts[2]));
         }
     }
 
@@ -99,7 +112,7 @@ impl Encoder {
         }
     }
 
-    /// Appends one resource record.
+    /// Appends one resource record; returns the tail offset of its RDATA.
     pub(crate) fn rr(
         &mut self,
         sec: Section,
@@ -108,13 +121,14 @@ impl Encoder {
         class: u16,
         ttl: u32,
         rdata: &Rdata,
-    ) {
+    ) -> u16 {
         self.name(owner);
         self.buf.extend_from_slice(&rtype.to_be_bytes());
         self.buf.extend_from_slice(&class.to_be_bytes());
         self.buf.extend_from_slice(&ttl.to_be_bytes());
         let len_at = self.buf.len();
         self.buf.extend_from_slice(&[0, 0]);
+        let rdata_at = (self.buf.len() - self.tail_start) as u16;
         match rdata {
             Rdata::Opaque(b) => self.buf.extend_from_slice(b),
             Rdata::Name(n) => self.name(n),
@@ -137,15 +151,15 @@ impl Encoder {
         let rdlen = (self.buf.len() - len_at - 2) as u16;
         self.buf[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
         self.counts[sec as usize] += 1;
-    }
-
-    /// Bytes the whole message takes so far (header and question included).
-    pub(crate) fn message_len(&self) -> usize {
-        self.buf.len()
+        rdata_at
     }
 
     pub(crate) fn finish(self) -> Encoded {
+        let optional = self.optional.map_or((0, 0), |(at, n)| {
+            ((self.buf.len() - at) as u16, self.counts[2] - n)
+        });
         Encoded {
+            optional,
             tail: self.buf[self.tail_start..].to_vec(),
             fixups: self.fixups,
             counts: self.counts,

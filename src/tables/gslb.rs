@@ -401,8 +401,8 @@ impl GslbTables {
         }
     }
 
-    /// Selects and writes the answer records of access domain `ad` into `out` (which must
-    /// have room for `max_len` bytes).
+    /// Selects and writes the answer records of access domain `ad` into `out`, each owned
+    /// by `owner` (a compression pointer to the name: `0xC00C` for the question name).
     #[inline]
     pub fn select(
         &self,
@@ -410,6 +410,7 @@ impl GslbTables {
         health: &HealthState,
         line: (u32, u8),
         local: &mut Local,
+        owner: u16,
         out: &mut [u8],
     ) -> Selected {
         let a = &self.ads[ad as usize];
@@ -422,6 +423,10 @@ impl GslbTables {
             0
         };
         let pools = &self.route_pools[route.start as usize..(route.start + route.len) as usize];
+        // The address rotation of the chosen pool: the shard's counter, except under pool
+        // round-robin, where one counter value picks both and must be split between them
+        // (else the pool and the first address would move in lockstep).
+        let mut turn = None;
         let pool = match a.policy {
             PoolPolicy::GlobalAvailability { .. } | PoolPolicy::Nearest => health.active(route_i),
             PoolPolicy::Weighted => {
@@ -447,15 +452,18 @@ impl GslbTables {
             }
             PoolPolicy::RoundRobin => {
                 let healthy = pools.iter().filter(|p| health.pool_up(p.0)).count() as u64;
-                if healthy == 0 {
-                    NO_POOL
-                } else {
-                    let k = local.next_rotation() % healthy;
-                    pools
-                        .iter()
-                        .filter(|p| health.pool_up(p.0))
-                        .nth(k as usize)
-                        .map_or(NO_POOL, |p| p.0)
+                let r = local.next_rotation();
+                match r.checked_div(healthy) {
+                    None => NO_POOL,
+                    Some(t) => {
+                        turn = Some(t);
+                        let k = r % healthy;
+                        pools
+                            .iter()
+                            .filter(|p| health.pool_up(p.0))
+                            .nth(k as usize)
+                            .map_or(NO_POOL, |p| p.0)
+                    }
                 }
             }
         };
@@ -464,9 +472,10 @@ impl GslbTables {
             pos: 0,
             count: 0,
             ad: a,
+            owner: owner.to_be_bytes(),
         };
         if pool != NO_POOL {
-            self.pick(pool, health, local, &mut w);
+            self.pick(pool, health, local, turn, &mut w);
         }
         if w.count == 0 {
             if route.fb_len == 0 {
@@ -490,7 +499,14 @@ impl GslbTables {
 
     /// Addresses of one pool by its policy; only addresses that are up.
     #[inline]
-    fn pick(&self, pool: u32, health: &HealthState, local: &mut Local, w: &mut Writer<'_, '_>) {
+    fn pick(
+        &self,
+        pool: u32,
+        health: &HealthState,
+        local: &mut Local,
+        turn: Option<u64>,
+        w: &mut Writer<'_, '_>,
+    ) {
         let p = &self.pools[pool as usize];
         let addrs = &self.pool_addrs[p.start as usize..(p.start + p.len) as usize];
         let want = p.answers as usize;
@@ -505,7 +521,8 @@ impl GslbTables {
                 if up == 0 {
                     return;
                 }
-                let first = (local.next_rotation() % up as u64) as usize;
+                let turn = turn.unwrap_or_else(|| local.next_rotation());
+                let first = (turn % up as u64) as usize;
                 let mut it = addrs
                     .iter()
                     .filter(|&&a| health.addr_up(a))
@@ -556,10 +573,11 @@ struct Writer<'o, 't> {
     pos: usize,
     count: u16,
     ad: &'t AdTable,
+    owner: [u8; 2],
 }
 
 impl Writer<'_, '_> {
-    /// `C0 0C TYPE IN TTL` + the address's RDLENGTH and RDATA. Stops (silently) when the
+    /// `owner TYPE IN TTL` + the address's RDLENGTH and RDATA. Stops (silently) when the
     /// buffer is full; the caller's size check then truncates.
     #[inline]
     fn rr(&mut self, t: &GslbTables, a: u32) {
@@ -571,8 +589,7 @@ impl Writer<'_, '_> {
             return;
         }
         let o = &mut self.out[self.pos..self.pos + need];
-        o[0] = 0xC0;
-        o[1] = 0x0C;
+        o[0..2].copy_from_slice(&self.owner);
         o[2..4].copy_from_slice(&self.ad.rtype.to_be_bytes());
         o[4..6].copy_from_slice(&1u16.to_be_bytes());
         o[6..10].copy_from_slice(&self.ad.ttl.to_be_bytes());

@@ -45,6 +45,16 @@ pub struct Answer {
     pub fix_start: u32,
     /// Number of fixups.
     pub fix_len: u32,
+    /// Octets at the end of the tail that may be left out to fit (optional additional
+    /// records: addresses of NS, MX and SRV targets), and how many records they hold.
+    pub opt_len: u16,
+    /// Records in `opt_len`.
+    pub opt_count: u16,
+    /// Where the answer goes on at query time: the node of a scheduled name that a CNAME
+    /// chain reached (its records are chosen per query), or [`NONE`].
+    pub next: u32,
+    /// Tail offset of the name the answer goes on from (a CNAME's RDATA).
+    pub next_at: u16,
 }
 
 /// One name in the index.
@@ -54,8 +64,12 @@ pub struct Node {
     pub zone: u32,
     /// Node index of this name's `*` child, or [`NONE`].
     pub wildcard: u32,
-    /// At or below a zone cut: every query here gets the referral `other`.
+    /// At or below a zone cut: every query here gets the referral `other` (but a DS query
+    /// at the cut itself, answered from `types`).
     pub cut: bool,
+    /// The DNAME of this name, for names below it (RFC 6672): its answer, compiled against
+    /// this name, or [`NONE`].
+    pub dname: u32,
     /// Answers by qtype: `Snapshot::types[types_start..types_start + types_len]`.
     pub types_start: u32,
     /// Number of typed answers.
@@ -213,6 +227,9 @@ pub enum Lookup {
     Answer(u32),
     /// Answer from access domain N (GSLB).
     Gslb(u32),
+    /// Below a DNAME: synthesise from this answer (the DNAME RRset, compiled against its
+    /// owner, which is a suffix of the question name).
+    Dname(u32),
     /// Not ours: REFUSED.
     Refused,
 }
@@ -222,40 +239,60 @@ impl Snapshot {
     /// question name and, when it does not exist, its suffixes to find the closest encloser.
     #[inline]
     pub fn lookup(&self, q: &Query, tcp: bool) -> Lookup {
-        let name = q.name();
+        self.lookup_in(
+            q.name(),
+            &q.label_offsets[..q.labels as usize],
+            q.qtype,
+            tcp,
+        )
+        .0
+    }
+
+    /// [`Self::lookup`] for any lowercased wire name with the offsets of its labels; also
+    /// returns the zone that answers ([`NONE`] when none does).
+    #[inline]
+    pub fn lookup_in(&self, name: &[u8], offsets: &[u8], qtype: u16, tcp: bool) -> (Lookup, u32) {
         if let Some(&n) = self.index.get(name) {
-            let a = self.pick(n, q.qtype, tcp);
-            return if a & DYN != 0 {
-                Lookup::Gslb(a & !DYN)
-            } else {
-                Lookup::Answer(a)
-            };
+            return (self.pick_node(n, qtype, tcp), self.nodes[n as usize].zone);
         }
-        for i in 1..q.labels as usize {
-            let suffix = &name[q.label_offsets[i] as usize..];
+        for &off in offsets.iter().skip(1) {
+            let suffix = &name[off as usize..];
             if let Some(&e) = self.index.get(suffix) {
                 let node = &self.nodes[e as usize];
-                if node.cut {
-                    return Lookup::Answer(node.other);
-                }
-                if node.wildcard != NONE {
-                    let a = self.pick(node.wildcard, q.qtype, tcp);
-                    return if a & DYN != 0 {
-                        Lookup::Gslb(a & !DYN)
-                    } else {
-                        Lookup::Answer(a)
-                    };
-                }
-                return Lookup::Answer(self.zones[node.zone as usize].nxdomain);
+                let found = if node.cut {
+                    Lookup::Answer(node.other)
+                } else if node.dname != NONE {
+                    Lookup::Dname(node.dname)
+                } else if node.wildcard != NONE {
+                    self.pick_node(node.wildcard, qtype, tcp)
+                } else {
+                    Lookup::Answer(self.zones[node.zone as usize].nxdomain)
+                };
+                return (found, node.zone);
             }
         }
-        Lookup::Refused
+        (Lookup::Refused, NONE)
+    }
+
+    /// The answer at node `n` for `qtype`.
+    #[inline]
+    pub fn pick_node(&self, n: u32, qtype: u16, tcp: bool) -> Lookup {
+        let a = self.pick(n, qtype, tcp);
+        if a & DYN != 0 {
+            Lookup::Gslb(a & !DYN)
+        } else {
+            Lookup::Answer(a)
+        }
     }
 
     #[inline]
     fn pick(&self, n: u32, qtype: u16, tcp: bool) -> u32 {
         let node = &self.nodes[n as usize];
         if node.cut {
+            // The parent answers DS at the cut (RFC 4035 3.1.4.1): the only typed entry.
+            if qtype == rtype::DS && node.types_len > 0 {
+                return self.types[node.types_start as usize].1;
+            }
             return node.other;
         }
         if qtype == rtype::ANY {

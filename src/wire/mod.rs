@@ -2,6 +2,7 @@
 //! answer from a [`crate::tables::Snapshot`]. No sockets, no allocation, no locks: the
 //! backends in `shard` and the micro-benchmark call the same two functions.
 
+mod chase;
 pub mod parse;
 pub mod respond;
 

@@ -20,14 +20,24 @@ pub mod rtype {
     pub const SOA: u16 = 6;
     /// Host information (RFC 8482 synthesised ANY answer).
     pub const HINFO: u16 = 13;
+    /// Domain name pointer.
+    pub const PTR: u16 = 12;
     /// Mail exchange.
     pub const MX: u16 = 15;
     /// Text.
     pub const TXT: u16 = 16;
     /// IPv6 address.
     pub const AAAA: u16 = 28;
+    /// Service location.
+    pub const SRV: u16 = 33;
+    /// Delegation of a subtree (RFC 6672).
+    pub const DNAME: u16 = 39;
+    /// Delegation signer.
+    pub const DS: u16 = 43;
     /// EDNS pseudo-record.
     pub const OPT: u16 = 41;
+    /// Transaction signature (RFC 8945).
+    pub const TSIG: u16 = 250;
     /// Zone transfer (refused: gtmd does not serve transfers).
     pub const AXFR: u16 = 252;
     /// Incremental zone transfer.
@@ -43,18 +53,33 @@ pub const CLASS_CH: u16 = 3;
 pub const OPT_ECS: u16 = 8;
 
 /// Why a packet is not answered normally. Tiny and `Copy`: no allocation on the hot path.
+/// Every variant but `Drop` is answered with an OPT when `Query::edns` is set (the query's
+/// OPT was well formed: RFC 6891 section 7), and without one otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {
     /// Drop without reply (QR set, shorter than a header).
     Drop,
-    /// Reply FORMERR; `question` says whether the question parsed and can be echoed,
-    /// `edns` whether a valid OPT was seen (so the reply carries one).
+    /// Reply FORMERR; `question` says whether the question parsed and can be echoed.
     FormErr {
         /// The question section parsed and is echoed.
         question: bool,
     },
     /// Opcode other than QUERY.
     NotImp,
+    /// A TSIG-signed query: no keys are configured, so NOTAUTH with TSIG error BADKEY
+    /// (RFC 8945 section 5.2), the TSIG at `Query::tsig`.
+    BadKey,
+}
+
+/// Where the TSIG record of a query lies (RFC 8945): offsets into the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TsigAt {
+    /// Start of the record (its owner, the key name).
+    pub owner: u16,
+    /// Start of its RDATA.
+    pub rdata: u16,
+    /// RDATA length.
+    pub rdlen: u16,
 }
 
 /// EDNS Client Subnet option as received (RFC 7871 section 6).
@@ -106,6 +131,8 @@ pub struct Query {
     pub question_end: usize,
     /// The OPT record, when present.
     pub edns: Option<Edns>,
+    /// The TSIG record, when the query carries one.
+    pub tsig: Option<TsigAt>,
 }
 
 impl Query {
@@ -122,6 +149,7 @@ impl Query {
             qclass: 0,
             question_end: 0,
             edns: None,
+            tsig: None,
         }
     }
 
@@ -151,7 +179,9 @@ fn be16(p: &[u8], at: usize) -> u16 {
 
 /// Parses a packet into `q`. On success the question and EDNS are valid.
 ///
-/// Errors follow `DNS-CHECKLIST.md`: rows 1/2 drop, 4 NOTIMP, 5/10/14/15 FORMERR.
+/// Errors follow `DNS-CHECKLIST.md`: rows 1/2 drop, 4 NOTIMP, 5/10/14/15 FORMERR, 23 BADKEY.
+/// Every record is parsed before any semantic check, so an error reply knows whether the
+/// query's OPT was well formed (then it carries one, RFC 6891 section 7).
 pub fn parse(pkt: &[u8], q: &mut Query) -> Result<(), Reject> {
     if pkt.len() < HEADER_LEN {
         return Err(Reject::Drop);
@@ -159,15 +189,13 @@ pub fn parse(pkt: &[u8], q: &mut Query) -> Result<(), Reject> {
     q.id = be16(pkt, 0);
     q.flags = be16(pkt, 2);
     q.edns = None;
+    q.tsig = None;
     q.qname_len = 0;
     q.question_end = HEADER_LEN;
     if q.flags & 0x8000 != 0 {
         return Err(Reject::Drop);
     }
     let qdcount = be16(pkt, 4);
-    let ancount = be16(pkt, 6);
-    let nscount = be16(pkt, 8);
-    let arcount = be16(pkt, 10);
     if qdcount != 1 {
         if q.opcode() != 0 {
             return Err(Reject::NotImp);
@@ -176,17 +204,70 @@ pub fn parse(pkt: &[u8], q: &mut Query) -> Result<(), Reject> {
     }
     let end = parse_question(pkt, q).ok_or(Reject::FormErr { question: false })?;
     q.question_end = end;
+    let formerr = Reject::FormErr { question: true };
+    let found = match records(pkt, end, q) {
+        Some(f) if !f.broken => f,
+        _ => {
+            // Unparseable, two OPTs, a misplaced or second TSIG: no OPT in the reply.
+            q.edns = None;
+            q.tsig = None;
+            return Err(formerr);
+        }
+    };
     if q.opcode() != 0 {
         return Err(Reject::NotImp);
     }
-    if ancount != 0 || nscount != 0 {
-        return Err(Reject::FormErr { question: true });
+    if found.bad_ecs || found.stray {
+        return Err(formerr);
     }
-    let mut pos = end;
-    for _ in 0..arcount {
-        pos = parse_additional(pkt, pos, q).ok_or(Reject::FormErr { question: true })?;
+    if q.tsig.is_some() {
+        return Err(Reject::BadKey);
     }
     Ok(())
+}
+
+/// What the record sections of a query held, beyond the OPT and TSIG stored in the query.
+struct Found {
+    /// Two OPTs, an OPT not owned by the root, a TSIG not last or twice.
+    broken: bool,
+    /// Records in the answer or authority section (other than the SOA an IXFR carries).
+    stray: bool,
+    /// An ECS option that breaks RFC 7871 section 7.1.
+    bad_ecs: bool,
+}
+
+/// Parses every record after the question; `None` when one does not parse.
+fn records(pkt: &[u8], mut pos: usize, q: &mut Query) -> Option<Found> {
+    let ancount = be16(pkt, 6) as usize;
+    let nscount = be16(pkt, 8) as usize;
+    let arcount = be16(pkt, 10) as usize;
+    let mut f = Found {
+        broken: false,
+        stray: false,
+        bad_ecs: false,
+    };
+    for i in 0..ancount + nscount {
+        let (rtype, next) = skip_record(pkt, pos)?;
+        // RFC 1995 3: an IXFR query carries the client's SOA in authority.
+        let ixfr_soa = q.qtype == rtype::IXFR && rtype == rtype::SOA && ancount == 0;
+        f.stray |= i < ancount || !ixfr_soa || nscount != 1;
+        pos = next;
+    }
+    for i in 0..arcount {
+        pos = parse_additional(pkt, pos, i + 1 == arcount, q, &mut f)?;
+    }
+    Some(f)
+}
+
+/// Skips one record; returns its type and the offset after it.
+fn skip_record(pkt: &[u8], pos: usize) -> Option<(u16, usize)> {
+    let (pos, _) = skip_name(pkt, pos)?;
+    let fixed = pkt.get(pos..pos + 10)?;
+    let end = pos + 10 + be16(fixed, 8) as usize;
+    if end > pkt.len() {
+        return None;
+    }
+    Some((be16(fixed, 0), end))
 }
 
 /// Parses the question: an uncompressed name (a pointer here could only point into the
@@ -229,14 +310,15 @@ fn parse_question(pkt: &[u8], q: &mut Query) -> Option<usize> {
 
 /// Skips a possibly compressed name starting at `pos`, validating that every pointer
 /// points strictly before the name's own start (so no loop is possible), label lengths
-/// and total length. Returns the offset after the name in the record.
-fn skip_name(pkt: &[u8], mut pos: usize) -> Option<usize> {
+/// and total length. Returns the offset after the name in the record and the length of
+/// the name's labels (0: the root).
+pub(crate) fn skip_name(pkt: &[u8], mut pos: usize) -> Option<(usize, usize)> {
     let start = pos;
     let mut total = 0usize;
     loop {
         let len = *pkt.get(pos)? as usize;
         match len {
-            0 => return Some(pos + 1),
+            0 => return Some((pos + 1, total)),
             1..=63 => {
                 total += len + 1;
                 if total > 254 {
@@ -278,49 +360,68 @@ fn skip_name(pkt: &[u8], mut pos: usize) -> Option<usize> {
                         _ => return None,
                     }
                 }
-                return Some(pos + 2);
+                return Some((pos + 2, total));
             }
             _ => return None,
         }
     }
 }
 
-/// Parses one additional record; an OPT is decoded into `q.edns` (a second one is FORMERR),
-/// anything else is skipped.
-fn parse_additional(pkt: &[u8], pos: usize, q: &mut Query) -> Option<usize> {
-    let name_start = pos;
-    let pos = skip_name(pkt, pos)?;
+/// Parses one additional record: an OPT is decoded into `q.edns`, a TSIG (which must be
+/// the last record, RFC 8945 section 5.1) is noted in `q.tsig`, anything else is skipped.
+fn parse_additional(
+    pkt: &[u8],
+    pos: usize,
+    last: bool,
+    q: &mut Query,
+    f: &mut Found,
+) -> Option<usize> {
+    let owner = pos;
+    let (pos, owner_len) = skip_name(pkt, pos)?;
     let fixed = pkt.get(pos..pos + 10)?;
     let rtype = be16(fixed, 0);
     let class = be16(fixed, 2);
     let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
     let rdlen = be16(fixed, 8) as usize;
     let rdata = pkt.get(pos + 10..pos + 10 + rdlen)?;
-    if rtype == rtype::OPT {
-        if q.edns.is_some() || pkt[name_start] != 0 {
-            return None; // two OPTs, or an OPT not owned by the root (RFC 6891 6.1.1)
-        }
-        let mut edns = Edns {
-            payload: class.max(512),
-            version: ((ttl >> 16) & 0xFF) as u8,
-            dnssec_ok: ttl & 0x8000 != 0,
-            ecs: None,
-        };
-        let mut o = 0;
-        while o < rdata.len() {
-            let hdr = rdata.get(o..o + 4)?;
-            let code = be16(hdr, 0);
-            let olen = be16(hdr, 2) as usize;
-            let body = rdata.get(o + 4..o + 4 + olen)?;
-            if code == OPT_ECS && edns.version == 0 {
-                if edns.ecs.is_some() {
-                    return None;
+    match rtype {
+        rtype::OPT => {
+            // Two OPTs, or one not owned by the root (a pointer to the root is the root).
+            f.broken |= q.edns.is_some() || owner_len != 0;
+            let mut edns = Edns {
+                payload: class.max(512),
+                version: ((ttl >> 16) & 0xFF) as u8,
+                dnssec_ok: ttl & 0x8000 != 0,
+                ecs: None,
+            };
+            let mut o = 0;
+            while o < rdata.len() {
+                let hdr = rdata.get(o..o + 4)?;
+                let code = be16(hdr, 0);
+                let olen = be16(hdr, 2) as usize;
+                let body = rdata.get(o + 4..o + 4 + olen)?;
+                if code == OPT_ECS && edns.version == 0 {
+                    match parse_ecs(body) {
+                        Some(e) if edns.ecs.is_none() && !f.bad_ecs => edns.ecs = Some(e),
+                        _ => {
+                            edns.ecs = None;
+                            f.bad_ecs = true;
+                        }
+                    }
                 }
-                edns.ecs = Some(parse_ecs(body)?);
+                o += 4 + olen;
             }
-            o += 4 + olen;
+            q.edns = Some(edns);
         }
-        q.edns = Some(edns);
+        rtype::TSIG => {
+            f.broken |= !last || q.tsig.is_some();
+            q.tsig = Some(TsigAt {
+                owner: owner as u16,
+                rdata: (pos + 10) as u16,
+                rdlen: rdlen as u16,
+            });
+        }
+        _ => {}
     }
     Some(pos + 10 + rdlen)
 }

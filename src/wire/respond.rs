@@ -1,9 +1,12 @@
 //! The answer path: query bytes + snapshot -> response bytes. Sans-I/O, allocation-free,
 //! lock-free; shared by every backend (io_uring, mmsg, TCP) and the micro-benchmark.
 
-use super::parse::{parse, Edns, Query, Reject, CLASS_CH, CLASS_IN, HEADER_LEN, OPT_ECS};
+use super::chase::{chase, Sched};
+use super::parse::{
+    parse, rtype, skip_name, Edns, Query, Reject, CLASS_CH, CLASS_IN, HEADER_LEN, OPT_ECS,
+};
 use crate::tables::gslb::{ClientAddr, Local, Selected};
-use crate::tables::{Lookup, Snapshot};
+use crate::tables::{Lookup, Snapshot, NONE};
 
 /// Transport the query came over; decides the size limit and ANY handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +29,8 @@ pub mod rcode {
     pub const NOTIMP: u16 = 4;
     /// Refused.
     pub const REFUSED: u16 = 5;
+    /// Not authoritative / not authorized (RFC 8945: with a TSIG error).
+    pub const NOTAUTH: u16 = 9;
     /// Bad EDNS version (extended).
     pub const BADVERS: u16 = 16;
 }
@@ -78,11 +83,14 @@ pub fn respond(
         Ok(()) => {}
         Err(Reject::Drop) => return Outcome::DROP,
         Err(Reject::NotImp) => {
-            // Question echoed when it parsed; no AA, no OPT (RFC 8906 8.1.4).
+            // Question echoed when it parsed; no AA, no RD/CD (RFC 8906 8.1.4).
             let qd = q.qname_len != 0;
-            return error(pkt, q, qd, rcode::NOTIMP, out);
+            return error(pkt, q, qd, rcode::NOTIMP, snap.udp_payload, out);
         }
-        Err(Reject::FormErr { question }) => return error(pkt, q, question, rcode::FORMERR, out),
+        Err(Reject::FormErr { question }) => {
+            return error(pkt, q, question, rcode::FORMERR, snap.udp_payload, out)
+        }
+        Err(Reject::BadKey) => return error(pkt, q, true, rcode::NOTAUTH, snap.udp_payload, out),
     }
     let edns = q.edns;
     let reply = Reply {
@@ -101,43 +109,52 @@ pub fn respond(
             None => 512,
         },
     };
+    if matches!(q.qtype, rtype::AXFR | rtype::IXFR) {
+        // No transfers are configured: REFUSED over UDP and TCP, as NSD (RFC 5936 2.2
+        // forbids a NOERROR that does not start with the SOA).
+        return reply.finish(out, 0, [0; 3], rcode::REFUSED, 0, None);
+    }
     let mut scope = 0;
+    let tcp = t == Transport::Tcp;
     let answer = match q.qclass {
-        CLASS_IN => match snap.lookup(q, t == Transport::Tcp) {
-            Lookup::Answer(a) => Some(a),
-            Lookup::Gslb(ad) => {
-                // The asker: the ECS address when sent (RFC 7871) and not switched off,
-                // else the resolver's own address.
-                let g = &snap.gslb;
-                let ecs = edns
-                    .and_then(|e| e.ecs)
-                    .filter(|c| g.use_ecs && c.source > 0);
-                let src = match ecs {
-                    Some(c) if c.family == 1 => Some(ClientAddr::V4(u32::from_be_bytes([
-                        c.addr[0], c.addr[1], c.addr[2], c.addr[3],
-                    ]))),
-                    Some(c) => Some(ClientAddr::from_v6(u128::from_be_bytes(c.addr))),
-                    None => client,
-                };
-                let line = g.line_of(src);
+        CLASS_IN => match snap.lookup(q, tcp) {
+            Lookup::Answer(a) if snap.answers[a as usize].next == NONE => Some(a),
+            Lookup::Gslb(ad) if snap.gslb.ads[ad as usize].rtype != rtype::CNAME => {
+                let asker = Asker::new(snap, &edns, client);
                 let qend = q.question_end;
                 let room = limit.saturating_sub(qend + opt_len(&edns));
                 let records = &mut out[qend..qend + room];
-                match g.select(ad, &snap.health, line, local, records) {
+                let g = &snap.gslb;
+                match g.select(ad, &snap.health, asker.line, local, OWNER_Q, records) {
                     Selected::Records { count, len, scope } => {
-                        let scope = if ecs.is_some() { scope } else { 0 };
+                        let scope = asker.scope(scope);
                         if len > room {
                             return reply.finish(out, AA | TC, [0; 3], 0, scope, None);
                         }
                         return reply.finish_written(out, [count, 0, 0], len, scope);
                     }
                     Selected::NoData { answer, scope: s } => {
-                        scope = if ecs.is_some() { s } else { 0 };
+                        scope = asker.scope(s);
                         Some(answer)
                     }
                 }
             }
             Lookup::Refused => None,
+            link => {
+                // A CNAME chain through a scheduled name, a CNAME access domain, or a name
+                // below a DNAME: assembled from several parts.
+                let asker = Asker::new(snap, &edns, client);
+                let room = limit.saturating_sub(opt_len(&edns));
+                let mut sched = Sched { asker, local };
+                return match chase(snap, pkt, q, link, tcp, room, &mut sched, out) {
+                    Ok(c) => {
+                        let flags = if c.aa { AA } else { 0 };
+                        reply.head(out, flags, c.counts, c.rcode);
+                        reply.opt(out, c.pos, c.rcode, c.scope, flags)
+                    }
+                    Err(c) => reply.finish(out, AA | TC, [0; 3], c.rcode, c.scope, None),
+                };
+            }
         },
         CLASS_CH => snap.chaos(q),
         _ => None,
@@ -146,26 +163,82 @@ pub fn respond(
         return reply.finish(out, 0, [0; 3], rcode::REFUSED, 0, None);
     };
     let a = &snap.answers[ai as usize];
-    let full = q.question_end + a.len as usize + opt_len(&edns);
+    let mut counts = a.counts;
+    let mut len = a.len as usize;
+    let full = q.question_end + len + opt_len(&edns);
     let flags = if a.aa { AA } else { 0 };
     if full > limit {
-        // TC with no records at all (gdnsd's choice): no partial RRsets can result.
-        return reply.finish(out, flags | TC, [0; 3], a.rcode as u16, scope, None);
+        if full - (a.opt_len as usize) > limit {
+            // TC with no records at all (gdnsd's choice): no partial RRsets can result.
+            return reply.finish(out, flags | TC, [0; 3], a.rcode as u16, scope, None);
+        }
+        // Addresses of NS/MX/SRV targets are the first to go (RFC 1034 4.3.2 step 6).
+        len -= a.opt_len as usize;
+        counts[2] -= a.opt_count;
     }
     let (tail, fixups) = snap.tail(a);
     let delta = q.qname_len as u16 - a.qlen as u16;
     reply.finish(
         out,
         flags,
-        a.counts,
+        counts,
         a.rcode as u16,
         scope,
-        Some((tail, fixups, delta)),
+        Some((&tail[..len], fixups, delta)),
     )
 }
 
+/// Owner of records written for the question name itself: a pointer to offset 12.
+const OWNER_Q: u16 = 0xC000 | HEADER_LEN as u16;
+
+/// Who asks, as the GSLB line lookup sees it.
+pub(super) struct Asker {
+    /// The asker's line and ECS scope.
+    pub(super) line: (u32, u8),
+    /// An ECS option decided the address (else the answer's scope is 0).
+    ecs: bool,
+    /// The ECS address was a v4-mapped IPv6 subnet.
+    mapped: bool,
+}
+
+impl Asker {
+    /// The asker: the ECS address when sent (RFC 7871) and not switched off, else the
+    /// resolver's own address.
+    #[inline]
+    fn new(snap: &Snapshot, edns: &Option<Edns>, client: Option<ClientAddr>) -> Self {
+        let g = &snap.gslb;
+        let ecs = edns
+            .and_then(|e| e.ecs)
+            .filter(|c| g.use_ecs && c.source > 0);
+        let src = match ecs {
+            Some(c) if c.family == 1 => Some(ClientAddr::V4(u32::from_be_bytes([
+                c.addr[0], c.addr[1], c.addr[2], c.addr[3],
+            ]))),
+            Some(c) => Some(ClientAddr::from_v6(u128::from_be_bytes(c.addr))),
+            None => client,
+        };
+        Self {
+            line: g.line_of(src),
+            ecs: ecs.is_some(),
+            mapped: ecs.is_some_and(|c| c.family == 2) && matches!(src, Some(ClientAddr::V4(_))),
+        }
+    }
+
+    /// The ECS scope to answer with for a selection's scope: 0 without ECS; a v4-mapped
+    /// IPv6 subnet was looked up as IPv4, so its scope counts after the 96 bits of the
+    /// mapping prefix.
+    #[inline]
+    pub(super) fn scope(&self, s: u8) -> u8 {
+        match (self.ecs, self.mapped) {
+            (false, _) => 0,
+            (true, true) if s > 0 => s + 96,
+            (true, _) => s,
+        }
+    }
+}
+
 /// What every reply to a parsed query shares.
-struct Reply<'a> {
+pub(super) struct Reply<'a> {
     pkt: &'a [u8],
     q: &'a Query,
     edns: &'a Option<Edns>,
@@ -175,7 +248,7 @@ struct Reply<'a> {
 impl Reply<'_> {
     /// Header and echoed question.
     #[inline]
-    fn head(&self, out: &mut [u8], flags: u16, counts: [u16; 3], rc: u16) {
+    pub(super) fn head(&self, out: &mut [u8], flags: u16, counts: [u16; 3], rc: u16) {
         let q = self.q;
         let qend = q.question_end;
         let hdr_flags = QR | (q.flags & (OPCODE | RD | CD)) | flags | (rc & 0xF);
@@ -205,7 +278,8 @@ impl Reply<'_> {
         if let Some((bytes, fixups, delta)) = tail {
             out[pos..pos + bytes.len()].copy_from_slice(bytes);
             if delta != 0 {
-                for &f in fixups {
+                // Fixups are in tail order; those past a shortened tail are left out.
+                for &f in fixups.iter().take_while(|&&f| (f as usize) < bytes.len()) {
                     let at = pos + f as usize;
                     let p = u16::from_be_bytes([out[at], out[at + 1]]) + delta;
                     out[at..at + 2].copy_from_slice(&p.to_be_bytes());
@@ -230,7 +304,14 @@ impl Reply<'_> {
     }
 
     #[inline]
-    fn opt(&self, out: &mut [u8], mut pos: usize, rc: u16, ecs_scope: u8, flags: u16) -> Outcome {
+    pub(super) fn opt(
+        &self,
+        out: &mut [u8],
+        mut pos: usize,
+        rc: u16,
+        ecs_scope: u8,
+        flags: u16,
+    ) -> Outcome {
         if let Some(e) = self.edns {
             pos = write_opt(out, pos, e, rc, ecs_scope, self.payload);
         }
@@ -277,23 +358,98 @@ fn write_opt(out: &mut [u8], mut pos: usize, e: &Edns, rc: u16, scope: u8, paylo
     pos
 }
 
-/// FORMERR / NOTIMP: header, the question when it parsed, nothing else.
-fn error(pkt: &[u8], q: &Query, with_question: bool, rc: u16, out: &mut [u8]) -> Outcome {
+/// FORMERR / NOTIMP / NOTAUTH-BADKEY: header, the question when it parsed, the OPT when
+/// the query's was well formed, and for BADKEY the unsigned TSIG of RFC 8945 5.3.2.
+fn error(
+    pkt: &[u8],
+    q: &Query,
+    with_question: bool,
+    rc: u16,
+    payload: u16,
+    out: &mut [u8],
+) -> Outcome {
     let qend = if with_question {
         q.question_end
     } else {
         HEADER_LEN
     };
-    let flags = QR | (q.flags & (OPCODE | RD | CD)) | rc;
+    let copied = if rc == rcode::NOTIMP { 0 } else { RD | CD };
+    let flags = QR | (q.flags & (OPCODE | copied)) | rc;
+    let tsig = q.tsig.filter(|_| rc == rcode::NOTAUTH);
+    let arcount = q.edns.is_some() as u16 + tsig.is_some() as u16;
     out[0..2].copy_from_slice(&pkt[0..2]);
     out[2..4].copy_from_slice(&flags.to_be_bytes());
     out[4..6].copy_from_slice(&(with_question as u16).to_be_bytes());
-    out[6..12].fill(0);
+    out[6..10].fill(0);
+    out[10..12].copy_from_slice(&arcount.to_be_bytes());
     out[HEADER_LEN..qend].copy_from_slice(&pkt[HEADER_LEN..qend]);
+    let mut pos = qend;
+    if let Some(e) = &q.edns {
+        pos = write_opt(out, pos, e, rc, 0, payload);
+    }
+    if let Some(t) = tsig {
+        pos = write_badkey(pkt, q, t, out, pos);
+    }
     Outcome {
-        len: qend,
+        len: pos,
         rcode: rc,
         truncated: false,
+    }
+}
+
+/// TSIG error 17 (BADKEY): the key and algorithm names, time signed and fudge of the
+/// request, no MAC, the original ID (RFC 8945 5.2, 5.3.2). Names are written expanded.
+fn write_badkey(
+    pkt: &[u8],
+    q: &Query,
+    t: super::parse::TsigAt,
+    out: &mut [u8],
+    mut pos: usize,
+) -> usize {
+    let start = pos;
+    pos = copy_name(pkt, t.owner as usize, out, pos);
+    out[pos..pos + 8].copy_from_slice(&[0, 250, 0, 255, 0, 0, 0, 0]); // TSIG ANY TTL 0
+    let len_at = pos + 8;
+    pos += 10;
+    let rd = t.rdata as usize;
+    let rd_end = rd + t.rdlen as usize;
+    let Some((alg_end, _)) = skip_name(pkt, rd).filter(|&(e, _)| e + 10 <= rd_end) else {
+        // A TSIG whose RDATA does not even hold its fixed fields: leave it out.
+        out[10..12].copy_from_slice(&(q.edns.is_some() as u16).to_be_bytes());
+        return start;
+    };
+    pos = copy_name(pkt, rd, out, pos);
+    out[pos..pos + 8].copy_from_slice(&pkt[alg_end..alg_end + 8]); // time signed, fudge
+    out[pos + 8..pos + 10].fill(0); // MAC size 0
+    let mac = be16(pkt, alg_end + 8) as usize;
+    let orig = alg_end + 10 + mac;
+    let id = pkt.get(orig..orig + 2).unwrap_or(&pkt[0..2]);
+    out[pos + 10..pos + 12].copy_from_slice(id);
+    out[pos + 12..pos + 16].copy_from_slice(&[0, 17, 0, 0]); // BADKEY, no other data
+    pos += 16;
+    let rdlen = (pos - len_at - 2) as u16;
+    out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+    pos
+}
+
+fn be16(p: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([p[at], p[at + 1]])
+}
+
+/// Writes the (already validated) possibly compressed name at `at` expanded.
+fn copy_name(pkt: &[u8], mut at: usize, out: &mut [u8], mut pos: usize) -> usize {
+    loop {
+        let l = pkt[at] as usize;
+        if l >= 0xC0 {
+            at = ((l & 0x3F) << 8) | pkt[at + 1] as usize;
+            continue;
+        }
+        out[pos..pos + 1 + l].copy_from_slice(&pkt[at..at + 1 + l]);
+        pos += 1 + l;
+        if l == 0 {
+            return pos;
+        }
+        at += 1 + l;
     }
 }
 

@@ -1,0 +1,492 @@
+//! One zone: its names (owners, empty non-terminals, access domains), cuts and DNAMEs, and
+//! one [`Node`] per name with every answer it can give precompiled.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt, HashSet};
+
+use super::chain::{additional, chain, referral};
+use super::encode::{Encoder, Section};
+use super::{too_large, Out};
+use crate::config::name::{is_within, parent};
+use crate::config::{Config, ConfigError, Rdata, Record};
+use crate::tables::{Node, DYN, NONE};
+use crate::wire::parse::{rtype, CLASS_IN};
+
+/// An RRset during compilation.
+#[derive(Debug, Clone)]
+pub(super) struct RRset {
+    pub(super) ttl: u32,
+    pub(super) rdata: Vec<Rdata>,
+}
+
+/// The RRsets at one name.
+#[derive(Debug, Clone, Default)]
+pub(super) struct NodeData {
+    pub(super) rrsets: BTreeMap<u16, RRset>,
+}
+
+/// A zone being compiled.
+pub(super) struct ZoneBuild<'a> {
+    pub(super) apex: &'a [u8],
+    pub(super) names: HashMap<Vec<u8>, NodeData>,
+    cuts: BTreeSet<Vec<u8>>,
+    dnames: HashSet<Vec<u8>>,
+    /// Apexes of other zones served here below this one: their names are theirs.
+    children: &'a [&'a [u8]],
+    soa: Record,
+    neg_ttl: u32,
+    /// Names answered by an enabled access domain, with (type, access domain index): CNAME
+    /// chains continue there at query time.
+    pub(super) ads: HashMap<&'a [u8], Vec<(u16, u32)>>,
+}
+
+/// What resolving a name inside a zone found.
+pub(super) enum Found<'z> {
+    /// The name's data (exact, or synthesised from a wildcard).
+    Data(&'z NodeData),
+    /// No such name.
+    NxDomain,
+    /// At or below this zone cut.
+    Cut(Vec<u8>),
+    /// Below this DNAME owner.
+    Dname(Vec<u8>),
+    /// Inside another zone served here.
+    Elsewhere,
+}
+
+impl ZoneBuild<'_> {
+    /// Whether `name` belongs to a child zone served here.
+    fn in_child(&self, name: &[u8]) -> bool {
+        self.children.iter().any(|c| is_within(name, c))
+    }
+
+    /// The highest cut at or above `name`, or DNAME strictly above it (the highest one
+    /// occludes everything below).
+    fn occluder(&self, name: &[u8]) -> Option<Found<'_>> {
+        let mut found = None;
+        let mut n = Some(name);
+        while let Some(cur) = n {
+            if cur.len() < self.apex.len() {
+                break;
+            }
+            if cur.len() > self.apex.len() && self.cuts.contains(cur) {
+                found = Some(Found::Cut(cur.to_vec()));
+            }
+            if cur.len() < name.len() && self.dnames.contains(cur) {
+                found = Some(Found::Dname(cur.to_vec()));
+            }
+            n = parent(cur);
+        }
+        found
+    }
+
+    /// Resolves `name` (in this zone) as a query would: cut, DNAME, exact, wildcard or
+    /// NXDOMAIN.
+    pub(super) fn resolve(&self, name: &[u8]) -> Found<'_> {
+        if self.in_child(name) {
+            return Found::Elsewhere;
+        }
+        if let Some(f) = self.occluder(name) {
+            return f;
+        }
+        if let Some(d) = self.names.get(name) {
+            return Found::Data(d);
+        }
+        let mut n = parent(name);
+        while let Some(cur) = n {
+            if self.names.contains_key(cur) {
+                let mut w = b"\x01*".to_vec();
+                w.extend_from_slice(cur);
+                return match self.names.get(&w) {
+                    Some(d) => Found::Data(d),
+                    None => Found::NxDomain,
+                };
+            }
+            n = parent(cur);
+        }
+        Found::NxDomain
+    }
+
+    pub(super) fn soa_rr(&self, e: &mut Encoder) {
+        e.rr(
+            Section::Authority,
+            self.apex,
+            rtype::SOA,
+            CLASS_IN,
+            self.neg_ttl,
+            &self.soa.rdata,
+        );
+    }
+
+    /// The NS RRset of cut `cut`.
+    pub(super) fn ns_at(&self, cut: &[u8]) -> &RRset {
+        &self.names[cut].rrsets[&rtype::NS]
+    }
+}
+
+/// Builds the names of zone `zi`: records by owner and type, the access domains' names,
+/// empty non-terminals. Returns the SOA (None: reported).
+fn gather<'a>(
+    zi: u32,
+    cfg: &'a Config,
+    names: &mut HashMap<Vec<u8>, NodeData>,
+    ads: &mut HashMap<&'a [u8], Vec<(u16, u32)>>,
+) -> Option<Record> {
+    let zone = &cfg.zones[zi as usize];
+    for (i, ad) in cfg.gslb.access_domains.iter().enumerate() {
+        if ad.enabled && ad.zone == zi as usize {
+            ads.entry(&ad.name[..])
+                .or_insert_with(|| {
+                    names.entry(ad.name.clone()).or_default();
+                    Vec::new()
+                })
+                .push((ad.rtype, i as u32));
+        }
+    }
+    let mut soa = None;
+    for r in &zone.records {
+        if r.rtype == rtype::SOA {
+            soa = Some(r.clone());
+            continue; // the SOA is added to the apex below, once
+        }
+        let node = names.entry(r.owner.clone()).or_default();
+        let set = node.rrsets.entry(r.rtype).or_insert_with(|| RRset {
+            ttl: r.ttl,
+            rdata: Vec::new(),
+        });
+        // RFC 2181 5.2: one TTL per RRset; the smallest wins. 5: duplicates collapse.
+        set.ttl = set.ttl.min(r.ttl);
+        if !set.rdata.contains(&r.rdata) {
+            set.rdata.push(r.rdata.clone());
+        }
+    }
+    let soa = soa?;
+    names.entry(zone.name.clone()).or_default().rrsets.insert(
+        rtype::SOA,
+        RRset {
+            ttl: soa.ttl,
+            rdata: vec![soa.rdata.clone()],
+        },
+    );
+    // Empty non-terminals: every name between an owner and the apex exists. A parent
+    // that is already a name has its own ancestors seen to, so each walk stops there.
+    let apex_len = zone.name.len();
+    let mut ents: HashSet<&[u8]> = HashSet::default();
+    for o in names.keys() {
+        let mut p = parent(o);
+        while let Some(cur) = p {
+            if cur.len() < apex_len || names.contains_key(cur) || !ents.insert(cur) {
+                break;
+            }
+            p = parent(cur);
+        }
+    }
+    let ents: Vec<Vec<u8>> = ents.into_iter().map(<[u8]>::to_vec).collect();
+    for e in ents {
+        names.entry(e).or_default();
+    }
+    Some(soa)
+}
+
+/// Compiles zone `zi` into `out`. `children` are the apexes of zones served here below
+/// it; `ds_at` carries this zone's DS answers at those apexes to the child's compile.
+pub(super) fn compile_zone(
+    zi: u32,
+    cfg: &Config,
+    children: &[&[u8]],
+    ds_at: &mut HashMap<Vec<u8>, u32>,
+    out: &mut Out,
+    errs: &mut Vec<ConfigError>,
+) {
+    let zone = &cfg.zones[zi as usize];
+    let apex = &zone.name[..];
+    let mut names = HashMap::new();
+    let mut ads = HashMap::new();
+    let Some(soa) = gather(zi, cfg, &mut names, &mut ads) else {
+        errs.push(ConfigError::new(zone.at.clone(), "zone.soa", "no SOA"));
+        return;
+    };
+    let Rdata::Soa(s) = &soa.rdata else {
+        unreachable!("SOA record holds SOA data")
+    };
+    let neg_ttl = soa.ttl.min(s.times[4]);
+    let with = |t: u16| {
+        names
+            .iter()
+            .filter(|(n, d)| n.as_slice() != apex && d.rrsets.contains_key(&t))
+            .map(|(n, _)| n.clone())
+            .collect::<Vec<_>>()
+    };
+    let cuts: BTreeSet<Vec<u8>> = with(rtype::NS).into_iter().collect();
+    let mut dnames: HashSet<Vec<u8>> = with(rtype::DNAME).into_iter().collect();
+    if names[apex].rrsets.contains_key(&rtype::DNAME) {
+        dnames.insert(apex.to_vec());
+    }
+    let zb = ZoneBuild {
+        apex,
+        names,
+        cuts,
+        dnames,
+        children,
+        soa,
+        neg_ttl,
+        ads,
+    };
+    // NXDOMAIN and NODATA for the zone: compiled against the apex, shifted to any name
+    // below it (their compression pointers move with the question name).
+    let nodata = {
+        let mut e = Encoder::new(apex, false);
+        zb.soa_rr(&mut e);
+        out.push(e, 0, true)
+    };
+    out.snap.zones[zi as usize].nxdomain = {
+        let mut e = Encoder::new(apex, false);
+        zb.soa_rr(&mut e);
+        out.push(e, 3, true)
+    };
+    let sorted = index_names(&zb, ds_at, nodata, out);
+    let zone_types: BTreeSet<u16> = zb
+        .names
+        .values()
+        .flat_map(|d| d.rrsets.keys().copied())
+        .filter(|&t| t != rtype::CNAME)
+        .collect();
+    let ctx = NodeCtx {
+        zi,
+        zb: &zb,
+        nodata,
+        zone_types: &zone_types,
+        child_ds: ds_at.get(apex).copied(),
+    };
+    let mut referrals: HashMap<Vec<u8>, u32> = HashMap::new();
+    for name in sorted {
+        let node = ctx.node(name, &mut referrals, out, errs);
+        out.snap.nodes.push(node);
+    }
+}
+
+/// Puts the names this zone answers for into the index (sorted, so snapshots are
+/// reproducible), leaving out names of child zones served here and names occluded by a
+/// DNAME; records this zone's answer to DS at each child's apex in `ds_at`.
+fn index_names<'z>(
+    zb: &'z ZoneBuild<'_>,
+    ds_at: &mut HashMap<Vec<u8>, u32>,
+    nodata: u32,
+    out: &mut Out,
+) -> Vec<&'z [u8]> {
+    for c in zb.children {
+        let ds = zb.names.get(*c).and_then(|d| d.rrsets.get(&rtype::DS));
+        let a = match ds {
+            Some(set) => typed(c, rtype::DS, set, zb, out),
+            None => nodata,
+        };
+        ds_at.entry(c.to_vec()).or_insert(a);
+    }
+    let mut sorted: Vec<&[u8]> = zb
+        .names
+        .keys()
+        .map(Vec::as_slice)
+        .filter(|n| !zb.in_child(n) && !matches!(zb.occluder(n), Some(Found::Dname(_))))
+        .collect();
+    sorted.sort_unstable();
+    let base = out.snap.nodes.len() as u32;
+    for (k, name) in sorted.iter().enumerate() {
+        out.snap.index.insert((*name).into(), base + k as u32);
+    }
+    sorted
+}
+
+/// One RRset as a positive answer at `name`, with the addresses of NS/MX/SRV targets as
+/// optional additional records.
+fn typed(name: &[u8], t: u16, set: &RRset, zb: &ZoneBuild<'_>, out: &mut Out) -> u32 {
+    let mut e = Encoder::new(name, true);
+    for rd in &set.rdata {
+        e.rr(Section::Answer, name, t, CLASS_IN, set.ttl, rd);
+    }
+    additional(zb, &mut e, t, &set.rdata);
+    out.push(e, 0, true)
+}
+
+/// What every node of one zone shares.
+struct NodeCtx<'a, 'z> {
+    zi: u32,
+    zb: &'a ZoneBuild<'z>,
+    nodata: u32,
+    zone_types: &'a BTreeSet<u16>,
+    /// The parent zone's DS answer at this zone's apex, when the parent is served here.
+    child_ds: Option<u32>,
+}
+
+impl NodeCtx<'_, '_> {
+    fn node(
+        &self,
+        name: &[u8],
+        referrals: &mut HashMap<Vec<u8>, u32>,
+        out: &mut Out,
+        errs: &mut Vec<ConfigError>,
+    ) -> Node {
+        let zb = self.zb;
+        let data = &zb.names[name];
+        let mut node = Node {
+            zone: self.zi,
+            wildcard: NONE,
+            cut: false,
+            dname: NONE,
+            types_start: out.snap.types.len() as u32,
+            types_len: 0,
+            other: NONE,
+            any_udp: NONE,
+            any_tcp: NONE,
+        };
+        let mut wild = b"\x01*".to_vec();
+        wild.extend_from_slice(name);
+        if let Some(&wi) = out.snap.index.get(wild.as_slice()) {
+            node.wildcard = wi;
+        }
+        if let Some(Found::Cut(cut)) = zb.occluder(name) {
+            self.cut_node(&mut node, name, &cut, referrals, out);
+        } else if let Some(cname) = data.rrsets.get(&rtype::CNAME) {
+            self.cname_node(&mut node, name, cname, out);
+        } else {
+            self.data_node(&mut node, name, data, out, errs);
+        }
+        if let Some(set) = data.rrsets.get(&rtype::DNAME).filter(|_| !node.cut) {
+            // For names below: the DNAME compiled against its owner, which the question
+            // name ends with (so every pointer to it shifts).
+            let mut e = Encoder::new(name, false);
+            e.rr(
+                Section::Answer,
+                name,
+                rtype::DNAME,
+                CLASS_IN,
+                set.ttl,
+                &set.rdata[0],
+            );
+            node.dname = out.push(e, 0, true);
+        }
+        node.types_len = out.snap.types.len() as u32 - node.types_start;
+        node
+    }
+
+    /// At or below a cut: the referral; at the cut itself DS is the parent's (AA, the DS
+    /// RRset or NODATA).
+    fn cut_node(
+        &self,
+        node: &mut Node,
+        name: &[u8],
+        cut: &[u8],
+        referrals: &mut HashMap<Vec<u8>, u32>,
+        out: &mut Out,
+    ) {
+        let r = *referrals
+            .entry(cut.to_vec())
+            .or_insert_with(|| referral(self.zb, cut, out));
+        node.cut = true;
+        node.other = r;
+        node.any_udp = r;
+        node.any_tcp = r;
+        if name == cut {
+            let ds = match self.zb.names[name].rrsets.get(&rtype::DS) {
+                Some(set) => typed(name, rtype::DS, set, self.zb, out),
+                None => self.nodata,
+            };
+            out.snap.types.push((rtype::DS, ds));
+        }
+    }
+
+    /// A CNAME owner: the CNAME for its own type and ANY, the chain for every other type.
+    fn cname_node(&self, node: &mut Node, name: &[u8], cname: &super::zone::RRset, out: &mut Out) {
+        let only = {
+            let mut e = Encoder::new(name, true);
+            e.rr(
+                Section::Answer,
+                name,
+                rtype::CNAME,
+                CLASS_IN,
+                cname.ttl,
+                &cname.rdata[0],
+            );
+            out.push(e, 0, true)
+        };
+        out.snap.types.push((rtype::CNAME, only));
+        for &t in self.zone_types {
+            let a = chain(self.zb, name, cname, t, out);
+            out.snap.types.push((t, a));
+        }
+        node.other = chain(self.zb, name, cname, 0, out);
+        node.any_udp = only;
+        node.any_tcp = only;
+    }
+
+    /// A name with data (or none: an empty non-terminal), access domains included.
+    fn data_node(
+        &self,
+        node: &mut Node,
+        name: &[u8],
+        data: &NodeData,
+        out: &mut Out,
+        errs: &mut Vec<ConfigError>,
+    ) {
+        let zb = self.zb;
+        let here: &[(u16, u32)] = zb.ads.get(name).map_or(&[], Vec::as_slice);
+        for &(_, ad) in here {
+            out.snap.gslb.ads[ad as usize].nodata = self.nodata;
+        }
+        if let Some(&(_, ad)) = here.iter().find(|(t, _)| *t == rtype::CNAME) {
+            // A CNAME access domain owns its name: every type gets the CNAME.
+            out.snap.types.push((rtype::CNAME, DYN | ad));
+            node.other = DYN | ad;
+            node.any_udp = DYN | ad;
+            node.any_tcp = DYN | ad;
+            return;
+        }
+        for &(t, ad) in here {
+            if !data.rrsets.contains_key(&t) {
+                out.snap.types.push((t, DYN | ad));
+            }
+        }
+        for (&t, set) in &data.rrsets {
+            // An enabled access domain answers its type instead of the zone's records.
+            if let Some(&(_, ad)) = here.iter().find(|(at, _)| *at == t) {
+                out.snap.types.push((t, DYN | ad));
+                continue;
+            }
+            let a = typed(name, t, set, zb, out);
+            let msg = &out.snap.answers[a as usize];
+            if 12 + name.len() + 4 + msg.len as usize - msg.opt_len as usize > 65535 - 64 {
+                errs.push(too_large(&zb.soa.at, name, t));
+            }
+            out.snap.types.push((t, a));
+        }
+        if name == zb.apex {
+            if let Some(ds) = self.child_ds {
+                // The parent zone, served here too, answers DS at this apex.
+                let mine = &mut out.snap.types[node.types_start as usize..];
+                match mine.iter_mut().find(|(t, _)| *t == rtype::DS) {
+                    Some(entry) => entry.1 = ds,
+                    None => out.snap.types.push((rtype::DS, ds)),
+                }
+            }
+        }
+        node.other = self.nodata;
+        let typed_answers = &mut out.snap.types[node.types_start as usize..];
+        typed_answers.sort_unstable_by_key(|&(t, _)| t);
+        node.any_udp = typed_answers.first().map_or(self.nodata, |&(_, a)| a);
+        let dynamic = typed_answers.iter().any(|&(_, a)| a & DYN != 0);
+        node.any_tcp = if typed_answers.len() <= 1 || dynamic {
+            node.any_udp
+        } else {
+            let mut e = Encoder::new(name, true);
+            for (&t, set) in &data.rrsets {
+                for rd in &set.rdata {
+                    e.rr(Section::Answer, name, t, CLASS_IN, set.ttl, rd);
+                }
+            }
+            for (&t, set) in &data.rrsets {
+                additional(zb, &mut e, t, &set.rdata);
+            }
+            out.push(e, 0, true)
+        };
+    }
+}

@@ -1,0 +1,381 @@
+//! Answers assembled at query time from several parts, off the common path: a CNAME chain
+//! that reaches a scheduled name, a CNAME access domain whose target is in the zone, a name
+//! below a DNAME (RFC 6672 3.2). Each part is a precompiled answer (relocated: its
+//! compression pointers re-aimed at where its name now lies in the message) or a GSLB
+//! selection; the chain stays inside the zone it started in and stops after
+//! [`MAX_CHAIN`] parts, as the compiler's static chains do.
+
+use super::parse::{rtype, Query, HEADER_LEN};
+use super::respond::Asker;
+use crate::compile::MAX_CHAIN;
+use crate::tables::gslb::{Local, Selected};
+use crate::tables::{Answer, Lookup, Snapshot, NONE};
+
+/// YXDOMAIN: a DNAME substitution overflowed the name length (RFC 6672 2.2).
+const YXDOMAIN: u16 = 6;
+
+/// The GSLB side of a chase: the asker and the shard's selection state.
+pub(super) struct Sched<'l> {
+    pub(super) asker: Asker,
+    pub(super) local: &'l mut Local,
+}
+
+/// What a chase wrote after the question.
+pub(super) struct Chased {
+    /// End of the records.
+    pub(super) pos: usize,
+    /// Section counts.
+    pub(super) counts: [u16; 3],
+    /// RCODE of the last part.
+    pub(super) rcode: u16,
+    /// ECS scope: the narrowest (longest) of the selections made.
+    pub(super) scope: u8,
+    /// Authoritative (false only when the first part is a referral).
+    pub(super) aa: bool,
+}
+
+/// The name a part continues from: lowercased, with the offsets of its labels, and where
+/// it lies in the message.
+struct Name {
+    wire: [u8; 255],
+    len: usize,
+    offsets: [u8; 128],
+    labels: usize,
+    at: usize,
+}
+
+impl Name {
+    fn wire(&self) -> &[u8] {
+        &self.wire[..self.len]
+    }
+
+    /// Reads the (possibly compressed, already written by us) name at `at` in `msg`.
+    fn read(msg: &[u8], at: usize) -> Option<Self> {
+        let mut n = Self {
+            wire: [0; 255],
+            len: 0,
+            offsets: [0; 128],
+            labels: 0,
+            at,
+        };
+        let mut p = at;
+        for _ in 0..255 {
+            let l = *msg.get(p)? as usize;
+            if l >= 0xC0 {
+                p = ((l & 0x3F) << 8) | *msg.get(p + 1)? as usize;
+                continue;
+            }
+            if l > 63 || n.len + 1 + l > 255 || n.labels >= 128 {
+                return None;
+            }
+            if l == 0 {
+                n.wire[n.len] = 0;
+                n.len += 1;
+                return Some(n);
+            }
+            n.offsets[n.labels] = n.len as u8;
+            n.labels += 1;
+            n.wire[n.len] = l as u8;
+            for (d, s) in n.wire[n.len + 1..n.len + 1 + l]
+                .iter_mut()
+                .zip(msg.get(p + 1..p + 1 + l)?)
+            {
+                *d = s.to_ascii_lowercase();
+            }
+            n.len += 1 + l;
+            p += 1 + l;
+        }
+        None
+    }
+
+    /// Where the suffix of `suffix_len` octets of this name lies in `msg`.
+    fn suffix_at(&self, msg: &[u8], suffix_len: usize) -> Option<usize> {
+        let skip = self.len.checked_sub(suffix_len)?;
+        let k = self.offsets[..self.labels]
+            .iter()
+            .position(|&o| o as usize == skip)?;
+        // Walk to label k in the message, following pointers.
+        let mut p = self.at;
+        let mut label = 0;
+        loop {
+            let l = msg[p] as usize;
+            if l >= 0xC0 {
+                p = ((l & 0x3F) << 8) | msg[p + 1] as usize;
+                continue;
+            }
+            if label == k {
+                return Some(p);
+            }
+            label += 1;
+            p += 1 + l;
+        }
+    }
+}
+
+/// The chase under way.
+struct Chase<'a> {
+    snap: &'a Snapshot,
+    q: &'a Query,
+    tcp: bool,
+    limit: usize,
+    zone: u32,
+    done: Chased,
+}
+
+/// Follows `first` (the question's lookup) to the end of its chain, writing after the
+/// question in `out`; `limit` is where the records must end. `Err` when they do not fit.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn chase(
+    snap: &Snapshot,
+    pkt: &[u8],
+    q: &Query,
+    first: Lookup,
+    tcp: bool,
+    limit: usize,
+    sched: &mut Sched<'_>,
+    out: &mut [u8],
+) -> Result<Chased, Chased> {
+    let qend = q.question_end;
+    // The question goes in first: the parts' pointers are aimed at it.
+    out[HEADER_LEN..qend].copy_from_slice(&pkt[HEADER_LEN..qend]);
+    let labels = q.labels as usize;
+    let mut c = Chase {
+        snap,
+        q,
+        tcp,
+        limit,
+        zone: snap
+            .lookup_in(q.name(), &q.label_offsets[..labels], q.qtype, tcp)
+            .1,
+        done: Chased {
+            pos: qend,
+            counts: [0; 3],
+            rcode: 0,
+            scope: 0,
+            aa: !matches!(first, Lookup::Answer(a) if !snap.answers[a as usize].aa),
+        },
+    };
+    let mut name = Name::read(out, HEADER_LEN)
+        .ok_or(())
+        .map_err(|_| c.fail())?;
+    let mut link = first;
+    for _ in 0..MAX_CHAIN {
+        let next = match link {
+            Lookup::Answer(ai) => c.answer(ai, &name, out)?,
+            Lookup::Gslb(ad) => c.gslb(ad, &name, sched, out)?,
+            Lookup::Dname(ai) => c.dname(ai, &name, out)?,
+            Lookup::Refused => None,
+        };
+        let Some((n, l)) = next else { break };
+        name = n;
+        link = l;
+    }
+    Ok(c.done)
+}
+
+impl Chase<'_> {
+    fn fail(&self) -> Chased {
+        Chased { ..self.done }
+    }
+
+    /// Looks up the name a part ended on, inside the chase's zone.
+    fn follow(&self, name: Name) -> Option<(Name, Lookup)> {
+        let (l, zone) = self.snap.lookup_in(
+            name.wire(),
+            &name.offsets[..name.labels],
+            self.q.qtype,
+            self.tcp,
+        );
+        (zone == self.zone && l != Lookup::Refused).then_some((name, l))
+    }
+
+    /// A precompiled part; continues at its `next` node if it has one.
+    fn answer(
+        &mut self,
+        ai: u32,
+        name: &Name,
+        out: &mut [u8],
+    ) -> Result<Option<(Name, Lookup)>, Chased> {
+        let a = &self.snap.answers[ai as usize];
+        let base = self.done.pos;
+        self.append(a, name, out)?;
+        self.done.rcode = a.rcode as u16;
+        if a.next == NONE {
+            return Ok(None);
+        }
+        let Some(n) = Name::read(out, base + a.next_at as usize) else {
+            return Ok(None);
+        };
+        let l = self.snap.pick_node(a.next, self.q.qtype, self.tcp);
+        Ok(Some((n, l)))
+    }
+
+    /// A GSLB selection owned by `name`; a CNAME access domain continues at its target.
+    fn gslb(
+        &mut self,
+        ad: u32,
+        name: &Name,
+        sched: &mut Sched<'_>,
+        out: &mut [u8],
+    ) -> Result<Option<(Name, Lookup)>, Chased> {
+        let snap = self.snap;
+        let g = &snap.gslb;
+        if name.at > 0x3FFF {
+            return Err(self.fail());
+        }
+        let base = self.done.pos;
+        let room = self.limit.saturating_sub(base);
+        let owner = 0xC000 | name.at as u16;
+        let line = sched.asker.line;
+        self.done.rcode = 0;
+        match g.select(
+            ad,
+            &snap.health,
+            line,
+            sched.local,
+            owner,
+            &mut out[base..base + room],
+        ) {
+            Selected::Records { count, len, scope } => {
+                self.done.scope = self.done.scope.max(sched.asker.scope(scope));
+                if len > room {
+                    return Err(self.fail());
+                }
+                self.done.pos += len;
+                self.done.counts[0] += count;
+                if g.ads[ad as usize].rtype != rtype::CNAME || count != 1 {
+                    return Ok(None);
+                }
+                // owner pointer (2), type, class, TTL, RDLENGTH (10): then the target.
+                Ok(Name::read(out, base + 12).and_then(|n| self.follow(n)))
+            }
+            Selected::NoData { answer, scope } => {
+                self.done.scope = self.done.scope.max(sched.asker.scope(scope));
+                let a = &snap.answers[answer as usize];
+                self.append(a, name, out)?;
+                self.done.rcode = a.rcode as u16;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Below a DNAME: the DNAME, the CNAME synthesised from it (TTL of the DNAME), then the
+    /// new name (RFC 6672 3.2).
+    fn dname(
+        &mut self,
+        ai: u32,
+        name: &Name,
+        out: &mut [u8],
+    ) -> Result<Option<(Name, Lookup)>, Chased> {
+        let a = &self.snap.answers[ai as usize];
+        let at = self.done.pos;
+        self.append(a, name, out)?;
+        self.done.rcode = 0;
+        // The DNAME's owner is a 2-octet pointer: TTL at 6, the target (uncompressed) at 12.
+        let target = at + 12;
+        let tlen = Name::read(out, target).map_or(0, |n| n.len);
+        let prefix = &name.wire()[..name.len - a.qlen as usize];
+        if prefix.len() + tlen > 255 || tlen == 0 {
+            self.done.rcode = YXDOMAIN;
+            return Ok(None);
+        }
+        let rdlen = prefix.len() + 2;
+        let pos = self.done.pos;
+        if pos + 12 + rdlen > self.limit || name.at > 0x3FFF || target > 0x3FFF {
+            return Err(self.fail());
+        }
+        let ttl = [out[at + 6], out[at + 7], out[at + 8], out[at + 9]];
+        out[pos..pos + 2].copy_from_slice(&(0xC000 | name.at as u16).to_be_bytes());
+        out[pos + 2..pos + 6].copy_from_slice(&[0, rtype::CNAME as u8, 0, 1]);
+        out[pos + 6..pos + 10].copy_from_slice(&ttl);
+        out[pos + 10..pos + 12].copy_from_slice(&(rdlen as u16).to_be_bytes());
+        out[pos + 12..pos + 12 + prefix.len()].copy_from_slice(prefix);
+        let ptr = pos + 12 + prefix.len();
+        out[ptr..ptr + 2].copy_from_slice(&(0xC000 | target as u16).to_be_bytes());
+        self.done.pos = ptr + 2;
+        self.done.counts[0] += 1;
+        Ok(Name::read(out, pos + 12).and_then(|n| self.follow(n)))
+    }
+
+    /// Appends a precompiled answer whose name now lies at `name.at`: copies its tail
+    /// (without the optional additional records when short of room) and re-aims every
+    /// compression pointer: into its own tail by the tail's new position, into its
+    /// compiled question name at the same suffix of `name`.
+    fn append(&mut self, a: &Answer, name: &Name, out: &mut [u8]) -> Result<(), Chased> {
+        let (tail, fixups) = self.snap.tail(a);
+        let base = self.done.pos;
+        let mut len = tail.len();
+        let mut ar = a.counts[2];
+        if base + len > self.limit {
+            len -= a.opt_len as usize;
+            ar -= a.opt_count;
+            if base + len > self.limit {
+                return Err(self.fail());
+            }
+        }
+        out[base..base + len].copy_from_slice(&tail[..len]);
+        let compiled_tail = HEADER_LEN + a.qlen as usize + 4;
+        let records = (a.counts[0] + a.counts[1] + ar) as usize;
+        let relocate = |p: usize, out: &[u8]| -> Option<usize> {
+            let t = ((out[p] as usize & 0x3F) << 8) | out[p + 1] as usize;
+            if t >= compiled_tail {
+                Some(base + t - compiled_tail)
+            } else if t == HEADER_LEN && !fixups.contains(&((p - base) as u16)) {
+                Some(name.at) // the question name itself (exact or wildcard owner)
+            } else {
+                name.suffix_at(out, a.qlen as usize - (t - HEADER_LEN))
+            }
+        };
+        let mut p = base;
+        for _ in 0..records {
+            p = rewrite_name(out, p, &relocate).ok_or_else(|| self.fail())?;
+            let rt = u16::from_be_bytes([out[p], out[p + 1]]);
+            let rdlen = u16::from_be_bytes([out[p + 8], out[p + 9]]) as usize;
+            let rd = p + 10;
+            // The types the compiler writes compressed (`compile::encode`, `Rdata`).
+            match rt {
+                rtype::NS | rtype::CNAME | rtype::PTR => {
+                    rewrite_name(out, rd, &relocate).ok_or_else(|| self.fail())?;
+                }
+                rtype::MX => {
+                    rewrite_name(out, rd + 2, &relocate).ok_or_else(|| self.fail())?;
+                }
+                rtype::SOA => {
+                    let m = rewrite_name(out, rd, &relocate).ok_or_else(|| self.fail())?;
+                    rewrite_name(out, m, &relocate).ok_or_else(|| self.fail())?;
+                }
+                _ => {}
+            }
+            p = rd + rdlen;
+        }
+        self.done.pos = base + len;
+        self.done.counts[0] += a.counts[0];
+        self.done.counts[1] += a.counts[1];
+        self.done.counts[2] += ar;
+        Ok(())
+    }
+}
+
+/// Walks the name at `p`, re-aiming its pointer (if any) with `relocate`; returns the
+/// offset after the name.
+fn rewrite_name(
+    out: &mut [u8],
+    mut p: usize,
+    relocate: &dyn Fn(usize, &[u8]) -> Option<usize>,
+) -> Option<usize> {
+    loop {
+        let l = *out.get(p)? as usize;
+        if l == 0 {
+            return Some(p + 1);
+        }
+        if l >= 0xC0 {
+            let to = relocate(p, out)?;
+            if to > 0x3FFF {
+                return None;
+            }
+            out[p..p + 2].copy_from_slice(&(0xC000 | to as u16).to_be_bytes());
+            return Some(p + 2);
+        }
+        p += 1 + l;
+    }
+}
