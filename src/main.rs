@@ -76,6 +76,7 @@ enum IoArg {
 }
 
 fn main() -> ExitCode {
+    control::install_panic_hook();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

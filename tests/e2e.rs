@@ -752,4 +752,36 @@ fn reload_good_and_bad_while_querying() {
         vec!["192.0.2.200"],
         "previous config still serving"
     );
+    // Zone data cut short mid-record (a deploy caught half way), as a file and inline:
+    // rejected with its place named; the process lives on and the old snapshot serves.
+    let zone = dir.join("r.zone");
+    let cut = "$ORIGIN r.test.\n@ 60 SOA ns h 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\np TXT ( \"a\"";
+    std::fs::write(&zone, cut).unwrap();
+    let inline = "version = 1\n[[zone]]\nname = \"r.test.\"\n\
+                  soa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n\
+                  records = [\"ns A 192.0.2.1\", \"p TXT ( \\\"a\\\"\"]\n";
+    let file = "version = 1\n[[zone]]\nname = \"r.test.\"\nfile = \"r.zone\"\n";
+    for (k, text) in [inline, file].into_iter().enumerate() {
+        std::fs::write(&cfg, text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "check exits 1: {err}");
+        assert!(
+            err.contains("reload.toml:") || err.contains("r.zone:"),
+            "the place: {err}"
+        );
+        s.signal(libc::SIGHUP);
+        let t0 = Instant::now();
+        while s.count_log("still serving the previous configuration") < 2 + k {
+            assert!(t0.elapsed() < Duration::from_secs(5), "reload rejected");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let m = s
+            .udp(&Q::new("svc.r.test", A).build())
+            .expect("still alive");
+        assert_eq!(m.answers(A), vec!["192.0.2.200"]);
+    }
 }

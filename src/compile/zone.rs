@@ -84,11 +84,13 @@ impl ZoneBuild<'_> {
     /// Resolves `name` (in this zone) as a query would: cut, DNAME, exact, wildcard or
     /// NXDOMAIN.
     pub(super) fn resolve(&self, name: &[u8]) -> Found<'_> {
-        if self.in_child(name) {
-            return Found::Elsewhere;
-        }
+        // The parent's delegation to a child served here still answers inside the parent
+        // (a chain followed in the parent ends in its referral, as Knot's does).
         if let Some(f) = self.occluder(name) {
             return f;
+        }
+        if self.in_child(name) {
+            return Found::Elsewhere;
         }
         if let Some(d) = self.names.get(name) {
             return Found::Data(d);

@@ -1176,7 +1176,11 @@ fn access_domains(
         else {
             continue;
         };
-        let Some(zone) = zones.iter().position(|z| is_within(&name, &z.name)) else {
+        // Nested zones: the most specific one holds the name.
+        let zone = (0..zones.len())
+            .filter(|&z| is_within(&name, &zones[z].name))
+            .max_by_key(|&z| zones[z].name.len());
+        let Some(zone) = zone else {
             ctx.err(
                 &a.name,
                 "access-domain.name",

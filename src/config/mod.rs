@@ -198,16 +198,6 @@ impl Config {
                         "zone.name",
                         format!("zone {} is declared twice", name::display_name(&a.name)),
                     ));
-                } else if name::is_within(&a.name, &b.name) || name::is_within(&b.name, &a.name) {
-                    errs.push(ConfigError::new(
-                        a.at.clone(),
-                        "zone.name",
-                        format!(
-                            "zones {} and {} nest: serve the child as records of the parent",
-                            name::display_name(&a.name),
-                            name::display_name(&b.name)
-                        ),
-                    ));
                 }
             }
         }

@@ -5,7 +5,11 @@
 
 pub mod alerts;
 pub mod api;
+mod contain;
 mod notify;
+
+use contain::contained;
+pub use contain::install_panic_hook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,9 +72,18 @@ pub fn load(path: Option<&PathBuf>) -> Result<Config, ConfigErrors> {
 
 /// `gtmd check`: load and compile, nothing more.
 pub fn check(path: Option<&PathBuf>) -> Result<Config, ConfigErrors> {
-    let cfg = load(path)?;
-    compile(&cfg, 1)?;
-    Ok(cfg)
+    contained(&source_name(path), || {
+        let cfg = load(path)?;
+        compile(&cfg, 1)?;
+        Ok(cfg)
+    })
+}
+
+/// How a configuration source is named in messages.
+fn source_name(path: Option<&PathBuf>) -> String {
+    path.map_or(crate::config::DEFAULT_CONFIG_NAME.into(), |p| {
+        p.display().to_string()
+    })
 }
 
 fn apply_overrides(cfg: &mut Config, opts: &RunOptions) {
@@ -99,10 +112,14 @@ struct Running {
 
 /// `gtmd run`: serves until SIGTERM/SIGINT.
 pub fn run(opts: RunOptions) -> Result<(), ExitError> {
-    let mut cfg = load(opts.config.as_ref()).map_err(ExitError::Config)?;
-    apply_overrides(&mut cfg, &opts);
     let t0 = Instant::now();
-    let snap = compile(&cfg, 1).map_err(ExitError::Config)?;
+    let (cfg, snap) = contained(&source_name(opts.config.as_ref()), || {
+        let mut cfg = load(opts.config.as_ref())?;
+        apply_overrides(&mut cfg, &opts);
+        let snap = compile(&cfg, 1)?;
+        Ok((cfg, snap))
+    })
+    .map_err(ExitError::Config)?;
     info!(
         config = %cfg.source,
         generation = 1,
@@ -284,7 +301,8 @@ fn reload(
         return false;
     };
     let mut loaded = t0;
-    let next = Config::from_file(path).and_then(|mut cfg| {
+    let next = contained(&path.display().to_string(), || {
+        let mut cfg = Config::from_file(path)?;
         loaded = Instant::now();
         apply_overrides(&mut cfg, opts);
         let snap = compile(&cfg, *generation + 1)?;
