@@ -309,7 +309,14 @@ impl Model {
         for (i, n) in chain.iter().enumerate() {
             let last = i + 1 == chain.len();
             if *n != zone && self.has(n, "NS") {
-                return format!("{prefix}{}", if last { "delegation" } else { "below-delegation" });
+                return format!(
+                    "{prefix}{}",
+                    if last {
+                        "delegation"
+                    } else {
+                        "below-delegation"
+                    }
+                );
             }
             if self.has(n, "DNAME") && !last {
                 return format!("{prefix}below-dname");
@@ -448,7 +455,8 @@ fn regular_queries(model: &Model, rng: &mut Rng, out: &mut Vec<Query>) {
                 let mut q = Q::new(&sent, qtype);
                 q.id = (out.len() as u16).wrapping_add(1);
                 // RD and CD at random (both must be copied), RD mostly set as resolvers do
-                q.flags = if rng.chance(80) { 0x0100 } else { 0 } | if rng.chance(20) { 0x0010 } else { 0 };
+                q.flags = if rng.chance(80) { 0x0100 } else { 0 }
+                    | if rng.chance(20) { 0x0010 } else { 0 };
                 if edns != "none" {
                     q = q.edns(1232);
                     if edns == "do" {
@@ -611,8 +619,20 @@ fn special_queries(out: &mut Vec<Query>) {
     push("tsig axfr", "z.test.", AXFR, 1, x.build());
     // zone transfers
     push("axfr", "z.test.", AXFR, 1, q("z.test.", AXFR).build());
-    push("axfr other", "other.test.", AXFR, 1, q("other.test.", AXFR).build());
-    push("axfr not apex", "host.z.test.", AXFR, 1, q("host.z.test.", AXFR).build());
+    push(
+        "axfr other",
+        "other.test.",
+        AXFR,
+        1,
+        q("other.test.", AXFR).build(),
+    );
+    push(
+        "axfr not apex",
+        "host.z.test.",
+        AXFR,
+        1,
+        q("host.z.test.", AXFR).build(),
+    );
     push("ixfr plain", "z.test.", IXFR, 1, q("z.test.", IXFR).build());
     for serial in [2024010100u32, 2024010101] {
         let mut x = q("z.test.", IXFR);
@@ -667,14 +687,32 @@ fn special_queries(out: &mut Vec<Query>) {
     ] {
         push(what, name, t, 1, q(name, t).edns(payload).build());
     }
-    push("no edns big", "big.z.test.", TXT, 1, q("big.z.test.", TXT).build());
-    push("no edns huge", "huge.z.test.", TXT, 1, q("huge.z.test.", TXT).build());
+    push(
+        "no edns big",
+        "big.z.test.",
+        TXT,
+        1,
+        q("big.z.test.", TXT).build(),
+    );
+    push(
+        "no edns huge",
+        "huge.z.test.",
+        TXT,
+        1,
+        q("huge.z.test.", TXT).build(),
+    );
     let mut x = q("host.z.test.", A);
     x.extra_ar.push(opt_rr(&[0], 1232, 0x0000_4000, &[], None));
     push("edns unknown flag", "host.z.test.", A, 1, x.build());
     let mut x = q("host.z.test.", A);
     x.extra_ar.push(opt_rr(&[0], 1232, 0x0100_0000, &[], None));
-    push("edns extended rcode in query", "host.z.test.", A, 1, x.build());
+    push(
+        "edns extended rcode in query",
+        "host.z.test.",
+        A,
+        1,
+        x.build(),
+    );
     push(
         "edns unknown option",
         "host.z.test.",
@@ -740,11 +778,18 @@ fn special_queries(out: &mut Vec<Query>) {
     x.extra_ar.push(opt_rr(&wire("x."), 1232, 0, &[], None));
     push("opt owner not root", "host.z.test.", A, 1, x.build());
     let mut x = q("host.z.test.", A);
-    x.extra_ar.push(opt_rr(&[0], 1232, 0, &[0, 3, 0, 9, 1], None));
+    x.extra_ar
+        .push(opt_rr(&[0], 1232, 0, &[0, 3, 0, 9, 1], None));
     push("opt option overruns rdata", "host.z.test.", A, 1, x.build());
     let mut x = q("host.z.test.", A);
     x.extra_ar.push(opt_rr(&[0], 1232, 0, &[], Some(4)));
-    push("opt rdlen overruns message", "host.z.test.", A, 1, x.build());
+    push(
+        "opt rdlen overruns message",
+        "host.z.test.",
+        A,
+        1,
+        x.build(),
+    );
     let mut x = q("host.z.test.", A).edns(1232);
     x.extra_ar.push(opt_rr(&[0], 1232, 0, &[], None));
     push("two opt", "host.z.test.", A, 1, x.build());
@@ -844,8 +889,20 @@ fn special_queries(out: &mut Vec<Query>) {
         x.edns.as_mut().unwrap().2 = true;
         x.build()
     });
-    push("ds child apex", CHILD, DS, 1, q(CHILD, DS).edns(1232).build());
-    push("ds zone apex", "z.test.", DS, 1, q("z.test.", DS).edns(1232).build());
+    push(
+        "ds child apex",
+        CHILD,
+        DS,
+        1,
+        q(CHILD, DS).edns(1232).build(),
+    );
+    push(
+        "ds zone apex",
+        "z.test.",
+        DS,
+        1,
+        q("z.test.", DS).edns(1232).build(),
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1144,7 +1201,13 @@ fn compare(q: usize, t: Transport, knot: &Option<Resp>, gtmd: &Option<Resp>, out
         (Some(k), Some(g)) => (k, g),
     };
     if k.error.is_some() || g.error.is_some() {
-        let e = |r: &Resp| if r.error.is_some() { "unparseable" } else { "ok" };
+        let e = |r: &Resp| {
+            if r.error.is_some() {
+                "unparseable"
+            } else {
+                "ok"
+            }
+        };
         if k.error.is_some() != g.error.is_some() {
             d("parse", format!("knot {} gtmd {}", e(k), e(g)));
         }
@@ -1343,6 +1406,17 @@ fn allow_matches(a: &Allow, d: &Diff, q: &Query) -> bool {
             _ => unreachable!(),
         };
         glob(pat, &val)
+    })
+}
+
+/// Entries for gtmd's rejections of zone lines or config parts: only the keys aspect (the
+/// value is "load"), detail (gtmd's reason) and name (`file:line: text`) apply.
+fn allow_matches_load(a: &Allow, (what, why): &(String, String)) -> bool {
+    a.conds.iter().all(|(k, pat)| match k.as_str() {
+        "aspect" => glob(pat, "load"),
+        "detail" => glob(pat, why),
+        "name" => glob(pat, what),
+        _ => false,
     })
 }
 
@@ -1553,7 +1627,10 @@ fn prepare_gtmd(dir: &Path) -> GtmdSetup {
                 }
             }
         }
-        assert!(progress, "gtmd rejects the config in a way the test cannot work around:\n{text}");
+        assert!(
+            progress,
+            "gtmd rejects the config in a way the test cannot work around:\n{text}"
+        );
     }
     panic!("gtmd check kept failing");
 }
@@ -1567,12 +1644,23 @@ struct Client {
     tcp: Option<TcpStream>,
 }
 
+/// How long to wait for an answer: generous (the debug build shares the machine with other
+/// builds), short for the few queries a server may rightly drop.
+fn patience(q: &Query) -> Duration {
+    if DROPPED.iter().any(|d| q.tag == format!("special:{d}")) {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(2)
+    }
+}
+
+/// Special queries both servers are expected to drop (a response, a runt).
+const DROPPED: [&str; 2] = ["qr set", "short 5 octets"];
+
 impl Client {
     fn new(addr: SocketAddr) -> Self {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         udp.connect(addr).unwrap();
-        udp.set_read_timeout(Some(Duration::from_millis(400)))
-            .unwrap();
         Self {
             addr,
             udp,
@@ -1580,64 +1668,62 @@ impl Client {
         }
     }
 
-    fn ask(&mut self, q: &[u8], t: Transport) -> Option<Vec<u8>> {
+    fn ask(&mut self, q: &[u8], t: Transport, wait: Duration) -> Option<Vec<u8>> {
         match t {
-            Transport::Udp => self.udp(q),
-            Transport::Tcp => self.tcp(q),
+            Transport::Udp => self.udp(q, wait),
+            Transport::Tcp => self.tcp(q, wait),
         }
     }
 
-    fn udp(&mut self, q: &[u8]) -> Option<Vec<u8>> {
+    fn udp(&mut self, q: &[u8], wait: Duration) -> Option<Vec<u8>> {
         let _ = self.udp.send(q);
         let mut buf = vec![0u8; 65535];
         let t0 = Instant::now();
         // skip late answers to earlier queries (their ID differs)
-        while t0.elapsed() < Duration::from_millis(400) {
+        loop {
+            let left = wait.checked_sub(t0.elapsed())?;
+            self.udp
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .ok()?;
             match self.udp.recv(&mut buf) {
-                Ok(n) if n >= 2 && q.len() >= 2 && buf[..2] == q[..2] => {
+                Ok(n) if q.len() < 2 || (n >= 2 && buf[..2] == q[..2]) => {
                     return Some(buf[..n].to_vec())
                 }
-                Ok(n) if q.len() < 2 => return Some(buf[..n].to_vec()),
                 Ok(_) => continue,
                 Err(_) => return None,
             }
         }
-        None
     }
 
-    fn tcp(&mut self, q: &[u8]) -> Option<Vec<u8>> {
+    /// One query on the open connection; when that connection fails (the server closed it
+    /// after an earlier query, or for idleness), once more on a new one.
+    fn tcp(&mut self, q: &[u8], wait: Duration) -> Option<Vec<u8>> {
         for _ in 0..2 {
-            if self.tcp.is_none() {
+            let fresh = self.tcp.is_none();
+            if fresh {
                 let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).ok()?;
-                s.set_read_timeout(Some(Duration::from_millis(1500))).ok()?;
                 s.set_nodelay(true).ok()?;
                 self.tcp = Some(s);
             }
             let s = self.tcp.as_mut().unwrap();
+            s.set_read_timeout(Some(wait)).ok()?;
             let mut b = (q.len() as u16).to_be_bytes().to_vec();
             b.extend_from_slice(q);
-            if s.write_all(&b).is_err() {
-                self.tcp = None;
-                continue;
-            }
-            let mut l = [0u8; 2];
-            match s.read_exact(&mut l) {
-                Ok(()) => {
-                    let mut m = vec![0u8; u16::from_be_bytes(l) as usize];
-                    if s.read_exact(&mut m).is_err() {
-                        self.tcp = None;
-                        return None;
-                    }
-                    return Some(m);
-                }
-                Err(e) => {
-                    // closed before we wrote (idle timeout): retry on a new connection;
-                    // no answer (dropped query): report silence, reconnect next time
+            let mut answer = || -> std::io::Result<Vec<u8>> {
+                s.write_all(&b)?;
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l)?;
+                let mut m = vec![0u8; u16::from_be_bytes(l) as usize];
+                s.read_exact(&mut m)?;
+                Ok(m)
+            };
+            match answer() {
+                Ok(m) => return Some(m),
+                Err(_) => {
                     self.tcp = None;
-                    if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    if fresh {
                         return None;
                     }
-                    return None;
                 }
             }
         }
@@ -1647,6 +1733,15 @@ impl Client {
 
 // ---------------------------------------------------------------------------------------
 // The test
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 fn temp_dir(what: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()
@@ -1681,17 +1776,15 @@ fn differential_against_knot() {
     regular_queries(&model, &mut rng, &mut queries);
     special_queries(&mut queries);
 
-    let gdir = temp_dir("gtmd");
-    let setup = prepare_gtmd(&gdir);
+    let gdir = TempDir(temp_dir("gtmd"));
+    let setup = prepare_gtmd(&gdir.0);
     let knot = Knot::start(&knotd, &temp_dir("knot"));
     let gtmd = common::Server::start(&["--config", setup.config.to_str().unwrap()]);
-    let _ = std::fs::remove_dir_all(&gdir);
 
     let mut kc = Client::new(knot.addr);
     let mut gc = Client::new(gtmd.addr);
     let mut diffs = Vec::new();
-    let mut responses: BTreeMap<(usize, Transport), (Option<Resp>, Option<Resp>)> =
-        BTreeMap::new();
+    let mut responses: BTreeMap<(usize, Transport), (Option<Resp>, Option<Resp>)> = BTreeMap::new();
     let mut skipped = 0usize;
     let mut sent = 0usize;
     for (i, q) in queries.iter().enumerate() {
@@ -1701,8 +1794,9 @@ fn differential_against_knot() {
         }
         for &t in &q.transports {
             sent += 1;
-            let k = kc.ask(&q.wire, t).map(|r| parse_response(&r));
-            let g = gc.ask(&q.wire, t).map(|r| parse_response(&r));
+            let wait = patience(q);
+            let k = kc.ask(&q.wire, t, wait).map(|r| parse_response(&r));
+            let g = gc.ask(&q.wire, t, wait).map(|r| parse_response(&r));
             let before = diffs.len();
             compare(i, t, &k, &g, &mut diffs);
             if diffs.len() > before {
@@ -1725,8 +1819,18 @@ fn differential_against_knot() {
             allowed[di] = Some(a.line);
         }
     }
-    // gtmd's rejections of the zone files and config are differences too
-    let rejected: Vec<&(String, String)> = setup.rejected.iter().collect();
+    // gtmd's rejections of the zone files and config are differences too (aspect "load")
+    let mut rejected = Vec::new();
+    let mut rejected_allowed = Vec::new();
+    for r in &setup.rejected {
+        match allow.iter_mut().find(|a| allow_matches_load(a, r)) {
+            Some(a) => {
+                a.hits += 1;
+                rejected_allowed.push((r, a.line));
+            }
+            None => rejected.push(r),
+        }
+    }
 
     // groups: (allowed, aspect, detail) -> diff indexes
     let mut groups: BTreeMap<(bool, String, String), Vec<usize>> = BTreeMap::new();
@@ -1770,6 +1874,12 @@ fn differential_against_knot() {
         }
         rep.push('\n');
     }
+    for ((what, why), line) in &rejected_allowed {
+        let _ = writeln!(
+            rep,
+            "== gtmd rejected (allowed by allow.txt:{line}): {what}\n      -> {why}"
+        );
+    }
     for a in &stale {
         let _ = writeln!(
             rep,
@@ -1785,7 +1895,8 @@ fn differential_against_knot() {
     let hist = |ids: &[usize], f: &dyn Fn(&Diff, &Query) -> String| {
         let mut h: BTreeMap<String, usize> = BTreeMap::new();
         for &di in ids {
-            *h.entry(f(&diffs[di], &queries[diffs[di].query])).or_default() += 1;
+            *h.entry(f(&diffs[di], &queries[diffs[di].query]))
+                .or_default() += 1;
         }
         let mut v: Vec<(String, usize)> = h.into_iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -1818,11 +1929,7 @@ fn differential_against_knot() {
                 allowed[ids[0]].map_or(String::new(), |l| format!("  (allow.txt:{l})"))
             );
             let _ = writeln!(rep, "  tags: {}", hist(ids, &|_, q| q.tag.clone()));
-            let _ = writeln!(
-                rep,
-                "  qtypes: {}",
-                hist(ids, &|_, q| type_name(q.qtype))
-            );
+            let _ = writeln!(rep, "  qtypes: {}", hist(ids, &|_, q| type_name(q.qtype)));
             let _ = writeln!(
                 rep,
                 "  transport/edns: {}",
