@@ -6,7 +6,8 @@
 //! and every response compared section by section. A difference fails the test unless an
 //! entry of `tests/differential/allow.txt` matches it (each entry says why the difference is
 //! right); an entry that matches nothing fails it too. The grouped differences, with
-//! examples, are written to `target/differential-report.txt`.
+//! examples, are written to `target/differential-report.txt`, and every difference, one per
+//! line, to `target/differential-diffs.tsv`.
 //!
 //! What is compared, per query and transport: silence, ID, opcode, rcode (with the extended
 //! bits), the flags QR AA TC RD RA Z AD CD, the question section byte for byte, the answer,
@@ -2010,6 +2011,26 @@ fn differential_against_knot() {
     if let Err(e) = std::fs::write(&path, &rep) {
         eprintln!("cannot write {}: {e}", path.display());
     }
+    // every difference, one per line, for grep and scripts
+    let mut tsv =
+        String::from("query\ttransport\ttag\tname\tqtype\tedns\taspect\tdetail\tallowed_by\n");
+    for (di, d) in diffs.iter().enumerate() {
+        let q = &queries[d.query];
+        let _ = writeln!(
+            tsv,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            d.query,
+            d.transport.name(),
+            q.tag,
+            q.name.to_ascii_lowercase(),
+            type_name(q.qtype),
+            q.edns,
+            d.aspect,
+            d.detail,
+            allowed[di].map_or(String::from("-"), |l| format!("allow.txt:{l}"))
+        );
+    }
+    let _ = std::fs::write(path.with_file_name("differential-diffs.tsv"), tsv);
     // the not-allowed part on stderr (the report file has everything)
     let cut = rep
         .find("\n######## NOT ALLOWED differences: details")
