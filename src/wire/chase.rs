@@ -294,6 +294,9 @@ impl Chase<'_> {
         out[ptr..ptr + 2].copy_from_slice(&(0xC000 | target as u16).to_be_bytes());
         self.done.pos = ptr + 2;
         self.done.counts[0] += 1;
+        if self.q.qtype == rtype::CNAME {
+            return Ok(None); // the synthesised CNAME is the answer (as Knot)
+        }
         Ok(Name::read(out, pos + 12).and_then(|n| self.follow(n)))
     }
 

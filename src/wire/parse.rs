@@ -49,6 +49,8 @@ pub mod rtype {
 pub const CLASS_IN: u16 = 1;
 /// Class CH (chaos).
 pub const CLASS_CH: u16 = 3;
+/// QCLASS * (any class).
+pub const CLASS_ANY: u16 = 255;
 /// EDNS option code of EDNS Client Subnet (RFC 7871).
 pub const OPT_ECS: u16 = 8;
 

@@ -3,7 +3,8 @@
 
 use super::chase::{chase, Sched};
 use super::parse::{
-    parse, rtype, skip_name, Edns, Query, Reject, CLASS_CH, CLASS_IN, HEADER_LEN, OPT_ECS,
+    parse, rtype, skip_name, Edns, Query, Reject, CLASS_ANY, CLASS_CH, CLASS_IN, HEADER_LEN,
+    OPT_ECS,
 };
 use crate::tables::gslb::{ClientAddr, Local, Selected};
 use crate::tables::{Lookup, Snapshot, NONE};
@@ -117,7 +118,8 @@ pub fn respond(
     let mut scope = 0;
     let tcp = t == Transport::Tcp;
     let answer = match q.qclass {
-        CLASS_IN => match snap.lookup(q, tcp) {
+        // QCLASS * (RFC 1035 3.2.5) matches the IN data, as Knot and NSD answer it.
+        CLASS_IN | CLASS_ANY => match snap.lookup(q, tcp) {
             Lookup::Answer(a) if snap.answers[a as usize].next == NONE => Some(a),
             Lookup::Gslb(ad) if snap.gslb.ads[ad as usize].rtype != rtype::CNAME => {
                 let asker = Asker::new(snap, &edns, client);
@@ -421,10 +423,7 @@ fn write_badkey(
     pos = copy_name(pkt, rd, out, pos);
     out[pos..pos + 8].copy_from_slice(&pkt[alg_end..alg_end + 8]); // time signed, fudge
     out[pos + 8..pos + 10].fill(0); // MAC size 0
-    let mac = be16(pkt, alg_end + 8) as usize;
-    let orig = alg_end + 10 + mac;
-    let id = pkt.get(orig..orig + 2).unwrap_or(&pkt[0..2]);
-    out[pos + 10..pos + 12].copy_from_slice(id);
+    out[pos + 10..pos + 12].copy_from_slice(&q.id.to_be_bytes()); // original ID, as Knot
     out[pos + 12..pos + 16].copy_from_slice(&[0, 17, 0, 0]); // BADKEY, no other data
     pos += 16;
     let rdlen = (pos - len_at - 2) as u16;
