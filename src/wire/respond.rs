@@ -431,10 +431,6 @@ fn write_badkey(
     pos
 }
 
-fn be16(p: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([p[at], p[at + 1]])
-}
-
 /// Writes the (already validated) possibly compressed name at `at` expanded.
 fn copy_name(pkt: &[u8], mut at: usize, out: &mut [u8], mut pos: usize) -> usize {
     loop {
