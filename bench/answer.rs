@@ -1,8 +1,9 @@
 //! Micro-benchmark of the answer path without sockets: parse + lookup + build, per query,
 //! over a mix of query kinds, against a compiled snapshot of 100,000 names.
 //!
-//! `cargo bench --bench answer` (add `-- --quick` for a short run). Prints the median of
-//! several rounds in ns/query for each kind; PERF.md quotes it.
+//! `cargo bench --bench answer` (add `-- --quick` for a short run; `ANSWER_CASES=a,b` runs
+//! only the cases whose names start with one of those). Prints the median of several
+//! rounds in ns/query for each kind; PERF.md quotes it.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -92,7 +93,9 @@ fn main() {
     let text = format!(
         "version = 1\n[[zone]]\nname = \"example.test.\"\nsoa = {{ mname = \"ns1\", rname = \"h\" }}\n\
          ns = [\"ns1\", \"ns2\"]\nrecords = [\n    \"ns1 A 192.0.2.53\",\n    \"*.wild A 192.0.2.99\",\n\
-         \"alias CNAME host7\",\n{records}]\n{gslb}"
+         \"alias CNAME host7\",\n    \"mx MX 10 host7\",\n    \"dn DNAME example.test.\",\n\
+         \"gw CNAME gslb\",\n    \"sub NS ns.sub\",\n    \"sub DS 1 8 2 00112233\",\n\
+         \"ns.sub A 192.0.2.54\",\n{records}]\n{gslb}"
     );
     let t0 = Instant::now();
     let cfg = Config::from_str(&text, "bench".into(), std::path::Path::new(".")).expect("config");
@@ -126,7 +129,24 @@ fn main() {
         ("GSLB nearest, no ECS", query("gslb.example.test", 1, None)),
         ("GSLB weighted pools", query("wrr.example.test", 1, None)),
         ("REFUSED", query("www.example.com", 1, None)),
+        ("MX + additional A", query("mx.example.test", 15, None)),
+        ("DS at a delegation", query("sub.example.test", 43, None)),
+        ("DNAME, chased", query("host4242.dn.example.test", 1, None)),
+        (
+            "CNAME to GSLB, ECS",
+            query("gw.example.test", 1, Some(&ecs_line)),
+        ),
     ];
+    let only: Option<Vec<String>> = std::env::var("ANSWER_CASES")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let cases: Vec<(&str, Vec<u8>)> = cases
+        .into_iter()
+        .filter(|(n, _)| {
+            only.as_ref()
+                .is_none_or(|o| o.iter().any(|p| n.starts_with(p.as_str())))
+        })
+        .collect();
     let iters = if quick { 200_000 } else { 2_000_000 };
     let rounds = if quick { 3 } else { 7 };
     let mut q = Query::new();
