@@ -1,7 +1,7 @@
 //! Micro-benchmark of the answer path without sockets: parse + lookup + build, per query,
 //! over a mix of query kinds, against a compiled snapshot of 100,000 names.
 //!
-//! `cargo bench --bench answer` (add `-- --quick` for a short run; `ANSWER_CASES=a,b` runs
+//! `cargo bench --bench answer` (add `-- --quick` for a short run; `ANSWER_CASES='a;b'` runs
 //! only the cases whose names start with one of those). Prints the median of several
 //! rounds in ns/query for each kind; PERF.md quotes it.
 
@@ -139,7 +139,7 @@ fn main() {
     ];
     let only: Option<Vec<String>> = std::env::var("ANSWER_CASES")
         .ok()
-        .map(|v| v.split(',').map(str::to_string).collect());
+        .map(|v| v.split(';').map(str::to_string).collect());
     let cases: Vec<(&str, Vec<u8>)> = cases
         .into_iter()
         .filter(|(n, _)| {

@@ -220,6 +220,16 @@ impl Snapshot {
     }
 }
 
+/// Where a name is in the index.
+enum Located {
+    /// The name itself.
+    Exact(u32),
+    /// Its closest existing ancestor.
+    Below(u32),
+    /// In no zone.
+    Nowhere,
+}
+
 /// Result of a table lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -239,39 +249,51 @@ impl Snapshot {
     /// question name and, when it does not exist, its suffixes to find the closest encloser.
     #[inline]
     pub fn lookup(&self, q: &Query, tcp: bool) -> Lookup {
-        self.lookup_in(
-            q.name(),
-            &q.label_offsets[..q.labels as usize],
-            q.qtype,
-            tcp,
-        )
-        .0
+        match self.locate(q.name(), &q.label_offsets[..q.labels as usize]) {
+            Located::Exact(n) => self.pick_node(n, q.qtype, tcp),
+            Located::Below(e) => self.below(e, q.qtype, tcp),
+            Located::Nowhere => Lookup::Refused,
+        }
     }
 
     /// [`Self::lookup`] for any lowercased wire name with the offsets of its labels; also
     /// returns the zone that answers ([`NONE`] when none does).
-    #[inline]
     pub fn lookup_in(&self, name: &[u8], offsets: &[u8], qtype: u16, tcp: bool) -> (Lookup, u32) {
+        match self.locate(name, offsets) {
+            Located::Exact(n) => (self.pick_node(n, qtype, tcp), self.nodes[n as usize].zone),
+            Located::Below(e) => (self.below(e, qtype, tcp), self.nodes[e as usize].zone),
+            Located::Nowhere => (Lookup::Refused, NONE),
+        }
+    }
+
+    /// The node of `name`, or of its closest existing ancestor.
+    #[inline]
+    fn locate(&self, name: &[u8], offsets: &[u8]) -> Located {
         if let Some(&n) = self.index.get(name) {
-            return (self.pick_node(n, qtype, tcp), self.nodes[n as usize].zone);
+            return Located::Exact(n);
         }
         for &off in offsets.iter().skip(1) {
-            let suffix = &name[off as usize..];
-            if let Some(&e) = self.index.get(suffix) {
-                let node = &self.nodes[e as usize];
-                let found = if node.cut {
-                    Lookup::Answer(node.other)
-                } else if node.dname != NONE {
-                    Lookup::Dname(node.dname)
-                } else if node.wildcard != NONE {
-                    self.pick_node(node.wildcard, qtype, tcp)
-                } else {
-                    Lookup::Answer(self.zones[node.zone as usize].nxdomain)
-                };
-                return (found, node.zone);
+            if let Some(&e) = self.index.get(&name[off as usize..]) {
+                return Located::Below(e);
             }
         }
-        (Lookup::Refused, NONE)
+        Located::Nowhere
+    }
+
+    /// The answer for a name that does not exist below node `e` (its closest encloser): the
+    /// referral below a cut, DNAME synthesis, the wildcard, or NXDOMAIN.
+    #[inline]
+    fn below(&self, e: u32, qtype: u16, tcp: bool) -> Lookup {
+        let node = &self.nodes[e as usize];
+        if node.cut {
+            Lookup::Answer(node.other)
+        } else if node.dname != NONE {
+            Lookup::Dname(node.dname)
+        } else if node.wildcard != NONE {
+            self.pick_node(node.wildcard, qtype, tcp)
+        } else {
+            Lookup::Answer(self.zones[node.zone as usize].nxdomain)
+        }
     }
 
     /// The answer at node `n` for `qtype`.

@@ -94,13 +94,13 @@ impl Name {
         let k = self.offsets[..self.labels]
             .iter()
             .position(|&o| o as usize == skip)?;
-        // Walk to label k in the message, following pointers.
+        // Walk to label k in the message, following pointers (bounded: never a hang).
         let mut p = self.at;
         let mut label = 0;
-        loop {
-            let l = msg[p] as usize;
+        for _ in 0..255 {
+            let l = *msg.get(p)? as usize;
             if l >= 0xC0 {
-                p = ((l & 0x3F) << 8) | msg[p + 1] as usize;
+                p = ((l & 0x3F) << 8) | *msg.get(p + 1)? as usize;
                 continue;
             }
             if label == k {
@@ -109,6 +109,7 @@ impl Name {
             label += 1;
             p += 1 + l;
         }
+        None
     }
 }
 
@@ -124,7 +125,10 @@ struct Chase<'a> {
 
 /// Follows `first` (the question's lookup) to the end of its chain, writing after the
 /// question in `out`; `limit` is where the records must end. `Err` when they do not fit.
+/// Kept out of line: the common answer path stays small.
 #[allow(clippy::too_many_arguments)]
+#[cold]
+#[inline(never)]
 pub(super) fn chase(
     snap: &Snapshot,
     pkt: &[u8],

@@ -206,6 +206,14 @@ pub fn parse(pkt: &[u8], q: &mut Query) -> Result<(), Reject> {
     }
     let end = parse_question(pkt, q).ok_or(Reject::FormErr { question: false })?;
     q.question_end = end;
+    if pkt[6..12] == [0; 6] {
+        // No records after the question: the common plain query.
+        return if q.opcode() != 0 {
+            Err(Reject::NotImp)
+        } else {
+            Ok(())
+        };
+    }
     let formerr = Reject::FormErr { question: true };
     let found = match records(pkt, end, q) {
         Some(f) if !f.broken => f,

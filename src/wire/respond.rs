@@ -178,7 +178,11 @@ pub fn respond(
         len -= a.opt_len as usize;
         counts[2] -= a.opt_count;
     }
-    let (tail, fixups) = snap.tail(a);
+    let (tail, mut fixups) = snap.tail(a);
+    if len < tail.len() {
+        // Fixups are in tail order: those past the shortened tail go with it.
+        fixups = &fixups[..fixups.partition_point(|&f| (f as usize) < len)];
+    }
     let delta = q.qname_len as u16 - a.qlen as u16;
     reply.finish(
         out,
@@ -280,8 +284,7 @@ impl Reply<'_> {
         if let Some((bytes, fixups, delta)) = tail {
             out[pos..pos + bytes.len()].copy_from_slice(bytes);
             if delta != 0 {
-                // Fixups are in tail order; those past a shortened tail are left out.
-                for &f in fixups.iter().take_while(|&&f| (f as usize) < bytes.len()) {
+                for &f in fixups {
                     let at = pos + f as usize;
                     let p = u16::from_be_bytes([out[at], out[at + 1]]) + delta;
                     out[at..at + 2].copy_from_slice(&p.to_be_bytes());
@@ -362,6 +365,8 @@ fn write_opt(out: &mut [u8], mut pos: usize, e: &Edns, rc: u16, scope: u8, paylo
 
 /// FORMERR / NOTIMP / NOTAUTH-BADKEY: header, the question when it parsed, the OPT when
 /// the query's was well formed, and for BADKEY the unsigned TSIG of RFC 8945 5.3.2.
+#[cold]
+#[inline(never)]
 fn error(
     pkt: &[u8],
     q: &Query,
@@ -462,6 +467,14 @@ mod tests {
             crate::config::DEFAULT_CONFIG,
             "[[address]]\nname = \"a\"\nvalue = \"192.0.2.7\"\n[[pool]]\nname = \"p\"\ntype = \"ipv4\"\n\
              addresses = [\"a\"]\n[[line]]\nname = \"l\"\nprefixes = [\"198.51.100.0/24\"]\n\
+             [[address]]\nname = \"c\"\nvalue = \"x.dn.c.test.\"\n[[pool]]\nname = \"pc\"\n\
+             type = \"domain\"\naddresses = [\"c\"]\n\
+             [[zone]]\nname = \"c.test.\"\nsoa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n\
+             records = [\"ns A 192.0.2.1\", \"dn DNAME c.test.\", \"x MX 1 ns\", \"w CNAME g\",\n\
+             \"v CNAME gc\", \"d NS ns.d\", \"ns.d A 192.0.2.2\", \"d DS 1 8 2 00\"]\n\
+             [[access-domain]]\nname = \"g.c.test.\"\ntype = \"A\"\npolicy = \"weighted\"\npools = [\"p\"]\n\
+             [[access-domain]]\nname = \"gc.c.test.\"\ntype = \"CNAME\"\npolicy = \"weighted\"\n\
+             pools = [\"pc\"]\n\
              [[access-domain]]\nname = \"gslb.example.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n\
              [access-domain.lines]\nl = [\"p\"]\ndefault = [\"p\"]\n"
         );
@@ -475,15 +488,24 @@ mod tests {
             "gslb.example.test",
             "nope.example.test",
             "sub.example.test",
+            "a.b.dn.c.test",
+            "x.c.test",
+            "w.c.test",
+            "v.c.test",
+            "d.c.test",
+            "gc.c.test",
         ]
         .iter()
-        .map(|n| {
+        .flat_map(|n| [1u16, 5, 15, 43, 255].map(|t| (n, t)))
+        .map(|(n, t)| {
             let mut p = vec![0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1];
             for l in n.split('.') {
                 p.push(l.len() as u8);
                 p.extend_from_slice(l.as_bytes());
             }
-            p.extend_from_slice(&[0, 0, 1, 0, 1]);
+            p.push(0);
+            p.extend_from_slice(&t.to_be_bytes());
+            p.extend_from_slice(&[0, 1]);
             p.extend_from_slice(&[
                 0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 0, 198, 51, 100,
             ]);
