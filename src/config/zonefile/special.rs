@@ -161,7 +161,7 @@ fn apl_item(raw: &[u8]) -> Result<Vec<u8>, text::Problem> {
 }
 
 /// IPSECKEY: precedence, gateway type 0-3, algorithm, gateway (`.`, IPv4, IPv6 or a name),
-/// and the public key in base64 unless the algorithm is 0.
+/// and the public key in base64: none for algorithm 0, optional for others (as Knot DNS).
 pub(crate) fn ipseckey(f: &mut Fields<'_, '_>) -> Result<Vec<u8>, ScanError> {
     let mut w = vec![f.num("precedence", 255)? as u8];
     let kind = f.read("gateway type", |r| match r {
@@ -183,7 +183,7 @@ pub(crate) fn ipseckey(f: &mut Fields<'_, '_>) -> Result<Vec<u8>, ScanError> {
         })?),
         _ => w.extend(f.name("gateway")?),
     }
-    if alg != 0 {
+    if alg != 0 && f.more() {
         w.extend(f.rest("public key", text::base64)?);
     }
     Ok(w)
