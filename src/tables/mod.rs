@@ -255,7 +255,9 @@ impl Snapshot {
         if let Some(&n) = self.index.get(name) {
             return (self.pick_node(n, qtype, tcp), self.nodes[n as usize].zone);
         }
-        for &off in offsets.iter().skip(1) {
+        // The suffixes below the name, the root last (a zone named `.`).
+        let root = [name.len().saturating_sub(1) as u8];
+        for &off in offsets.iter().skip(1).chain(&root) {
             let suffix = &name[off as usize..];
             if let Some(&e) = self.index.get(suffix) {
                 let node = &self.nodes[e as usize];

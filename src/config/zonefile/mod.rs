@@ -50,3 +50,66 @@ pub(crate) fn read(
 ) {
     entry::Reader::new(origin, default_ttl, 0).read(src, out, errs);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RICH: &[u8] = include_bytes!("../../../tests/zonefile/ok-every-type.zone");
+    const ORIGIN: &[u8] = b"\x01z\x04test\x00";
+
+    fn load(text: &[u8]) -> (Vec<Record>, Vec<ConfigError>) {
+        let src = Source {
+            text,
+            file: "rich.zone".into(),
+            line_of: &|l| l,
+            dir: None,
+        };
+        let (mut out, mut errs) = (Vec::new(), Vec::new());
+        read(&src, ORIGIN, 3600, &mut out, &mut errs);
+        (out, errs)
+    }
+
+    /// The whole file loads; every prefix of it (the file cut at any octet) loads or gives
+    /// errors at lines it has, and never panics.
+    #[test]
+    fn every_truncation_of_a_rich_file() {
+        let (all, errs) = load(RICH);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert!(all.len() > 50);
+        for cut in 0..RICH.len() {
+            let prefix = &RICH[..cut];
+            let (recs, errs) = load(prefix);
+            let lines = prefix.iter().filter(|&&c| c == b'\n').count() as u32 + 1;
+            assert!(recs.len() <= all.len());
+            for e in &errs {
+                assert!(
+                    e.at.line <= lines,
+                    "cut at {cut}: {e} (the prefix has {lines} lines)"
+                );
+            }
+        }
+    }
+
+    /// The file with octets replaced by ones that matter to the reader (quotes, escapes,
+    /// parentheses, digits, separators), a few at a time: never a panic.
+    #[test]
+    fn mutations_of_a_rich_file_never_panic() {
+        const SPECIAL: &[u8] = b"\\\"();\n\t .@#$*-=,:/0123456789aAzZ\x80\x00\r";
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let mut text = RICH.to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % text.len() as u64) as usize;
+                text[at] = SPECIAL[(next() % SPECIAL.len() as u64) as usize];
+            }
+            load(&text);
+        }
+    }
+}
