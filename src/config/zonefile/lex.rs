@@ -3,7 +3,7 @@
 //! newline ends the entry unless a `(` is open, `;` starts a comment, `"` quotes (blanks and
 //! `;` inside), `\` escapes the next octet. Tokens keep their quotes and escapes: what they
 //! mean depends on the field (a name, a number, a character-string), so the readers of
-//! fields decode them (`token.rs`).
+//! fields decode them ([`super::text`]).
 
 /// One token as written: quotes and escapes kept.
 #[derive(Debug, Clone, Copy)]
@@ -20,10 +20,19 @@ impl Token<'_> {
         self.raw.first() == Some(&b'"')
     }
 
-    /// The token for messages: `"1.2.3"` (quotes added unless it is quoted already).
+    /// The token for messages: `"1.2.3"` (quotes added unless it is quoted already), octets
+    /// other than printable ASCII as `\DDD`, cut after 60 octets.
     pub(crate) fn show(&self) -> String {
-        let s = String::from_utf8_lossy(self.raw);
-        let s: String = s.chars().take(80).collect();
+        let mut s = String::new();
+        for &c in self.raw.iter().take(60) {
+            match c {
+                b' '..=b'~' => s.push(c as char),
+                _ => s.push_str(&format!("\\{c:03}")),
+            }
+        }
+        if self.raw.len() > 60 {
+            s.push_str("...");
+        }
         if self.is_quoted() {
             s
         } else {
