@@ -11,6 +11,7 @@
 //! ;! knot: accepts it; gtmd refuses, because   Knot DNS's verdict differs, and why
 //! ```
 //!
+//! `tools/zonefile-rr CASE` prints the `rr` lines as knotd loads the case (with kdig).
 //! Each case runs through the real `gtmd check` (exit code; every error line, no others)
 //! and, when it loads, through the loader (the records, exactly). Where `kzonecheck`
 //! (Knot DNS) is installed, its verdict on each case must be the case's, unless the case
