@@ -637,6 +637,52 @@ fn counters_and_clean_shutdown() {
     }
 }
 
+/// A zone named `.` holds every name and answers for them (issue 9); its file uses TTL
+/// units, `@` in record data, a blank-led owner and `$INCLUDE`.
+#[test]
+fn root_zone_from_a_zone_file() {
+    let cfg = fixture("root.toml");
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    both(&s, Q::new(".", SOA), |m, t| {
+        assert_eq!(m.rcode(), NOERROR, "{t:?}");
+        assert_eq!(
+            m.answers(SOA),
+            vec!["ns.example. hostmaster.example. 2026120301 28800 7200 2419200 3600"]
+        );
+        assert_eq!(m.answer[0].ttl, 86400);
+    });
+    both(&s, Q::new("a", A), |m, t| {
+        assert_eq!(m.answers(A), vec!["192.0.2.1"], "{t:?}");
+        assert_eq!(m.answer[0].ttl, 300);
+    });
+    both(&s, Q::new("a", AAAA), |m, _| {
+        assert_eq!(m.answers(AAAA), vec!["2001:db8::1"]);
+        assert_eq!(m.answer[0].ttl, 3600);
+    });
+    both(&s, Q::new("alias", CNAME), |m, _| {
+        assert_eq!(m.answers(CNAME), vec!["."])
+    });
+    both(&s, Q::new("mx", MX), |m, _| {
+        assert_eq!(m.answers(MX), vec!["10 a."])
+    });
+    both(&s, Q::new("txt", TXT), |m, _| {
+        assert_eq!(m.answers(TXT), vec!["a b c"])
+    });
+    both(&s, Q::new("inc", A), |m, _| {
+        assert_eq!(m.answers(A), vec!["192.0.2.2"])
+    });
+    both(&s, Q::new("nope", A), |m, _| {
+        assert_eq!(m.rcode(), NXDOMAIN);
+        assert_eq!(m.authority[0].rtype, SOA);
+    });
+    both(&s, Q::new("www.example", A), |m, _| {
+        assert_eq!(m.rcode(), NOERROR);
+        assert!(!m.aa(), "a referral");
+        assert_eq!(m.authority[0].rtype, NS);
+        assert_eq!(m.authority[0].name, "example.");
+    });
+}
+
 #[test]
 fn tcp_connection_cap() {
     let dir = tempdir();

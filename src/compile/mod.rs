@@ -71,6 +71,7 @@ pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> 
             arena: Vec::new(),
             fixups: Vec::new(),
             zones: Vec::new(),
+            root_zone: cfg.zones.iter().any(|z| z.name == [0]),
             chaos: Vec::new(),
             udp_payload: cfg.server.udp_payload,
             gslb: gslb_tables,

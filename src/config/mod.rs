@@ -7,6 +7,7 @@ pub mod gslb;
 pub mod name;
 mod spec;
 mod zone;
+mod zonefile;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

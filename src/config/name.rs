@@ -120,12 +120,18 @@ pub fn label_starts(wire: &[u8]) -> Vec<usize> {
 }
 
 /// Whether `name` equals `zone` or lies below it (both lowercased wire names).
+/// Every name is within the root zone (`\0`).
 pub fn is_within(name: &[u8], zone: &[u8]) -> bool {
     if name.len() < zone.len() || !name.ends_with(zone) {
         return false;
     }
     let cut = name.len() - zone.len();
-    cut == 0 || label_starts(name).contains(&cut)
+    // `cut` must fall on a label boundary, the root label's included.
+    let mut i = 0;
+    while i < cut {
+        i += 1 + name[i] as usize;
+    }
+    i == cut
 }
 
 /// The parent of a wire name (None for the root).
@@ -157,5 +163,9 @@ mod tests {
         assert!(is_within(b"\x01a\x07example\x04test\x00", &origin));
         assert!(!is_within(b"\x08xexample\x04test\x00", &origin));
         assert_eq!(parent(&origin).unwrap(), b"\x04test\x00");
+        assert!(is_within(b"\x01a\x00", b"\x00"));
+        assert!(is_within(b"\x00", b"\x00"));
+        assert!(is_within(&origin, b"\x00"));
+        assert!(!is_within(b"\x03x\x01b\x00", b"\x01b\x00"));
     }
 }

@@ -1,4 +1,4 @@
-//! Zone data: records from an RFC 1035 zone file (parsed by NLnet Labs' `domain` scanner) or
+//! Zone data: records from an RFC 1035 zone file (read by [`super::zonefile`]) or
 //! inline in the TOML (`soa`, `ns`, `records` in zone file syntax), checked for the mistakes
 //! that would make the zone wrong: data outside the zone, SOA off the apex or twice, no apex
 //! NS, CNAME beside other data.
@@ -6,15 +6,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use domain::base::iana::{Class, Rtype};
-use domain::base::name::ToLabelIter;
-use domain::base::rdata::ComposeRecordData;
-use domain::rdata::ZoneRecordData;
-use domain::zonefile::inplace::{Entry, ScannedDname, Zonefile};
-
 use super::error::{ConfigError, Lines, Origin};
 use super::name::{display_name, is_within, parse_name};
 use super::spec::ZoneSpec;
+use super::zonefile::{self, Source};
 use super::Zone;
 use crate::wire::parse::rtype;
 
@@ -61,153 +56,18 @@ pub struct Record {
 
 const MAX_TTL: i64 = 0x7FFF_FFFF;
 
-fn wire_of(n: &ScannedDname) -> Vec<u8> {
-    let mut v = Vec::with_capacity(64);
-    for label in n.iter_labels() {
-        v.push(label.len() as u8);
-        v.extend(label.as_slice().iter().map(u8::to_ascii_lowercase));
-    }
-    v
-}
-
-/// Scans zone file text into records. `line_base` is added to the scanner's line numbers
-/// (for inline records that start mid-file); `skip` lines of a preamble are subtracted.
-fn scan(
-    text: &str,
-    origin: &[u8],
-    default_ttl: u32,
-    file: &Arc<str>,
-    line_of: &dyn Fn(u32) -> u32,
-    out: &mut Vec<Record>,
-    errs: &mut Vec<ConfigError>,
-) {
-    let origin_name = match domain::base::Name::from_octets(bytes::Bytes::copy_from_slice(origin)) {
-        Ok(n) => n,
-        Err(_) => return,
-    };
-    let src = format!("$TTL {default_ttl}\n{text}\n");
-    let lines = Lines::new(&src);
-    let mut zf = Zonefile::from(src.as_str());
-    zf.set_origin(origin_name);
-    zf.set_default_class(Class::IN);
-    let mut before = 0usize;
-    loop {
-        // Line of the first non-blank, non-comment octet after the previous entry.
-        let start_line = {
-            let rest = &src.as_bytes()[before.min(src.len())..];
-            let mut i = 0;
-            let mut in_comment = false;
-            while i < rest.len() {
-                match rest[i] {
-                    b';' => in_comment = true,
-                    b'\n' => in_comment = false,
-                    c if !in_comment && !c.is_ascii_whitespace() => break,
-                    _ => {}
-                }
-                i += 1;
-            }
-            lines.line(before + i)
-        };
-        let at = Origin::new(file, line_of(start_line.saturating_sub(1).max(1)));
-        let entry = match zf.next_entry() {
-            Ok(Some(e)) => e,
-            Ok(None) => break,
-            Err(e) => {
-                // The scanner reports "line:col: reason" in its own numbering.
-                let s = e.to_string();
-                let (line, reason) = match s.split_once(':') {
-                    Some((l, rest)) => (
-                        l.parse::<u32>().unwrap_or(start_line),
-                        rest.split_once(':')
-                            .map_or(rest, |(_, r)| r)
-                            .trim()
-                            .to_string(),
-                    ),
-                    None => (start_line, s.clone()),
-                };
-                errs.push(ConfigError::new(
-                    Origin::new(file, line_of(line.saturating_sub(1).max(1))),
-                    "record",
-                    format!("cannot parse: {reason}"),
-                ));
-                return;
-            }
-        };
-        before = zf.current_offset();
-        let rec = match entry {
-            Entry::Record(r) => r,
-            Entry::Include { .. } => {
-                errs.push(ConfigError::new(
-                    at,
-                    "record",
-                    "$INCLUDE is not supported: list each file as its own zone",
-                ));
-                continue;
-            }
-        };
-        if rec.class() != Class::IN {
-            errs.push(ConfigError::new(
-                at,
-                "record",
-                format!("class {} is not served: only IN", rec.class()),
-            ));
-            continue;
-        }
-        let owner = wire_of(rec.owner());
-        let ttl = rec.ttl().as_secs();
-        if i64::from(ttl) > MAX_TTL {
-            errs.push(ConfigError::new(
-                at,
-                "record",
-                "TTL above 2147483647 (RFC 2181 8)",
-            ));
-            continue;
-        }
-        let rt = rec.rtype();
-        let rdata = match rec.data() {
-            ZoneRecordData::Cname(c) => Rdata::Name(wire_of(c.cname())),
-            ZoneRecordData::Ns(n) => Rdata::Name(wire_of(n.nsdname())),
-            ZoneRecordData::Ptr(p) => Rdata::Name(wire_of(p.ptrdname())),
-            ZoneRecordData::Mx(m) => Rdata::Mx(m.preference(), wire_of(m.exchange())),
-            ZoneRecordData::Soa(s) => Rdata::Soa(Soa {
-                mname: wire_of(s.mname()),
-                rname: wire_of(s.rname()),
-                times: [
-                    s.serial().into_int(),
-                    s.refresh().as_secs(),
-                    s.retry().as_secs(),
-                    s.expire().as_secs(),
-                    s.minimum().as_secs(),
-                ],
-            }),
-            other => {
-                let mut v = Vec::new();
-                if other.compose_rdata(&mut v).is_err() {
-                    errs.push(ConfigError::new(
-                        at,
-                        "record",
-                        "record data does not encode",
-                    ));
-                    continue;
-                }
-                Rdata::Opaque(v)
-            }
-        };
-        if matches!(rt, Rtype::OPT | Rtype::ANY | Rtype::AXFR | Rtype::IXFR) {
-            errs.push(ConfigError::new(
-                at,
-                "record",
-                format!("{rt} is a meta type, not zone data"),
-            ));
-            continue;
-        }
-        out.push(Record {
-            owner,
-            rtype: rt.to_int(),
-            ttl,
-            rdata,
-            at,
-        });
+/// Maps the lines of an inline record string to config file lines: the string's first
+/// content line is `first`; a literal that spans fewer lines than its text has (newlines
+/// written as `\n`) puts every line at `first`.
+fn inline_lines(span: std::ops::Range<usize>, text: &str, lines: &Lines) -> impl Fn(u32) -> u32 {
+    let first = lines.line(span.start);
+    let last = lines.line(span.end.saturating_sub(1)).max(first);
+    let spanned = last - first + 1;
+    let own = text.matches('\n').count() as u32 + 1;
+    let skip = spanned.checked_sub(own);
+    move |l| match skip {
+        Some(skip) => (first + skip + l - 1).min(last),
+        None => first,
     }
 }
 
@@ -259,19 +119,16 @@ pub(super) fn load(
     let mut file_read = false;
     if let Some(path) = &z.file {
         let full = super::relative_to(base, path.get_ref());
-        match std::fs::read_to_string(&full) {
+        match std::fs::read(&full) {
             Ok(text) => {
                 file_read = true;
-                let zfile: Arc<str> = full.display().to_string().into();
-                scan(
-                    &text,
-                    &name,
-                    default_ttl,
-                    &zfile,
-                    &|l| l,
-                    &mut records,
-                    errs,
-                );
+                let src = Source {
+                    text: &text,
+                    file: full.display().to_string().into(),
+                    line_of: &|l| l,
+                    dir: Some(full.parent().unwrap_or(Path::new(""))),
+                };
+                zonefile::read(&src, &name, default_ttl, &mut records, errs);
             }
             Err(e) => errs.push(ConfigError::new(
                 at(path.span()),
@@ -340,16 +197,13 @@ pub(super) fn load(
         }
     }
     for r in &z.records {
-        let line0 = lines.line(r.span().start);
-        scan(
-            r.get_ref(),
-            &name,
-            default_ttl,
-            file,
-            &|l| line0 + l - 1,
-            &mut records,
-            errs,
-        );
+        let src = Source {
+            text: r.get_ref().as_bytes(),
+            file: file.clone(),
+            line_of: &inline_lines(r.span(), r.get_ref(), lines),
+            dir: None,
+        };
+        zonefile::read(&src, &name, default_ttl, &mut records, errs);
     }
     if z.file.is_none() && z.soa.is_none() {
         errs.push(ConfigError::new(

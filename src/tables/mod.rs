@@ -114,6 +114,8 @@ pub struct Snapshot {
     pub fixups: Vec<u16>,
     /// Zones.
     pub zones: Vec<ZoneInfo>,
+    /// One of them is the root zone `.` (names outside the others are its).
+    pub root_zone: bool,
     /// CH TXT names (lowercased wire) and their answers.
     pub chaos: Vec<(Box<[u8]>, u32)>,
     /// Largest UDP payload we send.
@@ -274,6 +276,12 @@ impl Snapshot {
         }
         for &off in offsets.iter().skip(1) {
             if let Some(&e) = self.index.get(&name[off as usize..]) {
+                return Located::Below(e);
+            }
+        }
+        // A zone named `.` encloses every name (its apex is not among the label offsets).
+        if self.root_zone && name.len() > 1 {
+            if let Some(&e) = self.index.get(&[0u8][..]) {
                 return Located::Below(e);
             }
         }
