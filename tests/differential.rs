@@ -1873,7 +1873,7 @@ fn differential_against_knot() {
     let _ = writeln!(
         rep,
         "Differential test gtmd vs Knot DNS: {} queries ({} exchanges with each server; {} \
-         skipped: nested zone off) in {:.1} s",
+         skipped because gtmd refused the nested zone) in {:.1} s",
         queries.len(),
         sent,
         skipped,
