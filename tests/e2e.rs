@@ -824,7 +824,10 @@ fn reload_good_and_bad_while_querying() {
         assert_eq!(out.status.code(), Some(1), "check exits 1: {err}");
         let place = ["reload.toml:6: record: ", "r.zone:5: record: "][k];
         assert!(err.contains(place), "the place {place}: {err}");
-        assert!(!err.contains("internal"), "an error, not a contained bug: {err}");
+        assert!(
+            !err.contains("internal"),
+            "an error, not a contained bug: {err}"
+        );
         s.signal(libc::SIGHUP);
         let t0 = Instant::now();
         while s.count_log("still serving the previous configuration") < 2 + k {

@@ -253,7 +253,7 @@ pub(super) struct Reply<'a> {
 
 impl Reply<'_> {
     /// Header and echoed question.
-    #[inline]
+    #[inline(always)]
     pub(super) fn head(&self, out: &mut [u8], flags: u16, counts: [u16; 3], rc: u16) {
         let q = self.q;
         let qend = q.question_end;
@@ -269,7 +269,7 @@ impl Reply<'_> {
     }
 
     /// Header, question, a precompiled tail (fix-ups applied) and OPT.
-    #[inline]
+    #[inline(always)]
     fn finish(
         &self,
         out: &mut [u8],
@@ -308,7 +308,7 @@ impl Reply<'_> {
         self.opt(out, self.q.question_end + len, 0, ecs_scope, AA)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn opt(
         &self,
         out: &mut [u8],
@@ -328,7 +328,7 @@ impl Reply<'_> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn opt_len(edns: &Option<Edns>) -> usize {
     match edns {
         None => 0,
@@ -339,7 +339,7 @@ fn opt_len(edns: &Option<Edns>) -> usize {
 
 /// Our OPT: payload = our cap, extended RCODE, version 0, DO copied, ECS echoed with our
 /// scope; no other option is echoed.
-#[inline]
+#[inline(always)]
 fn write_opt(out: &mut [u8], mut pos: usize, e: &Edns, rc: u16, scope: u8, payload: u16) -> usize {
     out[pos] = 0;
     out[pos + 1..pos + 3].copy_from_slice(&41u16.to_be_bytes());
