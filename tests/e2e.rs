@@ -840,3 +840,44 @@ fn reload_good_and_bad_while_querying() {
         assert_eq!(m.answers(A), vec!["192.0.2.200"]);
     }
 }
+
+/// Three zones nested: DS at the innermost apex is answered by its nearest parent (RFC 4035
+/// 3.1.4.1), not by the outermost zone; names below each apex are the innermost zone's.
+#[test]
+fn nested_zones_answer_ds_from_the_nearest_parent() {
+    let dir = tempdir();
+    let cfg = dir.join("nested.toml");
+    let zone = |name: &str, extra: &str| {
+        format!(
+            "[[zone]]\nname = \"{name}\"\nsoa = {{ mname = \"ns\", rname = \"h\" }}\nns = [\"ns\"]\n\
+             records = [\"ns A 192.0.2.1\"{extra}]\n"
+        )
+    };
+    let text = format!(
+        "version = 1\n{}{}{}",
+        zone(
+            "test.",
+            ", \"example NS ns.example\", \"ns.example A 192.0.2.2\""
+        ),
+        zone(
+            "example.test.",
+            ", \"sub NS ns.sub\", \"ns.sub A 192.0.2.3\", \"sub DS 1 8 2 00112233\""
+        ),
+        zone("sub.example.test.", ", \"www A 192.0.2.4\""),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    both(&s, Q::new("sub.example.test", 43), |m, t| {
+        assert_eq!(m.rcode(), NOERROR, "{t:?}");
+        assert!(m.aa(), "{t:?}");
+        assert_eq!(m.answer.len(), 1, "the DS of example.test.: {m:?}");
+        assert_eq!(m.answer[0].rtype, 43);
+    });
+    both(&s, Q::new("www.sub.example.test", A), |m, _| {
+        assert_eq!(m.answers(A), vec!["192.0.2.4"]);
+    });
+    both(&s, Q::new("nope.sub.example.test", A), |m, _| {
+        assert_eq!(m.rcode(), NXDOMAIN);
+        assert_eq!(m.authority[0].name, "sub.example.test.");
+    });
+}

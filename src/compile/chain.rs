@@ -25,8 +25,11 @@ fn target(t: u16, rd: &Rdata) -> Option<Vec<u8>> {
 /// The A and AAAA RRsets at `name` in this zone, if any (exact names, glue included, or a
 /// wildcard); none for scheduled names, whose addresses are chosen per query.
 fn addresses<'z>(zb: &'z ZoneBuild<'_>, name: &[u8]) -> Vec<(u16, &'z RRset)> {
-    if !is_within(name, zb.apex) || zb.ads.contains_key(name) {
+    if !is_within(name, zb.apex) || zb.scheduled(name).is_some() {
         return Vec::new();
+    }
+    if let Some(Found::Dname(_)) = zb.occluder(name) {
+        return Vec::new(); // hidden by a DNAME above it
     }
     let data = match zb.names.get(name) {
         Some(d) => Some(d),
@@ -140,14 +143,26 @@ pub(super) fn chain(
         if !is_within(&cur, zb.apex) || seen.contains(&cur) {
             break; // out of zone: the resolver continues; a loop: stop here
         }
-        if zb.ads.contains_key(&cur[..]) {
-            // A scheduled name: its records are chosen per query.
-            next = out.snap.index.get(cur.as_slice()).copied().unwrap_or(NONE);
+        if let Some(s) = zb.scheduled(&cur) {
+            // A scheduled name (or a wildcard one): its records are chosen per query.
+            next = out.snap.index.get(s.as_slice()).copied().unwrap_or(NONE);
             break;
         }
         seen.push(cur.clone());
         match zb.resolve(&cur) {
             Found::Elsewhere => break,
+            Found::Cut(c) if c == cur && qtype == rtype::DS => {
+                // DS at the cut is the parent's (RFC 4035 3.1.4.1), as a direct query.
+                match zb.names[&c].rrsets.get(&rtype::DS) {
+                    Some(set) => {
+                        for rd in &set.rdata {
+                            e.rr(Section::Answer, &cur, rtype::DS, CLASS_IN, set.ttl, rd);
+                        }
+                    }
+                    None => zb.soa_rr(&mut e),
+                }
+                break;
+            }
             Found::Cut(c) => {
                 referral_into(zb, &mut e, &c);
                 break;

@@ -33,6 +33,8 @@ pub(crate) struct Encoder {
     counts: [u16; 3],
     /// Buffer offset and additional count where the optional additional records start.
     optional: Option<(usize, u16)>,
+    /// The question is a wildcard owner: records it owns point at the question name.
+    wild_owner: bool,
 }
 
 /// A finished tail.
@@ -55,7 +57,13 @@ impl Encoder {
         buf.extend_from_slice(q);
         buf.extend_from_slice(&[0; 4]);
         let mut dict = Vec::new();
+        // A wildcard owner stands for the question name, but only as an owner: the same
+        // name in record data is the literal `*` name (RFC 4592), written out.
+        let wild_owner = q_is_owner && q.starts_with(b"\x01*");
         for i in label_starts(q) {
+            if i == 0 && wild_owner {
+                continue;
+            }
             dict.push((
                 q[i..].to_vec(),
                 (HEADER_LEN + i) as u16,
@@ -70,6 +78,7 @@ impl Encoder {
             fixups: Vec::new(),
             counts: [0; 3],
             optional: None,
+            wild_owner,
         }
     }
 
@@ -122,7 +131,16 @@ impl Encoder {
         ttl: u32,
         rdata: &Rdata,
     ) -> u16 {
-        self.name(owner);
+        // Synthesised records are answers; an additional record of the `*` name itself
+        // (the address of an MX target `*.x`) keeps the literal name.
+        let synthesised = !matches!(sec, Section::Additional);
+        if synthesised && self.wild_owner && owner == &self.buf[HEADER_LEN..HEADER_LEN + self.qlen]
+        {
+            self.buf
+                .extend_from_slice(&(0xC000 | HEADER_LEN as u16).to_be_bytes());
+        } else {
+            self.name(owner);
+        }
         self.buf.extend_from_slice(&rtype.to_be_bytes());
         self.buf.extend_from_slice(&class.to_be_bytes());
         self.buf.extend_from_slice(&ttl.to_be_bytes());

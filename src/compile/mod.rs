@@ -72,6 +72,7 @@ pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> 
             fixups: Vec::new(),
             zones: Vec::new(),
             root_zone: cfg.zones.iter().any(|z| z.name == [0]),
+            max_labels: 0,
             chaos: Vec::new(),
             udp_payload: cfg.server.udp_payload,
             gslb: gslb_tables,
@@ -104,6 +105,14 @@ pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> 
         zone::compile_zone(zi as u32, cfg, &children, &mut ds_at, &mut out, &mut errs);
     }
     compile_chaos(cfg, &mut out);
+    out.snap.max_labels = out
+        .snap
+        .index
+        .keys()
+        .map(|n| labels(n))
+        .max()
+        .unwrap_or(0)
+        .min(127) as u8;
     if errs.is_empty() {
         Ok(out.snap)
     } else {
@@ -147,4 +156,14 @@ fn too_large(at: &crate::config::Origin, name: &[u8], t: u16) -> ConfigError {
             crate::config::name::display_name(name)
         ),
     )
+}
+
+/// Number of labels of a wire name (root excluded), without allocating.
+fn labels(name: &[u8]) -> usize {
+    let (mut i, mut n) = (0, 0);
+    while i < name.len() && name[i] != 0 {
+        i += 1 + name[i] as usize;
+        n += 1;
+    }
+    n
 }

@@ -63,18 +63,20 @@ impl ZoneBuild<'_> {
 
     /// The highest cut at or above `name`, or DNAME strictly above it (the highest one
     /// occludes everything below).
-    fn occluder(&self, name: &[u8]) -> Option<Found<'_>> {
+    pub(super) fn occluder(&self, name: &[u8]) -> Option<Found<'_>> {
         let mut found = None;
         let mut n = Some(name);
         while let Some(cur) = n {
             if cur.len() < self.apex.len() {
                 break;
             }
-            if cur.len() > self.apex.len() && self.cuts.contains(cur) {
-                found = Some(Found::Cut(cur.to_vec()));
-            }
+            // At one name a cut wins over a DNAME (the DNAME is the child's data), as the
+            // query-time lookup has it.
             if cur.len() < name.len() && self.dnames.contains(cur) {
                 found = Some(Found::Dname(cur.to_vec()));
+            }
+            if cur.len() > self.apex.len() && self.cuts.contains(cur) {
+                found = Some(Found::Cut(cur.to_vec()));
             }
             n = parent(cur);
         }
@@ -95,19 +97,38 @@ impl ZoneBuild<'_> {
         if let Some(d) = self.names.get(name) {
             return Found::Data(d);
         }
+        match self.wildcard_for(name).and_then(|w| self.names.get(&w)) {
+            Some(d) => Found::Data(d),
+            None => Found::NxDomain,
+        }
+    }
+
+    /// The wildcard that would answer for `name`, which does not exist: `*` below its
+    /// closest existing ancestor (whether or not that wildcard exists).
+    pub(super) fn wildcard_for(&self, name: &[u8]) -> Option<Vec<u8>> {
         let mut n = parent(name);
         while let Some(cur) = n {
             if self.names.contains_key(cur) {
                 let mut w = b"\x01*".to_vec();
                 w.extend_from_slice(cur);
-                return match self.names.get(&w) {
-                    Some(d) => Found::Data(d),
-                    None => Found::NxDomain,
-                };
+                return Some(w);
             }
             n = parent(cur);
         }
-        Found::NxDomain
+        None
+    }
+
+    /// The scheduled name that answers for `name`: itself, or the wildcard access domain
+    /// that covers it.
+    pub(super) fn scheduled(&self, name: &[u8]) -> Option<Vec<u8>> {
+        if self.ads.contains_key(name) {
+            return Some(name.to_vec());
+        }
+        if self.names.contains_key(name) || self.occluder(name).is_some() {
+            return None;
+        }
+        self.wildcard_for(name)
+            .filter(|w| self.ads.contains_key(&w[..]))
     }
 
     pub(super) fn soa_rr(&self, e: &mut Encoder) {
@@ -235,6 +256,7 @@ pub(super) fn compile_zone(
         neg_ttl,
         ads,
     };
+    unservable(&zb, zone, cfg, errs);
     // NXDOMAIN and NODATA for the zone: compiled against the apex, shifted to any name
     // below it (their compression pointers move with the question name).
     let nodata = {
@@ -268,6 +290,56 @@ pub(super) fn compile_zone(
     }
 }
 
+/// Zone data the server could not answer consistently: NS at a wildcard (RFC 4592 4.2
+/// leaves it undefined), a second DNAME at a name or a DNAME at the root (RFC 6672 2.4),
+/// and access domains that a delegation or a DNAME above them hides.
+fn unservable(
+    zb: &ZoneBuild<'_>,
+    zone: &crate::config::Zone,
+    cfg: &Config,
+    errs: &mut Vec<ConfigError>,
+) {
+    let show = crate::config::name::display_name;
+    let mut dnames_seen: Vec<&[u8]> = Vec::new();
+    for r in &zone.records {
+        let wild = r.owner.starts_with(b"\x01*");
+        if r.rtype == rtype::NS && wild {
+            let why = format!(
+                "NS at the wildcard {}: not servable (RFC 4592 4.2)",
+                show(&r.owner)
+            );
+            errs.push(ConfigError::new(r.at.clone(), "record", why));
+        }
+        if r.rtype == rtype::DNAME && r.owner == [0] {
+            let why = "DNAME at the root: would redirect every name".to_string();
+            errs.push(ConfigError::new(r.at.clone(), "record", why));
+        } else if r.rtype == rtype::DNAME {
+            if dnames_seen.contains(&&r.owner[..]) {
+                let why = format!("second DNAME at {} (RFC 6672 2.4)", show(&r.owner));
+                errs.push(ConfigError::new(r.at.clone(), "record", why));
+            }
+            dnames_seen.push(&r.owner);
+        }
+    }
+    for ad in cfg
+        .gslb
+        .access_domains
+        .iter()
+        .filter(|a| zb.ads.contains_key(&a.name[..]))
+    {
+        let hidden = match zb.occluder(&ad.name) {
+            Some(Found::Cut(c)) => format!("the delegation at {}", show(&c)),
+            Some(Found::Dname(d)) => format!("the DNAME at {}", show(&d)),
+            _ => continue,
+        };
+        let why = format!(
+            "{} lies below {hidden}: it would never be answered",
+            show(&ad.name)
+        );
+        errs.push(ConfigError::new(ad.at.clone(), "access-domain.name", why));
+    }
+}
+
 /// Puts the names this zone answers for into the index (sorted, so snapshots are
 /// reproducible), leaving out names of child zones served here and names occluded by a
 /// DNAME; records this zone's answer to DS at each child's apex in `ds_at`.
@@ -283,7 +355,8 @@ fn index_names<'z>(
             Some(set) => typed(c, rtype::DS, set, zb, out),
             None => nodata,
         };
-        ds_at.entry(c.to_vec()).or_insert(a);
+        // Parents compile outside in: the nearest parent of a child writes last.
+        ds_at.insert(c.to_vec(), a);
     }
     let mut sorted: Vec<&[u8]> = zb
         .names

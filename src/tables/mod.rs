@@ -116,6 +116,8 @@ pub struct Snapshot {
     pub zones: Vec<ZoneInfo>,
     /// One of them is the root zone `.` (names outside the others are its).
     pub root_zone: bool,
+    /// Most labels of any name in the index.
+    pub max_labels: u8,
     /// CH TXT names (lowercased wire) and their answers.
     pub chaos: Vec<(Box<[u8]>, u32)>,
     /// Largest UDP payload we send.
@@ -274,7 +276,13 @@ impl Snapshot {
         if let Some(&n) = self.index.get(name) {
             return Located::Exact(n);
         }
-        for &off in offsets.iter().skip(1) {
+        // Suffixes with more labels than any indexed name cannot be found: a deep random
+        // name costs no more probes than the deepest name served.
+        let first = offsets
+            .len()
+            .saturating_sub(self.max_labels as usize)
+            .max(1);
+        for &off in &offsets[first.min(offsets.len())..] {
             if let Some(&e) = self.index.get(&name[off as usize..]) {
                 return Located::Below(e);
             }

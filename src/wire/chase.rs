@@ -32,6 +32,10 @@ pub(super) struct Chased {
     pub(super) scope: u8,
     /// Authoritative (false only when the first part is a referral).
     pub(super) aa: bool,
+    /// Set on an `Err` that is not about size.
+    pub(super) servfail: bool,
+    /// Digests of the names followed, to stop at the first repeat.
+    seen: [u64; MAX_CHAIN],
 }
 
 /// The name a part continues from: lowercased, with the offsets of its labels, and where
@@ -157,11 +161,13 @@ pub(super) fn chase(
             rcode: 0,
             scope: 0,
             aa: !matches!(first, Lookup::Answer(a) if !snap.answers[a as usize].aa),
+            servfail: false,
+            seen: [0; MAX_CHAIN],
         },
     };
     let mut name = Name::read(out, HEADER_LEN)
         .ok_or(())
-        .map_err(|_| c.fail())?;
+        .map_err(|_| c.broken())?;
     let mut link = first;
     for _ in 0..MAX_CHAIN {
         let next = match link {
@@ -178,12 +184,33 @@ pub(super) fn chase(
 }
 
 impl Chase<'_> {
+    /// The answer does not fit: TC.
     fn fail(&self) -> Chased {
         Chased { ..self.done }
     }
 
-    /// Looks up the name a part ended on, inside the chase's zone.
-    fn follow(&self, name: Name) -> Option<(Name, Lookup)> {
+    /// The parts cannot be put together (a name beyond the reach of a compression
+    /// pointer in a very large TCP answer): SERVFAIL, never a TC a client cannot act on.
+    fn broken(&self) -> Chased {
+        Chased {
+            servfail: true,
+            ..self.done
+        }
+    }
+
+    /// Looks up the name a part ended on, inside the chase's zone; `None` when it left
+    /// the zone or came back to a name already followed (a loop through a CNAME access
+    /// domain: stopped, as the compiler stops static loops).
+    fn follow(&mut self, name: Name) -> Option<(Name, Lookup)> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = foldhash::fast::FixedState::with_seed(0x6368_6173).build_hasher();
+        h.write(name.wire());
+        let digest = h.finish() | 1;
+        let slot = self.done.seen.iter().position(|&d| d == 0 || d == digest)?;
+        if self.done.seen[slot] == digest {
+            return None;
+        }
+        self.done.seen[slot] = digest;
         let (l, zone) = self.snap.lookup_in(
             name.wire(),
             &name.offsets[..name.labels],
@@ -225,7 +252,7 @@ impl Chase<'_> {
         let snap = self.snap;
         let g = &snap.gslb;
         if name.at > 0x3FFF {
-            return Err(self.fail());
+            return Err(self.broken());
         }
         let base = self.done.pos;
         let room = self.limit.saturating_sub(base);
@@ -247,7 +274,13 @@ impl Chase<'_> {
                 }
                 self.done.pos += len;
                 self.done.counts[0] += count;
-                if g.ads[ad as usize].rtype != rtype::CNAME || count != 1 {
+                // The CNAME alone answers a CNAME or ANY query (RFC 1034 4.3.2 step 3a).
+                let qt = self.q.qtype;
+                if g.ads[ad as usize].rtype != rtype::CNAME
+                    || count != 1
+                    || qt == rtype::CNAME
+                    || qt == rtype::ANY
+                {
                     return Ok(None);
                 }
                 // owner pointer (2), type, class, TTL, RDLENGTH (10): then the target.
@@ -285,8 +318,11 @@ impl Chase<'_> {
         }
         let rdlen = prefix.len() + 2;
         let pos = self.done.pos;
-        if pos + 12 + rdlen > self.limit || name.at > 0x3FFF || target > 0x3FFF {
+        if pos + 12 + rdlen > self.limit {
             return Err(self.fail());
+        }
+        if name.at > 0x3FFF || target > 0x3FFF {
+            return Err(self.broken());
         }
         let ttl = [out[at + 6], out[at + 7], out[at + 8], out[at + 9]];
         out[pos..pos + 2].copy_from_slice(&(0xC000 | name.at as u16).to_be_bytes());
@@ -335,21 +371,21 @@ impl Chase<'_> {
         };
         let mut p = base;
         for _ in 0..records {
-            p = rewrite_name(out, p, &relocate).ok_or_else(|| self.fail())?;
+            p = rewrite_name(out, p, &relocate).ok_or_else(|| self.broken())?;
             let rt = u16::from_be_bytes([out[p], out[p + 1]]);
             let rdlen = u16::from_be_bytes([out[p + 8], out[p + 9]]) as usize;
             let rd = p + 10;
             // The types the compiler writes compressed (`compile::encode`, `Rdata`).
             match rt {
                 rtype::NS | rtype::CNAME | rtype::PTR => {
-                    rewrite_name(out, rd, &relocate).ok_or_else(|| self.fail())?;
+                    rewrite_name(out, rd, &relocate).ok_or_else(|| self.broken())?;
                 }
                 rtype::MX => {
-                    rewrite_name(out, rd + 2, &relocate).ok_or_else(|| self.fail())?;
+                    rewrite_name(out, rd + 2, &relocate).ok_or_else(|| self.broken())?;
                 }
                 rtype::SOA => {
-                    let m = rewrite_name(out, rd, &relocate).ok_or_else(|| self.fail())?;
-                    rewrite_name(out, m, &relocate).ok_or_else(|| self.fail())?;
+                    let m = rewrite_name(out, rd, &relocate).ok_or_else(|| self.broken())?;
+                    rewrite_name(out, m, &relocate).ok_or_else(|| self.broken())?;
                 }
                 _ => {}
             }

@@ -271,7 +271,7 @@ fn records(pkt: &[u8], mut pos: usize, q: &mut Query) -> Option<Found> {
 
 /// Skips one record; returns its type and the offset after it.
 fn skip_record(pkt: &[u8], pos: usize) -> Option<(u16, usize)> {
-    let (pos, _) = skip_name(pkt, pos)?;
+    let pos = skip_name_here(pkt, pos)?;
     let fixed = pkt.get(pos..pos + 10)?;
     let end = pos + 10 + be16(fixed, 8) as usize;
     if end > pkt.len() {
@@ -377,6 +377,25 @@ pub(crate) fn skip_name(pkt: &[u8], mut pos: usize) -> Option<(usize, usize)> {
     }
 }
 
+/// Skips the name at `pos` without following its pointer, which must point backwards:
+/// records the server does not read cost no more than their own octets (following every
+/// pointer of thousands of records would let one query cost a hundred).
+fn skip_name_here(pkt: &[u8], mut pos: usize) -> Option<usize> {
+    let start = pos;
+    loop {
+        let len = *pkt.get(pos)? as usize;
+        match len {
+            0 => return Some(pos + 1),
+            1..=63 => pos += 1 + len,
+            0xC0..=0xFF => {
+                let target = ((len & 0x3F) << 8) | *pkt.get(pos + 1)? as usize;
+                return (target < start).then_some(pos + 2);
+            }
+            _ => return None,
+        }
+    }
+}
+
 /// Parses one additional record: an OPT is decoded into `q.edns`, a TSIG (which must be
 /// the last record, RFC 8945 section 5.1) is noted in `q.tsig`, anything else is skipped.
 fn parse_additional(
@@ -387,9 +406,14 @@ fn parse_additional(
     f: &mut Found,
 ) -> Option<usize> {
     let owner = pos;
-    let (pos, owner_len) = skip_name(pkt, pos)?;
+    let pos = skip_name_here(pkt, pos)?;
     let fixed = pkt.get(pos..pos + 10)?;
     let rtype = be16(fixed, 0);
+    // The names of the records read (OPT, TSIG) are followed and checked in full.
+    let owner_len = match rtype {
+        rtype::OPT | rtype::TSIG => skip_name(pkt, owner)?.1,
+        _ => 0,
+    };
     let class = be16(fixed, 2);
     let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
     let rdlen = be16(fixed, 8) as usize;
@@ -424,7 +448,19 @@ fn parse_additional(
             q.edns = Some(edns);
         }
         rtype::TSIG => {
-            f.broken |= !last || q.tsig.is_some();
+            // Algorithm name, time (6), fudge (2), MAC size (2) and MAC, original ID,
+            // error, other length (6) and other data: one that does not parse is FORMERR.
+            let well_formed = skip_name(pkt, pos + 10).is_some_and(|(alg, _)| {
+                let mac = pkt
+                    .get(alg + 8..alg + 10)
+                    .map_or(usize::MAX, |m| be16(m, 0) as usize);
+                let other = alg.saturating_add(10).saturating_add(mac).saturating_add(4);
+                let olen = pkt
+                    .get(other..other + 2)
+                    .map_or(usize::MAX, |o| be16(o, 0) as usize);
+                other.saturating_add(2).saturating_add(olen) == pos + 10 + rdlen
+            });
+            f.broken |= !last || q.tsig.is_some() || !well_formed;
             q.tsig = Some(TsigAt {
                 owner: owner as u16,
                 rdata: (pos + 10) as u16,

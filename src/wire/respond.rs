@@ -24,6 +24,8 @@ pub mod rcode {
     pub const NOERROR: u16 = 0;
     /// Format error.
     pub const FORMERR: u16 = 1;
+    /// Server failure.
+    pub const SERVFAIL: u16 = 2;
     /// Name error.
     pub const NXDOMAIN: u16 = 3;
     /// Not implemented.
@@ -153,6 +155,9 @@ pub fn respond(
                         let flags = if c.aa { AA } else { 0 };
                         reply.head(out, flags, c.counts, c.rcode);
                         reply.opt(out, c.pos, c.rcode, c.scope, flags)
+                    }
+                    Err(c) if c.servfail => {
+                        reply.finish(out, 0, [0; 3], rcode::SERVFAIL, c.scope, None)
                     }
                     Err(c) => reply.finish(out, AA | TC, [0; 3], c.rcode, c.scope, None),
                 };
