@@ -34,8 +34,6 @@ pub(super) struct Chased {
     pub(super) aa: bool,
     /// Set on an `Err` that is not about size.
     pub(super) servfail: bool,
-    /// Digests of the names followed, to stop at the first repeat.
-    seen: [u64; MAX_CHAIN],
 }
 
 /// The name a part continues from: lowercased, with the offsets of its labels, and where
@@ -53,15 +51,23 @@ impl Name {
         &self.wire[..self.len]
     }
 
-    /// Reads the (possibly compressed, already written by us) name at `at` in `msg`.
-    fn read(msg: &[u8], at: usize) -> Option<Self> {
-        let mut n = Self {
+    fn new() -> Self {
+        Self {
             wire: [0; 255],
             len: 0,
             offsets: [0; 128],
             labels: 0,
-            at,
-        };
+            at: 0,
+        }
+    }
+
+    /// Reads the (possibly compressed, already written by us) name at `at` in `msg` into
+    /// this one (reused: a chase moves no name around); `None` when it is not a name.
+    fn read(&mut self, msg: &[u8], at: usize) -> Option<()> {
+        let n = self;
+        n.len = 0;
+        n.labels = 0;
+        n.at = at;
         let mut p = at;
         for _ in 0..255 {
             let l = *msg.get(p)? as usize;
@@ -75,7 +81,7 @@ impl Name {
             if l == 0 {
                 n.wire[n.len] = 0;
                 n.len += 1;
-                return Some(n);
+                return Some(());
             }
             n.offsets[n.labels] = n.len as u8;
             n.labels += 1;
@@ -125,6 +131,8 @@ struct Chase<'a> {
     limit: usize,
     zone: u32,
     done: Chased,
+    /// Digests of the names followed, to stop at the first repeat.
+    seen: [u64; MAX_CHAIN],
 }
 
 /// Follows `first` (the question's lookup) to the end of its chain, writing after the
@@ -162,22 +170,22 @@ pub(super) fn chase(
             scope: 0,
             aa: !matches!(first, Lookup::Answer(a) if !snap.answers[a as usize].aa),
             servfail: false,
-            seen: [0; MAX_CHAIN],
         },
+        seen: [0; MAX_CHAIN],
     };
-    let mut name = Name::read(out, HEADER_LEN)
-        .ok_or(())
-        .map_err(|_| c.broken())?;
+    let mut name = Name::new();
+    if name.read(out, HEADER_LEN).is_none() {
+        return Err(c.broken());
+    }
     let mut link = first;
     for _ in 0..MAX_CHAIN {
         let next = match link {
-            Lookup::Answer(ai) => c.answer(ai, &name, out)?,
-            Lookup::Gslb(ad) => c.gslb(ad, &name, sched, out)?,
-            Lookup::Dname(ai) => c.dname(ai, &name, out)?,
+            Lookup::Answer(ai) => c.answer(ai, &mut name, out)?,
+            Lookup::Gslb(ad) => c.gslb(ad, &mut name, sched, out)?,
+            Lookup::Dname(ai) => c.dname(ai, &mut name, out)?,
             Lookup::Refused => None,
         };
-        let Some((n, l)) = next else { break };
-        name = n;
+        let Some(l) = next else { break };
         link = l;
     }
     Ok(c.done)
@@ -201,32 +209,32 @@ impl Chase<'_> {
     /// Looks up the name a part ended on, inside the chase's zone; `None` when it left
     /// the zone or came back to a name already followed (a loop through a CNAME access
     /// domain: stopped, as the compiler stops static loops).
-    fn follow(&mut self, name: Name) -> Option<(Name, Lookup)> {
+    fn follow(&mut self, name: &Name) -> Option<Lookup> {
         use std::hash::{BuildHasher, Hasher};
         let mut h = foldhash::fast::FixedState::with_seed(0x6368_6173).build_hasher();
         h.write(name.wire());
         let digest = h.finish() | 1;
-        let slot = self.done.seen.iter().position(|&d| d == 0 || d == digest)?;
-        if self.done.seen[slot] == digest {
+        let slot = self.seen.iter().position(|&d| d == 0 || d == digest)?;
+        if self.seen[slot] == digest {
             return None;
         }
-        self.done.seen[slot] = digest;
+        self.seen[slot] = digest;
         let (l, zone) = self.snap.lookup_in(
             name.wire(),
             &name.offsets[..name.labels],
             self.q.qtype,
             self.tcp,
         );
-        (zone == self.zone && l != Lookup::Refused).then_some((name, l))
+        (zone == self.zone && l != Lookup::Refused).then_some(l)
     }
 
     /// A precompiled part; continues at its `next` node if it has one.
     fn answer(
         &mut self,
         ai: u32,
-        name: &Name,
+        name: &mut Name,
         out: &mut [u8],
-    ) -> Result<Option<(Name, Lookup)>, Chased> {
+    ) -> Result<Option<Lookup>, Chased> {
         let a = &self.snap.answers[ai as usize];
         let base = self.done.pos;
         self.append(a, name, out)?;
@@ -234,21 +242,20 @@ impl Chase<'_> {
         if a.next == NONE {
             return Ok(None);
         }
-        let Some(n) = Name::read(out, base + a.next_at as usize) else {
+        if name.read(out, base + a.next_at as usize).is_none() {
             return Ok(None);
-        };
-        let l = self.snap.pick_node(a.next, self.q.qtype, self.tcp);
-        Ok(Some((n, l)))
+        }
+        Ok(Some(self.snap.pick_node(a.next, self.q.qtype, self.tcp)))
     }
 
     /// A GSLB selection owned by `name`; a CNAME access domain continues at its target.
     fn gslb(
         &mut self,
         ad: u32,
-        name: &Name,
+        name: &mut Name,
         sched: &mut Sched<'_>,
         out: &mut [u8],
-    ) -> Result<Option<(Name, Lookup)>, Chased> {
+    ) -> Result<Option<Lookup>, Chased> {
         let snap = self.snap;
         let g = &snap.gslb;
         if name.at > 0x3FFF {
@@ -284,7 +291,7 @@ impl Chase<'_> {
                     return Ok(None);
                 }
                 // owner pointer (2), type, class, TTL, RDLENGTH (10): then the target.
-                Ok(Name::read(out, base + 12).and_then(|n| self.follow(n)))
+                Ok(name.read(out, base + 12).and_then(|()| self.follow(name)))
             }
             Selected::NoData { answer, scope } => {
                 self.done.scope = self.done.scope.max(sched.asker.scope(scope));
@@ -301,16 +308,16 @@ impl Chase<'_> {
     fn dname(
         &mut self,
         ai: u32,
-        name: &Name,
+        name: &mut Name,
         out: &mut [u8],
-    ) -> Result<Option<(Name, Lookup)>, Chased> {
+    ) -> Result<Option<Lookup>, Chased> {
         let a = &self.snap.answers[ai as usize];
         let at = self.done.pos;
         self.append(a, name, out)?;
         self.done.rcode = 0;
         // The DNAME's owner is a 2-octet pointer: TTL at 6, the target (uncompressed) at 12.
         let target = at + 12;
-        let tlen = Name::read(out, target).map_or(0, |n| n.len);
+        let tlen = wire_len(out, target);
         let prefix = &name.wire()[..name.len - a.qlen as usize];
         if prefix.len() + tlen > 255 || tlen == 0 {
             self.done.rcode = YXDOMAIN;
@@ -337,7 +344,7 @@ impl Chase<'_> {
         if self.q.qtype == rtype::CNAME {
             return Ok(None); // the synthesised CNAME is the answer (as Knot)
         }
-        Ok(Name::read(out, pos + 12).and_then(|n| self.follow(n)))
+        Ok(name.read(out, pos + 12).and_then(|()| self.follow(name)))
     }
 
     /// Appends a precompiled answer whose name now lies at `name.at`: copies its tail
@@ -421,4 +428,17 @@ fn rewrite_name(
         }
         p += 1 + l;
     }
+}
+
+/// Length of the uncompressed name at `at` (0 when it is not one).
+fn wire_len(msg: &[u8], at: usize) -> usize {
+    let mut p = at;
+    while let Some(&l) = msg.get(p) {
+        match l {
+            0 => return p + 1 - at,
+            1..=63 if p + 1 - at <= 255 => p += 1 + l as usize,
+            _ => return 0,
+        }
+    }
+    0
 }
