@@ -212,6 +212,34 @@ fn suite(s: &Server) {
         );
         assert!(m.opt().is_some(), "OPT before the TSIG");
     });
+    // A BADKEY reply too long for 512 octets (long key and algorithm names): TC over UDP,
+    // the whole TSIG over TCP.
+    let long = |c: char| {
+        (0..3)
+            .map(|_| c.to_string().repeat(60))
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let big_tsig: Vec<u8> = {
+        let mut r = wire(&long('k'));
+        r.extend_from_slice(&[0, 250, 0, 255, 0, 0, 0, 0]);
+        let mut rd = wire(&long('h'));
+        rd.extend_from_slice(&[0, 0, 0x65, 0, 0, 1, 1, 44, 0, 0, 0xBE, 0xEF, 0, 0, 0, 0]);
+        r.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+        r.extend_from_slice(&rd);
+        r
+    };
+    let mut q = Q::new(&format!("{}.example.test", long('q')), A);
+    q.extra_ar.push(big_tsig);
+    let m = s.udp(&q.build()).unwrap();
+    assert_eq!(m.rcode(), 9);
+    assert!(m.tc() && m.raw.len() <= 512, "{} octets", m.raw.len());
+    let m = s.tcp(&q.build());
+    assert_eq!(
+        m.additional.last().map(|r| r.rtype),
+        Some(250),
+        "TSIG over TCP"
+    );
     for twice in [true, false] {
         let mut q = Q::new("www.example.test", A);
         q.extra_ar.push(tsig.clone());

@@ -93,7 +93,10 @@ pub fn respond(
         Err(Reject::FormErr { question }) => {
             return error(pkt, q, question, rcode::FORMERR, snap.udp_payload, out)
         }
-        Err(Reject::BadKey) => return error(pkt, q, true, rcode::NOTAUTH, snap.udp_payload, out),
+        Err(Reject::BadKey) => {
+            let n = error(pkt, q, true, rcode::NOTAUTH, snap.udp_payload, out);
+            return fit_badkey(n, q, t, snap.udp_payload, out);
+        }
     }
     let edns = q.edns;
     let reply = Reply {
@@ -406,6 +409,28 @@ fn error(
         len: pos,
         rcode: rc,
         truncated: false,
+    }
+}
+
+/// A BADKEY reply whose TSIG (long key and algorithm names) does not fit a UDP payload:
+/// the TSIG is left out and TC set, so the client retries over TCP.
+#[cold]
+fn fit_badkey(n: Outcome, q: &Query, t: Transport, payload: u16, out: &mut [u8]) -> Outcome {
+    let limit = match (t, q.edns) {
+        (Transport::Tcp, _) => return n,
+        (Transport::Udp, Some(e)) => e.payload.min(payload) as usize,
+        (Transport::Udp, None) => 512,
+    };
+    if n.len <= limit || q.tsig.is_none() {
+        return n;
+    }
+    let len = q.question_end + opt_len(&q.edns);
+    out[2] |= (TC >> 8) as u8;
+    out[10..12].copy_from_slice(&(q.edns.is_some() as u16).to_be_bytes());
+    Outcome {
+        len,
+        rcode: n.rcode,
+        truncated: true,
     }
 }
 
