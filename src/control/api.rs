@@ -491,3 +491,47 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{host_of, token_name, Token};
+
+    #[test]
+    fn host_values() {
+        assert_eq!(host_of("LocalHost:5380").as_deref(), Some("localhost"));
+        assert_eq!(host_of("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(host_of("[::1]:5380").as_deref(), Some("::1"));
+        assert_eq!(
+            host_of("gtm.example.net.").as_deref(),
+            Some("gtm.example.net")
+        );
+        for bad in ["", "a:b", "[::1", "[::1]x", "::1", "a b", "x:123456"] {
+            assert_eq!(host_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let tokens = vec![
+            Token {
+                name: "a".into(),
+                secret: b"0123456789abcdef".to_vec(),
+            },
+            Token {
+                name: "b".into(),
+                secret: b"fedcba9876543210".to_vec(),
+            },
+        ];
+        assert_eq!(token_name(&tokens, "Bearer fedcba9876543210"), Some("b"));
+        assert_eq!(token_name(&tokens, "bearer 0123456789abcdef"), Some("a"));
+        for bad in [
+            "Bearer 0123456789abcde",
+            "Bearer 0123456789abcdefX",
+            "Basic 0123456789abcdef",
+            "0123456789abcdef",
+            "Bearer",
+        ] {
+            assert_eq!(token_name(&tokens, bad), None, "{bad}");
+        }
+    }
+}
