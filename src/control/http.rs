@@ -213,6 +213,7 @@ fn serve_connection(
 ) -> io::Result<()> {
     let deadline = Instant::now() + DEADLINE;
     stream.set_nonblocking(false)?;
+    stream.set_write_timeout(Some(DEADLINE))?;
     let _ = stream.set_nodelay(true);
     let peer = Peer {
         client,
