@@ -63,7 +63,9 @@ def ask(s, name, ecs, ecs_len):
 def flip(method, control, address, body):
     host, port = control.rsplit(":", 1)
     c = http.client.HTTPConnection(host, int(port), timeout=30)
-    c.request(method, f"/v1/addresses/{address}/override", body=body)
+    token = os.environ.get("GTMD_TOKEN", "")
+    c.request(method, f"/v1/addresses/{address}/override", body=body,
+              headers={"Authorization": f"Bearer {token}"})
     r = c.getresponse()
     r.read()
     if r.status != 200:

@@ -44,6 +44,10 @@ enum Cmd {
         /// control.listen (default 127.0.0.1:5380).
         #[arg(long, value_name = "ADDR:PORT|off", value_parser = parse_control)]
         control: Option<ControlArg>,
+        /// Bearer tokens of the control API (one name:token per line), overriding
+        /// control.token-file (e.g. a systemd credential); re-read at every reload.
+        #[arg(long, value_name = "FILE")]
+        control_token_file: Option<PathBuf>,
     },
     /// Validate a configuration: runs the full compiler, prints every error as
     /// `file:line: field: reason`, exits 0 when valid and 1 when not.
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
             io,
             shards,
             control,
+            control_token_file,
         } => {
             let opts = RunOptions {
                 config,
@@ -104,6 +109,7 @@ fn main() -> ExitCode {
                 }),
                 shards: shards.filter(|&n| n > 0),
                 control: control.map(|c| c.0),
+                control_token_file,
             };
             match control::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,

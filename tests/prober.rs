@@ -466,11 +466,8 @@ fn alerts_reach_the_webhook_with_retries() {
     .unwrap();
     let s = Server::start(&["--config", cfg.to_str().unwrap()]);
     let control = s.control_addr();
-    let mut c = std::net::TcpStream::connect(control).unwrap();
-    write!(c, "PUT /v1/addresses/weighted-1/override HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown").unwrap();
-    let mut resp = String::new();
-    c.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let (status, resp) = http_auth(control, "PUT", "/v1/addresses/weighted-1/override", "down");
+    assert_eq!(status, 200, "{resp}");
     let t0 = Instant::now();
     while got.lock().unwrap().is_empty() {
         assert!(t0.elapsed() < Duration::from_secs(5), "no alert delivered");

@@ -6,8 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,19 +36,7 @@ impl Gtm {
     }
 
     fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let mut c = TcpStream::connect(self.control).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            c,
-            "{method} {path} HTTP/1.1\r\nHost: gtmd\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut resp = String::new();
-        c.read_to_string(&mut resp).unwrap();
-        let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        (status, body)
+        http_auth(self.control, method, path, body)
     }
 
     fn set(&self, address: &str, state: &str) {

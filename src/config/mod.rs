@@ -2,6 +2,7 @@
 //! names, and validate them into a [`Config`]. Every mistake is collected (not just the first)
 //! as a [`ConfigError`] with file, line, field and reason; `gtmd check` prints them all.
 
+pub mod control;
 mod error;
 pub mod gslb;
 pub mod name;
@@ -60,7 +61,7 @@ pub struct Alerts {
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
 
 /// `[control]`: the HTTP control API (state, operator overrides).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Control {
     /// Where it listens; `None` disables it.
     pub listen: Option<SocketAddr>,
@@ -68,6 +69,17 @@ pub struct Control {
     pub explicit: bool,
     /// File the operator overrides are persisted to.
     pub state_file: Option<PathBuf>,
+    /// `allow-remote = true`: a non-loopback `listen` is intended.
+    pub allow_remote: bool,
+    /// `token-file`, and the tokens read from it (empty without one).
+    pub token_file: Option<PathBuf>,
+    /// The bearer tokens that may use the API (see [`control::Token`]).
+    pub tokens: Vec<control::Token>,
+    /// `Host` values accepted besides `localhost` and the address a request arrived on
+    /// (lowercase names without a trailing dot, IP addresses as `IpAddr` prints them).
+    pub allowed_hosts: Vec<String>,
+    /// `tls-cert` and `tls-key`: the API speaks HTTPS only.
+    pub tls: Option<control::Tls>,
 }
 
 /// How many shards, and where.
@@ -410,19 +422,68 @@ fn control(
         listen: Some(DEFAULT_CONTROL.parse().expect("literal")),
         explicit: false,
         state_file: None,
+        allow_remote: false,
+        token_file: None,
+        tokens: Vec::new(),
+        allowed_hosts: Vec::new(),
+        tls: None,
     };
     let Some(spec) = spec else { return c };
+    c.allow_remote = spec.allow_remote == Some(true);
+    if let Some(f) = &spec.token_file {
+        let path = relative_to(base, f.get_ref());
+        c.tokens = control::read_tokens(&path, at(f.span()), errs);
+        c.token_file = Some(path);
+    }
+    for h in spec.allowed_hosts.iter().flatten() {
+        match control::host_name(h.get_ref()) {
+            Some(name) => c.allowed_hosts.push(name),
+            None => errs.push(ConfigError::new(
+                at(h.span()),
+                "control.allowed-hosts",
+                format!(
+                    "'{}' is not a host name or IP address (no scheme, port or path: \"gtmd.example.net\", \"192.0.2.1\")",
+                    h.get_ref()
+                ),
+            )),
+        }
+    }
+    match (&spec.tls_cert, &spec.tls_key) {
+        (Some(cert), Some(key)) => {
+            c.tls = control::read_tls(
+                (&relative_to(base, cert.get_ref()), at(cert.span())),
+                (&relative_to(base, key.get_ref()), at(key.span())),
+                errs,
+            )
+        }
+        (Some(v), None) | (None, Some(v)) => errs.push(ConfigError::new(
+            at(v.span()),
+            if spec.tls_cert.is_some() {
+                "control.tls-key"
+            } else {
+                "control.tls-cert"
+            },
+            "tls-cert and tls-key go together: set both (PEM files) or neither",
+        )),
+        (None, None) => {}
+    }
     if let Some(l) = &spec.listen {
         c.explicit = true;
         match l.get_ref().as_str() {
             "off" | "" => c.listen = None,
             text => match text.parse::<SocketAddr>() {
-                Ok(a) if a.ip().is_loopback() || spec.allow_remote == Some(true) => c.listen = Some(a),
-                Ok(a) => errs.push(ConfigError::new(
+                Ok(a) if a.ip().is_loopback() => c.listen = Some(a),
+                Ok(a) if !c.allow_remote => errs.push(ConfigError::new(
                     at(l.span()),
                     "control.listen",
-                    format!("{a} is not a loopback address: set allow-remote = true to expose the control API"),
+                    format!("{a} is not a loopback address: set allow-remote = true and token-file to expose the control API"),
                 )),
+                Ok(a) => {
+                    c.listen = Some(a);
+                    if let Some(e) = c.exposure_error() {
+                        errs.push(ConfigError::new(at(l.span()), "control.listen", e));
+                    }
+                }
                 Err(_) => errs.push(ConfigError::new(
                     at(l.span()),
                     "control.listen",

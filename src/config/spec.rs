@@ -45,6 +45,13 @@ pub(crate) struct ControlSpec {
     pub(crate) listen: Option<Spanned<String>>,
     pub(crate) allow_remote: Option<bool>,
     pub(crate) state_file: Option<Spanned<String>>,
+    /// A file of `name:token` lines: bearer tokens that may change state.
+    pub(crate) token_file: Option<Spanned<String>>,
+    /// `Host` header values accepted besides the listener's address and `localhost`.
+    pub(crate) allowed_hosts: Option<Vec<Spanned<String>>>,
+    /// PEM certificate chain and private key: the API speaks HTTPS.
+    pub(crate) tls_cert: Option<Spanned<String>>,
+    pub(crate) tls_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

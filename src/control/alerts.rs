@@ -1,15 +1,16 @@
 //! Alerts: every state change (address, pool, an access domain's active pool) is posted as
 //! JSON to the configured webhook by its own thread, retried with backoff; the writer and
 //! the prober only push onto a bounded queue and never wait (a full queue drops the alert
-//! and says so in the log).
+//! and says so in the log). The target is read at every attempt, so a reload that changes,
+//! adds or removes `[alerts]` takes effect with the next alert (and the next retry).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{Receiver, Sender, TrySendError};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Alerts;
 use crate::health::Change;
@@ -19,8 +20,18 @@ const QUEUE: usize = 10_000;
 
 static QUEUE_TX: OnceLock<Sender<Change>> = OnceLock::new();
 
+/// Where alerts go now (`None`: nowhere).
+static TARGET: RwLock<Option<Arc<Alerts>>> = RwLock::new(None);
+
+fn target() -> Option<Arc<Alerts>> {
+    TARGET.read().map_or(None, |t| t.clone())
+}
+
 /// Queues a change for the webhook, if one is configured. Never blocks.
 pub fn push(c: &Change) {
+    if target().is_none() {
+        return;
+    }
     if let Some(tx) = QUEUE_TX.get() {
         if let Err(TrySendError::Full(_)) = tx.try_send(c.clone()) {
             warn!(change = %c, "alert queue full: alert dropped");
@@ -28,17 +39,41 @@ pub fn push(c: &Change) {
     }
 }
 
-/// Starts the sender thread for `cfg`.
-pub fn start(cfg: Alerts) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let (tx, rx) = crossbeam::channel::bounded(QUEUE);
-    let _ = QUEUE_TX.set(tx);
-    info!(webhook = %cfg.url, "alerts go to the webhook");
-    std::thread::Builder::new()
-        .name("alerts".into())
-        .spawn(move || run(cfg, rx))
+/// Points alerts at `cfg` (at start-up and at every reload), starting the sender thread
+/// the first time there is a webhook; logs what changed.
+pub fn configure(cfg: Option<Alerts>) -> std::io::Result<()> {
+    let new = cfg.map(Arc::new);
+    let old = {
+        let mut t = TARGET.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *t, new.clone())
+    };
+    match (old.as_deref(), new.as_deref()) {
+        (None, Some(n)) => info!(webhook = %n.url, "alerts go to the webhook"),
+        (Some(o), None) => {
+            info!(was = %o.url, "alerts: [alerts] removed, state changes are no longer posted")
+        }
+        (Some(o), Some(n)) if o != n => info!(
+            webhook = %n.url,
+            was = %o.url,
+            retries = n.retries,
+            timeout_ms = n.timeout.as_millis() as u64,
+            "alerts: webhook settings changed"
+        ),
+        _ => {}
+    }
+    if new.is_some() && QUEUE_TX.get().is_none() {
+        let (tx, rx) = crossbeam::channel::bounded(QUEUE);
+        if QUEUE_TX.set(tx).is_ok() {
+            // Detached: it only reads its queue and exits with the process.
+            std::thread::Builder::new()
+                .name("alerts".into())
+                .spawn(move || run(rx))?;
+        }
+    }
+    Ok(())
 }
 
-fn run(cfg: Alerts, rx: Receiver<Change>) {
+fn run(rx: Receiver<Change>) {
     // Runs until the process exits: the queue's sender lives in a static.
     for change in rx.iter() {
         let at = SystemTime::now()
@@ -50,6 +85,10 @@ fn run(cfg: Alerts, rx: Receiver<Change>) {
         let body = doc.to_string();
         let mut attempt = 0;
         loop {
+            let Some(cfg) = target() else {
+                debug!(change = %change, "alert not posted: [alerts] was removed");
+                break;
+            };
             match post(&cfg, &body) {
                 Ok(()) => break,
                 Err(e) if attempt < cfg.retries => {

@@ -8,21 +8,38 @@
 //! | `GET /v1/state` | JSON: addresses, pools, access domains with their active pool per line |
 //! | `PUT /v1/addresses/NAME/override` body `up`, `down` or `auto` | force an address |
 //! | `DELETE /v1/addresses/NAME/override` | back to the configured mode |
+//!
+//! Who may do what (checked in this order, each refusal logged with the client):
+//!
+//! 1. `Host` must name the listener: `localhost`, the address the request arrived on, or
+//!    one of `control.allowed-hosts` (else 403): a DNS-rebinding page cannot reach it.
+//! 2. `Origin`, when sent, must be this API's own origin (else 403): a page elsewhere
+//!    cannot post to it (CSRF), preflight or not.
+//! 3. A bearer token (`Authorization: Bearer TOKEN`, from `control.token-file`) is needed
+//!    for every change (401 without; 403 when no token-file is set: the API is then
+//!    read-only) and, on a listener beyond loopback, for reads too. A wrong token is 401.
+//!    Tokens are compared in constant time; every change is logged with the token's name
+//!    and the client's address.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use tracing::{info, warn};
+
+use super::http;
+use crate::config::control::{host_name, Token};
+use crate::config::Control;
 
 use crate::compile::ad_key;
 use crate::config::gslb::{AddrValue, Mode, PoolPolicy};
 use crate::config::name::display_name;
 use crate::health::{Change, Writer};
-use crate::shard::WAIT_BOUND;
 use crate::tables::gslb::NO_POOL;
 
 /// The health writer, shared by the reload path and the API.
@@ -54,14 +71,17 @@ pub fn load_overrides(path: Option<&Path>) -> HashMap<String, Mode> {
     }
 }
 
-fn save_overrides(path: &Path, overrides: &HashMap<String, Mode>) -> std::io::Result<()> {
+pub(super) fn save_overrides(
+    path: &Path,
+    overrides: &HashMap<String, Mode>,
+) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let text = serde_json::to_string_pretty(&json!({ "overrides": overrides }))?;
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
 
-fn mode_name(m: Mode) -> &'static str {
+pub(super) fn mode_name(m: Mode) -> &'static str {
     match m {
         Mode::Auto => "auto",
         Mode::Up => "up",
@@ -157,52 +177,235 @@ pub fn state_json(w: &Writer, generation: u64, state_file: Option<&Path>) -> ser
     })
 }
 
+/// What the API may accept, from `[control]`; swapped whole by a reload.
+#[derive(Debug, Default)]
+pub struct Settings {
+    /// Bearer tokens (name, secret).
+    pub tokens: Vec<Token>,
+    /// Extra accepted `Host` names.
+    pub allowed_hosts: Vec<String>,
+    /// HTTPS when set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where overrides are persisted.
+    pub state_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The settings of `c`.
+    pub fn of(c: &Control) -> Self {
+        Self {
+            tokens: c.tokens.clone(),
+            allowed_hosts: c.allowed_hosts.clone(),
+            tls: c.tls.as_ref().map(|t| t.server.clone()),
+            state_file: c.state_file.clone(),
+        }
+    }
+}
+
 /// What the API reads and writes.
 pub struct ApiContext {
     /// The health writer.
     pub writer: SharedWriter,
     /// Current configuration generation.
     pub generation: Arc<AtomicU64>,
-    /// Where overrides are persisted.
-    pub state_file: Option<PathBuf>,
     /// The prober's last results.
     pub reports: crate::probe::Reports,
+    /// Tokens, hosts, TLS and state file, as last configured.
+    pub settings: ArcSwap<Settings>,
 }
 
-/// Serves the API until `stop`.
-pub fn serve(server: tiny_http::Server, ctx: ApiContext, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(Some(mut req)) = server.recv_timeout(WAIT_BOUND) else {
-            continue;
+/// Starts serving `listener` with `ctx` (plain or TLS as `ctx.settings` says, per
+/// connection).
+pub fn start(
+    listener: std::net::TcpListener,
+    ctx: Arc<ApiContext>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<http::Server> {
+    let c2 = ctx.clone();
+    let tls: Arc<http::TlsSource> = Arc::new(move || c2.settings.load().tls.clone());
+    let handler: Arc<http::Handler> = Arc::new(move |peer, req| serve(&ctx, peer, req));
+    http::Server::start(listener, handler, tls, stop)
+}
+
+/// Whether `method` may change state: everything but GET (HEAD and OPTIONS included, so
+/// a CORS preflight is refused like the request it announces).
+fn is_write(method: &str) -> bool {
+    method != "GET"
+}
+
+/// The host part of a `Host` header value (`name`, `1.2.3.4`, `[::1]`, each with an
+/// optional `:port`), normalised as `config::control::host_name` does.
+fn host_of(value: &str) -> Option<String> {
+    let host = if let Some(rest) = value.strip_prefix('[') {
+        let (inner, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        inner
+    } else {
+        match value.split_once(':') {
+            Some((h, port)) if is_port(port) => h,
+            Some(_) => return None,
+            None => value,
+        }
+    };
+    host_name(host)
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The name of the token `header` carries, if any matches. Every token is compared, each
+/// in constant time (`subtle`), so the time taken says nothing about any of them.
+fn token_name<'a>(tokens: &'a [Token], header: &str) -> Option<&'a str> {
+    let (scheme, presented) = header.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let presented = presented.trim().as_bytes();
+    let mut found = None;
+    for t in tokens {
+        if bool::from(t.secret.as_slice().ct_eq(presented)) {
+            found = Some(t.name.as_str());
+        }
+    }
+    found
+}
+
+/// Who is asking, once allowed.
+enum Actor<'a> {
+    /// A token's holder.
+    Token(&'a str),
+    /// No token: reads on a loopback listener.
+    Anonymous,
+}
+
+/// Applies the rules of the module documentation.
+fn authorize<'a>(
+    settings: &'a Settings,
+    peer: &http::Peer,
+    req: &http::Request,
+) -> Result<Actor<'a>, http::Response> {
+    use http::Response;
+    let host_value = match req.header("host") {
+        Ok(Some(h)) => h,
+        Ok(None) => return Err(Response::error(400, "a Host header is required")),
+        Err(e) => return Err(Response::error(400, e)),
+    };
+    let local = match peer.local.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let host_ok = host_of(host_value).is_some_and(|h| {
+        h == "localhost" || h == local.to_string() || settings.allowed_hosts.contains(&h)
+    });
+    if !host_ok {
+        return Err(Response::error(
+            403,
+            format!(
+                "Host '{host_value}' is not this API: use localhost, {local}, or add the name to \
+                 [control] allowed-hosts"
+            ),
+        ));
+    }
+    match req.header("origin") {
+        Err(e) => return Err(Response::error(403, e)),
+        Ok(Some(origin)) => {
+            let scheme = if peer.tls { "https" } else { "http" };
+            if !origin.eq_ignore_ascii_case(&format!("{scheme}://{host_value}")) {
+                return Err(Response::error(
+                    403,
+                    format!("cross-origin requests are refused (Origin '{origin}')"),
+                ));
+            }
+        }
+        Ok(None) => {}
+    }
+    let auth = req
+        .header("authorization")
+        .map_err(|e| Response::error(400, e))?;
+    if let Some(a) = auth {
+        return match token_name(&settings.tokens, a) {
+            Some(name) => Ok(Actor::Token(name)),
+            None => Err(unauthorized("the bearer token is not valid")),
         };
-        let url = req.url().to_string();
-        let method = req.method().clone();
-        let mut body = String::new();
-        let _ = req.as_reader().take(4096).read_to_string(&mut body);
-        let (status, doc) = handle(&method, &url, body.trim(), &ctx);
-        let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
-        let header = tiny_http::Header::from_bytes("Content-Type", "application/json")
-            .expect("static header");
-        let _ = req.respond(
-            tiny_http::Response::from_string(text)
-                .with_status_code(status)
-                .with_header(header),
-        );
+    }
+    if is_write(&req.method) {
+        if settings.tokens.is_empty() {
+            return Err(Response::error(
+                403,
+                "the control API is read-only: changes need a bearer token; set [control] \
+                 token-file (one name:token per line), reload, and send \
+                 Authorization: Bearer TOKEN",
+            ));
+        }
+        return Err(unauthorized(
+            "changes need a bearer token: send Authorization: Bearer TOKEN",
+        ));
+    }
+    if local.is_loopback() {
+        Ok(Actor::Anonymous)
+    } else {
+        Err(unauthorized(
+            "beyond loopback every request needs a bearer token: send Authorization: Bearer TOKEN",
+        ))
     }
 }
 
+fn unauthorized(msg: &str) -> http::Response {
+    let mut r = http::Response::error(401, msg);
+    r.headers
+        .push(("WWW-Authenticate", "Bearer realm=\"gtmd\"".to_string()));
+    r
+}
+
+/// One request: authorised, routed, answered; refusals and changes are logged.
+fn serve(ctx: &ApiContext, peer: &http::Peer, req: &http::Request) -> http::Response {
+    let settings = ctx.settings.load();
+    let path = req.target.split('?').next().unwrap_or("");
+    let actor = match authorize(&settings, peer, req) {
+        Ok(a) => a,
+        Err(resp) => {
+            warn!(
+                client = %peer.client,
+                method = %req.method,
+                path = ?path,
+                status = resp.status,
+                reason = %resp.body["error"].as_str().unwrap_or(""),
+                "control API request refused"
+            );
+            return resp;
+        }
+    };
+    let actor = match actor {
+        Actor::Token(name) => name,
+        Actor::Anonymous => "-",
+    };
+    let body = String::from_utf8_lossy(&req.body);
+    let (status, doc) = handle(
+        &req.method,
+        path,
+        body.trim(),
+        ctx,
+        &settings,
+        (actor, peer),
+    );
+    http::Response::json(status, doc)
+}
+
 fn handle(
-    method: &tiny_http::Method,
-    url: &str,
+    method: &str,
+    path: &str,
     body: &str,
     ctx: &ApiContext,
+    settings: &Settings,
+    (actor, peer): (&str, &http::Peer),
 ) -> (u16, serde_json::Value) {
-    use tiny_http::Method;
-    let (writer, state_file) = (&ctx.writer, ctx.state_file.as_deref());
-    let path = url.split('?').next().unwrap_or("");
+    let (writer, state_file) = (&ctx.writer, settings.state_file.as_deref());
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, parts.as_slice()) {
-        (Method::Get, ["v1", "state"]) => {
+        ("GET", ["v1", "state"]) => {
             let w = writer.lock().expect("writer lock");
             let mut doc = state_json(&w, ctx.generation.load(Ordering::Relaxed), state_file);
             drop(w);
@@ -215,9 +418,9 @@ fn handle(
             }
             (200, doc)
         }
-        (Method::Put | Method::Post | Method::Delete, ["v1", "addresses", name, "override"]) => {
+        ("PUT" | "POST" | "DELETE", ["v1", "addresses", name, "override"]) => {
             let name = percent_decode(name);
-            let mode = if *method == Method::Delete {
+            let mode = if method == "DELETE" {
                 None
             } else {
                 let word = body.trim_matches('"').to_ascii_lowercase();
@@ -235,7 +438,13 @@ fn handle(
             let mut w = writer.lock().expect("writer lock");
             match w.set_override(&name, mode) {
                 Ok(changes) => {
-                    info!(address = %name, mode = mode.map_or("configured", mode_name), "operator override");
+                    info!(
+                        actor,
+                        client = %peer.client,
+                        address = %name,
+                        mode = mode.map_or("configured", mode_name),
+                        "operator override"
+                    );
                     log_changes(&changes);
                     if let Some(p) = state_file {
                         if let Err(e) = save_overrides(p, w.overrides()) {
@@ -254,6 +463,10 @@ fn handle(
                 Err(e) => (404, json!({"error": e})),
             }
         }
+        (_, ["v1", "state"]) | (_, ["v1", "addresses", _, "override"]) => (
+            405,
+            json!({"error": format!("{method} is not allowed here")}),
+        ),
         _ => (
             404,
             json!({"error": "not found", "endpoints": ["GET /v1/state", "PUT /v1/addresses/NAME/override", "DELETE /v1/addresses/NAME/override"]}),
@@ -277,4 +490,48 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{host_of, token_name, Token};
+
+    #[test]
+    fn host_values() {
+        assert_eq!(host_of("LocalHost:5380").as_deref(), Some("localhost"));
+        assert_eq!(host_of("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(host_of("[::1]:5380").as_deref(), Some("::1"));
+        assert_eq!(
+            host_of("gtm.example.net.").as_deref(),
+            Some("gtm.example.net")
+        );
+        for bad in ["", "a:b", "[::1", "[::1]x", "::1", "a b", "x:123456"] {
+            assert_eq!(host_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let tokens = vec![
+            Token {
+                name: "a".into(),
+                secret: b"0123456789abcdef".to_vec(),
+            },
+            Token {
+                name: "b".into(),
+                secret: b"fedcba9876543210".to_vec(),
+            },
+        ];
+        assert_eq!(token_name(&tokens, "Bearer fedcba9876543210"), Some("b"));
+        assert_eq!(token_name(&tokens, "bearer 0123456789abcdef"), Some("a"));
+        for bad in [
+            "Bearer 0123456789abcde",
+            "Bearer 0123456789abcdefX",
+            "Basic 0123456789abcdef",
+            "0123456789abcdef",
+            "Bearer",
+        ] {
+            assert_eq!(token_name(&tokens, bad), None, "{bad}");
+        }
+    }
 }

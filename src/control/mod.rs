@@ -6,13 +6,15 @@
 pub mod alerts;
 pub mod api;
 mod contain;
+pub mod http;
 mod notify;
 
 use contain::contained;
 pub use contain::install_panic_hook;
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -24,7 +26,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{debug, error, info, warn};
 
 use crate::compile::compile;
-use crate::config::{Config, ConfigErrors, IoMode, Shards};
+use crate::config::{Config, ConfigError, ConfigErrors, Control, IoMode, Origin, Shards};
 use crate::shard::{self, Counters, Published, ShardCtx, Summary, TcpLimits};
 
 /// Options of `gtmd run` that override the file.
@@ -40,6 +42,8 @@ pub struct RunOptions {
     pub shards: Option<usize>,
     /// Replaces `control.listen` (`Some(None)`: off).
     pub control: Option<Option<SocketAddr>>,
+    /// Replaces `control.token-file`.
+    pub control_token_file: Option<PathBuf>,
 }
 
 /// Why `gtmd` exits non-zero.
@@ -86,21 +90,42 @@ fn source_name(path: Option<&PathBuf>) -> String {
     })
 }
 
-fn apply_overrides(cfg: &mut Config, opts: &RunOptions) {
+/// Applies the command line over the file; `--control` beyond loopback is held to the
+/// file's rule (it needs `token-file`).
+fn apply_overrides(cfg: &mut Config, opts: &RunOptions) -> Result<(), ConfigErrors> {
     if !opts.listen.is_empty() {
         cfg.server.listen = opts.listen.clone();
     }
     if let Some(io) = opts.io {
         cfg.server.io = io;
     }
+    if let Some(f) = &opts.control_token_file {
+        let mut errs = Vec::new();
+        let at = Origin::new(&"--control-token-file".into(), 1);
+        cfg.control.tokens = crate::config::control::read_tokens(f, at, &mut errs);
+        cfg.control.token_file = Some(f.clone());
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+    }
     if let Some(c) = opts.control {
         cfg.control.listen = c;
         cfg.control.explicit = true;
+    }
+    if opts.control.is_some() || opts.control_token_file.is_some() {
+        if let Some(e) = cfg.control.exposure_error() {
+            return Err(ConfigErrors(vec![ConfigError::new(
+                Origin::new(&cfg.source, 1),
+                "--control",
+                e,
+            )]));
+        }
     }
     if let Some(n) = opts.shards {
         let cpus = crate::config::usable_cpus();
         cfg.server.shards = Shards::Cpus((0..n).map(|i| cpus[i % cpus.len()]).collect());
     }
+    Ok(())
 }
 
 struct Running {
@@ -115,7 +140,7 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     let t0 = Instant::now();
     let (cfg, snap) = contained(&source_name(opts.config.as_ref()), || {
         let mut cfg = load(opts.config.as_ref())?;
-        apply_overrides(&mut cfg, &opts);
+        apply_overrides(&mut cfg, &opts)?;
         let snap = compile(&cfg, 1)?;
         Ok((cfg, snap))
     })
@@ -130,7 +155,29 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         "configuration compiled"
     );
     let snap = Arc::new(snap);
-    let overrides = api::load_overrides(cfg.control.state_file.as_deref());
+    // The control listener first: a port in use fails start-up before any DNS socket.
+    let control_listener = bind_control(&cfg.control)?;
+    let mut overrides = api::load_overrides(cfg.control.state_file.as_deref());
+    let known: HashSet<&str> = snap
+        .model
+        .addresses
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    let stale: Vec<(String, crate::config::gslb::Mode)> = {
+        let mut v: Vec<_> = overrides
+            .iter()
+            .filter(|(n, _)| !known.contains(n.as_str()))
+            .map(|(n, &m)| (n.clone(), m))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    for (n, _) in &stale {
+        overrides.remove(n);
+    }
+    drop(known);
+    report_stale(&stale, cfg.control.state_file.as_deref(), &overrides);
     if !overrides.is_empty() {
         info!(count = overrides.len(), "operator overrides restored");
     }
@@ -143,10 +190,8 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     // Signals are registered before the shards start so none is missed.
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| ExitError::Startup(format!("cannot install signal handlers: {e}")))?;
-    if let Some(a) = cfg.alerts.clone() {
-        // Detached: it only reads its queue and exits with the process.
-        alerts::start(a).map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
-    }
+    alerts::configure(cfg.alerts.clone())
+        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
     let stop = Arc::new(AtomicBool::new(false));
     let reports: crate::probe::Reports = Default::default();
     let (reload_tx, reload_rx) = crossbeam::channel::unbounded();
@@ -177,7 +222,7 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         .unwrap_or_default()
         + Duration::from_secs(1);
     let wait_probes = cfg.server.probe_before_ready && !cfg.gslb.checks.is_empty();
-    let mut running = start(&cfg, &published, stop, || {
+    let mut running = start(&cfg, &published, stop.clone(), || {
         // Sockets are bound (queries queue in their buffers); serve once health is known.
         if wait_probes {
             match round_rx.recv_timeout(first_round) {
@@ -187,41 +232,26 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
                 }
             }
         }
-    })?;
+    })
+    .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
     running.threads.push(prober);
-    if let Some(addr) = cfg.control.listen {
-        match tiny_http::Server::http(addr) {
-            Ok(server) => {
-                let bound = server
-                    .server_addr()
-                    .to_ip()
-                    .map_or(addr.to_string(), |a| a.to_string());
-                info!(addr = %bound, "control API listening");
-                if cfg.control.state_file.is_none() {
-                    info!("control.state-file is not set: operator overrides last until restart");
-                }
-                let ctx = api::ApiContext {
-                    writer: writer.clone(),
-                    generation: generation_shared.clone(),
-                    state_file: cfg.control.state_file.clone(),
-                    reports: reports.clone(),
-                };
-                let stop = running.stop.clone();
-                running.threads.push(
-                    std::thread::Builder::new()
-                        .name("control-api".into())
-                        .spawn(move || api::serve(server, ctx, stop))
-                        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?,
-                );
-            }
-            Err(e) if cfg.control.explicit => {
-                running.stop.store(true, Ordering::Relaxed);
-                return Err(ExitError::Startup(format!(
-                    "cannot bind control API {addr}: {e}"
-                )));
-            }
-            Err(e) => warn!(addr = %addr, "control API not started: {e}"),
-        }
+    let mut plane = ControlPlane {
+        ctx: Arc::new(api::ApiContext {
+            writer: writer.clone(),
+            generation: generation_shared.clone(),
+            reports: reports.clone(),
+            settings: ArcSwap::from_pointee(api::Settings::of(&cfg.control)),
+        }),
+        server: None,
+        stop: stop.clone(),
+    };
+    if cfg.control.listen.is_some() && cfg.control.state_file.is_none() {
+        info!("control.state-file is not set: operator overrides last until restart");
+    }
+    if let Some(l) = control_listener {
+        plane
+            .serve(l, &cfg.control)
+            .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
     }
     notify::send("READY=1");
     info!(
@@ -236,8 +266,15 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
             match sig {
                 SIGHUP => {
                     notify::send("RELOADING=1");
+                    let before = (current.control.clone(), current.alerts.clone());
                     if reload(&opts, &mut current, &published, &writer, &mut generation) {
                         let _ = reload_tx.send(published.load_full());
+                        if before.1 != current.alerts {
+                            if let Err(e) = alerts::configure(current.alerts.clone()) {
+                                error!("reload: cannot start the alerts thread: {e}");
+                            }
+                        }
+                        plane.reconfigure(&before.0, &current.control);
                     }
                     generation_shared.store(generation, Ordering::Relaxed);
                     notify::send("READY=1");
@@ -249,6 +286,9 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     notify::send("STOPPING=1");
     info!("stopping");
     running.stop.store(true, Ordering::Relaxed);
+    if let Some(server) = plane.server.take() {
+        server.stop();
+    }
     for t in running.threads {
         let _ = t.join();
     }
@@ -258,6 +298,145 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     }
     info!(generation, "shutdown summary: {s}");
     Ok(())
+}
+
+/// Logs the persisted overrides dropped because their address is gone from the
+/// configuration, and rewrites the state file without them.
+fn report_stale(
+    stale: &[(String, crate::config::gslb::Mode)],
+    state_file: Option<&Path>,
+    overrides: &HashMap<String, crate::config::gslb::Mode>,
+) {
+    if stale.is_empty() {
+        return;
+    }
+    for (name, mode) in stale {
+        warn!(
+            address = %name,
+            mode = api::mode_name(*mode),
+            "operator override dropped: the configuration has no address of that name \
+             (it will not come back if the name does)"
+        );
+    }
+    if let Some(p) = state_file {
+        if let Err(e) = api::save_overrides(p, overrides) {
+            warn!(file = %p.display(), "cannot persist overrides: {e}");
+        }
+    }
+}
+
+/// Binds the control API's listener (before any DNS socket, so a port in use fails
+/// start-up before anything is served). Only a `listen` given explicitly (file or
+/// `--control`) is fatal when it cannot be bound; the default is skipped with a warning.
+fn bind_control(c: &Control) -> Result<Option<std::net::TcpListener>, ExitError> {
+    let Some(addr) = c.listen else {
+        return Ok(None);
+    };
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if c.explicit => Err(ExitError::Startup(format!(
+            "cannot bind control API {addr}: {e}"
+        ))),
+        Err(e) => {
+            warn!(addr = %addr, "control API not started: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// The control API as it runs: what it serves, and its listener if any.
+struct ControlPlane {
+    ctx: Arc<api::ApiContext>,
+    server: Option<http::Server>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ControlPlane {
+    /// Starts serving `listener` and says so.
+    fn serve(&mut self, listener: std::net::TcpListener, c: &Control) -> Result<(), ExitError> {
+        let server = api::start(listener, self.ctx.clone(), self.stop.clone())
+            .map_err(|e| ExitError::Startup(format!("cannot start the control API: {e}")))?;
+        let addr = server.addr();
+        let names: Vec<&str> = c.tokens.iter().map(|t| t.name.as_str()).collect();
+        info!(
+            addr = %addr,
+            tls = c.tls.is_some(),
+            tokens = ?names,
+            "control API listening"
+        );
+        if c.tokens.is_empty() {
+            info!("control API is read-only: set [control] token-file to allow changes");
+        }
+        if !addr.ip().is_loopback() && c.tls.is_none() {
+            warn!(addr = %addr, "control API beyond loopback without TLS: tokens cross the network in clear text (set tls-cert and tls-key)");
+        }
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Applies a reloaded `[control]`: tokens, allowed hosts, TLS and state file at once
+    /// (the next request sees them), the listener by binding the new address and only
+    /// then closing the old one (a failed bind keeps the old one and says so).
+    fn reconfigure(&mut self, old: &Control, new: &Control) {
+        if old.tokens != new.tokens {
+            let names: Vec<&str> = new.tokens.iter().map(|t| t.name.as_str()).collect();
+            info!(tokens = ?names, "reload: control API tokens changed");
+        }
+        if old.allowed_hosts != new.allowed_hosts {
+            info!(allowed_hosts = ?new.allowed_hosts, "reload: control.allowed-hosts changed");
+        }
+        let tls_id = |c: &Control| {
+            c.tls
+                .as_ref()
+                .map(|t| (t.cert.clone(), t.key.clone(), t.chain.clone()))
+        };
+        if tls_id(old) != tls_id(new) {
+            match &new.tls {
+                Some(t) => {
+                    info!(cert = %t.cert.display(), "reload: control API TLS certificate (re)loaded")
+                }
+                None => info!("reload: control API TLS off"),
+            }
+        }
+        if old.state_file != new.state_file {
+            if let Some(p) = &new.state_file {
+                let w = self.ctx.writer.lock().expect("writer lock");
+                if let Err(e) = api::save_overrides(p, w.overrides()) {
+                    warn!(file = %p.display(), "cannot persist overrides: {e}");
+                }
+            }
+            info!(state_file = ?new.state_file, "reload: control.state-file changed");
+        }
+        self.ctx.settings.store(Arc::new(api::Settings::of(new)));
+        let bound = self.server.as_ref().map(http::Server::addr);
+        if new.listen == old.listen && bound.is_some()
+            || new.listen.is_some() && new.listen == bound
+        {
+            return;
+        }
+        match new.listen {
+            None => {
+                if let Some(s) = self.server.take() {
+                    s.stop();
+                    info!("reload: control API stopped (control.listen = \"off\")");
+                }
+            }
+            Some(addr) => match std::net::TcpListener::bind(addr) {
+                Ok(l) => {
+                    if let Some(s) = self.server.take() {
+                        s.stop();
+                    }
+                    if let Err(e) = self.serve(l, new) {
+                        error!("reload: {e}");
+                    }
+                }
+                Err(e) => error!(
+                    "reload: cannot bind control API {addr}: {e}; still {}",
+                    bound.map_or("not listening".to_string(), |b| format!("on {b}"))
+                ),
+            },
+        }
+    }
 }
 
 /// Frees a replaced snapshot off the data path. Each shard's cache drops its reference at
@@ -304,7 +483,7 @@ fn reload(
     let next = contained(&path.display().to_string(), || {
         let mut cfg = Config::from_file(path)?;
         loaded = Instant::now();
-        apply_overrides(&mut cfg, opts);
+        apply_overrides(&mut cfg, opts)?;
         let snap = compile(&cfg, *generation + 1)?;
         Ok((cfg, snap))
     });
@@ -327,8 +506,17 @@ fn reload(
             // Health carries over by name and is written into the new snapshot before it
             // is published; the writer lock keeps API overrides from racing the swap.
             let mut w = writer.lock().expect("writer lock");
+            let known: HashSet<&str> = snap
+                .model
+                .addresses
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect();
+            let stale = w.drop_overrides(|n| known.contains(n));
+            drop(known);
             let changes = w.replace(snap.clone());
             let old = published.swap(snap);
+            report_stale(&stale, cfg.control.state_file.as_deref(), w.overrides());
             drop(w);
             let serving = Instant::now();
             api::log_changes(&changes);
@@ -374,6 +562,23 @@ fn start(
     let n = cpus.len();
     let mut udp: Vec<Vec<std::net::UdpSocket>> = (0..n).map(|_| Vec::new()).collect();
     let mut tcp: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+    let listen = &cfg.server.listen;
+    for (i, a) in listen.iter().enumerate() {
+        for b in &listen[..i] {
+            if a.port() != 0
+                && a.port() == b.port()
+                && a.is_ipv4() == b.is_ipv4()
+                && (a.ip().is_unspecified() || b.ip().is_unspecified())
+            {
+                return Err(ExitError::Startup(format!(
+                    "server.listen: {b} and {a} overlap (a wildcard address covers every \
+                     address of its family on the port): list one of them"
+                )));
+            }
+        }
+    }
+    let lock = shard::socket::BindLock::take(Duration::from_secs(5));
+    let mut bound = Vec::new();
     for want in &cfg.server.listen {
         let (u, t, addr) = bind_listener(want, n)?;
         for (dst, sock) in udp.iter_mut().zip(u) {
@@ -382,6 +587,10 @@ fn start(
         for (dst, sock) in tcp.iter_mut().zip(t) {
             dst.push(sock);
         }
+        bound.push(addr);
+    }
+    drop(lock);
+    for addr in bound {
         info!(udp = %addr, tcp = %addr, "listening");
     }
     before_serving();
@@ -422,36 +631,61 @@ fn start(
 }
 
 /// Sockets of one listener for `n` shards: UDP and TCP on the same port. With port 0 the
-/// first UDP bind picks the port; when that port is taken for TCP, another is tried.
+/// UDP probe picks the port; when that port is taken for TCP, another is tried.
 type Bound = (
     Vec<std::net::UdpSocket>,
     Vec<std::net::TcpListener>,
     SocketAddr,
 );
 
+/// The message for an address someone else serves.
+fn in_use(proto: &str, addr: &SocketAddr, e: &std::io::Error) -> ExitError {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        ExitError::Startup(format!(
+            "cannot bind {proto} {addr}: address already in use: another process serves it \
+             (or an overlapping address on this port); gtmd does not share an address"
+        ))
+    } else {
+        ExitError::Startup(format!("cannot bind {proto} {addr}: {e}"))
+    }
+}
+
+/// Binds one listener, called with the [`shard::socket::BindLock`] held: first probes
+/// that nobody serves the address (UDP and TCP, see `shard::socket`), then binds the
+/// shard sockets with SO_REUSEPORT.
 fn bind_listener(want: &SocketAddr, n: usize) -> Result<Bound, ExitError> {
     let attempts = if want.port() == 0 { 16 } else { 1 };
-    let mut last = String::new();
+    let mut last = ExitError::Startup(format!("cannot bind {want}"));
     for _ in 0..attempts {
-        let first = shard::socket::udp(want)
-            .map_err(|e| ExitError::Startup(format!("cannot bind udp {want}: {e}")))?;
-        let addr = first
+        let probe_udp = shard::socket::probe_udp(want).map_err(|e| in_use("udp", want, &e))?;
+        let addr = probe_udp
             .local_addr()
-            .map_err(|e| ExitError::Startup(e.to_string()))?;
-        let mut udp = vec![first];
-        for _ in 1..n {
-            udp.push(
-                shard::socket::udp(&addr)
-                    .map_err(|e| ExitError::Startup(format!("cannot bind udp {addr}: {e}")))?,
-            );
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| ExitError::Startup(format!("cannot bind udp {want}: no address")))?;
+        match shard::socket::probe_tcp(&addr) {
+            Ok(probe_tcp) => drop(probe_tcp),
+            Err(e) => {
+                last = in_use("tcp", &addr, &e);
+                continue;
+            }
         }
+        drop(probe_udp);
+        let udp: Result<Vec<_>, _> = (0..n).map(|_| shard::socket::udp(&addr)).collect();
+        let udp = match udp {
+            Ok(u) => u,
+            Err(e) => {
+                last = in_use("udp", &addr, &e);
+                continue;
+            }
+        };
         let tcp: Result<Vec<_>, _> = (0..n).map(|_| shard::socket::tcp(&addr)).collect();
         match tcp {
             Ok(tcp) => return Ok((udp, tcp, addr)),
-            Err(e) => last = format!("cannot bind tcp {addr}: {e}"),
+            Err(e) => last = in_use("tcp", &addr, &e),
         }
     }
-    Err(ExitError::Startup(last))
+    Err(last)
 }
 
 fn spawn(

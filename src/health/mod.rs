@@ -258,6 +258,23 @@ impl Writer {
         self.recompute(false)
     }
 
+    /// Removes the overrides of the addresses `keep` rejects (names a new configuration
+    /// no longer has) and returns them, so one never comes back unannounced when the name
+    /// reappears. Nothing is recomputed: [`Writer::replace`] follows.
+    pub fn drop_overrides(&mut self, keep: impl Fn(&str) -> bool) -> Vec<(String, Mode)> {
+        let mut gone: Vec<(String, Mode)> = self
+            .overrides
+            .iter()
+            .filter(|(n, _)| !keep(n))
+            .map(|(n, &m)| (n.clone(), m))
+            .collect();
+        gone.sort_by(|a, b| a.0.cmp(&b.0));
+        for (n, _) in &gone {
+            self.overrides.remove(n);
+        }
+        gone
+    }
+
     /// The operator overrides.
     pub fn overrides(&self) -> &HashMap<String, Mode> {
         &self.overrides

@@ -2,6 +2,14 @@
 //! `dnsio_udp.c`): SO_REUSEPORT so each shard has its own socket, IPV6_V6ONLY so v4 and v6
 //! listeners coexist, IP_FREEBIND so an address may come up after us, IP_PMTUDISC_OMIT
 //! against forged-PMTU fragmentation, and large buffers against bursts.
+//!
+//! SO_REUSEPORT lets any socket of the same user join the group and take a share of the
+//! queries, so before binding its shard sockets gtmd makes sure nobody serves the address:
+//! a probe socket bound without SO_REUSEPORT fails with EADDRINUSE when any socket of any
+//! process holds the address, or an overlapping one (`0.0.0.0` and `127.0.0.1`, a
+//! dual-stack `[::]`), on that port. The probe must be closed before the shard sockets are
+//! bound, so every gtmd in a network namespace probes and binds under one lock
+//! ([`BindLock`]): two started at once cannot both pass the probe.
 
 use std::io;
 use std::net::SocketAddr;
@@ -42,6 +50,73 @@ pub fn tcp(addr: &SocketAddr) -> io::Result<std::net::TcpListener> {
     s.listen(1024)?;
     s.set_nonblocking(true)?;
     Ok(s.into())
+}
+
+/// Binds `addr` as nobody sharing it would: UDP without SO_REUSEADDR or SO_REUSEPORT, so
+/// any other UDP socket on an overlapping address and the port makes it fail with
+/// EADDRINUSE. With port 0 the kernel picks a port no socket uses. Same family options as
+/// the shard sockets (IPV6_V6ONLY, IP_FREEBIND), so it conflicts exactly where they would.
+pub fn probe_udp(addr: &SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(*addr), Type::DGRAM, Some(Protocol::UDP))?;
+    probe_bind(s, addr)
+}
+
+/// TCP as [`probe_udp`], with SO_REUSEADDR only: connections a previous instance left in
+/// TIME_WAIT do not count, a listener (or any bound socket without SO_REUSEADDR) does.
+pub fn probe_tcp(addr: &SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    s.set_reuse_address(true)?;
+    probe_bind(s, addr)
+}
+
+fn probe_bind(s: Socket, addr: &SocketAddr) -> io::Result<Socket> {
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+        let _ = s.set_freebind_v6(true);
+    } else {
+        let _ = s.set_freebind_v4(true);
+    }
+    s.bind(&SockAddr::from(*addr))?;
+    Ok(s)
+}
+
+/// Held while a gtmd probes and binds its listeners: an abstract Unix socket (one
+/// namespace per network namespace, like ports; gone when the process is) per user (only
+/// the same user can join a SO_REUSEPORT group). Released on drop.
+#[derive(Debug)]
+pub struct BindLock(#[allow(dead_code)] Option<std::os::unix::net::UnixListener>);
+
+impl BindLock {
+    /// Takes the lock, waiting up to `wait` for another gtmd to finish binding. `None`
+    /// inside when it stays taken (a stuck or hostile holder): the probe still protects
+    /// against everything already bound, only two simultaneous starts could then race.
+    pub fn take(wait: std::time::Duration) -> Self {
+        use std::os::linux::net::SocketAddrExt;
+        // SAFETY: geteuid cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        let name = format!("gtmd-bind-lock-{uid}");
+        let t0 = std::time::Instant::now();
+        loop {
+            let taken = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+                .and_then(|a| std::os::unix::net::UnixListener::bind_addr(&a));
+            match taken {
+                Ok(l) => return Self(Some(l)),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && t0.elapsed() < wait => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "start-up bind lock @{name} not taken ({e}): binding without it"
+                    );
+                    return Self(None);
+                }
+            }
+        }
+    }
 }
 
 /// IP_PMTUDISC_OMIT: never fragment by a (possibly forged) path MTU; send at interface MTU.

@@ -20,6 +20,70 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The bearer token every test gtmd started by [`Server::start`] accepts (as `tests`).
+pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A token file (mode 0600) with `name:token` lines, in a fresh folder of its own.
+pub fn token_file(tokens: &[(&str, &str)]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "gtmd-tokens-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokens");
+    let text: String = tokens.iter().map(|(n, t)| format!("{n}:{t}\n")).collect();
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// The token file holding [`TEST_TOKEN`].
+pub fn test_token_file() -> PathBuf {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| token_file(&[("tests", TEST_TOKEN)]))
+        .clone()
+}
+
+/// One request to a control API: `Host: localhost`, plus `headers`; the body with
+/// `Content-Length`. Returns the status and the response body.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        req.push_str("Host: localhost\r\n");
+    }
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    c.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// [`http`] with the test token.
+pub fn http_auth(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let auth = format!("Bearer {TEST_TOKEN}");
+    http(addr, method, path, &[("Authorization", &auth)], body)
+}
+
 /// A running gtmd.
 pub struct Server {
     child: Option<Child>,
@@ -28,15 +92,28 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `gtmd run` with `args` plus `--listen 127.0.0.1:0`, waits until ready.
+    /// Starts `gtmd run` with `args` plus `--listen 127.0.0.1:0` and, unless `args` say
+    /// `--control`, `--control 127.0.0.1:0` with the test token; waits until ready.
     pub fn start(args: &[&str]) -> Self {
+        Self::launch(args, true)
+    }
+
+    /// As [`Server::start`], but the control API is left as the config and `args` say.
+    pub fn start_raw(args: &[&str]) -> Self {
+        Self::launch(args, false)
+    }
+
+    fn launch(args: &[&str], control: bool) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.arg("run").args(args);
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
-        if !args.contains(&"--control") {
+        if control && !args.contains(&"--control") {
             cmd.args(["--control", "127.0.0.1:0"]);
+            if !args.contains(&"--control-token-file") {
+                cmd.arg("--control-token-file").arg(test_token_file());
+            }
         }
         let mut child = cmd
             .env("RUST_LOG", "info")
