@@ -417,3 +417,74 @@ fn pipelined_large_answers_read_slowly_arrive_in_order() {
     }
     drop(writer.join().unwrap());
 }
+
+/// 1,000 clients each send 60,000 octets of a 65,535-octet message and stall: gtmd keeps
+/// what they sent (no more), drops it when tcp-io-timeout cuts them off, and hands the
+/// memory back to the system: RSS comes back close to where it started.
+#[test]
+fn memory_of_unfinished_messages_returns() {
+    let _g = heavy();
+    const CLIENTS: usize = 1000;
+    let limit = raise_nofile();
+    assert!(limit >= (CLIENTS * 2 + 200) as u64, "RLIMIT_NOFILE {limit}");
+    let cfg = config(
+        "unfinished",
+        "tcp-max-connections = 2100",
+        &["www A 192.0.2.10".to_string()],
+    );
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let (addr, pid) = (s.addr, s.pid());
+    std::thread::sleep(Duration::from_millis(300));
+    let rss0 = rss_kib(pid);
+    let mut msg = vec![0xffu8, 0xff];
+    msg.extend(std::iter::repeat_n(0u8, 60_000));
+    let mut cs: Vec<(TcpStream, usize)> = (0..CLIENTS)
+        .filter_map(|i| connect_from(Ipv4Addr::new(127, 4, 0, 1 + (i % 40) as u8), addr, None))
+        .map(|c| (c, 0))
+        .collect();
+    let t0 = Instant::now();
+    let mut peak = rss0;
+    while t0.elapsed() < Duration::from_millis(1500) {
+        for (c, done) in &mut cs {
+            while *done < msg.len() {
+                match c.write(&msg[*done..]) {
+                    Ok(n) => *done += n,
+                    Err(_) => break,
+                }
+            }
+        }
+        peak = peak.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent: usize = cs.iter().map(|(_, d)| d).sum();
+    drop(cs);
+    let t1 = Instant::now();
+    let mut after = u64::MAX;
+    while t1.elapsed() < Duration::from_secs(4) && after > rss0 + 8 * 1024 {
+        std::thread::sleep(Duration::from_millis(250));
+        after = rss_kib(pid);
+    }
+    eprintln!(
+        "unfinished messages: {CLIENTS} clients sent {} MiB; gtmd RSS before {} MiB, peak {} \
+         MiB, after {} MiB ({:?} after they left)",
+        sent >> 20,
+        rss0 / 1024,
+        peak / 1024,
+        after / 1024,
+        t1.elapsed()
+    );
+    assert!(
+        peak <= rss0 + 100 * 1024,
+        "RSS grew from {rss0} KiB to {peak} KiB"
+    );
+    assert!(
+        after <= rss0 + 16 * 1024,
+        "RSS did not come back: {rss0} KiB before, {after} KiB after"
+    );
+    assert_eq!(
+        s.tcp(&Q::new("www.example.test", A).build())
+            .answers(A)
+            .len(),
+        1
+    );
+}

@@ -33,6 +33,9 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 
+// The allocator of the `gtmd` binary, linked here for `Conns::return_memory`.
+use mimalloc as _;
+
 use super::{bump, ShardCtx, WAIT_BOUND};
 use crate::tables::gslb::ClientAddr;
 use crate::wire::parse::HEADER_LEN;
@@ -59,6 +62,9 @@ const BATCH: usize = 4096;
 const MAX_MSG: usize = 65535;
 /// Reads one connection may do in one turn before others are served.
 const READS_PER_TURN: usize = 16;
+
+/// Freed buffer octets after which memory is handed back to the system.
+const RETURN_AFTER: usize = 1 << 20;
 
 /// No slot (end of a list).
 const NIL: u32 = u32::MAX;
@@ -146,6 +152,9 @@ struct Conns {
     idle: List,
     io: List,
     per_source: HashMap<IpAddr, u32>,
+    /// Octets of connection buffers freed since memory was last handed back.
+    freed: usize,
+    last_return: Instant,
     /// Connections to serve again before waiting (their read budget ran out).
     again: Vec<u32>,
     rd: Box<[u8]>,
@@ -192,7 +201,9 @@ pub fn serve(
                 cs.service(i, ctx, reg);
             }
         }
-        cs.expire(Instant::now(), reg);
+        let now = Instant::now();
+        cs.expire(now, reg);
+        cs.return_memory(now);
     }
     Ok(())
 }
@@ -218,6 +229,8 @@ impl Conns {
             io: EMPTY,
             per_source: HashMap::new(),
             again: Vec::new(),
+            freed: 0,
+            last_return: Instant::now(),
             rd: vec![0u8; READ_CHUNK].into_boxed_slice(),
             batch: vec![0u8; BATCH + 2 + MAX_MSG].into_boxed_slice(),
         }
@@ -322,6 +335,7 @@ impl Conns {
         }
         self.free.push(i);
         self.live -= 1;
+        self.freed += c.rbuf.capacity() + c.wbuf.capacity();
     }
 
     /// Accepts every pending connection on `l`.
@@ -403,6 +417,7 @@ impl Conns {
         let Some(Some(c)) = self.slots.get_mut(i as usize) else {
             return; // closed since the event was queued
         };
+        let held = c.rbuf.capacity() + c.wbuf.capacity();
         let turn = match turn(c, ctx, &mut self.rd, &mut self.batch) {
             Ok(t) => t,
             Err(Close) => {
@@ -439,9 +454,33 @@ impl Conns {
             }
             (true, Some(_)) => {}
         }
-        if self.conn(i).rbuf.is_empty() && self.conn(i).rbuf.capacity() > 0 {
-            self.conn_mut(i).rbuf = Vec::new();
+        let c = self.conn_mut(i);
+        if c.rbuf.is_empty() {
+            c.rbuf = Vec::new();
         }
+        let now_held = c.rbuf.capacity() + c.wbuf.capacity();
+        self.freed += held.saturating_sub(now_held);
+    }
+
+    /// Hands freed buffer memory back to the system once a MiB of it has gathered (at
+    /// most once a second). mimalloc, the `gtmd` binary's allocator, purges the pages a
+    /// thread freed only when that thread allocates again or asks; after a flood of
+    /// connections this thread goes quiet, so it asks.
+    fn return_memory(&mut self, now: Instant) {
+        if self.freed < RETURN_AFTER
+            || now.saturating_duration_since(self.last_return) < Duration::from_secs(1)
+        {
+            return;
+        }
+        self.freed = 0;
+        self.last_return = now;
+        unsafe extern "C" {
+            fn mi_collect(force: bool);
+        }
+        // SAFETY: mimalloc's own entry point (linked through the `mimalloc` crate), safe
+        // to call from any thread at any time; with another global allocator it only
+        // tidies mimalloc's unused heap.
+        unsafe { mi_collect(true) };
     }
 }
 
@@ -478,15 +517,11 @@ fn turn(c: &mut Conn, ctx: &mut ShardCtx, rd: &mut [u8], batch: &mut [u8]) -> Re
             return Ok(t);
         }
         reads += 1;
-        // With an unfinished message, read no further than its end (it is kept whole).
+        // With an unfinished message, read no further than its end.
         let want = match c.rbuf.len() {
             0 => READ_CHUNK,
             1 => READ_CHUNK - 1,
-            n => {
-                let total = 2 + usize::from(u16::from_be_bytes([c.rbuf[0], c.rbuf[1]]));
-                c.rbuf.reserve_exact(total - n);
-                (total - n).min(READ_CHUNK)
-            }
+            n => (message_end(&c.rbuf) - n).min(READ_CHUNK),
         };
         match c.stream.read(&mut rd[..want]) {
             Ok(0) => c.eof = true,
@@ -494,19 +529,43 @@ fn turn(c: &mut Conn, ctx: &mut ShardCtx, rd: &mut [u8], batch: &mut [u8]) -> Re
                 let (used, out, bad) = answer(ctx, c.client, &rd[..n], batch);
                 t.queries |= used > 0;
                 if used < n && !bad {
-                    c.rbuf.extend_from_slice(&rd[used..n]);
+                    append(&mut c.rbuf, &rd[used..n]);
                 }
                 send(c, &batch[..out], &mut t)?;
                 if bad {
                     return Err(Close);
                 }
             }
-            Ok(n) => c.rbuf.extend_from_slice(&rd[..n]),
+            Ok(n) => append(&mut c.rbuf, &rd[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(t),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Err(Close),
         }
     }
+}
+
+/// Where the length-prefixed message at the start of `buf` (at least 2 octets) ends.
+fn message_end(buf: &[u8]) -> usize {
+    2 + usize::from(u16::from_be_bytes([buf[0], buf[1]]))
+}
+
+/// Appends `data` to the input kept for a connection. It grows with what arrives (by
+/// doubling, never past the end of the message being received): a length prefix alone
+/// does not make us set aside 64 KiB.
+fn append(buf: &mut Vec<u8>, data: &[u8]) {
+    let need = buf.len() + data.len();
+    if need > buf.capacity() {
+        let mut cap = (2 * buf.capacity()).max(need);
+        let mut head = [0u8; 2];
+        for (h, b) in head.iter_mut().zip(buf.iter().chain(data)) {
+            *h = *b;
+        }
+        if need >= 2 {
+            cap = cap.min(message_end(&head).max(need));
+        }
+        buf.reserve_exact(cap - buf.len());
+    }
+    buf.extend_from_slice(data);
 }
 
 /// Whether `buf` starts with a complete length-prefixed message.
@@ -622,6 +681,25 @@ mod tests {
             "2001:db8:1:2::".parse::<IpAddr>().unwrap()
         );
         assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+    }
+
+    #[test]
+    fn kept_input_grows_with_what_arrives() {
+        let mut b = Vec::new();
+        append(&mut b, &[0xff, 0xff, 1]);
+        assert!(b.capacity() < 16, "a length prefix sets nothing aside");
+        for _ in 0..100 {
+            append(&mut b, &[0; 600]);
+        }
+        assert!(b.capacity() <= 2 * b.len());
+        while b.len() < 65537 {
+            let n = (65537 - b.len()).min(4096);
+            append(&mut b, &vec![0; n]);
+        }
+        assert_eq!(b.capacity(), 65537, "never past the message's end");
+        let mut b = Vec::new();
+        append(&mut b, &[0, 2, 1, 2, 0, 9, 1]);
+        assert_eq!(b.capacity(), 7, "a leftover is kept exactly");
     }
 
     #[test]
