@@ -58,8 +58,15 @@ const READ_CHUNK: usize = 4096;
 /// Answers gathered before one write. A connection whose answers are not read keeps at
 /// most this much plus one answer, and is not read again until that is written.
 const BATCH: usize = 4096;
+/// Unsent octets the kernel may queue for a connection (TCP_NOTSENT_LOWAT) before writes
+/// would block: one answer of any size is always taken whole, but a client that does not
+/// read cannot park megabytes in the kernel (autotuned send buffers grow to 4 MiB); its
+/// answers back up into our small buffer instead, and the I/O deadline closes it.
+const KERNEL_UNSENT: usize = 64 * 1024;
 /// The largest DNS message over TCP.
 const MAX_MSG: usize = 65535;
+/// Connections accepted from one listener in one turn before others are served.
+const ACCEPTS_PER_TURN: usize = 256;
 /// Reads one connection may do in one turn before others are served.
 const READS_PER_TURN: usize = 16;
 
@@ -127,6 +134,16 @@ impl Conn {
     }
 }
 
+/// How far [`Conns::accept_all`] got.
+enum Accepted {
+    /// The backlog is empty.
+    All,
+    /// The turn's budget ran out: come back at once (connections are served in between).
+    Budget,
+    /// Accepting failed: come back at the next wake-up.
+    Stuck,
+}
+
 /// What one turn of a connection achieved.
 #[derive(Debug, Default)]
 struct Turn {
@@ -168,6 +185,12 @@ pub fn serve(
     ctx: &mut ShardCtx,
 ) -> io::Result<()> {
     let mut poll = Poll::new()?;
+    for l in &listeners {
+        // Accepted connections inherit both (Linux copies TCP options from the listener).
+        let s = socket2::SockRef::from(l);
+        s.set_tcp_nodelay(true)?;
+        s.set_tcp_notsent_lowat(KERNEL_UNSENT as u32)?;
+    }
     let mut ls: Vec<TcpListener> = listeners.into_iter().map(TcpListener::from_std).collect();
     for (i, l) in ls.iter_mut().enumerate() {
         poll.registry().register(l, Token(i), Interest::READABLE)?;
@@ -175,8 +198,11 @@ pub fn serve(
     let mut cs = Conns::new(limits, ls.len());
     let mut events = Events::with_capacity(256);
     let mut again = Vec::new();
+    // Listeners with connections left to accept: (token, whether to come back at once).
+    let mut listen_again: Vec<(usize, bool)> = Vec::with_capacity(ls.len());
+    let mut listeners: Vec<usize> = Vec::with_capacity(ls.len());
     while !ctx.stopping() {
-        let wait = if cs.again.is_empty() {
+        let wait = if cs.again.is_empty() && listen_again.iter().all(|&(_, now)| !now) {
             cs.next_deadline()
                 .map_or(WAIT_BOUND, |d| d.saturating_duration_since(Instant::now()))
                 .min(WAIT_BOUND)
@@ -193,12 +219,26 @@ pub fn serve(
         for i in again.drain(..) {
             cs.service(i, ctx, reg);
         }
+        // Connections first: what they sent is answered before new ones may push them out.
         for ev in events.iter() {
             let t = ev.token().0;
-            if t < cs.first {
-                cs.accept_all(&mut ls[t], ctx, reg);
-            } else if let Ok(i) = u32::try_from(t - cs.first) {
+            if let Some(i) = t.checked_sub(cs.first).and_then(|i| u32::try_from(i).ok()) {
                 cs.service(i, ctx, reg);
+            }
+        }
+        listeners.clear();
+        listeners.extend(listen_again.drain(..).map(|(t, _)| t));
+        for ev in events.iter() {
+            let t = ev.token().0;
+            if t < cs.first && !listeners.contains(&t) {
+                listeners.push(t);
+            }
+        }
+        for &t in &listeners {
+            match cs.accept_all(&mut ls[t], ctx, reg) {
+                Accepted::All => {}
+                Accepted::Budget => listen_again.push((t, true)),
+                Accepted::Stuck => listen_again.push((t, false)),
             }
         }
         let now = Instant::now();
@@ -338,13 +378,13 @@ impl Conns {
         self.freed += c.rbuf.capacity() + c.wbuf.capacity();
     }
 
-    /// Accepts every pending connection on `l`.
-    fn accept_all(&mut self, l: &mut TcpListener, ctx: &mut ShardCtx, reg: &Registry) {
+    /// Accepts the pending connections on `l`, up to [`ACCEPTS_PER_TURN`].
+    fn accept_all(&mut self, l: &mut TcpListener, ctx: &mut ShardCtx, reg: &Registry) -> Accepted {
         let mut made_room = false;
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             match l.accept() {
                 Ok((s, peer)) => self.admit(s, peer, ctx, reg),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accepted::All,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 // Out of descriptors: the longest-idle connection makes room, once per
@@ -357,9 +397,12 @@ impl Conns {
                     made_room = true;
                     self.close(self.idle.head, reg);
                 }
-                Err(_) => return,
+                // Out of descriptors or memory with nothing to give back: try again at the
+                // next wake-up (within `WAIT_BOUND`).
+                Err(_) => return Accepted::Stuck,
             }
         }
+        Accepted::Budget
     }
 
     fn admit(&mut self, mut s: TcpStream, peer: SocketAddr, ctx: &mut ShardCtx, reg: &Registry) {
@@ -387,7 +430,6 @@ impl Conns {
             self.free.push(i);
             return;
         }
-        let _ = s.set_nodelay(true);
         bump(&ctx.counters.tcp_connections);
         let now = Instant::now();
         self.slots[i as usize] = Some(Conn {
