@@ -3,8 +3,8 @@
 //! queries pipelined on a connection are all answered, in order. A message shorter than a
 //! DNS header closes the connection.
 //!
-//! Resources are bounded as RFC 7766 6.2.3 and 10 ask, the way Knot DNS bounds them
-//! (`tcp-io-timeout`, `tcp-idle-timeout`), with two additions of our own:
+//! Resources are bounded as RFC 7766 6.2.3 and 10 ask, with Knot DNS's two timeouts
+//! (`tcp-idle-timeout`, `tcp-io-timeout`, same defaults) and more of our own:
 //!
 //! - **Idle timeout**: a connection that has sent no complete query for `idle_timeout`
 //!   (counted from the accept, then from its last complete query) is closed. Octets of an
@@ -22,8 +22,10 @@
 //!   away; only what the kernel does not take stays with the connection (about
 //!   [`BATCH`] octets, plus one answer), and the connection is not read again until that is
 //!   written. Input is read into a per-shard buffer; only an unfinished message (or, while
-//!   answers wait, the unread rest of one read) stays with the connection. Both are freed as
-//!   soon as they are empty, so an idle connection holds no buffer at all.
+//!   answers wait, the unread rest of one read) stays with the connection, growing with
+//!   what arrives. Both are freed as soon as they are empty, so an idle connection holds no
+//!   buffer at all, and freed memory is handed back to the system. The kernel may queue at
+//!   most [`KERNEL_UNSENT`] unsent octets per connection.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
