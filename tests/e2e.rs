@@ -711,41 +711,143 @@ fn root_zone_from_a_zone_file() {
     });
 }
 
-#[test]
-fn tcp_connection_cap() {
+/// A config from the fixture with one shard and `server` lines added to `[server]`.
+fn tcp_limits_config(name: &str, server: &str) -> std::path::PathBuf {
     let dir = tempdir();
-    let cfg = dir.join("cap.toml");
+    let cfg = dir.join(format!("{name}.toml"));
     let text = std::fs::read_to_string(fixture("zones.toml"))
         .unwrap()
-        .replace("tcp-max-connections = 64", "tcp-max-connections = 2")
+        .replace("tcp-max-connections = 64", server)
         .replace("shards = [0, 1]", "shards = [0]")
         .replace(
             "file = \"other.test.zone\"",
             &format!("file = \"{}\"", fixture("other.test.zone").display()),
         );
     std::fs::write(&cfg, text).unwrap();
-    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
-    let held: Vec<TcpStream> = (0..2)
-        .map(|_| TcpStream::connect(s.addr).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(200));
-    let mut third = TcpStream::connect(s.addr).unwrap();
-    third
-        .set_read_timeout(Some(Duration::from_secs(2)))
+    cfg
+}
+
+/// A blocking connection from the loopback address `src` (any port).
+fn tcp_from(src: [u8; 4], dst: std::net::SocketAddr) -> TcpStream {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&SockAddr::from(std::net::SocketAddr::from((src, 0))))
         .unwrap();
-    tcp_send(&mut third, &Q::new("www.example.test", A).build());
+    s.connect(&SockAddr::from(dst)).unwrap();
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s
+}
+
+/// Whether `c` answers a query within its read timeout.
+fn tcp_answers(c: &mut TcpStream) -> bool {
+    let q = Q::new("www.example.test", A).build();
+    let mut b = (q.len() as u16).to_be_bytes().to_vec();
+    b.extend_from_slice(&q);
+    c.write_all(&b).is_ok() && tcp_recv(c).is_some_and(|r| Msg::parse(&r).answers(A).len() == 2)
+}
+
+/// Whether gtmd closed `c` (EOF or reset within its read timeout).
+fn tcp_closed(c: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    match std::io::Read::read(c, &mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// RFC 7766 6.2.3: at the cap the connection idle the longest is closed to admit a new
+/// one; a source over its own limit is closed at once and takes no one's place.
+#[test]
+fn tcp_connection_cap() {
+    let cfg = tcp_limits_config(
+        "cap",
+        "tcp-max-connections = 3\ntcp-max-connections-per-source = 2",
+    );
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    // two idle connections from 127.0.0.1: its limit
+    let mut oldest = tcp_from([127, 0, 0, 1], s.addr);
+    std::thread::sleep(Duration::from_millis(50));
+    let mut second = tcp_from([127, 0, 0, 1], s.addr);
+    std::thread::sleep(Duration::from_millis(50));
+    let mut over = tcp_from([127, 0, 0, 1], s.addr);
+    assert!(tcp_closed(&mut over), "a third from one source is closed");
+    // another source fills the cap, and queries
+    let mut active = tcp_from([127, 3, 0, 1], s.addr);
+    assert!(tcp_answers(&mut active));
+    // a new connection at the cap: the longest-idle one makes room
+    let mut fresh = tcp_from([127, 3, 0, 2], s.addr);
     assert!(
-        tcp_recv(&mut third).is_none(),
-        "third connection refused at the cap"
+        tcp_answers(&mut fresh),
+        "a new connection at the cap is served"
     );
-    drop(held);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        s.tcp(&Q::new("www.example.test", A).build())
-            .answers(A)
-            .len(),
-        2
+    assert!(
+        tcp_closed(&mut oldest),
+        "the longest-idle connection was closed"
     );
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(!tcp_closed(&mut second), "the others stay");
+    assert!(tcp_answers(&mut active));
+    assert!(tcp_answers(&mut second));
+}
+
+/// RFC 7766 10 (Knot's tcp-io-timeout): a message whose first octet arrived must be
+/// complete within the I/O timeout, however the octets trickle in; a silent connection
+/// lasts until the idle timeout (2 s), and a message split in parts that come within the
+/// I/O timeout is answered.
+#[test]
+fn tcp_io_timeout() {
+    let cfg = tcp_limits_config("io", "tcp-max-connections = 64\ntcp-io-timeout = 0.3");
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let q = Q::new("www.example.test", A).build();
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    // split in three parts 100 ms apart: answered
+    let mut split = tcp_from([127, 0, 0, 1], s.addr);
+    for part in [&framed[..1], &framed[1..9], &framed[9..]] {
+        split.write_all(part).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(tcp_recv(&mut split).is_some_and(|r| Msg::parse(&r).answers(A).len() == 2));
+    // one octet every 100 ms: closed about 0.3 s after the first
+    let mut trickle = tcp_from([127, 0, 0, 1], s.addr);
+    let silent = tcp_from([127, 0, 0, 1], s.addr);
+    let t0 = Instant::now();
+    let mut closed_after = None;
+    for &octet in framed.iter() {
+        if trickle.write_all(&[octet]).is_err() {
+            closed_after = Some(t0.elapsed());
+            break;
+        }
+        trickle
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        if tcp_closed(&mut trickle) {
+            closed_after = Some(t0.elapsed());
+            break;
+        }
+    }
+    let after = closed_after.expect("a trickled message is cut off");
+    assert!(
+        after >= Duration::from_millis(250) && after < Duration::from_millis(1000),
+        "closed {after:?} after its first octet"
+    );
+    // the silent one is still there (idle timeout 2 s)
+    let mut silent = silent;
+    silent
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        !tcp_closed(&mut silent),
+        "a silent connection waits for the idle timeout"
+    );
+    assert!(tcp_answers(&mut silent));
 }
 
 pub fn tempdir() -> std::path::PathBuf {

@@ -114,10 +114,16 @@ pub struct Server {
     pub io: IoMode,
     /// Largest UDP response payload.
     pub udp_payload: u16,
-    /// Open TCP connections per shard.
+    /// Open TCP connections per shard; at the cap the longest-idle one makes room.
     pub tcp_max_connections: usize,
-    /// Idle time after which a TCP connection is closed.
+    /// Time without a complete query after which a TCP connection is closed.
     pub tcp_idle_timeout: Duration,
+    /// Time to receive a started TCP message, or to write one answer, before the
+    /// connection is closed.
+    pub tcp_io_timeout: Duration,
+    /// Open TCP connections per source address (IPv4 address, IPv6 /64) per shard; 0: no
+    /// limit.
+    pub tcp_max_connections_per_source: usize,
     /// CH TXT id.server / hostname.bind answer.
     pub identity: Option<String>,
     /// CH TXT version.bind / version.server answer.
@@ -275,6 +281,8 @@ fn server(
         udp_payload: 1232,
         tcp_max_connections: 1024,
         tcp_idle_timeout: Duration::from_secs(10),
+        tcp_io_timeout: Duration::from_millis(500),
+        tcp_max_connections_per_source: 64,
         identity: None,
         version_string: None,
         ecs: true,
@@ -387,6 +395,28 @@ fn server(
                 "server.tcp-idle-timeout",
                 format!("{v} seconds is outside (0, 3600]"),
             ));
+        }
+    }
+    if let Some(t) = &spec.tcp_io_timeout {
+        let v = *t.get_ref();
+        if v > 0.0 && v <= 60.0 {
+            s.tcp_io_timeout = Duration::from_secs_f64(v);
+        } else {
+            errs.push(ConfigError::new(
+                at(t.span()),
+                "server.tcp-io-timeout",
+                format!("{v} seconds is outside (0, 60] (in seconds: 500 ms is 0.5)"),
+            ));
+        }
+    }
+    if let Some(c) = &spec.tcp_max_connections_per_source {
+        match usize::try_from(*c.get_ref()) {
+            Ok(v) if v <= 1_000_000 => s.tcp_max_connections_per_source = v,
+            _ => errs.push(ConfigError::new(
+                at(c.span()),
+                "server.tcp-max-connections-per-source",
+                format!("{} is outside 0..=1000000 (0: no limit)", c.get_ref()),
+            )),
         }
     }
     for (field, v, dst) in [

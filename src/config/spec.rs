@@ -161,6 +161,8 @@ pub(crate) struct ServerSpec {
     pub(crate) udp_payload: Option<Spanned<i64>>,
     pub(crate) tcp_max_connections: Option<Spanned<i64>>,
     pub(crate) tcp_idle_timeout: Option<Spanned<f64>>,
+    pub(crate) tcp_io_timeout: Option<Spanned<f64>>,
+    pub(crate) tcp_max_connections_per_source: Option<Spanned<i64>>,
     pub(crate) identity: Option<Spanned<String>>,
     pub(crate) version_string: Option<Spanned<String>>,
     pub(crate) ecs: Option<bool>,

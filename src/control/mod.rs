@@ -598,7 +598,9 @@ fn start(
     let mut counters = Vec::new();
     let limits = TcpLimits {
         max_connections: cfg.server.tcp_max_connections,
+        max_per_source: cfg.server.tcp_max_connections_per_source,
         idle_timeout: cfg.server.tcp_idle_timeout,
+        io_timeout: cfg.server.tcp_io_timeout,
     };
     for (i, ((cpu, u), t)) in cpus.into_iter().zip(udp).zip(tcp).enumerate() {
         let backend = shard::make_backend(cfg.server.io, u)
