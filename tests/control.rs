@@ -162,6 +162,9 @@ fn a_reuseport_socket_of_the_same_user_is_not_joined() {
         &format!("cannot bind udp {addr}: address already in use"),
     );
     drop(held);
+    // A fresh port for the TCP half: the one just used may be taken meanwhile by a client
+    // socket of a test running beside this one.
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let _held = reuseport_tcp(addr);
     refused(
         &["--listen", &addr.to_string(), "--control", "off"],

@@ -497,6 +497,8 @@ fn reload(
             }
             if s.tcp_max_connections != c.tcp_max_connections
                 || s.tcp_idle_timeout != c.tcp_idle_timeout
+                || s.tcp_io_timeout != c.tcp_io_timeout
+                || s.tcp_max_connections_per_source != c.tcp_max_connections_per_source
             {
                 warn!("reload: TCP limits take effect at restart");
             }
