@@ -233,10 +233,14 @@ impl Table {
             let dt = now.wrapping_sub(b.stamp).min(1000);
             b.credit = (b.credit + dt * rate).min(cap);
             b.stamp = now;
+            if b.credit == cap {
+                // A full bucket: the flow kept under its rate for a while; a new
+                // limitation is a new episode (and a new log line).
+                b.limited = false;
+            }
         }
         if b.credit >= 1000 {
             b.credit -= 1000;
-            b.limited = false;
             return Verdict::Pass;
         }
         let slip = self.conf.slip;
@@ -284,7 +288,7 @@ impl Table {
         let skipped = std::mem::take(&mut self.log_skipped);
         tracing::warn!(
             shard,
-            source,
+            source = %source,
             class = class.name(),
             query = %crate::config::name::display_name(q.name()),
             qtype = q.qtype,
