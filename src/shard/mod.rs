@@ -288,6 +288,16 @@ fn rrl_table<'a>(
     };
     if !keep {
         *slot = Some(Box::new(rrl::Table::new(conf.clone())));
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        if !socket::STEERED.load(Relaxed) {
+            ONCE.call_once(|| {
+                tracing::warn!(
+                    "rrl: on, but queries are not steered to shards by source (RRL was off at \
+                     start-up): with several shards, each limits the share of a prefix it \
+                     receives until a restart"
+                )
+            });
+        }
     }
     slot.as_mut().expect("just set")
 }
