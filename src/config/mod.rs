@@ -527,7 +527,9 @@ fn cookie_secrets(
     }
     if let Some(f) = &spec.cookie_secret_previous_file {
         let v = read(f, "server.cookie-secret-previous-file", errs);
-        if spec.cookie_secret_file.is_none() {
+        if v.is_empty() {
+            // unreadable or malformed: reported
+        } else if spec.cookie_secret_file.is_none() {
             errs.push(ConfigError::new(
                 at(f.span()),
                 "server.cookie-secret-previous-file",
