@@ -2,7 +2,7 @@
 //! over a mix of query kinds, against a compiled snapshot of 100,000 names.
 //!
 //! `cargo bench --bench answer` (add `-- --quick` for a short run; `ANSWER_CASES='a;b'` runs
-//! only the cases whose names start with one of those). Prints the median of several
+//! only the cases named so, or whose names start with one of those). Prints the median of several
 //! rounds in ns/query for each kind; PERF.md quotes it.
 
 use std::hint::black_box;
@@ -176,12 +176,19 @@ fn main() {
     let only: Option<Vec<String>> = std::env::var("ANSWER_CASES")
         .ok()
         .map(|v| v.split(';').map(str::to_string).collect());
+    // A pattern that is a case's whole name picks that case alone (`A, exact, EDNS` is also
+    // the start of `A, exact, EDNS+ECS`); any other picks the cases it starts.
+    let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    let picks = |n: &str, p: &str| {
+        if names.contains(&p) {
+            n == p
+        } else {
+            n.starts_with(p)
+        }
+    };
     let cases: Vec<(&str, Vec<u8>)> = cases
         .into_iter()
-        .filter(|(n, _)| {
-            only.as_ref()
-                .is_none_or(|o| o.iter().any(|p| n.starts_with(p.as_str())))
-        })
+        .filter(|(n, _)| only.as_ref().is_none_or(|o| o.iter().any(|p| picks(n, p))))
         .collect();
     let iters = if quick { 200_000 } else { 2_000_000 };
     let rounds = if quick { 3 } else { 7 };
