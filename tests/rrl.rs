@@ -249,3 +249,37 @@ fn classes() {
     let n = answered(&many(&|_| Q::new("www.example.test", A)));
     assert!(one_bucket.contains(&n), "one name: {n}");
 }
+
+/// RRL turned on and off by a reload (one shard: nothing to steer).
+#[test]
+fn reload_turns_it_on_and_off() {
+    let dir = TempDir::new("rrl-reload");
+    let off = config(&dir, "[0]", "");
+    let s = Server::start(&["--config", off.to_str().unwrap()]);
+    let sock = UdpSocket::bind("127.0.3.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let q = Q::new("www.example.test", A).build();
+    let answered = || {
+        for _ in 0..30 {
+            sock.send_to(&q, s.addr).unwrap();
+        }
+        let mut buf = [0u8; 4096];
+        let mut n = 0;
+        while sock.recv(&mut buf).is_ok() {
+            n += 1;
+        }
+        n
+    };
+    assert_eq!(answered(), 30, "no [rrl]: off");
+    config(&dir, "[0]", "rate = 10\nslip = 0");
+    s.signal(libc::SIGHUP);
+    s.wait_log("generation=2", Duration::from_secs(5));
+    let n = answered();
+    assert!((10..=11).contains(&n), "on after the reload: {n}");
+    config(&dir, "[0]", "rate = 0");
+    s.signal(libc::SIGHUP);
+    s.wait_log("generation=3", Duration::from_secs(5));
+    assert_eq!(answered(), 30, "rate 0: off again");
+    assert_eq!(s.count_log("not steered"), 0, "one shard needs no steering");
+}

@@ -486,6 +486,7 @@ fn parse_additional(
                                 edns.opts |= HAS_COOKIE;
                                 q.cookie.data[..olen].copy_from_slice(body);
                                 q.cookie.len = olen as u8;
+                                q.cookie.valid = false; // judged by `respond`
                             } else {
                                 f.bad_opt = true;
                             }
