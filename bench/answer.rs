@@ -2,14 +2,15 @@
 //! over a mix of query kinds, against a compiled snapshot of 100,000 names.
 //!
 //! `cargo bench --bench answer` (add `-- --quick` for a short run; `ANSWER_CASES='a;b'` runs
-//! only the cases whose names start with one of those). Prints the median of several
+//! only the cases named so, or whose names start with one of those). Prints the median of several
 //! rounds in ns/query for each kind; PERF.md quotes it.
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use gtmd::compile::compile;
-use gtmd::config::Config;
+use gtmd::config::{Config, Rrl};
+use gtmd::shard::rrl;
 use gtmd::tables::gslb::{ClientAddr, Local};
 use gtmd::wire::{respond, Query, Transport};
 
@@ -91,7 +92,7 @@ fn main() {
         "[[access-domain]]\nname = \"wrr.example.test.\"\ntype = \"A\"\npolicy = \"weighted\"\npools = [\"p0\", \"p1\"]\n[[access-domain]]\nname = \"gslb.example.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n",
     );
     let text = format!(
-        "version = 1\n[[zone]]\nname = \"example.test.\"\nsoa = {{ mname = \"ns1\", rname = \"h\" }}\n\
+        "version = 1\n[server]\nnsid = \"edge-1.example\"\n[[zone]]\nname = \"example.test.\"\nsoa = {{ mname = \"ns1\", rname = \"h\" }}\n\
          ns = [\"ns1\", \"ns2\"]\nrecords = [\n    \"ns1 A 192.0.2.53\",\n    \"*.wild A 192.0.2.99\",\n\
          \"alias CNAME host7\",\n    \"mx MX 10 host7\",\n    \"dn DNAME example.test.\",\n\
          \"gw CNAME gslb\",\n    \"sub NS ns.sub\",\n    \"sub DS 1 8 2 00112233\",\n\
@@ -108,6 +109,19 @@ fn main() {
     let _writer = gtmd::health::Writer::new(snap.clone(), Default::default());
     let ecs_line = [0u8, 8, 0, 7, 0, 1, 24, 0, 11, 0x2E, 0xE1]; // 11.46.225.0/24: inside line 4
     let ecs = [0u8, 8, 0, 7, 0, 1, 24, 0, 198, 51, 100];
+    // A client cookie alone (a new server cookie is made), and with a valid server cookie.
+    let mut cookie_new = vec![0u8, 10, 0, 8];
+    cookie_new.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    let secret = snap.cookies.as_ref().expect("cookies on").current;
+    let sc = gtmd::wire::cookie::make(
+        &secret,
+        &[1, 2, 3, 4, 5, 6, 7, 8],
+        Some(ClientAddr::V4(0x7F00_0001)),
+        gtmd::wire::cookie::now(),
+    );
+    let mut cookie_valid = vec![0u8, 10, 0, 24, 1, 2, 3, 4, 5, 6, 7, 8];
+    cookie_valid.extend_from_slice(&sc);
+    let nsid = [0u8, 3, 0, 0];
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("A, exact name", query("host4242.example.test", 1, None)),
         (
@@ -136,16 +150,45 @@ fn main() {
             "CNAME to GSLB, ECS",
             query("gw.example.test", 1, Some(&ecs_line)),
         ),
+        (
+            "A, exact, EDNS+NSID",
+            query("host4242.example.test", 1, Some(&nsid)),
+        ),
+        (
+            "A, exact, client cookie",
+            query("host4242.example.test", 1, Some(&cookie_new)),
+        ),
+        (
+            "A, exact, valid cookie",
+            query("host4242.example.test", 1, Some(&cookie_valid)),
+        ),
+        // Response rate limiting on (rate 1,000,000/s, Knot's table size), not limiting:
+        // the queries come from 1,024 or 100,000 /24s in turn, so no bucket runs dry.
+        (
+            "RRL on, 1k sources",
+            query("host4242.example.test", 1, None),
+        ),
+        (
+            "RRL on, 100k sources",
+            query("host4242.example.test", 1, None),
+        ),
     ];
     let only: Option<Vec<String>> = std::env::var("ANSWER_CASES")
         .ok()
         .map(|v| v.split(';').map(str::to_string).collect());
+    // A pattern that is a case's whole name picks that case alone (`A, exact, EDNS` is also
+    // the start of `A, exact, EDNS+ECS`); any other picks the cases it starts.
+    let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    let picks = |n: &str, p: &str| {
+        if names.contains(&p) {
+            n == p
+        } else {
+            n.starts_with(p)
+        }
+    };
     let cases: Vec<(&str, Vec<u8>)> = cases
         .into_iter()
-        .filter(|(n, _)| {
-            only.as_ref()
-                .is_none_or(|o| o.iter().any(|p| n.starts_with(p.as_str())))
-        })
+        .filter(|(n, _)| only.as_ref().is_none_or(|o| o.iter().any(|p| picks(n, p))))
         .collect();
     let iters = if quick { 200_000 } else { 2_000_000 };
     let rounds = if quick { 3 } else { 7 };
@@ -153,28 +196,64 @@ fn main() {
     let mut local = Local::new(1);
     let client = Some(ClientAddr::V4(0x7F00_0001));
     let mut out = vec![0u8; 4096];
+    let mut table = rrl::Table::new(std::sync::Arc::new(Rrl {
+        rate: 1_000_000,
+        slip: 1,
+        table_size: gtmd::config::RRL_TABLE_SIZE,
+        ipv4_prefix: 24,
+        ipv6_prefix: 56,
+        exempt: Vec::new(),
+    }));
     println!(
         "{:<22} {:>10}  (median of {rounds} rounds x {iters} queries)",
         "case", "ns/query"
     );
     for (name, pkt) in &cases {
         let mut per = Vec::new();
+        let sources: u32 = match *name {
+            "RRL on, 1k sources" => 1024,
+            "RRL on, 100k sources" => 100_000,
+            _ => 0,
+        };
+        let mut limited = 0u64;
         for _ in 0..rounds {
             let t = Instant::now();
-            for _ in 0..iters {
-                let o = respond(
-                    &snap,
-                    black_box(pkt),
-                    &mut q,
-                    Transport::Udp,
-                    client,
-                    &mut local,
-                    &mut out,
-                );
-                black_box(o.len);
+            if sources == 0 {
+                for _ in 0..iters {
+                    let o = respond(
+                        &snap,
+                        black_box(pkt),
+                        &mut q,
+                        Transport::Udp,
+                        client,
+                        &mut local,
+                        &mut out,
+                    );
+                    black_box(o.len);
+                }
+            } else {
+                // What `ShardCtx::answer` does with RRL on: answer, then check.
+                let mut src = 0u32;
+                for _ in 0..iters {
+                    src = if src + 1 == sources { 0 } else { src + 1 };
+                    let c = Some(ClientAddr::V4(0x1000_0000 + (src << 8)));
+                    let o = respond(
+                        &snap,
+                        black_box(pkt),
+                        &mut q,
+                        Transport::Udp,
+                        c,
+                        &mut local,
+                        &mut out,
+                    );
+                    let v = table.check(&snap, &o, &q, c, 0);
+                    limited += (v != rrl::Verdict::Pass) as u64;
+                    black_box(o.len);
+                }
             }
             per.push(t.elapsed().as_nanos() as f64 / iters as f64);
         }
+        assert_eq!(limited, 0, "{name}: RRL limited {limited} responses");
         per.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let o = respond(
             &snap,

@@ -39,6 +39,10 @@ use domain::rdata::AllRecordData;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/differential");
 
+/// The DNS cookie secret both servers share (Knot's mod-cookies `secret`, gtmd's
+/// `cookie-secret-file`), so that a server cookie the test makes is valid at both.
+const COOKIE_SECRET: &str = "e5e973e5a6b2a43f48e7dc849e37bfcf";
+
 /// The zones both servers load: (origin, file). The child zone is nested in z.test.
 const ZONES: [(&str, &str); 3] = [
     ("z.test.", "z.test.zone"),
@@ -745,6 +749,54 @@ fn special_queries(out: &mut Vec<Query>) {
         1,
         q("host.z.test.", A)
             .edns(1232)
+            .opt(10, &[1, 2, 3, 4, 5, 6, 7, 8])
+            .build(),
+    );
+    // RFC 7873 and RFC 9018, both servers insisting on a valid server cookie over UDP
+    // (gtmd `require-cookie`, Knot's mod-cookies): a fresh one made with the shared secret
+    // for 127.0.0.1, one that is not theirs, one from another secret version, and lengths
+    // that are FORMERR.
+    let secret = gtmd::wire::cookie::parse_secret(COOKIE_SECRET).unwrap();
+    let client = [9u8, 8, 7, 6, 5, 4, 3, 2];
+    let local = Some(gtmd::tables::gslb::ClientAddr::V4(0x7F00_0001));
+    let good = gtmd::wire::cookie::make(&secret, &client, local, gtmd::wire::cookie::now());
+    let mut bad = good;
+    bad[15] ^= 1;
+    for (tag, server) in [
+        ("edns cookie valid", &good[..]),
+        ("edns cookie wrong hash", &bad[..]),
+        ("edns cookie short server cookie", &good[..8]),
+    ] {
+        let mut data = client.to_vec();
+        data.extend_from_slice(server);
+        push(
+            tag,
+            "host.z.test.",
+            A,
+            1,
+            q("host.z.test.", A).edns(1232).opt(10, &data).build(),
+        );
+    }
+    for len in [7usize, 9, 15, 41] {
+        push(
+            &format!("edns cookie length {len}"),
+            "host.z.test.",
+            A,
+            1,
+            q("host.z.test.", A)
+                .edns(1232)
+                .opt(10, &vec![1; len])
+                .build(),
+        );
+    }
+    push(
+        "edns nsid and cookie",
+        "nope.z.test.",
+        A,
+        1,
+        q("nope.z.test.", A)
+            .edns(1232)
+            .opt(3, b"")
             .opt(10, &[1, 2, 3, 4, 5, 6, 7, 8])
             .build(),
     );
@@ -1469,7 +1521,7 @@ impl Knot {
             let port = free_port();
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             let mut conf = format!(
-                "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n    identity: \"diff-node\"\n    version: \"gtmd-diff\"\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\nlog:\n  - target: stderr\n    any: info\ndatabase:\n    storage: {d}\ntemplate:\n  - id: default\n    storage: {d}\n    semantic-checks: off\n    zonefile-sync: -1\n    zonefile-load: whole\n    journal-content: none\nzone:\n",
+                "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n    identity: \"diff-node\"\n    nsid: \"diff-node\"\n    version: \"gtmd-diff\"\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\nlog:\n  - target: stderr\n    any: info\ndatabase:\n    storage: {d}\nmod-cookies:\n  - id: diff\n    secret: 0x{COOKIE_SECRET}\ntemplate:\n  - id: default\n    global-module: mod-cookies/diff\n    storage: {d}\n    semantic-checks: off\n    zonefile-sync: -1\n    zonefile-load: whole\n    journal-content: none\nzone:\n",
                 d = dir.display()
             );
             for (origin, file) in ZONES {
@@ -1585,6 +1637,7 @@ fn prepare_gtmd(dir: &Path) -> GtmdSetup {
     for (_, file) in ZONES {
         std::fs::copy(Path::new(DATA).join(file), dir.join(file)).unwrap();
     }
+    std::fs::write(dir.join("cookie.secret"), format!("{COOKIE_SECRET}\n")).unwrap();
     let config = dir.join("gtmd.toml");
     let mut rejected = Vec::new();
     let mut nested = true;

@@ -75,6 +75,16 @@ pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> 
             max_labels: 0,
             chaos: Vec::new(),
             udp_payload: cfg.server.udp_payload,
+            nsid: cfg.server.nsid.as_deref().map(Into::into),
+            cookies: cfg.server.cookies.then(|| crate::wire::cookie::Secrets {
+                current: cfg
+                    .server
+                    .cookie_secret
+                    .unwrap_or_else(crate::wire::cookie::process_secret),
+                previous: cfg.server.cookie_secret_previous,
+            }),
+            require_cookie: cfg.server.require_cookie,
+            rrl: cfg.rrl.clone().map(Arc::new),
             gslb: gslb_tables,
             health,
             model,

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use toml::Spanned;
+
 pub(crate) use error::Lines;
 pub use error::{ConfigError, ConfigErrors, Origin};
 pub use gslb::Gslb;
@@ -40,6 +42,26 @@ pub struct Config {
     pub control: Control,
     /// Where state changes are posted.
     pub alerts: Option<Alerts>,
+    /// Response rate limiting (`[rrl]` with a `rate`), or off.
+    pub rrl: Option<Rrl>,
+}
+
+/// `[rrl]`: response rate limiting over UDP (the BIND/Knot model).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rrl {
+    /// Responses per second per source prefix and response class.
+    pub rate: u32,
+    /// Every Nth limited response is sent truncated (TC=1, no records) instead of dropped;
+    /// 0 drops them all.
+    pub slip: u32,
+    /// Buckets per shard.
+    pub table_size: u32,
+    /// Source prefix length that shares buckets, IPv4.
+    pub ipv4_prefix: u8,
+    /// Same, IPv6.
+    pub ipv6_prefix: u8,
+    /// Sources never limited.
+    pub exempt: Vec<ipnet::IpNet>,
 }
 
 /// `[alerts]`: a webhook that receives every state change as a JSON POST.
@@ -132,6 +154,17 @@ pub struct Server {
     pub ecs: bool,
     /// Finish the first round of health checks before serving and reporting ready.
     pub probe_before_ready: bool,
+    /// NSID (RFC 5001) sent to queries that ask for it.
+    pub nsid: Option<Vec<u8>>,
+    /// Answer DNS cookies (RFC 7873).
+    pub cookies: bool,
+    /// Over UDP, answer a query that carries a client cookie but no valid server cookie
+    /// with BADCOOKIE.
+    pub require_cookie: bool,
+    /// The server secret (16 octets); `None`: a random one per process.
+    pub cookie_secret: Option<[u8; 16]>,
+    /// The previous secret, still accepted.
+    pub cookie_secret_previous: Option<[u8; 16]>,
 }
 
 /// One zone with all its records (SOA and apex NS included).
@@ -195,7 +228,8 @@ impl Config {
             )),
             Some(_) => {}
         }
-        let server = server(spec.server.as_ref(), &at, &mut errs);
+        let server = server(spec.server.as_ref(), &at, base, &mut errs);
+        let rrl = spec.rrl.as_ref().and_then(|r| rrl(r, &at, &mut errs));
         if spec.zone.is_empty() {
             errs.push(ConfigError::new(
                 Origin::new(&file, 1),
@@ -232,6 +266,7 @@ impl Config {
                 gslb: Arc::new(gslb),
                 control,
                 alerts,
+                rrl,
             })
         } else {
             Err(ConfigErrors(errs))
@@ -272,6 +307,7 @@ pub(super) fn field_of_toml_error(text: &str, span: Option<std::ops::Range<usize
 fn server(
     spec: Option<&spec::ServerSpec>,
     at: &impl Fn(std::ops::Range<usize>) -> Origin,
+    base: &Path,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Server> {
     let mut s = Server {
@@ -287,8 +323,22 @@ fn server(
         version_string: None,
         ecs: true,
         probe_before_ready: true,
+        nsid: None,
+        cookies: true,
+        require_cookie: false,
+        cookie_secret: None,
+        cookie_secret_previous: None,
     };
     let Some(spec) = spec else { return Some(s) };
+    s.cookies = spec.cookies.unwrap_or(true);
+    s.require_cookie = spec.require_cookie.unwrap_or(false);
+    if let Some(n) = &spec.nsid {
+        match nsid(n.get_ref()) {
+            Ok(v) => s.nsid = Some(v),
+            Err(why) => errs.push(ConfigError::new(at(n.span()), "server.nsid", why)),
+        }
+    }
+    cookie_secrets(spec, &mut s, at, base, errs);
     let before = errs.len();
     s.ecs = spec.ecs.unwrap_or(true);
     s.probe_before_ready = spec.probe_before_ready.unwrap_or(true);
@@ -440,6 +490,167 @@ fn server(
         }
     }
     (errs.len() == before).then_some(s)
+}
+
+/// `nsid = "text"` or `nsid = "0x..."` (hex, as Knot's `nsid`).
+fn nsid(text: &str) -> Result<Vec<u8>, String> {
+    let v = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => {
+            if hex.is_empty() || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "'{text}' is not an even number of hexadecimal digits after 0x"
+                ));
+            }
+            (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex digits"))
+                .collect()
+        }
+        None => text.as_bytes().to_vec(),
+    };
+    if v.is_empty() {
+        return Err("empty: omit nsid to send none".into());
+    }
+    if v.len() > 255 {
+        return Err("longer than 255 octets".into());
+    }
+    Ok(v)
+}
+
+/// `cookie-secret-file` (one secret, or the current and the previous on two lines) and
+/// `cookie-secret-previous-file`: 32 hexadecimal digits each.
+fn cookie_secrets(
+    spec: &spec::ServerSpec,
+    s: &mut Server,
+    at: &impl Fn(std::ops::Range<usize>) -> Origin,
+    base: &Path,
+    errs: &mut Vec<ConfigError>,
+) {
+    let read = |f: &Spanned<String>, field: &str, errs: &mut Vec<ConfigError>| {
+        let path = relative_to(base, f.get_ref());
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                errs.push(ConfigError::new(
+                    at(f.span()),
+                    field,
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+                return Vec::new();
+            }
+        };
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let secrets: Option<Vec<[u8; 16]>> = lines
+            .iter()
+            .map(|l| crate::wire::cookie::parse_secret(l))
+            .collect();
+        match secrets {
+            Some(v) if (1..=2).contains(&v.len()) => v,
+            _ => {
+                errs.push(ConfigError::new(
+                    at(f.span()),
+                    field,
+                    format!(
+                        "{} does not hold one or two secrets of 32 hexadecimal digits, one a line",
+                        path.display()
+                    ),
+                ));
+                Vec::new()
+            }
+        }
+    };
+    if let Some(f) = &spec.cookie_secret_file {
+        let v = read(f, "server.cookie-secret-file", errs);
+        s.cookie_secret = v.first().copied();
+        s.cookie_secret_previous = v.get(1).copied();
+    }
+    if let Some(f) = &spec.cookie_secret_previous_file {
+        let v = read(f, "server.cookie-secret-previous-file", errs);
+        if v.is_empty() {
+            // unreadable or malformed: reported
+        } else if spec.cookie_secret_file.is_none() {
+            errs.push(ConfigError::new(
+                at(f.span()),
+                "server.cookie-secret-previous-file",
+                "needs cookie-secret-file (the current secret)",
+            ));
+        } else if s.cookie_secret_previous.is_some() || v.len() != 1 {
+            errs.push(ConfigError::new(
+                at(f.span()),
+                "server.cookie-secret-previous-file",
+                "one previous secret only: this file holds two, or cookie-secret-file has a second line",
+            ));
+        } else {
+            s.cookie_secret_previous = v.first().copied();
+        }
+    }
+}
+
+/// Knot's `table-size` default (a prime near 1.2 x the queries per second it expects).
+pub const RRL_TABLE_SIZE: u32 = 393_241;
+
+fn rrl(
+    spec: &spec::RrlSpec,
+    at: &impl Fn(std::ops::Range<usize>) -> Origin,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Rrl> {
+    let mut r = Rrl {
+        rate: 0,
+        slip: 1,
+        table_size: RRL_TABLE_SIZE,
+        ipv4_prefix: 24,
+        ipv6_prefix: 56,
+        exempt: Vec::new(),
+    };
+    let mut int = |v: &Option<Spanned<i64>>, field: &str, lo: i64, hi: i64, dst: &mut u32| {
+        if let Some(v) = v {
+            if (lo..=hi).contains(v.get_ref()) {
+                *dst = *v.get_ref() as u32;
+            } else {
+                errs.push(ConfigError::new(
+                    at(v.span()),
+                    field,
+                    format!("{} is outside {lo}..={hi}", v.get_ref()),
+                ));
+            }
+        }
+    };
+    int(&spec.rate, "rrl.rate", 0, 1_000_000, &mut r.rate);
+    int(&spec.slip, "rrl.slip", 0, 100, &mut r.slip);
+    int(
+        &spec.table_size,
+        "rrl.table-size",
+        1,
+        1 << 26,
+        &mut r.table_size,
+    );
+    let mut p4 = 24;
+    let mut p6 = 56;
+    int(&spec.ipv4_prefix, "rrl.ipv4-prefix", 0, 32, &mut p4);
+    int(&spec.ipv6_prefix, "rrl.ipv6-prefix", 0, 128, &mut p6);
+    r.ipv4_prefix = p4 as u8;
+    r.ipv6_prefix = p6 as u8;
+    for e in spec.exempt.iter().flatten() {
+        let t = e.get_ref();
+        let net = t.parse::<ipnet::IpNet>().or_else(|_| {
+            t.parse::<std::net::IpAddr>()
+                .map(ipnet::IpNet::from)
+                .map_err(|_| ())
+        });
+        match net {
+            Ok(n) => r.exempt.push(n.trunc()),
+            Err(()) => errs.push(ConfigError::new(
+                at(e.span()),
+                "rrl.exempt",
+                format!("'{t}' is not an address or prefix (e.g. \"192.0.2.0/24\")"),
+            )),
+        }
+    }
+    // No rate, or 0: off (as Knot 3.2, whose module needs one, and BIND).
+    (r.rate > 0).then_some(r)
 }
 
 fn control(

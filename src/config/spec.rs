@@ -17,6 +17,7 @@ pub(crate) struct Spec {
     pub(crate) control: Option<ControlSpec>,
     pub(crate) geoip: Option<GeoipSpec>,
     pub(crate) alerts: Option<AlertsSpec>,
+    pub(crate) rrl: Option<RrlSpec>,
     #[serde(default)]
     pub(crate) line: Vec<LineSpec>,
     #[serde(default)]
@@ -167,6 +168,23 @@ pub(crate) struct ServerSpec {
     pub(crate) version_string: Option<Spanned<String>>,
     pub(crate) ecs: Option<bool>,
     pub(crate) probe_before_ready: Option<bool>,
+    pub(crate) nsid: Option<Spanned<String>>,
+    pub(crate) cookies: Option<bool>,
+    pub(crate) require_cookie: Option<bool>,
+    pub(crate) cookie_secret_file: Option<Spanned<String>>,
+    pub(crate) cookie_secret_previous_file: Option<Spanned<String>>,
+}
+
+/// `[rrl]`: response rate limiting.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RrlSpec {
+    pub(crate) rate: Option<Spanned<i64>>,
+    pub(crate) slip: Option<Spanned<i64>>,
+    pub(crate) table_size: Option<Spanned<i64>>,
+    pub(crate) ipv4_prefix: Option<Spanned<i64>>,
+    pub(crate) ipv6_prefix: Option<Spanned<i64>>,
+    pub(crate) exempt: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -583,6 +583,16 @@ fn start(
     let mut bound = Vec::new();
     for want in &cfg.server.listen {
         let (u, t, addr) = bind_listener(want, n)?;
+        if cfg.rrl.is_some() || n == 1 {
+            // RRL's tables are per shard: each source prefix must reach one shard.
+            let (p4, p6) = cfg
+                .rrl
+                .as_ref()
+                .map_or((24, 56), |r| (r.ipv4_prefix, r.ipv6_prefix));
+            if let Err(e) = shard::socket::steer_by_source(&u, addr.is_ipv6(), p4, p6) {
+                warn!(%addr, "rrl: cannot steer queries to shards by source ({e}): each shard limits the share it receives");
+            }
+        }
         for (dst, sock) in udp.iter_mut().zip(u) {
             dst.push(sock);
         }

@@ -7,6 +7,7 @@
 //! its own [`Counters`]. Nothing on this path takes a lock or allocates.
 
 mod mmsg;
+pub mod rrl;
 pub mod socket;
 mod tcp;
 pub use tcp::serve as tcp_serve;
@@ -64,6 +65,12 @@ pub struct Counters {
     pub tcp_connections: AtomicU64,
     /// TCP connections refused at the connection cap.
     pub tcp_refused: AtomicU64,
+    /// BADCOOKIE responses (RFC 7873; `require-cookie`).
+    pub badcookie: AtomicU64,
+    /// UDP responses response rate limiting held back (dropped or slipped).
+    pub limited: AtomicU64,
+    /// Of those, sent truncated (TC=1, no records) instead of dropped.
+    pub slipped: AtomicU64,
 }
 
 #[inline]
@@ -86,6 +93,7 @@ impl Counters {
             rcode::NXDOMAIN => &self.nxdomain,
             rcode::NOTIMP => &self.notimp,
             rcode::REFUSED => &self.refused,
+            rcode::BADCOOKIE => &self.badcookie,
             _ => &self.badvers,
         });
         if o.truncated {
@@ -114,6 +122,9 @@ impl Counters {
         s.tcp_queries += g(&self.tcp_queries);
         s.tcp_connections += g(&self.tcp_connections);
         s.tcp_refused += g(&self.tcp_refused);
+        s.badcookie += g(&self.badcookie);
+        s.limited += g(&self.limited);
+        s.slipped += g(&self.slipped);
     }
 }
 
@@ -133,6 +144,9 @@ pub struct Summary {
     pub tcp_queries: u64,
     pub tcp_connections: u64,
     pub tcp_refused: u64,
+    pub badcookie: u64,
+    pub limited: u64,
+    pub slipped: u64,
 }
 
 impl std::fmt::Display for Summary {
@@ -140,7 +154,8 @@ impl std::fmt::Display for Summary {
         write!(
             f,
             "queries={} noerror={} nxdomain={} refused={} formerr={} notimp={} badvers={} \
-             dropped={} truncated={} tcp_queries={} tcp_connections={} tcp_refused={}",
+             dropped={} truncated={} tcp_queries={} tcp_connections={} tcp_refused={} \
+             badcookie={} rrl_limited={} rrl_slipped={}",
             self.queries,
             self.noerror,
             self.nxdomain,
@@ -152,7 +167,10 @@ impl std::fmt::Display for Summary {
             self.truncated,
             self.tcp_queries,
             self.tcp_connections,
-            self.tcp_refused
+            self.tcp_refused,
+            self.badcookie,
+            self.limited,
+            self.slipped
         )
     }
 }
@@ -165,6 +183,8 @@ pub struct ShardCtx {
     cache: Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>,
     query: Box<Query>,
     local: Local,
+    /// Response rate limiting state, made when a snapshot first turns RRL on.
+    rrl: Option<Box<rrl::Table>>,
     /// This shard's UDP counters.
     pub counters: Arc<Counters>,
     /// Set by the control thread to stop.
@@ -184,6 +204,7 @@ impl ShardCtx {
             cache: Cache::new(published.clone()),
             query: Box::new(Query::new()),
             local: Local::new(0x5EED_0000 + id as u64 * 7919),
+            rrl: None,
             counters,
             stop,
         }
@@ -204,10 +225,31 @@ impl ShardCtx {
             out,
         );
         self.counters.record(&o);
-        o.len
+        match &snap.rrl {
+            Some(conf) if o.len != 0 => {
+                // After the answer is built (its class is known), before it is sent.
+                let table = match &mut self.rrl {
+                    Some(t) if Arc::ptr_eq(t.conf(), conf) => t,
+                    slot => rrl_table(slot, conf),
+                };
+                match table.check(snap, &o, &self.query, client, self.id) {
+                    rrl::Verdict::Pass => o.len,
+                    rrl::Verdict::Drop => {
+                        bump(&self.counters.limited);
+                        0
+                    }
+                    rrl::Verdict::Slip => {
+                        bump(&self.counters.limited);
+                        bump(&self.counters.slipped);
+                        crate::wire::respond::slip(out, o.len, &self.query)
+                    }
+                }
+            }
+            _ => o.len,
+        }
     }
 
-    /// Answers one TCP message.
+    /// Answers one TCP message (never rate limited).
     #[inline]
     pub fn answer_tcp(&mut self, pkt: &[u8], client: Option<ClientAddr>, out: &mut [u8]) -> usize {
         let snap = self.cache.load();
@@ -230,6 +272,34 @@ impl ShardCtx {
     pub fn stopping(&self) -> bool {
         self.stop.load(Relaxed)
     }
+}
+
+/// The shard's RRL table for `conf`: the one it has when only the snapshot changed, a new
+/// one when RRL was just turned on or the table size changed.
+#[cold]
+#[inline(never)]
+fn rrl_table<'a>(
+    slot: &'a mut Option<Box<rrl::Table>>,
+    conf: &Arc<crate::config::Rrl>,
+) -> &'a mut rrl::Table {
+    let keep = match slot {
+        Some(t) => t.adopt(conf.clone()),
+        None => false,
+    };
+    if !keep {
+        *slot = Some(Box::new(rrl::Table::new(conf.clone())));
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        if !socket::STEERED.load(Relaxed) {
+            ONCE.call_once(|| {
+                tracing::warn!(
+                    "rrl: on, but queries are not steered to shards by source (RRL was off at \
+                     start-up): with several shards, each limits the share of a prefix it \
+                     receives until a restart"
+                )
+            });
+        }
+    }
+    slot.as_mut().expect("just set")
 }
 
 /// A UDP I/O backend (Knot's `udp_api_t` in spirit): owns the shard's UDP sockets and

@@ -122,6 +122,15 @@ pub struct Snapshot {
     pub chaos: Vec<(Box<[u8]>, u32)>,
     /// Largest UDP payload we send.
     pub udp_payload: u16,
+    /// NSID (RFC 5001) for queries that ask for it; `None`: none is sent.
+    pub nsid: Option<Box<[u8]>>,
+    /// DNS cookie secrets (RFC 7873, RFC 9018); `None`: cookies are off and the option is
+    /// ignored like any unknown one.
+    pub cookies: Option<crate::wire::cookie::Secrets>,
+    /// Over UDP, BADCOOKIE for a query with a client cookie but no valid server cookie.
+    pub require_cookie: bool,
+    /// Response rate limiting settings (each shard keeps its own table), or off.
+    pub rrl: Option<Arc<crate::config::Rrl>>,
     /// GSLB tables (empty without access domains).
     pub gslb: gslb::GslbTables,
     /// Health bitmaps of this snapshot (written by `health::Writer` only).

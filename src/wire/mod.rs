@@ -3,6 +3,7 @@
 //! backends in `shard` and the micro-benchmark call the same two functions.
 
 mod chase;
+pub mod cookie;
 pub mod parse;
 pub mod respond;
 

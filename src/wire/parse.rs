@@ -53,6 +53,14 @@ pub const CLASS_CH: u16 = 3;
 pub const CLASS_ANY: u16 = 255;
 /// EDNS option code of EDNS Client Subnet (RFC 7871).
 pub const OPT_ECS: u16 = 8;
+/// EDNS option code of the Name Server Identifier (RFC 5001).
+pub const OPT_NSID: u16 = 3;
+/// EDNS option code of DNS Cookies (RFC 7873).
+pub const OPT_COOKIE: u16 = 10;
+/// [`Edns::opts`]: the query asked for the NSID.
+pub const HAS_NSID: u8 = 1;
+/// [`Edns::opts`]: the query carried a well-formed COOKIE option (in [`Query::cookie`]).
+pub const HAS_COOKIE: u8 = 2;
 
 /// Why a packet is not answered normally. Tiny and `Copy`: no allocation on the hot path.
 /// Every variant but `Drop` is answered with an OPT when `Query::edns` is set (the query's
@@ -108,6 +116,22 @@ pub struct Edns {
     pub dnssec_ok: bool,
     /// Client subnet, when sent and valid.
     pub ecs: Option<Ecs>,
+    /// Options that cost only when a query carries them: [`HAS_NSID`], [`HAS_COOKIE`].
+    pub opts: u8,
+    /// Octets our OPT carries for them (set by `respond`; 0 until then).
+    pub extra: u16,
+}
+
+/// The COOKIE option of a query (RFC 7873), and the one we answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cookie {
+    /// The option as received: client cookie (8) and server cookie (0 or 8..=32); after
+    /// `respond`, the client cookie and our server cookie (24 octets).
+    pub data: [u8; 40],
+    /// Octets in `data`: 8 or 16..=40 as received, 24 once answered.
+    pub len: u8,
+    /// The query's server cookie was ours and fresh (RRL exempts the client, as Knot).
+    pub valid: bool,
 }
 
 /// A parsed query. The question name is kept lowercased for lookup; the original bytes
@@ -135,6 +159,8 @@ pub struct Query {
     pub edns: Option<Edns>,
     /// The TSIG record, when the query carries one.
     pub tsig: Option<TsigAt>,
+    /// The COOKIE option; meaningful only when `edns` has [`HAS_COOKIE`].
+    pub cookie: Cookie,
 }
 
 impl Query {
@@ -152,6 +178,11 @@ impl Query {
             question_end: 0,
             edns: None,
             tsig: None,
+            cookie: Cookie {
+                data: [0; 40],
+                len: 0,
+                valid: false,
+            },
         }
     }
 
@@ -227,7 +258,7 @@ pub fn parse(pkt: &[u8], q: &mut Query) -> Result<(), Reject> {
     if q.opcode() != 0 {
         return Err(Reject::NotImp);
     }
-    if found.bad_ecs || found.stray {
+    if found.bad_opt || found.stray {
         return Err(formerr);
     }
     if q.tsig.is_some() {
@@ -242,8 +273,9 @@ struct Found {
     broken: bool,
     /// Records in the answer or authority section (other than the SOA an IXFR carries).
     stray: bool,
-    /// An ECS option that breaks RFC 7871 section 7.1.
-    bad_ecs: bool,
+    /// An ECS option that breaks RFC 7871 section 7.1, or a COOKIE option of a length
+    /// RFC 7873 5.2.2 makes FORMERR.
+    bad_opt: bool,
 }
 
 /// Parses every record after the question; `None` when one does not parse.
@@ -254,7 +286,7 @@ fn records(pkt: &[u8], mut pos: usize, q: &mut Query) -> Option<Found> {
     let mut f = Found {
         broken: false,
         stray: false,
-        bad_ecs: false,
+        bad_opt: false,
     };
     for i in 0..ancount + nscount {
         let (rtype, next) = skip_record(pkt, pos)?;
@@ -427,6 +459,8 @@ fn parse_additional(
                 version: ((ttl >> 16) & 0xFF) as u8,
                 dnssec_ok: ttl & 0x8000 != 0,
                 ecs: None,
+                opts: 0,
+                extra: 0,
             };
             let mut o = 0;
             while o < rdata.len() {
@@ -434,13 +468,30 @@ fn parse_additional(
                 let code = be16(hdr, 0);
                 let olen = be16(hdr, 2) as usize;
                 let body = rdata.get(o + 4..o + 4 + olen)?;
-                if code == OPT_ECS && edns.version == 0 {
-                    match parse_ecs(body) {
-                        Some(e) if edns.ecs.is_none() && !f.bad_ecs => edns.ecs = Some(e),
-                        _ => {
-                            edns.ecs = None;
-                            f.bad_ecs = true;
+                if edns.version == 0 {
+                    match code {
+                        OPT_ECS => match parse_ecs(body) {
+                            Some(e) if edns.ecs.is_none() && !f.bad_opt => edns.ecs = Some(e),
+                            _ => {
+                                edns.ecs = None;
+                                f.bad_opt = true;
+                            }
+                        },
+                        OPT_NSID => edns.opts |= HAS_NSID,
+                        // RFC 7873 5.2.2: a client cookie alone (8), or with a server
+                        // cookie of 8 to 32 octets; anything else is FORMERR. A second
+                        // COOKIE option is ignored.
+                        OPT_COOKIE if edns.opts & HAS_COOKIE == 0 => {
+                            if olen == 8 || (16..=40).contains(&olen) {
+                                edns.opts |= HAS_COOKIE;
+                                q.cookie.data[..olen].copy_from_slice(body);
+                                q.cookie.len = olen as u8;
+                                q.cookie.valid = false; // judged by `respond`
+                            } else {
+                                f.bad_opt = true;
+                            }
                         }
+                        _ => {}
                     }
                 }
                 o += 4 + olen;

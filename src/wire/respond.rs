@@ -2,11 +2,13 @@
 //! lock-free; shared by every backend (io_uring, mmsg, TCP) and the micro-benchmark.
 
 use super::chase::{chase, Sched};
+use super::cookie;
 use super::parse::{
-    parse, rtype, skip_name, Edns, Query, Reject, CLASS_ANY, CLASS_CH, CLASS_IN, HEADER_LEN,
-    OPT_ECS,
+    parse, rtype, skip_name, Edns, Query, Reject, CLASS_ANY, CLASS_CH, CLASS_IN, HAS_COOKIE,
+    HAS_NSID, HEADER_LEN, OPT_COOKIE, OPT_ECS, OPT_NSID,
 };
 use crate::tables::gslb::{ClientAddr, Local, Selected};
+pub use crate::tables::DYN;
 use crate::tables::{Lookup, Snapshot, NONE};
 
 /// Transport the query came over; decides the size limit and ANY handling.
@@ -36,6 +38,8 @@ pub mod rcode {
     pub const NOTAUTH: u16 = 9;
     /// Bad EDNS version (extended).
     pub const BADVERS: u16 = 16;
+    /// Bad or missing server cookie (extended; RFC 7873).
+    pub const BADCOOKIE: u16 = 23;
 }
 
 /// What happened to one query; drives the shard's counters.
@@ -47,13 +51,20 @@ pub struct Outcome {
     pub rcode: u16,
     /// TC was set.
     pub truncated: bool,
+    /// What the answer was made from, for response rate limiting: a precompiled answer's
+    /// index, [`DYN`] | an access domain, [`KEY_CHASE`], or [`NONE`] (an error reply).
+    pub key: u32,
 }
+
+/// [`Outcome::key`] of an answer assembled per query (`wire/chase.rs`).
+pub const KEY_CHASE: u32 = NONE - 1;
 
 impl Outcome {
     const DROP: Self = Self {
         len: 0,
         rcode: 0,
         truncated: false,
+        key: NONE,
     };
 }
 
@@ -98,15 +109,22 @@ pub fn respond(
             return fit_badkey(n, q, t, snap.udp_payload, out);
         }
     }
+    let badcookie = match &q.edns {
+        Some(e) if e.opts != 0 => options(snap, q, t, client),
+        _ => false,
+    };
     let edns = q.edns;
     let reply = Reply {
         pkt,
         q,
         edns: &edns,
-        payload: snap.udp_payload,
+        snap,
     };
     if edns.is_some_and(|e| e.version > 0) {
         return reply.finish(out, 0, [0; 3], rcode::BADVERS, 0, None);
+    }
+    if badcookie {
+        return reply.finish(out, 0, [0; 3], rcode::BADCOOKIE, 0, None);
     }
     let limit = match t {
         Transport::Tcp => out.len().min(65535),
@@ -135,10 +153,13 @@ pub fn respond(
                 match g.select(ad, &snap.health, asker.line, local, OWNER_Q, records) {
                     Selected::Records { count, len, scope } => {
                         let scope = asker.scope(scope);
-                        if len > room {
-                            return reply.finish(out, AA | TC, [0; 3], 0, scope, None);
-                        }
-                        return reply.finish_written(out, [count, 0, 0], len, scope);
+                        let mut o = if len > room {
+                            reply.finish(out, AA | TC, [0; 3], 0, scope, None)
+                        } else {
+                            reply.finish_written(out, [count, 0, 0], len, scope)
+                        };
+                        o.key = DYN | ad;
+                        return o;
                     }
                     Selected::NoData { answer, scope: s } => {
                         scope = asker.scope(s);
@@ -153,7 +174,7 @@ pub fn respond(
                 let asker = Asker::new(snap, &edns, client);
                 let room = limit.saturating_sub(opt_len(&edns));
                 let mut sched = Sched { asker, local };
-                return match chase(snap, pkt, q, link, tcp, room, &mut sched, out) {
+                let mut o = match chase(snap, pkt, q, link, tcp, room, &mut sched, out) {
                     Ok(c) => {
                         let flags = if c.aa { AA } else { 0 };
                         reply.head(out, flags, c.counts, c.rcode);
@@ -164,6 +185,8 @@ pub fn respond(
                     }
                     Err(c) => reply.finish(out, AA | TC, [0; 3], c.rcode, c.scope, None),
                 };
+                o.key = KEY_CHASE;
+                return o;
             }
         },
         CLASS_CH => snap.chaos(q),
@@ -180,7 +203,9 @@ pub fn respond(
     if full > limit {
         if full - (a.opt_len as usize) > limit {
             // TC with no records at all (gdnsd's choice): no partial RRsets can result.
-            return reply.finish(out, flags | TC, [0; 3], a.rcode as u16, scope, None);
+            let mut o = reply.finish(out, flags | TC, [0; 3], a.rcode as u16, scope, None);
+            o.key = ai;
+            return o;
         }
         // Addresses of NS/MX/SRV targets are the first to go (RFC 1034 4.3.2 step 6).
         len -= a.opt_len as usize;
@@ -192,14 +217,81 @@ pub fn respond(
         fixups = &fixups[..fixups.partition_point(|&f| (f as usize) < len)];
     }
     let delta = q.qname_len as u16 - a.qlen as u16;
-    reply.finish(
+    let mut o = reply.finish(
         out,
         flags,
         counts,
         a.rcode as u16,
         scope,
         Some((&tail[..len], fixups, delta)),
-    )
+    );
+    o.key = ai;
+    o
+}
+
+/// The options that cost only when a query carries them: NSID (RFC 5001) and COOKIE
+/// (RFC 7873). Works out the server cookie to answer with and the octets both add to our
+/// OPT (`Edns::extra`); returns whether the answer is BADCOOKIE.
+#[cold]
+#[inline(never)]
+fn options(snap: &Snapshot, q: &mut Query, t: Transport, client: Option<ClientAddr>) -> bool {
+    let Some(e) = q.edns.as_mut() else {
+        return false;
+    };
+    let mut extra = 0;
+    if e.opts & HAS_NSID != 0 {
+        match &snap.nsid {
+            Some(n) => extra += 4 + n.len(),
+            None => e.opts &= !HAS_NSID,
+        }
+    }
+    let mut badcookie = false;
+    if e.opts & HAS_COOKIE != 0 {
+        match &snap.cookies {
+            Some(secrets) => {
+                let c = &mut q.cookie;
+                let now = cookie::now();
+                let (client_cookie, server) = c.data[..c.len as usize].split_at(8);
+                let verdict = cookie::check(secrets, client_cookie, server, client, now);
+                c.valid = verdict != cookie::Verdict::Invalid;
+                if verdict != cookie::Verdict::Valid {
+                    let sc = cookie::make(&secrets.current, &c.data[..8], client, now);
+                    c.data[8..24].copy_from_slice(&sc);
+                }
+                c.len = 24;
+                extra += 4 + 24;
+                // RFC 7873 5.2.3/5.2.4: only when asked to insist, and never over TCP (a
+                // connection already proves the address).
+                badcookie = !c.valid && snap.require_cookie && t == Transport::Udp;
+            }
+            None => e.opts &= !HAS_COOKIE,
+        }
+    }
+    e.extra = extra as u16;
+    badcookie
+}
+
+/// Rewrites the reply of `len` octets in `out` to `q` as a truncated one: TC set, no
+/// records, the OPT kept (response rate limiting's slip). Returns the new length, or 0 when
+/// the reply cannot be truncated (it carries a TSIG after its OPT): then it is dropped.
+pub fn slip(out: &mut [u8], len: usize, q: &Query) -> usize {
+    if q.tsig.is_some() || len < HEADER_LEN {
+        return 0;
+    }
+    let qend = if out[4..6] == [0, 1] {
+        q.question_end
+    } else {
+        HEADER_LEN
+    };
+    let optl = opt_len(&q.edns);
+    if len < qend + optl {
+        return 0;
+    }
+    out.copy_within(len - optl..len, qend);
+    out[2] |= (TC >> 8) as u8;
+    out[6..10].fill(0);
+    out[10..12].copy_from_slice(&(q.edns.is_some() as u16).to_be_bytes());
+    qend + optl
 }
 
 /// Owner of records written for the question name itself: a pointer to offset 12.
@@ -256,7 +348,7 @@ pub(super) struct Reply<'a> {
     pkt: &'a [u8],
     q: &'a Query,
     edns: &'a Option<Edns>,
-    payload: u16,
+    snap: &'a Snapshot,
 }
 
 impl Reply<'_> {
@@ -326,12 +418,16 @@ impl Reply<'_> {
         flags: u16,
     ) -> Outcome {
         if let Some(e) = self.edns {
-            pos = write_opt(out, pos, e, rc, ecs_scope, self.payload);
+            pos = write_opt(out, pos, e, rc, ecs_scope, self.snap.udp_payload);
+            if e.extra != 0 {
+                pos = write_options(out, pos, e, self.q, self.snap);
+            }
         }
         Outcome {
             len: pos,
             rcode: rc,
             truncated: flags & TC != 0,
+            key: NONE,
         }
     }
 }
@@ -340,9 +436,38 @@ impl Reply<'_> {
 fn opt_len(edns: &Option<Edns>) -> usize {
     match edns {
         None => 0,
-        Some(Edns { ecs: None, .. }) => 11,
-        Some(Edns { ecs: Some(ecs), .. }) => 11 + 8 + ecs.addr_len as usize,
+        Some(Edns {
+            ecs: None, extra, ..
+        }) => 11 + *extra as usize,
+        Some(Edns {
+            ecs: Some(ecs),
+            extra,
+            ..
+        }) => 11 + 8 + ecs.addr_len as usize + *extra as usize,
     }
+}
+
+/// The NSID and COOKIE options after the rest of our OPT (whose RDLENGTH counts them).
+#[cold]
+#[inline(never)]
+fn write_options(out: &mut [u8], mut pos: usize, e: &Edns, q: &Query, snap: &Snapshot) -> usize {
+    if e.opts & HAS_NSID != 0 {
+        if let Some(n) = &snap.nsid {
+            out[pos..pos + 2].copy_from_slice(&OPT_NSID.to_be_bytes());
+            out[pos + 2..pos + 4].copy_from_slice(&(n.len() as u16).to_be_bytes());
+            out[pos + 4..pos + 4 + n.len()].copy_from_slice(n);
+            pos += 4 + n.len();
+        }
+    }
+    if e.opts & HAS_COOKIE != 0 {
+        let c = &q.cookie;
+        let l = c.len as usize;
+        out[pos..pos + 2].copy_from_slice(&OPT_COOKIE.to_be_bytes());
+        out[pos + 2..pos + 4].copy_from_slice(&(l as u16).to_be_bytes());
+        out[pos + 4..pos + 4 + l].copy_from_slice(&c.data[..l]);
+        pos += 4 + l;
+    }
+    pos
 }
 
 /// Our OPT: payload = our cap, extended RCODE, version 0, DO copied, ECS echoed with our
@@ -356,7 +481,7 @@ fn write_opt(out: &mut [u8], mut pos: usize, e: &Edns, rc: u16, scope: u8, paylo
     out[pos + 6] = 0;
     out[pos + 7] = if e.dnssec_ok { 0x80 } else { 0 };
     out[pos + 8] = 0;
-    let rdlen = e.ecs.map_or(0, |c| 8 + c.addr_len as u16);
+    let rdlen = e.ecs.map_or(0, |c| 8 + c.addr_len as u16) + e.extra;
     out[pos + 9..pos + 11].copy_from_slice(&rdlen.to_be_bytes());
     pos += 11;
     if let Some(c) = e.ecs {
@@ -409,6 +534,7 @@ fn error(
         len: pos,
         rcode: rc,
         truncated: false,
+        key: NONE,
     }
 }
 
@@ -429,8 +555,8 @@ fn fit_badkey(n: Outcome, q: &Query, t: Transport, payload: u16, out: &mut [u8])
     out[10..12].copy_from_slice(&(q.edns.is_some() as u16).to_be_bytes());
     Outcome {
         len,
-        rcode: n.rcode,
         truncated: true,
+        ..n
     }
 }
 

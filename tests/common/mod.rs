@@ -14,6 +14,32 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gtmd");
 
+/// A fresh directory under the system's temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("gtmd-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+    /// Writes `name` in the directory; returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -414,6 +440,29 @@ impl Msg {
     }
     pub fn opt(&self) -> Option<&Rr> {
         self.additional.iter().find(|r| r.rtype == 41)
+    }
+    /// The data of every EDNS option of the OPT with code `code`.
+    pub fn options(&self, code: u16) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let Some(o) = self.opt() else { return out };
+        let rd = &o.rdata;
+        let mut i = 0;
+        while i + 4 <= rd.len() {
+            let c = u16::from_be_bytes([rd[i], rd[i + 1]]);
+            let l = u16::from_be_bytes([rd[i + 2], rd[i + 3]]) as usize;
+            if c == code {
+                out.push(rd[i + 4..i + 4 + l].to_vec());
+            }
+            i += 4 + l;
+        }
+        assert_eq!(i, rd.len(), "OPT options overrun its RDATA");
+        out
+    }
+    /// The one option `code`, if present.
+    pub fn option(&self, code: u16) -> Option<Vec<u8>> {
+        let mut v = self.options(code);
+        assert!(v.len() <= 1, "option {code} twice");
+        v.pop()
     }
     /// Data of the answer records of type `t`, sorted.
     pub fn answers(&self, t: u16) -> Vec<String> {
