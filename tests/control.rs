@@ -79,27 +79,26 @@ fn refused(args: &[&str], want: &str) -> String {
     }
 }
 
-/// A socket on `addr` as any other SO_REUSEPORT server of this user would hold it.
-fn reuseport_udp(addr: SocketAddr) -> socket2::Socket {
+/// A socket as any other SO_REUSEPORT server of this user would hold it, on `ip` and a
+/// free port (another is tried when a test beside this one takes the port first).
+fn reuseport(tcp: bool, ip: &str) -> (socket2::Socket, SocketAddr) {
     use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    s.set_reuse_address(true).unwrap();
-    s.set_reuse_port(true).unwrap();
-    s.bind(&addr.into()).unwrap();
-    s
+    loop {
+        let addr: SocketAddr = format!("{ip}:{}", free_port()).parse().unwrap();
+        let (ty, proto) = if tcp {
+            (Type::STREAM, Protocol::TCP)
+        } else {
+            (Type::DGRAM, Protocol::UDP)
+        };
+        let s = Socket::new(Domain::for_address(addr), ty, Some(proto)).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_reuse_port(true).unwrap();
+        if s.bind(&addr.into()).is_ok() && (!tcp || s.listen(16).is_ok()) {
+            return (s, addr);
+        }
+    }
 }
 
-fn reuseport_tcp(addr: SocketAddr) -> socket2::Socket {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).unwrap();
-    s.set_reuse_address(true).unwrap();
-    s.set_reuse_port(true).unwrap();
-    s.bind(&addr.into()).unwrap();
-    s.listen(16).unwrap();
-    s
-}
-
-/// A loopback port free for both UDP and TCP right now.
 fn free_port() -> u16 {
     loop {
         let u = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -141,9 +140,8 @@ fn overlapping_wildcard_addresses_are_in_use() {
         &["--listen", &wild, "--control", "off"],
         &format!("cannot bind udp {wild}: address already in use"),
     );
-    let port = free_port();
-    let _held = reuseport_udp(format!("0.0.0.0:{port}").parse().unwrap());
-    let lo = format!("127.0.0.1:{port}");
+    let (_held, wild) = reuseport(false, "0.0.0.0");
+    let lo = format!("127.0.0.1:{}", wild.port());
     refused(
         &["--listen", &lo, "--control", "off"],
         &format!("cannot bind udp {lo}: address already in use"),
@@ -154,22 +152,14 @@ fn overlapping_wildcard_addresses_are_in_use() {
 /// the traffic) makes start-up fail, for UDP and for TCP.
 #[test]
 fn a_reuseport_socket_of_the_same_user_is_not_joined() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let held = reuseport_udp(addr);
-    refused(
-        &["--listen", &addr.to_string(), "--control", "off"],
-        &format!("cannot bind udp {addr}: address already in use"),
-    );
-    drop(held);
-    // A fresh port for the TCP half: the one just used may be taken meanwhile by a client
-    // socket of a test running beside this one.
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _held = reuseport_tcp(addr);
-    refused(
-        &["--listen", &addr.to_string(), "--control", "off"],
-        &format!("cannot bind tcp {addr}: address already in use"),
-    );
+    for tcp in [false, true] {
+        let (_held, addr) = reuseport(tcp, "127.0.0.1");
+        let proto = if tcp { "tcp" } else { "udp" };
+        refused(
+            &["--listen", &addr.to_string(), "--control", "off"],
+            &format!("cannot bind {proto} {addr}: address already in use"),
+        );
+    }
 }
 
 /// Two gtmds started at the same instant on one address: exactly one serves.
