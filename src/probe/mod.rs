@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::gslb::{AddrValue, HealthCheck, Protocol};
 use crate::control::api::{log_changes, SharedWriter};
@@ -163,16 +163,6 @@ pub fn run(
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let mut list = tasks(&snap, Vec::new());
-    let unsupported: Vec<String> = snap
-        .model
-        .checks
-        .iter()
-        .filter(|c| c.protocol == Protocol::Https)
-        .map(|c| c.name.clone())
-        .collect();
-    if !unsupported.is_empty() {
-        warn!(templates = ?unsupported, "https checks are not run by this build: their addresses follow their mode and overrides only");
-    }
     let mut icmp: Option<icmp::Icmp> = None;
     let mut syn: Option<syn::Syn> = None;
     info!(checks = list.len(), "prober started");

@@ -1,4 +1,5 @@
-//! The default UDP backend: io_uring through the `io-uring` crate.
+//! The io_uring UDP backend (`io = "io-uring"`), through the `io-uring` crate; the default
+//! is recvmmsg/sendmmsg (`mmsg.rs`), measured cheaper per query (PERF.md).
 //!
 //! One multishot RECVMSG per socket draws from a provided-buffer ring, so a single
 //! submission keeps receiving until the buffers run out; each completion is answered at
