@@ -11,18 +11,42 @@
 //!            stops on SIGTERM, sums the shards' counters.
 //! ```
 //!
+//! Imports go one way: a module uses only modules below it in this order, so there is no
+//! cycle (`tools/module-graph`, run by `tools/test`, holds `src/` to the next line).
+//!
+//! Layers, lowest first: dns < config < tables < wire < compile < health < shard < probe < control
+//!
+//! ```text
+//!   control  lifecycle, reload, the control API   -> every module below
+//!   probe    health checks (one thread)           -> health, shard (WAIT_BOUND), tables, config
+//!   shard    per-core threads, sockets, RRL       -> wire, tables, config, dns
+//!   health   the health writer, its change log    -> tables, config
+//!   compile  Config -> Snapshot (`gtmd check`)    -> wire (cookie secret), tables, config, dns
+//!   wire     hot path: bytes + &Snapshot -> bytes -> tables, dns
+//!   tables   Snapshot, with its health state      -> config (the GSLB model), dns
+//!   config   TOML, zone files -> validated Config -> dns
+//!   dns      DNS numbers and wire names (leaf)    -> nothing
+//! ```
+//!
+//! `wire` names no `config` or `compile` item: the [`tables::Snapshot`] it reads carries the
+//! validated GSLB model and RRL settings for the control side and the shards, not for it.
+//!
+//! * [`dns`]: record types, classes, RCODEs, option codes, wire-name helpers, cookie secrets.
 //! * [`config`]: the TOML spec and zone files, validated, every error with file and line.
 //! * [`compile`]: turns a config into one immutable [`tables::Snapshot`]; `gtmd check`.
-//! * [`tables`]: the flat answer tables a shard reads; the only data on the hot path.
+//! * [`tables`]: the flat answer tables and health bitmaps a shard reads: the only data on
+//!   the hot path.
 //! * [`wire`]: sans-I/O query parsing and answer writing (the hot path itself).
 //! * [`shard`]: per-core threads, the io_uring and recvmmsg UDP backends, TCP.
 //! * [`probe`]: the prober thread: TCP and HTTP health checks with anti-flap thresholds.
-//! * [`health`]: the lock-free health bitmaps shards read, and their single writer.
+//! * [`health`]: the single writer of the health bitmaps, and where its changes go (log,
+//!   alert webhook).
 //! * [`control`]: process lifecycle: start, reload, shutdown, counters, the control API.
 
 pub mod compile;
 pub mod config;
 pub mod control;
+pub mod dns;
 pub mod health;
 pub mod probe;
 pub mod shard;

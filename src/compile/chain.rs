@@ -4,11 +4,11 @@
 
 use super::encode::{Encoder, Section};
 use super::zone::{Found, RRset, ZoneBuild};
-use super::{Out, MAX_CHAIN};
-use crate::config::name::is_within;
+use super::Out;
 use crate::config::Rdata;
-use crate::tables::NONE;
-use crate::wire::parse::{rtype, CLASS_IN};
+use crate::dns::name::is_within;
+use crate::dns::{rtype, CLASS_IN};
+use crate::tables::{MAX_CHAIN, NONE};
 
 /// YXDOMAIN: a DNAME substitution overflowed the name length (RFC 6672 2.2).
 const YXDOMAIN: u8 = 6;

@@ -7,9 +7,9 @@
 //! compiled qname length` when a longer name is answered from this tail (a wildcard, an
 //! NXDOMAIN or a referral below the cut). Those pointer positions are recorded as fixups.
 
-use crate::config::name::label_starts;
 use crate::config::{Rdata, Soa};
-use crate::wire::parse::HEADER_LEN;
+use crate::dns::name::label_starts;
+use crate::dns::HEADER_LEN;
 
 /// Largest offset a new compression target may have: leaves room for the largest shift
 /// (a 255-octet question name) within the 14-bit pointer range.

@@ -6,8 +6,7 @@
 use foldhash::HashMap;
 use std::sync::Arc;
 
-use crate::config::gslb::{AccessDomain, AddrValue, Fallback, Gslb, PoolPolicy};
-use crate::config::name::display_name;
+use crate::config::gslb::{AddrValue, Fallback, Gslb, PoolPolicy};
 use crate::tables::gslb::{AdTable, AddrTable, GslbTables, LineIndex, PoolTable, RouteTable};
 use crate::tables::{Model, Slot, NONE};
 
@@ -134,7 +133,7 @@ pub(super) fn compile(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model) {
                 }
                 Fallback::NoData => {}
             }
-            if ad.rtype == crate::wire::parse::rtype::CNAME {
+            if ad.rtype == crate::dns::rtype::CNAME {
                 fb.truncate(1); // one CNAME per name
             }
             let fb_start = *fb_lists.entry(fb.clone()).or_insert_with(|| {
@@ -173,13 +172,4 @@ pub(super) fn compile(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model) {
         slots,
     };
     (t, model)
-}
-
-/// `name TYPE` of an access domain, for logs and the API.
-pub fn ad_key(ad: &AccessDomain) -> String {
-    format!(
-        "{} {}",
-        display_name(&ad.name),
-        crate::config::gslb::type_name(ad.rtype)
-    )
 }

@@ -10,19 +10,13 @@ mod encode;
 mod gslb;
 mod zone;
 
-pub use gslb::ad_key;
-
 use foldhash::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, ConfigErrors, Rdata};
-use crate::health::HealthState;
-use crate::tables::{Answer, Snapshot, NONE};
-use crate::wire::parse::{rtype, CLASS_CH};
+use crate::dns::{rtype, CLASS_CH};
+use crate::tables::{Answer, HealthState, Snapshot, NONE};
 use encode::{Encoder, Section};
-
-/// Longest CNAME chain followed inside a zone (Knot and NSD stop in the same range).
-pub const MAX_CHAIN: usize = 12;
 
 /// The snapshot under construction.
 struct Out {
@@ -109,7 +103,7 @@ pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> 
             .zones
             .iter()
             .filter(|c| c.name.len() > cfg.zones[zi].name.len())
-            .filter(|c| crate::config::name::is_within(&c.name, &cfg.zones[zi].name))
+            .filter(|c| crate::dns::name::is_within(&c.name, &cfg.zones[zi].name))
             .map(|c| &c.name[..])
             .collect();
         zone::compile_zone(zi as u32, cfg, &children, &mut ds_at, &mut out, &mut errs);
@@ -163,7 +157,7 @@ fn too_large(at: &crate::config::Origin, name: &[u8], t: u16) -> ConfigError {
         "record",
         format!(
             "RRset {} type {t} does not fit in one DNS message",
-            crate::config::name::display_name(name)
+            crate::dns::name::display_name(name)
         ),
     )
 }

@@ -8,10 +8,10 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use super::chain::{additional, chain, referral};
 use super::encode::{Encoder, Section};
 use super::{too_large, Out};
-use crate::config::name::{is_within, parent};
 use crate::config::{Config, ConfigError, Rdata, Record};
+use crate::dns::name::{is_within, parent};
+use crate::dns::{rtype, CLASS_IN};
 use crate::tables::{Node, DYN, NONE};
-use crate::wire::parse::{rtype, CLASS_IN};
 
 /// An RRset during compilation.
 #[derive(Debug, Clone)]
@@ -299,7 +299,7 @@ fn unservable(
     cfg: &Config,
     errs: &mut Vec<ConfigError>,
 ) {
-    let show = crate::config::name::display_name;
+    let show = crate::dns::name::display_name;
     let mut dnames_seen: Vec<&[u8]> = Vec::new();
     for r in &zone.records {
         let wild = r.owner.starts_with(b"\x01*");

@@ -12,10 +12,11 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{ConfigError, Lines, Origin};
-use super::name::{display_name, is_within, parse_name};
+use super::name::parse_name;
 use super::spec;
 use super::Zone;
-use crate::wire::parse::rtype;
+use crate::dns::name::{display_name, is_within};
+use crate::dns::rtype;
 
 /// Most addresses one answer may carry when the pool policy draws them (weighted,
 /// sequential); round-robin answers every healthy address.
@@ -306,6 +307,15 @@ pub fn type_name(t: u16) -> &'static str {
         rtype::CNAME => "CNAME",
         _ => "?",
     }
+}
+
+/// `name TYPE` of an access domain, for logs and the API.
+pub fn ad_key(ad: &AccessDomain) -> String {
+    format!(
+        "{} {}",
+        display_name(&ad.name),
+        crate::config::gslb::type_name(ad.rtype)
+    )
 }
 
 struct Ctx<'a> {

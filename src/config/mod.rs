@@ -249,7 +249,10 @@ impl Config {
                     errs.push(ConfigError::new(
                         a.at.clone(),
                         "zone.name",
-                        format!("zone {} is declared twice", name::display_name(&a.name)),
+                        format!(
+                            "zone {} is declared twice",
+                            crate::dns::name::display_name(&a.name)
+                        ),
                     ));
                 }
             }
@@ -545,7 +548,7 @@ fn cookie_secrets(
             .collect();
         let secrets: Option<Vec<[u8; 16]>> = lines
             .iter()
-            .map(|l| crate::wire::cookie::parse_secret(l))
+            .map(|l| crate::dns::cookie::parse_secret(l))
             .collect();
         match secrets {
             Some(v) if (1..=2).contains(&v.len()) => v,

@@ -7,11 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::error::{ConfigError, Lines, Origin};
-use super::name::{display_name, is_within, parse_name};
+use super::name::parse_name;
 use super::spec::ZoneSpec;
 use super::zonefile::{self, Source};
 use super::Zone;
-use crate::wire::parse::rtype;
+use crate::dns::name::{display_name, is_within};
+use crate::dns::rtype;
 
 /// Record data in the form the answer compiler needs: names that may be compressed
 /// (RFC 3597 section 4: only the RFC 1035 types) are kept apart; everything else is

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde_json::json;
@@ -36,22 +36,10 @@ use super::http;
 use crate::config::control::{host_name, Token};
 use crate::config::Control;
 
-use crate::compile::ad_key;
-use crate::config::gslb::{AddrValue, Mode, PoolPolicy};
-use crate::config::name::display_name;
-use crate::health::{Change, Writer};
+use crate::config::gslb::{ad_key, AddrValue, Mode, PoolPolicy};
+use crate::dns::name::display_name;
+use crate::health::{log_changes, SharedWriter, Writer};
 use crate::tables::gslb::NO_POOL;
-
-/// The health writer, shared by the reload path and the API.
-pub type SharedWriter = Arc<Mutex<Writer>>;
-
-/// Logs state changes (one structured line each) and queues them for the alert webhook.
-pub fn log_changes(changes: &[Change]) {
-    for c in changes {
-        info!(change = %c, "state change");
-        super::alerts::push(c);
-    }
-}
 
 /// Loads persisted overrides; a missing file is an empty set.
 pub fn load_overrides(path: Option<&Path>) -> HashMap<String, Mode> {

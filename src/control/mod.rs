@@ -3,7 +3,6 @@
 //! whole (a bad configuration is logged and the old snapshot keeps serving); SIGTERM/SIGINT
 //! stop the shards (each notices within [`crate::shard::WAIT_BOUND`]) and log a summary.
 
-pub mod alerts;
 pub mod api;
 mod contain;
 pub mod http;
@@ -27,6 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::compile::compile;
 use crate::config::{Config, ConfigError, ConfigErrors, Control, IoMode, Origin, Shards};
+use crate::health::{alerts, log_changes, SharedWriter};
 use crate::shard::{self, Counters, Published, ShardCtx, Summary, TcpLimits};
 
 /// Options of `gtmd run` that override the file.
@@ -181,7 +181,7 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     if !overrides.is_empty() {
         info!(count = overrides.len(), "operator overrides restored");
     }
-    let writer: api::SharedWriter = Arc::new(Mutex::new(crate::health::Writer::new(
+    let writer: SharedWriter = Arc::new(Mutex::new(crate::health::Writer::new(
         snap.clone(),
         overrides,
     )));
@@ -471,7 +471,7 @@ fn reload(
     opts: &RunOptions,
     current: &mut Config,
     published: &Published,
-    writer: &api::SharedWriter,
+    writer: &SharedWriter,
     generation: &mut u64,
 ) -> bool {
     let t0 = Instant::now();
@@ -521,7 +521,7 @@ fn reload(
             report_stale(&stale, cfg.control.state_file.as_deref(), w.overrides());
             drop(w);
             let serving = Instant::now();
-            api::log_changes(&changes);
+            log_changes(&changes);
             info!(
                 generation = *generation,
                 names,

@@ -1,75 +1,34 @@
-//! `probe -> health -> shards`: the health state shards read without locks, and its one
-//! writer.
+//! `probe -> health -> shards`: the one writer of the health state shards read without
+//! locks (the bitmaps and active-pool slots of [`HealthState`], which `tables` keeps beside
+//! the tables they index), and where its changes go: the log and the alert webhook
+//! ([`log_changes`], [`alerts`]).
 //!
-//! [`HealthState`] is three flat arrays of atomics: a bit per address (up after operator
-//! pins and probes), a bit per pool (its health condition holds), and a slot per route of
-//! every access domain holding the active pool (global availability and nearest policies).
-//! Shards do one relaxed load per word they need; nothing else is shared.
-//!
-//! [`Writer`] is the only code that stores into them: it keeps the inputs (probe results,
+//! [`Writer`] is the only code that stores into that state: it keeps the inputs (probe results,
 //! operator overrides), recomputes the derived bits on every change, and returns the list of
 //! changes for the log. It lives behind a mutex on the control side; shards never touch it.
 //! Health follows addresses by name across reloads, and a non-preemptive route keeps its
 //! pool by name.
 
+pub mod alerts;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use tracing::info;
 
 use crate::config::gslb::{Condition, Mode, PoolPolicy};
 use crate::tables::gslb::NO_POOL;
-use crate::tables::Snapshot;
+use crate::tables::{HealthState, Snapshot};
 
-/// The bitmaps and active-pool slots of one snapshot.
-#[derive(Debug)]
-pub struct HealthState {
-    addr_up: Box<[AtomicU64]>,
-    pool_up: Box<[AtomicU64]>,
-    active: Box<[AtomicU32]>,
-}
+/// The health writer, shared by the reload path, the prober and the control API.
+pub type SharedWriter = Arc<Mutex<Writer>>;
 
-fn words(n: usize) -> Box<[AtomicU64]> {
-    (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect()
-}
-
-impl HealthState {
-    /// Everything down, no active pool; the writer fills it before it is published.
-    pub fn new(addrs: usize, pools: usize, slots: usize) -> Self {
-        Self {
-            addr_up: words(addrs),
-            pool_up: words(pools),
-            active: (0..slots).map(|_| AtomicU32::new(NO_POOL)).collect(),
-        }
-    }
-
-    /// Whether address `i` may be answered.
-    #[inline]
-    pub fn addr_up(&self, i: u32) -> bool {
-        self.addr_up[(i / 64) as usize].load(Relaxed) & (1 << (i % 64)) != 0
-    }
-
-    /// Whether pool `i` is healthy.
-    #[inline]
-    pub fn pool_up(&self, i: u32) -> bool {
-        self.pool_up[(i / 64) as usize].load(Relaxed) & (1 << (i % 64)) != 0
-    }
-
-    /// The active pool of route slot `s` ([`NO_POOL`]: none is healthy).
-    #[inline]
-    pub fn active(&self, s: u32) -> u32 {
-        self.active[s as usize].load(Relaxed)
-    }
-
-    fn store_bits(dst: &[AtomicU64], bits: &[bool]) {
-        for (w, chunk) in dst.iter().zip(bits.chunks(64)) {
-            let mut v = 0u64;
-            for (i, &b) in chunk.iter().enumerate() {
-                v |= (b as u64) << i;
-            }
-            if w.load(Relaxed) != v {
-                w.store(v, Relaxed);
-            }
-        }
+/// Logs state changes (one structured line each) and queues them for the alert webhook.
+pub fn log_changes(changes: &[Change]) {
+    for c in changes {
+        info!(change = %c, "state change");
+        alerts::push(c);
     }
 }
 

@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 use tracing::info;
 
 use crate::config::gslb::{AddrValue, HealthCheck, Protocol};
-use crate::control::api::{log_changes, SharedWriter};
+use crate::health::{log_changes, SharedWriter};
 use crate::shard::WAIT_BOUND;
 use crate::tables::Snapshot;
 

@@ -21,9 +21,9 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, Cache};
 
 use crate::config::IoMode;
+use crate::dns::rcode;
 use crate::tables::gslb::{ClientAddr, Local};
 use crate::tables::Snapshot;
-use crate::wire::respond::rcode;
 use crate::wire::{respond, Outcome, Query, Transport};
 
 pub use tcp::TcpLimits;

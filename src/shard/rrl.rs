@@ -16,10 +16,11 @@ use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 use crate::config::Rrl as Conf;
+use crate::dns::rcode;
 use crate::tables::gslb::ClientAddr;
 use crate::tables::Snapshot;
 use crate::wire::parse::{Query, HAS_COOKIE};
-use crate::wire::respond::{rcode, DYN, KEY_CHASE};
+use crate::wire::respond::{DYN, KEY_CHASE};
 use crate::wire::Outcome;
 
 /// What to do with a response.
@@ -290,7 +291,7 @@ impl Table {
             shard,
             source = %source,
             class = class.name(),
-            query = %crate::config::name::display_name(q.name()),
+            query = %crate::dns::name::display_name(q.name()),
             qtype = q.qtype,
             rate = self.conf.rate,
             slip = self.conf.slip,

@@ -39,8 +39,8 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use mimalloc as _;
 
 use super::{bump, ShardCtx, WAIT_BOUND};
+use crate::dns::HEADER_LEN;
 use crate::tables::gslb::ClientAddr;
-use crate::wire::parse::HEADER_LEN;
 
 /// TCP limits from `[server]`.
 #[derive(Debug, Clone, Copy)]

@@ -1,5 +1,5 @@
 //! GSLB answer tables, read by shards together with the lock-free health bitmaps
-//! ([`crate::health::HealthState`]). Everything that does not depend on the query or on
+//! ([`super::HealthState`]). Everything that does not depend on the query or on
 //! health is precompiled: the line index (prefixes flattened into disjoint sorted ranges),
 //! each access domain's route per line, each route's candidate pools and fallback address
 //! list, and each address's record data in wire form. At query time a shard finds the
@@ -7,8 +7,8 @@
 //! draws one among healthy pools, picks addresses by the pool's policy from the address
 //! bitmap, and writes `owner-pointer TYPE CLASS TTL RDLENGTH RDATA` per address.
 
+use super::HealthState;
 use crate::config::gslb::{AddressPolicy, PoolPolicy};
-use crate::health::HealthState;
 
 /// "No pool" in the active-pool slots.
 pub const NO_POOL: u32 = u32::MAX;

@@ -10,19 +10,25 @@
 //! the name the tail was compiled for (wildcards, NXDOMAIN, referrals), append OPT.
 
 pub mod gslb;
+mod health;
+
+pub use health::HealthState;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::gslb::Gslb;
-use crate::health::HealthState;
-use crate::wire::parse::{rtype, Query};
+use crate::dns::rtype;
 
 /// Flag in a typed answer index: the rest is an access domain index (a GSLB answer).
 pub const DYN: u32 = 1 << 31;
 
 /// "No index" in the u32 index fields.
 pub const NONE: u32 = u32::MAX;
+
+/// Longest CNAME chain followed inside a zone (Knot and NSD stop in the same range): by the
+/// compiler for the chains it precompiles, by the hot path for those it assembles.
+pub const MAX_CHAIN: usize = 12;
 
 /// One precompiled answer.
 #[derive(Debug, Clone, Copy)]
@@ -126,7 +132,7 @@ pub struct Snapshot {
     pub nsid: Option<Box<[u8]>>,
     /// DNS cookie secrets (RFC 7873, RFC 9018); `None`: cookies are off and the option is
     /// ignored like any unknown one.
-    pub cookies: Option<crate::wire::cookie::Secrets>,
+    pub cookies: Option<crate::dns::cookie::Secrets>,
     /// Over UDP, BADCOOKIE for a query with a client cookie but no valid server cookie.
     pub require_cookie: bool,
     /// Response rate limiting settings (each shard keeps its own table), or off.
@@ -215,7 +221,7 @@ impl Snapshot {
             .slot_lines(s)
             .map(|l| self.model.lines[l].name.as_str())
             .collect();
-        (crate::compile::ad_key(ad), lines.join(","))
+        (crate::config::gslb::ad_key(ad), lines.join(","))
     }
 
     /// A 64-bit digest of [`Self::slot_key`] without building its strings: what health
@@ -234,7 +240,7 @@ impl Snapshot {
 }
 
 /// Where a name is in the index.
-enum Located {
+pub(crate) enum Located {
     /// The name itself.
     Exact(u32),
     /// Its closest existing ancestor.
@@ -257,18 +263,8 @@ pub enum Lookup {
     Refused,
 }
 
+// `lookup` and `chaos`, which take a parsed query, are the hot path's: `wire/lookup.rs`.
 impl Snapshot {
-    /// Finds the answer for an IN-class query. Allocation-free: hashes the lowercased
-    /// question name and, when it does not exist, its suffixes to find the closest encloser.
-    #[inline]
-    pub fn lookup(&self, q: &Query, tcp: bool) -> Lookup {
-        match self.locate(q.name(), &q.label_offsets[..q.labels as usize]) {
-            Located::Exact(n) => self.pick_node(n, q.qtype, tcp),
-            Located::Below(e) => self.below(e, q.qtype, tcp),
-            Located::Nowhere => Lookup::Refused,
-        }
-    }
-
     /// [`Self::lookup`] for any lowercased wire name with the offsets of its labels; also
     /// returns the zone that answers ([`NONE`] when none does).
     pub fn lookup_in(&self, name: &[u8], offsets: &[u8], qtype: u16, tcp: bool) -> (Lookup, u32) {
@@ -281,7 +277,7 @@ impl Snapshot {
 
     /// The node of `name`, or of its closest existing ancestor.
     #[inline]
-    fn locate(&self, name: &[u8], offsets: &[u8]) -> Located {
+    pub(crate) fn locate(&self, name: &[u8], offsets: &[u8]) -> Located {
         if let Some(&n) = self.index.get(name) {
             return Located::Exact(n);
         }
@@ -308,7 +304,7 @@ impl Snapshot {
     /// The answer for a name that does not exist below node `e` (its closest encloser): the
     /// referral below a cut, DNAME synthesis, the wildcard, or NXDOMAIN.
     #[inline]
-    fn below(&self, e: u32, qtype: u16, tcp: bool) -> Lookup {
+    pub(crate) fn below(&self, e: u32, qtype: u16, tcp: bool) -> Lookup {
         let node = &self.nodes[e as usize];
         if node.cut {
             Lookup::Answer(node.other)
@@ -352,17 +348,6 @@ impl Snapshot {
             }
         }
         node.other
-    }
-
-    /// The CH TXT answer for `q`, if configured.
-    pub fn chaos(&self, q: &Query) -> Option<u32> {
-        if q.qtype != rtype::TXT && q.qtype != rtype::ANY {
-            return None;
-        }
-        self.chaos
-            .iter()
-            .find(|(n, _)| &**n == q.name())
-            .map(|&(_, a)| a)
     }
 
     /// The tail bytes and fixups of an answer.

@@ -5,11 +5,11 @@
 //! selection; the chain stays inside the zone it started in and stops after
 //! [`MAX_CHAIN`] parts, as the compiler's static chains do.
 
-use super::parse::{rtype, Query, HEADER_LEN};
+use super::parse::Query;
 use super::respond::Asker;
-use crate::compile::MAX_CHAIN;
+use crate::dns::{rtype, HEADER_LEN};
 use crate::tables::gslb::{Local, Selected};
-use crate::tables::{Answer, Lookup, Snapshot, NONE};
+use crate::tables::{Answer, Lookup, Snapshot, MAX_CHAIN, NONE};
 
 /// YXDOMAIN: a DNAME substitution overflowed the name length (RFC 6672 2.2).
 const YXDOMAIN: u16 = 6;

@@ -10,10 +10,8 @@ use std::sync::OnceLock;
 
 use siphasher::sip::SipHasher24;
 
+pub use crate::dns::cookie::{parse_secret, Secret, Secrets};
 use crate::tables::gslb::ClientAddr;
-
-/// A server secret (RFC 9018 4.4: 16 octets, the SipHash-2-4 key).
-pub type Secret = [u8; 16];
 
 /// Version of the server cookie format (RFC 9018 4.2).
 const VERSION: u8 = 1;
@@ -26,15 +24,6 @@ const MAX_AHEAD: u32 = 300;
 /// a new Server Cookie at least if the received Server Cookie from the client is more than
 /// half an hour old").
 const REFRESH_AGE: u32 = 1800;
-
-/// The secrets a snapshot answers with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Secrets {
-    /// Makes every new server cookie and validates.
-    pub current: Secret,
-    /// Still validates (the secret before a rollover).
-    pub previous: Option<Secret>,
-}
 
 /// What a query's server cookie is worth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,24 +130,6 @@ pub fn now() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as u32)
-}
-
-/// Parses a secret as 32 hexadecimal digits (Knot's `secret` format; a leading `0x` is
-/// allowed).
-pub fn parse_secret(text: &str) -> Option<Secret> {
-    let t = text.trim();
-    let t = t
-        .strip_prefix("0x")
-        .or_else(|| t.strip_prefix("0X"))
-        .unwrap_or(t);
-    if t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut s = [0u8; 16];
-    for (i, o) in s.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(s)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 mod chase;
 pub mod cookie;
+mod lookup;
 pub mod parse;
 pub mod respond;
 

@@ -3,9 +3,9 @@
 
 use super::chase::{chase, Sched};
 use super::cookie;
-use super::parse::{
-    parse, rtype, skip_name, Edns, Query, Reject, CLASS_ANY, CLASS_CH, CLASS_IN, HAS_COOKIE,
-    HAS_NSID, HEADER_LEN, OPT_COOKIE, OPT_ECS, OPT_NSID,
+use super::parse::{parse, skip_name, Edns, Query, Reject, HAS_COOKIE, HAS_NSID};
+use crate::dns::{
+    rcode, rtype, CLASS_ANY, CLASS_CH, CLASS_IN, HEADER_LEN, OPT_COOKIE, OPT_ECS, OPT_NSID,
 };
 use crate::tables::gslb::{ClientAddr, Local, Selected};
 pub use crate::tables::DYN;
@@ -18,28 +18,6 @@ pub enum Transport {
     Udp,
     /// TCP: up to 65535 octets.
     Tcp,
-}
-
-/// RCODE values.
-pub mod rcode {
-    /// No error.
-    pub const NOERROR: u16 = 0;
-    /// Format error.
-    pub const FORMERR: u16 = 1;
-    /// Server failure.
-    pub const SERVFAIL: u16 = 2;
-    /// Name error.
-    pub const NXDOMAIN: u16 = 3;
-    /// Not implemented.
-    pub const NOTIMP: u16 = 4;
-    /// Refused.
-    pub const REFUSED: u16 = 5;
-    /// Not authoritative / not authorized (RFC 8945: with a TSIG error).
-    pub const NOTAUTH: u16 = 9;
-    /// Bad EDNS version (extended).
-    pub const BADVERS: u16 = 16;
-    /// Bad or missing server cookie (extended; RFC 7873).
-    pub const BADCOOKIE: u16 = 23;
 }
 
 /// What happened to one query; drives the shard's counters.

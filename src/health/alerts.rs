@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam::channel::{Receiver, Sender, TrySendError};
 use tracing::{debug, info, warn};
 
+use super::Change;
 use crate::config::Alerts;
-use crate::health::Change;
 
 /// Alerts waiting to be posted at most.
 const QUEUE: usize = 10_000;
