@@ -2,9 +2,6 @@
 //! socket, on an address in use makes start-up fail with exit 2 before anything is
 //! served), the control API's security (tokens, Host, Origin, TLS), and what a reload
 //! applies (`[alerts]`, `[control]`, stale persisted overrides).
-#![allow(missing_docs)]
-
-mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -13,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 
 const A: u16 = 1;
 

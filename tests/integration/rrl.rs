@@ -2,14 +2,11 @@
 //! sources of one /24 (UDP sockets bound to 127.0.0.x), against a legitimate source in
 //! another /24, an exempt source and a client with a valid server cookie inside the flooded
 //! /24, and TCP from it. Bounded to a few seconds per backend.
-#![allow(missing_docs)]
-
-mod common;
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use gtmd::tables::gslb::ClientAddr;
 use gtmd::wire::cookie;
 

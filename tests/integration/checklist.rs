@@ -1,14 +1,11 @@
 //! End-to-end: the real `gtmd` binary, queried over UDP and TCP, with both I/O backends.
 //! Each block below is one row of `DNS-CHECKLIST.md` (the row number is in the comment).
-#![allow(missing_docs)]
-
-mod common;
 
 use std::io::Write as _;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 
 const A: u16 = 1;
 const NS: u16 = 2;
@@ -854,7 +851,7 @@ fn tcp_io_timeout() {
     assert!(tcp_answers(&mut silent));
 }
 
-pub fn tempdir() -> std::path::PathBuf {
+fn tempdir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
         "gtmd-test-{}-{:?}",
         std::process::id(),

@@ -1,16 +1,13 @@
 //! The acceptance scenarios of `SCENARIOS.md`, through the real binary with the configs in
 //! `examples/`: health is switched with the control API's overrides, lines are chosen with
 //! EDNS Client Subnet, and every row of every table is an assertion. Both I/O backends.
-#![allow(missing_docs)]
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 
 const A: u16 = 1;
 const AAAA: u16 = 28;
@@ -676,7 +673,7 @@ addresses = ["b1"]
 /// Country, continent and ASN lines from MaxMind-format databases the test writes itself.
 #[test]
 fn lines_from_maxmind_databases() {
-    use common::mmdb::{write, V};
+    use crate::harness::mmdb::{write, V};
     let dir = std::env::temp_dir().join(format!("gtmd-geo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let geo = |cc: &'static str, cont: &'static str| {

@@ -5,9 +5,6 @@
 //! Each test holds a few thousand sockets: it raises this process's RLIMIT_NOFILE (gtmd,
 //! its child, inherits it). The two tests run one after the other (they share 2 CPUs with
 //! the rest of the suite).
-#![allow(missing_docs)]
-
-mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
@@ -15,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 const A: u16 = 1;

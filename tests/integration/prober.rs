@@ -2,9 +2,6 @@
 //! and stopped by the test), the real binary with the `examples/` configs, and the answer
 //! switching within interval x threshold + timeout (+ margin) when a target dies, then back
 //! (preemptive) or not (non-preemptive) when it returns.
-#![allow(missing_docs)]
-
-mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -13,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 
 const A: u16 = 1;
 

@@ -1,11 +1,8 @@
 //! DNS cookies (RFC 7873, server cookies of RFC 9018) and NSID (RFC 5001) through the real
 //! binary: hand-built COOKIE options, checked against the secret the test wrote, over UDP
 //! and TCP, with and without `require-cookie`; and `kdig +cookie` for a second opinion.
-#![allow(missing_docs)]
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use gtmd::tables::gslb::ClientAddr;
 use gtmd::wire::cookie;
 

@@ -16,9 +16,6 @@
 //! and, when it loads, through the loader (the records, exactly). Where `kzonecheck`
 //! (Knot DNS) is installed, its verdict on each case must be the case's, unless the case
 //! has a `;! knot:` line.
-#![allow(missing_docs)]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -138,7 +135,7 @@ fn run(c: &Case, tmp: &Path) -> Vec<String> {
     let mut wrong = Vec::new();
     let toml = tmp.join("case.toml");
     std::fs::write(&toml, config_text(c)).unwrap();
-    let out = Command::new(common::BIN)
+    let out = Command::new(crate::harness::BIN)
         .args(["check", "--config"])
         .arg(&toml)
         .output()

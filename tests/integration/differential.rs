@@ -21,9 +21,6 @@
 //! plain records (`knot-gslb.zone`). Zone lines gtmd rejects are dropped for gtmd only, and a
 //! nested zone it refuses is left out (its queries skipped); each rejection is a difference
 //! (aspect `load`). knotd runs from its own temporary directory and is stopped on drop.
-#![allow(missing_docs)]
-
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
@@ -33,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wire, Q};
+use crate::harness::{wire, Q};
 use domain::base::{Message, ParsedName};
 use domain::rdata::AllRecordData;
 
@@ -1643,7 +1640,7 @@ fn prepare_gtmd(dir: &Path) -> GtmdSetup {
     let mut nested = true;
     for _ in 0..100 {
         std::fs::write(&config, &toml).unwrap();
-        let out = Command::new(common::BIN)
+        let out = Command::new(crate::harness::BIN)
             .args(["check", "--config"])
             .arg(&config)
             .output()
@@ -1858,7 +1855,7 @@ fn differential_against_knot() {
     let gdir = TempDir(temp_dir("gtmd"));
     let setup = prepare_gtmd(&gdir.0);
     let knot = Knot::start(&knotd, &temp_dir("knot"));
-    let gtmd = common::Server::start(&["--config", setup.config.to_str().unwrap()]);
+    let gtmd = crate::harness::Server::start(&["--config", setup.config.to_str().unwrap()]);
 
     let mut kc = Client::new(knot.addr);
     let mut gc = Client::new(gtmd.addr);

@@ -1,12 +1,9 @@
 //! The command line: `check` on every invalid-config fixture (each with the exact error it
 //! must print), `check` on valid configs, `--help`, `--version`, start-up failures.
-#![allow(missing_docs)]
-
-mod common;
 
 use std::process::Command;
 
-use common::{fixture, BIN};
+use crate::harness::{fixture, BIN};
 
 /// `tests/fixtures/bad/NAME.toml` must fail `gtmd check` with exit 1 and print exactly
 /// `NAME.err`. Run from that folder so paths in messages are as a user typed them.
