@@ -35,11 +35,18 @@ fn main() {
     );
     let fd = sock.as_raw_fd();
     let mut bufs = vec![[0u8; SIZE]; BATCH];
-    // SAFETY: all-zero sockaddr_storage, iovec and mmsghdr are valid values.
-    let mut addrs: Vec<libc::sockaddr_storage> =
-        (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-    let mut iov: Vec<libc::iovec> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    let mut addrs: Vec<libc::sockaddr_storage> = (0..BATCH)
+        // SAFETY: sockaddr_storage is plain data; all-zero is AF_UNSPEC.
+        .map(|_| unsafe { std::mem::zeroed() })
+        .collect();
+    let mut iov: Vec<libc::iovec> = (0..BATCH)
+        // SAFETY: an all-zero iovec is a null, empty buffer; set below before use.
+        .map(|_| unsafe { std::mem::zeroed() })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
+        // SAFETY: an all-zero mmsghdr names nothing; its pointers are set below before use.
+        .map(|_| unsafe { std::mem::zeroed() })
+        .collect();
     loop {
         for i in 0..BATCH {
             iov[i] = libc::iovec {

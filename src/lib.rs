@@ -14,7 +14,7 @@
 //! Imports go one way: a module uses only modules below it in this order, so there is no
 //! cycle (`tools/module-graph`, run by `tools/test`, holds `src/` to the next line).
 //!
-//! Layers, lowest first: dns < config < tables < wire < compile < health < shard < probe < control
+//! Layers, lowest first: sys < dns < config < tables < wire < compile < health < shard < probe < control
 //!
 //! ```text
 //!   control  lifecycle, reload, the control API   -> every module below
@@ -26,6 +26,7 @@
 //!   tables   Snapshot, with its health state      -> config (the GSLB model), dns
 //!   config   TOML, zone files -> validated Config -> dns
 //!   dns      DNS numbers and wire names (leaf)    -> nothing
+//!   sys      safe wrappers of a few syscalls (leaf) -> nothing
 //! ```
 //!
 //! `wire` names no `config` or `compile` item: the [`tables::Snapshot`] it reads carries the
@@ -41,6 +42,8 @@
 //! * [`probe`]: the prober thread: TCP and HTTP health checks with anti-flap thresholds.
 //! * [`health`]: the single writer of the health bitmaps, and where its changes go (log,
 //!   alert webhook).
+//! * [`sys`]: the syscalls outside the socket backends (priority, affinity, random, clock,
+//!   poll), the only `unsafe` outside `shard`.
 //! * [`control`]: process lifecycle: start, reload, shutdown, counters, the control API.
 
 pub mod compile;
@@ -50,5 +53,6 @@ pub mod dns;
 pub mod health;
 pub mod probe;
 pub mod shard;
+pub mod sys;
 pub mod tables;
 pub mod wire;

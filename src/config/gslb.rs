@@ -1488,8 +1488,7 @@ fn include_files(files: &[(Origin, std::path::PathBuf)], scope: &AdScope<'_>) ->
         for _ in 0..workers {
             sc.spawn(|| {
                 // Below the shards: a reload parses while they serve on the same CPUs.
-                // SAFETY: a plain syscall on this thread's own id; failure is harmless.
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as u32, 10) };
+                crate::sys::lower_thread_priority();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((from, path)) = files.get(i) else {

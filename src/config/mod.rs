@@ -370,7 +370,7 @@ fn server(
         match sh.get_ref() {
             toml::Value::String(v) if v == "auto" => {}
             toml::Value::Array(cpus) if !cpus.is_empty() => {
-                let usable = usable_cpus();
+                let usable = crate::sys::usable_cpus();
                 let mut list = Vec::new();
                 for c in cpus {
                     match c.as_integer() {
@@ -799,28 +799,6 @@ fn alerts(
         retries,
         timeout,
     })
-}
-
-/// Number of CPUs this process may run on.
-/// The CPUs this process may run on (its affinity mask: under `taskset -c 2,3` or a
-/// cgroup cpuset that is 2 and 3, not 0 and 1), in order.
-pub fn usable_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it; CPU_ISSET reads it.
-    let cpus: Vec<usize> = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-            (0..libc::CPU_SETSIZE as usize)
-                .filter(|&c| libc::CPU_ISSET(c, &set))
-                .collect()
-        } else {
-            Vec::new()
-        }
-    };
-    if cpus.is_empty() {
-        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
-    } else {
-        cpus
-    }
 }
 
 /// `0-3,6` for [0, 1, 2, 3, 6].

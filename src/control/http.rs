@@ -7,7 +7,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -147,15 +146,8 @@ fn accept_loop(
     global_stop: Arc<AtomicBool>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
-    let mut pfd = libc::pollfd {
-        fd: listener.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
     while !stop.load(Ordering::Relaxed) && !global_stop.load(Ordering::Relaxed) {
-        // SAFETY: one valid pollfd for the listener this function owns.
-        let ready = unsafe { libc::poll(&mut pfd, 1, WAIT_BOUND.as_millis() as libc::c_int) };
-        if ready <= 0 {
+        if !crate::sys::wait_readable(&listener, WAIT_BOUND) {
             continue;
         }
         let (stream, client) = match listener.accept() {

@@ -122,7 +122,7 @@ fn apply_overrides(cfg: &mut Config, opts: &RunOptions) -> Result<(), ConfigErro
         }
     }
     if let Some(n) = opts.shards {
-        let cpus = crate::config::usable_cpus();
+        let cpus = crate::sys::usable_cpus();
         cfg.server.shards = Shards::Cpus((0..n).map(|i| cpus[i % cpus.len()]).collect());
     }
     Ok(())
@@ -448,8 +448,7 @@ fn retire(old: Arc<crate::tables::Snapshot>) {
     let spawned = std::thread::Builder::new()
         .name("retire".into())
         .spawn(move || {
-            // SAFETY: a plain syscall on this thread's own id; failure is harmless.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as u32, 10) };
+            crate::sys::lower_thread_priority();
             let t0 = Instant::now();
             while Arc::strong_count(&old) > 1 && t0.elapsed() < Duration::from_secs(10) {
                 std::thread::sleep(Duration::from_millis(2));
@@ -558,7 +557,7 @@ fn start(
     before_serving: impl FnOnce(),
 ) -> Result<Running, ExitError> {
     let cpus: Vec<usize> = match &cfg.server.shards {
-        Shards::Auto => crate::config::usable_cpus(),
+        Shards::Auto => crate::sys::usable_cpus(),
         Shards::Cpus(c) => c.clone(),
     };
     let n = cpus.len();
@@ -710,7 +709,7 @@ fn spawn(
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
-            if let Err(e) = shard::pin_to(cpu) {
+            if let Err(e) = crate::sys::pin_thread_to(cpu) {
                 warn!(thread = %name, cpu, "cannot pin: {e}");
             }
             f()

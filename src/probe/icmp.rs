@@ -5,7 +5,6 @@
 //! sequence number (and, on raw sockets, by our identifier) and source address.
 
 use std::collections::HashMap;
-use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -189,10 +188,9 @@ impl Icmp {
         let mut out = Vec::new();
         for Sock { sock, kind, v6, .. } in &self.socks {
             let (kind, v6) = (*kind, *v6);
-            let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
-            while let Ok((n, from)) = sock.recv_from(&mut buf) {
-                // SAFETY: recv_from initialised the first n bytes.
-                let data: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = crate::sys::recv_from(sock, &mut buf) {
+                let data = &buf[..n];
                 let icmp = if !v6 && kind == Kind::Raw {
                     let ihl = ((data.first().copied().unwrap_or(0) & 0x0F) as usize) * 4;
                     data.get(ihl..).unwrap_or(&[])

@@ -3,7 +3,6 @@
 //! it), a RST means it does not. Packets are built with `pnet_packet`.
 
 use std::collections::HashMap;
-use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -113,10 +112,9 @@ impl Syn {
         let mut out = Vec::new();
         for (sock, v4) in [(&self.v4, true), (&self.v6, false)] {
             let Some(sock) = sock else { continue };
-            let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
-            while let Ok((n, from)) = sock.recv_from(&mut buf) {
-                // SAFETY: recv_from initialised the first n bytes.
-                let data: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = crate::sys::recv_from(sock, &mut buf) {
+                let data = &buf[..n];
                 // IPv4 raw sockets deliver the IP header, IPv6 ones do not.
                 let seg = if v4 {
                     let ihl = ((data.first().copied().unwrap_or(0) & 0x0F) as usize) * 4;

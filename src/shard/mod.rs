@@ -321,16 +321,3 @@ pub fn make_backend(mode: IoMode, sockets: Vec<std::net::UdpSocket>) -> io::Resu
         IoMode::IoUring => Box::new(uring::Uring::new(sockets)?),
     })
 }
-
-/// Pins the calling thread to `cpu`.
-pub fn pin_to(cpu: usize) -> io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}

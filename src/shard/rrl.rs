@@ -99,9 +99,9 @@ impl Table {
     /// An empty table for `conf`.
     pub fn new(conf: Arc<Conf>) -> Self {
         let mut seed = [0u8; 8];
-        // SAFETY: writes at most 8 octets into `seed`. A short read leaves a weaker but
-        // still per-process seed (the address of the table below is mixed in).
-        unsafe { libc::getrandom(seed.as_mut_ptr().cast(), 8, 0) };
+        // A failed read leaves a weaker but still per-process seed (the address of the
+        // table below is mixed in).
+        let _ = crate::sys::fill_random(&mut seed);
         let buckets = vec![Bucket::default(); conf.table_size as usize].into_boxed_slice();
         let seed = u64::from_ne_bytes(seed) ^ (buckets.as_ptr() as u64);
         let mut t = Self {
@@ -191,7 +191,7 @@ impl Table {
         }
         let (class, name) = classify(snap, o, q);
         let h = self.hasher.hash_one((prefix, class as u8, name));
-        let now = now_ms();
+        let now = crate::sys::coarse_millis();
         let verdict = self.take(h, now);
         if verdict != Verdict::Pass && self.entered(h) {
             self.log(now, client, class, q, shard);
@@ -338,19 +338,6 @@ fn classify(snap: &Snapshot, o: &Outcome, q: &Query) -> (Class, u64) {
         Class::Positive
     };
     (class, key as u64)
-}
-
-/// Milliseconds on the coarse monotonic clock (a few ns; ticks of 1-4 ms, plenty for
-/// buckets that refill per millisecond).
-#[inline]
-fn now_ms() -> u32 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32
 }
 
 #[cfg(test)]

@@ -119,9 +119,11 @@ impl Uring {
         for _ in 0..SLOTS {
             me.slots.push(Slot {
                 buf: Box::new([0; SBUF]),
-                // SAFETY: all-zero sockaddr_storage / iovec / msghdr are valid.
+                // SAFETY: sockaddr_storage is plain data; all-zero is AF_UNSPEC.
                 addr: unsafe { std::mem::zeroed() },
+                // SAFETY: an all-zero iovec is a null, empty buffer, set before use.
                 iov: unsafe { std::mem::zeroed() },
+                // SAFETY: an all-zero msghdr names nothing, its pointers set before use.
                 hdr: unsafe { std::mem::zeroed() },
             });
         }

@@ -43,16 +43,7 @@ pub fn process_secret() -> Secret {
     static SECRET: OnceLock<Secret> = OnceLock::new();
     *SECRET.get_or_init(|| {
         let mut s = [0u8; 16];
-        let mut got = 0;
-        while got < s.len() {
-            // SAFETY: writes at most the remaining octets of `s`.
-            let r = unsafe { libc::getrandom(s[got..].as_mut_ptr().cast(), s.len() - got, 0) };
-            if r > 0 {
-                got += r as usize;
-            } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                panic!("getrandom failed: {}", std::io::Error::last_os_error());
-            }
-        }
+        crate::sys::fill_random(&mut s).expect("getrandom");
         s
     })
 }

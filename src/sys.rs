@@ -1,0 +1,154 @@
+//! The few system calls gtmd makes outside its socket backends, each behind a safe function.
+//!
+//! `unsafe` lives in two places only: the shard backends (`shard::{mmsg, uring, socket,
+//! tcp}`, which own their buffers and the kernel's view of them) and this module (a leaf:
+//! plain calls on plain data). Everything else calls these. Every `unsafe` block says why it
+//! holds (`clippy::undocumented_unsafe_blocks` is denied in `lib.rs`).
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// Lowers the calling thread's scheduling priority (nice 10), for control-side work (parsing
+/// include files, freeing an old snapshot) that runs on the shards' CPUs and must yield to
+/// them. Failure is harmless and ignored.
+pub fn lower_thread_priority() {
+    // SAFETY: a plain syscall on this thread's own id, no memory passed.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as u32, 10) };
+}
+
+/// The CPUs this process may run on (its affinity mask: under `taskset -c 2,3` or a cgroup
+/// cpuset that is 2 and 3, not 0 and 1), in order; all CPUs if the mask cannot be read.
+pub fn usable_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data, all-zero is an empty set; sched_getaffinity writes at
+    // most size_of::<cpu_set_t>() octets into it; CPU_ISSET only reads it.
+    let cpus: Vec<usize> = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        } else {
+            Vec::new()
+        }
+    };
+    if cpus.is_empty() {
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    } else {
+        cpus
+    }
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_thread_to(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data, all-zero is an empty set; CPU_SET writes inside it
+    // (it ignores a cpu past CPU_SETSIZE); sched_setaffinity only reads it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Fills `buf` from the kernel's random source (getrandom(2), blocking only until the pool
+/// is initialised at boot), retrying interrupted and short reads.
+pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        let rest = &mut buf[got..];
+        // SAFETY: getrandom writes at most rest.len() octets at rest's start.
+        let r = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if r > 0 {
+            got += r as usize;
+        } else {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Milliseconds of CLOCK_MONOTONIC_COARSE, wrapping at 2^32 (about 49 days): the
+/// vDSO's cheapest clock, read per query by rate limiting (its tick, 1-4 ms, is finer than
+/// buckets that refill per millisecond).
+#[inline]
+pub fn coarse_millis() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32
+}
+
+/// Waits until `fd` is readable or `timeout` passes; true when it is readable. An
+/// interrupted wait counts as not readable (the caller loops).
+pub fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd, owned by this frame, for the duration of the call.
+    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+}
+
+/// `recv_from` on a socket2 socket into an initialised buffer: the received octets are
+/// `buf[..n]`.
+pub fn recv_from(sock: &socket2::Socket, buf: &mut [u8]) -> io::Result<(usize, socket2::SockAddr)> {
+    // SAFETY: [u8] and [MaybeUninit<u8>] have one layout, and the kernel only ever writes
+    // initialised octets into the buffer, so `buf` stays initialised (socket2 documents
+    // this cast for `Read`).
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    sock.recv_from(uninit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpus_random_and_clock() {
+        let cpus = usable_cpus();
+        assert!(!cpus.is_empty());
+        pin_thread_to(cpus[0]).unwrap();
+        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+        fill_random(&mut a).unwrap();
+        fill_random(&mut b).unwrap();
+        assert_ne!(a, b);
+        let t0 = coarse_millis();
+        std::thread::sleep(Duration::from_millis(30));
+        let dt = coarse_millis().wrapping_sub(t0);
+        assert!((20..1000).contains(&dt), "{dt} ms");
+    }
+
+    #[test]
+    fn readable_and_recv_from() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        b.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        let to = b.local_addr().unwrap().as_socket().unwrap();
+        assert!(!wait_readable(&b, Duration::from_millis(10)));
+        a.send_to(b"hello", to).unwrap();
+        assert!(wait_readable(&b, Duration::from_secs(2)));
+        let mut buf = [0u8; 64];
+        let (n, from) = recv_from(&b, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(from.as_socket(), Some(a.local_addr().unwrap()));
+    }
+}
