@@ -1,14 +1,19 @@
-//! The secrets of `[control]`: bearer tokens from `token-file` and the TLS certificate and
+//! `[control]`: where the control API listens and who may use it, validated into a
+//! [`Control`]; and its secrets, bearer tokens from `token-file` and the TLS certificate and
 //! key of the API, read and checked with the rest of the configuration (so `gtmd check`
 //! reports a missing, malformed or world-readable file, and a reload re-reads them).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use toml::Spanned;
 
-use super::{ConfigError, Control, Origin};
+use super::spec::ControlSpec;
+use super::validate::Ctx;
+use super::{ConfigError, Control, Origin, DEFAULT_CONTROL};
 
 /// Shortest token accepted (characters): long enough that guessing is hopeless.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -51,6 +56,20 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Control {
+    /// The settings of a file without `[control]`.
+    fn defaults() -> Self {
+        Self {
+            listen: Some(DEFAULT_CONTROL.parse().expect("literal")),
+            explicit: false,
+            state_file: None,
+            allow_remote: false,
+            token_file: None,
+            tokens: Vec::new(),
+            allowed_hosts: Vec::new(),
+            tls: None,
+        }
+    }
+
     /// Why the API may not listen where it is asked to: beyond loopback it needs tokens.
     pub fn exposure_error(&self) -> Option<String> {
         let a = self.listen?;
@@ -60,6 +79,90 @@ impl Control {
                  [control] token-file (bearer tokens, one name:token per line)"
             )
         })
+    }
+}
+
+/// `[control]`, or its defaults when the file has none.
+pub(super) fn validate(spec: Option<&ControlSpec>, ctx: &mut Ctx<'_>) -> Control {
+    spec.map_or_else(Control::defaults, |spec| spec.validate(ctx))
+}
+
+impl ControlSpec {
+    fn validate(&self, ctx: &mut Ctx<'_>) -> Control {
+        let mut c = Control::defaults();
+        c.allow_remote = self.allow_remote == Some(true);
+        if let Some(f) = &self.token_file {
+            let path = ctx.path(f.get_ref());
+            c.tokens = read_tokens(&path, ctx.at(f), ctx.errs);
+            c.token_file = Some(path);
+        }
+        for h in self.allowed_hosts.iter().flatten() {
+            if let Some(name) = ctx.check(h, "control.allowed-hosts", host_name(h.get_ref()), || {
+                format!(
+                    "'{}' is not a host name or IP address (no scheme, port or path: \"gtmd.example.net\", \"192.0.2.1\")",
+                    h.get_ref()
+                )
+            }) {
+                c.allowed_hosts.push(name);
+            }
+        }
+        c.tls = self.tls(ctx);
+        if let Some(l) = &self.listen {
+            c.explicit = true;
+            listen(l, ctx, &mut c);
+        }
+        c.state_file = self.state_file.as_ref().map(|f| ctx.path(f.get_ref()));
+        c
+    }
+
+    /// `tls-cert` and `tls-key`: both, or neither.
+    fn tls(&self, ctx: &mut Ctx<'_>) -> Option<Tls> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => read_tls(
+                (&ctx.path(cert.get_ref()), ctx.at(cert)),
+                (&ctx.path(key.get_ref()), ctx.at(key)),
+                ctx.errs,
+            ),
+            (Some(v), None) | (None, Some(v)) => {
+                let field = if self.tls_cert.is_some() {
+                    "control.tls-key"
+                } else {
+                    "control.tls-cert"
+                };
+                let why = "tls-cert and tls-key go together: set both (PEM files) or neither";
+                ctx.err(v, field, why);
+                None
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+/// `listen`: "off", a loopback address, or (with `allow-remote` and tokens) any other.
+fn listen(l: &Spanned<String>, ctx: &mut Ctx<'_>, c: &mut Control) {
+    let text = l.get_ref().as_str();
+    if text == "off" || text.is_empty() {
+        c.listen = None;
+        return;
+    }
+    match text.parse::<SocketAddr>() {
+        Ok(a) if a.ip().is_loopback() => c.listen = Some(a),
+        Ok(a) if !c.allow_remote => ctx.err(
+            l,
+            "control.listen",
+            format!("{a} is not a loopback address: set allow-remote = true and token-file to expose the control API"),
+        ),
+        Ok(a) => {
+            c.listen = Some(a);
+            if let Some(e) = c.exposure_error() {
+                ctx.err(l, "control.listen", e);
+            }
+        }
+        Err(_) => ctx.err(
+            l,
+            "control.listen",
+            format!("'{text}' is not an address:port or \"off\""),
+        ),
     }
 }
 
@@ -189,7 +292,7 @@ pub fn read_tokens(path: &Path, at: Origin, errs: &mut Vec<ConfigError>) -> Vec<
 /// Reads the certificate chain and key and builds the server configuration (ring, TLS 1.2
 /// and 1.3, HTTP/1.1 by ALPN), so a key that does not match its certificate is a
 /// configuration error.
-pub(super) fn read_tls(
+fn read_tls(
     (cert, cert_at): (&Path, Origin),
     (key, key_at): (&Path, Origin),
     errs: &mut Vec<ConfigError>,

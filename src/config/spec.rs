@@ -1,6 +1,7 @@
 //! The on-disk TOML spec: exactly what the file may say, nothing checked beyond types.
-//! `config::load` turns it into a validated [`super::Config`]; unknown fields are rejected
-//! so a typo is an error, never a silently ignored setting.
+//! Each table's `validate` (in the file named after it) turns it into its part of a
+//! validated [`super::Config`]; unknown fields are rejected so a typo is an error, never a
+//! silently ignored setting.
 
 use serde::Deserialize;
 use toml::Spanned;

@@ -4,11 +4,13 @@
 //! NS, CNAME beside other data.
 
 use std::path::Path;
-use std::sync::Arc;
+
+use toml::Spanned;
 
 use super::error::{ConfigError, Lines, Origin};
 use super::name::parse_name;
-use super::spec::ZoneSpec;
+use super::spec::{SoaSpec, ZoneSpec};
+use super::validate::Ctx;
 use super::zonefile::{self, Source};
 use super::Zone;
 use crate::dns::name::{display_name, is_within};
@@ -72,154 +74,195 @@ fn inline_lines(span: std::ops::Range<usize>, text: &str, lines: &Lines) -> impl
     }
 }
 
-fn int_field(
-    v: &Option<toml::Spanned<i64>>,
-    default: u32,
-    field: &str,
-    at: &dyn Fn(std::ops::Range<usize>) -> Origin,
-    errs: &mut Vec<ConfigError>,
-) -> u32 {
-    match v {
-        None => default,
-        Some(s) => match u32::try_from(*s.get_ref()) {
-            Ok(x) if i64::from(x) <= MAX_TTL || field.ends_with("serial") => x,
-            _ => {
-                errs.push(ConfigError::new(
-                    at(s.span()),
-                    field,
-                    format!("{} is outside 0..=2147483647", s.get_ref()),
-                ));
-                default
-            }
-        },
-    }
+/// A TTL or SOA time field: 0..=2147483647.
+fn time_field(v: &Option<Spanned<i64>>, field: &str, default: u32, ctx: &mut Ctx<'_>) -> u32 {
+    u32_field(v, field, MAX_TTL, default, ctx)
 }
 
-/// Loads zone `i` of the spec. Returns `None` when its name is unusable; other mistakes are
-/// pushed to `errs` and the zone is still returned so later checks can run.
-pub(super) fn load(
-    i: usize,
-    z: &ZoneSpec,
-    file: &Arc<str>,
-    lines: &Lines,
-    base: &Path,
-    errs: &mut Vec<ConfigError>,
-) -> Option<Zone> {
-    let at = |span: std::ops::Range<usize>| Origin::new(file, lines.line(span.start));
-    let f = |s: &str| format!("zone[{i}].{s}");
-    let zat = at(z.name.span());
-    let name = match parse_name(z.name.get_ref(), None) {
-        Ok(n) => n,
-        Err(e) => {
-            errs.push(ConfigError::new(zat, f("name"), e));
-            return None;
+/// A 32-bit field up to `max` (the message names the TTL range, which the serial, any
+/// 32-bit value, is outside of only below 0 or beyond 32 bits).
+fn u32_field(
+    v: &Option<Spanned<i64>>,
+    field: &str,
+    max: i64,
+    default: u32,
+    ctx: &mut Ctx<'_>,
+) -> u32 {
+    let Some(s) = v else { return default };
+    let n = *s.get_ref();
+    let value = u32::try_from(n).ok().filter(|&x| i64::from(x) <= max);
+    ctx.check(s, field, value, || format!("{n} is outside 0..=2147483647"))
+        .unwrap_or(default)
+}
+
+/// The `[[zone]]` tables: each zone, then the names declared twice.
+pub(super) fn load(specs: &[ZoneSpec], ctx: &mut Ctx<'_>) -> Vec<Zone> {
+    if specs.is_empty() {
+        ctx.push(
+            Origin::new(ctx.file, 1),
+            "zone",
+            "no [[zone]]: there is nothing to serve",
+        );
+    }
+    let zones: Vec<Zone> = specs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, z)| z.validate(ctx, i))
+        .collect();
+    for (i, a) in zones.iter().enumerate() {
+        for b in &zones[..i] {
+            if a.name == b.name {
+                ctx.push(
+                    a.at.clone(),
+                    "zone.name",
+                    format!("zone {} is declared twice", display_name(&a.name)),
+                );
+            }
         }
-    };
-    let default_ttl = int_field(&z.ttl, 3600, &f("ttl"), &at, errs);
-    let mut records = Vec::new();
-    let mut file_read = false;
-    if let Some(path) = &z.file {
-        let full = super::relative_to(base, path.get_ref());
+    }
+    zones
+}
+
+impl ZoneSpec {
+    /// Zone `i`. `None` when its name is unusable; other mistakes are reported and the
+    /// zone is still returned so later checks can run.
+    fn validate(&self, ctx: &mut Ctx<'_>, i: usize) -> Option<Zone> {
+        let f = |s: &str| format!("zone[{i}].{s}");
+        let zat = ctx.at(&self.name);
+        let name = match parse_name(self.name.get_ref(), None) {
+            Ok(n) => n,
+            Err(e) => {
+                ctx.push(zat, f("name"), e);
+                return None;
+            }
+        };
+        let default_ttl = time_field(&self.ttl, &f("ttl"), 3600, ctx);
+        let mut records = Vec::new();
+        let file_read = self.read_file(ctx, &name, default_ttl, &mut records, &f);
+        if let Some(soa) = &self.soa {
+            records.push(soa_record(soa, ctx, &name, default_ttl, &f));
+        }
+        if let Some(ns) = &self.ns {
+            ns_records(ns, ctx, &name, default_ttl, &mut records, &f);
+        }
+        for r in &self.records {
+            let src = Source {
+                text: r.get_ref().as_bytes(),
+                file: ctx.file.clone(),
+                line_of: &inline_lines(r.span(), r.get_ref(), ctx.lines),
+                dir: None,
+            };
+            zonefile::read(&src, &name, default_ttl, &mut records, ctx.errs);
+        }
+        if self.file.is_none() && self.soa.is_none() {
+            let why = "missing: give `soa = {...}` and `ns = [...]`, or `file = \"...\"`";
+            ctx.push(zat.clone(), f("soa"), why);
+        }
+        let declared_soa = file_read || self.soa.is_some();
+        check(&name, &records, &zat, &f, declared_soa, ctx.errs);
+        Some(Zone {
+            name,
+            at: zat,
+            records,
+        })
+    }
+
+    /// The records of `file`, if given; whether it could be read.
+    fn read_file(
+        &self,
+        ctx: &mut Ctx<'_>,
+        apex: &[u8],
+        default_ttl: u32,
+        records: &mut Vec<Record>,
+        f: &dyn Fn(&str) -> String,
+    ) -> bool {
+        let Some(path) = &self.file else { return false };
+        let full = ctx.path(path.get_ref());
         match std::fs::read(&full) {
             Ok(text) => {
-                file_read = true;
                 let src = Source {
                     text: &text,
                     file: full.display().to_string().into(),
                     line_of: &|l| l,
                     dir: Some(full.parent().unwrap_or(Path::new(""))),
                 };
-                zonefile::read(&src, &name, default_ttl, &mut records, errs);
+                zonefile::read(&src, apex, default_ttl, records, ctx.errs);
+                true
             }
-            Err(e) => errs.push(ConfigError::new(
-                at(path.span()),
-                f("file"),
-                format!("cannot read {}: {e}", full.display()),
-            )),
+            Err(e) => {
+                let why = format!("cannot read {}: {e}", full.display());
+                ctx.err(path, f("file"), why);
+                false
+            }
         }
     }
-    if let Some(soa) = &z.soa {
-        let s = soa.get_ref();
-        let sat = at(soa.span());
-        let mut names = [Vec::new(), Vec::new()];
-        for (k, (fname, v)) in [("mname", &s.mname), ("rname", &s.rname)]
-            .into_iter()
-            .enumerate()
-        {
-            match parse_name(v.get_ref(), Some(&name)) {
-                Ok(n) => names[k] = n,
-                Err(e) => errs.push(ConfigError::new(
-                    at(v.span()),
-                    f(&format!("soa.{fname}")),
-                    e,
-                )),
-            }
+}
+
+/// `soa = { ... }`: the apex SOA record.
+fn soa_record(
+    soa: &Spanned<SoaSpec>,
+    ctx: &mut Ctx<'_>,
+    apex: &[u8],
+    default_ttl: u32,
+    f: &dyn Fn(&str) -> String,
+) -> Record {
+    let s = soa.get_ref();
+    let mut names = [Vec::new(), Vec::new()];
+    for (k, (fname, v)) in [("mname", &s.mname), ("rname", &s.rname)]
+        .into_iter()
+        .enumerate()
+    {
+        match parse_name(v.get_ref(), Some(apex)) {
+            Ok(n) => names[k] = n,
+            Err(e) => ctx.err(v, f(&format!("soa.{fname}")), e),
         }
-        let [mname, rname] = names;
-        let times = [
-            int_field(&s.serial, 1, &f("soa.serial"), &at, errs),
-            int_field(&s.refresh, 3600, &f("soa.refresh"), &at, errs),
-            int_field(&s.retry, 900, &f("soa.retry"), &at, errs),
-            int_field(&s.expire, 604800, &f("soa.expire"), &at, errs),
-            int_field(&s.minimum, 300, &f("soa.minimum"), &at, errs),
-        ];
-        let ttl = int_field(&s.ttl, default_ttl, &f("soa.ttl"), &at, errs);
-        records.push(Record {
-            owner: name.clone(),
-            rtype: rtype::SOA,
-            ttl,
-            rdata: Rdata::Soa(Soa {
-                mname,
-                rname,
-                times,
+    }
+    let [mname, rname] = names;
+    let times = [
+        u32_field(&s.serial, &f("soa.serial"), u32::MAX.into(), 1, ctx),
+        time_field(&s.refresh, &f("soa.refresh"), 3600, ctx),
+        time_field(&s.retry, &f("soa.retry"), 900, ctx),
+        time_field(&s.expire, &f("soa.expire"), 604800, ctx),
+        time_field(&s.minimum, &f("soa.minimum"), 300, ctx),
+    ];
+    let ttl = time_field(&s.ttl, &f("soa.ttl"), default_ttl, ctx);
+    Record {
+        owner: apex.to_vec(),
+        rtype: rtype::SOA,
+        ttl,
+        rdata: Rdata::Soa(Soa {
+            mname,
+            rname,
+            times,
+        }),
+        at: ctx.at(soa),
+    }
+}
+
+/// `ns = [...]`: the apex NS records.
+fn ns_records(
+    ns: &Spanned<Vec<Spanned<String>>>,
+    ctx: &mut Ctx<'_>,
+    apex: &[u8],
+    default_ttl: u32,
+    records: &mut Vec<Record>,
+    f: &dyn Fn(&str) -> String,
+) {
+    if ns.get_ref().is_empty() {
+        ctx.err(ns, f("ns"), "empty: a zone needs at least one NS");
+    }
+    for n in ns.get_ref() {
+        match parse_name(n.get_ref(), Some(apex)) {
+            Ok(target) => records.push(Record {
+                owner: apex.to_vec(),
+                rtype: rtype::NS,
+                ttl: default_ttl,
+                rdata: Rdata::Name(target),
+                at: ctx.at(n),
             }),
-            at: sat,
-        });
-    }
-    if let Some(ns) = &z.ns {
-        if ns.get_ref().is_empty() {
-            errs.push(ConfigError::new(
-                at(ns.span()),
-                f("ns"),
-                "empty: a zone needs at least one NS",
-            ));
-        }
-        for n in ns.get_ref() {
-            match parse_name(n.get_ref(), Some(&name)) {
-                Ok(target) => records.push(Record {
-                    owner: name.clone(),
-                    rtype: rtype::NS,
-                    ttl: default_ttl,
-                    rdata: Rdata::Name(target),
-                    at: at(n.span()),
-                }),
-                Err(e) => errs.push(ConfigError::new(at(n.span()), f("ns"), e)),
-            }
+            Err(e) => ctx.err(n, f("ns"), e),
         }
     }
-    for r in &z.records {
-        let src = Source {
-            text: r.get_ref().as_bytes(),
-            file: file.clone(),
-            line_of: &inline_lines(r.span(), r.get_ref(), lines),
-            dir: None,
-        };
-        zonefile::read(&src, &name, default_ttl, &mut records, errs);
-    }
-    if z.file.is_none() && z.soa.is_none() {
-        errs.push(ConfigError::new(
-            zat.clone(),
-            f("soa"),
-            "missing: give `soa = {...}` and `ns = [...]`, or `file = \"...\"`",
-        ));
-    }
-    let declared_soa = file_read || z.soa.is_some();
-    check(&name, &records, &zat, &f, declared_soa, errs);
-    Some(Zone {
-        name,
-        at: zat,
-        records,
-    })
 }
 
 /// Zone-level consistency checks.

@@ -1,0 +1,320 @@
+//! `[[access-domain]]` (in the config file and the files it includes): a name and type
+//! answered from pools, chosen by a policy, per line for the nearest policy, with a
+//! fallback; validated into [`AccessDomain`]s, then checked together and against the zone
+//! data beside them.
+
+use foldhash::{HashMap, HashMapExt};
+
+use toml::Spanned;
+
+use super::DEFAULT_LINE;
+use super::{type_name, AccessDomain, Ctx, Fallback, PoolKind, PoolPolicy, Scope, Zone};
+use crate::config::name::parse_name;
+use crate::config::spec::AccessDomainSpec;
+use crate::dns::name::{display_name, is_within};
+use crate::dns::rtype;
+
+/// Validates access domain specs (names declared twice are found once all files are in,
+/// by [`check_all`]).
+pub(super) fn validate_all(
+    specs: &[AccessDomainSpec],
+    ctx: &mut Ctx<'_>,
+    scope: &Scope<'_>,
+) -> Vec<AccessDomain> {
+    let mut out = Vec::with_capacity(specs.len());
+    out.extend(specs.iter().filter_map(|a| a.validate(ctx, scope)));
+    out
+}
+
+impl AccessDomainSpec {
+    /// The access domain, or `None` when its name, type or policy is unusable (reported).
+    fn validate(&self, ctx: &mut Ctx<'_>, scope: &Scope<'_>) -> Option<AccessDomain> {
+        let at = ctx.at(&self.name);
+        let (name, zone) = self.name_and_zone(ctx, scope.zones)?;
+        let rt = self.rtype(ctx)?;
+        let ttl = ctx.int(&self.ttl, "access-domain.ttl", 0..=0x7FFF_FFFF);
+        let policies = [
+            (
+                "global-availability",
+                PoolPolicy::GlobalAvailability {
+                    preemptive: self.preemptive.unwrap_or(true),
+                },
+            ),
+            ("weighted", PoolPolicy::Weighted),
+            ("round-robin", PoolPolicy::RoundRobin),
+            ("nearest", PoolPolicy::Nearest),
+        ];
+        let policy = ctx.keyword(&self.policy, "access-domain.policy", &policies)?;
+        let resolve = Resolver::new(scope, rt);
+        let mut pools = self.pools(ctx, &resolve);
+        let lines = self.lines(ctx, &resolve, policy, &mut pools);
+        if pools.is_empty() && !self.pools_given() {
+            let (field, hint) = if policy == PoolPolicy::Nearest {
+                ("access-domain.lines", ": give `pools` or a `default` line")
+            } else {
+                ("access-domain.pools", "")
+            };
+            let why = format!("access domain {} has no pools{hint}", display_name(&name));
+            ctx.push(at.clone(), field, why);
+        }
+        let fallback = self.fallback(ctx, &resolve);
+        Some(AccessDomain {
+            name,
+            zone,
+            rtype: rt,
+            ttl: ttl.unwrap_or(30),
+            enabled: self.enabled.unwrap_or(true),
+            remarks: self.remarks.clone().unwrap_or_default(),
+            policy,
+            pools,
+            lines,
+            fallback,
+            at,
+        })
+    }
+
+    /// The name, and the zone that holds it (the most specific one, zones being nested).
+    fn name_and_zone(&self, ctx: &mut Ctx<'_>, zones: &[Zone]) -> Option<(Vec<u8>, usize)> {
+        let field = "access-domain.name";
+        let name = match parse_name(self.name.get_ref(), None) {
+            Ok(n) => n,
+            Err(e) => {
+                ctx.err(&self.name, field, e);
+                return None;
+            }
+        };
+        let zone = (0..zones.len())
+            .filter(|&z| is_within(&name, &zones[z].name))
+            .max_by_key(|&z| zones[z].name.len());
+        let zone = ctx.check(&self.name, field, zone, || {
+            format!("{} is not inside any zone served here", display_name(&name))
+        })?;
+        Some((name, zone))
+    }
+
+    /// `type`: A, AAAA or CNAME, in any case.
+    fn rtype(&self, ctx: &mut Ctx<'_>) -> Option<u16> {
+        let t = self.rtype.get_ref().to_ascii_uppercase();
+        let rt = match t.as_str() {
+            "A" => Some(rtype::A),
+            "AAAA" => Some(rtype::AAAA),
+            "CNAME" => Some(rtype::CNAME),
+            _ => None,
+        };
+        ctx.check(&self.rtype, "access-domain.type", rt, || {
+            format!("'{t}' is not one of A, AAAA, CNAME")
+        })
+    }
+
+    /// `pools`: names, or `{ pool = "NAME", weight = N }`, with their weights.
+    fn pools(&self, ctx: &mut Ctx<'_>, resolve: &Resolver<'_>) -> Vec<(usize, u32)> {
+        let field = "access-domain.pools";
+        let mut pools = Vec::new();
+        for p in self.pools.iter().flat_map(|ps| ps.get_ref()) {
+            let (pname, weight) = match p.get_ref() {
+                toml::Value::String(s) => (s.clone(), 1u32),
+                toml::Value::Table(t) => {
+                    let n = t.get("pool").and_then(|v| v.as_str()).unwrap_or("");
+                    let w = t.get("weight").and_then(|v| v.as_integer()).unwrap_or(1);
+                    if !(1..=100).contains(&w) {
+                        ctx.err(p, field, format!("weight {w} is outside 1..=100"));
+                    }
+                    (n.to_string(), w.clamp(1, 100) as u32)
+                }
+                _ => {
+                    ctx.err(p, field, "a pool name, or { pool = \"NAME\", weight = N }");
+                    continue;
+                }
+            };
+            let sp = Spanned::new(p.span(), pname);
+            if let Some(i) = resolve.pool(ctx, &sp, field) {
+                pools.push((i, weight));
+            }
+        }
+        pools
+    }
+
+    /// `[access-domain.lines]` (the nearest policy): each line's pools, in order. The
+    /// `default` line's give `pools` when it has none.
+    fn lines(
+        &self,
+        ctx: &mut Ctx<'_>,
+        resolve: &Resolver<'_>,
+        policy: PoolPolicy,
+        pools: &mut Vec<(usize, u32)>,
+    ) -> Vec<(usize, Vec<usize>)> {
+        let field = "access-domain.lines";
+        let mut routes = Vec::new();
+        let Some(ls) = &self.lines else {
+            return routes;
+        };
+        if policy != PoolPolicy::Nearest {
+            ctx.err(ls, field, "lines are only used by policy \"nearest\"");
+        }
+        for (lname, lp) in ls.get_ref() {
+            let Some(&li) = resolve.scope.names.lines.get(lname) else {
+                ctx.err(lp, field, format!("unknown line '{lname}'"));
+                continue;
+            };
+            let v: Vec<usize> = lp
+                .get_ref()
+                .iter()
+                .filter_map(|p| resolve.pool(ctx, p, field))
+                .collect();
+            if v.is_empty() {
+                ctx.err(lp, field, format!("line '{lname}' has no pools"));
+            }
+            if li == 0 && pools.is_empty() {
+                *pools = v.iter().map(|&p| (p, 1)).collect();
+            } else if li != 0 {
+                routes.push((li, v));
+            }
+        }
+        routes
+    }
+
+    /// Whether pools were given at all (those given may all be unusable).
+    fn pools_given(&self) -> bool {
+        self.pools.as_ref().is_some_and(|p| !p.get_ref().is_empty())
+            || self
+                .lines
+                .as_ref()
+                .is_some_and(|l| l.get_ref().contains_key(DEFAULT_LINE))
+    }
+
+    /// `fallback` ("all" or "nodata") or `fallback-pool`: what answers when no pool is up.
+    fn fallback(&self, ctx: &mut Ctx<'_>, resolve: &Resolver<'_>) -> Fallback {
+        match (&self.fallback, &self.fallback_pool) {
+            (_, Some(fp)) => match resolve.pool(ctx, fp, "access-domain.fallback-pool") {
+                Some(i) => Fallback::Pool(i),
+                None => Fallback::All,
+            },
+            (None, None) => Fallback::All,
+            (Some(f), None) => {
+                let value = match f.get_ref().as_str() {
+                    "all" => Some(Fallback::All),
+                    "nodata" => Some(Fallback::NoData),
+                    _ => None,
+                };
+                ctx.check(f, "access-domain.fallback", value, || {
+                    format!(
+                        "'{}' is not \"all\" or \"nodata\" (or give fallback-pool)",
+                        f.get_ref()
+                    )
+                })
+                .unwrap_or(Fallback::All)
+            }
+        }
+    }
+}
+
+/// Resolves the pools an access domain names: known, and of the kind its type answers.
+struct Resolver<'a> {
+    scope: &'a Scope<'a>,
+    rtype: u16,
+    want: PoolKind,
+}
+
+impl<'a> Resolver<'a> {
+    fn new(scope: &'a Scope<'a>, rtype: u16) -> Self {
+        let want = match rtype {
+            rtype::A => PoolKind::Ipv4,
+            rtype::AAAA => PoolKind::Ipv6,
+            _ => PoolKind::Domain,
+        };
+        Self { scope, rtype, want }
+    }
+
+    /// The pool `n` names (a pool of the wrong kind is reported, and still returned).
+    fn pool(&self, ctx: &mut Ctx<'_>, n: &Spanned<String>, field: &str) -> Option<usize> {
+        let Some(&i) = self.scope.names.pools.get(n.get_ref()) else {
+            ctx.err(n, field, format!("unknown pool '{}'", n.get_ref()));
+            return None;
+        };
+        let kind = self.scope.pools[i].kind;
+        if kind != self.want {
+            let why = format!(
+                "pool '{}' holds {} addresses, which cannot answer type {}",
+                n.get_ref(),
+                kind.name(),
+                type_name(self.rtype)
+            );
+            ctx.err(n, field, why);
+        }
+        Some(i)
+    }
+}
+
+/// Checks the access domains of all files together: each name and type once, and none
+/// that the zone data beside it contradicts.
+pub(super) fn check_all(ads: &[AccessDomain], ctx: &mut Ctx<'_>, zones: &[Zone]) {
+    let mut seen: HashMap<(&[u8], u16), ()> = HashMap::with_capacity(ads.len());
+    for ad in ads {
+        if seen.insert((&ad.name[..], ad.rtype), ()).is_some() {
+            let why = format!(
+                "access domain {} {} is declared twice",
+                display_name(&ad.name),
+                type_name(ad.rtype)
+            );
+            ctx.push(ad.at.clone(), "access-domain.name", why);
+        }
+    }
+    beside_zone_data(ads, ctx, zones);
+}
+
+/// Access domains against the records of their zones (by hash: a million access domains
+/// meet a large zone in linear time): a CNAME alone at its name (RFC 1034 3.6.2), none at
+/// the apex.
+fn beside_zone_data(ads: &[AccessDomain], ctx: &mut Ctx<'_>, zones: &[Zone]) {
+    let mut owners: HashMap<(usize, &[u8]), Vec<u16>> = HashMap::new();
+    for (zi, z) in zones.iter().enumerate() {
+        for r in &z.records {
+            owners.entry((zi, &r.owner[..])).or_default().push(r.rtype);
+        }
+    }
+    let mut addr_ads: HashMap<&[u8], ()> = HashMap::new();
+    for ad in ads {
+        if ad.enabled && ad.rtype != rtype::CNAME {
+            addr_ads.insert(&ad.name[..], ());
+        }
+    }
+    for ad in ads {
+        let name = || display_name(&ad.name);
+        let at_name: &[u16] = owners.get(&(ad.zone, &ad.name[..])).map_or(&[], |v| &v[..]);
+        let mut err = |field: &str, why: String| ctx.push(ad.at.clone(), field, why);
+        if ad.rtype == rtype::CNAME && at_name.iter().any(|&t| t != rtype::CNAME) {
+            err(
+                "access-domain.type",
+                format!(
+                    "CNAME access domain {} beside other records of the zone (RFC 1034 3.6.2)",
+                    name()
+                ),
+            );
+        }
+        if ad.rtype != rtype::CNAME && at_name.contains(&rtype::CNAME) {
+            err(
+                "access-domain.type",
+                format!(
+                    "{} access domain {} at a name that has a CNAME in the zone",
+                    type_name(ad.rtype),
+                    name()
+                ),
+            );
+        }
+        if ad.rtype == rtype::CNAME && ad.enabled && addr_ads.contains_key(&ad.name[..]) {
+            err(
+                "access-domain.type",
+                format!(
+                    "CNAME access domain {} beside an A/AAAA access domain of the same name",
+                    name()
+                ),
+            );
+        }
+        if ad.name == zones[ad.zone].name {
+            err(
+                "access-domain.name",
+                "an access domain cannot be the zone apex".into(),
+            );
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! `include`: files of more `[[access-domain]]` tables (paths, or `dir/*.toml` patterns),
+//! read and validated on one thread per CPU, their access domains and errors kept in file
+//! order.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::access_domain::validate_all;
+use super::{AccessDomain, Ctx, Scope};
+use crate::config::error::{ConfigError, Lines, Origin};
+use crate::config::spec::IncludeSpec;
+use crate::config::validate;
+
+/// Largest included file: the TOML parser's working memory is about 25x the file, so
+/// large models come as many files of moderate size.
+pub const MAX_INCLUDE_BYTES: u64 = 64 << 20;
+
+/// Validates the files `patterns` name, in order, appending their access domains to `ads`.
+pub(super) fn load(
+    patterns: &[Spanned<String>],
+    ctx: &mut Ctx<'_>,
+    scope: &Scope<'_>,
+    ads: &mut Vec<AccessDomain>,
+) {
+    let mut files = Vec::new();
+    for pat in patterns {
+        for path in expand(pat, ctx) {
+            files.push((ctx.at(pat), path));
+        }
+    }
+    for (mut more, mut errs) in include_files(&files, ctx.base, scope) {
+        ads.append(&mut more);
+        ctx.errs.append(&mut errs);
+    }
+}
+
+/// Expands an `include` entry (a path, or a pattern with `*` in the last component only,
+/// relative to the config file's folder) into its sorted file list.
+fn expand(pat: &Spanned<String>, ctx: &mut Ctx<'_>) -> Vec<PathBuf> {
+    let p = ctx.base.join(pat.get_ref());
+    let file_name = p.file_name().and_then(|f| f.to_str()).unwrap_or("");
+    if !file_name.contains('*') {
+        if pat.get_ref().contains('*') {
+            let why = "'*' may only appear in the last path component";
+            ctx.err(pat, "include", why);
+            return Vec::new();
+        }
+        return vec![p];
+    }
+    let dir = p.parent().unwrap_or(Path::new("."));
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            ctx.err(
+                pat,
+                "include",
+                format!("cannot list {}: {e}", dir.display()),
+            );
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<_> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| wildcard(file_name, n))
+        })
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        let why = format!("'{}' matches no file", pat.get_ref());
+        ctx.err(pat, "include", why);
+    }
+    files
+}
+
+/// `*` matches any run of characters (none included); everything else matches itself.
+fn wildcard(pat: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pat.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// One included file's access domains and errors.
+type Included = (Vec<AccessDomain>, Vec<ConfigError>);
+
+/// Reads and validates the included files on one thread per CPU, each file's parse tree
+/// dropped as soon as it is validated (so memory holds a few trees, never all of them);
+/// returns each file's access domains and errors, in file order.
+fn include_files(files: &[(Origin, PathBuf)], base: &Path, scope: &Scope<'_>) -> Vec<Included> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len());
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<Included>>> = Mutex::new((0..files.len()).map(|_| None).collect());
+    std::thread::scope(|sc| {
+        for _ in 0..workers {
+            sc.spawn(|| {
+                // Below the shards: a reload parses while they serve on the same CPUs.
+                crate::sys::lower_thread_priority();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((from, path)) = files.get(i) else {
+                        break;
+                    };
+                    let mut errs = Vec::new();
+                    let ads = include_file(&mut errs, from.clone(), path, base, scope);
+                    done.lock().expect("include results")[i] = Some((ads, errs));
+                }
+            });
+        }
+    });
+    done.into_inner()
+        .expect("include results")
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Reads one included file of access domains and validates it.
+fn include_file(
+    errs: &mut Vec<ConfigError>,
+    from: Origin,
+    path: &Path,
+    base: &Path,
+    scope: &Scope<'_>,
+) -> Vec<AccessDomain> {
+    let file: Arc<str> = path.display().to_string().into();
+    let text = match std::fs::metadata(path).and_then(|m| {
+        if m.len() > MAX_INCLUDE_BYTES {
+            Err(std::io::Error::other(format!(
+                "{} bytes, more than {MAX_INCLUDE_BYTES}: split it into several files",
+                m.len()
+            )))
+        } else {
+            std::fs::read_to_string(path)
+        }
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            errs.push(ConfigError::new(from, "include", format!("{}: {e}", file)));
+            return Vec::new();
+        }
+    };
+    let lines = Lines::new(&text);
+    let spec: IncludeSpec = match validate::parse(&text, &file, &lines) {
+        Ok(s) => s,
+        Err(e) => {
+            errs.push(e);
+            return Vec::new();
+        }
+    };
+    let mut ctx = Ctx {
+        file: &file,
+        lines: &lines,
+        base,
+        errs,
+    };
+    validate_all(&spec.access_domain, &mut ctx, scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard;
+
+    #[test]
+    fn include_patterns() {
+        assert!(wildcard("*.toml", "a.toml"));
+        assert!(wildcard("*.toml", ".toml"));
+        assert!(!wildcard("*.toml", "a.toml.bak"));
+        assert!(wildcard("ads-*-v*.toml", "ads-eu-v2.toml"));
+        assert!(!wildcard("ads-*-v*.toml", "ads-eu.toml"));
+        assert!(wildcard("*", "anything"));
+        assert!(!wildcard("a*a", "a"), "prefix and suffix may not overlap");
+        assert!(wildcard("a*a", "aa"));
+    }
+}

@@ -1,0 +1,406 @@
+//! The GSLB model (Alibaba Cloud GTM 3.0 terms): lines, health check templates, addresses,
+//! address pools and access domains, validated into index-linked structures. Every
+//! reference (pool -> address, access domain -> pool, line -> parent) is resolved here, so
+//! the compiler never meets a dangling name; each mistake is reported with file and line.
+
+mod access_domain;
+mod address;
+mod geo;
+mod health_check;
+mod include;
+mod line;
+mod pool;
+
+use foldhash::{HashMap, HashMapExt};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::Origin;
+use super::spec;
+use super::validate::Ctx;
+use super::Zone;
+use crate::dns::name::display_name;
+use crate::dns::rtype;
+
+pub use include::MAX_INCLUDE_BYTES;
+
+/// Most addresses one answer may carry when the pool policy draws them (weighted,
+/// sequential); round-robin answers every healthy address.
+pub const MAX_ANSWERS: usize = 64;
+
+/// Name of the implicit catch-all line.
+pub const DEFAULT_LINE: &str = "default";
+
+/// A line: where queries come from. Index 0 is always the implicit `default` line.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// Name.
+    pub name: String,
+    /// Parent line index (default's is `None`; every other line ends at default).
+    pub parent: Option<usize>,
+    /// IPv4 prefixes (network, length).
+    pub v4: Vec<(u32, u8)>,
+    /// IPv6 prefixes (network, length).
+    pub v6: Vec<(u128, u8)>,
+    /// Where declared.
+    pub at: Origin,
+}
+
+/// Health check protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// ICMP echo.
+    Ping,
+    /// TCP connect.
+    Tcp,
+    /// HTTP request.
+    Http,
+    /// HTTPS request.
+    Https,
+}
+
+/// A health check template.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// Name.
+    pub name: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Port (tcp, http, https).
+    pub port: u16,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Time a check may take.
+    pub timeout: Duration,
+    /// Consecutive failures that take an address down.
+    pub down_after: u32,
+    /// Consecutive successes that bring it back up.
+    pub up_after: u32,
+    /// HTTP method.
+    pub method: String,
+    /// HTTP path.
+    pub path: String,
+    /// HTTP Host header (default: the address).
+    pub host: Option<String>,
+    /// Acceptable HTTP status codes.
+    pub expect: Vec<u16>,
+    /// Substring required in the first 4 KiB of the body.
+    pub body_contains: Option<String>,
+    /// Verify the HTTPS certificate.
+    pub tls_verify: bool,
+    /// SNI for HTTPS (default: host).
+    pub sni: Option<String>,
+    /// Ping: packets per check.
+    pub packets: u32,
+    /// Ping: loss percentage at or above which the check fails.
+    pub max_loss: f64,
+    /// Ping: average round trip above which the check fails.
+    pub max_rtt: Duration,
+    /// Vantage points: source addresses to probe from (empty: the system's choice).
+    pub sources: Vec<std::net::IpAddr>,
+    /// Percentage of failing vantage points at which the address is down.
+    pub failure_rate: u32,
+    /// TCP: a half-open check (SYN, then SYN-ACK or RST, over a raw socket; no connection
+    /// reaches the application).
+    pub half_open: bool,
+    /// Where declared.
+    pub at: Origin,
+}
+
+/// What an address answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddrValue {
+    /// IPv4 address (A).
+    V4(Ipv4Addr),
+    /// IPv6 address (AAAA).
+    V6(Ipv6Addr),
+    /// Domain name, answered as a CNAME (lowercased wire).
+    Name(Vec<u8>),
+}
+
+/// Operator pin of an address's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Health checks decide (up until checked).
+    Auto,
+    /// Always up.
+    Up,
+    /// Always down.
+    Down,
+}
+
+/// An address.
+#[derive(Debug, Clone)]
+pub struct Address {
+    /// Name (unique; health state and overrides follow it across reloads).
+    pub name: String,
+    /// Value.
+    pub value: AddrValue,
+    /// Weight 1..=100.
+    pub weight: u32,
+    /// Disabled addresses are never answered, not even by the fallback.
+    pub enabled: bool,
+    /// Configured manual status.
+    pub mode: Mode,
+    /// Health check templates; all must pass.
+    pub checks: Vec<usize>,
+    /// Free text.
+    pub remarks: String,
+    /// Where declared.
+    pub at: Origin,
+}
+
+/// Address pool type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// IPv4 addresses.
+    Ipv4,
+    /// IPv6 addresses.
+    Ipv6,
+    /// Domain names.
+    Domain,
+}
+
+impl PoolKind {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+            Self::Domain => "domain",
+        }
+    }
+}
+
+/// When a pool counts as healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// At least one address up.
+    Any,
+    /// Every address up.
+    All,
+    /// At least N addresses up.
+    AtLeast(u32),
+    /// At least P percent of the addresses up.
+    AtLeastPercent(u32),
+}
+
+/// Choice of addresses inside a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressPolicy {
+    /// All healthy addresses, rotated per query.
+    RoundRobin,
+    /// `answers` addresses drawn by weight.
+    Weighted,
+    /// The first `answers` healthy addresses in order.
+    Sequential,
+}
+
+/// An address pool.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    /// Name.
+    pub name: String,
+    /// Type.
+    pub kind: PoolKind,
+    /// Address indices, in order.
+    pub addresses: Vec<usize>,
+    /// A disabled pool is never chosen.
+    pub enabled: bool,
+    /// Health condition.
+    pub condition: Condition,
+    /// Address policy.
+    pub policy: AddressPolicy,
+    /// How many addresses to return.
+    pub answers: usize,
+    /// Free text.
+    pub remarks: String,
+    /// Where declared.
+    pub at: Origin,
+}
+
+/// Choice of pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolPolicy {
+    /// Pools in order, the first healthy wins. Non-preemptive: stay on the pool in use
+    /// while it is healthy even when an earlier one recovers.
+    GlobalAvailability {
+        /// Return to the first pool as soon as it recovers.
+        preemptive: bool,
+    },
+    /// A healthy pool drawn by pool weight.
+    Weighted,
+    /// Healthy pools in turn.
+    RoundRobin,
+    /// Pools by the asker's line; a line whose pools are down is answered as default.
+    Nearest,
+}
+
+impl PoolPolicy {
+    /// The config spelling (with the failback mode for global availability).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::GlobalAvailability { preemptive: true } => "global-availability (preemptive)",
+            Self::GlobalAvailability { preemptive: false } => {
+                "global-availability (non-preemptive)"
+            }
+            Self::Weighted => "weighted",
+            Self::RoundRobin => "round-robin",
+            Self::Nearest => "nearest",
+        }
+    }
+}
+
+/// What to answer when no pool is healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Every enabled address of the candidate pools.
+    All,
+    /// Every enabled address of this pool.
+    Pool(usize),
+    /// NODATA.
+    NoData,
+}
+
+/// An access domain.
+#[derive(Debug, Clone)]
+pub struct AccessDomain {
+    /// Lowercased wire name.
+    pub name: Vec<u8>,
+    /// Zone index.
+    pub zone: usize,
+    /// Record type (A, AAAA, CNAME).
+    pub rtype: u16,
+    /// TTL of the answers.
+    pub ttl: u32,
+    /// Disabled: the zone's own records answer.
+    pub enabled: bool,
+    /// Free text.
+    pub remarks: String,
+    /// Pool policy.
+    pub policy: PoolPolicy,
+    /// Default route: pools with their weights.
+    pub pools: Vec<(usize, u32)>,
+    /// Nearest: line index -> pools, in order.
+    pub lines: Vec<(usize, Vec<usize>)>,
+    /// Fallback.
+    pub fallback: Fallback,
+    /// Where declared.
+    pub at: Origin,
+}
+
+/// The whole GSLB model.
+#[derive(Debug, Clone, Default)]
+pub struct Gslb {
+    /// Lines; index 0 is `default`.
+    pub lines: Vec<Line>,
+    /// Health check templates.
+    pub checks: Vec<HealthCheck>,
+    /// Addresses.
+    pub addresses: Vec<Address>,
+    /// Pools.
+    pub pools: Vec<Pool>,
+    /// Access domains.
+    pub access_domains: Vec<AccessDomain>,
+}
+
+/// Display name of a record type we schedule.
+pub fn type_name(t: u16) -> &'static str {
+    match t {
+        rtype::A => "A",
+        rtype::AAAA => "AAAA",
+        rtype::CNAME => "CNAME",
+        _ => "?",
+    }
+}
+
+/// `name TYPE` of an access domain, for logs and the API.
+pub fn ad_key(ad: &AccessDomain) -> String {
+    format!(
+        "{} {}",
+        display_name(&ad.name),
+        crate::config::gslb::type_name(ad.rtype)
+    )
+}
+
+/// The names of the tables validated so far, each to its index: what later tables resolve
+/// their references against.
+#[derive(Default)]
+struct Names {
+    /// Lines, `default` included (index 0).
+    lines: HashMap<String, usize>,
+    /// Health check templates.
+    checks: HashMap<String, usize>,
+    /// Addresses.
+    addresses: HashMap<String, usize>,
+    /// Pools.
+    pools: HashMap<String, usize>,
+}
+
+/// What access domains resolve against, shared by the threads that validate included
+/// files: the zones, the pools, and the names.
+struct Scope<'a> {
+    zones: &'a [Zone],
+    pools: &'a [Pool],
+    names: &'a Names,
+}
+
+/// Indexes a table's entries by name; an empty name or one declared twice is an error.
+fn index_names<'a>(
+    what: &str,
+    names: impl Iterator<Item = &'a Spanned<String>>,
+    ctx: &mut Ctx<'_>,
+) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for (i, n) in names.enumerate() {
+        if n.get_ref().is_empty() {
+            ctx.err(n, format!("{what}.name"), "empty name");
+        } else if m.insert(n.get_ref().clone(), i).is_some() {
+            ctx.err(
+                n,
+                format!("{what}.name"),
+                format!("{what} '{}' is declared twice", n.get_ref()),
+            );
+        }
+    }
+    m
+}
+
+/// Validates the GSLB part of the spec against the zones, table by table in the order they
+/// refer to one another: lines, health checks, addresses, pools, access domains.
+pub(super) fn load(s: &spec::Spec, ctx: &mut Ctx<'_>, zones: &[Zone]) -> Gslb {
+    let mut names = Names {
+        lines: line::index(&s.line, ctx),
+        ..Names::default()
+    };
+    let mut g = Gslb {
+        lines: line::load(s, ctx, &names),
+        ..Gslb::default()
+    };
+    let checks = s.health_check.iter().map(|c| &c.name);
+    names.checks = index_names("health-check", checks, ctx);
+    g.checks = s.health_check.iter().map(|c| c.validate(ctx)).collect();
+    names.addresses = index_names("address", s.address.iter().map(|a| &a.name), ctx);
+    g.addresses = s.address.iter().map(|a| a.validate(ctx, &names)).collect();
+    names.pools = index_names("pool", s.pool.iter().map(|p| &p.name), ctx);
+    g.pools = s
+        .pool
+        .iter()
+        .map(|p| p.validate(ctx, &names, &g.addresses))
+        .collect();
+    let scope = Scope {
+        zones,
+        pools: &g.pools,
+        names: &names,
+    };
+    // The main file's access domains, then the included files' in order.
+    let mut ads = access_domain::validate_all(&s.access_domain, ctx, &scope);
+    let patterns = s.include.as_deref().unwrap_or_default();
+    include::load(patterns, ctx, &scope, &mut ads);
+    access_domain::check_all(&ads, ctx, zones);
+    g.access_domains = ads;
+    g
+}
