@@ -6,7 +6,7 @@
 use foldhash::HashMap;
 use std::sync::Arc;
 
-use crate::config::gslb::{AddrValue, Fallback, Gslb, PoolPolicy};
+use crate::config::gslb::{AccessDomain, AddrValue, Fallback, Gslb, PoolPolicy};
 use crate::tables::gslb::{AdTable, AddrTable, GslbTables, LineIndex, PoolTable, RouteTable};
 use crate::tables::{Model, Slot, NONE};
 
@@ -20,6 +20,23 @@ pub(super) fn compile(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model) {
         use_ecs,
         ..Default::default()
     };
+    addresses(&mut t, g);
+    pools(&mut t, g);
+    t.lines = line_index(g);
+    t.nlines = g.lines.len() as u32;
+    let mut routes = Routes::new(g.lines.len());
+    for (ai, ad) in g.access_domains.iter().enumerate() {
+        routes.add(&mut t, g, ai as u32, ad);
+    }
+    let model = Model {
+        gslb: g.clone(),
+        slots: routes.slots,
+    };
+    (t, model)
+}
+
+/// Each address's record data (RDLENGTH, RDATA) in the arena.
+fn addresses(t: &mut GslbTables, g: &Gslb) {
     for a in &g.addresses {
         let start = t.arena.len() as u32;
         let rdata: Vec<u8> = match &a.value {
@@ -36,6 +53,10 @@ pub(super) fn compile(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model) {
             weight: a.weight,
         });
     }
+}
+
+/// Each pool's enabled addresses, in order.
+fn pools(t: &mut GslbTables, g: &Gslb) {
     for p in &g.pools {
         let start = t.pool_addrs.len() as u32;
         t.pool_addrs.extend(
@@ -51,125 +72,175 @@ pub(super) fn compile(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model) {
             answers: p.answers as u32,
         });
     }
+}
+
+/// The prefixes of every line, flattened into one index.
+fn line_index(g: &Gslb) -> LineIndex {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for (i, l) in g.lines.iter().enumerate() {
         v4.extend(l.v4.iter().map(|&(n, len)| (n as u128, len, i as u32)));
         v6.extend(l.v6.iter().map(|&(n, len)| (n, len, i as u32)));
     }
-    t.lines = LineIndex::build(&v4, &v6);
-    let nlines = g.lines.len();
-    t.nlines = nlines as u32;
-    // Interned rows and lists: a million access domains mostly repeat a few shapes.
-    let mut patterns: HashMap<Vec<u32>, u32> = HashMap::default();
-    let mut pool_lists: HashMap<Vec<(u32, u32)>, u32> = HashMap::default();
-    let mut fb_lists: HashMap<Vec<u32>, u32> = HashMap::default();
-    let mut slots = Vec::new();
-    let mut line_route = vec![0u32; nlines];
-    let mut routes: Vec<Route> = Vec::new();
-    let mut fb: Vec<u32> = Vec::new();
-    for (ai, ad) in g.access_domains.iter().enumerate() {
-        line_route.fill(0);
-        routes.clear();
-        // (own line, (pool, weight) candidates); route 0 is the default line's.
-        routes.push((NONE, ad.pools.iter().map(|&(p, w)| (p as u32, w)).collect()));
+    LineIndex::build(&v4, &v6)
+}
+
+/// The routes of the access domains: rows and lists interned (a million access domains
+/// mostly repeat a few shapes), buffers reused from one access domain to the next.
+struct Routes {
+    /// Line -> route rows, by content: their row number.
+    patterns: HashMap<Vec<u32>, u32>,
+    /// Candidate lists, by content: their start in `route_pools`.
+    pool_lists: HashMap<Vec<(u32, u32)>, u32>,
+    /// Fallback address lists, by content: their start in `fallback`.
+    fb_lists: HashMap<Vec<u32>, u32>,
+    /// One per route.
+    slots: Vec<Slot>,
+    /// The access domain at hand: line -> its route.
+    line_route: Vec<u32>,
+    /// Its routes; route 0 is the default line's.
+    routes: Vec<Route>,
+    /// The fallback addresses of the route at hand.
+    fb: Vec<u32>,
+}
+
+impl Routes {
+    fn new(nlines: usize) -> Self {
+        Self {
+            patterns: HashMap::default(),
+            pool_lists: HashMap::default(),
+            fb_lists: HashMap::default(),
+            slots: Vec::new(),
+            line_route: vec![0; nlines],
+            routes: Vec::new(),
+            fb: Vec::new(),
+        }
+    }
+
+    /// Adds access domain `ai`: its routes with their fallbacks, and its line -> route row.
+    fn add(&mut self, t: &mut GslbTables, g: &Gslb, ai: u32, ad: &AccessDomain) {
+        self.line_route.fill(0);
+        self.routes.clear();
+        self.routes
+            .push((NONE, ad.pools.iter().map(|&(p, w)| (p as u32, w)).collect()));
         if ad.policy == PoolPolicy::Nearest {
-            for (li, pools) in &ad.lines {
-                // The line's own pools first, then the default line's order.
-                let mut v: Vec<(u32, u32)> = pools.iter().map(|&p| (p as u32, 1)).collect();
-                for &(p, w) in &ad.pools {
-                    if !v.iter().any(|&(q, _)| q == p as u32) {
-                        v.push((p as u32, w));
-                    }
-                }
-                routes.push((*li as u32, v));
-            }
-            // Lines without pools of their own take their nearest ancestor's route.
-            for (li, route) in line_route.iter_mut().enumerate() {
-                let mut cur = Some(li);
-                let mut hops = 0;
-                while let Some(c) = cur {
-                    if let Some(r) = routes
-                        .iter()
-                        .position(|(l, _)| *l == c as u32 || (*l == NONE && c == 0))
-                    {
-                        *route = r as u32;
-                        break;
-                    }
-                    cur = g.lines[c].parent;
-                    hops += 1;
-                    if hops > nlines {
-                        break;
-                    }
-                }
-            }
+            self.nearest(g, ad);
         }
         let base = t.routes.len() as u32;
-        for (line, pools) in &routes {
-            let start = *pool_lists.entry(pools.clone()).or_insert_with(|| {
-                let start = t.route_pools.len() as u32;
-                t.route_pools.extend_from_slice(pools);
-                start
-            });
-            fb.clear();
-            match ad.fallback {
-                Fallback::All => {
-                    for &(p, _) in pools {
-                        for &a in &g.pools[p as usize].addresses {
-                            if g.addresses[a].enabled && !fb.contains(&(a as u32)) {
-                                fb.push(a as u32);
-                            }
-                        }
-                    }
-                }
-                Fallback::Pool(p) => {
-                    fb.extend(
-                        g.pools[p]
-                            .addresses
-                            .iter()
-                            .filter(|&&a| g.addresses[a].enabled)
-                            .map(|&a| a as u32),
-                    );
-                }
-                Fallback::NoData => {}
-            }
-            if ad.rtype == crate::dns::rtype::CNAME {
-                fb.truncate(1); // one CNAME per name
-            }
-            let fb_start = *fb_lists.entry(fb.clone()).or_insert_with(|| {
-                let start = t.fallback.len() as u32;
-                t.fallback.extend_from_slice(&fb);
-                start
-            });
+        for (line, pools) in &self.routes {
+            let start = intern(&mut self.pool_lists, pools, &mut t.route_pools);
+            fallback(g, ad, pools, &mut self.fb);
+            let fb_start = intern(&mut self.fb_lists, &self.fb, &mut t.fallback);
             t.routes.push(RouteTable {
                 start,
                 len: pools.len() as u32,
                 fb_start,
-                fb_len: fb.len() as u32,
+                fb_len: self.fb.len() as u32,
             });
-            slots.push(Slot {
-                ad: ai as u32,
+            self.slots.push(Slot {
+                ad: ai,
                 line: *line,
             });
         }
-        let next = patterns.len() as u32;
-        let pattern = *patterns.entry(line_route.clone()).or_insert_with(|| {
-            t.line_routes.extend_from_slice(&line_route);
-            next
-        });
+        let next = self.patterns.len() as u32;
+        let pattern = *self
+            .patterns
+            .entry(self.line_route.clone())
+            .or_insert_with(|| {
+                t.line_routes.extend_from_slice(&self.line_route);
+                next
+            });
         t.ads.push(AdTable {
             rtype: ad.rtype,
             ttl: ad.ttl,
             policy: ad.policy,
             routes: base,
-            nroutes: routes.len() as u32,
+            nroutes: self.routes.len() as u32,
             pattern,
             nodata: NONE,
         });
     }
-    let model = Model {
-        gslb: g.clone(),
-        slots,
-    };
-    (t, model)
+
+    /// The nearest policy: a route per line with pools of its own (its pools first, then
+    /// the default line's), and every line on the route of its nearest ancestor that has
+    /// one.
+    fn nearest(&mut self, g: &Gslb, ad: &AccessDomain) {
+        for (li, pools) in &ad.lines {
+            let mut v: Vec<(u32, u32)> = pools.iter().map(|&p| (p as u32, 1)).collect();
+            for &(p, w) in &ad.pools {
+                if !v.iter().any(|&(q, _)| q == p as u32) {
+                    v.push((p as u32, w));
+                }
+            }
+            self.routes.push((*li as u32, v));
+        }
+        for (li, route) in self.line_route.iter_mut().enumerate() {
+            if let Some(r) = nearest_route(&self.routes, g, li) {
+                *route = r;
+            }
+        }
+    }
+}
+
+/// The route of line `li` or of its nearest ancestor that has one (the default line's,
+/// route 0, ends the walk).
+fn nearest_route(routes: &[Route], g: &Gslb, li: usize) -> Option<u32> {
+    let mut cur = Some(li);
+    let mut hops = 0;
+    while let Some(c) = cur {
+        if let Some(r) = routes
+            .iter()
+            .position(|(l, _)| *l == c as u32 || (*l == NONE && c == 0))
+        {
+            return Some(r as u32);
+        }
+        cur = g.lines[c].parent;
+        hops += 1;
+        if hops > g.lines.len() {
+            break;
+        }
+    }
+    None
+}
+
+/// The addresses answered when no candidate pool is healthy, into `fb`.
+fn fallback(g: &Gslb, ad: &AccessDomain, pools: &[(u32, u32)], fb: &mut Vec<u32>) {
+    fb.clear();
+    match ad.fallback {
+        Fallback::All => {
+            for &(p, _) in pools {
+                for &a in &g.pools[p as usize].addresses {
+                    if g.addresses[a].enabled && !fb.contains(&(a as u32)) {
+                        fb.push(a as u32);
+                    }
+                }
+            }
+        }
+        Fallback::Pool(p) => {
+            fb.extend(
+                g.pools[p]
+                    .addresses
+                    .iter()
+                    .filter(|&&a| g.addresses[a].enabled)
+                    .map(|&a| a as u32),
+            );
+        }
+        Fallback::NoData => {}
+    }
+    if ad.rtype == crate::dns::rtype::CNAME {
+        fb.truncate(1); // one CNAME per name
+    }
+}
+
+/// The start of `list` in `arena`, appending it the first time it is seen.
+fn intern<T: Copy + Eq + std::hash::Hash>(
+    seen: &mut HashMap<Vec<T>, u32>,
+    list: &[T],
+    arena: &mut Vec<T>,
+) -> u32 {
+    *seen.entry(list.to_vec()).or_insert_with(|| {
+        let start = arena.len() as u32;
+        arena.extend_from_slice(list);
+        start
+    })
 }
