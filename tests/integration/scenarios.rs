@@ -4,19 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::harness::*;
 
 const A: u16 = 1;
 const AAAA: u16 = 28;
-
-fn example(name: &str) -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name)
-}
 
 struct Gtm {
     s: Server,
@@ -227,8 +220,8 @@ fn s5(io: &str) {
 
 /// S6: a disabled access domain falls back to the zone; enabling it and SIGHUP switches.
 fn s6(io: &str) {
-    let dir = std::env::temp_dir().join(format!("gtmd-s6-{}-{io}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = TempDir::new(&format!("s6-{io}"));
+    let dir = scratch.path();
     let cfg = dir.join("disabled.toml");
     let text = std::fs::read_to_string(example("disabled.toml")).unwrap();
     std::fs::write(&cfg, &text).unwrap();
@@ -267,8 +260,8 @@ fn weighted_shares() {
 /// over across a reload by name; a change is visible to the very next query.
 #[test]
 fn overrides_persist_and_state_carries_over() {
-    let dir = std::env::temp_dir().join(format!("gtmd-persist-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = TempDir::new("persist");
+    let dir = scratch.path();
     let cfg = dir.join("pb.toml");
     let state = dir.join("state.json");
     let _ = std::fs::remove_file(&state);
@@ -364,8 +357,8 @@ fn overrides_persist_and_state_carries_over() {
 /// IPv6 ECS, the default line's order as the last resort, and the switch that ignores ECS.
 #[test]
 fn lines_files_parents_v6_and_ecs_switch() {
-    let dir = std::env::temp_dir().join(format!("gtmd-lines-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = TempDir::new("lines");
+    let dir = scratch.path();
     // 100,000 distinct /24s under 100.64.0.0/10 .. (deterministic), plus 11.22.33.0/24.
     let mut text = String::from("# generated\n11.22.33.0/24\n");
     for i in 0..100_000u32 {
@@ -529,8 +522,8 @@ default = ["def"]
 /// state reaches /v1/state, and a reload re-reads the files.
 #[test]
 fn included_access_domain_files() {
-    let dir = std::env::temp_dir().join(format!("gtmd-include-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = TempDir::new("include");
+    let dir = scratch.path();
     std::fs::create_dir_all(dir.join("ads")).unwrap();
     std::fs::write(
         dir.join("main.toml"),
@@ -615,15 +608,14 @@ addresses = ["d1"]
         vec!["127.0.0.81"]
     );
     drop(g);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One address going down moves 1,200 routes: shards switch them all, the log lists the
 /// first 1,000 route switches one by one and counts the rest in one event.
 #[test]
 fn many_route_switches_are_counted_not_listed() {
-    let dir = std::env::temp_dir().join(format!("gtmd-many-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = TempDir::new("many");
+    let dir = scratch.path();
     let mut text = String::from(
         r#"version = 1
 [[zone]]
@@ -667,15 +659,14 @@ addresses = ["b1"]
         );
     }
     drop(g);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Country, continent and ASN lines from MaxMind-format databases the test writes itself.
 #[test]
 fn lines_from_maxmind_databases() {
     use crate::harness::mmdb::{write, V};
-    let dir = std::env::temp_dir().join(format!("gtmd-geo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = TempDir::new("geo");
+    let dir = scratch.path();
     let geo = |cc: &'static str, cont: &'static str| {
         V::Map(vec![
             ("continent", V::Map(vec![("code", V::Str(cont))])),
@@ -790,7 +781,7 @@ default = ["def"]
     )
     .unwrap();
     let out = std::process::Command::new(BIN)
-        .current_dir(&dir)
+        .current_dir(dir)
         .args(["check", "--config", "bad.toml"])
         .output()
         .unwrap();
@@ -807,8 +798,8 @@ default = ["def"]
 /// availability moves to the next pool; round-robin answers only the addresses up.
 #[test]
 fn pool_health_conditions() {
-    let dir = std::env::temp_dir().join(format!("gtmd-cond-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = TempDir::new("cond");
+    let dir = scratch.path();
     let mut text = String::from(
         "version = 1\n[[zone]]\nname = \"example.test.\"\nsoa = { mname = \"ns1\", rname = \"hostmaster\" }\n\
          ns = [\"ns1\"]\nrecords = [\"ns1 A 192.0.2.1\"]\n[[address]]\nname = \"spare\"\nvalue = \"127.0.0.200\"\n\
@@ -888,8 +879,8 @@ fn pool_health_conditions() {
 /// quarter of the answers.
 #[test]
 fn round_robin_pools_rotate_pools_and_addresses() {
-    let dir = std::env::temp_dir().join(format!("gtmd-rr-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = TempDir::new("rr");
+    let dir = scratch.path();
     let mut text = String::from(
         "version = 1\n[server]\nshards = [0, 1]\n[[zone]]\nname = \"example.test.\"\n\
          soa = { mname = \"ns1\", rname = \"hostmaster\" }\nns = [\"ns1\"]\nrecords = [\"ns1 A 192.0.2.1\"]\n",
@@ -926,5 +917,4 @@ fn round_robin_pools_rotate_pools_and_addresses() {
             "127.0.9.{i} first {n} of 400: {first:?}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
