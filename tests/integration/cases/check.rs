@@ -78,7 +78,8 @@ pub(crate) fn run(s: &Server, case: &Case) {
     }
     if !failures.is_empty() {
         panic!(
-            "case {} ({}:{}) failed:\n{}\n{}\n\n{}",
+            "{} {} ({}:{}) failed:\n{}\n{}\n\n{}",
+            case.kind,
             case.name,
             case.file,
             case.line,

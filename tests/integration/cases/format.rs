@@ -25,7 +25,9 @@ pub(crate) struct Case {
     /// `tests/cases/NAME.case`, for messages.
     pub(crate) file: String,
     pub(crate) name: String,
-    /// The line of `case NAME`.
+    /// `case`, or `step` of a scenario.
+    pub(crate) kind: &'static str,
+    /// The line of `case NAME` (`step NAME`).
     pub(crate) line: usize,
     /// The case's comment lines, without `#`.
     pub(crate) about: Vec<String>,
@@ -128,42 +130,117 @@ struct Line {
     words: Vec<String>,
 }
 
+/// A file's lines (comments apart) and comments, each with its number.
+struct Text {
+    shown: String,
+    lines: Vec<Line>,
+    comments: Vec<(usize, String)>,
+}
+
+impl Text {
+    fn read(dir: &std::path::Path, file: &str) -> Result<Self, String> {
+        let shown = format!("tests/cases/{file}");
+        let text = std::fs::read_to_string(dir.join(file)).map_err(|e| format!("{shown}: {e}"))?;
+        let mut t = Self {
+            shown,
+            lines: Vec::new(),
+            comments: Vec::new(),
+        };
+        for (i, raw) in text.lines().enumerate() {
+            let no = i + 1;
+            let line = raw.trim();
+            if let Some(c) = line.strip_prefix('#') {
+                t.comments.push((no, c.trim().to_string()));
+                continue;
+            }
+            if line.is_empty() {
+                continue;
+            }
+            let words = split(line).map_err(|e| t.at(no, e))?;
+            let indented = raw.starts_with([' ', '\t']);
+            t.lines.push(Line {
+                no,
+                indented,
+                words,
+            });
+        }
+        Ok(t)
+    }
+
+    fn at(&self, no: usize, why: String) -> String {
+        format!("{}:{no}: {why}", self.shown)
+    }
+
+    /// Indices of the unindented lines starting with `word`.
+    fn starts(&self, word: &str) -> Vec<usize> {
+        (0..self.lines.len())
+            .filter(|&i| !self.lines[i].indented && self.lines[i].words[0] == word)
+            .collect()
+    }
+
+    /// The comments between line `i` and line `end` (exclusive; the end of the file).
+    fn about(&self, i: usize, end: usize) -> Vec<String> {
+        let next_no = self.lines.get(end).map_or(usize::MAX, |l| l.no);
+        self.comments
+            .iter()
+            .filter(|(no, _)| *no > self.lines[i].no && *no < next_no)
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    /// The case headed by line `head` (`case NAME`, `step NAME`) made of lines
+    /// `body..end`.
+    fn case(
+        &self,
+        head: usize,
+        body: usize,
+        end: usize,
+        name: &str,
+        fixture: &str,
+    ) -> Result<Case, String> {
+        let mut case = Case {
+            file: self.shown.clone(),
+            name: name.to_string(),
+            kind: if self.lines[head].words[0] == "step" {
+                "step"
+            } else {
+                "case"
+            },
+            line: self.lines[head].no,
+            about: self.about(head, end),
+            fixture: fixture.to_string(),
+            query: Vec::new(),
+            over: vec![Transport::Udp, Transport::Tcp],
+            expect: Vec::new(),
+        };
+        parse_body(&self.lines[body..end], &mut case).map_err(|(no, e)| self.at(no, e))?;
+        Ok(case)
+    }
+}
+
+/// Whether `name` is a good case or step name.
+fn name_ok(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Loads case `name` of `file` (a file name in `dir`).
 pub(crate) fn load(dir: &std::path::Path, file: &str, name: &str) -> Result<Case, String> {
-    let shown = format!("tests/cases/{file}");
-    let text = std::fs::read_to_string(dir.join(file)).map_err(|e| format!("{shown}: {e}"))?;
-    let at = |no: usize, why: String| format!("{shown}:{no}: {why}");
-    let mut lines = Vec::new();
-    let mut comments = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let no = i + 1;
-        let t = raw.trim();
-        if let Some(c) = t.strip_prefix('#') {
-            comments.push((no, c.trim().to_string()));
-            continue;
-        }
-        if t.is_empty() {
-            continue;
-        }
-        let words = split(t).map_err(|e| at(no, e))?;
-        let indented = raw.starts_with([' ', '\t']);
-        lines.push(Line {
-            no,
-            indented,
-            words,
-        });
-    }
+    let t = Text::read(dir, file)?;
+    let lines = &t.lines;
+    let starts = t.starts("case");
+    let first = *starts
+        .first()
+        .ok_or_else(|| t.at(1, "no `case NAME` line in this file".into()))?;
     // The preamble: lines before the first case.
-    let first = lines
-        .iter()
-        .position(|l| !l.indented && l.words[0] == "case")
-        .ok_or_else(|| at(1, "no `case NAME` line in this file".into()))?;
     let mut fixture = "zones.toml".to_string();
     for l in &lines[..first] {
         match (l.indented, l.words[0].as_str(), l.words.len()) {
             (false, "fixture", 2) => fixture = l.words[1].clone(),
             _ => {
-                return Err(at(
+                return Err(t.at(
                     l.no,
                     "before the first case only `fixture FILE` and comments".into(),
                 ))
@@ -171,15 +248,12 @@ pub(crate) fn load(dir: &std::path::Path, file: &str, name: &str) -> Result<Case
         }
     }
     // The cases: from each `case` line to the next.
-    let starts: Vec<usize> = (first..lines.len())
-        .filter(|&i| !lines[i].indented && lines[i].words[0] == "case")
-        .collect();
     let mut found: Option<(usize, usize)> = None;
     for (k, &s) in starts.iter().enumerate() {
         let l = &lines[s];
         if l.words.len() != 2 {
             if l.words.get(1).map(String::as_str).unwrap_or("") == name {
-                return Err(at(l.no, "`case` takes one name".into()));
+                return Err(t.at(l.no, "`case` takes one name".into()));
             }
             continue;
         }
@@ -187,7 +261,7 @@ pub(crate) fn load(dir: &std::path::Path, file: &str, name: &str) -> Result<Case
             continue;
         }
         if let Some((prev, _)) = found {
-            return Err(at(
+            return Err(t.at(
                 l.no,
                 format!("case {name} is also at line {}", lines[prev].no),
             ));
@@ -196,36 +270,99 @@ pub(crate) fn load(dir: &std::path::Path, file: &str, name: &str) -> Result<Case
         found = Some((s, end));
     }
     let Some((s, end)) = found else {
-        return Err(at(1, format!("no case named {name:?}")));
+        return Err(t.at(1, format!("no case named {name:?}")));
     };
-    let name_ok = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !name_ok {
-        return Err(at(
+    if !name_ok(name) {
+        return Err(t.at(
             lines[s].no,
             "a case name is lowercase letters, digits and '-', starting with a letter".into(),
         ));
     }
-    let next_no = lines.get(end).map_or(usize::MAX, |l| l.no);
-    let about = comments
-        .iter()
-        .filter(|(no, _)| *no > lines[s].no && *no < next_no)
-        .map(|(_, c)| c.clone())
-        .collect();
-    let mut case = Case {
-        file: shown.clone(),
-        name: name.to_string(),
-        line: lines[s].no,
-        about,
-        fixture,
-        query: Vec::new(),
-        over: vec![Transport::Udp, Transport::Tcp],
-        expect: Vec::new(),
+    t.case(s, s + 1, end, name, &fixture)
+}
+
+/// A scenario: a configuration of `examples/` and steps run in order on one gtmd.
+pub(crate) struct Scenario {
+    /// The file name in `examples/`.
+    pub(crate) config: String,
+    pub(crate) steps: Vec<Step>,
+}
+
+/// What a step does before its query (a case of its own).
+pub(crate) struct Step {
+    pub(crate) actions: Vec<(usize, Action)>,
+    pub(crate) case: Case,
+}
+
+pub(crate) enum Action {
+    /// An operator override through the control API: `up`, `down` or `auto`.
+    Set { address: String, mode: String },
+    /// Replace text in the configuration (it must be there).
+    Edit { old: String, new: String },
+    /// SIGHUP, and wait for the next generation.
+    Reload,
+}
+
+/// Loads the scenario `file` (a file name in `dir`).
+pub(crate) fn load_scenario(dir: &std::path::Path, file: &str) -> Result<Scenario, String> {
+    let t = Text::read(dir, file)?;
+    let starts = t.starts("step");
+    let first = *starts
+        .first()
+        .ok_or_else(|| t.at(1, "no `step NAME` line in this file".into()))?;
+    let config = match &t.lines[..first] {
+        [l] if l.words.len() == 2 && l.words[0] == "config" => l.words[1].clone(),
+        _ => {
+            let no = t.lines.first().map_or(1, |l| l.no);
+            return Err(t.at(
+                no,
+                "before the first step: `config FILE` (of examples/)".into(),
+            ));
+        }
     };
-    parse_body(&lines[s + 1..end], &mut case).map_err(|(no, e)| at(no, e))?;
-    Ok(case)
+    let mut steps = Vec::new();
+    for (k, &s) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).copied().unwrap_or(t.lines.len());
+        let head = &t.lines[s];
+        let name = match &head.words[..] {
+            [_, name] if name_ok(name) => name.clone(),
+            _ => {
+                return Err(t.at(
+                    head.no,
+                    "step NAME (lowercase letters, digits and '-')".into(),
+                ))
+            }
+        };
+        // The actions come first, then the query and what its answer must be.
+        let mut i = s + 1;
+        let mut actions = Vec::new();
+        while i < end {
+            let l = &t.lines[i];
+            let action = match (l.indented, &l.words[..]) {
+                (false, [w, address, mode]) if w == "set" => Action::Set {
+                    address: address.clone(),
+                    mode: mode.clone(),
+                },
+                (false, [w, old, new]) if w == "edit" => Action::Edit {
+                    old: text(old).map_err(|e| t.at(l.no, e))?,
+                    new: text(new).map_err(|e| t.at(l.no, e))?,
+                },
+                (false, [w]) if w == "reload" => Action::Reload,
+                (false, [w, ..]) if ["set", "edit", "reload"].contains(&w.as_str()) => {
+                    return Err(t.at(
+                        l.no,
+                        "set ADDRESS up|down|auto, edit \"OLD\" \"NEW\" or reload".into(),
+                    ))
+                }
+                _ => break,
+            };
+            actions.push((l.no, action));
+            i += 1;
+        }
+        let case = t.case(s, i, end, &name, "")?;
+        steps.push(Step { actions, case });
+    }
+    Ok(Scenario { config, steps })
 }
 
 type Res<T> = Result<T, (usize, String)>;
@@ -498,7 +635,8 @@ fn edns_fields(words: &[String]) -> Result<(Option<u16>, Option<u8>, bool), Stri
 }
 
 /// `option ...`: `nsid [DATA]`, `cookie client=HEX [server=HEX | server-len=N]`,
-/// `ecs family=N source=N scope=N [address=HEX]`, `CODE [DATA]`; DATA is hex or "text".
+/// `ecs family=N source=N scope=N [address=IP|HEX]`, `CODE [DATA]`; DATA is hex or
+/// "text".
 fn option(w: &[String]) -> Result<OptMatch, String> {
     let what = w.first().ok_or("option nsid|cookie|ecs|CODE ...")?;
     let kv = |k: &str| {
@@ -539,9 +677,10 @@ fn option(w: &[String]) -> Result<OptMatch, String> {
         "ecs" => {
             let field = |k: &str| kv(k).ok_or(format!("option ecs: {k}= missing"));
             let mut d = number::<u16>(field("family")?)?.to_be_bytes().to_vec();
-            d.push(number(field("source")?)?);
+            let source: u8 = number(field("source")?)?;
+            d.push(source);
             d.push(number(field("scope")?)?);
-            d.extend(hex_str(kv("address").unwrap_or(""))?);
+            d.extend(ecs_address(kv("address").unwrap_or(""), source)?);
             OptMatch::Exact(8, d)
         }
         code => {
@@ -554,6 +693,21 @@ fn option(w: &[String]) -> Result<OptMatch, String> {
             OptMatch::Exact(code, data)
         }
     })
+}
+
+/// An ECS address: an IPv4 or IPv6 address cut to the octets `source` bits need
+/// (RFC 7871 6), or the octets themselves in hex (any number: malformed ones too).
+fn ecs_address(a: &str, source: u8) -> Result<Vec<u8>, String> {
+    let octets = match a.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => v4.octets().to_vec(),
+        Ok(std::net::IpAddr::V6(v6)) => v6.octets().to_vec(),
+        Err(_) => return hex_str(a),
+    };
+    let n = usize::from(source).div_ceil(8);
+    octets
+        .get(..n)
+        .map(<[u8]>::to_vec)
+        .ok_or(format!("{a}: shorter than {source} bits"))
 }
 
 /// A TSIG record: `KEY ALGORITHM [mac=HEX]`; time signed 0x65000001 (1694498817), fudge
@@ -745,6 +899,11 @@ fn hex_str(s: &str) -> Result<Vec<u8>, String> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect())
+}
+
+/// A quoted string as text.
+fn text(t: &str) -> Result<String, String> {
+    String::from_utf8(unquote(t)?).map_err(|_| format!("{t}: not UTF-8"))
 }
 
 /// A quoted string's octets (`\"`, `\\` and `\DDD` escapes).
