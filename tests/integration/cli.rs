@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::harness::{fixture, BIN};
+use crate::harness::{fixture, TempDir, BIN};
 
 /// `tests/fixtures/bad/NAME.toml` must fail `gtmd check` with exit 1 and print exactly
 /// `NAME.err`. Run from that folder so paths in messages are as a user typed them.
@@ -87,8 +87,7 @@ fn check_accepts_valid_configs() {
 fn embedded_default_round_trips() {
     let out = Command::new(BIN).arg("default-config").output().unwrap();
     assert!(out.status.success());
-    let dir = std::env::temp_dir().join(format!("gtmd-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("cli");
     let p = dir.join("default.toml");
     std::fs::write(&p, &out.stdout).unwrap();
     let out = Command::new(BIN)
@@ -160,8 +159,7 @@ fn shard_cpus_follow_the_affinity_mask() {
         eprintln!("skipped: needs 2 CPUs");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("gtmd-affinity-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("affinity");
     let check = |cpu: usize| {
         let cfg = dir.join(format!("cpu{cpu}.toml"));
         std::fs::write(
@@ -193,5 +191,4 @@ fn shard_cpus_follow_the_affinity_mask() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,8 +4,8 @@
 //! applies (`[alerts]`, `[control]`, stale persisted overrides).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,13 +13,6 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 const A: u16 = 1;
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gtmd-ctl-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Runs `gtmd run ARGS` until it exits or `timeout` passes. `Ok((code, stderr))` when it
 /// exited; `Err(stderr so far)` when it was still running (it is then killed by PID).
@@ -92,16 +85,6 @@ fn reuseport(tcp: bool, ip: &str) -> (socket2::Socket, SocketAddr) {
         s.set_reuse_port(true).unwrap();
         if s.bind(&addr.into()).is_ok() && (!tcp || s.listen(16).is_ok()) {
             return (s, addr);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
         }
     }
 }
@@ -250,7 +233,11 @@ fn without_tokens_the_api_is_read_only() {
 #[test]
 fn tokens_authorise_changes_and_name_the_actor() {
     let alice = "alice-0123456789abcdef0123";
-    let tokens = token_file(&[("alice", alice), ("bob", "bob-fedcba9876543210fedc")]);
+    let dir = TempDir::new("ctl-tokens");
+    let tokens = token_file(
+        &dir,
+        &[("alice", alice), ("bob", "bob-fedcba9876543210fedc")],
+    );
     let s = Server::start(&[
         "--config",
         &weighted(),
@@ -296,7 +283,7 @@ fn tokens_authorise_changes_and_name_the_actor() {
 /// DNS rebinding and CSRF: a foreign Host or Origin is refused even with a valid token.
 #[test]
 fn foreign_host_and_origin_are_refused() {
-    let dir = temp_dir("hosts");
+    let dir = TempDir::new("ctl-hosts");
     let cfg = dir.join("hosts.toml");
     let text = std::fs::read_to_string(weighted()).unwrap().replace(
         "listen = \"127.0.0.1:5380\"",
@@ -365,7 +352,7 @@ fn foreign_host_and_origin_are_refused() {
 /// a token file every user may read is refused.
 #[test]
 fn remote_api_needs_tokens_and_private_token_files() {
-    let dir = temp_dir("remote");
+    let dir = TempDir::new("ctl-remote");
     let cfg = dir.join("remote.toml");
     let base = std::fs::read_to_string(weighted()).unwrap();
     std::fs::write(
@@ -405,7 +392,7 @@ fn remote_api_needs_tokens_and_private_token_files() {
         "{err}"
     );
     // World-readable tokens are refused.
-    let tokens = token_file(&[("ops", "ops-0123456789abcdef0123")]);
+    let tokens = token_file(&dir, &[("ops", "ops-0123456789abcdef0123")]);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, err) = run_to_exit(
@@ -463,7 +450,7 @@ fn remote_api_needs_tokens_and_private_token_files() {
 #[test]
 fn tls_api() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = temp_dir("tls");
+    let dir = TempDir::new("ctl-tls");
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     std::fs::write(dir.join("api.crt"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("api.key"), cert.signing_key.serialize_pem()).unwrap();
@@ -595,7 +582,7 @@ fn reload(s: &Server, generation: u32) {
 fn reload_applies_alerts() {
     let (hook1, got1) = receiver();
     let (hook2, got2) = receiver();
-    let dir = temp_dir("alerts");
+    let dir = TempDir::new("ctl-alerts");
     let cfg = dir.join("weighted.toml");
     let base = std::fs::read_to_string(weighted()).unwrap();
     std::fs::write(&cfg, &base).unwrap();
@@ -651,7 +638,7 @@ fn reload_applies_alerts() {
 /// A reload moves the API to its new address and applies new tokens and hosts.
 #[test]
 fn reload_applies_control() {
-    let dir = temp_dir("control");
+    let dir = TempDir::new("ctl-control");
     let tokens = dir.join("tokens");
     let write_tokens = |text: &str| {
         use std::os::unix::fs::PermissionsExt;
@@ -731,7 +718,7 @@ fn reload_applies_control() {
 /// dropped at start-up and at reload; it does not come back with the name.
 #[test]
 fn stale_overrides_are_dropped_and_logged() {
-    let dir = temp_dir("stale");
+    let dir = TempDir::new("ctl-stale");
     let state = dir.join("state.json");
     std::fs::write(
         &state,

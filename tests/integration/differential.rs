@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{wire, Q};
+use crate::harness::{free_port, wire, TempDir, Q};
 use domain::base::{Message, ParsedName};
 use domain::rdata::AllRecordData;
 
@@ -1604,17 +1604,6 @@ impl Knot {
 impl Drop for Knot {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 
@@ -1810,26 +1799,6 @@ impl Client {
 // ---------------------------------------------------------------------------------------
 // The test
 
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(what: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    std::env::temp_dir().join(format!(
-        "gtmd-differential-{what}-{}-{nanos}",
-        std::process::id()
-    ))
-}
-
 #[test]
 fn differential_against_knot() {
     let t0 = Instant::now();
@@ -1852,9 +1821,10 @@ fn differential_against_knot() {
     regular_queries(&model, &mut rng, &mut queries);
     special_queries(&mut queries);
 
-    let gdir = TempDir(temp_dir("gtmd"));
-    let setup = prepare_gtmd(&gdir.0);
-    let knot = Knot::start(&knotd, &temp_dir("knot"));
+    let gdir = TempDir::new("differential-gtmd");
+    let setup = prepare_gtmd(gdir.path());
+    let kdir = TempDir::new("differential-knot");
+    let knot = Knot::start(&knotd, kdir.path());
     let gtmd = crate::harness::Server::start(&["--config", setup.config.to_str().unwrap()]);
 
     let mut kc = Client::new(knot.addr);

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod cases;
 mod checklist;
 mod cli;
 mod control;

@@ -1,7 +1,8 @@
-//! Failover on its own: real targets (HTTP and TCP listeners on 127.0.0.x:18080, started
-//! and stopped by the test), the real binary with the `examples/` configs, and the answer
-//! switching within interval x threshold + timeout (+ margin) when a target dies, then back
-//! (preemptive) or not (non-preemptive) when it returns.
+//! Failover on its own: real targets (HTTP and TCP listeners on 127.0.0.x, on a port free
+//! when the test starts, started and stopped by the test), the real binary with the
+//! `examples/` configs checking that port, and the answer switching within interval x
+//! threshold + timeout (+ margin) when a target dies, then back (preemptive) or not
+//! (non-preemptive) when it returns.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -14,11 +15,29 @@ use crate::harness::*;
 
 const A: u16 = 1;
 
-/// Tests that use S1's target addresses (127.0.0.11/12:18080) take turns.
-static S1_TARGETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// A port for a test's targets, free on each of `ips` (and on 127.0.0.1) when asked: every
+/// test has its own, so tests of this run and of another run on the machine never answer
+/// each other's checks.
+fn target_port(ips: &[&str]) -> u16 {
+    loop {
+        let port = free_port();
+        if ips.iter().all(|ip| TcpListener::bind((*ip, port)).is_ok()) {
+            return port;
+        }
+    }
+}
 
-fn s1_targets() -> std::sync::MutexGuard<'static, ()> {
-    S1_TARGETS.lock().unwrap_or_else(|e| e.into_inner())
+/// The text of the example `name` with its health checks on `port` instead of 18080.
+fn example_text(name: &str, port: u16) -> String {
+    let text = std::fs::read_to_string(example(name)).unwrap();
+    assert!(text.contains("port = 18080"), "{name} checks port 18080");
+    text.replace("port = 18080", &format!("port = {port}"))
+}
+
+/// [`example_text`] written to `dir`; its path.
+fn example_on(dir: &TempDir, name: &str, port: u16) -> String {
+    let path = dir.write(name, &example_text(name, port));
+    path.display().to_string()
 }
 /// Every example: interval 1 s, 2 failures down, 2 successes up, timeout 0.5 s.
 const DOWN_BOUND: Duration = Duration::from_millis(1000 * 2 + 500 + 1500);
@@ -38,13 +57,13 @@ struct Target {
 }
 
 impl Target {
-    fn start(ip: &str) -> Self {
-        Self::start_with(ip, None)
+    fn start(ip: &str, port: u16) -> Self {
+        Self::start_with(ip, port, None)
     }
 
     /// `random`: answer /health with 200 or 503 at random from this seed.
-    fn start_with(ip: &str, random: Option<u64>) -> Self {
-        let addr: SocketAddr = format!("{ip}:18080").parse().unwrap();
+    fn start_with(ip: &str, port: u16, random: Option<u64>) -> Self {
+        let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
         let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         l.set_reuse_address(true).unwrap();
         l.bind(&addr.into()).unwrap();
@@ -111,14 +130,6 @@ impl Drop for Target {
     }
 }
 
-fn example(name: &str) -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name)
-        .display()
-        .to_string()
-}
-
 fn answer(s: &Server, name: &str, subnet: Option<[u8; 4]>) -> Vec<String> {
     let mut q = Q::new(name, A).edns(1232);
     if let Some(a) = subnet {
@@ -164,11 +175,15 @@ fn stays(s: &Server, name: &str, want: &str, d: Duration, what: &str) {
 
 #[test]
 fn s1_http_failover_preemptive_and_not() {
-    let _turn = s1_targets();
-    let mut p = Some(Target::start("127.0.0.11"));
-    let mut b = Some(Target::start("127.0.0.12"));
-    let pre = Server::start(&["--config", &example("primary-backup.toml")]);
-    let non = Server::start(&["--config", &example("primary-backup-nonpreemptive.toml")]);
+    let port = target_port(&["127.0.0.11", "127.0.0.12"]);
+    let dir = TempDir::new("s1");
+    let mut p = Some(Target::start("127.0.0.11", port));
+    let mut b = Some(Target::start("127.0.0.12", port));
+    let pre = Server::start(&["--config", &example_on(&dir, "primary-backup.toml", port)]);
+    let non = Server::start(&[
+        "--config",
+        &example_on(&dir, "primary-backup-nonpreemptive.toml", port),
+    ]);
     let n = "www.example.test";
     for s in [&pre, &non] {
         until(s, n, None, &["127.0.0.11"], UP_BOUND, "step 1");
@@ -191,7 +206,7 @@ fn s1_http_failover_preemptive_and_not() {
         "step 2 non-preemptive",
     );
     eprintln!("failover after the primary died: {took:?}");
-    p = Some(Target::start("127.0.0.11")); // it comes back
+    p = Some(Target::start("127.0.0.11", port)); // it comes back
     let back = until(
         &pre,
         n,
@@ -241,9 +256,12 @@ fn s1_http_failover_preemptive_and_not() {
 
 #[test]
 fn s2_tcp_carrier_lines_row_by_row() {
-    let s = Server::start(&["--config", &example("carrier-lines.toml")]);
     let ips = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
-    let mut targets: Vec<Option<Target>> = ips.iter().map(|ip| Some(Target::start(ip))).collect();
+    let port = target_port(&ips);
+    let dir = TempDir::new("s2");
+    let s = Server::start(&["--config", &example_on(&dir, "carrier-lines.toml", port)]);
+    let mut targets: Vec<Option<Target>> =
+        ips.iter().map(|ip| Some(Target::start(ip, port))).collect();
     let lines = [
         Some([192, 0, 2, 7]),
         Some([198, 51, 100, 7]),
@@ -299,7 +317,7 @@ fn s2_tcp_carrier_lines_row_by_row() {
             );
         }
     }
-    targets[0] = Some(Target::start(ips[0]));
+    targets[0] = Some(Target::start(ips[0], port));
     until(
         &s,
         "app.example.test",
@@ -312,11 +330,13 @@ fn s2_tcp_carrier_lines_row_by_row() {
 
 #[test]
 fn s3_tcp_cdn_origins_row_by_row() {
-    let s = Server::start(&["--config", &example("cdn-origins.toml")]);
+    let port = target_port(&["127.0.0.31", "127.0.0.32", "127.0.0.33"]);
+    let dir = TempDir::new("s3");
+    let s = Server::start(&["--config", &example_on(&dir, "cdn-origins.toml", port)]);
     let n = "origin.example.test";
-    let mut o1 = Some(Target::start("127.0.0.31"));
-    let mut o2 = Some(Target::start("127.0.0.32"));
-    let _o3 = Target::start("127.0.0.33");
+    let mut o1 = Some(Target::start("127.0.0.31", port));
+    let mut o2 = Some(Target::start("127.0.0.32", port));
+    let _o3 = Target::start("127.0.0.33", port);
     until(&s, n, None, &["127.0.0.31"], UP_BOUND, "all up");
     drop(o1.take());
     until(&s, n, None, &["127.0.0.32"], DOWN_BOUND, "origin-1 down");
@@ -329,7 +349,7 @@ fn s3_tcp_cdn_origins_row_by_row() {
         DOWN_BOUND,
         "origin-1 and 2 down",
     );
-    o1 = Some(Target::start("127.0.0.31"));
+    o1 = Some(Target::start("127.0.0.31", port));
     until(&s, n, None, &["127.0.0.31"], UP_BOUND, "origin-1 back");
     assert!(o1.is_some() && o2.is_none());
 }
@@ -339,10 +359,11 @@ fn s3_tcp_cdn_origins_row_by_row() {
 /// target's own record of what it answered through the same rule.
 #[test]
 fn flapping_is_damped_by_thresholds() {
-    let _turn = s1_targets();
-    let t = Target::start_with("127.0.0.11", Some(0x9E37_79B9_7F4A_7C15));
-    let _b = Target::start("127.0.0.12");
-    let mut s = Server::start(&["--config", &example("primary-backup.toml")]);
+    let port = target_port(&["127.0.0.11", "127.0.0.12"]);
+    let dir = TempDir::new("flapping");
+    let t = Target::start_with("127.0.0.11", port, Some(0x9E37_79B9_7F4A_7C15));
+    let _b = Target::start("127.0.0.12", port);
+    let mut s = Server::start(&["--config", &example_on(&dir, "primary-backup.toml", port)]);
     std::thread::sleep(Duration::from_secs(10));
     s.stop();
     let served = t.served.lock().unwrap().clone();
@@ -396,10 +417,11 @@ fn state_changes(results: &[bool]) -> usize {
 /// start-up is never answered, not even by the first query.
 #[test]
 fn first_round_before_ready() {
-    let _turn = s1_targets();
-    let _b = Target::start("127.0.0.12");
+    let port = target_port(&["127.0.0.11", "127.0.0.12"]);
+    let dir = TempDir::new("first-round");
+    let _b = Target::start("127.0.0.12", port);
     // No target on 127.0.0.11: the primary is down from the start.
-    let s = Server::start(&["--config", &example("primary-backup.toml")]);
+    let s = Server::start(&["--config", &example_on(&dir, "primary-backup.toml", port)]);
     s.wait_log("first round of health checks done", Duration::from_secs(1));
     assert_eq!(answer(&s, "www.example.test", None), vec!["127.0.0.12"]);
 }
@@ -452,8 +474,8 @@ fn alerts_reach_the_webhook_with_retries() {
             }
         }
     });
-    let dir = std::env::temp_dir().join(format!("gtmd-alerts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = TempDir::new("alerts");
+    let dir = scratch.path();
     let cfg = dir.join("weighted.toml");
     let text = std::fs::read_to_string(example("weighted.toml")).unwrap();
     std::fs::write(
@@ -558,8 +580,8 @@ fn icmp_failover_with_a_host_in_a_namespace() {
         eprintln!("\n*** SKIPPED icmp_failover_with_a_host_in_a_namespace: cannot create network namespaces here (needs root and iproute2) ***\n");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("gtmd-icmp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = TempDir::new("icmp");
+    let dir = scratch.path();
     let cfg = dir.join("ping.toml");
     std::fs::write(
         &cfg,
@@ -632,13 +654,13 @@ pools = ["Origins"]
 /// of failing vantage points reaches the failure rate (50%).
 #[test]
 fn vantage_points_and_failure_rate() {
-    let _turn = s1_targets();
-    let p = Target::start("127.0.0.11");
-    let _b = Target::start("127.0.0.12");
-    let dir = std::env::temp_dir().join(format!("gtmd-vantage-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let port = target_port(&["127.0.0.11", "127.0.0.12"]);
+    let p = Target::start("127.0.0.11", port);
+    let _b = Target::start("127.0.0.12", port);
+    let scratch = TempDir::new("vantage");
+    let dir = scratch.path();
     let cfg = dir.join("pb.toml");
-    let text = std::fs::read_to_string(example("primary-backup.toml")).unwrap().replace(
+    let text = example_text("primary-backup.toml", port).replace(
         "up-after = 2",
         "up-after = 2\nsources = [\"127.0.0.1\", \"127.0.0.2\", \"127.0.0.3\", \"127.0.0.4\"]\nfailure-rate = 50",
     );
@@ -697,7 +719,8 @@ fn https_checks_sni_and_verification() {
         .with_single_cert(vec![der], key)
         .unwrap(),
     );
-    let l = TcpListener::bind("127.0.0.45:18443").unwrap();
+    let l = TcpListener::bind("127.0.0.45:0").unwrap();
+    let port = l.local_addr().unwrap().port();
     let snis = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = snis.clone();
     std::thread::spawn(move || {
@@ -728,8 +751,8 @@ fn https_checks_sni_and_verification() {
             });
         }
     });
-    let dir = std::env::temp_dir().join(format!("gtmd-https-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = TempDir::new("https");
+    let dir = scratch.path();
     let cfg = dir.join("https.toml");
     let mut text = String::from(
         "version = 1\n[[zone]]\nname = \"example.test.\"\nsoa = { mname = \"ns1\", rname = \"hostmaster\" }\n\
@@ -737,7 +760,7 @@ fn https_checks_sni_and_verification() {
     );
     for (name, verify) in [("trusting", false), ("verifying", true)] {
         text.push_str(&format!(
-            "[[health-check]]\nname = \"{name}\"\nprotocol = \"https\"\nport = 18443\npath = \"/health\"\n\
+            "[[health-check]]\nname = \"{name}\"\nprotocol = \"https\"\nport = {port}\npath = \"/health\"\n\
              sni = \"health.example.test\"\ntls-verify = {verify}\ninterval = 1\ntimeout = 1\n\
              [[address]]\nname = \"{name}-1\"\nvalue = \"127.0.0.45\"\nhealth-check = \"{name}\"\n\
              [[pool]]\nname = \"{name}\"\ntype = \"ipv4\"\naddresses = [\"{name}-1\"]\n\
@@ -772,12 +795,12 @@ fn https_checks_sni_and_verification() {
 /// first query the new configuration answers (no optimistic "up" until re-checked).
 #[test]
 fn probe_state_survives_reload() {
-    let _turn = s1_targets();
-    let _b = Target::start("127.0.0.12");
-    let dir = std::env::temp_dir().join(format!("gtmd-carry-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let port = target_port(&["127.0.0.11", "127.0.0.12"]);
+    let _b = Target::start("127.0.0.12", port);
+    let scratch = TempDir::new("carry");
+    let dir = scratch.path();
     let cfg = dir.join("pb.toml");
-    let text = std::fs::read_to_string(example("primary-backup.toml")).unwrap();
+    let text = example_text("primary-backup.toml", port);
     std::fs::write(&cfg, &text).unwrap();
     let s = Server::start(&["--config", cfg.to_str().unwrap()]);
     let n = "www.example.test";
@@ -803,18 +826,18 @@ fn probe_state_survives_reload() {
 /// (down); the target application never accepts a connection from them.
 #[test]
 fn half_open_syn_checks() {
-    let dir = std::env::temp_dir().join(format!("gtmd-syn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = TempDir::new("syn");
+    let dir = scratch.path();
     let cfg = dir.join("syn.toml");
-    let text = std::fs::read_to_string(example("cdn-origins.toml"))
-        .unwrap()
+    let port = target_port(&["127.0.0.66", "127.0.0.67", "127.0.0.68"]);
+    let text = example_text("cdn-origins.toml", port)
         .replace("protocol = \"tcp\"", "protocol = \"tcp\"\nhalf-open = true")
         .replace("127.0.0.31", "127.0.0.66")
         .replace("127.0.0.32", "127.0.0.67")
         .replace("127.0.0.33", "127.0.0.68");
     std::fs::write(&cfg, text).unwrap();
-    let first = Target::start("127.0.0.66");
-    let _second = Target::start("127.0.0.67");
+    let first = Target::start("127.0.0.66", port);
+    let _second = Target::start("127.0.0.67", port);
     let s = Server::start(&["--config", cfg.to_str().unwrap()]);
     if s.count_log("half-open TCP checks use a raw socket") == 0 {
         eprintln!("\n*** SKIPPED half_open_syn_checks: no CAP_NET_RAW here ***\n");
@@ -873,8 +896,8 @@ impl Drop for NftTable {
 /// address goes down and the AAAA answer moves to the backup.
 #[test]
 fn icmpv6_ping_checks() {
-    let dir = std::env::temp_dir().join(format!("gtmd-icmp6-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = TempDir::new("icmp6");
+    let dir = scratch.path();
     let cfg = dir.join("v6.toml");
     std::fs::write(
         &cfg,

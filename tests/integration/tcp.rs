@@ -84,10 +84,9 @@ fn framed(q: &[u8]) -> Vec<u8> {
     b
 }
 
-fn config(dir: &str, server: &str, records: &[String]) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("gtmd-tcp-{}-{dir}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    let cfg = d.join("tcp.toml");
+/// `tcp.toml` in `dir`: one shard, `server` lines, example.test. with `records`.
+fn config(dir: &TempDir, server: &str, records: &[String]) -> std::path::PathBuf {
+    let cfg = dir.join("tcp.toml");
     let mut recs = vec!["\"ns1 A 192.0.2.53\"".to_string()];
     recs.extend(records.iter().map(|r| format!("{r:?}")));
     std::fs::write(
@@ -141,8 +140,9 @@ fn slow_loris_does_not_shut_out_fresh_clients() {
         limit >= (LORIS + 600) as u64,
         "RLIMIT_NOFILE {limit} is too low for {LORIS} connections"
     );
+    let dir = TempDir::new("tcp-loris");
     let cfg = config(
-        "loris",
+        &dir,
         "tcp-max-connections = 512",
         &["www A 192.0.2.10".to_string()],
     );
@@ -281,7 +281,8 @@ fn non_reading_clients_do_not_grow_memory() {
         .collect();
     let mut records = vec!["www A 192.0.2.10".to_string()];
     records.extend(big);
-    let cfg = config("nonreading", "tcp-max-connections = 2100", &records);
+    let dir = TempDir::new("tcp-nonreading");
+    let cfg = config(&dir, "tcp-max-connections = 2100", &records);
     let s = Server::start(&["--config", cfg.to_str().unwrap()]);
     let (addr, pid) = (s.addr, s.pid());
     let probe = s.tcp(&Q::new("big.example.test", TXT).build());
@@ -385,7 +386,8 @@ fn pipelined_large_answers_read_slowly_arrive_in_order() {
         .collect();
     let mut records = vec!["www A 192.0.2.10".to_string()];
     records.extend(big);
-    let cfg = config("slowreader", "", &records);
+    let dir = TempDir::new("tcp-slowreader");
+    let cfg = config(&dir, "", &records);
     let s = Server::start(&["--config", cfg.to_str().unwrap()]);
     let c = connect_from(Ipv4Addr::LOCALHOST, s.addr, Some(4096)).unwrap();
     c.set_nonblocking(false).unwrap();
@@ -430,8 +432,9 @@ fn memory_of_unfinished_messages_returns() {
     const CLIENTS: usize = 1000;
     let limit = raise_nofile();
     assert!(limit >= (CLIENTS * 2 + 200) as u64, "RLIMIT_NOFILE {limit}");
+    let dir = TempDir::new("tcp-unfinished");
     let cfg = config(
-        "unfinished",
+        &dir,
         "tcp-max-connections = 2100",
         &["www A 192.0.2.10".to_string()],
     );

@@ -22,6 +22,8 @@ use std::process::Command;
 
 use gtmd::config::{name::display_name, Config, Rdata};
 
+use crate::harness::TempDir;
+
 /// What a case file says it must give.
 struct Case {
     path: PathBuf,
@@ -209,8 +211,8 @@ fn kzonecheck(c: &Case) -> Option<bool> {
 
 #[test]
 fn zone_file_cases() {
-    let tmp = std::env::temp_dir().join(format!("gtmd-zonefile-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    let scratch = TempDir::new("zonefile");
+    let tmp = scratch.path();
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -220,7 +222,7 @@ fn zone_file_cases() {
     let (mut failures, mut knot_checked, mut differs) = (Vec::new(), 0, 0);
     for p in &paths {
         let c = parse_case(p);
-        let mut wrong = run(&c, &tmp);
+        let mut wrong = run(&c, tmp);
         if let Some(knot_ok) = kzonecheck(&c) {
             knot_checked += 1;
             differs += usize::from(c.knot_differs);
@@ -235,7 +237,6 @@ fn zone_file_cases() {
             failures.push(format!("{}:\n  {}", p.display(), wrong.join("\n  ")));
         }
     }
-    std::fs::remove_dir_all(&tmp).ok();
     eprintln!(
         "{} zone file cases; kzonecheck run on {knot_checked}, agreeing with gtmd on {}",
         paths.len(),
