@@ -82,6 +82,7 @@ pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> 
             gslb: gslb_tables,
             health,
             model,
+            metric_series: Default::default(),
         },
     };
     let mut errs = Vec::new();

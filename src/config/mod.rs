@@ -4,13 +4,14 @@
 //!
 //! One section per table: each table of the spec (`spec.rs`) has a file here whose
 //! `validate` turns it into its part of the [`Config`] (`server.rs`, `zone.rs`, `rrl.rs`,
-//! `control.rs`, `alerts.rs`, and the GSLB tables under `gslb/`), with a
+//! `control.rs`, `alerts.rs`, `metrics.rs`, and the GSLB tables under `gslb/`), with a
 //! `validate::Ctx` that places each error at its file and line and collects them all.
 
 mod alerts;
 pub mod control;
 mod error;
 pub mod gslb;
+pub mod metrics;
 pub mod name;
 mod rrl;
 mod server;
@@ -52,6 +53,28 @@ pub struct Config {
     pub alerts: Option<Alerts>,
     /// Response rate limiting (`[rrl]` with a `rate`), or off.
     pub rrl: Option<Rrl>,
+    /// What `GET /metrics` exposes.
+    pub metrics: Metrics,
+}
+
+/// `[metrics]`: the optional, per-name parts of the control API's `GET /metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metrics {
+    /// Count GSLB answers per access domain and per line (off by default: a few
+    /// instructions per query, PERF.md).
+    pub per_domain: bool,
+    /// Most series per label (access domains, lines, routes); answers beyond go to the
+    /// `_other` series. Takes effect at restart.
+    pub max_series: usize,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            per_domain: false,
+            max_series: metrics::DEFAULT_MAX_SERIES,
+        }
+    }
 }
 
 /// `[rrl]`: response rate limiting over UDP (the BIND/Knot model).
@@ -228,6 +251,10 @@ impl Config {
         let gslb = gslb::load(&spec, &mut ctx, &zones);
         let control = control::validate(spec.control.as_ref(), &mut ctx);
         let alerts = spec.alerts.as_ref().and_then(|a| a.validate(&mut ctx));
+        let metrics = spec
+            .metrics
+            .as_ref()
+            .map_or_else(Metrics::default, |m| m.validate(&mut ctx));
         errs.sort_by(|a, b| (&a.at.file, a.at.line).cmp(&(&b.at.file, b.at.line)));
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
@@ -240,6 +267,7 @@ impl Config {
             control,
             alerts,
             rrl,
+            metrics,
         })
     }
 }

@@ -19,6 +19,7 @@ pub(crate) struct Spec {
     pub(crate) geoip: Option<GeoipSpec>,
     pub(crate) alerts: Option<AlertsSpec>,
     pub(crate) rrl: Option<RrlSpec>,
+    pub(crate) metrics: Option<MetricsSpec>,
     #[serde(default)]
     pub(crate) line: Vec<LineSpec>,
     #[serde(default)]
@@ -62,6 +63,15 @@ pub(crate) struct AlertsSpec {
     pub(crate) webhook: Spanned<String>,
     pub(crate) retries: Option<Spanned<i64>>,
     pub(crate) timeout: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct MetricsSpec {
+    /// Count GSLB answers per access domain and per line.
+    pub(crate) per_domain: Option<bool>,
+    /// Most series per label (access domains, lines, routes); the rest share `_other`.
+    pub(crate) max_series: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

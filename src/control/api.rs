@@ -8,6 +8,7 @@
 //! | `GET /v1/state` | JSON: addresses, pools, access domains with their active pool per line |
 //! | `PUT /v1/addresses/NAME/override` body `up`, `down` or `auto` | force an address |
 //! | `DELETE /v1/addresses/NAME/override` | back to the configured mode |
+//! | `GET /metrics` | Prometheus text format, or OpenMetrics when `Accept` asks (`metrics/`) |
 //!
 //! Who may do what (checked in this order, each refusal logged with the client):
 //!
@@ -17,7 +18,8 @@
 //!    cannot post to it (CSRF), preflight or not.
 //! 3. A bearer token (`Authorization: Bearer TOKEN`, from `control.token-file`) is needed
 //!    for every change (401 without; 403 when no token-file is set: the API is then
-//!    read-only) and, on a listener beyond loopback, for reads too. A wrong token is 401.
+//!    read-only) and, on a listener beyond loopback, for reads too (`GET /metrics`
+//!    included: a scrape is a read like any other). A wrong token is 401.
 //!    Tokens are compared in constant time; every change is logged with the token's name
 //!    and the client's address.
 
@@ -200,6 +202,8 @@ pub struct ApiContext {
     pub reports: crate::probe::Reports,
     /// Tokens, hosts, TLS and state file, as last configured.
     pub settings: ArcSwap<Settings>,
+    /// What `/metrics` reads beyond the above.
+    pub metrics: Arc<super::metrics::Metrics>,
 }
 
 /// Starts serving `listener` with `ctx` (plain or TLS as `ctx.settings` says, per
@@ -366,6 +370,12 @@ fn serve(ctx: &ApiContext, peer: &http::Peer, req: &http::Request) -> http::Resp
             return resp;
         }
     };
+    if path == "/metrics" {
+        return match req.method.as_str() {
+            "GET" => super::metrics::respond(ctx, req),
+            m => http::Response::error(405, format!("{m} is not allowed here")),
+        };
+    }
     let actor = match actor {
         Actor::Token(name) => name,
         Actor::Anonymous => "-",
@@ -457,7 +467,7 @@ fn handle(
         ),
         _ => (
             404,
-            json!({"error": "not found", "endpoints": ["GET /v1/state", "PUT /v1/addresses/NAME/override", "DELETE /v1/addresses/NAME/override"]}),
+            json!({"error": "not found", "endpoints": ["GET /v1/state", "PUT /v1/addresses/NAME/override", "DELETE /v1/addresses/NAME/override", "GET /metrics"]}),
         ),
     }
 }

@@ -49,13 +49,15 @@ impl Request {
     }
 }
 
-/// An answer: status, JSON body, extra headers.
+/// An answer: status, JSON body (or text), extra headers.
 #[derive(Debug)]
 pub struct Response {
     /// HTTP status.
     pub status: u16,
-    /// The JSON document sent.
+    /// The JSON document sent (unless `text` is set).
     pub body: serde_json::Value,
+    /// A body other than JSON: its content type and text (`/metrics`).
+    pub text: Option<(&'static str, String)>,
     /// Extra headers (`WWW-Authenticate`).
     pub headers: Vec<(&'static str, String)>,
 }
@@ -66,7 +68,16 @@ impl Response {
         Self {
             status,
             body,
+            text: None,
             headers: Vec::new(),
+        }
+    }
+
+    /// A text answer of content type `content_type`.
+    pub fn text(status: u16, content_type: &'static str, text: String) -> Self {
+        Self {
+            text: Some((content_type, text)),
+            ..Self::json(status, serde_json::Value::Null)
         }
     }
 
@@ -385,9 +396,16 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn write_response(s: &mut impl Conn, resp: &Response, deadline: Instant) -> io::Result<()> {
-    let body = serde_json::to_string_pretty(&resp.body).unwrap_or_default() + "\n";
+    let json;
+    let (content_type, body) = match &resp.text {
+        Some((ct, text)) => (*ct, text.as_str()),
+        None => {
+            json = serde_json::to_string_pretty(&resp.body).unwrap_or_default() + "\n";
+            ("application/json", json.as_str())
+        }
+    };
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n",
         resp.status,
         reason(resp.status),

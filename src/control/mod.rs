@@ -6,6 +6,7 @@
 pub mod api;
 mod contain;
 pub mod http;
+pub mod metrics;
 mod notify;
 
 use contain::contained;
@@ -138,7 +139,7 @@ struct Running {
 /// `gtmd run`: serves until SIGTERM/SIGINT.
 pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     let t0 = Instant::now();
-    let (cfg, snap) = contained(&source_name(opts.config.as_ref()), || {
+    let (cfg, mut snap) = contained(&source_name(opts.config.as_ref()), || {
         let mut cfg = load(opts.config.as_ref())?;
         apply_overrides(&mut cfg, &opts)?;
         let snap = compile(&cfg, 1)?;
@@ -154,6 +155,8 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         ms = t0.elapsed().as_millis() as u64,
         "configuration compiled"
     );
+    let metrics = Arc::new(metrics::Metrics::new(&cfg.metrics, t0));
+    metrics.assign(&mut snap, &cfg.metrics);
     let snap = Arc::new(snap);
     // The control listener first: a port in use fails start-up before any DNS socket.
     let control_listener = bind_control(&cfg.control)?;
@@ -235,12 +238,14 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     })
     .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
     running.threads.push(prober);
+    metrics.serving(running.counters.clone());
     let mut plane = ControlPlane {
         ctx: Arc::new(api::ApiContext {
             writer: writer.clone(),
             generation: generation_shared.clone(),
             reports: reports.clone(),
             settings: ArcSwap::from_pointee(api::Settings::of(&cfg.control)),
+            metrics: metrics.clone(),
         }),
         server: None,
         stop: stop.clone(),
@@ -267,7 +272,19 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
                 SIGHUP => {
                     notify::send("RELOADING=1");
                     let before = (current.control.clone(), current.alerts.clone());
-                    if reload(&opts, &mut current, &published, &writer, &mut generation) {
+                    let began = Instant::now();
+                    let ok = reload(
+                        &opts,
+                        &mut current,
+                        &published,
+                        &writer,
+                        &mut generation,
+                        &metrics,
+                    );
+                    if opts.config.is_some() {
+                        metrics.reloaded(ok, began.elapsed());
+                    }
+                    if ok {
                         let _ = reload_tx.send(published.load_full());
                         if before.1 != current.alerts {
                             if let Err(e) = alerts::configure(current.alerts.clone()) {
@@ -472,6 +489,7 @@ fn reload(
     published: &Published,
     writer: &SharedWriter,
     generation: &mut u64,
+    metrics: &metrics::Metrics,
 ) -> bool {
     let t0 = Instant::now();
     let Some(path) = opts.config.as_ref() else {
@@ -488,7 +506,7 @@ fn reload(
     });
     let compiled = Instant::now();
     match next {
-        Ok((cfg, snap)) => {
+        Ok((cfg, mut snap)) => {
             let s = &cfg.server;
             let c = &current.server;
             if s.listen != c.listen || s.shards != c.shards || s.io != c.io {
@@ -503,6 +521,7 @@ fn reload(
             }
             *generation += 1;
             let names = snap.nodes.len();
+            metrics.assign(&mut snap, &cfg.metrics);
             let snap = Arc::new(snap);
             // Health carries over by name and is written into the new snapshot before it
             // is published; the writer lock keeps API overrides from racing the swap.
@@ -617,8 +636,9 @@ fn start(
         let backend = shard::make_backend(cfg.server.io, u)
             .map_err(|e| ExitError::Startup(format!("shard {i}: cannot start UDP I/O: {e}")))?;
         info!(shard = i, cpu, io = backend.name(), "shard starting");
-        let uc = Arc::new(Counters::default());
-        let tc = Arc::new(Counters::default());
+        let series = cfg.metrics.max_series;
+        let uc = Arc::new(Counters::new(i, crate::wire::Transport::Udp, series));
+        let tc = Arc::new(Counters::new(i, crate::wire::Transport::Tcp, series));
         counters.push(uc.clone());
         counters.push(tc.clone());
         let mut uctx = ShardCtx::new(i, published, uc, stop.clone());

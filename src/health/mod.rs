@@ -10,6 +10,8 @@
 //! pool by name.
 
 pub mod alerts;
+mod transitions;
+pub use transitions::Transitions;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -114,6 +116,8 @@ pub struct Writer {
     addr: Vec<bool>,
     pool: Vec<bool>,
     active: Vec<u32>,
+    /// Changes counted per address and pool, for the metrics.
+    transitions: Transitions,
 }
 
 impl Writer {
@@ -127,6 +131,7 @@ impl Writer {
             addr: Vec::new(),
             pool: Vec::new(),
             active: Vec::new(),
+            transitions: Transitions::default(),
             snap,
         };
         w.recompute(true);
@@ -183,7 +188,7 @@ impl Writer {
         } else {
             carry(&old_keys, &old_active, &new_keys, NO_POOL)
         };
-        self.recompute(true)
+        self.apply(true)
     }
 
     /// Sets (or with `None` clears) the operator override of an address.
@@ -195,7 +200,7 @@ impl Writer {
             Some(m) => self.overrides.insert(name.to_string(), m),
             None => self.overrides.remove(name),
         };
-        Ok(self.recompute(false))
+        Ok(self.apply(false))
     }
 
     /// Records a probe verdict for the address called `name` (by name, so a verdict that
@@ -214,7 +219,7 @@ impl Writer {
             return Vec::new();
         }
         self.probe[i] = up;
-        self.recompute(false)
+        self.apply(false)
     }
 
     /// Removes the overrides of the addresses `keep` rejects (names a new configuration
@@ -242,6 +247,18 @@ impl Writer {
     /// Probe verdict of address `i`.
     pub fn probe(&self, i: usize) -> bool {
         self.probe[i]
+    }
+
+    /// Address and pool transitions so far, by name.
+    pub fn transitions(&self) -> &Transitions {
+        &self.transitions
+    }
+
+    /// [`Self::recompute`], its changes counted.
+    fn apply(&mut self, full: bool) -> Vec<Change> {
+        let changes = self.recompute(full);
+        self.transitions.count(&changes);
+        changes
     }
 
     /// Recomputes every derived bit and slot from the inputs and stores what changed.

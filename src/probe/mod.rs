@@ -11,6 +11,7 @@
 //! when every one of its checks is.
 
 mod icmp;
+pub mod latency;
 mod syn;
 mod tls;
 
@@ -52,6 +53,9 @@ pub struct Report {
     /// The template's failure rate (for the address verdict).
     #[serde(skip)]
     failure_rate: u32,
+    /// Results of this check so far (for the metrics).
+    #[serde(skip)]
+    pub stats: latency::CheckStats,
 }
 
 /// Last results by address name, shared with the control API.
@@ -651,18 +655,9 @@ fn finish(
         last_ok: ok,
         latency_ms: took.as_secs_f64() * 1000.0,
         error: err.clone(),
+        stats: Default::default(),
     };
-    {
-        let mut r = reports.lock().expect("reports lock");
-        let v = r.entry(t.address.clone()).or_default();
-        match v
-            .iter_mut()
-            .find(|x| x.check == report.check && x.source == report.source)
-        {
-            Some(x) => *x = report.clone(),
-            None => v.push(report.clone()),
-        }
-    }
+    latency::store(reports, &t.address, report.clone(), ok, took);
     t.report = Some(report);
     if before != t.up {
         let up = t.up.unwrap_or(true);

@@ -4,8 +4,9 @@
 //! backend: io_uring or recvmmsg/sendmmsg) and one SO_REUSEPORT TCP listener (served by a
 //! companion thread on the same CPU). A shard reads the published [`Snapshot`] through a
 //! per-thread cache of the pointer, answers with [`crate::wire::respond`], and counts into
-//! its own [`Counters`]. Nothing on this path takes a lock or allocates.
+//! its own [`Counters`] (`counters.rs`). Nothing on this path takes a lock or allocates.
 
+pub mod counters;
 mod mmsg;
 pub mod rrl;
 pub mod socket;
@@ -14,18 +15,19 @@ pub use tcp::serve as tcp_serve;
 mod uring;
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Cache};
 
 use crate::config::IoMode;
-use crate::dns::rcode;
-use crate::tables::gslb::{ClientAddr, Local};
+use crate::tables::gslb::{ClientAddr, Local, Selection};
 use crate::tables::Snapshot;
-use crate::wire::{respond, Outcome, Query, Transport};
+use crate::wire::{respond, Query, Transport};
 
+use counters::bump;
+pub use counters::{Counters, Summary};
 pub use tcp::TcpLimits;
 
 /// Longest a shard blocks in one wait, so that shutdown is seen promptly (gdnsd's
@@ -35,145 +37,6 @@ pub const WAIT_BOUND: Duration = Duration::from_millis(100);
 
 /// The published snapshot: one pointer, swapped whole by the control thread.
 pub type Published = Arc<ArcSwap<Snapshot>>;
-
-/// Per-shard counters. One writer (the owning thread) with relaxed load+store; the control
-/// thread sums them on read. No logic reads a counter.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub struct Counters {
-    /// Queries received (including dropped ones).
-    pub queries: AtomicU64,
-    /// Responses by RCODE.
-    pub noerror: AtomicU64,
-    /// FORMERR responses.
-    pub formerr: AtomicU64,
-    /// NXDOMAIN responses.
-    pub nxdomain: AtomicU64,
-    /// NOTIMP responses.
-    pub notimp: AtomicU64,
-    /// REFUSED responses.
-    pub refused: AtomicU64,
-    /// BADVERS responses.
-    pub badvers: AtomicU64,
-    /// Packets dropped without an answer (QR set, short, oversized, send failures).
-    pub dropped: AtomicU64,
-    /// Responses with TC set.
-    pub truncated: AtomicU64,
-    /// Queries that arrived over TCP.
-    pub tcp_queries: AtomicU64,
-    /// TCP connections accepted.
-    pub tcp_connections: AtomicU64,
-    /// TCP connections refused at the connection cap.
-    pub tcp_refused: AtomicU64,
-    /// BADCOOKIE responses (RFC 7873; `require-cookie`).
-    pub badcookie: AtomicU64,
-    /// UDP responses response rate limiting held back (dropped or slipped).
-    pub limited: AtomicU64,
-    /// Of those, sent truncated (TC=1, no records) instead of dropped.
-    pub slipped: AtomicU64,
-}
-
-#[inline]
-fn bump(c: &AtomicU64) {
-    c.store(c.load(Relaxed) + 1, Relaxed);
-}
-
-impl Counters {
-    /// Records the outcome of one query.
-    #[inline]
-    pub fn record(&self, o: &Outcome) {
-        bump(&self.queries);
-        if o.len == 0 {
-            bump(&self.dropped);
-            return;
-        }
-        bump(match o.rcode {
-            rcode::NOERROR => &self.noerror,
-            rcode::FORMERR => &self.formerr,
-            rcode::NXDOMAIN => &self.nxdomain,
-            rcode::NOTIMP => &self.notimp,
-            rcode::REFUSED => &self.refused,
-            rcode::BADCOOKIE => &self.badcookie,
-            _ => &self.badvers,
-        });
-        if o.truncated {
-            bump(&self.truncated);
-        }
-    }
-
-    /// Counts a packet dropped outside `respond` (e.g. a failed send).
-    #[inline]
-    pub fn drop_one(&self) {
-        bump(&self.dropped);
-    }
-
-    /// Adds every field of `other` into a plain summary.
-    pub fn add_to(&self, s: &mut Summary) {
-        let g = |c: &AtomicU64| c.load(Relaxed);
-        s.queries += g(&self.queries);
-        s.noerror += g(&self.noerror);
-        s.formerr += g(&self.formerr);
-        s.nxdomain += g(&self.nxdomain);
-        s.notimp += g(&self.notimp);
-        s.refused += g(&self.refused);
-        s.badvers += g(&self.badvers);
-        s.dropped += g(&self.dropped);
-        s.truncated += g(&self.truncated);
-        s.tcp_queries += g(&self.tcp_queries);
-        s.tcp_connections += g(&self.tcp_connections);
-        s.tcp_refused += g(&self.tcp_refused);
-        s.badcookie += g(&self.badcookie);
-        s.limited += g(&self.limited);
-        s.slipped += g(&self.slipped);
-    }
-}
-
-/// Summed counters.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct Summary {
-    pub queries: u64,
-    pub noerror: u64,
-    pub formerr: u64,
-    pub nxdomain: u64,
-    pub notimp: u64,
-    pub refused: u64,
-    pub badvers: u64,
-    pub dropped: u64,
-    pub truncated: u64,
-    pub tcp_queries: u64,
-    pub tcp_connections: u64,
-    pub tcp_refused: u64,
-    pub badcookie: u64,
-    pub limited: u64,
-    pub slipped: u64,
-}
-
-impl std::fmt::Display for Summary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "queries={} noerror={} nxdomain={} refused={} formerr={} notimp={} badvers={} \
-             dropped={} truncated={} tcp_queries={} tcp_connections={} tcp_refused={} \
-             badcookie={} rrl_limited={} rrl_slipped={}",
-            self.queries,
-            self.noerror,
-            self.nxdomain,
-            self.refused,
-            self.formerr,
-            self.notimp,
-            self.badvers,
-            self.dropped,
-            self.truncated,
-            self.tcp_queries,
-            self.tcp_connections,
-            self.tcp_refused,
-            self.badcookie,
-            self.limited,
-            self.slipped
-        )
-    }
-}
 
 /// What a backend needs from its shard: the answer function with its scratch space,
 /// the shutdown flag and the counters.
@@ -185,7 +48,7 @@ pub struct ShardCtx {
     local: Local,
     /// Response rate limiting state, made when a snapshot first turns RRL on.
     rrl: Option<Box<rrl::Table>>,
-    /// This shard's UDP counters.
+    /// This thread's counters (UDP or TCP).
     pub counters: Arc<Counters>,
     /// Set by the control thread to stop.
     pub stop: Arc<AtomicBool>,
@@ -215,6 +78,10 @@ impl ShardCtx {
     #[inline]
     pub fn answer(&mut self, pkt: &[u8], client: Option<ClientAddr>, out: &mut [u8]) -> usize {
         let snap = self.cache.load();
+        let per_domain = !snap.metric_series.ads.is_empty();
+        if per_domain {
+            self.local.selected = Selection::NONE;
+        }
         let o = respond(
             snap,
             pkt,
@@ -224,7 +91,11 @@ impl ShardCtx {
             &mut self.local,
             out,
         );
-        self.counters.record(&o);
+        self.counters.record(&o, self.query.qtype);
+        if per_domain {
+            self.counters
+                .record_selection(&snap.metric_series, self.local.selected);
+        }
         match &snap.rrl {
             Some(conf) if o.len != 0 => {
                 // After the answer is built (its class is known), before it is sent.
@@ -253,6 +124,10 @@ impl ShardCtx {
     #[inline]
     pub fn answer_tcp(&mut self, pkt: &[u8], client: Option<ClientAddr>, out: &mut [u8]) -> usize {
         let snap = self.cache.load();
+        let per_domain = !snap.metric_series.ads.is_empty();
+        if per_domain {
+            self.local.selected = Selection::NONE;
+        }
         let o = respond(
             snap,
             pkt,
@@ -262,8 +137,11 @@ impl ShardCtx {
             &mut self.local,
             out,
         );
-        self.counters.record(&o);
-        bump(&self.counters.tcp_queries);
+        self.counters.record(&o, self.query.qtype);
+        if per_domain {
+            self.counters
+                .record_selection(&snap.metric_series, self.local.selected);
+        }
         o.len
     }
 

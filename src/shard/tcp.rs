@@ -30,6 +30,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -38,7 +39,8 @@ use mio::{Events, Interest, Poll, Registry, Token};
 // The allocator of the `gtmd` binary, linked here for `Conns::return_memory`.
 use mimalloc as _;
 
-use super::{bump, ShardCtx, WAIT_BOUND};
+use super::counters::CloseReason;
+use super::{bump, Counters, ShardCtx, WAIT_BOUND};
 use crate::dns::HEADER_LEN;
 use crate::tables::gslb::ClientAddr;
 
@@ -178,6 +180,8 @@ struct Conns {
     again: Vec<u32>,
     rd: Box<[u8]>,
     batch: Box<[u8]>,
+    /// The shard's TCP counters (closes are counted by reason).
+    counters: Arc<Counters>,
 }
 
 /// Serves TCP on `listeners` until the shard's stop flag is set.
@@ -197,7 +201,7 @@ pub fn serve(
     for (i, l) in ls.iter_mut().enumerate() {
         poll.registry().register(l, Token(i), Interest::READABLE)?;
     }
-    let mut cs = Conns::new(limits, ls.len());
+    let mut cs = Conns::new(limits, ls.len(), ctx.counters.clone());
     let mut events = Events::with_capacity(256);
     let mut again = Vec::new();
     // Listeners with connections left to accept: (token, whether to come back at once).
@@ -260,8 +264,9 @@ fn source_key(ip: IpAddr) -> IpAddr {
 }
 
 impl Conns {
-    fn new(limits: TcpLimits, first: usize) -> Self {
+    fn new(limits: TcpLimits, first: usize, counters: Arc<Counters>) -> Self {
         Self {
+            counters,
             limits,
             first,
             slots: Vec::new(),
@@ -351,18 +356,19 @@ impl Conns {
             if now.saturating_duration_since(since) < self.limits.io_timeout {
                 break;
             }
-            self.close(i, reg);
+            self.close(i, reg, CloseReason::IoTimeout);
         }
         while self.idle.head != NIL {
             let i = self.idle.head;
             if now.saturating_duration_since(self.conn(i).last_query) < self.limits.idle_timeout {
                 break;
             }
-            self.close(i, reg);
+            self.close(i, reg, CloseReason::IdleTimeout);
         }
     }
 
-    fn close(&mut self, i: u32, reg: &Registry) {
+    fn close(&mut self, i: u32, reg: &Registry, why: CloseReason) {
+        bump(&self.counters.tcp_closed[why as usize]);
         self.unlink(Which::Idle, i);
         if self.conn(i).io_since.is_some() {
             self.unlink(Which::Io, i);
@@ -397,7 +403,7 @@ impl Conns {
                         && self.idle.head != NIL =>
                 {
                     made_room = true;
-                    self.close(self.idle.head, reg);
+                    self.close(self.idle.head, reg, CloseReason::Evicted);
                 }
                 // Out of descriptors or memory with nothing to give back: try again at the
                 // next wake-up (within `WAIT_BOUND`).
@@ -415,7 +421,7 @@ impl Conns {
             return; // dropped: closed at once
         }
         if self.live >= self.limits.max_connections {
-            self.close(self.idle.head, reg);
+            self.close(self.idle.head, reg, CloseReason::Evicted);
         }
         let i = match self.free.pop() {
             Some(i) => i,
@@ -465,7 +471,7 @@ impl Conns {
         let turn = match turn(c, ctx, &mut self.rd, &mut self.batch) {
             Ok(t) => t,
             Err(Close) => {
-                self.close(i, reg);
+                self.close(i, reg, CloseReason::Client);
                 return;
             }
         };

@@ -317,6 +317,26 @@ pub struct GslbTables {
 pub struct Local {
     rotation: u64,
     rng: u64,
+    /// The access domain and line of the last selection, for per-domain metrics: the shard
+    /// sets [`Selection::NONE`] before a query when it counts them.
+    pub selected: Selection,
+}
+
+/// An access domain and the asker's line, as a selection answered them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selection {
+    /// Access domain index (`tables::NONE` for none).
+    pub ad: u32,
+    /// Line index (0: default).
+    pub line: u32,
+}
+
+impl Selection {
+    /// No selection.
+    pub const NONE: Self = Self {
+        ad: super::NONE,
+        line: 0,
+    };
 }
 
 impl Local {
@@ -325,6 +345,7 @@ impl Local {
         Self {
             rotation: seed,
             rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            selected: Selection::NONE,
         }
     }
 
@@ -414,6 +435,7 @@ impl GslbTables {
         out: &mut [u8],
     ) -> Selected {
         let a = &self.ads[ad as usize];
+        local.selected = Selection { ad, line: line.0 };
         // Route i's active pool is slot i of the health state.
         let route_i = self.route_of(a, line.0 as usize);
         let route = &self.routes[route_i as usize];

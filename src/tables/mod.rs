@@ -143,6 +143,20 @@ pub struct Snapshot {
     pub health: Arc<HealthState>,
     /// The GSLB model by name, for the health writer and the control API.
     pub model: Model,
+    /// Per-domain metrics: the counter slot of each access domain and line (empty when
+    /// `[metrics] per-domain` is off). Set by the control side before publishing.
+    pub metric_series: MetricSeries,
+}
+
+/// The counter slot of each access domain and line, for the shards' per-domain counters:
+/// slots are given by name and kept across reloads (`control/metrics`), so a shard's
+/// counts stay attributed to the right name whichever snapshot it answered from.
+#[derive(Debug, Default)]
+pub struct MetricSeries {
+    /// Slot per access domain index (empty: per-domain metrics off).
+    pub ads: Box<[u32]>,
+    /// Slot per line index.
+    pub lines: Box<[u32]>,
 }
 
 /// One route slot: an access domain's candidate pools for some lines. Slot `s` is route `s`

@@ -175,6 +175,8 @@ pub fn parse(pkt: &[u8], q: &mut Query) -> Result<(), Reject> {
     q.edns = None;
     q.tsig = None;
     q.qname_len = 0;
+    // What the counters file a query under when its question does not parse: "other".
+    q.qtype = 0;
     q.question_end = HEADER_LEN;
     if q.flags & 0x8000 != 0 {
         return Err(Reject::Drop);

@@ -10,6 +10,7 @@ mod cli;
 mod control;
 mod cookies;
 mod differential;
+mod metrics;
 mod prober;
 mod rrl;
 mod scenarios;
