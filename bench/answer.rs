@@ -267,4 +267,78 @@ fn main() {
         assert!(o.len > 0, "{name} answered");
         println!("{name:<24} {:>10.1}", per[per.len() / 2]);
     }
+    shard_path(&cfg, only.as_deref(), iters, rounds);
+}
+
+/// The shard's whole answer path, as `ShardCtx::answer` runs it for a UDP query: snapshot
+/// load, `respond`, the counters, per-domain counts (`[metrics] per-domain`, the
+/// `shard+domains:` cases) and the RRL test. Callgrind counts `shard_loop` alone with
+/// `--toggle-collect=*shard_loop*` (PERF.md, "Metrics").
+fn shard_path(cfg: &Config, only: Option<&[String]>, iters: u32, rounds: u32) {
+    use gtmd::shard::{Counters, ShardCtx};
+    let ecs_line = [0u8, 8, 0, 7, 0, 1, 24, 0, 11, 0x2E, 0xE1];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("A exact", query("host4242.example.test", 1, None)),
+        ("NXDOMAIN", query("nothere.example.test", 1, None)),
+        (
+            "GSLB nearest, ECS line",
+            query("gslb.example.test", 1, Some(&ecs_line)),
+        ),
+    ];
+    for per_domain in [false, true] {
+        let mut snap = compile(cfg, 1).expect("compile");
+        if per_domain {
+            // What control/metrics gives every access domain and line when they fit.
+            let ads = snap.model.access_domains.len() as u32;
+            let lines = snap.model.lines.len() as u32;
+            snap.metric_series = gtmd::tables::MetricSeries {
+                ads: (0..ads).collect(),
+                lines: (0..lines).collect(),
+            };
+        }
+        let snap = std::sync::Arc::new(snap);
+        let _writer = gtmd::health::Writer::new(snap.clone(), Default::default());
+        let published = std::sync::Arc::new(arc_swap::ArcSwap::new(snap));
+        let counters = std::sync::Arc::new(Counters::new(0, Transport::Udp, 1000));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut ctx = ShardCtx::new(0, &published, counters, stop);
+        let prefix = if per_domain {
+            "shard+domains: "
+        } else {
+            "shard: "
+        };
+        let client = Some(ClientAddr::V4(0x7F00_0001));
+        let mut out = vec![0u8; 4096];
+        for (case, pkt) in &cases {
+            let name = format!("{prefix}{case}");
+            if only.is_some_and(|o| !o.iter().any(|p| name.starts_with(p.as_str()))) {
+                continue;
+            }
+            let mut per: Vec<f64> = (0..rounds)
+                .map(|_| {
+                    let t = Instant::now();
+                    black_box(shard_loop(&mut ctx, pkt, client, &mut out, iters));
+                    t.elapsed().as_nanos() as f64 / iters as f64
+                })
+                .collect();
+            per.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            assert!(ctx.answer(pkt, client, &mut out) > 0, "{name} answered");
+            println!("{name:<24} {:>10.1}", per[per.len() / 2]);
+        }
+    }
+}
+
+#[inline(never)]
+fn shard_loop(
+    ctx: &mut gtmd::shard::ShardCtx,
+    pkt: &[u8],
+    client: Option<ClientAddr>,
+    out: &mut [u8],
+    iters: u32,
+) -> usize {
+    let mut n = 0;
+    for _ in 0..iters {
+        n += ctx.answer(black_box(pkt), client, out);
+    }
+    n
 }

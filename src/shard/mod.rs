@@ -92,7 +92,7 @@ impl ShardCtx {
             out,
         );
         self.counters.record(&o, self.query.qtype);
-        if per_domain {
+        if per_domain && self.local.selected != Selection::NONE {
             self.counters
                 .record_selection(&snap.metric_series, self.local.selected);
         }
@@ -138,7 +138,7 @@ impl ShardCtx {
             out,
         );
         self.counters.record(&o, self.query.qtype);
-        if per_domain {
+        if per_domain && self.local.selected != Selection::NONE {
             self.counters
                 .record_selection(&snap.metric_series, self.local.selected);
         }
