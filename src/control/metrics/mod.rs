@@ -475,13 +475,22 @@ fn active_pools(e: &mut Expo, s: &Series, w: &Writer) {
         "1 for each pool a route (access domain, lines) answers from now; pool=\"_fallback\" \
          when none is healthy. Only per-domain access domains, at most max-series routes.",
     );
+    // Slots, not names: an access domain past the cap has the overflow slot. Integer
+    // tests only, under the writer lock, even with millions of routes.
+    let slots = &snap.metric_series.ads;
     let mut shown = 0;
     for (si, slot) in m.slots.iter().enumerate() {
-        let ad = &m.access_domains[slot.ad as usize];
-        if shown >= s.cap() || s.ad_slot(&ad.name, ad.rtype).is_none() {
+        if shown >= s.cap() {
+            break;
+        }
+        if slots
+            .get(slot.ad as usize)
+            .is_none_or(|&x| x as usize >= s.cap())
+        {
             continue;
         }
         shown += 1;
+        let ad = &m.access_domains[slot.ad as usize];
         let pools: Vec<usize> = match ad.policy {
             PoolPolicy::GlobalAvailability { .. } | PoolPolicy::Nearest => {
                 let a = active.get(si).copied().unwrap_or(NO_POOL);

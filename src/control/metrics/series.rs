@@ -54,11 +54,6 @@ impl Series {
         !self.ads.is_empty()
     }
 
-    /// The slot of access domain `ad` of the snapshot's model, if it has one of its own.
-    pub(super) fn ad_slot(&self, name: &[u8], rtype: u16) -> Option<u32> {
-        self.ads.get(&(name.to_vec(), rtype)).copied()
-    }
-
     /// Fills `snap.metric_series` (empty when `per_domain` is off: the shards then count
     /// nothing per domain), giving new names slots while there are any left.
     pub(super) fn assign(&mut self, snap: &mut Snapshot, per_domain: bool) {
