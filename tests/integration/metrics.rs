@@ -397,14 +397,31 @@ fn check_health(m: &HashMap<String, f64>, text: &str) {
     );
 }
 
+/// Waits until the scrape shows `n` reloads (the record is written just after the reload's
+/// log line).
+fn after_reloads(s: &Server, n: f64) -> (String, HashMap<String, f64>) {
+    let t0 = Instant::now();
+    loop {
+        let (text, m) = metrics(s);
+        if m.get("gtmd_reloads_total") == Some(&n) || t0.elapsed() > Duration::from_secs(5) {
+            return (text, m);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until the scrape shows the TCP connection closed (the shard sees the close at
-/// its next readiness event).
+/// its next readiness event) and the unanswered datagram dropped (it has no answer to wait
+/// for).
 fn settled(s: &Server) -> (String, HashMap<String, f64>) {
     let t0 = Instant::now();
     loop {
         let (text, m) = metrics(s);
         let closed = "gtmd_tcp_connections_closed_total{shard=\"0\",reason=\"client\"}";
-        if m.get(closed) == Some(&1.0) || t0.elapsed() > Duration::from_secs(3) {
+        let dropped =
+            "gtmd_queries_dropped_total{shard=\"0\",transport=\"udp\",reason=\"invalid\"}";
+        let done = m.get(closed) == Some(&1.0) && m.get(dropped) == Some(&1.0);
+        if done || t0.elapsed() > Duration::from_secs(3) {
             return (text, m);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -441,7 +458,7 @@ fn metrics_count_what_was_sent() {
     // A good reload, then a bad one: counted, and no count lost or reset.
     s.signal(libc::SIGHUP);
     s.wait_log("reload: new configuration serving", Duration::from_secs(5));
-    let (text, m) = metrics(&s);
+    let (text, m) = after_reloads(&s, 1.0);
     has(
         &m,
         &[
@@ -455,7 +472,7 @@ fn metrics_count_what_was_sent() {
     std::fs::write(&cfg, "version = 1\n[server]\nno-such-setting = 1\n").unwrap();
     s.signal(libc::SIGHUP);
     s.wait_log("reload rejected: still serving", Duration::from_secs(5));
-    let (text, m) = metrics(&s);
+    let (text, m) = after_reloads(&s, 2.0);
     has(
         &m,
         &[
