@@ -28,7 +28,7 @@ pub(super) fn validate_all(
 
 impl AccessDomainSpec {
     /// The access domain, or `None` when its name, type or policy is unusable (reported).
-    fn validate(&self, ctx: &mut Ctx<'_>, scope: &Scope<'_>) -> Option<AccessDomain> {
+    pub(super) fn validate(&self, ctx: &mut Ctx<'_>, scope: &Scope<'_>) -> Option<AccessDomain> {
         let at = ctx.at(&self.name);
         let (name, zone) = self.name_and_zone(ctx, scope.zones)?;
         let rt = self.rtype(ctx)?;
