@@ -139,8 +139,7 @@ impl Routes {
         self.line_route.fill(0);
         self.routes.clear();
         self.cand.clear();
-        self.cand
-            .extend(ad.pools.iter().map(|&(p, w)| (p as u32, w)));
+        self.cand.extend_from_slice(&ad.pools);
         self.routes.push((NONE, self.cand.len()));
         if ad.policy == PoolPolicy::Nearest {
             self.nearest(g, ad);
@@ -188,14 +187,14 @@ impl Routes {
         let default = self.cand.len();
         for (li, pools) in &ad.lines {
             let from = self.cand.len();
-            self.cand.extend(pools.iter().map(|&p| (p as u32, 1)));
+            self.cand.extend(pools.iter().map(|&p| (p, 1)));
             for i in 0..default {
                 let (p, w) = self.cand[i];
                 if !self.cand[from..].iter().any(|&(q, _)| q == p) {
                     self.cand.push((p, w));
                 }
             }
-            self.routes.push((*li as u32, self.cand.len()));
+            self.routes.push((*li, self.cand.len()));
         }
         for (li, route) in self.line_route.iter_mut().enumerate() {
             if let Some(r) = nearest_route(&self.routes, g, li) {

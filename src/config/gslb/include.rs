@@ -121,13 +121,18 @@ fn include_files(files: &[(Origin, PathBuf)], base: &Path, scope: &Scope<'_>) ->
             sc.spawn(|| {
                 // Below the shards: a reload parses while they serve on the same CPUs.
                 crate::sys::lower_thread_priority();
+                // The text and its line starts, reused from file to file: megabytes
+                // allocated afresh per file would be faulted in (and zeroed) each time.
+                let mut text = String::new();
+                let mut lines = Lines::new("");
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((from, path)) = files.get(i) else {
                         break;
                     };
                     let mut errs = Vec::new();
-                    let ads = include_file(&mut errs, from.clone(), path, base, scope);
+                    let buf = (&mut text, &mut lines);
+                    let ads = include_file(&mut errs, from.clone(), path, base, scope, buf);
                     done.lock().expect("include results")[i] = Some((ads, errs));
                 }
             });
@@ -140,39 +145,41 @@ fn include_files(files: &[(Origin, PathBuf)], base: &Path, scope: &Scope<'_>) ->
         .collect()
 }
 
-/// Reads one included file of access domains and validates it.
+/// Reads one included file of access domains (into `text`, its line starts into `lines`)
+/// and validates it.
 fn include_file(
     errs: &mut Vec<ConfigError>,
     from: Origin,
     path: &Path,
     base: &Path,
     scope: &Scope<'_>,
+    (text, lines): (&mut String, &mut Lines),
 ) -> Vec<AccessDomain> {
+    use std::io::Read;
     let file: Arc<str> = path.display().to_string().into();
-    let text = match std::fs::metadata(path).and_then(|m| {
+    text.clear();
+    let read = std::fs::metadata(path).and_then(|m| {
         if m.len() > MAX_INCLUDE_BYTES {
             Err(std::io::Error::other(format!(
                 "{} bytes, more than {MAX_INCLUDE_BYTES}: split it into several files",
                 m.len()
             )))
         } else {
-            std::fs::read_to_string(path)
+            std::fs::File::open(path)?.read_to_string(text)
         }
-    }) {
-        Ok(t) => t,
-        Err(e) => {
-            errs.push(ConfigError::new(from, "include", format!("{}: {e}", file)));
-            return Vec::new();
-        }
-    };
-    let lines = Lines::new(&text);
+    });
+    if let Err(e) = read {
+        errs.push(ConfigError::new(from, "include", format!("{}: {e}", file)));
+        return Vec::new();
+    }
+    lines.reset(text);
     let mut ctx = Ctx {
         file: &file,
-        lines: &lines,
+        lines,
         base,
         errs,
     };
-    read_validated(&text, &mut ctx, scope, Parser::Reader)
+    read_validated(text, &mut ctx, scope, Parser::Reader)
 }
 
 /// Which parser reads an included file.
@@ -194,7 +201,8 @@ pub(super) fn read_validated(
 ) -> Vec<AccessDomain> {
     if parser == Parser::Reader {
         let errs = ctx.errs.len();
-        let mut ads = Vec::new();
+        // Sized for every table header (one allocation; a comment may hold one more).
+        let mut ads = Vec::with_capacity(text.matches("[[access-domain]]").count());
         let read = reader::read(text, |spec| ads.extend(spec.validate(ctx, scope)));
         if read.is_ok() {
             return ads;

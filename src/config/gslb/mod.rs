@@ -270,11 +270,12 @@ pub enum Fallback {
     NoData,
 }
 
-/// An access domain.
+/// An access domain. Boxed slices rather than vectors: a million of them are most of a
+/// large model's memory, and none grows once validated.
 #[derive(Debug, Clone)]
 pub struct AccessDomain {
     /// Lowercased wire name.
-    pub name: Vec<u8>,
+    pub name: Box<[u8]>,
     /// Zone index.
     pub zone: usize,
     /// Record type (A, AAAA, CNAME).
@@ -283,14 +284,14 @@ pub struct AccessDomain {
     pub ttl: u32,
     /// Disabled: the zone's own records answer.
     pub enabled: bool,
-    /// Free text.
-    pub remarks: String,
+    /// Free text, if given.
+    pub remarks: Option<Box<str>>,
     /// Pool policy.
     pub policy: PoolPolicy,
-    /// Default route: pools with their weights.
-    pub pools: Vec<(usize, u32)>,
-    /// Nearest: line index -> pools, in order.
-    pub lines: Vec<(usize, Vec<usize>)>,
+    /// Default route: pool indices with their weights.
+    pub pools: Box<[(u32, u32)]>,
+    /// Nearest: line index -> pool indices, in order.
+    pub lines: Box<[(u32, Box<[u32]>)]>,
     /// Fallback.
     pub fallback: Fallback,
     /// Where declared.
