@@ -12,6 +12,7 @@ use gtmd::compile::compile;
 use gtmd::config::{Config, Rrl};
 use gtmd::shard::rrl;
 use gtmd::tables::gslb::{ClientAddr, Local};
+use gtmd::tables::Snapshot;
 use gtmd::wire::{respond, Query, Transport};
 
 fn query(name: &str, qtype: u16, edns: Option<&[u8]>) -> Vec<u8> {
@@ -44,8 +45,9 @@ fn query(name: &str, qtype: u16, edns: Option<&[u8]>) -> Vec<u8> {
     p
 }
 
-fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+/// The benchmark's configuration: one zone of 100,000 names (and a wildcard, a CNAME, MX,
+/// DNAME, a delegation with DS) and the GSLB model below.
+fn config_text() -> String {
     let mut records = String::new();
     for i in 0..100_000 {
         records.push_str(&format!(
@@ -55,8 +57,19 @@ fn main() {
             i & 255
         ));
     }
-    // GSLB: 32 lines of ~3,000 prefixes each (96k /24s), health-checked pools, one
-    // nearest access domain mapping every line, and a weighted one.
+    let gslb = gslb_text();
+    format!(
+        "version = 1\n[server]\nnsid = \"edge-1.example\"\n[[zone]]\nname = \"example.test.\"\nsoa = {{ mname = \"ns1\", rname = \"h\" }}\n\
+         ns = [\"ns1\", \"ns2\"]\nrecords = [\n    \"ns1 A 192.0.2.53\",\n    \"*.wild A 192.0.2.99\",\n\
+         \"alias CNAME host7\",\n    \"mx MX 10 host7\",\n    \"dn DNAME example.test.\",\n\
+         \"gw CNAME gslb\",\n    \"sub NS ns.sub\",\n    \"sub DS 1 8 2 00112233\",\n\
+         \"ns.sub A 192.0.2.54\",\n{records}]\n{gslb}"
+    )
+}
+
+/// GSLB: 32 lines of ~3,000 prefixes each (96k /24s), health-checked pools, one nearest
+/// access domain mapping every line, and a weighted one.
+fn gslb_text() -> String {
     let mut gslb = String::new();
     for l in 0..32u32 {
         gslb.push_str(&format!("[[line]]\nname = \"line{l}\"\nprefixes = ["));
@@ -77,36 +90,21 @@ fn main() {
         ));
     }
     gslb.push_str("[[health-check]]\nname = \"hc\"\nprotocol = \"tcp\"\nport = 80\n");
+    // The [access-domain.lines] table must follow its access domain: the weighted one first.
+    gslb.push_str("[[access-domain]]\nname = \"wrr.example.test.\"\ntype = \"A\"\npolicy = \"weighted\"\npools = [\"p0\", \"p1\"]\n");
     gslb.push_str(
         "[[access-domain]]\nname = \"gslb.example.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n",
     );
-    gslb.push_str("[[access-domain]]\nname = \"wrr.example.test.\"\ntype = \"A\"\npolicy = \"weighted\"\npools = [\"p0\", \"p1\"]\n");
     gslb.push_str("[access-domain.lines]\n");
     for l in 0..32 {
         gslb.push_str(&format!("line{l} = [\"p{l}\"]\n"));
     }
     gslb.push_str("default = [\"p0\"]\n");
-    // The [access-domain.lines] table must follow its access domain: put the weighted one first.
-    let gslb = gslb.replace(
-        "[[access-domain]]\nname = \"gslb.example.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n[[access-domain]]\nname = \"wrr.example.test.\"\ntype = \"A\"\npolicy = \"weighted\"\npools = [\"p0\", \"p1\"]\n",
-        "[[access-domain]]\nname = \"wrr.example.test.\"\ntype = \"A\"\npolicy = \"weighted\"\npools = [\"p0\", \"p1\"]\n[[access-domain]]\nname = \"gslb.example.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n",
-    );
-    let text = format!(
-        "version = 1\n[server]\nnsid = \"edge-1.example\"\n[[zone]]\nname = \"example.test.\"\nsoa = {{ mname = \"ns1\", rname = \"h\" }}\n\
-         ns = [\"ns1\", \"ns2\"]\nrecords = [\n    \"ns1 A 192.0.2.53\",\n    \"*.wild A 192.0.2.99\",\n\
-         \"alias CNAME host7\",\n    \"mx MX 10 host7\",\n    \"dn DNAME example.test.\",\n\
-         \"gw CNAME gslb\",\n    \"sub NS ns.sub\",\n    \"sub DS 1 8 2 00112233\",\n\
-         \"ns.sub A 192.0.2.54\",\n{records}]\n{gslb}"
-    );
-    let t0 = Instant::now();
-    let cfg = Config::from_str(&text, "bench".into(), std::path::Path::new(".")).expect("config");
-    let snap = std::sync::Arc::new(compile(&cfg, 1).expect("compile"));
-    eprintln!(
-        "compiled 100k names, 32 lines, 96k prefixes in {:?}",
-        t0.elapsed()
-    );
-    // The health writer fills the bitmaps (every address up until probed).
-    let _writer = gtmd::health::Writer::new(snap.clone(), Default::default());
+    gslb
+}
+
+/// The query of every case, by name.
+fn cases(snap: &Snapshot) -> Vec<(&'static str, Vec<u8>)> {
     let ecs_line = [0u8, 8, 0, 7, 0, 1, 24, 0, 11, 0x2E, 0xE1]; // 11.46.225.0/24: inside line 4
     let ecs = [0u8, 8, 0, 7, 0, 1, 24, 0, 198, 51, 100];
     // A client cookie alone (a new server cookie is made), and with a valid server cookie.
@@ -122,7 +120,7 @@ fn main() {
     let mut cookie_valid = vec![0u8, 10, 0, 24, 1, 2, 3, 4, 5, 6, 7, 8];
     cookie_valid.extend_from_slice(&sc);
     let nsid = [0u8, 3, 0, 0];
-    let cases: Vec<(&str, Vec<u8>)> = vec![
+    vec![
         ("A, exact name", query("host4242.example.test", 1, None)),
         (
             "A, exact, EDNS",
@@ -172,12 +170,14 @@ fn main() {
             "RRL on, 100k sources",
             query("host4242.example.test", 1, None),
         ),
-    ];
-    let only: Option<Vec<String>> = std::env::var("ANSWER_CASES")
-        .ok()
-        .map(|v| v.split(';').map(str::to_string).collect());
-    // A pattern that is a case's whole name picks that case alone (`A, exact, EDNS` is also
-    // the start of `A, exact, EDNS+ECS`); any other picks the cases it starts.
+    ]
+}
+
+/// The cases `ANSWER_CASES` picks (all without it). A pattern that is a case's whole name
+/// picks that case alone (`A, exact, EDNS` is also the start of `A, exact, EDNS+ECS`); any
+/// other picks the cases it starts.
+fn picked(cases: Vec<(&'static str, Vec<u8>)>) -> Vec<(&'static str, Vec<u8>)> {
+    let only = only_cases();
     let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
     let picks = |n: &str, p: &str| {
         if names.contains(&p) {
@@ -186,24 +186,52 @@ fn main() {
             n.starts_with(p)
         }
     };
-    let cases: Vec<(&str, Vec<u8>)> = cases
+    cases
         .into_iter()
         .filter(|(n, _)| only.as_ref().is_none_or(|o| o.iter().any(|p| picks(n, p))))
-        .collect();
-    let iters = if quick { 200_000 } else { 2_000_000 };
-    let rounds = if quick { 3 } else { 7 };
-    let mut q = Query::new();
-    let mut local = Local::new(1);
-    let client = Some(ClientAddr::V4(0x7F00_0001));
-    let mut out = vec![0u8; 4096];
-    let mut table = rrl::Table::new(std::sync::Arc::new(Rrl {
+        .collect()
+}
+
+/// The patterns of `ANSWER_CASES` (`;`-separated), if set.
+fn only_cases() -> Option<Vec<String>> {
+    std::env::var("ANSWER_CASES")
+        .ok()
+        .map(|v| v.split(';').map(str::to_string).collect())
+}
+
+/// Response rate limiting as the RRL cases run it: 1,000,000/s (so it never limits here),
+/// Knot's table size.
+fn rrl_table() -> rrl::Table {
+    rrl::Table::new(std::sync::Arc::new(Rrl {
         rate: 1_000_000,
         slip: 1,
         table_size: gtmd::config::RRL_TABLE_SIZE,
         ipv4_prefix: 24,
         ipv6_prefix: 56,
         exempt: Vec::new(),
-    }));
+    }))
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let text = config_text();
+    let t0 = Instant::now();
+    let cfg = Config::from_str(&text, "bench".into(), std::path::Path::new(".")).expect("config");
+    let snap = std::sync::Arc::new(compile(&cfg, 1).expect("compile"));
+    eprintln!(
+        "compiled 100k names, 32 lines, 96k prefixes in {:?}",
+        t0.elapsed()
+    );
+    // The health writer fills the bitmaps (every address up until probed).
+    let _writer = gtmd::health::Writer::new(snap.clone(), Default::default());
+    let cases = picked(cases(&snap));
+    let iters = if quick { 200_000 } else { 2_000_000 };
+    let rounds = if quick { 3 } else { 7 };
+    let mut q = Query::new();
+    let mut local = Local::new(1);
+    let client = Some(ClientAddr::V4(0x7F00_0001));
+    let mut out = vec![0u8; 4096];
+    let mut table = rrl_table();
     println!(
         "{:<22} {:>10}  (median of {rounds} rounds x {iters} queries)",
         "case", "ns/query"
@@ -267,7 +295,7 @@ fn main() {
         assert!(o.len > 0, "{name} answered");
         println!("{name:<24} {:>10.1}", per[per.len() / 2]);
     }
-    shard_path(&cfg, only.as_deref(), iters, rounds);
+    shard_path(&cfg, only_cases().as_deref(), iters, rounds);
 }
 
 /// The shard's whole answer path, as `ShardCtx::answer` runs it for a UDP query: snapshot

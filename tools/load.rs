@@ -176,9 +176,9 @@ struct Sock {
     outstanding: usize,
 }
 
-fn main() {
-    let a = args();
-    let mut socks: Vec<Sock> = (0..a.sockets)
+/// One connected, non-blocking socket per `--sockets`, each from its own source port.
+fn open_sockets(a: &Args) -> Vec<Sock> {
+    (0..a.sockets)
         .map(|_| {
             let s = UdpSocket::bind(if a.server.is_ipv4() {
                 "0.0.0.0:0"
@@ -195,124 +195,182 @@ fn main() {
                 outstanding: 0,
             }
         })
-        .collect();
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram bounds");
-    let (mut sent, mut answered, mut lost, mut qi) = (0u64, 0u64, 0u64, 0usize);
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut bufs = vec![[0u8; 4096]; BATCH];
-    // Fixed buffers, and the kernel's headers over them, built once: the loop only sets lengths.
-    let mut out = vec![[0u8; 512]; BATCH];
-    let (mut siov, mut smsg) = headers(&mut out);
-    let (_riov, mut rmsg) = headers(&mut bufs);
-    let start = Instant::now();
-    let end = start + a.duration;
-    let mut last_sweep = start;
-    while Instant::now() < end {
-        let now = Instant::now();
-        // How many to send now: closed loop fills the window, open loop follows the rate.
-        let due = if a.rate == 0 {
-            u64::MAX
-        } else {
-            ((a.rate as f64 * now.duration_since(start).as_secs_f64()) as u64).saturating_sub(sent)
-        };
-        let mut budget = due;
-        for sk in socks.iter_mut() {
-            let room = if a.rate == 0 {
-                a.inflight.saturating_sub(sk.outstanding)
-            } else {
-                BATCH
-            };
-            let n = room.min(BATCH).min(budget.min(BATCH as u64) as usize);
-            if n == 0 {
-                continue;
-            }
-            for (o, v) in out.iter_mut().zip(siov.iter_mut()).take(n) {
-                let q = &a.queries[qi % a.queries.len()];
-                qi += 1;
-                o[..q.len()].copy_from_slice(q);
-                v.iov_len = q.len();
-                let o = &mut o[..q.len()];
-                let id = sk.next_id;
-                sk.next_id = sk.next_id.wrapping_add(1);
-                o[0..2].copy_from_slice(&id.to_be_bytes());
-                if !a.ecs.is_empty() {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    let (net, len) = a.ecs[(rng % a.ecs.len() as u64) as usize];
-                    let host = if len >= 32 {
-                        0
-                    } else {
-                        (rng >> 32) as u32 & (u32::MAX >> len)
-                    };
-                    let addr = (net | host) & 0xFFFF_FF00;
-                    let l = o.len();
-                    o[l - 3..].copy_from_slice(&addr.to_be_bytes()[..3]);
-                }
-            }
-            // SAFETY: msgs/iov/out stay alive for the call; the socket is connected.
-            let r = unsafe { libc::sendmmsg(sk.s.as_raw_fd(), smsg.as_mut_ptr(), n as u32, 0) };
-            let r = r.max(0) as usize;
-            let t = Instant::now();
-            for o in &out[..r] {
-                let id = u16::from_be_bytes([o[0], o[1]]) as usize;
-                if sk.sent_at[id].replace(t).is_some() {
-                    lost += 1; // the id wrapped over an unanswered query
-                    sk.outstanding -= 1;
-                }
-            }
-            sk.outstanding += r;
-            sent += r as u64;
-            budget = budget.saturating_sub(r as u64);
-        }
-        let mut got_any = false;
-        for sk in &mut socks {
-            // SAFETY: BATCH headers over BATCH buffers, all alive for the call.
-            let r = unsafe {
-                libc::recvmmsg(
-                    sk.s.as_raw_fd(),
-                    rmsg.as_mut_ptr(),
-                    BATCH as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if r <= 0 {
-                continue;
-            }
-            got_any = true;
-            let t = Instant::now();
-            for (m, b) in rmsg.iter().zip(&bufs).take(r as usize) {
-                if m.msg_len < 12 {
-                    continue;
-                }
-                let id = u16::from_be_bytes([b[0], b[1]]) as usize;
-                if let Some(at) = sk.sent_at[id].take() {
-                    sk.outstanding -= 1;
-                    answered += 1;
-                    let us = t.duration_since(at).as_micros().max(1) as u64;
-                    let _ = hist.record(us.min(10_000_000));
-                }
-            }
-        }
-        if now.duration_since(last_sweep) > Duration::from_millis(200) {
-            last_sweep = now;
-            for sk in &mut socks {
-                for slot in sk.sent_at.iter_mut() {
-                    if slot.is_some_and(|at| now.duration_since(at) > TIMEOUT) {
-                        *slot = None;
-                        sk.outstanding -= 1;
-                        lost += 1;
-                    }
-                }
-            }
-        }
-        if !got_any && a.rate == 0 {
-            std::hint::spin_loop();
+        .collect()
+}
+
+/// What a run counted.
+struct Tally {
+    sent: u64,
+    answered: u64,
+    lost: u64,
+    /// Latency of the answered queries, microseconds.
+    hist: Histogram<u64>,
+}
+
+/// How many queries to send now: closed loop fills the window (no limit here), open loop
+/// follows the rate.
+fn due(a: &Args, start: Instant, now: Instant, sent: u64) -> u64 {
+    if a.rate == 0 {
+        u64::MAX
+    } else {
+        ((a.rate as f64 * now.duration_since(start).as_secs_f64()) as u64).saturating_sub(sent)
+    }
+}
+
+/// The send side: fixed query buffers and the kernel's headers over them, built once (a
+/// round only sets lengths), and where the query list and the ECS draws are.
+struct Sender {
+    out: Vec<[u8; 512]>,
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    /// Index of the next query (modulo the list).
+    qi: usize,
+    /// xorshift state for the ECS addresses.
+    rng: u64,
+}
+
+impl Sender {
+    fn new() -> Self {
+        let mut out = vec![[0u8; 512]; BATCH];
+        let (iov, msgs) = headers(&mut out);
+        Self {
+            out,
+            iov,
+            msgs,
+            qi: 0,
+            rng: 0x9E37_79B9_7F4A_7C15,
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    let qps = answered as f64 / secs;
+
+    /// Sends up to `n` (at most [`BATCH`]) queries on `sk` with one sendmmsg; returns how
+    /// many went out.
+    fn send(&mut self, a: &Args, sk: &mut Sock, n: usize, tally: &mut Tally) -> usize {
+        for k in 0..n {
+            let q = &a.queries[self.qi % a.queries.len()];
+            self.qi += 1;
+            self.iov[k].iov_len = q.len();
+            let id = sk.next_id;
+            sk.next_id = sk.next_id.wrapping_add(1);
+            let ecs = (!a.ecs.is_empty()).then(|| self.draw_subnet(&a.ecs));
+            fill(&mut self.out[k][..q.len()], q, id, ecs);
+        }
+        // SAFETY: msgs/iov/out stay alive for the call; the socket is connected.
+        let r = unsafe { libc::sendmmsg(sk.s.as_raw_fd(), self.msgs.as_mut_ptr(), n as u32, 0) };
+        let r = r.max(0) as usize;
+        let t = Instant::now();
+        for o in &self.out[..r] {
+            let id = u16::from_be_bytes([o[0], o[1]]) as usize;
+            if sk.sent_at[id].replace(t).is_some() {
+                tally.lost += 1; // the id wrapped over an unanswered query
+                sk.outstanding -= 1;
+            }
+        }
+        sk.outstanding += r;
+        tally.sent += r as u64;
+        r
+    }
+
+    /// The /24 of a random address in a random one of the prefixes.
+    fn draw_subnet(&mut self, prefixes: &[(u32, u8)]) -> u32 {
+        let rng = &mut self.rng;
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        let (net, len) = prefixes[(*rng % prefixes.len() as u64) as usize];
+        let host = if len >= 32 {
+            0
+        } else {
+            (*rng >> 32) as u32 & (u32::MAX >> len)
+        };
+        (net | host) & 0xFFFF_FF00
+    }
+}
+
+/// Writes query `q` into `o` (as long as `q`) with `id`, and the ECS subnet when given
+/// (the last three octets of the query's ECS option).
+fn fill(o: &mut [u8], q: &[u8], id: u16, ecs: Option<u32>) {
+    o.copy_from_slice(q);
+    o[0..2].copy_from_slice(&id.to_be_bytes());
+    if let Some(addr) = ecs {
+        let l = o.len();
+        o[l - 3..].copy_from_slice(&addr.to_be_bytes()[..3]);
+    }
+}
+
+/// The receive side: answer buffers and the kernel's headers over them.
+struct Receiver {
+    bufs: Vec<[u8; 4096]>,
+    /// The iovecs `msgs` point at.
+    _iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+impl Receiver {
+    fn new() -> Self {
+        let mut bufs = vec![[0u8; 4096]; BATCH];
+        let (iov, msgs) = headers(&mut bufs);
+        Self {
+            bufs,
+            _iov: iov,
+            msgs,
+        }
+    }
+
+    /// Takes one batch of answers from `sk` without waiting and records their latency;
+    /// returns whether any came.
+    fn receive(&mut self, sk: &mut Sock, tally: &mut Tally) -> bool {
+        // SAFETY: BATCH headers over BATCH buffers, all alive for the call.
+        let r = unsafe {
+            libc::recvmmsg(
+                sk.s.as_raw_fd(),
+                self.msgs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r <= 0 {
+            return false;
+        }
+        let t = Instant::now();
+        for (m, b) in self.msgs.iter().zip(&self.bufs).take(r as usize) {
+            if m.msg_len < 12 {
+                continue;
+            }
+            let id = u16::from_be_bytes([b[0], b[1]]) as usize;
+            if let Some(at) = sk.sent_at[id].take() {
+                sk.outstanding -= 1;
+                tally.answered += 1;
+                let us = t.duration_since(at).as_micros().max(1) as u64;
+                let _ = tally.hist.record(us.min(10_000_000));
+            }
+        }
+        true
+    }
+}
+
+/// Counts as lost the queries unanswered for [`TIMEOUT`], freeing their ids.
+fn sweep(socks: &mut [Sock], now: Instant, tally: &mut Tally) {
+    for sk in socks {
+        for slot in sk.sent_at.iter_mut() {
+            if slot.is_some_and(|at| now.duration_since(at) > TIMEOUT) {
+                *slot = None;
+                sk.outstanding -= 1;
+                tally.lost += 1;
+            }
+        }
+    }
+}
+
+/// Prints the result: a sentence, then `key=value` pairs for scripts.
+fn report(t: &Tally, secs: f64) {
+    let Tally {
+        sent,
+        answered,
+        lost,
+        hist,
+    } = t;
+    let qps = *answered as f64 / secs;
     // A closed stdout (e.g. `| head -1`) is not an error worth a panic.
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
@@ -330,4 +388,49 @@ fn main() {
         hist.value_at_quantile(0.99),
         hist.value_at_quantile(0.999)
     );
+}
+
+fn main() {
+    let a = args();
+    let mut socks = open_sockets(&a);
+    let mut tally = Tally {
+        sent: 0,
+        answered: 0,
+        lost: 0,
+        hist: Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram bounds"),
+    };
+    let mut tx = Sender::new();
+    let mut rx = Receiver::new();
+    let start = Instant::now();
+    let end = start + a.duration;
+    let mut last_sweep = start;
+    while Instant::now() < end {
+        let now = Instant::now();
+        let mut budget = due(&a, start, now, tally.sent);
+        for sk in socks.iter_mut() {
+            let room = if a.rate == 0 {
+                a.inflight.saturating_sub(sk.outstanding)
+            } else {
+                BATCH
+            };
+            let n = room.min(BATCH).min(budget.min(BATCH as u64) as usize);
+            if n == 0 {
+                continue;
+            }
+            let r = tx.send(&a, sk, n, &mut tally);
+            budget = budget.saturating_sub(r as u64);
+        }
+        let mut got_any = false;
+        for sk in &mut socks {
+            got_any |= rx.receive(sk, &mut tally);
+        }
+        if now.duration_since(last_sweep) > Duration::from_millis(200) {
+            last_sweep = now;
+            sweep(&mut socks, now, &mut tally);
+        }
+        if !got_any && a.rate == 0 {
+            std::hint::spin_loop();
+        }
+    }
+    report(&tally, start.elapsed().as_secs_f64());
 }

@@ -145,7 +145,7 @@ pub(super) fn chain(
         }
         if let Some(s) = zb.scheduled(&cur) {
             // A scheduled name (or a wildcard one): its records are chosen per query.
-            next = out.snap.index.get(s.as_slice()).copied().unwrap_or(NONE);
+            next = out.index.get(s.as_slice()).copied().unwrap_or(NONE);
             break;
         }
         seen.push(cur.clone());
@@ -153,7 +153,7 @@ pub(super) fn chain(
             Found::Elsewhere => break,
             Found::Cut(c) if c == cur && qtype == rtype::DS => {
                 // DS at the cut is the parent's (RFC 4035 3.1.4.1), as a direct query.
-                match zb.names[&c].rrsets.get(&rtype::DS) {
+                match zb.names[&c[..]].rrsets.get(&rtype::DS) {
                     Some(set) => {
                         for rd in &set.rdata {
                             e.rr(Section::Answer, &cur, rtype::DS, CLASS_IN, set.ttl, rd);
@@ -168,7 +168,7 @@ pub(super) fn chain(
                 break;
             }
             Found::Dname(d) => {
-                let set = &zb.names[&d].rrsets[&rtype::DNAME];
+                let set = &zb.names[&d[..]].rrsets[&rtype::DNAME];
                 e.rr(
                     Section::Answer,
                     &d,
@@ -219,7 +219,7 @@ pub(super) fn chain(
     }
     let a = out.push(e, rcode, true);
     if next != NONE {
-        let ans = &mut out.snap.answers[a as usize];
+        let ans = &mut out.answers[a as usize];
         ans.next = next;
         ans.next_at = at;
     }

@@ -10,10 +10,6 @@ use crate::config::gslb::{AccessDomain, AddrValue, Fallback, Gslb, PoolPolicy};
 use crate::tables::gslb::{AdTable, AddrTable, GslbTables, LineIndex, PoolTable, RouteTable};
 use crate::tables::{Model, Slot, NONE};
 
-/// A route under construction: its own line ([`NONE`] for the default route) and its
-/// (pool, weight) candidates.
-type Route = (u32, Vec<(u32, u32)>);
-
 /// Builds the tables; `nodata` of each access domain is filled in by the zone compiler.
 pub(super) fn compile(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model) {
     let mut t = GslbTables {
@@ -25,6 +21,12 @@ pub(super) fn compile(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model) {
     t.lines = line_index(g);
     t.nlines = g.lines.len() as u32;
     let mut routes = Routes::new(g.lines.len());
+    // Sized once: 9M routes at a million access domains would otherwise be copied (and
+    // faulted in) at each doubling.
+    let nroutes = g.access_domains.iter().map(route_count).sum();
+    t.routes.reserve_exact(nroutes);
+    routes.slots.reserve_exact(nroutes);
+    t.ads.reserve_exact(g.access_domains.len());
     for (ai, ad) in g.access_domains.iter().enumerate() {
         routes.add(&mut t, g, ai as u32, ad);
     }
@@ -33,6 +35,16 @@ pub(super) fn compile(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model) {
         slots: routes.slots,
     };
     (t, model)
+}
+
+/// The routes of an access domain: the default one, and under the nearest policy one per
+/// line with pools of its own.
+fn route_count(ad: &AccessDomain) -> usize {
+    1 + if ad.policy == PoolPolicy::Nearest {
+        ad.lines.len()
+    } else {
+        0
+    }
 }
 
 /// Each address's record data (RDLENGTH, RDATA) in the arena.
@@ -86,7 +98,8 @@ fn line_index(g: &Gslb) -> LineIndex {
 }
 
 /// The routes of the access domains: rows and lists interned (a million access domains
-/// mostly repeat a few shapes), buffers reused from one access domain to the next.
+/// mostly repeat a few shapes), buffers reused from one access domain to the next, so that
+/// an access domain whose shapes were seen allocates nothing.
 struct Routes {
     /// Line -> route rows, by content: their row number.
     patterns: HashMap<Vec<u32>, u32>,
@@ -98,8 +111,11 @@ struct Routes {
     slots: Vec<Slot>,
     /// The access domain at hand: line -> its route.
     line_route: Vec<u32>,
-    /// Its routes; route 0 is the default line's.
-    routes: Vec<Route>,
+    /// Its routes: own line ([`NONE`] for the default route, route 0) and the end of its
+    /// candidates in `cand` (each route's start where the one before ends).
+    routes: Vec<(u32, usize)>,
+    /// The candidates (pool, weight) of its routes, one list after another.
+    cand: Vec<(u32, u32)>,
     /// The fallback addresses of the route at hand.
     fb: Vec<u32>,
 }
@@ -113,6 +129,7 @@ impl Routes {
             slots: Vec::new(),
             line_route: vec![0; nlines],
             routes: Vec::new(),
+            cand: Vec::new(),
             fb: Vec::new(),
         }
     }
@@ -121,13 +138,17 @@ impl Routes {
     fn add(&mut self, t: &mut GslbTables, g: &Gslb, ai: u32, ad: &AccessDomain) {
         self.line_route.fill(0);
         self.routes.clear();
-        self.routes
-            .push((NONE, ad.pools.iter().map(|&(p, w)| (p as u32, w)).collect()));
+        self.cand.clear();
+        self.cand.extend_from_slice(&ad.pools);
+        self.routes.push((NONE, self.cand.len()));
         if ad.policy == PoolPolicy::Nearest {
             self.nearest(g, ad);
         }
         let base = t.routes.len() as u32;
-        for (line, pools) in &self.routes {
+        let mut from = 0;
+        for &(line, to) in &self.routes {
+            let pools = &self.cand[from..to];
+            from = to;
             let start = intern(&mut self.pool_lists, pools, &mut t.route_pools);
             fallback(g, ad, pools, &mut self.fb);
             let fb_start = intern(&mut self.fb_lists, &self.fb, &mut t.fallback);
@@ -137,19 +158,17 @@ impl Routes {
                 fb_start,
                 fb_len: self.fb.len() as u32,
             });
-            self.slots.push(Slot {
-                ad: ai,
-                line: *line,
-            });
+            self.slots.push(Slot { ad: ai, line });
         }
         let next = self.patterns.len() as u32;
-        let pattern = *self
-            .patterns
-            .entry(self.line_route.clone())
-            .or_insert_with(|| {
+        let pattern = match self.patterns.get(&self.line_route[..]) {
+            Some(&p) => p,
+            None => {
                 t.line_routes.extend_from_slice(&self.line_route);
+                self.patterns.insert(self.line_route.clone(), next);
                 next
-            });
+            }
+        };
         t.ads.push(AdTable {
             rtype: ad.rtype,
             ttl: ad.ttl,
@@ -165,14 +184,17 @@ impl Routes {
     /// the default line's), and every line on the route of its nearest ancestor that has
     /// one.
     fn nearest(&mut self, g: &Gslb, ad: &AccessDomain) {
+        let default = self.cand.len();
         for (li, pools) in &ad.lines {
-            let mut v: Vec<(u32, u32)> = pools.iter().map(|&p| (p as u32, 1)).collect();
-            for &(p, w) in &ad.pools {
-                if !v.iter().any(|&(q, _)| q == p as u32) {
-                    v.push((p as u32, w));
+            let from = self.cand.len();
+            self.cand.extend(pools.iter().map(|&p| (p, 1)));
+            for i in 0..default {
+                let (p, w) = self.cand[i];
+                if !self.cand[from..].iter().any(|&(q, _)| q == p) {
+                    self.cand.push((p, w));
                 }
             }
-            self.routes.push((*li as u32, v));
+            self.routes.push((*li, self.cand.len()));
         }
         for (li, route) in self.line_route.iter_mut().enumerate() {
             if let Some(r) = nearest_route(&self.routes, g, li) {
@@ -184,7 +206,7 @@ impl Routes {
 
 /// The route of line `li` or of its nearest ancestor that has one (the default line's,
 /// route 0, ends the walk).
-fn nearest_route(routes: &[Route], g: &Gslb, li: usize) -> Option<u32> {
+fn nearest_route(routes: &[(u32, usize)], g: &Gslb, li: usize) -> Option<u32> {
     let mut cur = Some(li);
     let mut hops = 0;
     while let Some(c) = cur {
@@ -232,15 +254,18 @@ fn fallback(g: &Gslb, ad: &AccessDomain, pools: &[(u32, u32)], fb: &mut Vec<u32>
     }
 }
 
-/// The start of `list` in `arena`, appending it the first time it is seen.
+/// The start of `list` in `arena`, appending it the first time it is seen (and allocating
+/// only then).
 fn intern<T: Copy + Eq + std::hash::Hash>(
     seen: &mut HashMap<Vec<T>, u32>,
     list: &[T],
     arena: &mut Vec<T>,
 ) -> u32 {
-    *seen.entry(list.to_vec()).or_insert_with(|| {
-        let start = arena.len() as u32;
-        arena.extend_from_slice(list);
-        start
-    })
+    if let Some(&start) = seen.get(list) {
+        return start;
+    }
+    let start = arena.len() as u32;
+    arena.extend_from_slice(list);
+    seen.insert(list.to_vec(), start);
+    start
 }

@@ -15,75 +15,113 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, ConfigErrors, Rdata};
 use crate::dns::{rtype, CLASS_CH};
-use crate::tables::{Answer, HealthState, Snapshot, NONE};
+use crate::tables::{Answer, HealthState, Node, Snapshot, ZoneInfo, NONE};
 use encode::{Encoder, Section};
 
-/// The snapshot under construction.
+/// The name tables of the snapshot under construction (the GSLB tables are built beside
+/// them, on another thread).
+#[derive(Default)]
 struct Out {
-    snap: Snapshot,
+    index: HashMap<Box<[u8]>, u32>,
+    nodes: Vec<Node>,
+    types: Vec<(u16, u32)>,
+    answers: Vec<Answer>,
+    arena: Vec<u8>,
+    fixups: Vec<u16>,
+    zones: Vec<ZoneInfo>,
+    chaos: Vec<(Box<[u8]>, u32)>,
+    /// Each access domain's NODATA answer (its zone's), for [`crate::tables::gslb::AdTable::nodata`].
+    ad_nodata: Vec<u32>,
 }
 
 impl Out {
     fn push(&mut self, e: Encoder, rcode: u8, aa: bool) -> u32 {
         let enc = e.finish();
-        let s = &mut self.snap;
-        s.answers.push(Answer {
+        self.answers.push(Answer {
             rcode,
             aa,
             qlen: enc.qlen,
             counts: enc.counts,
-            start: s.arena.len() as u32,
+            start: self.arena.len() as u32,
             len: enc.tail.len() as u32,
-            fix_start: s.fixups.len() as u32,
+            fix_start: self.fixups.len() as u32,
             fix_len: enc.fixups.len() as u32,
             opt_len: enc.optional.0,
             opt_count: enc.optional.1,
             next: NONE,
             next_at: 0,
         });
-        s.arena.extend_from_slice(&enc.tail);
-        s.fixups.extend_from_slice(&enc.fixups);
-        (s.answers.len() - 1) as u32
+        self.arena.extend_from_slice(&enc.tail);
+        self.fixups.extend_from_slice(&enc.fixups);
+        (self.answers.len() - 1) as u32
     }
 }
 
-/// Compiles `cfg` into snapshot generation `generation`.
+/// Compiles `cfg` into snapshot generation `generation`: the GSLB tables on a helper
+/// thread (niced like the include readers, so that during a reload it yields to the
+/// shards), the zones on this one.
 pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> {
-    let (gslb_tables, model) = gslb::compile(&cfg.gslb, cfg.server.ecs);
+    let (gslb, zones) = std::thread::scope(|sc| {
+        let helper = std::thread::Builder::new()
+            .name("gtmd-compile".into())
+            .spawn_scoped(sc, || {
+                crate::sys::lower_thread_priority();
+                gslb::compile(&cfg.gslb, cfg.server.ecs)
+            });
+        let zones = compile_zones(cfg);
+        let gslb = match helper {
+            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            // No thread to be had: build them here.
+            Err(_) => gslb::compile(&cfg.gslb, cfg.server.ecs),
+        };
+        (gslb, zones)
+    });
+    let (mut gslb_tables, model) = gslb;
+    let out = zones?;
+    for (ad, &nodata) in gslb_tables.ads.iter_mut().zip(&out.ad_nodata) {
+        ad.nodata = nodata;
+    }
     let health = Arc::new(HealthState::new(
         model.addresses.len(),
         model.pools.len(),
         model.slots.len(),
     ));
+    let max_labels = out.index.keys().map(|n| labels(n)).max().unwrap_or(0);
+    Ok(Snapshot {
+        generation,
+        index: out.index,
+        nodes: out.nodes,
+        types: out.types,
+        answers: out.answers,
+        arena: out.arena,
+        fixups: out.fixups,
+        zones: out.zones,
+        root_zone: cfg.zones.iter().any(|z| z.name == [0]),
+        max_labels: max_labels.min(127) as u8,
+        chaos: out.chaos,
+        udp_payload: cfg.server.udp_payload,
+        nsid: cfg.server.nsid.as_deref().map(Into::into),
+        cookies: cfg.server.cookies.then(|| crate::wire::cookie::Secrets {
+            current: cfg
+                .server
+                .cookie_secret
+                .unwrap_or_else(crate::wire::cookie::process_secret),
+            previous: cfg.server.cookie_secret_previous,
+        }),
+        require_cookie: cfg.server.require_cookie,
+        rrl: cfg.rrl.clone().map(Arc::new),
+        gslb: gslb_tables,
+        health,
+        model,
+        metric_series: Default::default(),
+    })
+}
+
+/// The zones' names, nodes and answers, and the CH TXT answers.
+fn compile_zones(cfg: &Config) -> Result<Out, ConfigErrors> {
     let mut out = Out {
-        snap: Snapshot {
-            generation,
-            index: HashMap::with_hasher(Default::default()),
-            nodes: Vec::new(),
-            types: Vec::new(),
-            answers: Vec::new(),
-            arena: Vec::new(),
-            fixups: Vec::new(),
-            zones: Vec::new(),
-            root_zone: cfg.zones.iter().any(|z| z.name == [0]),
-            max_labels: 0,
-            chaos: Vec::new(),
-            udp_payload: cfg.server.udp_payload,
-            nsid: cfg.server.nsid.as_deref().map(Into::into),
-            cookies: cfg.server.cookies.then(|| crate::wire::cookie::Secrets {
-                current: cfg
-                    .server
-                    .cookie_secret
-                    .unwrap_or_else(crate::wire::cookie::process_secret),
-                previous: cfg.server.cookie_secret_previous,
-            }),
-            require_cookie: cfg.server.require_cookie,
-            rrl: cfg.rrl.clone().map(Arc::new),
-            gslb: gslb_tables,
-            health,
-            model,
-            metric_series: Default::default(),
-        },
+        ad_nodata: vec![NONE; cfg.gslb.access_domains.len()],
+        ..Out::default()
     };
     let mut errs = Vec::new();
     // Parents before children: a parent's answer to DS at a child's apex (RFC 4035
@@ -91,10 +129,10 @@ pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> 
     let mut order: Vec<usize> = (0..cfg.zones.len()).collect();
     order.sort_by_key(|&i| cfg.zones[i].name.len());
     let mut ds_at: HashMap<Vec<u8>, u32> = HashMap::default();
-    out.snap.zones = cfg
+    out.zones = cfg
         .zones
         .iter()
-        .map(|z| crate::tables::ZoneInfo {
+        .map(|z| ZoneInfo {
             name: z.name.clone().into(),
             nxdomain: NONE,
         })
@@ -110,16 +148,8 @@ pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> 
         zone::compile_zone(zi as u32, cfg, &children, &mut ds_at, &mut out, &mut errs);
     }
     compile_chaos(cfg, &mut out);
-    out.snap.max_labels = out
-        .snap
-        .index
-        .keys()
-        .map(|n| labels(n))
-        .max()
-        .unwrap_or(0)
-        .min(127) as u8;
     if errs.is_empty() {
-        Ok(out.snap)
+        Ok(out)
     } else {
         Err(ConfigErrors(errs))
     }
@@ -146,7 +176,7 @@ fn compile_chaos(cfg: &Config, out: &mut Out) {
                 &Rdata::Opaque(rd),
             );
             let a = out.push(e, 0, true);
-            out.snap.chaos.push((name.into(), a));
+            out.chaos.push((name.into(), a));
         }
     }
 }

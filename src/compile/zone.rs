@@ -20,25 +20,42 @@ pub(super) struct RRset {
     pub(super) rdata: Vec<Rdata>,
 }
 
-/// The RRsets at one name.
-#[derive(Debug, Clone, Default)]
+/// The RRsets at one name, and the access domains answering there.
+#[derive(Debug, Clone)]
 pub(super) struct NodeData {
     pub(super) rrsets: BTreeMap<u16, RRset>,
+    /// The first of the enabled access domains at this name in [`ZoneBuild::ad_list`], or
+    /// [`NONE`].
+    ads: u32,
 }
 
-/// A zone being compiled.
+impl Default for NodeData {
+    fn default() -> Self {
+        Self {
+            rrsets: BTreeMap::new(),
+            ads: NONE,
+        }
+    }
+}
+
+/// The enabled access domains of a zone, chained per name from [`NodeData::ads`]: (type,
+/// access domain index, next in the chain or [`NONE`]). A chain rather than a vector per
+/// name: a million names need no million small allocations.
+type AdList = Vec<(u16, u32, u32)>;
+
+/// A zone being compiled. Names are borrowed from the configuration (record owners,
+/// access domain names, and their suffixes for empty non-terminals).
 pub(super) struct ZoneBuild<'a> {
     pub(super) apex: &'a [u8],
-    pub(super) names: HashMap<Vec<u8>, NodeData>,
+    pub(super) names: HashMap<&'a [u8], NodeData>,
     cuts: BTreeSet<Vec<u8>>,
     dnames: HashSet<Vec<u8>>,
     /// Apexes of other zones served here below this one: their names are theirs.
     children: &'a [&'a [u8]],
     soa: Record,
     neg_ttl: u32,
-    /// Names answered by an enabled access domain, with (type, access domain index): CNAME
-    /// chains continue there at query time.
-    pub(super) ads: HashMap<&'a [u8], Vec<(u16, u32)>>,
+    /// The enabled access domains: CNAME chains continue at their names at query time.
+    ad_list: AdList,
 }
 
 /// What resolving a name inside a zone found.
@@ -56,6 +73,22 @@ pub(super) enum Found<'z> {
 }
 
 impl ZoneBuild<'_> {
+    /// Whether an enabled access domain answers at `name`.
+    fn has_ads(&self, name: &[u8]) -> bool {
+        self.names.get(name).is_some_and(|d| d.ads != NONE)
+    }
+
+    /// The enabled access domains at a name: (type, access domain index), in declaration
+    /// order.
+    fn ads_at(&self, d: &NodeData) -> impl Iterator<Item = (u16, u32)> + '_ {
+        let mut next = d.ads;
+        std::iter::from_fn(move || {
+            let &(t, ad, n) = self.ad_list.get(next as usize)?;
+            next = n;
+            Some((t, ad))
+        })
+    }
+
     /// Whether `name` belongs to a child zone served here.
     fn in_child(&self, name: &[u8]) -> bool {
         self.children.iter().any(|c| is_within(name, c))
@@ -64,6 +97,9 @@ impl ZoneBuild<'_> {
     /// The highest cut at or above `name`, or DNAME strictly above it (the highest one
     /// occludes everything below).
     pub(super) fn occluder(&self, name: &[u8]) -> Option<Found<'_>> {
+        if self.cuts.is_empty() && self.dnames.is_empty() {
+            return None;
+        }
         let mut found = None;
         let mut n = Some(name);
         while let Some(cur) = n {
@@ -97,7 +133,7 @@ impl ZoneBuild<'_> {
         if let Some(d) = self.names.get(name) {
             return Found::Data(d);
         }
-        match self.wildcard_for(name).and_then(|w| self.names.get(&w)) {
+        match self.wildcard_for(name).and_then(|w| self.names.get(&w[..])) {
             Some(d) => Found::Data(d),
             None => Found::NxDomain,
         }
@@ -121,14 +157,13 @@ impl ZoneBuild<'_> {
     /// The scheduled name that answers for `name`: itself, or the wildcard access domain
     /// that covers it.
     pub(super) fn scheduled(&self, name: &[u8]) -> Option<Vec<u8>> {
-        if self.ads.contains_key(name) {
+        if self.has_ads(name) {
             return Some(name.to_vec());
         }
         if self.names.contains_key(name) || self.occluder(name).is_some() {
             return None;
         }
-        self.wildcard_for(name)
-            .filter(|w| self.ads.contains_key(&w[..]))
+        self.wildcard_for(name).filter(|w| self.has_ads(w))
     }
 
     pub(super) fn soa_rr(&self, e: &mut Encoder) {
@@ -153,19 +188,21 @@ impl ZoneBuild<'_> {
 fn gather<'a>(
     zi: u32,
     cfg: &'a Config,
-    names: &mut HashMap<Vec<u8>, NodeData>,
-    ads: &mut HashMap<&'a [u8], Vec<(u16, u32)>>,
+    names: &mut HashMap<&'a [u8], NodeData>,
+    ad_list: &mut AdList,
 ) -> Option<Record> {
     let zone = &cfg.zones[zi as usize];
-    for (i, ad) in cfg.gslb.access_domains.iter().enumerate() {
-        if ad.enabled && ad.zone == zi as usize {
-            ads.entry(&ad.name[..])
-                .or_insert_with(|| {
-                    names.entry(ad.name.clone()).or_default();
-                    Vec::new()
-                })
-                .push((ad.rtype, i as u32));
-        }
+    let ads = &cfg.gslb.access_domains;
+    let mine = |ad: &&crate::config::gslb::AccessDomain| ad.enabled && ad.zone == zi as usize;
+    // Sized once: a million names would otherwise be rehashed (and faulted in) 20 times.
+    let n = ads.iter().filter(mine).count();
+    names.reserve(n + zone.records.len());
+    ad_list.reserve(n);
+    // Backwards, each in front of its name's chain: the chains are in declaration order.
+    for (i, ad) in ads.iter().enumerate().rev().filter(|(_, ad)| mine(ad)) {
+        let d = names.entry(&ad.name[..]).or_default();
+        ad_list.push((ad.rtype, i as u32, d.ads));
+        d.ads = (ad_list.len() - 1) as u32;
     }
     let mut soa = None;
     for r in &zone.records {
@@ -173,7 +210,7 @@ fn gather<'a>(
             soa = Some(r.clone());
             continue; // the SOA is added to the apex below, once
         }
-        let node = names.entry(r.owner.clone()).or_default();
+        let node = names.entry(&r.owner[..]).or_default();
         let set = node.rrsets.entry(r.rtype).or_insert_with(|| RRset {
             ttl: r.ttl,
             rdata: Vec::new(),
@@ -185,7 +222,7 @@ fn gather<'a>(
         }
     }
     let soa = soa?;
-    names.entry(zone.name.clone()).or_default().rrsets.insert(
+    names.entry(&zone.name[..]).or_default().rrsets.insert(
         rtype::SOA,
         RRset {
             ttl: soa.ttl,
@@ -196,7 +233,7 @@ fn gather<'a>(
     // that is already a name has its own ancestors seen to, so each walk stops there.
     let apex_len = zone.name.len();
     let mut ents: HashSet<&[u8]> = HashSet::default();
-    for o in names.keys() {
+    for &o in names.keys() {
         let mut p = parent(o);
         while let Some(cur) = p {
             if cur.len() < apex_len || names.contains_key(cur) || !ents.insert(cur) {
@@ -205,7 +242,6 @@ fn gather<'a>(
             p = parent(cur);
         }
     }
-    let ents: Vec<Vec<u8>> = ents.into_iter().map(<[u8]>::to_vec).collect();
     for e in ents {
         names.entry(e).or_default();
     }
@@ -225,8 +261,8 @@ pub(super) fn compile_zone(
     let zone = &cfg.zones[zi as usize];
     let apex = &zone.name[..];
     let mut names = HashMap::new();
-    let mut ads = HashMap::new();
-    let Some(soa) = gather(zi, cfg, &mut names, &mut ads) else {
+    let mut ad_list = AdList::new();
+    let Some(soa) = gather(zi, cfg, &mut names, &mut ad_list) else {
         errs.push(ConfigError::new(zone.at.clone(), "zone.soa", "no SOA"));
         return;
     };
@@ -237,8 +273,8 @@ pub(super) fn compile_zone(
     let with = |t: u16| {
         names
             .iter()
-            .filter(|(n, d)| n.as_slice() != apex && d.rrsets.contains_key(&t))
-            .map(|(n, _)| n.clone())
+            .filter(|(n, d)| **n != apex && d.rrsets.contains_key(&t))
+            .map(|(n, _)| n.to_vec())
             .collect::<Vec<_>>()
     };
     let cuts: BTreeSet<Vec<u8>> = with(rtype::NS).into_iter().collect();
@@ -254,7 +290,7 @@ pub(super) fn compile_zone(
         children,
         soa,
         neg_ttl,
-        ads,
+        ad_list,
     };
     unservable(&zb, zone, cfg, errs);
     // NXDOMAIN and NODATA for the zone: compiled against the apex, shifted to any name
@@ -264,7 +300,7 @@ pub(super) fn compile_zone(
         zb.soa_rr(&mut e);
         out.push(e, 0, true)
     };
-    out.snap.zones[zi as usize].nxdomain = {
+    out.zones[zi as usize].nxdomain = {
         let mut e = Encoder::new(apex, false);
         zb.soa_rr(&mut e);
         out.push(e, 3, true)
@@ -286,7 +322,7 @@ pub(super) fn compile_zone(
     let mut referrals: HashMap<Vec<u8>, u32> = HashMap::new();
     for name in sorted {
         let node = ctx.node(name, &mut referrals, out, errs);
-        out.snap.nodes.push(node);
+        out.nodes.push(node);
     }
 }
 
@@ -321,11 +357,14 @@ fn unservable(
             dnames_seen.push(&r.owner);
         }
     }
+    if zb.cuts.is_empty() && zb.dnames.is_empty() {
+        return; // nothing hides a name
+    }
     for ad in cfg
         .gslb
         .access_domains
         .iter()
-        .filter(|a| zb.ads.contains_key(&a.name[..]))
+        .filter(|a| zb.has_ads(&a.name))
     {
         let hidden = match zb.occluder(&ad.name) {
             Some(Found::Cut(c)) => format!("the delegation at {}", show(&c)),
@@ -361,13 +400,18 @@ fn index_names<'z>(
     let mut sorted: Vec<&[u8]> = zb
         .names
         .keys()
-        .map(Vec::as_slice)
+        .copied()
         .filter(|n| !zb.in_child(n) && !matches!(zb.occluder(n), Some(Found::Dname(_))))
         .collect();
     sorted.sort_unstable();
-    let base = out.snap.nodes.len() as u32;
+    // Sized once, like the zone's names (the index outlives the compile: no rehash
+    // leaves a freed table behind).
+    out.index.reserve(sorted.len());
+    out.nodes.reserve(sorted.len());
+    out.types.reserve(sorted.len());
+    let base = out.nodes.len() as u32;
     for (k, name) in sorted.iter().enumerate() {
-        out.snap.index.insert((*name).into(), base + k as u32);
+        out.index.insert((*name).into(), base + k as u32);
     }
     sorted
 }
@@ -408,7 +452,7 @@ impl NodeCtx<'_, '_> {
             wildcard: NONE,
             cut: false,
             dname: NONE,
-            types_start: out.snap.types.len() as u32,
+            types_start: out.types.len() as u32,
             types_len: 0,
             other: NONE,
             any_udp: NONE,
@@ -416,7 +460,7 @@ impl NodeCtx<'_, '_> {
         };
         let mut wild = b"\x01*".to_vec();
         wild.extend_from_slice(name);
-        if let Some(&wi) = out.snap.index.get(wild.as_slice()) {
+        if let Some(&wi) = out.index.get(wild.as_slice()) {
             node.wildcard = wi;
         }
         if let Some(Found::Cut(cut)) = zb.occluder(name) {
@@ -440,7 +484,7 @@ impl NodeCtx<'_, '_> {
             );
             node.dname = out.push(e, 0, true);
         }
-        node.types_len = out.snap.types.len() as u32 - node.types_start;
+        node.types_len = out.types.len() as u32 - node.types_start;
         node
     }
 
@@ -466,7 +510,7 @@ impl NodeCtx<'_, '_> {
                 Some(set) => typed(name, rtype::DS, set, self.zb, out),
                 None => self.nodata,
             };
-            out.snap.types.push((rtype::DS, ds));
+            out.types.push((rtype::DS, ds));
         }
     }
 
@@ -484,10 +528,10 @@ impl NodeCtx<'_, '_> {
             );
             out.push(e, 0, true)
         };
-        out.snap.types.push((rtype::CNAME, only));
+        out.types.push((rtype::CNAME, only));
         for &t in self.zone_types {
             let a = chain(self.zb, name, cname, t, out);
-            out.snap.types.push((t, a));
+            out.types.push((t, a));
         }
         node.other = chain(self.zb, name, cname, 0, out);
         node.any_udp = only;
@@ -504,48 +548,48 @@ impl NodeCtx<'_, '_> {
         errs: &mut Vec<ConfigError>,
     ) {
         let zb = self.zb;
-        let here: &[(u16, u32)] = zb.ads.get(name).map_or(&[], Vec::as_slice);
-        for &(_, ad) in here {
-            out.snap.gslb.ads[ad as usize].nodata = self.nodata;
+        let here = || zb.ads_at(data);
+        for (_, ad) in here() {
+            out.ad_nodata[ad as usize] = self.nodata;
         }
-        if let Some(&(_, ad)) = here.iter().find(|(t, _)| *t == rtype::CNAME) {
+        if let Some((_, ad)) = here().find(|(t, _)| *t == rtype::CNAME) {
             // A CNAME access domain owns its name: every type gets the CNAME.
-            out.snap.types.push((rtype::CNAME, DYN | ad));
+            out.types.push((rtype::CNAME, DYN | ad));
             node.other = DYN | ad;
             node.any_udp = DYN | ad;
             node.any_tcp = DYN | ad;
             return;
         }
-        for &(t, ad) in here {
+        for (t, ad) in here() {
             if !data.rrsets.contains_key(&t) {
-                out.snap.types.push((t, DYN | ad));
+                out.types.push((t, DYN | ad));
             }
         }
         for (&t, set) in &data.rrsets {
             // An enabled access domain answers its type instead of the zone's records.
-            if let Some(&(_, ad)) = here.iter().find(|(at, _)| *at == t) {
-                out.snap.types.push((t, DYN | ad));
+            if let Some((_, ad)) = here().find(|(at, _)| *at == t) {
+                out.types.push((t, DYN | ad));
                 continue;
             }
             let a = typed(name, t, set, zb, out);
-            let msg = &out.snap.answers[a as usize];
+            let msg = &out.answers[a as usize];
             if 12 + name.len() + 4 + msg.len as usize - msg.opt_len as usize > 65535 - 64 {
                 errs.push(too_large(&zb.soa.at, name, t));
             }
-            out.snap.types.push((t, a));
+            out.types.push((t, a));
         }
         if name == zb.apex {
             if let Some(ds) = self.child_ds {
                 // The parent zone, served here too, answers DS at this apex.
-                let mine = &mut out.snap.types[node.types_start as usize..];
+                let mine = &mut out.types[node.types_start as usize..];
                 match mine.iter_mut().find(|(t, _)| *t == rtype::DS) {
                     Some(entry) => entry.1 = ds,
-                    None => out.snap.types.push((rtype::DS, ds)),
+                    None => out.types.push((rtype::DS, ds)),
                 }
             }
         }
         node.other = self.nodata;
-        let typed_answers = &mut out.snap.types[node.types_start as usize..];
+        let typed_answers = &mut out.types[node.types_start as usize..];
         typed_answers.sort_unstable_by_key(|&(t, _)| t);
         node.any_udp = typed_answers.first().map_or(self.nodata, |&(_, a)| a);
         let dynamic = typed_answers.iter().any(|&(_, a)| a & DYN != 0);

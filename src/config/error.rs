@@ -81,9 +81,17 @@ pub(crate) struct Lines {
 
 impl Lines {
     pub(crate) fn new(text: &str) -> Self {
-        let mut starts = vec![0];
-        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Self { starts }
+        let mut lines = Self { starts: Vec::new() };
+        lines.reset(text);
+        lines
+    }
+
+    /// The line starts of `text` instead, in the same allocation where it fits.
+    pub(crate) fn reset(&mut self, text: &str) {
+        self.starts.clear();
+        self.starts.push(0);
+        self.starts
+            .extend(text.match_indices('\n').map(|(i, _)| i + 1));
     }
 
     pub(crate) fn line(&self, offset: usize) -> u32 {

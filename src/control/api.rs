@@ -152,7 +152,7 @@ pub fn state_json(w: &Writer, generation: u64, state_file: Option<&Path>) -> ser
                 "type": crate::config::gslb::type_name(ad.rtype),
                 "ttl": ad.ttl,
                 "enabled": ad.enabled,
-                "remarks": ad.remarks,
+                "remarks": ad.remarks.as_deref().unwrap_or(""),
                 "policy": ad.policy.name(),
                 "routes": routes,
             })

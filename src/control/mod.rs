@@ -139,9 +139,76 @@ struct Running {
 /// `gtmd run`: serves until SIGTERM/SIGINT.
 pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     let t0 = Instant::now();
-    let (cfg, mut snap) = contained(&source_name(opts.config.as_ref()), || {
+    let (cfg, mut snap) = first_config(&opts)?;
+    let metrics = Arc::new(metrics::Metrics::new(&cfg.metrics, t0));
+    metrics.assign(&mut snap, &cfg.metrics);
+    let snap = Arc::new(snap);
+    // The control listener first: a port in use fails start-up before any DNS socket.
+    let control_listener = bind_control(&cfg.control)?;
+    let overrides = restore_overrides(&snap, cfg.control.state_file.as_deref());
+    let writer: SharedWriter = Arc::new(Mutex::new(crate::health::Writer::new(
+        snap.clone(),
+        overrides,
+    )));
+    let published: Published = Arc::new(ArcSwap::new(snap));
+    // Signals are registered before the shards start so none is missed.
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .map_err(|e| ExitError::Startup(format!("cannot install signal handlers: {e}")))?;
+    alerts::configure(cfg.alerts.clone())
+        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reports: crate::probe::Reports = Default::default();
+    let (reload_tx, reload_rx) = crossbeam::channel::unbounded();
+    let (round_tx, round_rx) = crossbeam::channel::bounded(1);
+    let prober = spawn_prober(
+        published.load_full(),
+        writer.clone(),
+        reports.clone(),
+        reload_rx,
+        round_tx,
+        stop.clone(),
+    )?;
+    let mut running = start(&cfg, &published, stop.clone(), || {
+        // Sockets are bound (queries queue in their buffers); serve once health is known.
+        await_first_round(&cfg, &round_rx);
+    })
+    .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+    running.threads.push(prober);
+    metrics.serving(running.counters.clone());
+    let generation = Arc::new(AtomicU64::new(1));
+    let ctx = Arc::new(api::ApiContext {
+        writer: writer.clone(),
+        generation: generation.clone(),
+        reports,
+        settings: ArcSwap::from_pointee(api::Settings::of(&cfg.control)),
+        metrics: metrics.clone(),
+    });
+    let mut plane = open_control_plane(ctx, control_listener, &cfg.control, &stop)?;
+    notify::send("READY=1");
+    info!(
+        shards = running.shards,
+        threads = running.threads.len(),
+        "ready"
+    );
+    let serving = Serving {
+        opts: &opts,
+        published: &published,
+        writer: &writer,
+        reload_tx: &reload_tx,
+        generation: &generation,
+        metrics: &metrics,
+    };
+    let last = serving.until_stopped(&mut signals, cfg, &mut plane);
+    shut_down(running, plane, last);
+    Ok(())
+}
+
+/// Loads, overrides and compiles the configuration to start with (generation 1).
+fn first_config(opts: &RunOptions) -> Result<(Config, crate::tables::Snapshot), ExitError> {
+    let t0 = Instant::now();
+    let (cfg, snap) = contained(&source_name(opts.config.as_ref()), || {
         let mut cfg = load(opts.config.as_ref())?;
-        apply_overrides(&mut cfg, &opts)?;
+        apply_overrides(&mut cfg, opts)?;
         let snap = compile(&cfg, 1)?;
         Ok((cfg, snap))
     })
@@ -155,68 +222,64 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         ms = t0.elapsed().as_millis() as u64,
         "configuration compiled"
     );
-    let metrics = Arc::new(metrics::Metrics::new(&cfg.metrics, t0));
-    metrics.assign(&mut snap, &cfg.metrics);
-    let snap = Arc::new(snap);
-    // The control listener first: a port in use fails start-up before any DNS socket.
-    let control_listener = bind_control(&cfg.control)?;
-    let mut overrides = api::load_overrides(cfg.control.state_file.as_deref());
+    Ok((cfg, snap))
+}
+
+/// The operator overrides persisted in the state file, without those whose address the
+/// configuration no longer has (logged, and dropped from the file).
+fn restore_overrides(
+    snap: &crate::tables::Snapshot,
+    state_file: Option<&Path>,
+) -> HashMap<String, crate::config::gslb::Mode> {
+    let mut overrides = api::load_overrides(state_file);
     let known: HashSet<&str> = snap
         .model
         .addresses
         .iter()
         .map(|a| a.name.as_str())
         .collect();
-    let stale: Vec<(String, crate::config::gslb::Mode)> = {
-        let mut v: Vec<_> = overrides
-            .iter()
-            .filter(|(n, _)| !known.contains(n.as_str()))
-            .map(|(n, &m)| (n.clone(), m))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
+    let mut stale: Vec<(String, crate::config::gslb::Mode)> = overrides
+        .iter()
+        .filter(|(n, _)| !known.contains(n.as_str()))
+        .map(|(n, &m)| (n.clone(), m))
+        .collect();
+    stale.sort_by(|a, b| a.0.cmp(&b.0));
     for (n, _) in &stale {
         overrides.remove(n);
     }
-    drop(known);
-    report_stale(&stale, cfg.control.state_file.as_deref(), &overrides);
+    report_stale(&stale, state_file, &overrides);
     if !overrides.is_empty() {
         info!(count = overrides.len(), "operator overrides restored");
     }
-    let writer: SharedWriter = Arc::new(Mutex::new(crate::health::Writer::new(
-        snap.clone(),
-        overrides,
-    )));
-    let published: Published = Arc::new(ArcSwap::new(snap));
-    let generation_shared = Arc::new(AtomicU64::new(1));
-    // Signals are registered before the shards start so none is missed.
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
-        .map_err(|e| ExitError::Startup(format!("cannot install signal handlers: {e}")))?;
-    alerts::configure(cfg.alerts.clone())
-        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let reports: crate::probe::Reports = Default::default();
-    let (reload_tx, reload_rx) = crossbeam::channel::unbounded();
-    let (round_tx, round_rx) = crossbeam::channel::bounded(1);
-    let prober = {
-        let (snap, w, r, st) = (
-            published.load_full(),
-            writer.clone(),
-            reports.clone(),
-            stop.clone(),
-        );
-        std::thread::Builder::new()
-            .name("prober".into())
-            .spawn(move || {
-                if let Err(e) = crate::probe::run(snap, w, r, reload_rx, round_tx, st) {
-                    error!("prober failed: {e}");
-                }
-            })
-            .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?
-    };
-    // The first round of checks is bounded by the longest timeout (every check has one).
-    let first_round = cfg
+    overrides
+}
+
+/// Starts the prober thread (`probe::run`).
+fn spawn_prober(
+    snap: Arc<crate::tables::Snapshot>,
+    writer: SharedWriter,
+    reports: crate::probe::Reports,
+    reloads: crossbeam::channel::Receiver<Arc<crate::tables::Snapshot>>,
+    first_round: crossbeam::channel::Sender<()>,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, ExitError> {
+    std::thread::Builder::new()
+        .name("prober".into())
+        .spawn(move || {
+            if let Err(e) = crate::probe::run(snap, writer, reports, reloads, first_round, stop) {
+                error!("prober failed: {e}");
+            }
+        })
+        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
+}
+
+/// With `probe-before-ready` and health checks configured, waits for the prober's first
+/// round, bounded by the longest check timeout (every check has one) plus a second.
+fn await_first_round(cfg: &Config, round: &crossbeam::channel::Receiver<()>) {
+    if !cfg.server.probe_before_ready || cfg.gslb.checks.is_empty() {
+        return;
+    }
+    let bound = cfg
         .gslb
         .checks
         .iter()
@@ -224,82 +287,101 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         .max()
         .unwrap_or_default()
         + Duration::from_secs(1);
-    let wait_probes = cfg.server.probe_before_ready && !cfg.gslb.checks.is_empty();
-    let mut running = start(&cfg, &published, stop.clone(), || {
-        // Sockets are bound (queries queue in their buffers); serve once health is known.
-        if wait_probes {
-            match round_rx.recv_timeout(first_round) {
-                Ok(()) => info!("first round of health checks done"),
-                Err(_) => {
-                    warn!("first round of health checks not done in {first_round:?}: serving")
-                }
-            }
-        }
-    })
-    .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
-    running.threads.push(prober);
-    metrics.serving(running.counters.clone());
+    match round.recv_timeout(bound) {
+        Ok(()) => info!("first round of health checks done"),
+        Err(_) => warn!("first round of health checks not done in {bound:?}: serving"),
+    }
+}
+
+/// The control API, serving `listener` when there is one.
+fn open_control_plane(
+    ctx: Arc<api::ApiContext>,
+    listener: Option<std::net::TcpListener>,
+    c: &Control,
+    stop: &Arc<AtomicBool>,
+) -> Result<ControlPlane, ExitError> {
     let mut plane = ControlPlane {
-        ctx: Arc::new(api::ApiContext {
-            writer: writer.clone(),
-            generation: generation_shared.clone(),
-            reports: reports.clone(),
-            settings: ArcSwap::from_pointee(api::Settings::of(&cfg.control)),
-            metrics: metrics.clone(),
-        }),
+        ctx,
         server: None,
         stop: stop.clone(),
     };
-    if cfg.control.listen.is_some() && cfg.control.state_file.is_none() {
+    if c.listen.is_some() && c.state_file.is_none() {
         info!("control.state-file is not set: operator overrides last until restart");
     }
-    if let Some(l) = control_listener {
+    if let Some(l) = listener {
         plane
-            .serve(l, &cfg.control)
+            .serve(l, c)
             .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
     }
-    notify::send("READY=1");
-    info!(
-        shards = running.shards,
-        threads = running.threads.len(),
-        "ready"
-    );
-    let mut generation = 1u64;
-    let mut current = cfg;
-    'outer: loop {
-        for sig in signals.wait() {
-            match sig {
-                SIGHUP => {
-                    notify::send("RELOADING=1");
-                    let before = (current.control.clone(), current.alerts.clone());
-                    let began = Instant::now();
-                    let ok = reload(
-                        &opts,
-                        &mut current,
-                        &published,
-                        &writer,
-                        &mut generation,
-                        &metrics,
-                    );
-                    if opts.config.is_some() {
-                        metrics.reloaded(ok, began.elapsed());
-                    }
-                    if ok {
-                        let _ = reload_tx.send(published.load_full());
-                        if before.1 != current.alerts {
-                            if let Err(e) = alerts::configure(current.alerts.clone()) {
-                                error!("reload: cannot start the alerts thread: {e}");
-                            }
-                        }
-                        plane.reconfigure(&before.0, &current.control);
-                    }
-                    generation_shared.store(generation, Ordering::Relaxed);
-                    notify::send("READY=1");
+    Ok(plane)
+}
+
+/// What the signal loop works with once gtmd serves.
+struct Serving<'a> {
+    opts: &'a RunOptions,
+    published: &'a Published,
+    writer: &'a SharedWriter,
+    /// New snapshots for the prober.
+    reload_tx: &'a crossbeam::channel::Sender<Arc<crate::tables::Snapshot>>,
+    /// The generation the control API reports.
+    generation: &'a AtomicU64,
+    /// Reload counts and the per-domain series of each new snapshot.
+    metrics: &'a metrics::Metrics,
+}
+
+impl Serving<'_> {
+    /// Reloads on SIGHUP until SIGTERM or SIGINT; returns the last generation.
+    fn until_stopped(
+        &self,
+        signals: &mut signal_hook::iterator::Signals,
+        mut current: Config,
+        plane: &mut ControlPlane,
+    ) -> u64 {
+        let mut generation = 1u64;
+        loop {
+            for sig in signals.wait() {
+                if sig != SIGHUP {
+                    return generation;
                 }
-                _ => break 'outer,
+                self.on_sighup(&mut current, plane, &mut generation);
             }
         }
     }
+
+    /// Reloads the configuration; a new one goes to the prober, its `[alerts]` and
+    /// `[control]` apply.
+    fn on_sighup(&self, current: &mut Config, plane: &mut ControlPlane, generation: &mut u64) {
+        notify::send("RELOADING=1");
+        let before = (current.control.clone(), current.alerts.clone());
+        let began = Instant::now();
+        let ok = reload(
+            self.opts,
+            current,
+            self.published,
+            self.writer,
+            generation,
+            self.metrics,
+        );
+        if self.opts.config.is_some() {
+            self.metrics.reloaded(ok, began.elapsed());
+        }
+        if ok {
+            let _ = self.reload_tx.send(self.published.load_full());
+            if before.1 != current.alerts {
+                if let Err(e) = alerts::configure(current.alerts.clone()) {
+                    error!("reload: cannot start the alerts thread: {e}");
+                }
+            }
+            plane.reconfigure(&before.0, &current.control);
+        }
+        self.generation.store(*generation, Ordering::Relaxed);
+        notify::send("READY=1");
+    }
+}
+
+/// Stops the shards, the prober and the control API, waits for their threads, and logs
+/// the summary of the shards' counters.
+fn shut_down(running: Running, mut plane: ControlPlane, generation: u64) {
     notify::send("STOPPING=1");
     info!("stopping");
     running.stop.store(true, Ordering::Relaxed);
@@ -314,7 +396,6 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         c.add_to(&mut s);
     }
     info!(generation, "shutdown summary: {s}");
-    Ok(())
 }
 
 /// Logs the persisted overrides dropped because their address is gone from the

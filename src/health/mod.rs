@@ -104,6 +104,32 @@ fn carry<K: Eq + std::hash::Hash, T: Copy>(
         .collect()
 }
 
+/// Each pool's health: enabled, at least one enabled member up, and its condition met
+/// by its enabled members (`addr`: each address's state).
+fn pools_up(m: &crate::tables::Model, addr: &[bool]) -> Vec<bool> {
+    m.pools
+        .iter()
+        .map(|p| {
+            let members: Vec<usize> = p
+                .addresses
+                .iter()
+                .copied()
+                .filter(|&a| m.addresses[a].enabled)
+                .collect();
+            let up = members.iter().filter(|&&a| addr[a]).count() as u32;
+            let total = members.len() as u32;
+            p.enabled
+                && up > 0
+                && match p.condition {
+                    Condition::Any => true,
+                    Condition::All => up == total,
+                    Condition::AtLeast(n) => up >= n,
+                    Condition::AtLeastPercent(pct) => up * 100 >= pct * total,
+                }
+        })
+        .collect()
+}
+
 /// The single writer of a snapshot's [`HealthState`].
 #[derive(Debug)]
 pub struct Writer {
@@ -265,9 +291,24 @@ impl Writer {
     /// `full`: every slot afresh (a new snapshot); else only the slots whose candidate
     /// pools changed state, so a health change costs little even with millions of slots.
     fn recompute(&mut self, full: bool) -> Vec<Change> {
-        let m = &self.snap.model;
-        let mut changes = Vec::new();
-        let addr: Vec<bool> = m
+        let addr = self.addresses_up();
+        let pool = pools_up(&self.snap.model, &addr);
+        let active = self.active_pools(&pool, full);
+        let mut changes = self.up_changes(&addr, &pool);
+        // Shards see the new state first; the events that describe it come after.
+        self.store(&addr, &pool, &active);
+        self.route_changes(&active, &mut changes);
+        self.addr = addr;
+        self.pool = pool;
+        self.active = active;
+        changes
+    }
+
+    /// Each address's state: enabled, and up by its operator override, else its
+    /// configured mode, else (auto) the prober's verdict.
+    fn addresses_up(&self) -> Vec<bool> {
+        self.snap
+            .model
             .addresses
             .iter()
             .enumerate()
@@ -279,30 +320,16 @@ impl Writer {
                         Mode::Auto => self.probe[i],
                     }
             })
-            .collect();
-        let pool: Vec<bool> = m
-            .pools
-            .iter()
-            .map(|p| {
-                let members: Vec<usize> = p
-                    .addresses
-                    .iter()
-                    .copied()
-                    .filter(|&a| m.addresses[a].enabled)
-                    .collect();
-                let up = members.iter().filter(|&&a| addr[a]).count() as u32;
-                let total = members.len() as u32;
-                p.enabled
-                    && up > 0
-                    && match p.condition {
-                        Condition::Any => true,
-                        Condition::All => up == total,
-                        Condition::AtLeast(n) => up >= n,
-                        Condition::AtLeastPercent(pct) => up * 100 >= pct * total,
-                    }
-            })
-            .collect();
+            .collect()
+    }
+
+    /// The active pool of every route slot: the first healthy candidate, except that a
+    /// non-preemptive route keeps a pool that is still healthy and still a candidate.
+    /// Unless `full` (or the layout changed), only the slots with a candidate pool whose
+    /// state changed are worked out; the others keep their pool.
+    fn active_pools(&self, pool: &[bool], full: bool) -> Vec<u32> {
         let snap = &self.snap;
+        let m = &snap.model;
         let full = full || self.pool.len() != pool.len() || self.active.len() != m.slots.len();
         let changed: Vec<bool> = if full {
             Vec::new()
@@ -310,8 +337,7 @@ impl Writer {
             pool.iter().zip(&self.pool).map(|(n, o)| n != o).collect()
         };
         let g = &snap.gslb;
-        let active: Vec<u32> = m
-            .slots
+        m.slots
             .iter()
             .enumerate()
             .map(|(s, slot)| {
@@ -342,59 +368,74 @@ impl Writer {
                     _ => first,
                 }
             })
-            .collect();
-        if self.addr.len() == addr.len() {
-            for (i, (&o, &n)) in self.addr.iter().zip(&addr).enumerate() {
-                if o != n {
-                    changes.push(Change::Address {
-                        name: m.addresses[i].name.clone(),
-                        up: n,
-                    });
-                }
-            }
-            for (i, (&o, &n)) in self.pool.iter().zip(&pool).enumerate() {
-                if o != n {
-                    changes.push(Change::Pool {
-                        name: m.pools[i].name.clone(),
-                        up: n,
-                    });
-                }
+            .collect()
+    }
+
+    /// The addresses and pools whose state differs from the last written (none on a new
+    /// layout: a reload's carried state is not news).
+    fn up_changes(&self, addr: &[bool], pool: &[bool]) -> Vec<Change> {
+        let m = &self.snap.model;
+        let mut changes = Vec::new();
+        if self.addr.len() != addr.len() {
+            return changes;
+        }
+        for (i, (&o, &n)) in self.addr.iter().zip(addr).enumerate() {
+            if o != n {
+                changes.push(Change::Address {
+                    name: m.addresses[i].name.clone(),
+                    up: n,
+                });
             }
         }
-        // Shards see the new state first; the events that describe it come after.
+        for (i, (&o, &n)) in self.pool.iter().zip(pool).enumerate() {
+            if o != n {
+                changes.push(Change::Pool {
+                    name: m.pools[i].name.clone(),
+                    up: n,
+                });
+            }
+        }
+        changes
+    }
+
+    /// Stores the derived state where shards read it (an active slot only when it moved).
+    fn store(&self, addr: &[bool], pool: &[bool], active: &[u32]) {
         let h = &self.snap.health;
-        HealthState::store_bits(&h.addr_up, &addr);
-        HealthState::store_bits(&h.pool_up, &pool);
-        for (dst, &v) in h.active.iter().zip(&active) {
+        HealthState::store_bits(&h.addr_up, addr);
+        HealthState::store_bits(&h.pool_up, pool);
+        for (dst, &v) in h.active.iter().zip(active) {
             if dst.load(Relaxed) != v {
                 dst.store(v, Relaxed);
             }
         }
-        if self.active.len() == active.len() {
-            let (mut listed, mut more) = (0, 0);
-            for (s, (&o, &n)) in self.active.iter().zip(&active).enumerate() {
-                if o != n && snap.slot_tracked(s) {
-                    if listed == MAX_ROUTE_EVENTS {
-                        more += 1;
-                        continue;
-                    }
-                    listed += 1;
-                    let (ad, lines) = snap.slot_key(s);
-                    changes.push(Change::Active {
-                        access_domain: ad,
-                        lines,
-                        pool: (n != NO_POOL).then(|| m.pools[n as usize].name.clone()),
-                    });
+    }
+
+    /// The tracked routes that switched pools, one event each up to [`MAX_ROUTE_EVENTS`],
+    /// then one event counting the rest.
+    fn route_changes(&self, active: &[u32], changes: &mut Vec<Change>) {
+        if self.active.len() != active.len() {
+            return;
+        }
+        let snap = &self.snap;
+        let (mut listed, mut more) = (0, 0);
+        for (s, (&o, &n)) in self.active.iter().zip(active).enumerate() {
+            if o != n && snap.slot_tracked(s) {
+                if listed == MAX_ROUTE_EVENTS {
+                    more += 1;
+                    continue;
                 }
-            }
-            if more > 0 {
-                changes.push(Change::ActiveMore { count: more });
+                listed += 1;
+                let (ad, lines) = snap.slot_key(s);
+                changes.push(Change::Active {
+                    access_domain: ad,
+                    lines,
+                    pool: (n != NO_POOL).then(|| snap.model.pools[n as usize].name.clone()),
+                });
             }
         }
-        self.addr = addr;
-        self.pool = pool;
-        self.active = active;
-        changes
+        if more > 0 {
+            changes.push(Change::ActiveMore { count: more });
+        }
     }
 
     /// Current derived state: (addresses up, pools up, active pool per slot).

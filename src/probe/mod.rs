@@ -9,11 +9,15 @@
 //! The first result of a check decides its state directly (no threshold), so a target
 //! that is down at start-up is not served for `down-after` intervals. An address is up
 //! when every one of its checks is.
+//!
+//! Those rules live in `verdict.rs`, without sockets or clocks; this file is the loop that
+//! starts checks, moves their bytes, reads the clock and hands results to the rules.
 
 mod icmp;
 pub mod latency;
 mod syn;
 mod tls;
+mod verdict;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -24,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
 use mio::net::TcpStream;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use tracing::info;
 
@@ -31,9 +36,7 @@ use crate::config::gslb::{AddrValue, HealthCheck, Protocol};
 use crate::health::{log_changes, SharedWriter};
 use crate::shard::WAIT_BOUND;
 use crate::tables::Snapshot;
-
-/// Most of an HTTP response read: status line, headers and the first 4 KiB of body.
-const HTTP_READ_LIMIT: usize = 8192;
+use verdict::{Echoes, Flap, HttpRule, Outcome, PingRule, Step, Thresholds, Vote};
 
 /// The last result of one check, for the control API.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -61,12 +64,23 @@ pub struct Report {
 /// Last results by address name, shared with the control API.
 pub type Reports = Arc<std::sync::Mutex<HashMap<String, Vec<Report>>>>;
 
+impl Report {
+    /// This report's vote for its address.
+    fn vote(&self) -> Vote<'_> {
+        Vote {
+            check: &self.check,
+            up: self.up,
+            failure_rate: self.failure_rate,
+        }
+    }
+}
+
 enum Phase {
     Connecting,
     Writing(Vec<u8>, usize),
     Reading(Vec<u8>),
-    /// Echo requests sent, replies received, their summed round trips.
-    Ping(u32, u32, Duration),
+    /// Echo requests sent, and what came back.
+    Ping(Echoes),
     /// HTTPS: the TLS connection (request queued inside it) and the plaintext response.
     Tls(Box<rustls::ClientConnection>, Vec<u8>),
     /// Half-open TCP: SYN sent, waiting for SYN-ACK or RST.
@@ -93,11 +107,23 @@ struct Task {
     source: Option<IpAddr>,
     check: HealthCheck,
     next: Instant,
-    ok_run: u32,
-    fail_run: u32,
-    up: Option<bool>,
+    /// The thresholded state, carried over reloads.
+    flap: Flap,
     inflight: Option<Inflight>,
     report: Option<Report>,
+}
+
+impl Task {
+    /// A new check is due: none in flight and the interval has passed.
+    fn due(&self, now: Instant) -> bool {
+        self.inflight.is_none() && self.next <= now
+    }
+
+    /// When the loop must look at this task again: the deadline of the check in flight, or
+    /// the start of the next one.
+    fn wakeup(&self) -> Instant {
+        self.inflight.as_ref().map_or(self.next, |f| f.deadline)
+    }
 }
 
 /// Builds the task list for a snapshot, carrying counters and state over by
@@ -132,17 +158,13 @@ fn tasks(snap: &Snapshot, old: Vec<Task>) -> Vec<Task> {
             for source in sources {
                 let key = (a.name.clone(), check.name.clone(), source);
                 let prev = carried.remove(&key);
-                let (ok_run, fail_run, up, report) = prev.map_or((0, 0, None, None), |t| {
-                    (t.ok_run, t.fail_run, t.up, t.report)
-                });
+                let (flap, report) = prev.map_or((Flap::default(), None), |t| (t.flap, t.report));
                 out.push(Task {
                     address: a.name.clone(),
                     target: SocketAddr::new(ip, check.port),
                     source,
                     next: now,
-                    ok_run,
-                    fail_run,
-                    up,
+                    flap,
                     inflight: None,
                     report,
                     check: check.clone(),
@@ -151,6 +173,23 @@ fn tasks(snap: &Snapshot, old: Vec<Task>) -> Vec<Task> {
         }
     }
     out
+}
+
+/// Where results go: the control API's reports and the health writer.
+struct Outlet {
+    writer: SharedWriter,
+    reports: Reports,
+}
+
+/// The prober's state: its checks and the sockets they share.
+struct Prober {
+    poll: Poll,
+    list: Vec<Task>,
+    /// The ICMP sockets, opened when a ping check first appears.
+    icmp: Option<icmp::Icmp>,
+    /// The raw TCP sockets, opened when a half-open check first appears.
+    syn: Option<syn::Syn>,
+    out: Outlet,
 }
 
 /// Runs the prober until `stop`. New snapshots (reloads) arrive on `reloads`; one message
@@ -163,216 +202,268 @@ pub fn run(
     first_round: Sender<()>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<()> {
-    let mut first_round = Some(first_round);
-    let mut poll = Poll::new()?;
+    let mut p = Prober {
+        poll: Poll::new()?,
+        list: tasks(&snap, Vec::new()),
+        icmp: None,
+        syn: None,
+        out: Outlet { writer, reports },
+    };
     let mut events = Events::with_capacity(1024);
-    let mut list = tasks(&snap, Vec::new());
-    let mut icmp: Option<icmp::Icmp> = None;
-    let mut syn: Option<syn::Syn> = None;
-    info!(checks = list.len(), "prober started");
+    let mut first_round = Some(first_round);
+    info!(checks = p.list.len(), "prober started");
     while !stop.load(Ordering::Relaxed) {
         if let Ok(next) = reloads.try_recv() {
-            for t in &mut list {
-                if let Some(f) = t.inflight.take() {
-                    release(&poll, f);
-                }
-            }
-            if let Some(i) = icmp.as_mut() {
-                i.forget_all();
-            }
-            if let Some(s) = syn.as_mut() {
-                s.forget_all();
-            }
-            list = tasks(&next, list);
-            info!(checks = list.len(), "prober reloaded");
+            p.reload(&next);
         }
-        if icmp.is_none() && list.iter().any(|t| t.check.protocol == Protocol::Ping) {
-            icmp = Some(icmp::Icmp::new());
-        }
-        if syn.is_none() && list.iter().any(|t| t.check.half_open) {
-            let s = syn::Syn::open();
-            for (k, fd) in s.fds().into_iter().enumerate() {
-                poll.registry().register(
-                    &mut mio::unix::SourceFd(&fd),
-                    Token(SYN_TOKEN + k),
-                    Interest::READABLE,
-                )?;
-            }
-            syn = Some(s);
-        }
-        let now = Instant::now();
-        for (i, t) in list.iter_mut().enumerate() {
-            if t.inflight.is_none() && t.next <= now && t.check.protocol == Protocol::Ping {
-                t.next = now + t.check.interval;
-                let pinger = icmp.as_mut().expect("opened above");
-                match pinger.send(i, t.source, t.target.ip(), t.check.packets) {
-                    Ok(sent) => {
-                        t.inflight = Some(Inflight {
-                            stream: None,
-                            phase: Phase::Ping(sent, 0, Duration::ZERO),
-                            deadline: now + t.check.timeout,
-                            started: now,
-                        })
-                    }
-                    Err(e) => finish(t, false, Duration::ZERO, Some(e), &writer, &reports),
-                }
-                continue;
-            }
-            if t.inflight.is_none()
-                && t.next <= now
-                && t.check.half_open
-                && syn.as_ref().is_some_and(|s| s.can(&t.target))
-            {
-                t.next = now + t.check.interval;
-                match syn.as_mut().expect("checked").send(i, t.target) {
-                    Ok(()) => {
-                        t.inflight = Some(Inflight {
-                            stream: None,
-                            phase: Phase::Syn,
-                            deadline: now + t.check.timeout,
-                            started: now,
-                        })
-                    }
-                    Err(e) => finish(t, false, Duration::ZERO, Some(e), &writer, &reports),
-                }
-                continue;
-            }
-            if t.inflight.is_none() && t.next <= now {
-                t.next = now + t.check.interval;
-                match connect(t.target, t.source) {
-                    Ok(mut s) => {
-                        poll.registry().register(
-                            &mut s,
-                            Token(i),
-                            Interest::WRITABLE | Interest::READABLE,
-                        )?;
-                        t.inflight = Some(Inflight {
-                            stream: Some(s),
-                            phase: Phase::Connecting,
-                            deadline: now + t.check.timeout,
-                            started: now,
-                        });
-                    }
-                    Err(e) => finish(
-                        t,
-                        false,
-                        Duration::ZERO,
-                        Some(format!("connect: {e}")),
-                        &writer,
-                        &reports,
-                    ),
-                }
-            }
-        }
-        if let Some(p) = icmp.as_mut() {
-            for (k, fd) in p.new_fds() {
-                poll.registry().register(
-                    &mut mio::unix::SourceFd(&fd),
-                    Token(ICMP_TOKEN + k),
-                    Interest::READABLE,
-                )?;
-            }
-        }
-        let wait = list
-            .iter()
-            .map(|t| t.inflight.as_ref().map_or(t.next, |f| f.deadline))
-            .min()
-            .map_or(WAIT_BOUND, |d| d.saturating_duration_since(Instant::now()))
-            .min(WAIT_BOUND);
-        match poll.poll(&mut events, Some(wait)) {
+        p.open_raw_sockets()?;
+        p.start_due(Instant::now())?;
+        p.register_icmp()?;
+        let wait = p.wait(Instant::now());
+        match p.poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
         for ev in events.iter() {
-            let i = ev.token().0;
-            if (SYN_TOKEN..ICMP_TOKEN).contains(&i) {
-                for (task, open) in syn.as_mut().map(|p| p.recv()).unwrap_or_default() {
-                    let Some(t) = list.get_mut(task) else {
-                        continue;
-                    };
-                    if let Some(f) = t.inflight.take() {
-                        let err = (!open).then(|| "connection refused (RST)".to_string());
-                        finish(t, open, f.started.elapsed(), err, &writer, &reports);
-                    }
-                }
-                continue;
-            }
-            if i >= ICMP_TOKEN {
-                for (task, rtt) in icmp.as_mut().map(|p| p.recv()).unwrap_or_default() {
-                    let Some(t) = list.get_mut(task) else {
-                        continue;
-                    };
-                    let done = match t.inflight.as_mut().map(|f| &mut f.phase) {
-                        Some(Phase::Ping(sent, got, total)) => {
-                            *got += 1;
-                            *total += rtt;
-                            got == sent
-                        }
-                        _ => false,
-                    };
-                    if done {
-                        let f = t.inflight.take().expect("in flight");
-                        let (ok, err, took) = ping_verdict(&t.check, &f.phase);
-                        finish(t, ok, took, err, &writer, &reports);
-                    }
-                }
-                continue;
-            }
-            let Some(t) = list.get_mut(i) else { continue };
-            let Some(f) = t.inflight.as_mut() else {
-                continue;
-            };
-            match advance(f, &t.check, t.target) {
-                Step::Pending => {}
-                Step::Done(ok, err) => {
-                    let f = t.inflight.take().expect("in flight");
-                    let took = f.started.elapsed();
-                    release(&poll, f);
-                    finish(t, ok, took, err, &writer, &reports);
-                }
-            }
+            p.on_ready(ev.token().0);
         }
-        if first_round.is_some() && list.iter().all(|t| t.up.is_some()) {
+        if first_round.is_some() && p.all_decided() {
             let _ = first_round.take().expect("some").send(());
         }
-        let now = Instant::now();
+        p.expire(Instant::now());
+    }
+    Ok(())
+}
+
+/// A check just started: its connection (TCP and HTTP checks) and first phase, or why it
+/// could not start.
+type Started = Result<(Option<TcpStream>, Phase), String>;
+
+impl Prober {
+    /// A new snapshot: the checks in flight are dropped and the list rebuilt, the state
+    /// of each check carried over.
+    fn reload(&mut self, next: &Snapshot) {
+        for t in &mut self.list {
+            if let Some(f) = t.inflight.take() {
+                release(&self.poll, f);
+            }
+        }
+        if let Some(i) = self.icmp.as_mut() {
+            i.forget_all();
+        }
+        if let Some(s) = self.syn.as_mut() {
+            s.forget_all();
+        }
+        self.list = tasks(next, std::mem::take(&mut self.list));
+        info!(checks = self.list.len(), "prober reloaded");
+    }
+
+    /// Opens the ICMP and raw TCP sockets the first time a check needs them.
+    fn open_raw_sockets(&mut self) -> io::Result<()> {
+        let list = &self.list;
+        if self.icmp.is_none() && list.iter().any(|t| t.check.protocol == Protocol::Ping) {
+            self.icmp = Some(icmp::Icmp::new());
+        }
+        if self.syn.is_none() && list.iter().any(|t| t.check.half_open) {
+            let s = syn::Syn::open();
+            for (k, fd) in s.fds().into_iter().enumerate() {
+                let token = Token(SYN_TOKEN + k);
+                let registry = self.poll.registry();
+                registry.register(&mut SourceFd(&fd), token, Interest::READABLE)?;
+            }
+            self.syn = Some(s);
+        }
+        Ok(())
+    }
+
+    /// Starts every check that is due: echo requests, a SYN (half-open checks, when a raw
+    /// socket could be opened for the target's family), or a connection.
+    fn start_due(&mut self, now: Instant) -> io::Result<()> {
+        let Self {
+            poll,
+            list,
+            icmp,
+            syn,
+            out,
+        } = self;
         for (i, t) in list.iter_mut().enumerate() {
-            if t.inflight.as_ref().is_some_and(|f| f.deadline <= now) {
-                let f = t.inflight.take().expect("in flight");
-                if let Phase::Ping(..) = f.phase {
-                    // The time is up: judge on what came back.
-                    if let Some(p) = icmp.as_mut() {
-                        p.forget(i);
-                    }
-                    let (ok, err, took) = ping_verdict(&t.check, &f.phase);
-                    finish(t, ok, took, err, &writer, &reports);
-                    continue;
+            if !t.due(now) {
+                continue;
+            }
+            t.next = now + t.check.interval;
+            let started = if t.check.protocol == Protocol::Ping {
+                start_ping(icmp.as_mut().expect("opened"), i, t)
+            } else if t.check.half_open && syn.as_ref().is_some_and(|s| s.can(&t.target)) {
+                start_syn(syn.as_mut().expect("checked"), i, t)
+            } else {
+                start_connect(poll, i, t)?
+            };
+            match started {
+                Ok((stream, phase)) => {
+                    t.inflight = Some(Inflight {
+                        stream,
+                        phase,
+                        deadline: now + t.check.timeout,
+                        started: now,
+                    });
                 }
-                if let Phase::Syn = f.phase {
-                    if let Some(p) = syn.as_mut() {
-                        p.forget(i);
-                    }
-                }
-                let what = match f.phase {
-                    Phase::Connecting => "connect",
-                    Phase::Syn => "SYN-ACK",
-                    _ => "response",
+                Err(e) => finish(t, Err(e), Duration::ZERO, out),
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers the ICMP sockets opened since the last round (one per family and source).
+    fn register_icmp(&mut self) -> io::Result<()> {
+        if let Some(p) = self.icmp.as_mut() {
+            for (k, fd) in p.new_fds() {
+                let token = Token(ICMP_TOKEN + k);
+                let registry = self.poll.registry();
+                registry.register(&mut SourceFd(&fd), token, Interest::READABLE)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How long to wait for readiness: until the nearest deadline or start, and no longer
+    /// than [`WAIT_BOUND`] (so that a stop or a reload is seen).
+    fn wait(&self, now: Instant) -> Duration {
+        self.list
+            .iter()
+            .map(Task::wakeup)
+            .min()
+            .map_or(WAIT_BOUND, |d| d.saturating_duration_since(now))
+            .min(WAIT_BOUND)
+    }
+
+    /// A socket is ready: a raw TCP socket, an ICMP socket, or a check's connection.
+    fn on_ready(&mut self, token: usize) {
+        if (SYN_TOKEN..ICMP_TOKEN).contains(&token) {
+            self.on_syn_replies();
+        } else if token >= ICMP_TOKEN {
+            self.on_echo_replies();
+        } else {
+            self.on_connection(token);
+        }
+    }
+
+    /// SYN-ACKs and RSTs: a half-open check passes on a SYN-ACK.
+    fn on_syn_replies(&mut self) {
+        for (task, open) in self.syn.as_mut().map(|p| p.recv()).unwrap_or_default() {
+            let Some(t) = self.list.get_mut(task) else {
+                continue;
+            };
+            if let Some(f) = t.inflight.take() {
+                let outcome = if open {
+                    Ok(())
+                } else {
+                    Err("connection refused (RST)".to_string())
                 };
-                let took = f.started.elapsed();
-                release(&poll, f);
-                finish(
-                    t,
-                    false,
-                    took,
-                    Some(format!("{what} timed out")),
-                    &writer,
-                    &reports,
-                );
+                finish(t, outcome, f.started.elapsed(), &self.out);
             }
         }
     }
-    Ok(())
+
+    /// Echo replies: a ping check is judged once every request has had its reply.
+    fn on_echo_replies(&mut self) {
+        for (task, rtt) in self.icmp.as_mut().map(|p| p.recv()).unwrap_or_default() {
+            let Some(t) = self.list.get_mut(task) else {
+                continue;
+            };
+            let Some(Phase::Ping(echoes)) = t.inflight.as_mut().map(|f| &mut f.phase) else {
+                continue;
+            };
+            if echoes.reply(rtt) {
+                let (outcome, avg) = echoes.verdict(PingRule::of(&t.check));
+                t.inflight = None;
+                finish(t, outcome, avg, &self.out);
+            }
+        }
+    }
+
+    /// A check's connection is ready: moves it on, and finishes the check once decided.
+    fn on_connection(&mut self, i: usize) {
+        let Some(t) = self.list.get_mut(i) else {
+            return;
+        };
+        let Some(f) = t.inflight.as_mut() else {
+            return;
+        };
+        if let Step::Done(outcome) = advance(f, &t.check, t.target) {
+            let f = t.inflight.take().expect("in flight");
+            let took = f.started.elapsed();
+            release(&self.poll, f);
+            finish(t, outcome, took, &self.out);
+        }
+    }
+
+    /// Every check has had its first result.
+    fn all_decided(&self) -> bool {
+        self.list.iter().all(|t| t.flap.up().is_some())
+    }
+
+    /// Ends the checks past their deadline: a ping round is judged on what came back, any
+    /// other check fails as timed out.
+    fn expire(&mut self, now: Instant) {
+        let Self {
+            poll,
+            list,
+            icmp,
+            syn,
+            out,
+        } = self;
+        for (i, t) in list.iter_mut().enumerate() {
+            if t.inflight.as_ref().is_none_or(|f| f.deadline > now) {
+                continue;
+            }
+            let f = t.inflight.take().expect("in flight");
+            if let Phase::Ping(echoes) = f.phase {
+                if let Some(p) = icmp.as_mut() {
+                    p.forget(i);
+                }
+                let (outcome, avg) = echoes.verdict(PingRule::of(&t.check));
+                finish(t, outcome, avg, out);
+                continue;
+            }
+            let what = match f.phase {
+                Phase::Connecting => "connect",
+                Phase::Syn => "SYN-ACK",
+                _ => "response",
+            };
+            if let (Phase::Syn, Some(p)) = (&f.phase, syn.as_mut()) {
+                p.forget(i);
+            }
+            let took = f.started.elapsed();
+            release(poll, f);
+            finish(t, Err(format!("{what} timed out")), took, out);
+        }
+    }
+}
+
+/// Sends a ping check's echo requests.
+fn start_ping(pinger: &mut icmp::Icmp, i: usize, t: &Task) -> Started {
+    let sent = pinger.send(i, t.source, t.target.ip(), t.check.packets)?;
+    Ok((None, Phase::Ping(Echoes::sent(sent))))
+}
+
+/// Sends a half-open check's SYN.
+fn start_syn(syn: &mut syn::Syn, i: usize, t: &Task) -> Started {
+    syn.send(i, t.target)?;
+    Ok((None, Phase::Syn))
+}
+
+/// Starts a TCP, HTTP or HTTPS check's connection and registers it under the task's
+/// index. A failed registration is the poller's failure, not the check's.
+fn start_connect(poll: &Poll, i: usize, t: &Task) -> io::Result<Started> {
+    match connect(t.target, t.source) {
+        Ok(mut s) => {
+            let interest = Interest::WRITABLE | Interest::READABLE;
+            poll.registry().register(&mut s, Token(i), interest)?;
+            Ok(Ok((Some(s), Phase::Connecting)))
+        }
+        Err(e) => Ok(Err(format!("connect: {e}"))),
+    }
 }
 
 /// A non-blocking connect, from `source` when given (a vantage point).
@@ -401,42 +492,20 @@ fn release(poll: &Poll, f: Inflight) {
     }
 }
 
-/// A ping check passes when the loss stays below `max-loss` percent and the average round
-/// trip within `max-rtt`.
-fn ping_verdict(c: &HealthCheck, phase: &Phase) -> (bool, Option<String>, Duration) {
-    let Phase::Ping(sent, got, total) = *phase else {
-        return (false, Some("not a ping".into()), Duration::ZERO);
-    };
-    let loss = if sent == 0 {
-        100.0
-    } else {
-        (sent - got) as f64 * 100.0 / sent as f64
-    };
-    let avg = if got == 0 {
-        Duration::ZERO
-    } else {
-        total / got
-    };
-    if loss >= c.max_loss {
-        (
-            false,
-            Some(format!("{got} of {sent} echo replies ({loss:.0}% loss)")),
-            avg,
-        )
-    } else if avg > c.max_rtt {
-        (
-            false,
-            Some(format!("average round trip {avg:?} above {:?}", c.max_rtt)),
-            avg,
-        )
-    } else {
-        (true, None, avg)
-    }
-}
-
-enum Step {
-    Pending,
-    Done(bool, Option<String>),
+/// The HTTP request of a check: `Host` is the template's or the target address; also
+/// returns the host (the default SNI).
+fn http_request(c: &HealthCheck, target: SocketAddr) -> (String, String) {
+    let host = c.host.clone().unwrap_or_else(|| match target.ip() {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    });
+    let request = format!(
+        "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gtmd-health/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        c.method,
+        c.path,
+        env!("CARGO_PKG_VERSION")
+    );
+    (host, request)
 }
 
 /// Moves one check forward as far as the socket allows.
@@ -448,34 +517,25 @@ fn advance(f: &mut Inflight, c: &HealthCheck, target: SocketAddr) -> Step {
         match &mut f.phase {
             Phase::Connecting => {
                 if let Ok(Some(e)) | Err(e) = stream.take_error() {
-                    return Step::Done(false, Some(format!("connect: {e}")));
+                    return Step::fail(format!("connect: {e}"));
                 }
                 match stream.peer_addr() {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => return Step::Pending,
-                    Err(e) => return Step::Done(false, Some(format!("connect: {e}"))),
+                    Err(e) => return Step::fail(format!("connect: {e}")),
                 }
                 if c.protocol == Protocol::Tcp {
-                    return Step::Done(true, None);
+                    return Step::Done(Ok(()));
                 }
-                let host = c.host.clone().unwrap_or_else(|| match target.ip() {
-                    IpAddr::V4(a) => a.to_string(),
-                    IpAddr::V6(a) => format!("[{a}]"),
-                });
-                let request = format!(
-                    "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gtmd-health/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-                    c.method,
-                    c.path,
-                    env!("CARGO_PKG_VERSION")
-                );
+                let (host, request) = http_request(c, target);
                 if c.protocol == Protocol::Https {
                     let name = c.sni.clone().unwrap_or(host);
                     let mut conn = match tls::connect(c.tls_verify, &name) {
                         Ok(conn) => conn,
-                        Err(e) => return Step::Done(false, Some(e)),
+                        Err(e) => return Step::fail(e),
                     };
                     if let Err(e) = conn.writer().write_all(request.as_bytes()) {
-                        return Step::Done(false, Some(format!("tls: {e}")));
+                        return Step::fail(format!("tls: {e}"));
                     }
                     f.phase = Phase::Tls(Box::new(conn), Vec::with_capacity(1024));
                     continue;
@@ -491,22 +551,22 @@ fn advance(f: &mut Inflight, c: &HealthCheck, target: SocketAddr) -> Step {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Pending,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Step::Done(false, Some(format!("send: {e}"))),
+                Err(e) => return Step::fail(format!("send: {e}")),
             },
             Phase::Ping(..) | Phase::Syn => return Step::Pending,
             Phase::Tls(conn, resp) => return tls_step(conn, resp, stream, c),
             Phase::Reading(buf) => {
                 let mut chunk = [0u8; 4096];
                 match stream.read(&mut chunk) {
-                    Ok(0) => return http_verdict(buf, c, true),
+                    Ok(0) => return verdict::http(buf, HttpRule::of(c), true),
                     Ok(n) => {
-                        if let Some(done) = absorb(buf, &chunk[..n], c) {
+                        if let Some(done) = verdict::absorb(buf, &chunk[..n], HttpRule::of(c)) {
                             return done;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Pending,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Step::Done(false, Some(format!("receive: {e}"))),
+                    Err(e) => return Step::fail(format!("receive: {e}")),
                 }
             }
         }
@@ -520,6 +580,7 @@ fn tls_step(
     stream: &mut TcpStream,
     c: &HealthCheck,
 ) -> Step {
+    let rule = HttpRule::of(c);
     loop {
         let mut progressed = false;
         while conn.wants_write() {
@@ -527,7 +588,7 @@ fn tls_step(
                 Ok(_) => progressed = true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Step::Done(false, Some(format!("send: {e}"))),
+                Err(e) => return Step::fail(format!("send: {e}")),
             }
         }
         let mut eof = false;
@@ -538,32 +599,32 @@ fn tls_step(
                     progressed = true;
                     if let Err(e) = conn.process_new_packets() {
                         let _ = conn.write_tls(stream); // send the alert, best effort
-                        return Step::Done(false, Some(format!("tls: {e}")));
+                        return Step::fail(format!("tls: {e}"));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => progressed = true,
-                Err(e) => return Step::Done(false, Some(format!("receive: {e}"))),
+                Err(e) => return Step::fail(format!("receive: {e}")),
             }
         }
         let mut chunk = [0u8; 4096];
         loop {
             match conn.reader().read(&mut chunk) {
-                Ok(0) => return http_verdict(resp, c, true),
+                Ok(0) => return verdict::http(resp, rule, true),
                 Ok(n) => {
-                    if let Some(done) = absorb(resp, &chunk[..n], c) {
+                    if let Some(done) = verdict::absorb(resp, &chunk[..n], rule) {
                         return done;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return http_verdict(resp, c, true)
+                    return verdict::http(resp, rule, true)
                 }
-                Err(e) => return Step::Done(false, Some(format!("tls: {e}"))),
+                Err(e) => return Step::fail(format!("tls: {e}")),
             }
         }
         if eof {
-            return http_verdict(resp, c, true);
+            return verdict::http(resp, rule, true);
         }
         if !progressed {
             return Step::Pending;
@@ -571,120 +632,54 @@ fn tls_step(
     }
 }
 
-/// Appends response bytes; returns the verdict once one is possible (enough read, or the
-/// status and body already decide).
-fn absorb(resp: &mut Vec<u8>, bytes: &[u8], c: &HealthCheck) -> Option<Step> {
-    resp.extend_from_slice(bytes);
-    if resp.len() >= HTTP_READ_LIMIT {
-        return Some(http_verdict(resp, c, true));
-    }
-    match http_verdict(resp, c, false) {
-        Step::Pending => None,
-        done => Some(done),
-    }
-}
-
-/// Judges an HTTP response: status in `expect`, and `body-contains` found in the first
-/// 4 KiB of the body. `complete`: nothing more will come.
-fn http_verdict(buf: &[u8], c: &HealthCheck, complete: bool) -> Step {
-    let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if complete {
-            Step::Done(false, Some("incomplete HTTP response".into()))
-        } else {
-            Step::Pending
-        };
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]);
-    let status: Option<u16> = head
-        .lines()
-        .next()
-        .filter(|l| l.starts_with("HTTP/"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok());
-    let Some(status) = status else {
-        return Step::Done(false, Some("not an HTTP response".into()));
-    };
-    if !c.expect.contains(&status) {
-        return Step::Done(false, Some(format!("HTTP status {status}")));
-    }
-    let Some(want) = &c.body_contains else {
-        return Step::Done(true, None);
-    };
-    let body = &buf[head_end + 4..buf.len().min(head_end + 4 + 4096)];
-    if body
-        .windows(want.len().max(1))
-        .any(|w| w == want.as_bytes())
-    {
-        Step::Done(true, None)
-    } else if complete || body.len() >= 4096 {
-        Step::Done(false, Some(format!("body lacks {want:?}")))
-    } else {
-        Step::Pending
-    }
-}
-
-/// Applies one result: thresholds, report, and the address verdict to the writer.
-fn finish(
-    t: &mut Task,
-    ok: bool,
-    took: Duration,
-    err: Option<String>,
-    writer: &SharedWriter,
-    reports: &Reports,
-) {
-    if ok {
-        t.ok_run += 1;
-        t.fail_run = 0;
-    } else {
-        t.fail_run += 1;
-        t.ok_run = 0;
-    }
+/// Applies one result: the anti-flap rule, the report, and on a change of the check's
+/// state the address verdict to the writer.
+fn finish(t: &mut Task, outcome: Outcome, took: Duration, out: &Outlet) {
+    let ok = outcome.is_ok();
+    let err = outcome.err();
     tracing::debug!(address = %t.address, ok, error = err.as_deref().unwrap_or(""), "check result");
-    let before = t.up;
-    t.up = match t.up {
-        None => Some(ok),
-        Some(true) if t.fail_run >= t.check.down_after => Some(false),
-        Some(false) if t.ok_run >= t.check.up_after => Some(true),
-        same => same,
-    };
+    let changed = t.flap.record(ok, Thresholds::of(&t.check));
     let report = Report {
         check: t.check.name.clone(),
         source: t.source.map(|s| s.to_string()),
         failure_rate: t.check.failure_rate,
-        up: t.up.unwrap_or(true),
+        up: t.flap.up().unwrap_or(true),
         last_ok: ok,
         latency_ms: took.as_secs_f64() * 1000.0,
         error: err.clone(),
         stats: Default::default(),
     };
-    latency::store(reports, &t.address, report.clone(), ok, took);
+    out.publish(&t.address, &report, ok, took);
     t.report = Some(report);
-    if before != t.up {
-        let up = t.up.unwrap_or(true);
+    if changed {
+        let up = t.flap.up().unwrap_or(true);
         let source = t.source.map(|s| s.to_string()).unwrap_or_default();
         info!(address = %t.address, check = %t.check.name, target = %t.target, source = %source, up, error = err.as_deref().unwrap_or(""), "health check state");
-        // The address is up when every template passes: fewer than `failure-rate` percent
-        // of its vantage points see it down.
-        let all_up = reports
+        out.vote(&t.address);
+    }
+}
+
+impl Outlet {
+    /// Puts a check's report in the control API's table, in place of the last one of the
+    /// same check from the same vantage point.
+    fn publish(&self, address: &str, report: &Report, ok: bool, took: Duration) {
+        latency::store(&self.reports, address, report.clone(), ok, took);
+    }
+
+    /// Counts the votes of an address's checks and vantage points and hands the verdict
+    /// to the health writer.
+    fn vote(&self, address: &str) {
+        let all_up = self
+            .reports
             .lock()
             .expect("reports lock")
-            .get(&t.address)
-            .is_none_or(|v| {
-                let mut by_check: HashMap<&str, (u32, u32, u32)> = HashMap::new();
-                for r in v {
-                    let e = by_check.entry(r.check.as_str()).or_default();
-                    e.0 += 1;
-                    e.1 += (!r.up) as u32;
-                    e.2 = r.failure_rate;
-                }
-                by_check
-                    .values()
-                    .all(|&(total, down, rate)| down * 100 < rate * total)
-            });
-        let changes = writer
+            .get(address)
+            .is_none_or(|v| verdict::address_up(v.iter().map(Report::vote)));
+        let changes = self
+            .writer
             .lock()
             .expect("writer lock")
-            .set_probe(&t.address, all_up);
+            .set_probe(address, all_up);
         log_changes(&changes);
     }
 }

@@ -28,7 +28,7 @@ pub(super) fn validate_all(
 
 impl AccessDomainSpec {
     /// The access domain, or `None` when its name, type or policy is unusable (reported).
-    fn validate(&self, ctx: &mut Ctx<'_>, scope: &Scope<'_>) -> Option<AccessDomain> {
+    pub(super) fn validate(&self, ctx: &mut Ctx<'_>, scope: &Scope<'_>) -> Option<AccessDomain> {
         let at = ctx.at(&self.name);
         let (name, zone) = self.name_and_zone(ctx, scope.zones)?;
         let rt = self.rtype(ctx)?;
@@ -59,14 +59,14 @@ impl AccessDomainSpec {
         }
         let fallback = self.fallback(ctx, &resolve);
         Some(AccessDomain {
-            name,
+            name: name.into_boxed_slice(),
             zone,
             rtype: rt,
             ttl: ttl.unwrap_or(30),
             enabled: self.enabled.unwrap_or(true),
-            remarks: self.remarks.clone().unwrap_or_default(),
+            remarks: self.remarks.as_deref().map(Into::into),
             policy,
-            pools,
+            pools: pools.into_boxed_slice(),
             lines,
             fallback,
             at,
@@ -107,9 +107,10 @@ impl AccessDomainSpec {
     }
 
     /// `pools`: names, or `{ pool = "NAME", weight = N }`, with their weights.
-    fn pools(&self, ctx: &mut Ctx<'_>, resolve: &Resolver<'_>) -> Vec<(usize, u32)> {
+    fn pools(&self, ctx: &mut Ctx<'_>, resolve: &Resolver<'_>) -> Vec<(u32, u32)> {
         let field = "access-domain.pools";
-        let mut pools = Vec::new();
+        let given = self.pools.as_ref().map_or(0, |ps| ps.get_ref().len());
+        let mut pools = Vec::with_capacity(given);
         for p in self.pools.iter().flat_map(|ps| ps.get_ref()) {
             let (pname, weight) = match p.get_ref() {
                 toml::Value::String(s) => (s.clone(), 1u32),
@@ -141,13 +142,14 @@ impl AccessDomainSpec {
         ctx: &mut Ctx<'_>,
         resolve: &Resolver<'_>,
         policy: PoolPolicy,
-        pools: &mut Vec<(usize, u32)>,
-    ) -> Vec<(usize, Vec<usize>)> {
+        pools: &mut Vec<(u32, u32)>,
+    ) -> Box<[(u32, Box<[u32]>)]> {
         let field = "access-domain.lines";
-        let mut routes = Vec::new();
         let Some(ls) = &self.lines else {
-            return routes;
+            return Box::default();
         };
+        // Sized for every line given: boxed without a copy unless some are left out.
+        let mut routes = Vec::with_capacity(ls.get_ref().len());
         if policy != PoolPolicy::Nearest {
             ctx.err(ls, field, "lines are only used by policy \"nearest\"");
         }
@@ -156,21 +158,22 @@ impl AccessDomainSpec {
                 ctx.err(lp, field, format!("unknown line '{lname}'"));
                 continue;
             };
-            let v: Vec<usize> = lp
-                .get_ref()
-                .iter()
-                .filter_map(|p| resolve.pool(ctx, p, field))
-                .collect();
+            let mut v = Vec::with_capacity(lp.get_ref().len());
+            v.extend(
+                lp.get_ref()
+                    .iter()
+                    .filter_map(|p| resolve.pool(ctx, p, field)),
+            );
             if v.is_empty() {
                 ctx.err(lp, field, format!("line '{lname}' has no pools"));
             }
             if li == 0 && pools.is_empty() {
                 *pools = v.iter().map(|&p| (p, 1)).collect();
             } else if li != 0 {
-                routes.push((li, v));
+                routes.push((li as u32, v.into_boxed_slice()));
             }
         }
-        routes
+        routes.into_boxed_slice()
     }
 
     /// Whether pools were given at all (those given may all be unusable).
@@ -186,7 +189,7 @@ impl AccessDomainSpec {
     fn fallback(&self, ctx: &mut Ctx<'_>, resolve: &Resolver<'_>) -> Fallback {
         match (&self.fallback, &self.fallback_pool) {
             (_, Some(fp)) => match resolve.pool(ctx, fp, "access-domain.fallback-pool") {
-                Some(i) => Fallback::Pool(i),
+                Some(i) => Fallback::Pool(i as usize),
                 None => Fallback::All,
             },
             (None, None) => Fallback::All,
@@ -226,7 +229,7 @@ impl<'a> Resolver<'a> {
     }
 
     /// The pool `n` names (a pool of the wrong kind is reported, and still returned).
-    fn pool(&self, ctx: &mut Ctx<'_>, n: &Spanned<String>, field: &str) -> Option<usize> {
+    fn pool(&self, ctx: &mut Ctx<'_>, n: &Spanned<String>, field: &str) -> Option<u32> {
         let Some(&i) = self.scope.names.pools.get(n.get_ref()) else {
             ctx.err(n, field, format!("unknown pool '{}'", n.get_ref()));
             return None;
@@ -241,7 +244,7 @@ impl<'a> Resolver<'a> {
             );
             ctx.err(n, field, why);
         }
-        Some(i)
+        Some(i as u32)
     }
 }
 
@@ -310,7 +313,7 @@ fn beside_zone_data(ads: &[AccessDomain], ctx: &mut Ctx<'_>, zones: &[Zone]) {
                 ),
             );
         }
-        if ad.name == zones[ad.zone].name {
+        if ad.name[..] == zones[ad.zone].name[..] {
             err(
                 "access-domain.name",
                 "an access domain cannot be the zone apex".into(),

@@ -1,6 +1,7 @@
 //! `include`: files of more `[[access-domain]]` tables (paths, or `dir/*.toml` patterns),
 //! read and validated on one thread per CPU, their access domains and errors kept in file
-//! order.
+//! order. A file of the common shape is read by [`super::reader`], one access domain at a
+//! time; any other by the `toml` crate.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,13 +9,14 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::access_domain::validate_all;
-use super::{AccessDomain, Ctx, Scope};
+use super::{reader, AccessDomain, Ctx, Scope};
 use crate::config::error::{ConfigError, Lines, Origin};
 use crate::config::spec::IncludeSpec;
 use crate::config::validate;
 
-/// Largest included file: the TOML parser's working memory is about 25x the file, so
-/// large models come as many files of moderate size.
+/// Largest included file: the `toml` crate's working memory is about 25x the file (files
+/// [`super::reader`] gives up on go there), so large models come as many files of moderate
+/// size.
 pub const MAX_INCLUDE_BYTES: u64 = 64 << 20;
 
 /// Validates the files `patterns` name, in order, appending their access domains to `ads`.
@@ -30,7 +32,11 @@ pub(super) fn load(
             files.push((ctx.at(pat), path));
         }
     }
-    for (mut more, mut errs) in include_files(&files, ctx.base, scope) {
+    let done = include_files(&files, ctx.base, scope);
+    // One allocation for all of them (a million access domains: 150 MB, grown by
+    // doubling, would be copied and faulted in again at each step).
+    ads.reserve(done.iter().map(|(more, _)| more.len()).sum());
+    for (mut more, mut errs) in done {
         ads.append(&mut more);
         ctx.errs.append(&mut errs);
     }
@@ -115,13 +121,18 @@ fn include_files(files: &[(Origin, PathBuf)], base: &Path, scope: &Scope<'_>) ->
             sc.spawn(|| {
                 // Below the shards: a reload parses while they serve on the same CPUs.
                 crate::sys::lower_thread_priority();
+                // The text and its line starts, reused from file to file: megabytes
+                // allocated afresh per file would be faulted in (and zeroed) each time.
+                let mut text = String::new();
+                let mut lines = Lines::new("");
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((from, path)) = files.get(i) else {
                         break;
                     };
                     let mut errs = Vec::new();
-                    let ads = include_file(&mut errs, from.clone(), path, base, scope);
+                    let buf = (&mut text, &mut lines);
+                    let ads = include_file(&mut errs, from.clone(), path, base, scope, buf);
                     done.lock().expect("include results")[i] = Some((ads, errs));
                 }
             });
@@ -134,46 +145,79 @@ fn include_files(files: &[(Origin, PathBuf)], base: &Path, scope: &Scope<'_>) ->
         .collect()
 }
 
-/// Reads one included file of access domains and validates it.
+/// Reads one included file of access domains (into `text`, its line starts into `lines`)
+/// and validates it.
 fn include_file(
     errs: &mut Vec<ConfigError>,
     from: Origin,
     path: &Path,
     base: &Path,
     scope: &Scope<'_>,
+    (text, lines): (&mut String, &mut Lines),
 ) -> Vec<AccessDomain> {
+    use std::io::Read;
     let file: Arc<str> = path.display().to_string().into();
-    let text = match std::fs::metadata(path).and_then(|m| {
+    text.clear();
+    let read = std::fs::metadata(path).and_then(|m| {
         if m.len() > MAX_INCLUDE_BYTES {
             Err(std::io::Error::other(format!(
                 "{} bytes, more than {MAX_INCLUDE_BYTES}: split it into several files",
                 m.len()
             )))
         } else {
-            std::fs::read_to_string(path)
+            std::fs::File::open(path)?.read_to_string(text)
         }
-    }) {
-        Ok(t) => t,
-        Err(e) => {
-            errs.push(ConfigError::new(from, "include", format!("{}: {e}", file)));
-            return Vec::new();
-        }
-    };
-    let lines = Lines::new(&text);
-    let spec: IncludeSpec = match validate::parse(&text, &file, &lines) {
-        Ok(s) => s,
-        Err(e) => {
-            errs.push(e);
-            return Vec::new();
-        }
-    };
+    });
+    if let Err(e) = read {
+        errs.push(ConfigError::new(from, "include", format!("{}: {e}", file)));
+        return Vec::new();
+    }
+    lines.reset(text);
     let mut ctx = Ctx {
         file: &file,
-        lines: &lines,
+        lines,
         base,
         errs,
     };
-    validate_all(&spec.access_domain, &mut ctx, scope)
+    read_validated(text, &mut ctx, scope, Parser::Reader)
+}
+
+/// Which parser reads an included file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Parser {
+    /// [`super::reader`], or the `toml` crate when the reader gives the file up.
+    Reader,
+    /// The `toml` crate only (what the reader is tested against).
+    #[cfg(test)]
+    Toml,
+}
+
+/// The access domains of an included file's `text`, validated in `ctx`.
+pub(super) fn read_validated(
+    text: &str,
+    ctx: &mut Ctx<'_>,
+    scope: &Scope<'_>,
+    parser: Parser,
+) -> Vec<AccessDomain> {
+    if parser == Parser::Reader {
+        let errs = ctx.errs.len();
+        // Sized for every table header (one allocation; a comment may hold one more).
+        let mut ads = Vec::with_capacity(text.matches("[[access-domain]]").count());
+        let read = reader::read(text, |spec| ads.extend(spec.validate(ctx, scope)));
+        if read.is_ok() {
+            return ads;
+        }
+        // What was validated before the reader gave up is read again below.
+        ctx.errs.truncate(errs);
+    }
+    let spec: IncludeSpec = match validate::parse(text, ctx.file, ctx.lines) {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.errs.push(e);
+            return Vec::new();
+        }
+    };
+    validate_all(&spec.access_domain, ctx, scope)
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@ mod health_check;
 mod include;
 mod line;
 mod pool;
+mod reader;
+#[cfg(test)]
+mod reader_tests;
 
 use foldhash::{HashMap, HashMapExt};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -25,6 +28,8 @@ use crate::dns::name::display_name;
 use crate::dns::rtype;
 
 pub use include::MAX_INCLUDE_BYTES;
+#[doc(hidden)]
+pub use reader::assert_agrees_with_toml;
 
 /// Most addresses one answer may carry when the pool policy draws them (weighted,
 /// sequential); round-robin answers every healthy address.
@@ -265,11 +270,12 @@ pub enum Fallback {
     NoData,
 }
 
-/// An access domain.
+/// An access domain. Boxed slices rather than vectors: a million of them are most of a
+/// large model's memory, and none grows once validated.
 #[derive(Debug, Clone)]
 pub struct AccessDomain {
     /// Lowercased wire name.
-    pub name: Vec<u8>,
+    pub name: Box<[u8]>,
     /// Zone index.
     pub zone: usize,
     /// Record type (A, AAAA, CNAME).
@@ -278,14 +284,14 @@ pub struct AccessDomain {
     pub ttl: u32,
     /// Disabled: the zone's own records answer.
     pub enabled: bool,
-    /// Free text.
-    pub remarks: String,
+    /// Free text, if given.
+    pub remarks: Option<Box<str>>,
     /// Pool policy.
     pub policy: PoolPolicy,
-    /// Default route: pools with their weights.
-    pub pools: Vec<(usize, u32)>,
-    /// Nearest: line index -> pools, in order.
-    pub lines: Vec<(usize, Vec<usize>)>,
+    /// Default route: pool indices with their weights.
+    pub pools: Box<[(u32, u32)]>,
+    /// Nearest: line index -> pool indices, in order.
+    pub lines: Box<[(u32, Box<[u32]>)]>,
     /// Fallback.
     pub fallback: Fallback,
     /// Where declared.
@@ -372,6 +378,24 @@ fn index_names<'a>(
 /// Validates the GSLB part of the spec against the zones, table by table in the order they
 /// refer to one another: lines, health checks, addresses, pools, access domains.
 pub(super) fn load(s: &spec::Spec, ctx: &mut Ctx<'_>, zones: &[Zone]) -> Gslb {
+    let (mut g, names) = tables(s, ctx);
+    let scope = Scope {
+        zones,
+        pools: &g.pools,
+        names: &names,
+    };
+    // The main file's access domains, then the included files' in order.
+    let mut ads = access_domain::validate_all(&s.access_domain, ctx, &scope);
+    let patterns = s.include.as_deref().unwrap_or_default();
+    include::load(patterns, ctx, &scope, &mut ads);
+    access_domain::check_all(&ads, ctx, zones);
+    g.access_domains = ads;
+    g
+}
+
+/// The tables access domains refer to (lines, health checks, addresses, pools), and their
+/// names.
+fn tables(s: &spec::Spec, ctx: &mut Ctx<'_>) -> (Gslb, Names) {
     let mut names = Names {
         lines: line::index(&s.line, ctx),
         ..Names::default()
@@ -391,16 +415,5 @@ pub(super) fn load(s: &spec::Spec, ctx: &mut Ctx<'_>, zones: &[Zone]) -> Gslb {
         .iter()
         .map(|p| p.validate(ctx, &names, &g.addresses))
         .collect();
-    let scope = Scope {
-        zones,
-        pools: &g.pools,
-        names: &names,
-    };
-    // The main file's access domains, then the included files' in order.
-    let mut ads = access_domain::validate_all(&s.access_domain, ctx, &scope);
-    let patterns = s.include.as_deref().unwrap_or_default();
-    include::load(patterns, ctx, &scope, &mut ads);
-    access_domain::check_all(&ads, ctx, zones);
-    g.access_domains = ads;
-    g
+    (g, names)
 }

@@ -21,7 +21,7 @@ pub(super) const OTHER: &str = "_other";
 pub(super) struct Series {
     /// Slots per kind (the shards' counter arrays have `cap + 1`: the last is overflow).
     cap: usize,
-    ads: HashMap<(Vec<u8>, u16), u32>,
+    ads: HashMap<(Box<[u8]>, u16), u32>,
     /// (presentation name, type) per access-domain slot.
     pub(super) ad_names: Vec<(String, &'static str)>,
     lines: HashMap<String, u32>,
