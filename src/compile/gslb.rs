@@ -107,10 +107,15 @@ struct Routes {
     pool_lists: HashMap<Vec<(u32, u32)>, u32>,
     /// Fallback address lists, by content: their start in `fallback`.
     fb_lists: HashMap<Vec<u32>, u32>,
+    /// The fallback list (start, length) of a candidate list (its start and length in
+    /// `route_pools`) under a fallback rule, for CNAME or not: computed once per shape.
+    fb_of: HashMap<(u32, u32, Fallback, bool), (u32, u32)>,
     /// One per route.
     slots: Vec<Slot>,
     /// The access domain at hand: line -> its route.
     line_route: Vec<u32>,
+    /// Line -> the route of its own, or [`NONE`] (reset after each access domain).
+    own: Vec<u32>,
     /// Its routes: own line ([`NONE`] for the default route, route 0) and the end of its
     /// candidates in `cand` (each route's start where the one before ends).
     routes: Vec<(u32, usize)>,
@@ -126,8 +131,10 @@ impl Routes {
             patterns: HashMap::default(),
             pool_lists: HashMap::default(),
             fb_lists: HashMap::default(),
+            fb_of: HashMap::default(),
             slots: Vec::new(),
             line_route: vec![0; nlines],
+            own: vec![NONE; nlines],
             routes: Vec::new(),
             cand: Vec::new(),
             fb: Vec::new(),
@@ -150,13 +157,23 @@ impl Routes {
             let pools = &self.cand[from..to];
             from = to;
             let start = intern(&mut self.pool_lists, pools, &mut t.route_pools);
-            fallback(g, ad, pools, &mut self.fb);
-            let fb_start = intern(&mut self.fb_lists, &self.fb, &mut t.fallback);
+            let len = pools.len() as u32;
+            let key = (
+                start,
+                len,
+                ad.fallback,
+                ad.rtype == crate::dns::rtype::CNAME,
+            );
+            let (fb_start, fb_len) = *self.fb_of.entry(key).or_insert_with(|| {
+                fallback(g, ad, pools, &mut self.fb);
+                let fb_start = intern(&mut self.fb_lists, &self.fb, &mut t.fallback);
+                (fb_start, self.fb.len() as u32)
+            });
             t.routes.push(RouteTable {
                 start,
-                len: pools.len() as u32,
+                len,
                 fb_start,
-                fb_len: self.fb.len() as u32,
+                fb_len,
             });
             self.slots.push(Slot { ad: ai, line });
         }
@@ -196,25 +213,30 @@ impl Routes {
             }
             self.routes.push((*li, self.cand.len()));
         }
+        // Each line's own route (the first, should one repeat); the default route is the
+        // `default` line's.
+        for (r, &(l, _)) in self.routes.iter().enumerate().rev() {
+            self.own[if l == NONE { 0 } else { l as usize }] = r as u32;
+        }
         for (li, route) in self.line_route.iter_mut().enumerate() {
-            if let Some(r) = nearest_route(&self.routes, g, li) {
+            if let Some(r) = nearest_route(&self.own, g, li) {
                 *route = r;
             }
+        }
+        for &(l, _) in &self.routes {
+            self.own[if l == NONE { 0 } else { l as usize }] = NONE;
         }
     }
 }
 
-/// The route of line `li` or of its nearest ancestor that has one (the default line's,
-/// route 0, ends the walk).
-fn nearest_route(routes: &[(u32, usize)], g: &Gslb, li: usize) -> Option<u32> {
+/// The route of line `li` or of its nearest ancestor that has one (`own`: line -> its
+/// route or [`NONE`]; the default line's, route 0, ends the walk).
+fn nearest_route(own: &[u32], g: &Gslb, li: usize) -> Option<u32> {
     let mut cur = Some(li);
     let mut hops = 0;
     while let Some(c) = cur {
-        if let Some(r) = routes
-            .iter()
-            .position(|(l, _)| *l == c as u32 || (*l == NONE && c == 0))
-        {
-            return Some(r as u32);
+        if own[c] != NONE {
+            return Some(own[c]);
         }
         cur = g.lines[c].parent;
         hops += 1;

@@ -275,7 +275,7 @@ fn beside_zone_data(ads: &[AccessDomain], ctx: &mut Ctx<'_>, zones: &[Zone]) {
             owners.entry((zi, &r.owner[..])).or_default().push(r.rtype);
         }
     }
-    let mut addr_ads: HashMap<&[u8], ()> = HashMap::new();
+    let mut addr_ads: HashMap<&[u8], ()> = HashMap::with_capacity(ads.len());
     for ad in ads {
         if ad.enabled && ad.rtype != rtype::CNAME {
             addr_ads.insert(&ad.name[..], ());

@@ -260,7 +260,7 @@ impl PoolPolicy {
 }
 
 /// What to answer when no pool is healthy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fallback {
     /// Every enabled address of the candidate pools.
     All,
