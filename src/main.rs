@@ -58,6 +58,9 @@ enum Cmd {
     },
     /// Print the embedded default configuration (a commented starting point).
     DefaultConfig,
+    /// Talk to a running gtmd through its control API: status, state, stats, reload,
+    /// overrides, enabling and disabling access domains.
+    Ctl(control::ctl::CtlArgs),
 }
 
 #[derive(Clone, Copy)]
@@ -137,5 +140,6 @@ fn main() -> ExitCode {
             print!("{}", gtmd::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
         }
+        Cmd::Ctl(args) => ExitCode::from(control::ctl::run(args)),
     }
 }

@@ -113,6 +113,11 @@ pub struct Alerts {
     pub timeout: Duration,
 }
 
+/// File texts that stand in for the files on disk, by path as the configuration names
+/// them (the config file as given, included files as `include` expands them): the control
+/// API validates an edit exactly as `gtmd check` would read it, before writing anything.
+pub type Overlay = std::collections::HashMap<PathBuf, String>;
+
 /// Default address of the control API.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
 
@@ -215,16 +220,25 @@ pub struct Zone {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
+        Self::from_file_with(path, &Overlay::new())
+    }
+
+    /// Reads and validates the file at `path`, taking the files `overlay` holds from it
+    /// rather than from disk.
+    pub fn from_file_with(path: &Path, overlay: &Overlay) -> Result<Self, ConfigErrors> {
         let file: Arc<str> = path.display().to_string().into();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError::new(
-                Origin::new(&file, 1),
-                "file",
-                format!("cannot read: {e}"),
-            )])
-        })?;
+        let text = match overlay.get(path) {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string(path).map_err(|e| {
+                ConfigErrors(vec![ConfigError::new(
+                    Origin::new(&file, 1),
+                    "file",
+                    format!("cannot read: {e}"),
+                )])
+            })?,
+        };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::from_str(&text, file, &base)
+        Self::from_str_with(&text, file, &base, overlay)
     }
 
     /// The embedded default.
@@ -234,6 +248,16 @@ impl Config {
 
     /// Reads and validates `text`; zone files are relative to `base`.
     pub fn from_str(text: &str, file: Arc<str>, base: &Path) -> Result<Self, ConfigErrors> {
+        Self::from_str_with(text, file, base, &Overlay::new())
+    }
+
+    /// [`Config::from_str`], included files taken from `overlay` where it has them.
+    pub fn from_str_with(
+        text: &str,
+        file: Arc<str>,
+        base: &Path,
+        overlay: &Overlay,
+    ) -> Result<Self, ConfigErrors> {
         let lines = Lines::new(text);
         let spec: spec::Spec =
             validate::parse(text, &file, &lines).map_err(|e| ConfigErrors(vec![e]))?;
@@ -242,6 +266,7 @@ impl Config {
             file: &file,
             lines: &lines,
             base,
+            overlay,
             errs: &mut errs,
         };
         spec.check_version(&mut ctx);

@@ -5,12 +5,17 @@
 
 pub mod api;
 mod contain;
+pub mod crud;
+pub mod ctl;
+mod ctl_text;
 pub mod http;
 pub mod metrics;
 mod notify;
+pub mod ops;
 
 use contain::contained;
 pub use contain::install_panic_hook;
+use ops::Reloader;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -26,7 +31,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{debug, error, info, warn};
 
 use crate::compile::compile;
-use crate::config::{Config, ConfigError, ConfigErrors, Control, IoMode, Origin, Shards};
+use crate::config::{Config, ConfigError, ConfigErrors, Control, IoMode, Origin, Overlay, Shards};
 use crate::health::{alerts, log_changes, SharedWriter};
 use crate::shard::{self, Counters, Published, ShardCtx, Summary, TcpLimits};
 
@@ -145,15 +150,15 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     let snap = Arc::new(snap);
     // The control listener first: a port in use fails start-up before any DNS socket.
     let control_listener = bind_control(&cfg.control)?;
-    let overrides = restore_overrides(&snap, cfg.control.state_file.as_deref());
-    let writer: SharedWriter = Arc::new(Mutex::new(crate::health::Writer::new(
-        snap.clone(),
-        overrides,
-    )));
+    let (overrides, expires) = restore_overrides(&snap, cfg.control.state_file.as_deref());
+    let mut writer = crate::health::Writer::new(snap.clone(), overrides);
+    writer.restore_expiries(expires);
+    let writer: SharedWriter = Arc::new(Mutex::new(writer));
     let published: Published = Arc::new(ArcSwap::new(snap));
     // Signals are registered before the shards start so none is missed.
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
+    let signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| ExitError::Startup(format!("cannot install signal handlers: {e}")))?;
+    let events = Events::start(signals)?;
     alerts::configure(cfg.alerts.clone())
         .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -182,6 +187,12 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         reports,
         settings: ArcSwap::from_pointee(api::Settings::of(&cfg.control)),
         metrics: metrics.clone(),
+        ops: ops::Ops::new(
+            events.commands_tx.clone(),
+            t0,
+            opts.config.clone(),
+            running.shards,
+        ),
     });
     let mut plane = open_control_plane(ctx, control_listener, &cfg.control, &stop)?;
     notify::send("READY=1");
@@ -198,9 +209,48 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         generation: &generation,
         metrics: &metrics,
     };
-    let last = serving.until_stopped(&mut signals, cfg, &mut plane);
+    let last = serving.until_stopped(&events, cfg, &mut plane);
+    events.close();
     shut_down(running, plane, last);
     Ok(())
+}
+
+/// What the control thread waits for: signals (forwarded from a thread of their own) and
+/// the control API's commands, which run here one at a time like a SIGHUP reload.
+struct Events {
+    signals: crossbeam::channel::Receiver<i32>,
+    handle: signal_hook::iterator::Handle,
+    commands: crossbeam::channel::Receiver<ops::Command>,
+    commands_tx: crossbeam::channel::Sender<ops::Command>,
+}
+
+impl Events {
+    fn start(mut signals: signal_hook::iterator::Signals) -> Result<Self, ExitError> {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let handle = signals.handle();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if tx.send(sig).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
+        let (commands_tx, commands) = crossbeam::channel::unbounded();
+        Ok(Self {
+            signals: rx,
+            handle,
+            commands,
+            commands_tx,
+        })
+    }
+
+    /// Ends the signal thread.
+    fn close(self) {
+        self.handle.close();
+    }
 }
 
 /// Loads, overrides and compiles the configuration to start with (generation 1).
@@ -226,12 +276,31 @@ fn first_config(opts: &RunOptions) -> Result<(Config, crate::tables::Snapshot), 
 }
 
 /// The operator overrides persisted in the state file, without those whose address the
-/// configuration no longer has (logged, and dropped from the file).
+/// configuration no longer has (logged, and dropped from the file) and those whose time
+/// ran out while gtmd was stopped; with the end times of those set for a while.
 fn restore_overrides(
     snap: &crate::tables::Snapshot,
     state_file: Option<&Path>,
-) -> HashMap<String, crate::config::gslb::Mode> {
+) -> (
+    HashMap<String, crate::config::gslb::Mode>,
+    HashMap<String, u64>,
+) {
     let mut overrides = api::load_overrides(state_file);
+    let mut expires = api::load_expiries(state_file);
+    let now = ops::unix_ms();
+    let mut ended: Vec<&String> = expires
+        .iter()
+        .filter(|(_, &t)| t <= now)
+        .map(|(n, _)| n)
+        .collect();
+    ended.sort();
+    for n in &ended {
+        if overrides.remove(*n).is_some() {
+            info!(address = %n, "operator override expired while stopped: back to the configured mode");
+        }
+    }
+    let ended: Vec<String> = ended.into_iter().cloned().collect();
+    expires.retain(|n, _| !ended.contains(n) && overrides.contains_key(n));
     let known: HashSet<&str> = snap
         .model
         .addresses
@@ -246,12 +315,20 @@ fn restore_overrides(
     stale.sort_by(|a, b| a.0.cmp(&b.0));
     for (n, _) in &stale {
         overrides.remove(n);
+        expires.remove(n);
     }
-    report_stale(&stale, state_file, &overrides);
+    report_stale(&stale, state_file, (&overrides, &expires));
+    if !ended.is_empty() && stale.is_empty() {
+        if let Some(p) = state_file {
+            if let Err(e) = api::save_overrides(p, &overrides, &expires) {
+                warn!(file = %p.display(), "cannot persist overrides: {e}");
+            }
+        }
+    }
     if !overrides.is_empty() {
         info!(count = overrides.len(), "operator overrides restored");
     }
-    overrides
+    (overrides, expires)
 }
 
 /// Starts the prober thread (`probe::run`).
@@ -330,52 +407,121 @@ struct Serving<'a> {
 }
 
 impl Serving<'_> {
-    /// Reloads on SIGHUP until SIGTERM or SIGINT; returns the last generation.
-    fn until_stopped(
-        &self,
-        signals: &mut signal_hook::iterator::Signals,
-        mut current: Config,
-        plane: &mut ControlPlane,
-    ) -> u64 {
-        let mut generation = 1u64;
+    /// Reloads on SIGHUP, runs the control API's commands and ends timed overrides, until
+    /// SIGTERM or SIGINT; returns the last generation.
+    fn until_stopped(&self, events: &Events, current: Config, plane: &mut ControlPlane) -> u64 {
+        let mut live = Live {
+            serving: self,
+            current,
+            plane,
+            generation: 1,
+        };
         loop {
-            for sig in signals.wait() {
-                if sig != SIGHUP {
-                    return generation;
+            let wait = live.until_next_expiry();
+            crossbeam::select! {
+                recv(events.signals) -> sig => match sig {
+                    Ok(SIGHUP) => {
+                        let _ = live.reload("SIGHUP", &Overlay::new(), &mut |_| Ok(()));
+                    }
+                    _ => return live.generation,
+                },
+                recv(events.commands) -> cmd => {
+                    if let Ok(cmd) = cmd {
+                        cmd(&mut live);
+                    }
                 }
-                self.on_sighup(&mut current, plane, &mut generation);
+                default(wait) => {}
+            }
+            live.expire_overrides();
+        }
+    }
+}
+
+/// The control thread's state once serving: the one place a configuration changes, by
+/// SIGHUP or by the control API (its commands run here, one at a time).
+struct Live<'s, 'a> {
+    serving: &'s Serving<'a>,
+    current: Config,
+    plane: &'s mut ControlPlane,
+    generation: u64,
+}
+
+impl Live<'_, '_> {
+    /// How long until the next timed override ends (at most a second).
+    fn until_next_expiry(&self) -> Duration {
+        let w = self.serving.writer.lock().expect("writer lock");
+        let next = w.next_expiry();
+        drop(w);
+        let second = Duration::from_secs(1);
+        next.map_or(second, |t| {
+            Duration::from_millis(t.saturating_sub(ops::unix_ms())).min(second)
+        })
+    }
+
+    /// Clears the overrides whose time is up, logs what that changed, persists the rest.
+    fn expire_overrides(&self) {
+        let mut w = self.serving.writer.lock().expect("writer lock");
+        let ended = w.expire(ops::unix_ms());
+        if ended.is_empty() {
+            return;
+        }
+        for (name, changes) in &ended {
+            info!(address = %name, "operator override expired: back to the configured mode");
+            log_changes(changes);
+        }
+        if let Some(p) = self.current.control.state_file.as_deref() {
+            if let Err(e) = api::save_overrides(p, w.overrides(), w.expiries()) {
+                warn!(file = %p.display(), "cannot persist overrides: {e}");
             }
         }
     }
+}
 
-    /// Reloads the configuration; a new one goes to the prober, its `[alerts]` and
-    /// `[control]` apply.
-    fn on_sighup(&self, current: &mut Config, plane: &mut ControlPlane, generation: &mut u64) {
+impl ops::Reloader for Live<'_, '_> {
+    fn config_path(&self) -> Option<&Path> {
+        self.serving.opts.config.as_deref()
+    }
+
+    fn current(&self) -> &Config {
+        &self.current
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Reloads the configuration (as SIGHUP does); a new one goes to the prober, its
+    /// `[alerts]` and `[control]` apply; the outcome is kept for `GET /v1/status`.
+    fn reload(
+        &mut self,
+        trigger: &'static str,
+        overlay: &Overlay,
+        commit: &mut ops::Commit<'_>,
+    ) -> Result<u64, ops::Refusal> {
+        let s = self.serving;
         notify::send("RELOADING=1");
-        let before = (current.control.clone(), current.alerts.clone());
+        let before = (self.current.control.clone(), self.current.alerts.clone());
         let began = Instant::now();
-        let ok = reload(
-            self.opts,
-            current,
-            self.published,
-            self.writer,
-            generation,
-            self.metrics,
-        );
-        if self.opts.config.is_some() {
-            self.metrics.reloaded(ok, began.elapsed());
+        let r = reload(s, &mut self.current, &mut self.generation, overlay, commit);
+        if s.opts.config.is_some() {
+            s.metrics.reloaded(r.is_ok(), began.elapsed());
         }
-        if ok {
-            let _ = self.reload_tx.send(self.published.load_full());
-            if before.1 != current.alerts {
-                if let Err(e) = alerts::configure(current.alerts.clone()) {
+        if r.is_ok() {
+            let _ = s.reload_tx.send(s.published.load_full());
+            if before.1 != self.current.alerts {
+                if let Err(e) = alerts::configure(self.current.alerts.clone()) {
                     error!("reload: cannot start the alerts thread: {e}");
                 }
             }
-            plane.reconfigure(&before.0, &current.control);
+            self.plane.reconfigure(&before.0, &self.current.control);
         }
-        self.generation.store(*generation, Ordering::Relaxed);
+        // Recorded before the generation is: whoever sees the new generation sees it.
+        let ctx = self.plane.ctx.clone();
+        ctx.ops
+            .record(trigger, &r, self.generation, began.elapsed());
+        s.generation.store(self.generation, Ordering::Relaxed);
         notify::send("READY=1");
+        r.map(|()| self.generation)
     }
 }
 
@@ -403,7 +549,10 @@ fn shut_down(running: Running, mut plane: ControlPlane, generation: u64) {
 fn report_stale(
     stale: &[(String, crate::config::gslb::Mode)],
     state_file: Option<&Path>,
-    overrides: &HashMap<String, crate::config::gslb::Mode>,
+    (overrides, expires): (
+        &HashMap<String, crate::config::gslb::Mode>,
+        &HashMap<String, u64>,
+    ),
 ) {
     if stale.is_empty() {
         return;
@@ -417,7 +566,7 @@ fn report_stale(
         );
     }
     if let Some(p) = state_file {
-        if let Err(e) = api::save_overrides(p, overrides) {
+        if let Err(e) = api::save_overrides(p, overrides, expires) {
             warn!(file = %p.display(), "cannot persist overrides: {e}");
         }
     }
@@ -499,7 +648,7 @@ impl ControlPlane {
         if old.state_file != new.state_file {
             if let Some(p) = &new.state_file {
                 let w = self.ctx.writer.lock().expect("writer lock");
-                if let Err(e) = api::save_overrides(p, w.overrides()) {
+                if let Err(e) = api::save_overrides(p, w.overrides(), w.expiries()) {
                     warn!(file = %p.display(), "cannot persist overrides: {e}");
                 }
             }
@@ -564,76 +713,32 @@ fn retire(old: Arc<crate::tables::Snapshot>) {
     }
 }
 
+/// Re-reads the config file (the texts of `overlay` in place of those files), compiles
+/// it, lets `commit` accept it, carries health over and publishes it. A configuration that
+/// fails is logged line by line and the previous one keeps serving.
 fn reload(
-    opts: &RunOptions,
+    s: &Serving<'_>,
     current: &mut Config,
-    published: &Published,
-    writer: &SharedWriter,
     generation: &mut u64,
-    metrics: &metrics::Metrics,
-) -> bool {
+    overlay: &Overlay,
+    commit: &mut ops::Commit<'_>,
+) -> Result<(), ops::Refusal> {
     let t0 = Instant::now();
-    let Some(path) = opts.config.as_ref() else {
+    let Some(path) = s.opts.config.as_ref() else {
         info!("reload: serving the embedded default, nothing to re-read");
-        return false;
+        return Err(ops::Refusal::NoFile);
     };
     let mut loaded = t0;
     let next = contained(&path.display().to_string(), || {
-        let mut cfg = Config::from_file(path)?;
+        let mut cfg = Config::from_file_with(path, overlay)?;
         loaded = Instant::now();
-        apply_overrides(&mut cfg, opts)?;
+        apply_overrides(&mut cfg, s.opts)?;
         let snap = compile(&cfg, *generation + 1)?;
         Ok((cfg, snap))
     });
     let compiled = Instant::now();
-    match next {
-        Ok((cfg, mut snap)) => {
-            let s = &cfg.server;
-            let c = &current.server;
-            if s.listen != c.listen || s.shards != c.shards || s.io != c.io {
-                warn!("reload: server.listen, server.shards and server.io take effect at restart");
-            }
-            if s.tcp_max_connections != c.tcp_max_connections
-                || s.tcp_idle_timeout != c.tcp_idle_timeout
-                || s.tcp_io_timeout != c.tcp_io_timeout
-                || s.tcp_max_connections_per_source != c.tcp_max_connections_per_source
-            {
-                warn!("reload: TCP limits take effect at restart");
-            }
-            *generation += 1;
-            let names = snap.nodes.len();
-            metrics.assign(&mut snap, &cfg.metrics);
-            let snap = Arc::new(snap);
-            // Health carries over by name and is written into the new snapshot before it
-            // is published; the writer lock keeps API overrides from racing the swap.
-            let mut w = writer.lock().expect("writer lock");
-            let known: HashSet<&str> = snap
-                .model
-                .addresses
-                .iter()
-                .map(|a| a.name.as_str())
-                .collect();
-            let stale = w.drop_overrides(|n| known.contains(n));
-            drop(known);
-            let changes = w.replace(snap.clone());
-            let old = published.swap(snap);
-            report_stale(&stale, cfg.control.state_file.as_deref(), w.overrides());
-            drop(w);
-            let serving = Instant::now();
-            log_changes(&changes);
-            info!(
-                generation = *generation,
-                names,
-                ms = (serving - t0).as_millis() as u64,
-                load_ms = (loaded - t0).as_millis() as u64,
-                compile_ms = (compiled - loaded).as_millis() as u64,
-                health_ms = (serving - compiled).as_millis() as u64,
-                "reload: new configuration serving"
-            );
-            retire(old);
-            *current = cfg;
-            true
-        }
+    let (cfg, snap) = match next {
+        Ok(n) => n,
         Err(errs) => {
             for e in &errs.0 {
                 error!("reload rejected: {e}");
@@ -643,9 +748,72 @@ fn reload(
                 errors = errs.0.len(),
                 "reload rejected: still serving the previous configuration"
             );
-            false
+            return Err(ops::Refusal::Invalid(errs));
         }
+    };
+    if let Err(r) = commit(&cfg) {
+        warn!(generation = *generation, "reload not applied: {r}");
+        return Err(r);
     }
+    warn_restart_only(current, &cfg);
+    *generation += 1;
+    let names = snap.nodes.len();
+    publish(s, &cfg, snap);
+    let serving = Instant::now();
+    info!(
+        generation = *generation,
+        names,
+        ms = (serving - t0).as_millis() as u64,
+        load_ms = (loaded - t0).as_millis() as u64,
+        compile_ms = (compiled - loaded).as_millis() as u64,
+        health_ms = (serving - compiled).as_millis() as u64,
+        "reload: new configuration serving"
+    );
+    *current = cfg;
+    Ok(())
+}
+
+/// Says which changed settings wait for a restart.
+fn warn_restart_only(current: &Config, cfg: &Config) {
+    let s = &cfg.server;
+    let c = &current.server;
+    if s.listen != c.listen || s.shards != c.shards || s.io != c.io {
+        warn!("reload: server.listen, server.shards and server.io take effect at restart");
+    }
+    if s.tcp_max_connections != c.tcp_max_connections
+        || s.tcp_idle_timeout != c.tcp_idle_timeout
+        || s.tcp_io_timeout != c.tcp_io_timeout
+        || s.tcp_max_connections_per_source != c.tcp_max_connections_per_source
+    {
+        warn!("reload: TCP limits take effect at restart");
+    }
+}
+
+/// Carries health over to `snap` and publishes it; the old snapshot is retired.
+fn publish(s: &Serving<'_>, cfg: &Config, mut snap: crate::tables::Snapshot) {
+    s.metrics.assign(&mut snap, &cfg.metrics);
+    let snap = Arc::new(snap);
+    // Health carries over by name and is written into the new snapshot before it
+    // is published; the writer lock keeps API overrides from racing the swap.
+    let mut w = s.writer.lock().expect("writer lock");
+    let known: HashSet<&str> = snap
+        .model
+        .addresses
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    let stale = w.drop_overrides(|n| known.contains(n));
+    drop(known);
+    let changes = w.replace(snap.clone());
+    let old = s.published.swap(snap);
+    report_stale(
+        &stale,
+        cfg.control.state_file.as_deref(),
+        (w.overrides(), w.expiries()),
+    );
+    drop(w);
+    log_changes(&changes);
+    retire(old);
 }
 
 /// Binds every socket (so a bind error fails start-up before any thread runs), calls

@@ -138,6 +138,9 @@ pub struct Writer {
     probe: Vec<bool>,
     /// Operator overrides by address name (win over config mode and probes).
     overrides: HashMap<String, Mode>,
+    /// When overrides set for a while end (Unix milliseconds), by address name; an
+    /// override without an entry lasts until cleared.
+    expires: HashMap<String, u64>,
     /// Derived state as last written, for change detection.
     addr: Vec<bool>,
     pool: Vec<bool>,
@@ -154,6 +157,7 @@ impl Writer {
         let mut w = Self {
             probe: vec![true; n],
             overrides,
+            expires: HashMap::new(),
             addr: Vec::new(),
             pool: Vec::new(),
             active: Vec::new(),
@@ -226,7 +230,59 @@ impl Writer {
             Some(m) => self.overrides.insert(name.to_string(), m),
             None => self.overrides.remove(name),
         };
+        self.expires.remove(name);
         Ok(self.apply(false))
+    }
+
+    /// Sets the operator override of an address until `until` (Unix milliseconds), after
+    /// which [`Writer::expire`] clears it.
+    pub fn set_override_until(
+        &mut self,
+        name: &str,
+        mode: Mode,
+        until: u64,
+    ) -> Result<Vec<Change>, String> {
+        let changes = self.set_override(name, Some(mode))?;
+        self.expires.insert(name.to_string(), until);
+        Ok(changes)
+    }
+
+    /// Gives the overrides of `overrides` the end times `expires` holds for them (restored
+    /// from the state file); nothing is recomputed.
+    pub fn restore_expiries(&mut self, expires: HashMap<String, u64>) {
+        self.expires = expires
+            .into_iter()
+            .filter(|(n, _)| self.overrides.contains_key(n))
+            .collect();
+    }
+
+    /// Clears the overrides whose time is up at `now` (Unix milliseconds); returns each
+    /// cleared address with the state changes it caused.
+    pub fn expire(&mut self, now: u64) -> Vec<(String, Vec<Change>)> {
+        let mut due: Vec<String> = self
+            .expires
+            .iter()
+            .filter(|(_, &t)| t <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        due.sort();
+        let mut out = Vec::new();
+        for n in due {
+            self.expires.remove(&n);
+            self.overrides.remove(&n);
+            out.push((n, self.apply(false)));
+        }
+        out
+    }
+
+    /// When the next override ends (Unix milliseconds), if one is set for a while.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expires.values().copied().min()
+    }
+
+    /// The end times of the overrides set for a while (Unix milliseconds), by name.
+    pub fn expiries(&self) -> &HashMap<String, u64> {
+        &self.expires
     }
 
     /// Records a probe verdict for the address called `name` (by name, so a verdict that
@@ -261,6 +317,7 @@ impl Writer {
         gone.sort_by(|a, b| a.0.cmp(&b.0));
         for (n, _) in &gone {
             self.overrides.remove(n);
+            self.expires.remove(n);
         }
         gone
     }

@@ -12,6 +12,8 @@ mod checklist;
 mod cli;
 mod control;
 mod cookies;
+mod crud;
+mod ctl;
 mod differential;
 mod metrics;
 mod prober;
