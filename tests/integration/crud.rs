@@ -349,6 +349,16 @@ fn access_domains_round_trip() {
         std::fs::read_to_string(lab.dir.join("other.toml")).unwrap(),
         ""
     );
+    let (st, doc, _) = lab.call(
+        "POST",
+        "/v1/access-domains?file=/etc/hostname",
+        Some(json!({"name": "x.example.test.", "type": "A", "policy": "global-availability", "pools": ["P1"]})),
+    );
+    assert_eq!(st, 422, "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("include patterns"),
+        "{doc}"
+    );
     let (st, list, _) = lab.call("GET", "/v1/access-domains?offset=1&limit=2", None);
     assert_eq!(st, 200);
     assert_eq!(list["total"], 4, "{list}");

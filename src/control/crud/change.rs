@@ -122,6 +122,13 @@ fn create_in(
     let fi = match files.iter().position(|f| f.path == path) {
         Some(i) => i,
         None => {
+            if !files.first().is_some_and(|m| included(m, main, &path)) {
+                let why = format!(
+                    "{}: not a file the configuration's include patterns name",
+                    path.display()
+                );
+                return Err(Response::error(422, why));
+            }
             files.push(read(&path)?);
             files.len() - 1
         }
@@ -136,6 +143,39 @@ fn create_in(
         before: None,
         after: None,
     })
+}
+
+/// Whether `path` is named by an `include` pattern of the config file `main` (so no other
+/// file is ever read or written on a client's say).
+fn included(main_file: &File, main: &Path, path: &Path) -> bool {
+    let base = main.parent().unwrap_or(Path::new(""));
+    let patterns = main_file.doc.get("include").and_then(|i| i.as_array());
+    patterns
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str())
+        .any(|pat| {
+            let want = crate::config::relative_to(base, pat);
+            let (Some(dir), Some(name)) = (want.parent(), want.file_name()) else {
+                return false;
+            };
+            let file = path.file_name().and_then(|f| f.to_str());
+            path.parent() == Some(dir) && file.is_some_and(|f| wildcard(&name.to_string_lossy(), f))
+        })
+}
+
+/// `*` matches any run of characters; everything else itself (as `include` patterns are
+/// read).
+fn wildcard(pat: &str, name: &str) -> bool {
+    match pat.split_once('*') {
+        None => pat == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && wildcard(rest, &tail[i..]))
+        }
+    }
 }
 
 /// Changes table `t` as `c` asks (a new table is already whole; a deleted one is removed
@@ -321,5 +361,25 @@ fn object_resource(t: &Target, j: &Json) -> String {
     match j["type"].as_str().filter(|_| t.kind.typed()) {
         Some(ty) => format!("/v1/{}/{}/{}", t.kind.path, name, ty.to_ascii_uppercase()),
         None => format!("/v1/{}/{}", t.kind.path, name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard;
+
+    #[test]
+    fn include_patterns() {
+        for (pat, name, want) in [
+            ("*.toml", "a.toml", true),
+            ("*.toml", "a.toml.bak", false),
+            ("ads-*-v*.toml", "ads-eu-v2.toml", true),
+            ("ads-*-v*.toml", "ads-eu.toml", false),
+            ("eu.toml", "eu.toml", true),
+            ("eu.toml", "us.toml", false),
+            ("*", "x", true),
+        ] {
+            assert_eq!(wildcard(pat, name), want, "{pat} {name}");
+        }
     }
 }
