@@ -1,13 +1,16 @@
 //! `gtmd ctl`: the control API from the command line. A small HTTP/1.1 client over a
-//! `TcpStream` (the API is gtmd's own one-request-per-connection server, so a request is
+//! `TcpStream`, or TLS (rustls) for `https://` (the API is gtmd's own one-request-per-connection server, so a request is
 //! written whole and the answer read to the end), human-readable output by default and the
 //! API's JSON with `--json`. Exit codes: 0 done, 1 the server refused or failed, 2 it could
 //! not be reached.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
 
 use serde_json::{json, Value};
 
@@ -18,12 +21,16 @@ use serde_json::{json, Value};
 /// 1 the server refused or failed (the reason is printed), 2 the server cannot be reached.
 #[derive(clap::Args, Debug)]
 pub struct CtlArgs {
-    /// The control API: http://HOST:PORT or HOST:PORT.
+    /// The control API: http://HOST:PORT, https://HOST:PORT, or HOST:PORT.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:5380")]
     pub server: String,
     /// File holding the bearer token (default: $GTMD_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// For https://: the certificate (PEM) to verify the API's against, e.g. its own
+    /// tls-cert (default: the system's CA certificates).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Print the API's JSON answer instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -104,7 +111,7 @@ pub fn run(args: CtlArgs) -> u8 {
 }
 
 fn execute(a: &CtlArgs) -> Result<String, Failed> {
-    let client = Client::new(&a.server, token(a)?)?;
+    let client = Client::new(&a.server, token(a)?, a.ca_file.as_deref())?;
     let (method, path, body) = match &a.cmd {
         CtlCmd::Status => ("GET", "/v1/status".to_string(), None),
         CtlCmd::State { .. } => ("GET", "/v1/state".to_string(), None),
@@ -210,8 +217,11 @@ fn encode(s: &str) -> String {
 
 /// Where the API is, and the token to show it.
 struct Client {
+    /// `HOST:PORT`, as the `Host` header says it.
     host: String,
     token: Option<String>,
+    /// For `https://`: the TLS configuration and the server's name.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
 }
 
 /// Longest a request may take: a reload of a large model runs for seconds, and the server
@@ -219,26 +229,32 @@ struct Client {
 const READ_TIMEOUT: Duration = Duration::from_secs(130);
 
 impl Client {
-    fn new(server: &str, token: Option<String>) -> Result<Self, Failed> {
-        if server.starts_with("https://") {
-            return Err(Failed::Unreachable(
-                "https:// is not spoken by gtmd ctl: on the machine itself use the loopback \
-                 listener, or curl with the API's certificate"
-                    .into(),
-            ));
-        }
-        let host = server
-            .strip_prefix("http://")
-            .unwrap_or(server)
-            .trim_end_matches('/');
+    fn new(server: &str, token: Option<String>, ca_file: Option<&Path>) -> Result<Self, Failed> {
+        let (https, rest) = match server.split_once("://") {
+            Some(("http", rest)) => (false, rest),
+            Some(("https", rest)) => (true, rest),
+            Some(_) => {
+                return Err(Failed::Unreachable(format!(
+                    "'{server}' is not http:// or https://"
+                )))
+            }
+            None => (false, server),
+        };
+        let host = rest.trim_end_matches('/');
         if host.is_empty() || host.contains('/') {
             return Err(Failed::Unreachable(format!(
-                "'{server}' is not http://HOST:PORT"
+                "'{server}' is not http[s]://HOST:PORT"
             )));
         }
+        let tls = if https {
+            Some(tls_config(host, ca_file)?)
+        } else {
+            None
+        };
         Ok(Self {
             host: host.to_string(),
             token,
+            tls,
         })
     }
 
@@ -257,8 +273,7 @@ impl Client {
             .map_err(unreachable)?
             .next()
             .ok_or_else(|| Failed::Unreachable(format!("{} has no address", self.host)))?;
-        let mut c =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(unreachable)?;
+        let c = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(unreachable)?;
         c.set_read_timeout(Some(READ_TIMEOUT))
             .map_err(unreachable)?;
         let body = body.map(Value::to_string).unwrap_or_default();
@@ -273,12 +288,74 @@ impl Client {
             "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         ));
-        c.write_all(req.as_bytes()).map_err(unreachable)?;
-        let mut resp = Vec::new();
-        c.read_to_end(&mut resp).map_err(unreachable)?;
-        parse_response(&resp)
-            .ok_or_else(|| Failed::Refused(format!("gtmd ctl: {} sent no HTTP answer", self.host)))
+        let resp = match &self.tls {
+            None => exchange(c, req.as_bytes()),
+            Some((cfg, name)) => rustls::ClientConnection::new(cfg.clone(), name.clone())
+                .map_err(std::io::Error::other)
+                .and_then(|conn| exchange(rustls::StreamOwned::new(conn, c), req.as_bytes())),
+        }
+        .map_err(unreachable)?;
+        parse_response(&resp).ok_or_else(|| {
+            let hint = if self.tls.is_some() {
+                ""
+            } else {
+                " (is it https://?)"
+            };
+            Failed::Unreachable(format!("{} sent no HTTP answer{hint}", self.host))
+        })
     }
+}
+
+/// Writes the request, reads the answer to the end (the server closes the connection).
+fn exchange(mut s: impl Read + Write, req: &[u8]) -> std::io::Result<Vec<u8>> {
+    s.write_all(req)?;
+    s.flush()?;
+    let mut resp = Vec::new();
+    match s.read_to_end(&mut resp) {
+        Ok(_) => Ok(resp),
+        // A TLS peer that closes without close_notify, once the answer is in.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !resp.is_empty() => Ok(resp),
+        Err(e) => Err(e),
+    }
+}
+
+/// The TLS client for `host` (`NAME:PORT`, `IP:PORT`, `[IPv6]:PORT`): the server's
+/// certificate verified against `ca_file` (PEM), or the system's roots without one.
+fn tls_config(
+    host: &str,
+    ca_file: Option<&Path>,
+) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), Failed> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |m: String| Failed::Unreachable(m);
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(name.to_string()).map_err(|e| bad(format!("'{name}': {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(f) => {
+            let certs = CertificateDer::pem_file_iter(f)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| bad(format!("{}: {e}", f.display())))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(bad(format!("{}: no certificate", f.display())));
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(format!("tls: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((Arc::new(cfg), name))
 }
 
 /// Status and JSON body of an HTTP/1.1 answer (a body that is not JSON becomes a string).

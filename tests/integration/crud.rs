@@ -73,11 +73,17 @@ pub(crate) struct Lab {
 
 impl Lab {
     pub(crate) fn start() -> Self {
+        Self::start_with(|_, text| text)
+    }
+
+    /// [`Lab::start`] with the config text as `edit` makes it (given the directory).
+    pub(crate) fn start_with(edit: impl FnOnce(&TempDir, String) -> String) -> Self {
         let dir = TempDir::new("crud");
         std::fs::create_dir_all(dir.join("domains")).unwrap();
         dir.write("domains/inc.toml", INCLUDED);
         let state = dir.join("state.json");
-        dir.write("gtmd.toml", &LAB.replace("STATE", state.to_str().unwrap()));
+        let text = edit(&dir, LAB.replace("STATE", state.to_str().unwrap()));
+        dir.write("gtmd.toml", &text);
         let s = Self::serve(&dir);
         let control = s.control_addr();
         Self { dir, s, control }

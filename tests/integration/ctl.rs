@@ -226,3 +226,41 @@ fn timed_overrides_end_and_persist() {
     assert_eq!(code, 1);
     assert!(err.contains("400") && err.contains("soon"), "{err}");
 }
+
+/// An HTTPS API: `gtmd ctl` verifies its certificate against --ca-file; without one (the
+/// system's roots do not know a self-signed certificate) it cannot talk to it (exit 2).
+#[test]
+fn https_api() {
+    use std::os::unix::fs::PermissionsExt;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let lab = Lab::start_with(|dir, text| {
+        std::fs::write(dir.join("api.crt"), cert.cert.pem()).unwrap();
+        let key = dir.join("api.key");
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        text.replace(
+            "[control]\n",
+            "[control]\ntls-cert = \"api.crt\"\ntls-key = \"api.key\"\n",
+        )
+    });
+    let server = format!("https://localhost:{}", lab.control.port());
+    let crt = lab.dir.join("api.crt");
+    let crt = crt.to_str().unwrap();
+    let (code, out, err) = ctl_at(
+        &server,
+        true,
+        &["--ca-file", crt, "disable", "www.example.test."],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("www.example.test. A: disabled"), "{out}");
+    assert_eq!(lab.ask("www.example.test"), ["NXDOMAIN"]);
+    let (code, out, _) = ctl_at(&server, true, &["--ca-file", crt, "--json", "status"]);
+    assert_eq!(code, 0);
+    assert_eq!(json_of(&out)["generation"], 2);
+    let (code, _, err) = ctl_at(&server, true, &["status"]);
+    assert_eq!(code, 2, "{err}");
+    let plain = format!("http://localhost:{}", lab.control.port());
+    let (code, _, err) = ctl_at(&plain, true, &["status"]);
+    assert_eq!(code, 2, "plain HTTP to an HTTPS API: {err}");
+    assert!(err.contains("https://"), "{err}");
+}
