@@ -60,6 +60,11 @@ enum Cmd {
     DefaultConfig,
     /// Talk to a running gtmd through its control API: status, state, stats, reload,
     /// overrides, enabling and disabling access domains.
+    ///
+    /// The token (for every change) comes from --token-file (a file holding the token, or
+    /// the server's name:token file: its first entry) or $GTMD_TOKEN. Text output, or the
+    /// API's JSON with --json. Exit codes: 0 done, 1 the server refused or failed (its
+    /// reason is printed), 2 the server could not be reached.
     Ctl(control::ctl::CtlArgs),
 }
 

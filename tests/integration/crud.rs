@@ -661,3 +661,52 @@ fn queries_during_edits_are_all_answered_right() {
         &wrong[..wrong.len().min(5)]
     );
 }
+
+/// Two changes at once with the same If-Match: they run one after the other, so exactly
+/// one applies and the other gets 412.
+#[test]
+fn concurrent_changes_are_serialised() {
+    let lab = Arc::new(Lab::start());
+    let (_, _, tag) = lab.call("GET", "/v1/addresses/a2", None);
+    let tag = tag.unwrap();
+    let racers: Vec<_> = (0..4)
+        .map(|i| {
+            let (lab, tag) = (lab.clone(), tag.clone());
+            std::thread::spawn(move || {
+                let body = json!({ "weight": 10 + i });
+                lab.call_with(
+                    "PATCH",
+                    "/v1/addresses/a2",
+                    Some(body),
+                    &[("If-Match", &tag)],
+                )
+                .0
+            })
+        })
+        .collect();
+    let mut got: Vec<u16> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, [200, 412, 412, 412]);
+    let (_, status, _) = lab.call("GET", "/v1/status", None);
+    assert_eq!(status["generation"], 2);
+}
+
+/// Serving the embedded default there is no file to change: 409, as for a reload.
+#[test]
+fn the_embedded_default_has_no_file_to_change() {
+    let s = Server::start(&[]);
+    let c = s.control_addr();
+    for (method, path, body) in [
+        ("GET", "/v1/pools", ""),
+        (
+            "POST",
+            "/v1/pools",
+            "{\"name\": \"x\", \"type\": \"ipv4\", \"addresses\": []}",
+        ),
+        ("POST", "/v1/reload", ""),
+    ] {
+        let (st, body) = http_auth(c, method, path, body);
+        assert_eq!(st, 409, "{method} {path}: {body}");
+        assert!(body.contains("embedded default"), "{body}");
+    }
+}
