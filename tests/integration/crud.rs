@@ -238,6 +238,18 @@ fn addresses_and_pools_round_trip() {
     );
     assert_eq!(st, 200, "{doc}");
     assert_eq!(lab.ask("www.example.test"), v(&["192.0.2.33"]));
+    // The same again changes nothing: no reload, no write, no log line.
+    let gen = doc["generation"].clone();
+    let (st, doc, _) = lab.call(
+        "PATCH",
+        "/v1/addresses/a3",
+        Some(json!({"value": "192.0.2.33"})),
+    );
+    assert_eq!(
+        (st, &doc["changed"], &doc["generation"]),
+        (200, &json!(false), &gen),
+        "{doc}"
+    );
     // Reads: the list and one object, as written in the file.
     let (st, list, _) = lab.call("GET", "/v1/pools", None);
     assert_eq!(st, 200);

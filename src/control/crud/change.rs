@@ -83,6 +83,11 @@ fn try_apply(r: &mut dyn Reloader, c: &Change) -> Result<Response, Response> {
         .iter()
         .map(|e| (files[e.file].path.clone(), files[e.file].doc.to_string()))
         .collect();
+    let same = |(p, t): (&PathBuf, &String)| files.iter().any(|f| &f.path == p && &f.text == t);
+    if overlay.iter().all(same) {
+        // Nothing to change (the fields already say so): no reload, no write, no log.
+        return Ok(answer(c, &edits, &files, (r.generation(), false)));
+    }
     let landed = match &c.op {
         Op::Create(_) => Some(files[edits[0].file].path.clone()),
         _ => None,
@@ -96,7 +101,7 @@ fn try_apply(r: &mut dyn Reloader, c: &Change) -> Result<Response, Response> {
     let generation = r
         .reload("change", &overlay, &mut commit)
         .map_err(|e| e.response(r.generation()))?;
-    Ok(answer(c, &edits, &files, generation))
+    Ok(answer(c, &edits, &files, (generation, true)))
 }
 
 /// Adds the new object's table to its file (the config file, or `file` relative to the
@@ -304,14 +309,20 @@ fn write_all(overlay: &Overlay, files: &[File]) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Logs the change (a line per object) and answers with the objects as they are now.
-fn answer(c: &Change, edits: &[Edit], files: &[File], generation: u64) -> Response {
+/// Logs the change (a line per object; none when nothing `changed`) and answers with the
+/// objects as they are now.
+fn answer(
+    c: &Change,
+    edits: &[Edit],
+    files: &[File],
+    (generation, changed): (u64, bool),
+) -> Response {
     let digest = |j: &Option<Json>| {
         j.as_ref().map_or("-".to_string(), |j| {
             doc::etag(j).trim_matches('"').to_string()
         })
     };
-    for e in edits {
+    for e in edits.iter().filter(|_| changed) {
         let resource = match (&e.after, &e.before) {
             (Some(j), _) | (None, Some(j)) => object_resource(&c.target, j),
             _ => c.target.resource(),
@@ -339,6 +350,7 @@ fn answer(c: &Change, edits: &[Edit], files: &[File], generation: u64) -> Respon
         json!({
             "ok": true,
             "generation": generation,
+            "changed": changed,
             "file": files[edits[0].file].path.display().to_string(),
             "objects": objects,
         }),
