@@ -285,9 +285,21 @@ fn check_landed(cfg: &Config, t: &Target, path: &Path) -> Result<(), Refusal> {
     }
 }
 
-/// Writes every edited file; when one fails, those already written get their old text
-/// back, so the files and the configuration serving stay the same.
+/// Writes every edited file, unless one changed on disk since it was read (a hand edit is
+/// never overwritten); when a write fails, those already written get their old text back,
+/// so the files and the configuration serving stay the same.
 fn write_all(overlay: &Overlay, files: &[File]) -> Result<(), Refusal> {
+    for p in overlay.keys() {
+        let before = files.iter().find(|f| &f.path == p).map(|f| f.text.as_str());
+        if std::fs::read_to_string(p).ok().as_deref() != before {
+            let why = format!(
+                "{} changed on disk while this change was validated: nothing was changed, \
+                 try again",
+                p.display()
+            );
+            return Err(Refusal::Other(409, why));
+        }
+    }
     let mut written: Vec<&PathBuf> = Vec::new();
     for (path, text) in overlay {
         if let Err(e) = super::store::write_atomic(path, text.as_bytes()) {
