@@ -213,8 +213,14 @@ pub struct Zone {
 }
 
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`, without huge pages: nothing of it is read
+    /// per query, and a large model is most of the memory a start-up faults in
+    /// ([`crate::sys::without_huge_pages`]).
     pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
+        crate::sys::without_huge_pages(|| Self::read_file(path))
+    }
+
+    fn read_file(path: &Path) -> Result<Self, ConfigErrors> {
         let file: Arc<str> = path.display().to_string().into();
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors(vec![ConfigError::new(
