@@ -410,12 +410,13 @@ fn index_names<'z>(
         // Parents compile outside in: the nearest parent of a child writes last.
         ds_at.insert(c.to_vec(), a);
     }
-    let mut sorted: Vec<(&[u8], &NodeData)> = zb
-        .names
-        .iter()
-        .map(|(&n, d)| (n, d))
-        .filter(|(n, _)| !zb.in_child(n) && !matches!(zb.occluder(n), Some(Found::Dname(_))))
-        .collect();
+    let mut sorted: Vec<(&[u8], &NodeData)> = Vec::with_capacity(zb.names.len());
+    sorted.extend(
+        zb.names
+            .iter()
+            .map(|(&n, d)| (n, d))
+            .filter(|(n, _)| !zb.in_child(n) && !matches!(zb.occluder(n), Some(Found::Dname(_)))),
+    );
     sorted.sort_unstable_by_key(|&(n, _)| n);
     // Sized once, like the zone's names (the index outlives the compile: no rehash
     // leaves a freed table behind).
