@@ -296,8 +296,8 @@ impl Writer {
         let addr = self.addresses_up();
         let pool = pools_up(&self.snap.model, &addr);
         let mut changes = self.up_changes(&addr, &pool);
-        let layout_changed = self.pool.len() != pool.len()
-            || self.active.len() != self.snap.model.slots.len();
+        let layout_changed =
+            self.pool.len() != pool.len() || self.active.len() != self.snap.model.slots.len();
         if full || layout_changed {
             let active = self.active_pools(&pool);
             // Shards see the new state first; the events that describe it come after.
@@ -570,7 +570,9 @@ mod tests {
         let h = &w.snap.health;
         let m = &w.snap.model;
         (
-            (0..m.addresses.len() as u32).map(|i| h.addr_up(i)).collect(),
+            (0..m.addresses.len() as u32)
+                .map(|i| h.addr_up(i))
+                .collect(),
             (0..m.pools.len() as u32).map(|i| h.pool_up(i)).collect(),
             (0..m.slots.len() as u32).map(|s| h.active(s)).collect(),
         )
@@ -583,7 +585,10 @@ mod tests {
     fn incremental_recompute_equals_full() {
         for seed in 1..=20u64 {
             let (mut inc, mut full) = (writer(), writer());
-            assert!(inc.snap.model.slots.len() > 12, "routes of every access domain");
+            assert!(
+                inc.snap.model.slots.len() > 12,
+                "routes of every access domain"
+            );
             let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             let mut moved_any = false;
             for step in 0..200 {

@@ -97,8 +97,14 @@ mod tests {
             wake[t] = now + Duration::from_micros(1 + rnd(5000));
             timers.schedule(wake[t], t);
             let earliest = wake.iter().min().copied();
-            assert!(timers.next() <= earliest, "never later than the earliest wake-up");
-            assert!(timers.len() <= 3 * wake.len(), "stale entries are popped as they come");
+            assert!(
+                timers.next() <= earliest,
+                "never later than the earliest wake-up"
+            );
+            assert!(
+                timers.len() <= 3 * wake.len(),
+                "stale entries are popped as they come"
+            );
         }
     }
 }
