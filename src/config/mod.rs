@@ -218,14 +218,20 @@ pub struct Zone {
 }
 
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`, without huge pages: nothing of it is read
+    /// per query, and a large model is most of the memory a start-up faults in
+    /// ([`crate::sys::without_huge_pages`]).
     pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
         Self::from_file_with(path, &Overlay::new())
     }
 
     /// Reads and validates the file at `path`, taking the files `overlay` holds from it
-    /// rather than from disk.
+    /// rather than from disk; without huge pages, as [`Config::from_file`].
     pub fn from_file_with(path: &Path, overlay: &Overlay) -> Result<Self, ConfigErrors> {
+        crate::sys::without_huge_pages(|| Self::read_file(path, overlay))
+    }
+
+    fn read_file(path: &Path, overlay: &Overlay) -> Result<Self, ConfigErrors> {
         let file: Arc<str> = path.display().to_string().into();
         let text = match overlay.get(path) {
             Some(t) => t.clone(),

@@ -30,7 +30,7 @@ use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{debug, error, info, warn};
 
-use crate::compile::compile;
+use crate::compile::{compile, compile_with, Cpus};
 use crate::config::{Config, ConfigError, ConfigErrors, Control, IoMode, Origin, Overlay, Shards};
 use crate::health::{alerts, log_changes, SharedWriter};
 use crate::shard::{self, Counters, Published, ShardCtx, Summary, TcpLimits};
@@ -733,7 +733,8 @@ fn reload(
         let mut cfg = Config::from_file_with(path, overlay)?;
         loaded = Instant::now();
         apply_overrides(&mut cfg, s.opts)?;
-        let snap = compile(&cfg, *generation + 1)?;
+        // Beside the serving shards: the compile's helper thread is niced.
+        let snap = compile_with(&cfg, *generation + 1, Cpus::Spare)?;
         Ok((cfg, snap))
     });
     let compiled = Instant::now();

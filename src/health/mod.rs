@@ -345,19 +345,29 @@ impl Writer {
     }
 
     /// Recomputes every derived bit and slot from the inputs and stores what changed.
-    /// `full`: every slot afresh (a new snapshot); else only the slots whose candidate
-    /// pools changed state, so a health change costs little even with millions of slots.
+    /// `full`: every slot afresh (a new snapshot); else only the slots with a candidate
+    /// pool that changed state, updated in place, so a health change costs one pass over
+    /// the routes and no allocation in proportion to them (a million access domains have
+    /// ~10M slots: a fresh array per change was most of its cost).
     fn recompute(&mut self, full: bool) -> Vec<Change> {
         let addr = self.addresses_up();
         let pool = pools_up(&self.snap.model, &addr);
-        let active = self.active_pools(&pool, full);
         let mut changes = self.up_changes(&addr, &pool);
-        // Shards see the new state first; the events that describe it come after.
-        self.store(&addr, &pool, &active);
-        self.route_changes(&active, &mut changes);
+        let layout_changed =
+            self.pool.len() != pool.len() || self.active.len() != self.snap.model.slots.len();
+        if full || layout_changed {
+            let active = self.active_pools(&pool);
+            // Shards see the new state first; the events that describe it come after.
+            self.store(&addr, &pool, &active);
+            self.route_changes(&active, &mut changes);
+            self.active = active;
+        } else {
+            let moved = self.move_active(&pool);
+            self.store_moved(&addr, &pool, &moved);
+            self.moved_changes(&moved, &mut changes);
+        }
         self.addr = addr;
         self.pool = pool;
-        self.active = active;
         changes
     }
 
@@ -380,52 +390,71 @@ impl Writer {
             .collect()
     }
 
-    /// The active pool of every route slot: the first healthy candidate, except that a
-    /// non-preemptive route keeps a pool that is still healthy and still a candidate.
-    /// Unless `full` (or the layout changed), only the slots with a candidate pool whose
-    /// state changed are worked out; the others keep their pool.
-    fn active_pools(&self, pool: &[bool], full: bool) -> Vec<u32> {
+    /// The active pool of slot `s` given each pool's state: the first healthy candidate,
+    /// except that a non-preemptive route keeps `cur` while it is healthy and still a
+    /// candidate.
+    fn active_of(&self, s: usize, pool: &[bool], cur: u32) -> u32 {
         let snap = &self.snap;
-        let m = &snap.model;
-        let full = full || self.pool.len() != pool.len() || self.active.len() != m.slots.len();
-        let changed: Vec<bool> = if full {
-            Vec::new()
-        } else {
-            pool.iter().zip(&self.pool).map(|(n, o)| n != o).collect()
-        };
-        let g = &snap.gslb;
-        m.slots
-            .iter()
-            .enumerate()
-            .map(|(s, slot)| {
-                if !full {
-                    let r = &g.routes[s];
-                    let list = &g.route_pools[r.start as usize..(r.start + r.len) as usize];
-                    if !list.iter().any(|&(p, _)| changed[p as usize]) {
-                        return self.active[s];
-                    }
+        let ad = &snap.model.access_domains[snap.model.slots[s].ad as usize];
+        let first = snap
+            .slot_pools(s)
+            .find(|&p| pool[p])
+            .map_or(NO_POOL, |p| p as u32);
+        match ad.policy {
+            PoolPolicy::GlobalAvailability { preemptive: false } => {
+                if cur != NO_POOL
+                    && pool[cur as usize]
+                    && snap.slot_pools(s).any(|p| p == cur as usize)
+                {
+                    cur
+                } else {
+                    first
                 }
-                let ad = &m.access_domains[slot.ad as usize];
-                let first = snap
-                    .slot_pools(s)
-                    .find(|&p| pool[p])
-                    .map_or(NO_POOL, |p| p as u32);
-                match ad.policy {
-                    PoolPolicy::GlobalAvailability { preemptive: false } => {
-                        let cur = self.active.get(s).copied().unwrap_or(NO_POOL);
-                        if cur != NO_POOL
-                            && pool[cur as usize]
-                            && snap.slot_pools(s).any(|p| p == cur as usize)
-                        {
-                            cur
-                        } else {
-                            first
-                        }
-                    }
-                    _ => first,
-                }
+            }
+            _ => first,
+        }
+    }
+
+    /// The active pool of every route slot, worked out afresh (a new snapshot: carried
+    /// non-preemptive choices are in `self.active` already).
+    fn active_pools(&self, pool: &[bool]) -> Vec<u32> {
+        (0..self.snap.model.slots.len())
+            .map(|s| {
+                let cur = self.active.get(s).copied().unwrap_or(NO_POOL);
+                self.active_of(s, pool, cur)
             })
             .collect()
+    }
+
+    /// Updates `self.active` in place for the slots with a candidate pool whose state
+    /// changed, and returns the slots that moved with their previous pool, in slot order.
+    fn move_active(&mut self, pool: &[bool]) -> Vec<(u32, u32)> {
+        let changed: Vec<bool> = pool.iter().zip(&self.pool).map(|(n, o)| n != o).collect();
+        let mut moved = Vec::new();
+        if !changed.contains(&true) {
+            return moved;
+        }
+        let g = &self.snap.gslb;
+        // Per entry of the shared candidate lists: whether its pool changed, so a route's
+        // test reads its own list's flags (lists are stored once, routes share them).
+        let hit: Vec<bool> = g
+            .route_pools
+            .iter()
+            .map(|&(p, _)| changed[p as usize])
+            .collect();
+        let mut active = std::mem::take(&mut self.active);
+        for (s, r) in g.routes.iter().enumerate() {
+            if !hit[r.start as usize..(r.start + r.len) as usize].contains(&true) {
+                continue;
+            }
+            let now = self.active_of(s, pool, active[s]);
+            if now != active[s] {
+                moved.push((s as u32, active[s]));
+                active[s] = now;
+            }
+        }
+        self.active = active;
+        moved
     }
 
     /// The addresses and pools whose state differs from the last written (none on a new
@@ -495,8 +524,153 @@ impl Writer {
         }
     }
 
+    /// [`Self::store`] for an in-place update: the bitmaps, and the slots that moved.
+    fn store_moved(&self, addr: &[bool], pool: &[bool], moved: &[(u32, u32)]) {
+        let h = &self.snap.health;
+        HealthState::store_bits(&h.addr_up, addr);
+        HealthState::store_bits(&h.pool_up, pool);
+        for &(s, _) in moved {
+            h.active[s as usize].store(self.active[s as usize], Relaxed);
+        }
+    }
+
+    /// [`Self::route_changes`] for the slots that moved in place.
+    fn moved_changes(&self, moved: &[(u32, u32)], changes: &mut Vec<Change>) {
+        let snap = &self.snap;
+        let (mut listed, mut more) = (0, 0);
+        for &(s, _) in moved {
+            let s = s as usize;
+            if !snap.slot_tracked(s) {
+                continue;
+            }
+            if listed == MAX_ROUTE_EVENTS {
+                more += 1;
+                continue;
+            }
+            listed += 1;
+            let n = self.active[s];
+            let (ad, lines) = snap.slot_key(s);
+            changes.push(Change::Active {
+                access_domain: ad,
+                lines,
+                pool: (n != NO_POOL).then(|| snap.model.pools[n as usize].name.clone()),
+            });
+        }
+        if more > 0 {
+            changes.push(Change::ActiveMore { count: more });
+        }
+    }
+
     /// Current derived state: (addresses up, pools up, active pool per slot).
     pub fn state(&self) -> (&[bool], &[bool], &[u32]) {
         (&self.addr, &self.pool, &self.active)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model of 8 addresses, 6 pools with every health condition, and access domains of
+    /// every pool policy (non-preemptive included, nearest over two lines).
+    fn config() -> String {
+        let mut t = String::from(crate::config::DEFAULT_CONFIG);
+        t.push_str("\n[[line]]\nname = \"l1\"\nprefixes = [\"198.51.100.0/24\"]\n");
+        t.push_str("[[line]]\nname = \"l2\"\nprefixes = [\"203.0.113.0/24\"]\n");
+        for a in 0..8 {
+            t.push_str(&format!(
+                "[[address]]\nname = \"a{a}\"\nvalue = \"192.0.2.{}\"\n",
+                a + 1
+            ));
+        }
+        let conditions = ["any", "all", "at least 2", "at least 50%", "any", "any"];
+        for (p, cond) in conditions.iter().enumerate() {
+            let (x, y, z) = (p, (p + 3) % 8, (p + 5) % 8);
+            t.push_str(&format!(
+                "[[pool]]\nname = \"p{p}\"\ntype = \"ipv4\"\nhealth = \"{cond}\"\n\
+                 addresses = [\"a{x}\", \"a{y}\", \"a{z}\"]\n"
+            ));
+        }
+        for d in 0..12 {
+            let (p, q, r) = (d % 6, (d + 1) % 6, (d + 4) % 6);
+            let policy = match d % 4 {
+                0 => "policy = \"global-availability\"\npreemptive = true".to_string(),
+                1 => "policy = \"global-availability\"\npreemptive = false".to_string(),
+                2 => "policy = \"weighted\"".to_string(),
+                _ => String::new(),
+            };
+            if policy.is_empty() {
+                t.push_str(&format!(
+                    "[[access-domain]]\nname = \"d{d}.example.test.\"\ntype = \"A\"\n\
+                     policy = \"nearest\"\n[access-domain.lines]\nl1 = [\"p{p}\", \"p{q}\"]\n\
+                     l2 = [\"p{r}\"]\ndefault = [\"p{q}\", \"p{r}\"]\n"
+                ));
+            } else {
+                t.push_str(&format!(
+                    "[[access-domain]]\nname = \"d{d}.example.test.\"\ntype = \"A\"\n{policy}\n\
+                     pools = [\"p{p}\", \"p{q}\", \"p{r}\"]\n"
+                ));
+            }
+        }
+        t
+    }
+
+    fn writer() -> Writer {
+        let cfg = crate::config::Config::from_str(&config(), "t".into(), std::path::Path::new("."))
+            .expect("valid test model");
+        let snap = Arc::new(crate::compile::compile(&cfg, 1).expect("compiles"));
+        Writer::new(snap, HashMap::new())
+    }
+
+    /// What shards read: the bitmaps and every active slot.
+    fn published(w: &Writer) -> (Vec<bool>, Vec<bool>, Vec<u32>) {
+        let h = &w.snap.health;
+        let m = &w.snap.model;
+        (
+            (0..m.addresses.len() as u32)
+                .map(|i| h.addr_up(i))
+                .collect(),
+            (0..m.pools.len() as u32).map(|i| h.pool_up(i)).collect(),
+            (0..m.slots.len() as u32).map(|s| h.active(s)).collect(),
+        )
+    }
+
+    /// The in-place update after a probe verdict or an override gives exactly the state,
+    /// the published slots and the events of recomputing every slot from the same inputs
+    /// (non-preemptive history included), over random sequences of flips.
+    #[test]
+    fn incremental_recompute_equals_full() {
+        for seed in 1..=20u64 {
+            let (mut inc, mut full) = (writer(), writer());
+            assert!(
+                inc.snap.model.slots.len() > 12,
+                "routes of every access domain"
+            );
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut moved_any = false;
+            for step in 0..200 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let a = format!("a{}", x % 8);
+                let (a_inc, a_full);
+                if x % 5 == 0 {
+                    let mode = [None, Some(Mode::Up), Some(Mode::Down)][(x / 5 % 3) as usize];
+                    a_inc = inc.set_override(&a, mode).unwrap();
+                    full.overrides = inc.overrides.clone();
+                } else {
+                    let up = (x >> 20) % 2 == 0;
+                    a_inc = inc.set_probe(&a, up);
+                    full.probe.clone_from(&inc.probe);
+                }
+                a_full = full.recompute(true);
+                moved_any |= a_inc.iter().any(|c| matches!(c, Change::Active { .. }));
+                let at = format!("seed {seed} step {step}");
+                assert_eq!(a_inc, a_full, "events, {at}");
+                assert_eq!(inc.state(), full.state(), "state, {at}");
+                assert_eq!(published(&inc), published(&full), "published, {at}");
+            }
+            assert!(moved_any, "seed {seed}: some route switched pools");
+        }
     }
 }
