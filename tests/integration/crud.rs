@@ -722,3 +722,33 @@ fn the_embedded_default_has_no_file_to_change() {
         assert!(body.contains("embedded default"), "{body}");
     }
 }
+
+/// docs/openapi.yaml names every path the API serves (the list its 404 answer gives).
+#[test]
+fn the_openapi_document_names_every_path() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml"),
+    )
+    .unwrap();
+    let s = Server::start(&[]);
+    let (st, body) = http(s.control_addr(), "GET", "/v1/nothing-here", &[], "");
+    assert_eq!(st, 404);
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let endpoints = listed["endpoints"].as_array().unwrap();
+    assert!(endpoints.len() >= 10, "{listed}");
+    for e in endpoints {
+        let path = e.as_str().unwrap().split(' ').next_back().unwrap();
+        let key = path.replace("NAME", "{name}");
+        assert!(
+            doc.contains(&format!("\n  {key}:\n")),
+            "{key} is not in docs/openapi.yaml"
+        );
+    }
+    for item in [
+        "/v1/access-domains/{name}/{type}:",
+        "/v1/pools/{name}:",
+        "/v1/lines/{name}:",
+    ] {
+        assert!(doc.contains(item), "{item}");
+    }
+}
