@@ -200,20 +200,19 @@ impl Writer {
             .iter()
             .map(|n| pool_index.get(n.as_str()).copied().unwrap_or(NO_POOL))
             .collect();
-        let old_active: Vec<u32> = self
-            .active
-            .iter()
-            .map(|&p| renumber.get(p as usize).copied().unwrap_or(NO_POOL))
-            .collect();
-        let old_keys: Vec<u64> = (0..om.slots.len()).map(|s| old.slot_digest(s)).collect();
-        let new_keys: Vec<u64> = (0..nm.slots.len())
-            .map(|s| self.snap.slot_digest(s))
-            .collect();
-        self.active = if old_keys == new_keys {
-            old_active
-        } else {
-            carry(&old_keys, &old_active, &new_keys, NO_POOL)
-        };
+        for p in &mut self.active {
+            *p = renumber.get(*p as usize).copied().unwrap_or(NO_POOL);
+        }
+        // Position for position when the slot layout is unchanged, as on most reloads
+        // (compared as the digests are made, nothing stored); else by slot key.
+        let same = om.slots.len() == nm.slots.len()
+            && self.active.len() == om.slots.len()
+            && old.slot_digests().eq(self.snap.slot_digests());
+        if !same {
+            let old_keys: Vec<u64> = old.slot_digests().collect();
+            let new_keys: Vec<u64> = self.snap.slot_digests().collect();
+            self.active = carry(&old_keys, &self.active, &new_keys, NO_POOL);
+        }
         self.apply(true)
     }
 
@@ -289,26 +288,27 @@ impl Writer {
 
     /// Recomputes every derived bit and slot from the inputs and stores what changed.
     /// `full`: every slot afresh (a new snapshot); else only the slots with a candidate
-    /// pool that changed state, updated in place, so a health change costs one pass over
-    /// the routes and no allocation in proportion to them (a million access domains have
-    /// ~10M slots: a fresh array per change was most of its cost).
+    /// pool that changed state. Either way the active pools are updated in place and only
+    /// the slots that moved are listed, so no array in proportion to the routes is
+    /// allocated (a million access domains have ~10M slots: a fresh array per change was
+    /// most of its cost).
     fn recompute(&mut self, full: bool) -> Vec<Change> {
         let addr = self.addresses_up();
         let pool = pools_up(&self.snap.model, &addr);
         let mut changes = self.up_changes(&addr, &pool);
-        let layout_changed =
-            self.pool.len() != pool.len() || self.active.len() != self.snap.model.slots.len();
-        if full || layout_changed {
-            let active = self.active_pools(&pool);
-            // Shards see the new state first; the events that describe it come after.
-            self.store(&addr, &pool, &active);
-            self.route_changes(&active, &mut changes);
-            self.active = active;
+        let slots = self.snap.model.slots.len();
+        // No earlier state of these slots (a new writer): nothing to report against.
+        let fresh = self.active.len() != slots;
+        let every = full || fresh || self.pool.len() != pool.len();
+        self.active.resize(slots, NO_POOL);
+        let moved = if every {
+            self.move_all(&pool, !fresh)
         } else {
-            let moved = self.move_active(&pool);
-            self.store_moved(&addr, &pool, &moved);
-            self.moved_changes(&moved, &mut changes);
-        }
+            self.move_active(&pool)
+        };
+        // Shards see the new state first; the events that describe it come after.
+        self.store(&addr, &pool, (!every).then_some(&moved[..]));
+        self.moved_changes(&moved, &mut changes);
         self.addr = addr;
         self.pool = pool;
         changes
@@ -358,15 +358,22 @@ impl Writer {
         }
     }
 
-    /// The active pool of every route slot, worked out afresh (a new snapshot: carried
-    /// non-preemptive choices are in `self.active` already).
-    fn active_pools(&self, pool: &[bool]) -> Vec<u32> {
-        (0..self.snap.model.slots.len())
-            .map(|s| {
-                let cur = self.active.get(s).copied().unwrap_or(NO_POOL);
-                self.active_of(s, pool, cur)
-            })
-            .collect()
+    /// Works out the active pool of every slot afresh, in place, and returns the slots
+    /// that moved with their previous pool (none listed unless `list`).
+    fn move_all(&mut self, pool: &[bool], list: bool) -> Vec<(u32, u32)> {
+        let mut moved = Vec::new();
+        let mut active = std::mem::take(&mut self.active);
+        for (s, cur) in active.iter_mut().enumerate() {
+            let now = self.active_of(s, pool, *cur);
+            if now != *cur {
+                if list {
+                    moved.push((s as u32, *cur));
+                }
+                *cur = now;
+            }
+        }
+        self.active = active;
+        moved
     }
 
     /// Updates `self.active` in place for the slots with a candidate pool whose state
@@ -427,57 +434,30 @@ impl Writer {
         changes
     }
 
-    /// Stores the derived state where shards read it (an active slot only when it moved).
-    fn store(&self, addr: &[bool], pool: &[bool], active: &[u32]) {
+    /// Stores the derived state where shards read it: the bitmaps, and the active pool of
+    /// the slots in `moved`, or of every slot that differs (`None`: a new snapshot).
+    fn store(&self, addr: &[bool], pool: &[bool], moved: Option<&[(u32, u32)]>) {
         let h = &self.snap.health;
         HealthState::store_bits(&h.addr_up, addr);
         HealthState::store_bits(&h.pool_up, pool);
-        for (dst, &v) in h.active.iter().zip(active) {
-            if dst.load(Relaxed) != v {
-                dst.store(v, Relaxed);
+        match moved {
+            Some(moved) => {
+                for &(s, _) in moved {
+                    h.active[s as usize].store(self.active[s as usize], Relaxed);
+                }
+            }
+            None => {
+                for (dst, &v) in h.active.iter().zip(&self.active) {
+                    if dst.load(Relaxed) != v {
+                        dst.store(v, Relaxed);
+                    }
+                }
             }
         }
     }
 
     /// The tracked routes that switched pools, one event each up to [`MAX_ROUTE_EVENTS`],
     /// then one event counting the rest.
-    fn route_changes(&self, active: &[u32], changes: &mut Vec<Change>) {
-        if self.active.len() != active.len() {
-            return;
-        }
-        let snap = &self.snap;
-        let (mut listed, mut more) = (0, 0);
-        for (s, (&o, &n)) in self.active.iter().zip(active).enumerate() {
-            if o != n && snap.slot_tracked(s) {
-                if listed == MAX_ROUTE_EVENTS {
-                    more += 1;
-                    continue;
-                }
-                listed += 1;
-                let (ad, lines) = snap.slot_key(s);
-                changes.push(Change::Active {
-                    access_domain: ad,
-                    lines,
-                    pool: (n != NO_POOL).then(|| snap.model.pools[n as usize].name.clone()),
-                });
-            }
-        }
-        if more > 0 {
-            changes.push(Change::ActiveMore { count: more });
-        }
-    }
-
-    /// [`Self::store`] for an in-place update: the bitmaps, and the slots that moved.
-    fn store_moved(&self, addr: &[bool], pool: &[bool], moved: &[(u32, u32)]) {
-        let h = &self.snap.health;
-        HealthState::store_bits(&h.addr_up, addr);
-        HealthState::store_bits(&h.pool_up, pool);
-        for &(s, _) in moved {
-            h.active[s as usize].store(self.active[s as usize], Relaxed);
-        }
-    }
-
-    /// [`Self::route_changes`] for the slots that moved in place.
     fn moved_changes(&self, moved: &[(u32, u32)], changes: &mut Vec<Change>) {
         let snap = &self.snap;
         let (mut listed, mut more) = (0, 0);
@@ -520,6 +500,8 @@ mod tests {
         let mut t = String::from(crate::config::DEFAULT_CONFIG);
         t.push_str("\n[[line]]\nname = \"l1\"\nprefixes = [\"198.51.100.0/24\"]\n");
         t.push_str("[[line]]\nname = \"l2\"\nprefixes = [\"203.0.113.0/24\"]\n");
+        // A line no access domain names: nearest default routes answer it too.
+        t.push_str("[[line]]\nname = \"l3\"\nprefixes = [\"192.0.2.128/25\"]\n");
         for a in 0..8 {
             t.push_str(&format!(
                 "[[address]]\nname = \"a{a}\"\nvalue = \"192.0.2.{}\"\n",
@@ -615,5 +597,41 @@ mod tests {
             }
             assert!(moved_any, "seed {seed}: some route switched pools");
         }
+    }
+
+    /// Slot digests are equal exactly when slot keys are, within a snapshot and across
+    /// two snapshots whose access domains are listed in another order (one left out), with
+    /// another line set on the default routes of nearest ones.
+    #[test]
+    fn slot_digests_follow_slot_keys() {
+        let text = config();
+        let (head, ads) = text.split_at(text.find("[[access-domain]]").expect("ads"));
+        let mut blocks: Vec<String> = ads
+            .split("[[access-domain]]")
+            .filter(|b| !b.is_empty())
+            .map(|b| format!("[[access-domain]]{b}"))
+            .collect();
+        blocks.reverse();
+        blocks.pop();
+        // And l3 gets routes of its own: default routes there answer fewer lines.
+        let other = format!("{head}{}", blocks.concat()).replace("l2 = [", "l3 = [\"p0\"]\nl2 = [");
+        let snap = |t: &str| {
+            let cfg = crate::config::Config::from_str(t, "t".into(), std::path::Path::new("."))
+                .expect("valid");
+            crate::compile::compile(&cfg, 1).expect("compiles")
+        };
+        let (a, b) = (snap(&text), snap(&other));
+        let count = |s: &crate::tables::Snapshot| s.model.access_domains.len();
+        assert_eq!(count(&b) + 1, count(&a), "one access domain fewer");
+        let mut seen: HashMap<(String, String), u64> = HashMap::new();
+        let mut digests: HashMap<u64, (String, String)> = HashMap::new();
+        for s in [&a, &b] {
+            for (i, d) in s.slot_digests().into_iter().enumerate() {
+                let key = s.slot_key(i);
+                assert_eq!(*seen.entry(key.clone()).or_insert(d), d, "{key:?}");
+                assert_eq!(*digests.entry(d).or_insert(key.clone()), key, "collision");
+            }
+        }
+        assert!(seen.len() > 12, "routes of every access domain");
     }
 }
