@@ -626,7 +626,7 @@ mod tests {
         let mut seen: HashMap<(String, String), u64> = HashMap::new();
         let mut digests: HashMap<u64, (String, String)> = HashMap::new();
         for s in [&a, &b] {
-            for (i, d) in s.slot_digests().into_iter().enumerate() {
+            for (i, d) in s.slot_digests().enumerate() {
                 let key = s.slot_key(i);
                 assert_eq!(*seen.entry(key.clone()).or_insert(d), d, "{key:?}");
                 assert_eq!(*digests.entry(d).or_insert(key.clone()), key, "collision");
