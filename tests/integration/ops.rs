@@ -601,3 +601,42 @@ fn systemd_notifications_and_watchdog() {
     assert!(got.contains(&"READY=1".to_string()), "{got:?}");
     assert!(!got.contains(&"WATCHDOG=1".to_string()), "{got:?}");
 }
+
+/// The unit file passes `systemd-analyze verify` (with this build's binary in its paths)
+/// and keeps the exposure `systemd-analyze security` gives it at 1.6 or lower.
+#[test]
+fn the_unit_file_verifies_and_stays_hardened() {
+    let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(analyze) = analyze else {
+        eprintln!("SKIPPED: systemd-analyze is not installed");
+        return;
+    };
+    let unit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/gtmd.service");
+    let text = std::fs::read_to_string(unit)
+        .unwrap()
+        .replace("/usr/local/sbin/gtmd", BIN);
+    let dir = TempDir::new("ops-unit");
+    let path = dir.write("gtmd.service", &text);
+    let out = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "{err}");
+    let out = std::process::Command::new(analyze)
+        .args(["security", "--offline=yes"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let level: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for gtmd.service: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"));
+    assert!(level <= 1.6, "exposure {level}: {text}");
+}
