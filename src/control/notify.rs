@@ -126,12 +126,7 @@ pub(super) fn spawn_watchdog(
                 }
                 due += every;
                 let now = beats(&shards);
-                let stuck: Vec<String> = shards
-                    .iter()
-                    .zip(now.iter().zip(&last))
-                    .filter(|(_, (n, l))| n == l)
-                    .map(|(c, _)| format!("{}/{:?}", c.shard, c.transport))
-                    .collect();
+                let stuck = stuck(&shards, &now, &last);
                 if stuck.is_empty() {
                     send("WATCHDOG=1");
                 } else {
@@ -144,4 +139,32 @@ pub(super) fn spawn_watchdog(
             }
         })?;
     Ok(Some(t))
+}
+
+/// The shard threads (`shard/transport`) whose heartbeat did not move from `last` to `now`.
+fn stuck(shards: &[Arc<Counters>], now: &[u64], last: &[u64]) -> Vec<String> {
+    shards
+        .iter()
+        .zip(now.iter().zip(last))
+        .filter(|(_, (n, l))| n == l)
+        .map(|(c, _)| format!("{}/{:?}", c.shard, c.transport))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{stuck, Arc, Counters};
+    use crate::wire::Transport;
+
+    #[test]
+    fn a_shard_whose_heartbeat_did_not_move_is_stuck() {
+        let shards: Vec<Arc<Counters>> = (0..2)
+            .flat_map(|i| {
+                [Transport::Udp, Transport::Tcp].map(|t| Arc::new(Counters::new(i, t, 1)))
+            })
+            .collect();
+        assert!(stuck(&shards, &[5, 6, 7, 8], &[1, 2, 3, 4]).is_empty());
+        assert_eq!(stuck(&shards, &[5, 6, 3, 8], &[1, 2, 3, 4]), vec!["1/Udp"]);
+        assert_eq!(stuck(&shards, &[1, 2, 3, 4], &[1, 2, 3, 4]).len(), 4);
+    }
 }

@@ -274,3 +274,110 @@ fn exchange(mut s: impl Read + Write, req: &[u8]) -> Result<(), String> {
         None => Err("not an HTTP response".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{destinations, selects, Change};
+    use crate::config::{AlertRule, Alerts, Webhook};
+
+    fn hook(url: &str) -> Webhook {
+        Webhook {
+            url: url.into(),
+            tls: false,
+            host: "h".into(),
+            addr: "h:80".into(),
+            path: "/".into(),
+        }
+    }
+
+    /// A rule as validation makes it; naming an access domain covers the pools Primary and
+    /// Backup and their addresses P1 and B1.
+    fn rule(name: &str, url: &str, events: u8, ads: &[&str], pools: &[&str]) -> AlertRule {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        let (mut covered, addresses) = (
+            pools.to_vec(),
+            if ads.is_empty() {
+                vec![]
+            } else {
+                vec!["P1", "B1"]
+            },
+        );
+        if !ads.is_empty() {
+            covered.extend(["Primary", "Backup"]);
+        }
+        AlertRule {
+            name: name.into(),
+            webhook: hook(url),
+            events,
+            filtered: !ads.is_empty() || !pools.is_empty(),
+            access_domains: set(ads),
+            pools: set(pools),
+            covered_pools: set(&covered),
+            covered_addresses: set(&addresses),
+        }
+    }
+
+    #[test]
+    fn rules_select_by_kind_and_object() {
+        let addr = |up| Change::Address {
+            name: "P1".into(),
+            up,
+        };
+        let pool = |name: &str, up| Change::Pool {
+            name: name.into(),
+            up,
+        };
+        let switch = |ad: &str, from: &str, to: &str| Change::Active {
+            access_domain: ad.into(),
+            lines: "default".into(),
+            pool: Some(to.into()),
+            from: Some(from.into()),
+        };
+        let www = rule("www", "u1", 0b10001, &["www.example.test. A"], &[]);
+        assert!(selects(&www, &addr(false)));
+        assert!(
+            !selects(&www, &addr(true)),
+            "address-up is not among its events"
+        );
+        assert!(!selects(&www, &pool("Primary", false)), "pool-down neither");
+        assert!(selects(
+            &www,
+            &switch("www.example.test. A", "Primary", "Backup")
+        ));
+        assert!(!selects(
+            &www,
+            &switch("api.example.test. A", "Primary", "Backup")
+        ));
+        assert!(
+            !selects(&www, &Change::ActiveMore { count: 3 }),
+            "counted switches: unfiltered rules only"
+        );
+        let other = rule("other", "u2", 0b11111, &[], &["Other"]);
+        assert!(selects(&other, &pool("Other", false)));
+        assert!(!selects(&other, &pool("Primary", false)));
+        assert!(!selects(&other, &addr(false)), "P1 is not in Other");
+        assert!(
+            selects(&other, &switch("x.example.test. A", "Other", "Spare")),
+            "from a named pool"
+        );
+        let all = rule("all", "u1", 0b11111, &[], &[]);
+        assert!(selects(&all, &Change::ActiveMore { count: 3 }));
+        assert!(selects(&all, &addr(true)));
+        let cfg = Alerts {
+            webhook: Some(hook("u0")),
+            rules: vec![www, other, all],
+            retries: 0,
+            timeout: std::time::Duration::from_secs(1),
+            ca_pem: None,
+            tls: None,
+        };
+        let d = destinations(&cfg, &addr(false));
+        let got: Vec<(&str, Vec<&str>)> =
+            d.iter().map(|(w, r)| (w.url.as_str(), r.clone())).collect();
+        assert_eq!(
+            got,
+            vec![("u0", vec![]), ("u1", vec!["www", "all"])],
+            "one post per webhook"
+        );
+    }
+}
