@@ -8,6 +8,7 @@ mod contain;
 pub mod http;
 pub mod metrics;
 mod notify;
+pub mod state;
 
 use contain::contained;
 pub use contain::install_panic_hook;
@@ -145,15 +146,12 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     let snap = Arc::new(snap);
     // The control listener first: a port in use fails start-up before any DNS socket.
     let control_listener = bind_control(&cfg.control)?;
-    let overrides = restore_overrides(&snap, cfg.control.state_file.as_deref());
-    let writer: SharedWriter = Arc::new(Mutex::new(crate::health::Writer::new(
-        snap.clone(),
-        overrides,
-    )));
+    let (writer, changed) = restore_state(&snap, &cfg.control);
     let published: Published = Arc::new(ArcSwap::new(snap));
     // Signals are registered before the shards start so none is missed.
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| ExitError::Startup(format!("cannot install signal handlers: {e}")))?;
+    alerts::set_origin(cfg.server.identity.as_deref(), 1);
     alerts::configure(cfg.alerts.clone())
         .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -183,8 +181,21 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         settings: ArcSwap::from_pointee(api::Settings::of(&cfg.control)),
         metrics: metrics.clone(),
     });
+    let persister = state::spawn_writer(ctx.clone(), changed, stop.clone())
+        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
+        .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+    running.threads.push(persister);
     let mut plane = open_control_plane(ctx, control_listener, &cfg.control, &stop)?;
     notify::send("READY=1");
+    notify::send(&notify::status(
+        &published.load(),
+        1,
+        notify::LastReload::None,
+    ));
+    let watchdog = notify::spawn_watchdog(running.counters.clone(), stop.clone())
+        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
+        .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+    running.threads.extend(watchdog);
     info!(
         shards = running.shards,
         threads = running.threads.len(),
@@ -225,13 +236,45 @@ fn first_config(opts: &RunOptions) -> Result<(Config, crate::tables::Snapshot), 
     Ok((cfg, snap))
 }
 
-/// The operator overrides persisted in the state file, without those whose address the
-/// configuration no longer has (logged, and dropped from the file).
-fn restore_overrides(
+/// The health writer, starting from the state file (`state.rs`): overrides, without
+/// those whose address the configuration no longer has (logged, and dropped from the
+/// file), and the probe verdicts and non-preemptive active pools saved within
+/// `control.state-max-age`. Also the channel on which it reports changes.
+fn restore_state(
+    snap: &Arc<crate::tables::Snapshot>,
+    c: &Control,
+) -> (SharedWriter, crossbeam::channel::Receiver<()>) {
+    let state_file = c.state_file.as_deref();
+    let loaded = state::load(state_file, c.state_max_age);
+    let (overrides, stale) = known_overrides(snap, loaded.overrides);
+    let r = &loaded.restored;
+    let mut w = crate::health::Writer::restore(snap.clone(), overrides, r);
+    let (tx, rx) = crossbeam::channel::bounded(1);
+    w.set_notify(tx);
+    if !r.probe.is_empty() || !r.active.is_empty() {
+        let down = w.probes().iter().filter(|&&up| !up).count();
+        info!(
+            probe_down = down,
+            active_pools = r.active.len(),
+            "health and active pools restored from the state file"
+        );
+    }
+    report_stale(&stale, state_file, &w, 1);
+    if !w.overrides().is_empty() {
+        info!(count = w.overrides().len(), "operator overrides restored");
+    }
+    (Arc::new(Mutex::new(w)), rx)
+}
+
+/// `overrides` without those whose address `snap` does not have, and those, sorted.
+#[allow(clippy::type_complexity)]
+fn known_overrides(
     snap: &crate::tables::Snapshot,
-    state_file: Option<&Path>,
-) -> HashMap<String, crate::config::gslb::Mode> {
-    let mut overrides = api::load_overrides(state_file);
+    mut overrides: HashMap<String, crate::config::gslb::Mode>,
+) -> (
+    HashMap<String, crate::config::gslb::Mode>,
+    Vec<(String, crate::config::gslb::Mode)>,
+) {
     let known: HashSet<&str> = snap
         .model
         .addresses
@@ -247,11 +290,7 @@ fn restore_overrides(
     for (n, _) in &stale {
         overrides.remove(n);
     }
-    report_stale(&stale, state_file, &overrides);
-    if !overrides.is_empty() {
-        info!(count = overrides.len(), "operator overrides restored");
-    }
-    overrides
+    (overrides, stale)
 }
 
 /// Starts the prober thread (`probe::run`).
@@ -376,6 +415,10 @@ impl Serving<'_> {
         }
         self.generation.store(*generation, Ordering::Relaxed);
         notify::send("READY=1");
+        if self.opts.config.is_some() {
+            let last = notify::LastReload::now(ok);
+            notify::send(&notify::status(&self.published.load(), *generation, last));
+        }
     }
 }
 
@@ -391,6 +434,9 @@ fn shut_down(running: Running, mut plane: ControlPlane, generation: u64) {
     for t in running.threads {
         let _ = t.join();
     }
+    if let Err(e) = state::save_now(&plane.ctx) {
+        warn!("cannot save the state file at shutdown: {e}");
+    }
     let mut s = Summary::default();
     for c in &running.counters {
         c.add_to(&mut s);
@@ -398,15 +444,21 @@ fn shut_down(running: Running, mut plane: ControlPlane, generation: u64) {
     info!(generation, "shutdown summary: {s}");
 }
 
-/// Logs the persisted overrides dropped because their address is gone from the
-/// configuration, and rewrites the state file without them.
+/// Rewrites the state file without the persisted overrides dropped because their address
+/// is gone from the configuration, then logs them.
 fn report_stale(
     stale: &[(String, crate::config::gslb::Mode)],
     state_file: Option<&Path>,
-    overrides: &HashMap<String, crate::config::gslb::Mode>,
+    w: &crate::health::Writer,
+    generation: u64,
 ) {
     if stale.is_empty() {
         return;
+    }
+    if let Some(p) = state_file {
+        if let Err(e) = state::save(p, &state::Capture::of(w, generation)) {
+            warn!(file = %p.display(), "cannot persist overrides: {e}");
+        }
     }
     for (name, mode) in stale {
         warn!(
@@ -415,11 +467,6 @@ fn report_stale(
             "operator override dropped: the configuration has no address of that name \
              (it will not come back if the name does)"
         );
-    }
-    if let Some(p) = state_file {
-        if let Err(e) = api::save_overrides(p, overrides) {
-            warn!(file = %p.display(), "cannot persist overrides: {e}");
-        }
     }
 }
 
@@ -498,8 +545,11 @@ impl ControlPlane {
         }
         if old.state_file != new.state_file {
             if let Some(p) = &new.state_file {
-                let w = self.ctx.writer.lock().expect("writer lock");
-                if let Err(e) = api::save_overrides(p, w.overrides()) {
+                let c = {
+                    let w = self.ctx.writer.lock().expect("writer lock");
+                    state::Capture::of(&w, self.ctx.generation.load(Ordering::Relaxed))
+                };
+                if let Err(e) = state::save(p, &c) {
                     warn!(file = %p.display(), "cannot persist overrides: {e}");
                 }
             }
@@ -618,9 +668,10 @@ fn reload(
             drop(known);
             let changes = w.replace(snap.clone());
             let old = published.swap(snap);
-            report_stale(&stale, cfg.control.state_file.as_deref(), w.overrides());
+            report_stale(&stale, cfg.control.state_file.as_deref(), &w, *generation);
             drop(w);
             let serving = Instant::now();
+            alerts::set_origin(cfg.server.identity.as_deref(), *generation);
             log_changes(&changes);
             info!(
                 generation = *generation,

@@ -61,6 +61,8 @@ pub enum Change {
         lines: String,
         /// New pool (None: fallback).
         pool: Option<String>,
+        /// The pool it answered from before (None: fallback).
+        from: Option<String>,
     },
     /// More routes switched than are reported one by one ([`MAX_ROUTE_EVENTS`]).
     #[serde(rename = "active_pool_more")]
@@ -80,7 +82,7 @@ impl std::fmt::Display for Change {
         match self {
             Self::Address { name, up } => write!(f, "address {name} is {}", if *up { "up" } else { "down" }),
             Self::Pool { name, up } => write!(f, "pool {name} is {}", if *up { "healthy" } else { "unhealthy" }),
-            Self::Active { access_domain, lines, pool } => match pool {
+            Self::Active { access_domain, lines, pool, .. } => match pool {
                 Some(p) => write!(f, "access domain {access_domain} lines [{lines}] now answer from pool {p}"),
                 None => write!(f, "access domain {access_domain} lines [{lines}]: no pool is healthy, answering the fallback"),
             },
@@ -130,6 +132,16 @@ fn pools_up(m: &crate::tables::Model, addr: &[bool]) -> Vec<bool> {
         .collect()
 }
 
+/// Whether slot `s` belongs to a non-preemptive global-availability access domain (the
+/// routes whose active pool is history, not a function of health alone).
+pub fn non_preemptive(snap: &Snapshot, s: usize) -> bool {
+    let m = &snap.model;
+    matches!(
+        m.access_domains[m.slots[s].ad as usize].policy,
+        PoolPolicy::GlobalAvailability { preemptive: false }
+    )
+}
+
 /// The single writer of a snapshot's [`HealthState`].
 #[derive(Debug)]
 pub struct Writer {
@@ -144,24 +156,95 @@ pub struct Writer {
     active: Vec<u32>,
     /// Changes counted per address and pool, for the metrics.
     transitions: Transitions,
+    /// Counts every recomputation (a probe verdict, an override, a reload), so a copy of
+    /// the state can tell whether it is older than one already saved.
+    revision: u64,
+    /// Told (without waiting) after every recomputation: the state-file writer.
+    notify: Option<crossbeam::channel::Sender<()>>,
+}
+
+/// State carried over a restart (the state file), by name: probe verdicts per address
+/// and the active pool per (access domain key, lines) of non-preemptive routes. Names the
+/// snapshot does not have are ignored.
+#[derive(Debug, Default, Clone)]
+pub struct Restored {
+    /// Probe verdict by address name.
+    pub probe: HashMap<String, bool>,
+    /// Active pool name by (access domain `name TYPE`, lines as [`Snapshot::slot_key`]).
+    pub active: HashMap<(String, String), String>,
 }
 
 impl Writer {
     /// A writer for `snap`, with `overrides` (e.g. loaded from the state file); fills the
     /// snapshot's health state.
     pub fn new(snap: Arc<Snapshot>, overrides: HashMap<String, Mode>) -> Self {
-        let n = snap.model.addresses.len();
+        Self::restore(snap, overrides, &Restored::default())
+    }
+
+    /// [`Writer::new`], starting from the probe verdicts and non-preemptive active pools
+    /// of `restored` (a restart resumes with the last known health, and a non-preemptive
+    /// route stays on the pool it had moved to while that pool is healthy).
+    pub fn restore(
+        snap: Arc<Snapshot>,
+        overrides: HashMap<String, Mode>,
+        restored: &Restored,
+    ) -> Self {
+        let m = &snap.model;
+        let probe = m
+            .addresses
+            .iter()
+            .map(|a| restored.probe.get(&a.name).copied().unwrap_or(true))
+            .collect();
+        let mut active = Vec::new();
+        if !restored.active.is_empty() {
+            let pool_index: HashMap<&str, u32> = m
+                .pools
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.name.as_str(), i as u32))
+                .collect();
+            active = (0..m.slots.len())
+                .map(|s| {
+                    if !non_preemptive(&snap, s) {
+                        return NO_POOL;
+                    }
+                    restored
+                        .active
+                        .get(&snap.slot_key(s))
+                        .and_then(|p| pool_index.get(p.as_str()).copied())
+                        .unwrap_or(NO_POOL)
+                })
+                .collect();
+        }
         let mut w = Self {
-            probe: vec![true; n],
+            probe,
             overrides,
             addr: Vec::new(),
             pool: Vec::new(),
-            active: Vec::new(),
+            active,
             transitions: Transitions::default(),
+            revision: 0,
+            notify: None,
             snap,
         };
         w.recompute(true);
         w
+    }
+
+    /// Tells `tx` (a bounded channel; a full one means it already knows) after every
+    /// recomputation.
+    pub fn set_notify(&mut self, tx: crossbeam::channel::Sender<()>) {
+        self.notify = Some(tx);
+    }
+
+    /// How many recomputations so far (see the field).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The probe verdict of every address, in model order.
+    pub fn probes(&self) -> &[bool] {
+        &self.probe
     }
 
     /// The snapshot being written.
@@ -283,6 +366,10 @@ impl Writer {
     fn apply(&mut self, full: bool) -> Vec<Change> {
         let changes = self.recompute(full);
         self.transitions.count(&changes);
+        self.revision += 1;
+        if let Some(tx) = &self.notify {
+            let _ = tx.try_send(());
+        }
         changes
     }
 
@@ -297,9 +384,10 @@ impl Writer {
         let pool = pools_up(&self.snap.model, &addr);
         let mut changes = self.up_changes(&addr, &pool);
         let slots = self.snap.model.slots.len();
-        // No earlier state of these slots (a new writer): nothing to report against.
-        let fresh = self.active.len() != slots;
-        let every = full || fresh || self.pool.len() != pool.len();
+        // No earlier derived state (a new writer, restored or not): nothing to report
+        // against.
+        let fresh = self.active.len() != slots || self.pool.len() != pool.len();
+        let every = full || fresh;
         self.active.resize(slots, NO_POOL);
         let moved = if every {
             self.move_all(&pool, !fresh)
@@ -461,7 +549,7 @@ impl Writer {
     fn moved_changes(&self, moved: &[(u32, u32)], changes: &mut Vec<Change>) {
         let snap = &self.snap;
         let (mut listed, mut more) = (0, 0);
-        for &(s, _) in moved {
+        for &(s, o) in moved {
             let s = s as usize;
             if !snap.slot_tracked(s) {
                 continue;
@@ -477,6 +565,7 @@ impl Writer {
                 access_domain: ad,
                 lines,
                 pool: (n != NO_POOL).then(|| snap.model.pools[n as usize].name.clone()),
+                from: (o != NO_POOL).then(|| snap.model.pools[o as usize].name.clone()),
             });
         }
         if more > 0 {
@@ -499,9 +588,9 @@ mod tests {
     fn config() -> String {
         let mut t = String::from(crate::config::DEFAULT_CONFIG);
         t.push_str("\n[[line]]\nname = \"l1\"\nprefixes = [\"198.51.100.0/24\"]\n");
-        t.push_str("[[line]]\nname = \"l2\"\nprefixes = [\"203.0.113.0/24\"]\n");
+        t.push_str("[[line]]\nname = \"l2\"\nprefixes = [\"198.18.0.0/24\"]\n");
         // A line no access domain names: nearest default routes answer it too.
-        t.push_str("[[line]]\nname = \"l3\"\nprefixes = [\"192.0.2.128/25\"]\n");
+        t.push_str("[[line]]\nname = \"l3\"\nprefixes = [\"198.18.1.0/24\"]\n");
         for a in 0..8 {
             t.push_str(&format!(
                 "[[address]]\nname = \"a{a}\"\nvalue = \"192.0.2.{}\"\n",
@@ -605,7 +694,8 @@ mod tests {
     #[test]
     fn slot_digests_follow_slot_keys() {
         let text = config();
-        let (head, ads) = text.split_at(text.find("[[access-domain]]").expect("ads"));
+        let first = text.find("[[access-domain]]\nname = \"d0.").expect("ads");
+        let (head, ads) = text.split_at(first);
         let mut blocks: Vec<String> = ads
             .split("[[access-domain]]")
             .filter(|b| !b.is_empty())

@@ -14,6 +14,7 @@ mod control;
 mod cookies;
 mod differential;
 mod metrics;
+mod ops;
 mod prober;
 mod rrl;
 mod scenarios;
