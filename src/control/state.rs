@@ -45,7 +45,9 @@ pub struct Capture {
     generation: u64,
     overrides: HashMap<String, Mode>,
     probe: Vec<bool>,
-    active: Vec<u32>,
+    /// (slot, pool) of the non-preemptive routes that have a pool: the only active pools
+    /// written (a million access domains have ~10M slots, which are not copied).
+    active: Vec<(u32, u32)>,
 }
 
 impl Capture {
@@ -57,7 +59,7 @@ impl Capture {
             generation,
             overrides: w.overrides().clone(),
             probe: w.probes().to_vec(),
-            active: w.state().2.to_vec(),
+            active: non_preemptive_pools(w),
         }
     }
 
@@ -75,14 +77,15 @@ impl Capture {
             .zip(&self.probe)
             .map(|(a, &up)| (a.name.clone(), up.into()))
             .collect();
-        let active: Vec<serde_json::Value> = (0..self.active.len().min(m.slots.len()))
-            .filter(|&s| self.active[s] != NO_POOL && non_preemptive(&self.snap, s))
-            .map(|s| {
-                let (ad, lines) = self.snap.slot_key(s);
+        let active: Vec<serde_json::Value> = self
+            .active
+            .iter()
+            .map(|&(s, p)| {
+                let (ad, lines) = self.snap.slot_key(s as usize);
                 json!({
                     "access_domain": ad,
                     "lines": lines,
-                    "pool": m.pools[self.active[s] as usize].name,
+                    "pool": m.pools[p as usize].name,
                 })
             })
             .collect();
@@ -95,6 +98,30 @@ impl Capture {
             "active_pools": active,
         })
     }
+}
+
+/// The active pool of every non-preemptive route that has one, by slot.
+fn non_preemptive_pools(w: &Writer) -> Vec<(u32, u32)> {
+    let snap = w.snapshot();
+    let m = &snap.model;
+    let mut out = Vec::new();
+    let active = w.state().2;
+    let n = m.slots.len().min(active.len());
+    let mut s = 0;
+    // Slots are grouped by access domain: one policy test per access domain.
+    while s < n {
+        let ad = m.slots[s].ad;
+        let end = s + m.slots[s..n].iter().take_while(|x| x.ad == ad).count();
+        if non_preemptive(snap, s) {
+            out.extend(
+                (s..end)
+                    .filter(|&i| active[i] != NO_POOL)
+                    .map(|i| (i as u32, active[i])),
+            );
+        }
+        s = end;
+    }
+    out
 }
 
 /// The revision last written, and where: a copy older than one already on disk is not
