@@ -25,7 +25,9 @@ enum Cmd {
     /// Serve DNS until SIGTERM or SIGINT; SIGHUP reloads the config file.
     ///
     /// Without --config, serves the embedded default: zone example.test. on
-    /// 127.0.0.1:5300 (UDP and TCP). Logs go to stderr (level from RUST_LOG, default info).
+    /// 127.0.0.1:5300 (UDP and TCP), with app.example.test scheduled by line and by TCP
+    /// health checks of 127.0.0.21-22:8000 (`gtmd default-config` prints it). Logs go to
+    /// stderr (level from RUST_LOG, default info).
     Run {
         /// Configuration file (TOML). Default: the embedded example configuration.
         #[arg(short, long, value_name = "FILE")]

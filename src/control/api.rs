@@ -1,7 +1,7 @@
 //! The HTTP control API (loopback by default): the state of every address, pool and access
 //! domain (the active pool of each route), and operator overrides that force an address up
 //! or down. Overrides go through the single health writer and are persisted to
-//! `control.state-file`, so they survive a restart.
+//! `control.state-file` (`state.rs`), so they survive a restart.
 //!
 //! | request | effect |
 //! |---|---|
@@ -25,7 +25,6 @@
 //!    Tokens are compared in constant time; every change is logged with the token's name
 //!    and the client's address.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,49 +43,6 @@ use crate::config::gslb::{ad_key, AddrValue, Mode, PoolPolicy};
 use crate::dns::name::display_name;
 use crate::health::{log_changes, SharedWriter, Writer};
 use crate::tables::gslb::NO_POOL;
-
-/// Loads persisted overrides; a missing file is an empty set.
-pub fn load_overrides(path: Option<&Path>) -> HashMap<String, Mode> {
-    state_part(path, "overrides")
-}
-
-/// When the persisted overrides set for a while end (Unix milliseconds), by name.
-pub fn load_expiries(path: Option<&Path>) -> HashMap<String, u64> {
-    state_part(path, "expires")
-}
-
-/// The `part` object of the state file, empty when the file or the part is missing.
-fn state_part<T: serde::de::DeserializeOwned>(
-    path: Option<&Path>,
-    part: &str,
-) -> HashMap<String, T> {
-    let Some(p) = path else { return HashMap::new() };
-    match std::fs::read_to_string(p) {
-        Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(v) => v
-                .get(part)
-                .and_then(|o| serde_json::from_value::<HashMap<String, T>>(o.clone()).ok())
-                .unwrap_or_default(),
-            Err(e) => {
-                warn!(file = %p.display(), "ignoring unreadable state file: {e}");
-                HashMap::new()
-            }
-        },
-        Err(_) => HashMap::new(),
-    }
-}
-
-/// Writes the overrides, and when those set for a while end, to the state file (whole:
-/// written beside it, synced, renamed).
-pub(super) fn save_overrides(
-    path: &Path,
-    overrides: &HashMap<String, Mode>,
-    expires: &HashMap<String, u64>,
-) -> std::io::Result<()> {
-    let doc = json!({ "overrides": overrides, "expires": expires });
-    let text = serde_json::to_string_pretty(&doc)?;
-    super::crud::store::write_atomic(path, text.as_bytes())
-}
 
 pub(super) fn mode_name(m: Mode) -> &'static str {
     match m {
@@ -469,7 +425,10 @@ fn handle(
                     );
                     log_changes(&changes);
                     if let Some(p) = state_file {
-                        if let Err(e) = save_overrides(p, w.overrides(), w.expiries()) {
+                        let gen = ctx.generation.load(Ordering::Relaxed);
+                        let capture = super::state::Capture::of(&w, gen);
+                        drop(w);
+                        if let Err(e) = super::state::save(p, &capture) {
                             warn!(file = %p.display(), "cannot persist overrides: {e}");
                             return (
                                 500,

@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 mod notify;
 pub mod ops;
+pub mod state;
 
 use contain::contained;
 pub use contain::install_panic_hook;
@@ -150,15 +151,13 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     let snap = Arc::new(snap);
     // The control listener first: a port in use fails start-up before any DNS socket.
     let control_listener = bind_control(&cfg.control)?;
-    let (overrides, expires) = restore_overrides(&snap, cfg.control.state_file.as_deref());
-    let mut writer = crate::health::Writer::new(snap.clone(), overrides);
-    writer.restore_expiries(expires);
-    let writer: SharedWriter = Arc::new(Mutex::new(writer));
+    let (writer, changed) = restore_state(&snap, &cfg.control);
     let published: Published = Arc::new(ArcSwap::new(snap));
     // Signals are registered before the shards start so none is missed.
     let signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| ExitError::Startup(format!("cannot install signal handlers: {e}")))?;
     let events = Events::start(signals)?;
+    alerts::set_origin(cfg.server.identity.as_deref(), 1);
     alerts::configure(cfg.alerts.clone())
         .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -194,8 +193,21 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
             running.shards,
         ),
     });
+    let persister = state::spawn_writer(ctx.clone(), changed, stop.clone())
+        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
+        .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+    running.threads.push(persister);
     let mut plane = open_control_plane(ctx, control_listener, &cfg.control, &stop)?;
     notify::send("READY=1");
+    notify::send(&notify::status(
+        &published.load(),
+        1,
+        notify::LastReload::None,
+    ));
+    let watchdog = notify::spawn_watchdog(running.counters.clone(), stop.clone())
+        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
+        .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+    running.threads.extend(watchdog);
     info!(
         shards = running.shards,
         threads = running.threads.len(),
@@ -275,32 +287,76 @@ fn first_config(opts: &RunOptions) -> Result<(Config, crate::tables::Snapshot), 
     Ok((cfg, snap))
 }
 
-/// The operator overrides persisted in the state file, without those whose address the
-/// configuration no longer has (logged, and dropped from the file) and those whose time
-/// ran out while gtmd was stopped; with the end times of those set for a while.
-fn restore_overrides(
-    snap: &crate::tables::Snapshot,
-    state_file: Option<&Path>,
-) -> (
-    HashMap<String, crate::config::gslb::Mode>,
-    HashMap<String, u64>,
-) {
-    let mut overrides = api::load_overrides(state_file);
-    let mut expires = api::load_expiries(state_file);
+/// The health writer, starting from the state file (`state.rs`): overrides, without
+/// those whose address the configuration no longer has (logged, and dropped from the
+/// file), and the probe verdicts and non-preemptive active pools saved within
+/// `control.state-max-age`. Also the channel on which it reports changes.
+fn restore_state(
+    snap: &Arc<crate::tables::Snapshot>,
+    c: &Control,
+) -> (SharedWriter, crossbeam::channel::Receiver<()>) {
+    let state_file = c.state_file.as_deref();
+    let loaded = state::load(state_file, c.state_max_age);
+    let (mut overrides, stale) = known_overrides(snap, loaded.overrides);
+    let ended = expired_while_stopped(&mut overrides, loaded.expires);
+    let r = &loaded.restored;
+    let mut w = crate::health::Writer::restore(snap.clone(), overrides, r);
+    w.restore_expiries(ended.1);
+    if !ended.0.is_empty() && stale.is_empty() {
+        if let Some(p) = state_file {
+            if let Err(e) = state::save(p, &state::Capture::of(&w, 1)) {
+                warn!(file = %p.display(), "cannot persist overrides: {e}");
+            }
+        }
+    }
+    let (tx, rx) = crossbeam::channel::bounded(1);
+    w.set_notify(tx);
+    if !r.probe.is_empty() || !r.active.is_empty() {
+        let down = w.probes().iter().filter(|&&up| !up).count();
+        info!(
+            probe_down = down,
+            active_pools = r.active.len(),
+            "health and active pools restored from the state file"
+        );
+    }
+    report_stale(&stale, state_file, &w, 1);
+    if !w.overrides().is_empty() {
+        info!(count = w.overrides().len(), "operator overrides restored");
+    }
+    (Arc::new(Mutex::new(w)), rx)
+}
+
+/// Removes from `overrides` those whose time ran out while gtmd was stopped (logged);
+/// returns their names, and the end times of the rest.
+fn expired_while_stopped(
+    overrides: &mut HashMap<String, crate::config::gslb::Mode>,
+    mut expires: HashMap<String, u64>,
+) -> (Vec<String>, HashMap<String, u64>) {
     let now = ops::unix_ms();
-    let mut ended: Vec<&String> = expires
+    let mut ended: Vec<String> = expires
         .iter()
         .filter(|(_, &t)| t <= now)
-        .map(|(n, _)| n)
+        .map(|(n, _)| n.clone())
         .collect();
     ended.sort();
     for n in &ended {
-        if overrides.remove(*n).is_some() {
+        expires.remove(n);
+        if overrides.remove(n).is_some() {
             info!(address = %n, "operator override expired while stopped: back to the configured mode");
         }
     }
-    let ended: Vec<String> = ended.into_iter().cloned().collect();
-    expires.retain(|n, _| !ended.contains(n) && overrides.contains_key(n));
+    (ended, expires)
+}
+
+/// `overrides` without those whose address `snap` does not have, and those, sorted.
+#[allow(clippy::type_complexity)]
+fn known_overrides(
+    snap: &crate::tables::Snapshot,
+    mut overrides: HashMap<String, crate::config::gslb::Mode>,
+) -> (
+    HashMap<String, crate::config::gslb::Mode>,
+    Vec<(String, crate::config::gslb::Mode)>,
+) {
     let known: HashSet<&str> = snap
         .model
         .addresses
@@ -315,20 +371,8 @@ fn restore_overrides(
     stale.sort_by(|a, b| a.0.cmp(&b.0));
     for (n, _) in &stale {
         overrides.remove(n);
-        expires.remove(n);
     }
-    report_stale(&stale, state_file, (&overrides, &expires));
-    if !ended.is_empty() && stale.is_empty() {
-        if let Some(p) = state_file {
-            if let Err(e) = api::save_overrides(p, &overrides, &expires) {
-                warn!(file = %p.display(), "cannot persist overrides: {e}");
-            }
-        }
-    }
-    if !overrides.is_empty() {
-        info!(count = overrides.len(), "operator overrides restored");
-    }
-    (overrides, expires)
+    (overrides, stale)
 }
 
 /// Starts the prober thread (`probe::run`).
@@ -469,8 +513,10 @@ impl Live<'_, '_> {
             info!(address = %name, "operator override expired: back to the configured mode");
             log_changes(changes);
         }
+        let capture = state::Capture::of(&w, self.generation);
+        drop(w);
         if let Some(p) = self.current.control.state_file.as_deref() {
-            if let Err(e) = api::save_overrides(p, w.overrides(), w.expiries()) {
+            if let Err(e) = state::save(p, &capture) {
                 warn!(file = %p.display(), "cannot persist overrides: {e}");
             }
         }
@@ -521,6 +567,10 @@ impl ops::Reloader for Live<'_, '_> {
             .record(trigger, &r, self.generation, began.elapsed());
         s.generation.store(self.generation, Ordering::Relaxed);
         notify::send("READY=1");
+        if s.opts.config.is_some() {
+            let last = notify::LastReload::now(r.is_ok());
+            notify::send(&notify::status(&s.published.load(), self.generation, last));
+        }
         r.map(|()| self.generation)
     }
 }
@@ -537,6 +587,9 @@ fn shut_down(running: Running, mut plane: ControlPlane, generation: u64) {
     for t in running.threads {
         let _ = t.join();
     }
+    if let Err(e) = state::save_now(&plane.ctx) {
+        warn!("cannot save the state file at shutdown: {e}");
+    }
     let mut s = Summary::default();
     for c in &running.counters {
         c.add_to(&mut s);
@@ -544,18 +597,21 @@ fn shut_down(running: Running, mut plane: ControlPlane, generation: u64) {
     info!(generation, "shutdown summary: {s}");
 }
 
-/// Logs the persisted overrides dropped because their address is gone from the
-/// configuration, and rewrites the state file without them.
+/// Rewrites the state file without the persisted overrides dropped because their address
+/// is gone from the configuration, then logs them.
 fn report_stale(
     stale: &[(String, crate::config::gslb::Mode)],
     state_file: Option<&Path>,
-    (overrides, expires): (
-        &HashMap<String, crate::config::gslb::Mode>,
-        &HashMap<String, u64>,
-    ),
+    w: &crate::health::Writer,
+    generation: u64,
 ) {
     if stale.is_empty() {
         return;
+    }
+    if let Some(p) = state_file {
+        if let Err(e) = state::save(p, &state::Capture::of(w, generation)) {
+            warn!(file = %p.display(), "cannot persist overrides: {e}");
+        }
     }
     for (name, mode) in stale {
         warn!(
@@ -564,11 +620,6 @@ fn report_stale(
             "operator override dropped: the configuration has no address of that name \
              (it will not come back if the name does)"
         );
-    }
-    if let Some(p) = state_file {
-        if let Err(e) = api::save_overrides(p, overrides, expires) {
-            warn!(file = %p.display(), "cannot persist overrides: {e}");
-        }
     }
 }
 
@@ -647,8 +698,11 @@ impl ControlPlane {
         }
         if old.state_file != new.state_file {
             if let Some(p) = &new.state_file {
-                let w = self.ctx.writer.lock().expect("writer lock");
-                if let Err(e) = api::save_overrides(p, w.overrides(), w.expiries()) {
+                let c = {
+                    let w = self.ctx.writer.lock().expect("writer lock");
+                    state::Capture::of(&w, self.ctx.generation.load(Ordering::Relaxed))
+                };
+                if let Err(e) = state::save(p, &c) {
                     warn!(file = %p.display(), "cannot persist overrides: {e}");
                 }
             }
@@ -759,7 +813,7 @@ fn reload(
     warn_restart_only(current, &cfg);
     *generation += 1;
     let names = snap.nodes.len();
-    publish(s, &cfg, snap);
+    publish(s, &cfg, snap, *generation);
     let serving = Instant::now();
     info!(
         generation = *generation,
@@ -791,7 +845,7 @@ fn warn_restart_only(current: &Config, cfg: &Config) {
 }
 
 /// Carries health over to `snap` and publishes it; the old snapshot is retired.
-fn publish(s: &Serving<'_>, cfg: &Config, mut snap: crate::tables::Snapshot) {
+fn publish(s: &Serving<'_>, cfg: &Config, mut snap: crate::tables::Snapshot, generation: u64) {
     s.metrics.assign(&mut snap, &cfg.metrics);
     let snap = Arc::new(snap);
     // Health carries over by name and is written into the new snapshot before it
@@ -807,12 +861,9 @@ fn publish(s: &Serving<'_>, cfg: &Config, mut snap: crate::tables::Snapshot) {
     drop(known);
     let changes = w.replace(snap.clone());
     let old = s.published.swap(snap);
-    report_stale(
-        &stale,
-        cfg.control.state_file.as_deref(),
-        (w.overrides(), w.expiries()),
-    );
+    report_stale(&stale, cfg.control.state_file.as_deref(), &w, generation);
     drop(w);
+    alerts::set_origin(cfg.server.identity.as_deref(), generation);
     log_changes(&changes);
     retire(old);
 }

@@ -16,6 +16,7 @@ mod crud;
 mod ctl;
 mod differential;
 mod metrics;
+mod ops;
 mod prober;
 mod rrl;
 mod scenarios;
