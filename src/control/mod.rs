@@ -813,6 +813,7 @@ fn reload(
     warn_restart_only(current, &cfg);
     *generation += 1;
     let names = snap.nodes.len();
+    let includes = cfg.gslb.includes;
     publish(s, &cfg, snap, *generation);
     let serving = Instant::now();
     info!(
@@ -822,6 +823,8 @@ fn reload(
         load_ms = (loaded - t0).as_millis() as u64,
         compile_ms = (compiled - loaded).as_millis() as u64,
         health_ms = (serving - compiled).as_millis() as u64,
+        include_files = includes.files,
+        include_reused = includes.reused,
         "reload: new configuration serving"
     );
     *current = cfg;

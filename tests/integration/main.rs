@@ -15,6 +15,7 @@ mod cookies;
 mod crud;
 mod ctl;
 mod differential;
+mod includes;
 mod metrics;
 mod ops;
 mod prober;
