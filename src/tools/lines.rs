@@ -88,7 +88,7 @@ fn client(bits: u32, v: u128) -> ClientAddr {
 /// The subnet that stands for line `li` in one family: the line's first prefix whose
 /// network the index puts in this line, narrowed to the block that decides it (a more
 /// specific prefix of another line inside it is left out); else the first range of the
-/// line in the index (all its prefixes start inside others').
+/// line in the index, its largest block (all its prefixes start inside others').
 fn representative(
     prefixes: impl Iterator<Item = (u128, u8)>,
     ranges: &[Range],
@@ -178,9 +178,10 @@ mod tests {
     #[test]
     fn nested_prefixes_get_a_block_of_their_own_line() {
         let idx = LineIndex::build(&[(v4("10.0.0.0"), 8, 1), (v4("10.0.0.0"), 16, 2)], &[]);
-        // Line 1's network 10.0.0.0 belongs to line 2: its first range is 10.1.0.0/16.
+        // Line 1's network 10.0.0.0 belongs to line 2: its first range is 10.1.0.0 to
+        // 10.255.255.255, whose largest block is 10.128.0.0/9.
         let e = representative([(v4("10.0.0.0"), 8)].into_iter(), &idx.v4, 32, 1, &idx);
-        assert_eq!(e.unwrap().to_string(), "10.1.0.0/16");
+        assert_eq!(e.unwrap().to_string(), "10.128.0.0/9");
         let e = representative([(v4("10.0.0.0"), 16)].into_iter(), &idx.v4, 32, 2, &idx);
         assert_eq!(e.unwrap().to_string(), "10.0.0.0/16");
         // Default: the largest unicast block outside 10/8 is 64.0.0.0/2 (0.0.0.0/5 and

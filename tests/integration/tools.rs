@@ -139,7 +139,15 @@ type ProbeRow = (String, String, Vec<String>, Value, Vec<u64>);
 #[test]
 fn probe_asks_as_every_line() {
     let dir = TempDir::new("tools-probe");
-    let cfg = dir.write("gtmd.toml", &config("127.0.0.22"));
+    // 40 TXT records of 60 octets at big.example.test: more than a UDP answer holds.
+    let big: String = (0..40)
+        .map(|i| format!("\n    \"big TXT \\\"{i:02}{}\\\"\",", "x".repeat(58)))
+        .collect();
+    let text = config("127.0.0.22").replace(
+        "\"alias CNAME app\",",
+        &format!("\"alias CNAME app\",{big}"),
+    );
+    let cfg = dir.write("gtmd.toml", &text);
     let s = start(&cfg);
     let addr = s.addr.to_string();
     let cfg = cfg.to_str().unwrap();
@@ -250,6 +258,12 @@ fn probe_asks_as_every_line() {
     assert_eq!(rows.len(), 2, "no ECS, then --ecs");
     assert_eq!(data(&rows[1]["reply"]), ["app.example.test.", "127.0.0.22"]);
     assert_eq!(rows[1]["reply"]["transport"], "tcp");
+    // Truncated over UDP: asked again over TCP, all 40 records.
+    let out = gtmd(&["probe", "-s", &addr, "big.example.test", "TXT", "--json"]);
+    let doc = json(&out);
+    let reply = &doc["rows"][0]["reply"];
+    assert_eq!(reply["transport"], "tcp");
+    assert_eq!(reply["answer"].as_array().unwrap().len(), 40);
     // Nothing listens: exit 2, with the reason.
     let dead = format!("127.0.0.1:{}", free_port());
     let out = gtmd(&[
@@ -637,4 +651,94 @@ fn explain_follows_the_server_with_an_address_down() {
         ),
         "{text}"
     );
+}
+
+#[test]
+fn explain_keeps_a_non_preemptive_route_where_the_server_has_it() {
+    let dir = TempDir::new("tools-explain-np");
+    let cfg = dir.write(
+        "gtmd.toml",
+        r#"version = 1
+
+[[zone]]
+name = "example.test."
+soa = { mname = "ns1", rname = "hostmaster", serial = 1, minimum = 300 }
+ns = ["ns1"]
+records = ["ns1 A 127.0.0.53"]
+
+[[address]]
+name = "Primary-1"
+value = "127.0.0.11"
+
+[[address]]
+name = "Backup-1"
+value = "127.0.0.12"
+
+[[pool]]
+name = "Primary"
+type = "ipv4"
+addresses = ["Primary-1"]
+
+[[pool]]
+name = "Backup"
+type = "ipv4"
+addresses = ["Backup-1"]
+
+[[access-domain]]
+name = "www.example.test."
+type = "A"
+ttl = 30
+policy = "global-availability"
+preemptive = false
+pools = ["Primary", "Backup"]
+"#,
+    );
+    let s = start(&cfg);
+    let control = format!("http://{}", s.control_addr());
+    // The primary fails, then comes back: the route stays on the backup.
+    for state in ["down", "up"] {
+        let (st, body) = http_auth(
+            s.control_addr(),
+            "PUT",
+            "/v1/addresses/Primary-1/override",
+            state,
+        );
+        assert_eq!(st, 200, "{body}");
+    }
+    let m = s
+        .udp(&Q::new("www.example.test", 1).edns(1232).build())
+        .unwrap();
+    assert_eq!(
+        m.answers(1),
+        ["127.0.0.12"],
+        "the server stays on the backup"
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "www.example.test",
+            "--client",
+            "127.0.0.1",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json(&gtmd(&args))
+    };
+    let doc = run(&["--server", &control]);
+    let step = &doc["explanation"]["steps"][0];
+    assert_eq!(step["pool"], "Backup");
+    assert!(
+        step["pool_why"]
+            .as_str()
+            .unwrap()
+            .starts_with("non-preemptive: stays on Backup"),
+        "{step:#}"
+    );
+    assert_eq!(data(&doc["explanation"]["reply"]), ["127.0.0.12"]);
+    // From the configuration alone, the first pool.
+    let doc = run(&[]);
+    assert_eq!(doc["explanation"]["steps"][0]["pool"], "Primary");
+    assert_eq!(data(&doc["explanation"]["reply"]), ["127.0.0.11"]);
 }
