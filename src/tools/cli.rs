@@ -93,6 +93,9 @@ pub struct DiffCmd {
     /// round-robin choices); the unions of what each server gave are compared.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub samples: u32,
+    /// Comparisons run at once (each has one query in flight to each server).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
     #[command(flatten)]
     /// How to reach the servers.
     pub net: Net,
@@ -174,6 +177,7 @@ impl DiffCmd {
                 ignore_ttl: self.ignore_ttl,
                 ignore_scope: self.ignore_scope,
                 samples: self.samples,
+                parallel: self.parallel as usize,
                 opts,
             })
             .map(|same| {

@@ -18,6 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use super::client::{self, Ecs, Options, Reply};
 use super::lines::{self, Row};
@@ -45,6 +47,8 @@ pub struct Args {
     pub ignore_scope: bool,
     /// Queries per server for an answer that may vary.
     pub samples: u32,
+    /// Comparisons run at once (threads, each with one query in flight per server).
+    pub parallel: usize,
     /// Transport, timeout, retries.
     pub opts: Options,
 }
@@ -98,32 +102,83 @@ pub fn run(a: &Args) -> Result<bool, Failure> {
     let rows = lines::rows(&snap.model, &snap.gslb.lines);
     let names = targets(&cfg);
     let varying = varying(&cfg.gslb);
+    let work: Vec<(&str, u16, &Row)> = names
+        .iter()
+        .flat_map(|(n, types)| {
+            let rows = &rows;
+            types
+                .iter()
+                .flat_map(move |&t| rows.iter().map(move |r| (n.as_str(), t, r)))
+        })
+        .collect();
+    let outcomes = in_parallel(a.parallel, &work, |&(n, t, r)| {
+        compare(a, n, t, r, &varying)
+    })?;
     let mut sum = Summary {
         names: names.len(),
+        questions: names.values().map(BTreeSet::len).sum(),
         askers: rows.len(),
         ..Summary::default()
     };
     let mut diffs = Vec::new();
-    for (name, types) in &names {
-        for &t in types {
-            sum.questions += 1;
-            for row in &rows {
-                let found = compare(a, name, t, row, &varying, &mut sum)?;
-                sum.compared += 1;
-                if found.is_empty() {
-                    sum.equal += 1;
-                } else {
-                    sum.different += 1;
-                }
-                for d in &found {
-                    *sum.by_kind.entry(d.what).or_default() += 1;
-                }
-                diffs.extend(found);
-            }
+    for o in outcomes {
+        sum.compared += 1;
+        sum.queries += o.queries;
+        sum.sampled += o.sampled as usize;
+        if o.found.is_empty() {
+            sum.equal += 1;
+        } else {
+            sum.different += 1;
         }
+        for d in &o.found {
+            *sum.by_kind.entry(d.what).or_default() += 1;
+        }
+        diffs.extend(o.found);
     }
     print(a, &diffs, &sum);
     Ok(diffs.is_empty())
+}
+
+/// `f` over every item of `work` on up to `n` threads (queries in flight), the results in
+/// the order of `work`; the first error stops every thread and is returned.
+fn in_parallel<T: Sync, R: Send>(
+    n: usize,
+    work: &[T],
+    f: impl Fn(&T) -> Result<R, Failure> + Sync,
+) -> Result<Vec<R>, Failure> {
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let first_error: Mutex<Option<Failure>> = Mutex::new(None);
+    let done: Mutex<Vec<(usize, R)>> = Mutex::new(Vec::with_capacity(work.len()));
+    let worker = || {
+        let mut mine = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = work.get(i) else { break };
+            match f(item) {
+                Ok(r) => mine.push((i, r)),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        done.lock().unwrap_or_else(|p| p.into_inner()).extend(mine);
+    };
+    std::thread::scope(|s| {
+        for _ in 1..n.clamp(1, work.len().max(1)) {
+            // A thread that cannot be had leaves its share to the others.
+            let _ = std::thread::Builder::new().spawn_scoped(s, worker);
+        }
+        worker();
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+    done.sort_by_key(|&(i, _)| i);
+    Ok(done.into_iter().map(|(_, r)| r).collect())
 }
 
 /// Every name to ask about, with its types: each zone's apex and record owners with the
@@ -207,6 +262,13 @@ impl Seen {
     }
 }
 
+/// One comparison: what differs, whether it was sampled, the queries sent to each server.
+struct Outcome {
+    found: Vec<Difference>,
+    sampled: bool,
+    queries: usize,
+}
+
 /// Asks both servers (several times when the answer may vary) and lists what differs.
 fn compare(
     a: &Args,
@@ -214,14 +276,13 @@ fn compare(
     t: u16,
     row: &Row,
     varying: &HashSet<(String, String)>,
-    sum: &mut Summary,
-) -> Result<Vec<Difference>, Failure> {
+) -> Result<Outcome, Failure> {
     let ask = |server: SocketAddr, which: &str| {
         client::ask(server, name, t, row.ecs.as_ref(), &a.opts)
             .map_err(|e| Failure::Network(format!("cannot ask the {which} server: {e}")))
     };
     let (o, n) = (ask(a.old, "old")?, ask(a.new, "new")?);
-    sum.queries += 1;
+    let mut queries = 1;
     let may_vary = |r: &Reply| {
         let qtype = client::type_name(t);
         varying.contains(&(name.to_string(), qtype))
@@ -234,11 +295,10 @@ fn compare(
     so.add(&o);
     sn.add(&n);
     if sampled {
-        sum.sampled += 1;
         for _ in 1..a.samples.max(1) {
             so.add(&ask(a.old, "old")?);
             sn.add(&ask(a.new, "new")?);
-            sum.queries += 1;
+            queries += 1;
         }
     }
     let mut out = Vec::new();
@@ -286,7 +346,11 @@ fn compare(
         };
         push("scope", show(&so.scopes), show(&sn.scopes));
     }
-    Ok(out)
+    Ok(Outcome {
+        found: out,
+        sampled,
+        queries,
+    })
 }
 
 fn join<T: ToString>(s: &BTreeSet<T>) -> String {

@@ -408,6 +408,51 @@ fn diff_reports_exactly_the_planted_difference() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot ask the new server"));
+    // A TTL changed: reported as such on every asker (app, and alias through it), and
+    // left out with --ignore-ttl.
+    let c = dir.write(
+        "c.toml",
+        &config("127.0.0.22").replace("ttl = 30", "ttl = 31"),
+    );
+    let sc = start(&c);
+    let ttl = sc.addr.to_string();
+    let out = gtmd(&[
+        "diff",
+        "--old",
+        &old,
+        "--new",
+        &ttl,
+        "-c",
+        a,
+        "--json",
+        "--parallel",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc = json(&out);
+    let diffs = doc["differences"].as_array().unwrap();
+    assert_eq!(diffs.len(), 12, "{diffs:#?}");
+    assert!(diffs.iter().all(|d| d["what"] == "ttl"
+        && d["old"] == "app.example.test. A: 30"
+        && d["new"] == "app.example.test. A: 31"));
+    assert_eq!(diffs[0]["name"], "alias.example.test.");
+    assert_eq!(diffs[11]["name"], "app.example.test.");
+    let out = gtmd(&[
+        "diff",
+        "--old",
+        &old,
+        "--new",
+        &ttl,
+        "-c",
+        a,
+        "--ignore-ttl",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let bad = dir.write("bad.toml", "version = 1\n[[zone]]\nname = 3\n");
     let out = gtmd(&[
         "diff",
