@@ -118,7 +118,7 @@ pub struct ExplainCmd {
     /// Configuration (TOML). Default: the embedded example configuration.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// A running gtmd's control API (http://127.0.0.1:5380): addresses up or down and
+    /// A running gtmd's control API (http://127.0.0.1:5380, or https://): addresses up or down and
     /// active pools as it has them. Without it, every address is up but those configured
     /// down or disabled.
     #[arg(long, value_name = "CONTROL_URL")]
@@ -127,6 +127,10 @@ pub struct ExplainCmd {
     /// beyond loopback.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// PEM certificates to verify an https:// --server by (e.g. its own self-signed
+    /// certificate). Default: the system's CA certificates.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
     /// Explain under this configuration too (e.g. the one serving now) and list what
     /// changes from it to --config.
     #[arg(long, value_name = "OLD_FILE")]
@@ -203,6 +207,7 @@ impl ExplainCmd {
             config: self.config,
             server: self.server,
             token_file: self.token_file,
+            cacert: self.cacert,
             compare: self.compare,
             json: self.json,
         })

@@ -4,7 +4,12 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 /// An address as the server sees it.
 #[derive(Debug, Clone)]
@@ -29,43 +34,121 @@ pub(super) struct ServerState {
     pub active: HashMap<(String, String), Option<String>>,
 }
 
-/// `http://HOST:PORT` (or `HOST:PORT`) -> (host, socket address).
-fn endpoint(url: &str) -> Result<(String, SocketAddr), String> {
-    if url.starts_with("https://") {
+/// Where the control API is.
+struct Endpoint {
+    /// HTTPS.
+    tls: bool,
+    /// The host as written (for `Host` and the TLS server name).
+    host: String,
+    /// Its addresses, in the resolver's order.
+    addrs: Vec<SocketAddr>,
+}
+
+/// `http://HOST:PORT`, `https://HOST:PORT` or `HOST:PORT`.
+fn endpoint(url: &str) -> Result<Endpoint, String> {
+    let (tls, rest) = match url.split_once("://") {
+        Some(("https", rest)) => (true, rest),
+        Some(("http", rest)) => (false, rest),
+        Some((other, _)) => return Err(format!("{url}: {other}:// is not http:// or https://")),
+        None => (false, url),
+    };
+    let hostport = rest.split('/').next().unwrap_or("");
+    let addrs: Vec<SocketAddr> = hostport
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    if addrs.is_empty() {
         return Err(format!(
-            "{url}: explain reads the control API over plain HTTP only (a loopback listener, \
-             or an SSH tunnel to one)"
+            "'{url}' is not http[s]://HOST:PORT of a control API"
         ));
     }
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    let hostport = rest.split('/').next().unwrap_or("");
-    let addr = hostport
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("'{url}' is not http://HOST:PORT of a control API"))?;
-    let host = hostport
-        .rsplit_once(':')
-        .map_or(hostport, |(h, _)| h)
-        .to_string();
-    Ok((host, addr))
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+    Ok(Endpoint {
+        tls,
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        addrs,
+    })
+}
+
+/// The client TLS configuration: the roots of `cacert` (PEM), else the system's.
+fn tls_config(cacert: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match cacert {
+        Some(p) => {
+            let pem = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            for c in CertificateDer::pem_slice_iter(&pem) {
+                let c = c.map_err(|e| format!("{}: not PEM certificates: {e:?}", p.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("{}: a certificate rustls refuses: {e}", p.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{}: no certificate in it", p.display()));
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("tls: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
 }
 
 /// One GET, the body of a 200 or the error.
-fn get(url: &str, path: &str, token: Option<&str>, timeout: Duration) -> Result<String, String> {
-    let (host, addr) = endpoint(url)?;
+fn get(url: &str, path: &str, auth: &Auth<'_>, timeout: Duration) -> Result<String, String> {
+    let ep = endpoint(url)?;
+    let mut last = String::new();
+    let mut stream = None;
+    for a in &ep.addrs {
+        match TcpStream::connect_timeout(a, timeout) {
+            Ok(s) => {
+                stream = Some((s, *a));
+                break;
+            }
+            Err(e) => last = format!("control API {a}: {e}"),
+        }
+    }
+    let (s, addr) = stream.ok_or(last)?;
     let err = |e: std::io::Error| format!("control API {addr}: {e}");
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(err)?;
     s.set_read_timeout(Some(timeout)).map_err(err)?;
     s.set_write_timeout(Some(timeout)).map_err(err)?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    if let Some(t) = token {
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        ep.host
+    );
+    if let Some(t) = auth.token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).map_err(err)?;
     let mut resp = Vec::new();
-    s.take(256 << 20).read_to_end(&mut resp).map_err(err)?;
+    if ep.tls {
+        let name = ServerName::try_from(ep.host.clone())
+            .map_err(|e| format!("{url}: not a TLS server name: {e}"))?;
+        let conn = rustls::ClientConnection::new(tls_config(auth.cacert)?, name)
+            .map_err(|e| format!("tls: {e}"))?;
+        let mut tls = rustls::StreamOwned::new(conn, s);
+        tls.write_all(req.as_bytes())
+            .map_err(|e| format!("control API {addr} (TLS): {e}"))?;
+        // A server that closes without close_notify still sent the whole response.
+        if let Err(e) = (&mut tls).take(256 << 20).read_to_end(&mut resp) {
+            if resp.is_empty() {
+                return Err(format!("control API {addr} (TLS): {e}"));
+            }
+        }
+    } else {
+        let mut s = s;
+        s.write_all(req.as_bytes()).map_err(err)?;
+        s.take(256 << 20).read_to_end(&mut resp).map_err(err)?;
+    }
     let text = String::from_utf8_lossy(&resp);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -80,13 +163,17 @@ fn get(url: &str, path: &str, token: Option<&str>, timeout: Duration) -> Result<
     Ok(body.to_string())
 }
 
+/// How to get in: a bearer token, and the roots to verify an HTTPS API by.
+pub(super) struct Auth<'a> {
+    /// Bearer token.
+    pub(super) token: Option<&'a str>,
+    /// PEM certificates to trust (default: the system's).
+    pub(super) cacert: Option<&'a Path>,
+}
+
 /// Fetches and reads `/v1/state`.
-pub(super) fn fetch(
-    url: &str,
-    token: Option<&str>,
-    timeout: Duration,
-) -> Result<ServerState, String> {
-    let body = get(url, "/v1/state", token, timeout)?;
+pub(super) fn fetch(url: &str, auth: &Auth<'_>, timeout: Duration) -> Result<ServerState, String> {
+    let body = get(url, "/v1/state", auth, timeout)?;
     let doc: serde_json::Value =
         serde_json::from_str(&body).map_err(|e| format!("{url}/v1/state: not JSON: {e}"))?;
     let mut st = ServerState {
@@ -127,7 +214,7 @@ pub(super) fn fetch(
 
 /// The token of a token file: its first line that is not a comment, `name:token` or the
 /// token alone.
-pub(super) fn read_token(path: &std::path::Path) -> Result<String, String> {
+pub(super) fn read_token(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
     text.lines()

@@ -787,3 +787,60 @@ pools = ["Primary", "Backup"]
     assert_eq!(doc["explanation"]["steps"][0]["pool"], "Primary");
     assert_eq!(data(&doc["explanation"]["reply"]), ["127.0.0.11"]);
 }
+
+/// An HTTPS control API: verified against its own certificate (`--cacert`); without it
+/// the certificate is unknown and explain stops with exit 2.
+#[test]
+fn explain_reads_an_https_control_api() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("tools-explain-tls");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let crt = dir.join("api.crt");
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("api.key"), cert.signing_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(dir.join("api.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text =
+        config("127.0.0.22") + "\n[control]\ntls-cert = \"api.crt\"\ntls-key = \"api.key\"\n";
+    let cfg = dir.write("gtmd.toml", &text);
+    let s = start(&cfg);
+    let url = format!("https://localhost:{}", s.control_addr().port());
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "explain",
+            "app.example.test",
+            "--client",
+            "198.51.100.9",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--server",
+            &url,
+        ];
+        v.extend_from_slice(extra);
+        v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let out = Command::new(BIN)
+        .args(args(&["--cacert", crt.to_str().unwrap(), "--json"]))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json(&out);
+    let e = &doc["explanation"];
+    assert_eq!(e["health"], format!("{url}/v1/state (generation 1)"));
+    assert_eq!(
+        e["steps"][0]["candidates"][0]["addresses"][0]["why"],
+        "server: probe up"
+    );
+    assert_eq!(data(&e["reply"]), ["127.0.0.22"]);
+    let out = Command::new(BIN).args(args(&[])).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("(TLS)") && err.contains("certificate"),
+        "{err}"
+    );
+}

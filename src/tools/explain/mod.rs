@@ -46,6 +46,8 @@ pub struct Args {
     pub server: Option<String>,
     /// Its bearer token (needed beyond loopback).
     pub token_file: Option<PathBuf>,
+    /// PEM certificates to verify an HTTPS control API by (default: the system's roots).
+    pub cacert: Option<PathBuf>,
     /// Another configuration to compare with (the one serving now).
     pub compare: Option<PathBuf>,
     /// JSON output.
@@ -81,8 +83,11 @@ pub fn run(a: &Args) -> Result<(), Failure> {
                 Some(f) => Some(state::read_token(f).map_err(Failure::Usage)?),
                 None => None,
             };
-            let st = state::fetch(url, token.as_deref(), Duration::from_secs(5))
-                .map_err(Failure::Network)?;
+            let auth = state::Auth {
+                token: token.as_deref(),
+                cacert: a.cacert.as_deref(),
+            };
+            let st = state::fetch(url, &auth, Duration::from_secs(5)).map_err(Failure::Network)?;
             Some(st)
         }
         None => None,
