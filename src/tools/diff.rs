@@ -4,7 +4,7 @@
 //! and AAAA, asked as every line would (see [`super::lines`]), of an old and a new server;
 //! the two replies compared:
 //!
-//! * RCODE, and the answer and authority sections as sets of records (order ignored, TTL
+//! * RCODE, the AA flag, and the answer and authority sections as sets of records (order ignored, TTL
 //!   left out; the additional section is optional data and not compared);
 //! * TTLs of each RRset both have, unless `--ignore-ttl`;
 //! * the ECS scope, unless `--ignore-scope`.
@@ -65,7 +65,7 @@ pub struct Difference {
     pub line: String,
     /// The ECS sent.
     pub ecs: Option<Ecs>,
-    /// What differs: `rcode`, `answer`, `authority`, `ttl`, `scope`.
+    /// What differs: `rcode`, `aa`, `answer`, `authority`, `ttl`, `scope`.
     pub what: &'static str,
     /// The old server's side (for record sets: the records only it gave).
     pub old: String,
@@ -239,6 +239,7 @@ pub fn varying(g: &Gslb) -> HashSet<(String, String)> {
 #[derive(Default)]
 struct Seen {
     rcodes: BTreeSet<String>,
+    aa: BTreeSet<bool>,
     answer: BTreeSet<(String, String, String)>,
     authority: BTreeSet<(String, String, String)>,
     ttls: BTreeMap<(String, String), BTreeSet<u32>>,
@@ -248,6 +249,7 @@ struct Seen {
 impl Seen {
     fn add(&mut self, r: &Reply) {
         self.rcodes.insert(r.rcode.clone());
+        self.aa.insert(r.aa);
         for rr in &r.answer {
             self.answer.insert(rr.key());
         }
@@ -315,6 +317,16 @@ fn compare(
     };
     if so.rcodes != sn.rcodes {
         push("rcode", join(&so.rcodes), join(&sn.rcodes));
+    }
+    if so.aa != sn.aa {
+        let show = |s: &BTreeSet<bool>| {
+            join(
+                &s.iter()
+                    .map(|&aa| if aa { "AA" } else { "no AA" })
+                    .collect(),
+            )
+        };
+        push("aa", show(&so.aa), show(&sn.aa));
     }
     for (what, x, y) in [
         ("answer", &so.answer, &sn.answer),

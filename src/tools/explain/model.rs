@@ -273,11 +273,8 @@ fn step(
         .map(|&(p, w)| pool_view(snap, p as usize, w, server))
         .collect();
     let (pool, pool_why) = pool_choice(snap, ai, slot, &candidates);
-    let (addresses_why, possible, varies) = match &pool {
-        Some(p) => {
-            let pi = m.pools.iter().position(|x| &x.name == p).unwrap_or(0);
-            pick(snap, pi)
-        }
+    let (addresses_why, possible, varies) = match pool {
+        Some(p) => pick(snap, p),
         None => several(snap, ai, slot, &candidates),
     };
     let nearest = ad.policy == PoolPolicy::Nearest;
@@ -288,7 +285,7 @@ fn step(
         route: snap.slot_key(slot).1,
         route_why: route_why(snap, ai, slot, line),
         candidates,
-        pool,
+        pool: pool.map(|p| m.pools[p].name.clone()),
         pool_why,
         addresses_why,
         possible,
@@ -405,7 +402,7 @@ fn pool_choice(
     ai: usize,
     slot: usize,
     cands: &[PoolView],
-) -> (Option<String>, String) {
+) -> (Option<usize>, String) {
     let m = &snap.model;
     let ad = &m.access_domains[ai];
     let healthy: Vec<&PoolView> = cands.iter().filter(|p| p.healthy).collect();
@@ -435,7 +432,7 @@ fn pool_choice(
                     first.unwrap_or("?")
                 )
             };
-            (Some(name), why)
+            (Some(active as usize), why)
         }
         PoolPolicy::Weighted if !healthy.is_empty() => {
             let total: u32 = healthy.iter().map(|p| p.weight).sum();
