@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use gtmd::config::IoMode;
 use gtmd::control::{self, ExitError, RunOptions};
+use gtmd::tools;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -68,6 +69,17 @@ enum Cmd {
     /// API's JSON with --json. Exit codes: 0 done, 1 the server refused or failed (its
     /// reason is printed), 2 the server could not be reached.
     Ctl(control::ctl::CtlArgs),
+    /// Ask a DNS server one question as every line of a configuration would (an EDNS
+    /// Client Subnet per line), and print each line's answer, TTL, ECS scope and RCODE.
+    Probe(tools::cli::ProbeCmd),
+    /// Migration check: ask an old and a new server every name, type and line of a
+    /// configuration and report every difference; exit 0 when they agree, 1 when they
+    /// differ, 2 on an error.
+    Diff(tools::cli::DiffCmd),
+    /// Explain, offline, what a client gets for a question and why: its line and the
+    /// prefix behind it, each candidate pool and address with its health, the choices,
+    /// the answer and its ECS scope (the server's own compiler and answer code).
+    Explain(tools::cli::ExplainCmd),
 }
 
 #[derive(Clone, Copy)]
@@ -148,5 +160,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Ctl(args) => ExitCode::from(control::ctl::run(args)),
+        Cmd::Probe(c) => c.run(),
+        Cmd::Diff(c) => c.run(),
+        Cmd::Explain(c) => c.run(),
     }
 }

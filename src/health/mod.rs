@@ -386,6 +386,27 @@ impl Writer {
         self.apply(false)
     }
 
+    /// Puts non-preemptive route slot `slot` on `pool`, as a running server that chose it
+    /// earlier would hold it (`gtmd explain` replaying a server's state): only when that
+    /// pool is one of the slot's candidates and healthy; otherwise nothing changes.
+    /// Returns whether it applied.
+    pub fn keep_active(&mut self, slot: usize, pool: u32) -> bool {
+        let snap = self.snap.clone();
+        let Some(s) = snap.model.slots.get(slot) else {
+            return false;
+        };
+        let policy = snap.model.access_domains[s.ad as usize].policy;
+        let ok = policy == (PoolPolicy::GlobalAvailability { preemptive: false })
+            && self.pool.get(pool as usize).copied().unwrap_or(false)
+            && snap.slot_pools(slot).any(|p| p == pool as usize);
+        if ok {
+            self.active[slot] = pool;
+            // Nothing else changed: recomputing keeps every slot, this one included.
+            self.apply(false);
+        }
+        ok
+    }
+
     /// Removes the overrides of the addresses `keep` rejects (names a new configuration
     /// no longer has) and returns them, so one never comes back unannounced when the name
     /// reappears. Nothing is recomputed: [`Writer::replace`] follows.

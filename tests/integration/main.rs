@@ -22,4 +22,5 @@ mod prober;
 mod rrl;
 mod scenarios;
 mod tcp;
+mod tools;
 mod zonefile;
