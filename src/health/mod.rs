@@ -401,8 +401,8 @@ impl Writer {
             && snap.slot_pools(slot).any(|p| p == pool as usize);
         if ok {
             self.active[slot] = pool;
-            // Nothing else changed: recomputing keeps every slot, this one included.
-            self.apply(false);
+            // Nothing else changed: only this slot is stored where answers read it.
+            self.snap.health.active[slot].store(pool, Relaxed);
         }
         ok
     }
