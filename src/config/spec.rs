@@ -20,6 +20,7 @@ pub(crate) struct Spec {
     pub(crate) alerts: Option<AlertsSpec>,
     pub(crate) rrl: Option<RrlSpec>,
     pub(crate) metrics: Option<MetricsSpec>,
+    pub(crate) log: Option<LogSpec>,
     #[serde(default)]
     pub(crate) line: Vec<LineSpec>,
     #[serde(default)]
@@ -72,6 +73,16 @@ pub(crate) struct MetricsSpec {
     pub(crate) per_domain: Option<bool>,
     /// Most series per label (access domains, lines, routes); the rest share `_other`.
     pub(crate) max_series: Option<Spanned<i64>>,
+}
+
+/// `[log]`: the process's own log lines.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct LogSpec {
+    /// "text" (default) or "json".
+    pub(crate) format: Option<Spanned<String>>,
+    /// The least severe level written: error, warn, info (default), debug, trace.
+    pub(crate) level: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@
 pub mod api;
 mod contain;
 pub mod http;
+pub mod log;
 pub mod metrics;
 mod notify;
 
@@ -213,6 +214,7 @@ fn first_config(opts: &RunOptions) -> Result<(Config, crate::tables::Snapshot), 
         Ok((cfg, snap))
     })
     .map_err(ExitError::Config)?;
+    log::apply(&cfg.log);
     info!(
         config = %cfg.source,
         generation = 1,
@@ -373,6 +375,7 @@ impl Serving<'_> {
                 }
             }
             plane.reconfigure(&before.0, &current.control);
+            log::apply(&current.log);
         }
         self.generation.store(*generation, Ordering::Relaxed);
         notify::send("READY=1");
