@@ -4,11 +4,12 @@
 //!
 //! One section per table: each table of the spec (`spec.rs`) has a file here whose
 //! `validate` turns it into its part of the [`Config`] (`server.rs`, `zone.rs`, `rrl.rs`,
-//! `control.rs`, `alerts.rs`, `metrics.rs`, `log.rs`, and the GSLB tables under `gslb/`), with a
+//! `control.rs`, `alerts.rs`, `metrics.rs`, `log.rs`, `dnstap.rs`, and the GSLB tables under `gslb/`), with a
 //! `validate::Ctx` that places each error at its file and line and collects them all.
 
 mod alerts;
 pub mod control;
+pub mod dnstap;
 mod error;
 pub mod gslb;
 pub mod log;
@@ -58,6 +59,8 @@ pub struct Config {
     pub metrics: Metrics,
     /// How the process's own log lines look.
     pub log: Log,
+    /// The query log (`[dnstap]`), or none.
+    pub dnstap: Option<dnstap::Dnstap>,
 }
 
 /// `[log]`: the format and level of the process's own log lines (stderr).
@@ -290,6 +293,10 @@ impl Config {
             .log
             .as_ref()
             .map_or_else(Log::default, |l| l.validate(&mut ctx));
+        let dnstap = spec
+            .dnstap
+            .as_ref()
+            .and_then(|d| d.get_ref().validate(d, &mut ctx));
         errs.sort_by(|a, b| (&a.at.file, a.at.line).cmp(&(&b.at.file, b.at.line)));
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
@@ -304,6 +311,7 @@ impl Config {
             rrl,
             metrics,
             log,
+            dnstap,
         })
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod api;
 mod contain;
+pub mod dnstap;
 pub mod http;
 pub mod log;
 pub mod metrics;
@@ -135,6 +136,9 @@ struct Running {
     shards: usize,
     threads: Vec<JoinHandle<()>>,
     counters: Vec<Arc<Counters>>,
+    /// Every shard thread's query-log ring (`[dnstap]`), and the writer draining them.
+    rings: Vec<Arc<shard::tap::Ring>>,
+    dnstap: Option<dnstap::Writer>,
 }
 
 /// `gtmd run`: serves until SIGTERM/SIGINT.
@@ -146,6 +150,9 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     let snap = Arc::new(snap);
     // The control listener first: a port in use fails start-up before any DNS socket.
     let control_listener = bind_control(&cfg.control)?;
+    // The query log's file is created (or its reader tried) before any DNS socket.
+    let tap = cfg.dnstap.as_ref().map(dnstap::open).transpose();
+    let tap = tap.map_err(ExitError::Startup)?;
     let overrides = restore_overrides(&snap, cfg.control.state_file.as_deref());
     let writer: SharedWriter = Arc::new(Mutex::new(crate::health::Writer::new(
         snap.clone(),
@@ -176,6 +183,13 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
     running.threads.push(prober);
     metrics.serving(running.counters.clone());
+    if let Some(t) = tap {
+        let w = t.spawn(running.rings.clone());
+        let w = w.map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")));
+        let w = w.inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+        metrics.tapping(w.stats.clone());
+        running.dnstap = Some(w);
+    }
     let generation = Arc::new(AtomicU64::new(1));
     let ctx = Arc::new(api::ApiContext {
         writer: writer.clone(),
@@ -394,6 +408,10 @@ fn shut_down(running: Running, mut plane: ControlPlane, generation: u64) {
     for t in running.threads {
         let _ = t.join();
     }
+    // The shards have stopped: the writer drains their rings and ends the stream.
+    if let Some(w) = running.dnstap {
+        w.stop();
+    }
     let mut s = Summary::default();
     for c in &running.counters {
         c.add_to(&mut s);
@@ -603,6 +621,9 @@ fn reload(
             {
                 warn!("reload: TCP limits take effect at restart");
             }
+            if cfg.dnstap != current.dnstap {
+                warn!("reload: [dnstap] takes effect at restart");
+            }
             *generation += 1;
             let names = snap.nodes.len();
             metrics.assign(&mut snap, &cfg.metrics);
@@ -710,6 +731,7 @@ fn start(
     before_serving();
     let mut threads = Vec::new();
     let mut counters = Vec::new();
+    let mut rings = Vec::new();
     let limits = TcpLimits {
         max_connections: cfg.server.tcp_max_connections,
         max_per_source: cfg.server.tcp_max_connections_per_source,
@@ -727,6 +749,9 @@ fn start(
         counters.push(tc.clone());
         let mut uctx = ShardCtx::new(i, published, uc, stop.clone());
         let mut tctx = ShardCtx::new(i, published, tc, stop.clone());
+        if let Some(d) = &cfg.dnstap {
+            rings.extend([tap(d, i, &mut uctx, false), tap(d, i, &mut tctx, true)]);
+        }
         let mut backend = backend;
         threads.push(spawn(format!("shard-{i}-udp"), cpu, move || {
             if let Err(e) = backend.serve(&mut uctx) {
@@ -740,11 +765,35 @@ fn start(
         })?);
     }
     Ok(Running {
+        rings,
+        dnstap: None,
         stop,
         shards: n,
         threads,
         counters,
     })
+}
+
+/// A shard thread's query-log ring, its tap set in `ctx`.
+fn tap(
+    d: &crate::config::dnstap::Dnstap,
+    shard: usize,
+    ctx: &mut ShardCtx,
+    tcp: bool,
+) -> Arc<shard::tap::Ring> {
+    use shard::tap::{Ring, Tap, TCP_MESSAGE, TCP_SLOTS, UDP_MESSAGE, UDP_SLOTS};
+    let ring = Arc::new(if tcp {
+        Ring::new(shard, TCP_SLOTS, TCP_MESSAGE)
+    } else {
+        Ring::new(shard, UDP_SLOTS, UDP_MESSAGE)
+    });
+    let logged = shard::tap::Logged {
+        queries: d.log_queries,
+        responses: d.log_responses,
+        responses_with_queries: d.responses_with_queries,
+    };
+    ctx.set_tap(Tap::new(ring.clone(), d.sample, logged));
+    ring
 }
 
 /// Sockets of one listener for `n` shards: UDP and TCP on the same port. With port 0 the

@@ -13,6 +13,7 @@ mod cli;
 mod control;
 mod cookies;
 mod differential;
+mod dnstap;
 mod logs;
 mod metrics;
 mod prober;
