@@ -89,6 +89,20 @@ pub fn coarse_millis() -> u32 {
     (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32
 }
 
+/// Wall-clock time (CLOCK_REALTIME, read through the vDSO): seconds and nanoseconds
+/// since the Unix epoch, as the query log stamps a logged query (without `SystemTime`'s
+/// checked subtraction).
+#[inline]
+pub fn wall_clock() -> (u64, u32) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    (ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Waits until `fd` is readable or `timeout` passes; true when it is readable. An
 /// interrupted wait counts as not readable (the caller loops).
 pub fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> bool {

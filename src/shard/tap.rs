@@ -10,7 +10,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam::queue::ArrayQueue;
 
@@ -262,11 +261,7 @@ impl Tap {
             self.ring.recycle(slot);
             return;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        slot.sec = now.as_secs();
-        slot.nsec = now.subsec_nanos();
+        (slot.sec, slot.nsec) = crate::sys::wall_clock();
         slot.tcp = tcp;
         slot.set_peer(peer);
         slot.buf.clear();
