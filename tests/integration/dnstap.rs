@@ -251,6 +251,55 @@ fn sampling_and_queries_only() {
     );
 }
 
+/// The io_uring backend, IPv6 clients and `responses-with-queries` (queries off): each
+/// AUTH_RESPONSE carries the query too, INET6 and the client's address and port.
+#[test]
+fn uring_ipv6_responses_with_queries() {
+    let dir = TempDir::new("dnstap-v6");
+    let cfg = config(
+        &dir,
+        "file = \"tap.fstrm\"\nlog-queries = false\nresponses-with-queries = true",
+    );
+    let args = ["--io", "io-uring", "--listen", "[::1]:0", "--shards", "1"];
+    let mut s = Server::start(&[&["--config", cfg.to_str().unwrap()][..], &args].concat());
+    let udp = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    udp.send_to(&Q::new("www.example.test", AAAA).build(), s.addr)
+        .unwrap();
+    let mut buf = [0u8; 512];
+    assert!(udp.recv(&mut buf).is_ok(), "answered over IPv6");
+    s.tcp(&Q::new("www.example.test", A).build());
+    s.stop();
+    let file = dir.join("tap.fstrm");
+    assert_eq!(
+        summary(&file),
+        [
+            "AR ::1 UDP \"www.example.test.\" IN AAAA",
+            "AR ::1 TCP \"www.example.test.\" IN A",
+        ]
+    );
+    let all = read_back(&file);
+    assert_eq!(
+        all[0].get("message.query_port"),
+        udp.local_addr().unwrap().port().to_string()
+    );
+    for m in &all {
+        assert_eq!(m.get("message.socket_family"), "INET6", "{m:#?}");
+        assert_eq!(m.get("message.query_address"), "::1", "{m:#?}");
+        for k in [
+            "query_time",
+            "query_message",
+            "response_time",
+            "response_message",
+        ] {
+            assert!(
+                m.fields.contains_key(&format!("message.{k}")),
+                "{k}: {m:#?}"
+            );
+        }
+    }
+}
+
 /// `fstrm_capture` as the reader: frames arrive over the socket with the handshake; the
 /// reader goes away (frames dropped and counted as no_reader) and comes back (gtmd
 /// reconnects within a few seconds and logs again).
