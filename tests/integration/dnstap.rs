@@ -395,6 +395,14 @@ fn no_reader_drops_are_counted() {
     });
     assert_eq!(metric(&s, "gtmd_dnstap_frames_total"), 0);
     assert_eq!(metric(&s, "gtmd_dnstap_connected"), 0);
+    // The dnstap families pass promtool's checks.
+    let (st, body) = http(s.control_addr(), "GET", "/metrics", &[], "");
+    assert_eq!(st, 200);
+    assert!(
+        body.contains("# TYPE gtmd_dnstap_dropped_total counter"),
+        "{body}"
+    );
+    crate::metrics::promtool_passes(&body);
 }
 
 /// A reader that shakes hands and then does not read: gtmd never waits for it (every query
