@@ -221,8 +221,8 @@ fn file_holds_every_query_and_response() {
     assert_eq!(answered.count(), 1, "the A answer's record");
 }
 
-/// `sample = 3` logs queries 1, 4, 7 of each shard thread; `log-responses = false` keeps
-/// responses out.
+/// `sample = 3` logs queries 1, 4, 7, 10 of each shard thread; `log-responses = false`
+/// keeps responses out; a reload does not change the sample (restart).
 #[test]
 fn sampling_and_queries_only() {
     let dir = TempDir::new("dnstap-sample");
@@ -238,6 +238,16 @@ fn sampling_and_queries_only() {
     for i in 0..2 {
         s.tcp(&Q::new(&format!("t{i}.example.test"), A).build());
     }
+    // A reload that changes [dnstap] says it waits for a restart; the sample stays 3.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("sample = 3", "sample = 1")).unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_log("reload: [dnstap] takes effect at restart", Duration::from_secs(5));
+    s.wait_log("generation=2", Duration::from_secs(5));
+    for i in 9..12 {
+        let q = Q::new(&format!("q{i}.example.test"), A).build();
+        assert!(s.udp(&q).is_some());
+    }
     s.stop();
     let lines = summary(&dir.join("tap.fstrm"));
     assert_eq!(
@@ -247,6 +257,7 @@ fn sampling_and_queries_only() {
             "AQ 127.0.0.1 UDP \"q3.example.test.\" IN A",
             "AQ 127.0.0.1 UDP \"q6.example.test.\" IN A",
             "AQ 127.0.0.1 TCP \"t0.example.test.\" IN A",
+            "AQ 127.0.0.1 UDP \"q9.example.test.\" IN A",
         ]
     );
 }
