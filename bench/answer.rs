@@ -351,7 +351,7 @@ fn shard_path(cfg: &Config, only: Option<&[String]>, iters: u32, rounds: u32) {
         let counters = std::sync::Arc::new(Counters::new(0, Transport::Udp, 1000));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut ctx = ShardCtx::new(0, &published, counters, stop);
-        let ring = std::sync::Arc::new(Ring::new(0, UDP_SLOTS, UDP_MESSAGE));
+        let ring = std::sync::Arc::new(Ring::new(0, UDP_SLOTS, UDP_MESSAGE).expect("ring"));
         if let Some(n) = sample {
             let logged = gtmd::shard::tap::Logged {
                 queries: true,

@@ -750,7 +750,8 @@ fn start(
         let mut uctx = ShardCtx::new(i, published, uc, stop.clone());
         let mut tctx = ShardCtx::new(i, published, tc, stop.clone());
         if let Some(d) = &cfg.dnstap {
-            rings.extend([tap(d, i, &mut uctx, false), tap(d, i, &mut tctx, true)]);
+            rings.push(tap(d, i, &mut uctx, false)?);
+            rings.push(tap(d, i, &mut tctx, true)?);
         }
         let mut backend = backend;
         threads.push(spawn(format!("shard-{i}-udp"), cpu, move || {
@@ -780,20 +781,23 @@ fn tap(
     shard: usize,
     ctx: &mut ShardCtx,
     tcp: bool,
-) -> Arc<shard::tap::Ring> {
+) -> Result<Arc<shard::tap::Ring>, ExitError> {
     use shard::tap::{Ring, Tap, TCP_MESSAGE, TCP_SLOTS, UDP_MESSAGE, UDP_SLOTS};
-    let ring = Arc::new(if tcp {
+    let ring = if tcp {
         Ring::new(shard, TCP_SLOTS, TCP_MESSAGE)
     } else {
         Ring::new(shard, UDP_SLOTS, UDP_MESSAGE)
-    });
+    };
+    let ring = Arc::new(ring.map_err(|e| {
+        ExitError::Startup(format!("shard {shard}: cannot map the dnstap ring: {e}"))
+    })?);
     let logged = shard::tap::Logged {
         queries: d.log_queries,
         responses: d.log_responses,
         responses_with_queries: d.responses_with_queries,
     };
     ctx.set_tap(Tap::new(ring.clone(), d.sample, logged));
-    ring
+    Ok(ring)
 }
 
 /// Sockets of one listener for `n` shards: UDP and TCP on the same port. With port 0 the

@@ -2,8 +2,9 @@
 //! and their answers to the control side's dnstap writer through its own [`Ring`], without
 //! blocking, locking or allocating. A ring is two bounded lock-free queues of the same
 //! pre-allocated [`Slot`]s (crossbeam's `ArrayQueue`): the shard takes a free slot, copies
-//! the query and the answer into its buffer (allocated once, large enough for the largest
-//! message of its transport), and queues it; the writer encodes it and gives it back. No
+//! the query and the answer into its buffer (mapped once at start-up, large enough for the
+//! largest messages of its transport, resident only as far as messages reach: see
+//! [`crate::sys::lasting_pages`]), and queues it; the writer encodes it and gives it back. No
 //! free slot (the writer is behind): the query is not logged and the drop is counted.
 //! With `[dnstap]` off a shard has no [`Tap`] and pays one test per query.
 
@@ -49,14 +50,16 @@ pub struct Slot {
     pub port: u16,
     /// Over TCP (else UDP).
     pub tcp: bool,
-    /// The query is `buf[..qlen]`, the answer `buf[qlen..]` (empty: none sent).
+    /// The query is `buf[..qlen]`, the answer `buf[qlen..qlen + rlen]` (empty: none sent).
     pub qlen: usize,
-    /// The messages.
-    pub buf: Vec<u8>,
+    /// See `qlen`.
+    pub rlen: usize,
+    /// The messages: this slot's share of its ring's mapping.
+    buf: &'static mut [u8],
 }
 
 impl Slot {
-    fn new(cap: usize) -> Self {
+    fn new(buf: &'static mut [u8]) -> Self {
         Self {
             sec: 0,
             nsec: 0,
@@ -65,7 +68,8 @@ impl Slot {
             port: 0,
             tcp: false,
             qlen: 0,
-            buf: Vec::with_capacity(cap),
+            rlen: 0,
+            buf,
         }
     }
 
@@ -76,7 +80,7 @@ impl Slot {
 
     /// The answer (empty when none was sent).
     pub fn response(&self) -> &[u8] {
-        &self.buf[self.qlen..]
+        &self.buf[self.qlen..self.qlen + self.rlen]
     }
 
     fn set_peer(&mut self, peer: Peer<'_>) {
@@ -137,19 +141,21 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// `slots` slots of `message` octets each way.
-    pub fn new(shard: usize, slots: usize, message: usize) -> Self {
-        let free = ArrayQueue::new(slots);
-        for _ in 0..slots {
-            let _ = free.push(Box::new(Slot::new(2 * message)));
+    /// `slots` slots of `message` octets each way, in one mapping made now and kept for
+    /// the life of the process (rings are made once, at start-up).
+    pub fn new(shard: usize, slots: usize, message: usize) -> std::io::Result<Self> {
+        let free = ArrayQueue::new(slots.max(1));
+        let pages = crate::sys::lasting_pages(slots * 2 * message)?;
+        for buf in pages.chunks_mut(2 * message.max(1)) {
+            let _ = free.push(Box::new(Slot::new(buf)));
         }
-        Self {
+        Ok(Self {
             shard,
             free,
-            full: ArrayQueue::new(slots),
+            full: ArrayQueue::new(slots.max(1)),
             queue_full: AtomicU64::new(0),
             oversize: AtomicU64::new(0),
-        }
+        })
     }
 
     /// The oldest queued slot (the writer's side).
@@ -256,7 +262,7 @@ impl Tap {
             add(&self.ring.queue_full, frames);
             return;
         };
-        if query.len() + response.len() > slot.buf.capacity() {
+        if query.len() + response.len() > slot.buf.len() {
             add(&self.ring.oversize, frames);
             self.ring.recycle(slot);
             return;
@@ -264,10 +270,10 @@ impl Tap {
         (slot.sec, slot.nsec) = crate::sys::wall_clock();
         slot.tcp = tcp;
         slot.set_peer(peer);
-        slot.buf.clear();
-        slot.buf.extend_from_slice(query);
-        slot.qlen = query.len();
-        slot.buf.extend_from_slice(response);
+        let (q, rest) = slot.buf.split_at_mut(query.len());
+        q.copy_from_slice(query);
+        rest[..response.len()].copy_from_slice(response);
+        (slot.qlen, slot.rlen) = (query.len(), response.len());
         // Never full: there are as many places as slots.
         let _ = self.ring.full.push(slot);
     }
@@ -295,7 +301,7 @@ mod tests {
 
     #[test]
     fn samples_copies_and_drops_when_full() {
-        let ring = Arc::new(Ring::new(3, 2, 16));
+        let ring = Arc::new(Ring::new(3, 2, 16).unwrap());
         let mut tap = Tap::new(ring.clone(), 2, ALL);
         let peer: SocketAddr = "[2001:db8::1]:5353".parse().unwrap();
         for i in 0..8u8 {
@@ -334,7 +340,7 @@ mod tests {
     #[test]
     fn logging_allocates_nothing() {
         use crate::wire::respond::tests::counting::allocs;
-        let ring = Arc::new(Ring::new(0, 4, UDP_MESSAGE));
+        let ring = Arc::new(Ring::new(0, 4, UDP_MESSAGE).unwrap());
         let mut tap = Tap::new(ring.clone(), 1, ALL);
         let mut sa = [0u8; 28];
         sa[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());

@@ -171,7 +171,7 @@ mod tests {
     /// The bytes of one AUTH_QUERY message, field by field.
     #[test]
     fn message_fields() {
-        let ring = std::sync::Arc::new(crate::shard::tap::Ring::new(0, 1, 16));
+        let ring = std::sync::Arc::new(crate::shard::tap::Ring::new(0, 1, 16).unwrap());
         let all = crate::shard::tap::Logged {
             queries: true,
             responses: true,
