@@ -25,8 +25,10 @@ enum Cmd {
     /// Serve DNS until SIGTERM or SIGINT; SIGHUP reloads the config file.
     ///
     /// Without --config, serves the embedded default: zone example.test. on
-    /// 127.0.0.1:5300 (UDP and TCP). Logs go to stderr, as [log] says (format text or
-    /// json, level; RUST_LOG overrides the level), with sd-daemon priorities under systemd.
+    /// 127.0.0.1:5300 (UDP and TCP), with app.example.test scheduled by line and by TCP
+    /// health checks of 127.0.0.21-22:8000 (`gtmd default-config` prints it). Logs go to
+    /// stderr, as [log] says (format text or json, level; RUST_LOG overrides the level),
+    /// with sd-daemon priorities under systemd.
     Run {
         /// Configuration file (TOML). Default: the embedded example configuration.
         #[arg(short, long, value_name = "FILE")]
@@ -59,6 +61,14 @@ enum Cmd {
     },
     /// Print the embedded default configuration (a commented starting point).
     DefaultConfig,
+    /// Talk to a running gtmd through its control API: status, state, stats, reload,
+    /// overrides, enabling and disabling access domains.
+    ///
+    /// The token (for every change) comes from --token-file (a file holding the token, or
+    /// the server's name:token file: its first entry) or $GTMD_TOKEN. Text output, or the
+    /// API's JSON with --json. Exit codes: 0 done, 1 the server refused or failed (its
+    /// reason is printed), 2 the server could not be reached.
+    Ctl(control::ctl::CtlArgs),
 }
 
 #[derive(Clone, Copy)]
@@ -132,5 +142,6 @@ fn main() -> ExitCode {
             print!("{}", gtmd::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
         }
+        Cmd::Ctl(args) => ExitCode::from(control::ctl::run(args)),
     }
 }

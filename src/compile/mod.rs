@@ -57,15 +57,33 @@ impl Out {
     }
 }
 
-/// Compiles `cfg` into snapshot generation `generation`: the GSLB tables on a helper
-/// thread (niced like the include readers, so that during a reload it yields to the
-/// shards), the zones on this one.
+/// Which CPU time a compile takes besides its own thread's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cpus {
+    /// A helper thread at normal priority: start-up and `gtmd check`, when no shard
+    /// serves yet.
+    All,
+    /// A niced helper thread (as the include readers are), yielding to the shards: a
+    /// reload.
+    Spare,
+}
+
+/// Compiles `cfg` into snapshot generation `generation` before any shard serves
+/// ([`Cpus::All`]).
 pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> {
+    compile_with(cfg, generation, Cpus::All)
+}
+
+/// Compiles `cfg` into snapshot generation `generation`: the GSLB tables on a helper
+/// thread, the zones on this one.
+pub fn compile_with(cfg: &Config, generation: u64, cpus: Cpus) -> Result<Snapshot, ConfigErrors> {
     let (gslb, zones) = std::thread::scope(|sc| {
         let helper = std::thread::Builder::new()
             .name("gtmd-compile".into())
             .spawn_scoped(sc, || {
-                crate::sys::lower_thread_priority();
+                if cpus == Cpus::Spare {
+                    crate::sys::lower_thread_priority();
+                }
                 gslb::compile(&cfg.gslb, cfg.server.ecs)
             });
         let zones = compile_zones(cfg);

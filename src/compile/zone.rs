@@ -236,7 +236,8 @@ fn gather<'a>(
     for &o in names.keys() {
         let mut p = parent(o);
         while let Some(cur) = p {
-            if cur.len() < apex_len || names.contains_key(cur) || !ents.insert(cur) {
+            // The apex is a name (its SOA is in): no lookup for the names just below it.
+            if cur.len() <= apex_len || names.contains_key(cur) || !ents.insert(cur) {
                 break;
             }
             p = parent(cur);
@@ -320,9 +321,21 @@ pub(super) fn compile_zone(
         child_ds: ds_at.get(apex).copied(),
     };
     let mut referrals: HashMap<Vec<u8>, u32> = HashMap::new();
-    for name in sorted {
-        let node = ctx.node(name, &mut referrals, out, errs);
+    let base = out.nodes.len();
+    for &(name, data) in &sorted {
+        let node = ctx.node(name, data, &mut referrals, out, errs);
         out.nodes.push(node);
+    }
+    // Each wildcard's parent points at it (a pass over the few wildcards, rather than a
+    // lookup of `*.NAME` for every name).
+    for (k, &(name, _)) in sorted.iter().enumerate() {
+        let Some(parent) = name.strip_prefix(b"\x01*") else {
+            continue;
+        };
+        match out.index.get(parent) {
+            Some(&p) if p as usize >= base => out.nodes[p as usize].wildcard = (base + k) as u32,
+            _ => {}
+        }
     }
 }
 
@@ -387,7 +400,7 @@ fn index_names<'z>(
     ds_at: &mut HashMap<Vec<u8>, u32>,
     nodata: u32,
     out: &mut Out,
-) -> Vec<&'z [u8]> {
+) -> Vec<(&'z [u8], &'z NodeData)> {
     for c in zb.children {
         let ds = zb.names.get(*c).and_then(|d| d.rrsets.get(&rtype::DS));
         let a = match ds {
@@ -397,21 +410,22 @@ fn index_names<'z>(
         // Parents compile outside in: the nearest parent of a child writes last.
         ds_at.insert(c.to_vec(), a);
     }
-    let mut sorted: Vec<&[u8]> = zb
-        .names
-        .keys()
-        .copied()
-        .filter(|n| !zb.in_child(n) && !matches!(zb.occluder(n), Some(Found::Dname(_))))
-        .collect();
-    sorted.sort_unstable();
+    let mut sorted: Vec<(&[u8], &NodeData)> = Vec::with_capacity(zb.names.len());
+    sorted.extend(
+        zb.names
+            .iter()
+            .map(|(&n, d)| (n, d))
+            .filter(|(n, _)| !zb.in_child(n) && !matches!(zb.occluder(n), Some(Found::Dname(_)))),
+    );
+    sorted.sort_unstable_by_key(|&(n, _)| n);
     // Sized once, like the zone's names (the index outlives the compile: no rehash
     // leaves a freed table behind).
     out.index.reserve(sorted.len());
     out.nodes.reserve(sorted.len());
     out.types.reserve(sorted.len());
     let base = out.nodes.len() as u32;
-    for (k, name) in sorted.iter().enumerate() {
-        out.index.insert((*name).into(), base + k as u32);
+    for (k, &(name, _)) in sorted.iter().enumerate() {
+        out.index.insert(name.into(), base + k as u32);
     }
     sorted
 }
@@ -438,15 +452,17 @@ struct NodeCtx<'a, 'z> {
 }
 
 impl NodeCtx<'_, '_> {
+    /// The node of `name`, whose data is `data` (its `wildcard` is set once every node
+    /// of the zone is in).
     fn node(
         &self,
         name: &[u8],
+        data: &NodeData,
         referrals: &mut HashMap<Vec<u8>, u32>,
         out: &mut Out,
         errs: &mut Vec<ConfigError>,
     ) -> Node {
         let zb = self.zb;
-        let data = &zb.names[name];
         let mut node = Node {
             zone: self.zi,
             wildcard: NONE,
@@ -458,11 +474,6 @@ impl NodeCtx<'_, '_> {
             any_udp: NONE,
             any_tcp: NONE,
         };
-        let mut wild = b"\x01*".to_vec();
-        wild.extend_from_slice(name);
-        if let Some(&wi) = out.index.get(wild.as_slice()) {
-            node.wildcard = wi;
-        }
         if let Some(Found::Cut(cut)) = zb.occluder(name) {
             self.cut_node(&mut node, name, &cut, referrals, out);
         } else if let Some(cname) = data.rrsets.get(&rtype::CNAME) {

@@ -12,8 +12,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use toml::Spanned;
 
 use super::spec::ControlSpec;
-use super::validate::Ctx;
+use super::validate::{Ctx, Seconds};
 use super::{ConfigError, Control, Origin, DEFAULT_CONTROL};
+
+/// `control.state-max-age` unless set: saved health and active pools an hour old or
+/// younger are restored at start-up.
+pub const DEFAULT_STATE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Shortest token accepted (characters): long enough that guessing is hopeless.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -62,6 +66,7 @@ impl Control {
             listen: Some(DEFAULT_CONTROL.parse().expect("literal")),
             explicit: false,
             state_file: None,
+            state_max_age: DEFAULT_STATE_MAX_AGE,
             allow_remote: false,
             token_file: None,
             tokens: Vec::new(),
@@ -112,6 +117,10 @@ impl ControlSpec {
             listen(l, ctx, &mut c);
         }
         c.state_file = self.state_file.as_ref().map(|f| ctx.path(f.get_ref()));
+        let ok = Seconds::Within(0.0, 365.0 * 86400.0);
+        if let Some(a) = ctx.seconds(&self.state_max_age, "control.state-max-age", ok, "") {
+            c.state_max_age = a;
+        }
         c
     }
 

@@ -18,6 +18,7 @@ pub mod name;
 mod rrl;
 mod server;
 mod spec;
+pub mod tls;
 mod validate;
 mod zone;
 mod zonefile;
@@ -132,20 +133,86 @@ pub struct Rrl {
 /// Knot's `table-size` default (a prime near 1.2 x the queries per second it expects).
 pub const RRL_TABLE_SIZE: u32 = 393_241;
 
-/// `[alerts]`: a webhook that receives every state change as a JSON POST.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[alerts]`: where state changes are posted as JSON (webhooks), and which go where.
+#[derive(Debug, Clone)]
 pub struct Alerts {
-    /// `host:port` of the receiver.
-    pub addr: String,
-    /// Request path.
-    pub path: String,
-    /// The URL as configured (for logs).
-    pub url: String,
+    /// Receives every change (`webhook`), when set.
+    pub webhook: Option<Webhook>,
+    /// Further webhooks, each for the events its rule selects.
+    pub rules: Vec<AlertRule>,
     /// Attempts after the first failure.
     pub retries: u32,
     /// Connect + response timeout per attempt.
     pub timeout: Duration,
+    /// `ca-file` as read (a renewed CA is a change).
+    pub ca_pem: Option<Vec<u8>>,
+    /// The TLS client of https webhooks: the system's roots plus `ca-file`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
+
+impl PartialEq for Alerts {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            &self.webhook,
+            &self.rules,
+            self.retries,
+            self.timeout,
+            &self.ca_pem,
+        ) == (&o.webhook, &o.rules, o.retries, o.timeout, &o.ca_pem)
+    }
+}
+
+impl Eq for Alerts {}
+
+/// One webhook URL, taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// The URL as configured (for logs).
+    pub url: String,
+    /// `https://`.
+    pub tls: bool,
+    /// The host as written (Host header, TLS server name).
+    pub host: String,
+    /// `host:port` to connect to.
+    pub addr: String,
+    /// Request path.
+    pub path: String,
+}
+
+/// The alert events, in the order of [`AlertRule::events`]' bits.
+pub const ALERT_EVENTS: [&str; 5] = [
+    "address-down",
+    "address-up",
+    "pool-down",
+    "pool-up",
+    "pool-switch",
+];
+
+/// `[[alerts.rule]]`: the events that go to its webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRule {
+    /// Its name (default `rule-N`), sent in the payload.
+    pub name: String,
+    /// Where its events go.
+    pub webhook: Webhook,
+    /// Bit `i` set: event [`ALERT_EVENTS`]`[i]` is selected.
+    pub events: u8,
+    /// Whether `access-domains` or `pools` narrow it (else every selected event).
+    pub filtered: bool,
+    /// Access domains named (`name TYPE` keys, every type of a name given without one).
+    pub access_domains: std::collections::HashSet<String>,
+    /// Pools named.
+    pub pools: std::collections::HashSet<String>,
+    /// Pools whose events concern it: those named and every pool of the access domains.
+    pub covered_pools: std::collections::HashSet<String>,
+    /// Addresses whose events concern it: the members of the covered pools.
+    pub covered_addresses: std::collections::HashSet<String>,
+}
+
+/// File texts that stand in for the files on disk, by path as the configuration names
+/// them (the config file as given, included files as `include` expands them): the control
+/// API validates an edit exactly as `gtmd check` would read it, before writing anything.
+pub type Overlay = std::collections::HashMap<PathBuf, String>;
 
 /// Default address of the control API.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
@@ -157,8 +224,11 @@ pub struct Control {
     pub listen: Option<SocketAddr>,
     /// Whether `listen` was given explicitly (a bind failure is then fatal).
     pub explicit: bool,
-    /// File the operator overrides are persisted to.
+    /// File the operator overrides, health verdicts and non-preemptive active pools are
+    /// persisted to.
     pub state_file: Option<PathBuf>,
+    /// Saved health and active pools older than this are not restored at start-up.
+    pub state_max_age: Duration,
     /// `allow-remote = true`: a non-loopback `listen` is intended.
     pub allow_remote: bool,
     /// `token-file`, and the tokens read from it (empty without one).
@@ -247,18 +317,33 @@ pub struct Zone {
 }
 
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`, without huge pages: nothing of it is read
+    /// per query, and a large model is most of the memory a start-up faults in
+    /// ([`crate::sys::without_huge_pages`]).
     pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
+        Self::from_file_with(path, &Overlay::new())
+    }
+
+    /// Reads and validates the file at `path`, taking the files `overlay` holds from it
+    /// rather than from disk; without huge pages, as [`Config::from_file`].
+    pub fn from_file_with(path: &Path, overlay: &Overlay) -> Result<Self, ConfigErrors> {
+        crate::sys::without_huge_pages(|| Self::read_file(path, overlay))
+    }
+
+    fn read_file(path: &Path, overlay: &Overlay) -> Result<Self, ConfigErrors> {
         let file: Arc<str> = path.display().to_string().into();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError::new(
-                Origin::new(&file, 1),
-                "file",
-                format!("cannot read: {e}"),
-            )])
-        })?;
+        let text = match overlay.get(path) {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string(path).map_err(|e| {
+                ConfigErrors(vec![ConfigError::new(
+                    Origin::new(&file, 1),
+                    "file",
+                    format!("cannot read: {e}"),
+                )])
+            })?,
+        };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::from_str(&text, file, &base)
+        Self::from_str_with(&text, file, &base, overlay)
     }
 
     /// The embedded default.
@@ -268,6 +353,16 @@ impl Config {
 
     /// Reads and validates `text`; zone files are relative to `base`.
     pub fn from_str(text: &str, file: Arc<str>, base: &Path) -> Result<Self, ConfigErrors> {
+        Self::from_str_with(text, file, base, &Overlay::new())
+    }
+
+    /// [`Config::from_str`], included files taken from `overlay` where it has them.
+    pub fn from_str_with(
+        text: &str,
+        file: Arc<str>,
+        base: &Path,
+        overlay: &Overlay,
+    ) -> Result<Self, ConfigErrors> {
         let lines = Lines::new(text);
         let spec: spec::Spec =
             validate::parse(text, &file, &lines).map_err(|e| ConfigErrors(vec![e]))?;
@@ -276,6 +371,7 @@ impl Config {
             file: &file,
             lines: &lines,
             base,
+            overlay,
             errs: &mut errs,
         };
         spec.check_version(&mut ctx);
@@ -284,7 +380,10 @@ impl Config {
         let zones = zone::load(&spec.zone, &mut ctx);
         let gslb = gslb::load(&spec, &mut ctx, &zones);
         let control = control::validate(spec.control.as_ref(), &mut ctx);
-        let alerts = spec.alerts.as_ref().and_then(|a| a.validate(&mut ctx));
+        let alerts = spec
+            .alerts
+            .as_ref()
+            .and_then(|a| alerts::validate(a, &mut ctx, &gslb));
         let metrics = spec
             .metrics
             .as_ref()

@@ -17,7 +17,7 @@ pub(crate) struct Spec {
     pub(crate) zone: Vec<ZoneSpec>,
     pub(crate) control: Option<ControlSpec>,
     pub(crate) geoip: Option<GeoipSpec>,
-    pub(crate) alerts: Option<AlertsSpec>,
+    pub(crate) alerts: Option<Spanned<AlertsSpec>>,
     pub(crate) rrl: Option<RrlSpec>,
     pub(crate) metrics: Option<MetricsSpec>,
     pub(crate) log: Option<LogSpec>,
@@ -50,6 +50,8 @@ pub(crate) struct ControlSpec {
     pub(crate) listen: Option<Spanned<String>>,
     pub(crate) allow_remote: Option<bool>,
     pub(crate) state_file: Option<Spanned<String>>,
+    /// Seconds after which saved health and active pools are not restored.
+    pub(crate) state_max_age: Option<Spanned<f64>>,
     /// A file of `name:token` lines: bearer tokens that may change state.
     pub(crate) token_file: Option<Spanned<String>>,
     /// `Host` header values accepted besides the listener's address and `localhost`.
@@ -62,9 +64,29 @@ pub(crate) struct ControlSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct AlertsSpec {
-    pub(crate) webhook: Spanned<String>,
+    /// Receives every state change.
+    pub(crate) webhook: Option<Spanned<String>>,
     pub(crate) retries: Option<Spanned<i64>>,
     pub(crate) timeout: Option<Spanned<f64>>,
+    /// PEM CA certificates trusted for https webhooks, besides the system's.
+    pub(crate) ca_file: Option<Spanned<String>>,
+    /// Further webhooks, each for the events its rule selects.
+    #[serde(default)]
+    pub(crate) rule: Vec<AlertRuleSpec>,
+}
+
+/// `[[alerts.rule]]`: which events go to which webhook.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct AlertRuleSpec {
+    pub(crate) name: Option<Spanned<String>>,
+    pub(crate) webhook: Spanned<String>,
+    /// `address-down`, `address-up`, `pool-down`, `pool-up`, `pool-switch` (default: all).
+    pub(crate) events: Option<Vec<Spanned<String>>>,
+    /// Events that concern these access domains.
+    pub(crate) access_domains: Option<Vec<Spanned<String>>>,
+    /// Events that concern these pools.
+    pub(crate) pools: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,14 +1,16 @@
 //! The HTTP control API (loopback by default): the state of every address, pool and access
 //! domain (the active pool of each route), and operator overrides that force an address up
 //! or down. Overrides go through the single health writer and are persisted to
-//! `control.state-file`, so they survive a restart.
+//! `control.state-file` (`state.rs`), so they survive a restart.
 //!
 //! | request | effect |
 //! |---|---|
 //! | `GET /v1/state` | JSON: addresses, pools, access domains with their active pool per line |
-//! | `PUT /v1/addresses/NAME/override` body `up`, `down` or `auto` | force an address |
+//! | `PUT /v1/addresses/NAME/override` body `up`, `down` or `auto`, or `{"mode": "down", "for": "10m"}` | force an address (for a while) |
 //! | `DELETE /v1/addresses/NAME/override` | back to the configured mode |
 //! | `GET /metrics` | Prometheus text format, or OpenMetrics when `Accept` asks (`metrics/`) |
+//! | `GET /v1/status`, `GET /v1/stats`, `POST /v1/reload` | `ops.rs` |
+//! | `/v1/access-domains`, `/v1/pools`, `/v1/addresses`, `/v1/health-checks`, `/v1/lines` | the configuration's objects (`crud/`) |
 //!
 //! Who may do what (checked in this order, each refusal logged with the client):
 //!
@@ -23,7 +25,6 @@
 //!    Tokens are compared in constant time; every change is logged with the token's name
 //!    and the client's address.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,34 +43,6 @@ use crate::config::gslb::{ad_key, AddrValue, Mode, PoolPolicy};
 use crate::dns::name::display_name;
 use crate::health::{log_changes, SharedWriter, Writer};
 use crate::tables::gslb::NO_POOL;
-
-/// Loads persisted overrides; a missing file is an empty set.
-pub fn load_overrides(path: Option<&Path>) -> HashMap<String, Mode> {
-    let Some(p) = path else { return HashMap::new() };
-    match std::fs::read_to_string(p) {
-        Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(v) => v
-                .get("overrides")
-                .and_then(|o| serde_json::from_value::<HashMap<String, Mode>>(o.clone()).ok())
-                .unwrap_or_default(),
-            Err(e) => {
-                warn!(file = %p.display(), "ignoring unreadable state file: {e}");
-                HashMap::new()
-            }
-        },
-        Err(_) => HashMap::new(),
-    }
-}
-
-pub(super) fn save_overrides(
-    path: &Path,
-    overrides: &HashMap<String, Mode>,
-) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let text = serde_json::to_string_pretty(&json!({ "overrides": overrides }))?;
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
-}
 
 pub(super) fn mode_name(m: Mode) -> &'static str {
     match m {
@@ -100,6 +73,7 @@ pub fn state_json(w: &Writer, generation: u64, state_file: Option<&Path>) -> ser
                 "enabled": a.enabled,
                 "mode": mode_name(a.mode),
                 "override": w.overrides().get(&a.name).map(|&o| mode_name(o)),
+                "override_expires_unix_ms": w.expiries().get(&a.name),
                 "probe": if w.probe(i) { "up" } else { "down" },
                 "up": addr_up[i],
             })
@@ -204,6 +178,8 @@ pub struct ApiContext {
     pub settings: ArcSwap<Settings>,
     /// What `/metrics` reads beyond the above.
     pub metrics: Arc<super::metrics::Metrics>,
+    /// Status, reloads and configuration changes (`ops.rs`, `crud/`).
+    pub ops: super::ops::Ops,
 }
 
 /// Starts serving `listener` with `ctx` (plain or TLS as `ctx.settings` says, per
@@ -380,6 +356,12 @@ fn serve(ctx: &ApiContext, peer: &http::Peer, req: &http::Request) -> http::Resp
         Actor::Token(name) => name,
         Actor::Anonymous => "-",
     };
+    if let Some(resp) = super::ops::route(ctx, (actor, peer), req, path) {
+        return resp;
+    }
+    if let Some(resp) = super::crud::route(ctx, (actor, peer), req, path) {
+        return resp;
+    }
     let body = String::from_utf8_lossy(&req.body);
     let (status, doc) = handle(
         &req.method,
@@ -418,34 +400,35 @@ fn handle(
         }
         ("PUT" | "POST" | "DELETE", ["v1", "addresses", name, "override"]) => {
             let name = percent_decode(name);
-            let mode = if method == "DELETE" {
-                None
+            let (mode, until) = if method == "DELETE" {
+                (None, None)
             } else {
-                let word = body.trim_matches('"').to_ascii_lowercase();
-                let word = serde_json::from_str::<serde_json::Value>(body)
-                    .ok()
-                    .and_then(|v| v.get("mode").and_then(|m| m.as_str()).map(str::to_string))
-                    .unwrap_or(word);
-                match word.as_str() {
-                    "up" => Some(Mode::Up),
-                    "down" => Some(Mode::Down),
-                    "auto" => Some(Mode::Auto),
-                    _ => return (400, json!({"error": "body must be up, down or auto"})),
+                match super::ops::override_body(body) {
+                    Ok((m, until)) => (Some(m), until),
+                    Err(e) => return (400, json!({ "error": e })),
                 }
             };
             let mut w = writer.lock().expect("writer lock");
-            match w.set_override(&name, mode) {
+            let set = match (mode, until) {
+                (Some(m), Some(t)) => w.set_override_until(&name, m, t),
+                _ => w.set_override(&name, mode),
+            };
+            match set {
                 Ok(changes) => {
                     info!(
                         actor,
                         client = %peer.client,
                         address = %name,
                         mode = mode.map_or("configured", mode_name),
+                        expires_unix_ms = until,
                         "operator override"
                     );
                     log_changes(&changes);
                     if let Some(p) = state_file {
-                        if let Err(e) = save_overrides(p, w.overrides()) {
+                        let gen = ctx.generation.load(Ordering::Relaxed);
+                        let capture = super::state::Capture::of(&w, gen);
+                        drop(w);
+                        if let Err(e) = super::state::save(p, &capture) {
                             warn!(file = %p.display(), "cannot persist overrides: {e}");
                             return (
                                 500,
@@ -455,7 +438,7 @@ fn handle(
                     }
                     (
                         200,
-                        json!({"address": name, "override": mode.map(mode_name), "changes": changes.iter().map(|c| c.to_string()).collect::<Vec<_>>()}),
+                        json!({"address": name, "override": mode.map(mode_name), "expires_unix_ms": until, "changes": changes.iter().map(|c| c.to_string()).collect::<Vec<_>>()}),
                     )
                 }
                 Err(e) => (404, json!({"error": e})),
@@ -467,18 +450,20 @@ fn handle(
         ),
         _ => (
             404,
-            json!({"error": "not found", "endpoints": ["GET /v1/state", "PUT /v1/addresses/NAME/override", "DELETE /v1/addresses/NAME/override", "GET /metrics"]}),
+            json!({"error": "not found", "endpoints": ["GET /v1/state", "GET /v1/status", "GET /v1/stats", "POST /v1/reload", "PUT /v1/addresses/NAME/override", "DELETE /v1/addresses/NAME/override", "/v1/access-domains", "/v1/pools", "/v1/addresses", "/v1/health-checks", "/v1/lines", "GET /metrics"]}),
         ),
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+            // Octets, not a str slice: a multi-octet character after '%' is no boundary.
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
                 out.push(v);
                 i += 3;
                 continue;

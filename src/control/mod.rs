@@ -5,14 +5,20 @@
 
 pub mod api;
 mod contain;
+pub mod crud;
+pub mod ctl;
+mod ctl_text;
 pub mod dnstap;
 pub mod http;
 pub mod log;
 pub mod metrics;
 mod notify;
+pub mod ops;
+pub mod state;
 
 use contain::contained;
 pub use contain::install_panic_hook;
+use ops::Reloader;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -27,8 +33,8 @@ use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{debug, error, info, warn};
 
-use crate::compile::compile;
-use crate::config::{Config, ConfigError, ConfigErrors, Control, IoMode, Origin, Shards};
+use crate::compile::{compile, compile_with, Cpus};
+use crate::config::{Config, ConfigError, ConfigErrors, Control, IoMode, Origin, Overlay, Shards};
 use crate::health::{alerts, log_changes, SharedWriter};
 use crate::shard::{self, Counters, Published, ShardCtx, Summary, TcpLimits};
 
@@ -153,15 +159,13 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     // The query log's file is created (or its reader tried) before any DNS socket.
     let tap = cfg.dnstap.as_ref().map(dnstap::open).transpose();
     let tap = tap.map_err(ExitError::Startup)?;
-    let overrides = restore_overrides(&snap, cfg.control.state_file.as_deref());
-    let writer: SharedWriter = Arc::new(Mutex::new(crate::health::Writer::new(
-        snap.clone(),
-        overrides,
-    )));
+    let (writer, changed) = restore_state(&snap, &cfg.control);
     let published: Published = Arc::new(ArcSwap::new(snap));
     // Signals are registered before the shards start so none is missed.
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
+    let signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| ExitError::Startup(format!("cannot install signal handlers: {e}")))?;
+    let events = Events::start(signals)?;
+    alerts::set_origin(cfg.server.identity.as_deref(), 1);
     alerts::configure(cfg.alerts.clone())
         .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -197,9 +201,28 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         reports,
         settings: ArcSwap::from_pointee(api::Settings::of(&cfg.control)),
         metrics: metrics.clone(),
+        ops: ops::Ops::new(
+            events.commands_tx.clone(),
+            t0,
+            opts.config.clone(),
+            running.shards,
+        ),
     });
+    let persister = state::spawn_writer(ctx.clone(), changed, stop.clone())
+        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
+        .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+    running.threads.push(persister);
     let mut plane = open_control_plane(ctx, control_listener, &cfg.control, &stop)?;
     notify::send("READY=1");
+    notify::send(&notify::status(
+        &published.load(),
+        1,
+        notify::LastReload::None,
+    ));
+    let watchdog = notify::spawn_watchdog(running.counters.clone(), stop.clone())
+        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
+        .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+    running.threads.extend(watchdog);
     info!(
         shards = running.shards,
         threads = running.threads.len(),
@@ -213,9 +236,48 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         generation: &generation,
         metrics: &metrics,
     };
-    let last = serving.until_stopped(&mut signals, cfg, &mut plane);
+    let last = serving.until_stopped(&events, cfg, &mut plane);
+    events.close();
     shut_down(running, plane, last);
     Ok(())
+}
+
+/// What the control thread waits for: signals (forwarded from a thread of their own) and
+/// the control API's commands, which run here one at a time like a SIGHUP reload.
+struct Events {
+    signals: crossbeam::channel::Receiver<i32>,
+    handle: signal_hook::iterator::Handle,
+    commands: crossbeam::channel::Receiver<ops::Command>,
+    commands_tx: crossbeam::channel::Sender<ops::Command>,
+}
+
+impl Events {
+    fn start(mut signals: signal_hook::iterator::Signals) -> Result<Self, ExitError> {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let handle = signals.handle();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if tx.send(sig).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
+        let (commands_tx, commands) = crossbeam::channel::unbounded();
+        Ok(Self {
+            signals: rx,
+            handle,
+            commands,
+            commands_tx,
+        })
+    }
+
+    /// Ends the signal thread.
+    fn close(self) {
+        self.handle.close();
+    }
 }
 
 /// Loads, overrides and compiles the configuration to start with (generation 1).
@@ -241,13 +303,76 @@ fn first_config(opts: &RunOptions) -> Result<(Config, crate::tables::Snapshot), 
     Ok((cfg, snap))
 }
 
-/// The operator overrides persisted in the state file, without those whose address the
-/// configuration no longer has (logged, and dropped from the file).
-fn restore_overrides(
+/// The health writer, starting from the state file (`state.rs`): overrides, without
+/// those whose address the configuration no longer has (logged, and dropped from the
+/// file), and the probe verdicts and non-preemptive active pools saved within
+/// `control.state-max-age`. Also the channel on which it reports changes.
+fn restore_state(
+    snap: &Arc<crate::tables::Snapshot>,
+    c: &Control,
+) -> (SharedWriter, crossbeam::channel::Receiver<()>) {
+    let state_file = c.state_file.as_deref();
+    let loaded = state::load(state_file, c.state_max_age);
+    let (mut overrides, stale) = known_overrides(snap, loaded.overrides);
+    let ended = expired_while_stopped(&mut overrides, loaded.expires);
+    let r = &loaded.restored;
+    let mut w = crate::health::Writer::restore(snap.clone(), overrides, r);
+    w.restore_expiries(ended.1);
+    if !ended.0.is_empty() && stale.is_empty() {
+        if let Some(p) = state_file {
+            if let Err(e) = state::save(p, &state::Capture::of(&w, 1)) {
+                warn!(file = %p.display(), "cannot persist overrides: {e}");
+            }
+        }
+    }
+    let (tx, rx) = crossbeam::channel::bounded(1);
+    w.set_notify(tx);
+    if !r.probe.is_empty() || !r.active.is_empty() {
+        let down = w.probes().iter().filter(|&&up| !up).count();
+        info!(
+            probe_down = down,
+            active_pools = r.active.len(),
+            "health and active pools restored from the state file"
+        );
+    }
+    report_stale(&stale, state_file, &w, 1);
+    if !w.overrides().is_empty() {
+        info!(count = w.overrides().len(), "operator overrides restored");
+    }
+    (Arc::new(Mutex::new(w)), rx)
+}
+
+/// Removes from `overrides` those whose time ran out while gtmd was stopped (logged);
+/// returns their names, and the end times of the rest.
+fn expired_while_stopped(
+    overrides: &mut HashMap<String, crate::config::gslb::Mode>,
+    mut expires: HashMap<String, u64>,
+) -> (Vec<String>, HashMap<String, u64>) {
+    let now = ops::unix_ms();
+    let mut ended: Vec<String> = expires
+        .iter()
+        .filter(|(_, &t)| t <= now)
+        .map(|(n, _)| n.clone())
+        .collect();
+    ended.sort();
+    for n in &ended {
+        expires.remove(n);
+        if overrides.remove(n).is_some() {
+            info!(address = %n, "operator override expired while stopped: back to the configured mode");
+        }
+    }
+    (ended, expires)
+}
+
+/// `overrides` without those whose address `snap` does not have, and those, sorted.
+#[allow(clippy::type_complexity)]
+fn known_overrides(
     snap: &crate::tables::Snapshot,
-    state_file: Option<&Path>,
-) -> HashMap<String, crate::config::gslb::Mode> {
-    let mut overrides = api::load_overrides(state_file);
+    mut overrides: HashMap<String, crate::config::gslb::Mode>,
+) -> (
+    HashMap<String, crate::config::gslb::Mode>,
+    Vec<(String, crate::config::gslb::Mode)>,
+) {
     let known: HashSet<&str> = snap
         .model
         .addresses
@@ -263,11 +388,7 @@ fn restore_overrides(
     for (n, _) in &stale {
         overrides.remove(n);
     }
-    report_stale(&stale, state_file, &overrides);
-    if !overrides.is_empty() {
-        info!(count = overrides.len(), "operator overrides restored");
-    }
-    overrides
+    (overrides, stale)
 }
 
 /// Starts the prober thread (`probe::run`).
@@ -346,53 +467,128 @@ struct Serving<'a> {
 }
 
 impl Serving<'_> {
-    /// Reloads on SIGHUP until SIGTERM or SIGINT; returns the last generation.
-    fn until_stopped(
-        &self,
-        signals: &mut signal_hook::iterator::Signals,
-        mut current: Config,
-        plane: &mut ControlPlane,
-    ) -> u64 {
-        let mut generation = 1u64;
+    /// Reloads on SIGHUP, runs the control API's commands and ends timed overrides, until
+    /// SIGTERM or SIGINT; returns the last generation.
+    fn until_stopped(&self, events: &Events, current: Config, plane: &mut ControlPlane) -> u64 {
+        let mut live = Live {
+            serving: self,
+            current,
+            plane,
+            generation: 1,
+        };
         loop {
-            for sig in signals.wait() {
-                if sig != SIGHUP {
-                    return generation;
+            let wait = live.until_next_expiry();
+            crossbeam::select! {
+                recv(events.signals) -> sig => match sig {
+                    Ok(SIGHUP) => {
+                        let _ = live.reload("SIGHUP", &Overlay::new(), &mut |_| Ok(()));
+                    }
+                    _ => return live.generation,
+                },
+                recv(events.commands) -> cmd => {
+                    if let Ok(cmd) = cmd {
+                        cmd(&mut live);
+                    }
                 }
-                self.on_sighup(&mut current, plane, &mut generation);
+                default(wait) => {}
+            }
+            live.expire_overrides();
+        }
+    }
+}
+
+/// The control thread's state once serving: the one place a configuration changes, by
+/// SIGHUP or by the control API (its commands run here, one at a time).
+struct Live<'s, 'a> {
+    serving: &'s Serving<'a>,
+    current: Config,
+    plane: &'s mut ControlPlane,
+    generation: u64,
+}
+
+impl Live<'_, '_> {
+    /// How long until the next timed override ends (at most a second).
+    fn until_next_expiry(&self) -> Duration {
+        let w = self.serving.writer.lock().expect("writer lock");
+        let next = w.next_expiry();
+        drop(w);
+        let second = Duration::from_secs(1);
+        next.map_or(second, |t| {
+            Duration::from_millis(t.saturating_sub(ops::unix_ms())).min(second)
+        })
+    }
+
+    /// Clears the overrides whose time is up, logs what that changed, persists the rest.
+    fn expire_overrides(&self) {
+        let mut w = self.serving.writer.lock().expect("writer lock");
+        let ended = w.expire(ops::unix_ms());
+        if ended.is_empty() {
+            return;
+        }
+        for (name, changes) in &ended {
+            info!(address = %name, "operator override expired: back to the configured mode");
+            log_changes(changes);
+        }
+        let capture = state::Capture::of(&w, self.generation);
+        drop(w);
+        if let Some(p) = self.current.control.state_file.as_deref() {
+            if let Err(e) = state::save(p, &capture) {
+                warn!(file = %p.display(), "cannot persist overrides: {e}");
             }
         }
     }
+}
 
-    /// Reloads the configuration; a new one goes to the prober, its `[alerts]` and
-    /// `[control]` apply.
-    fn on_sighup(&self, current: &mut Config, plane: &mut ControlPlane, generation: &mut u64) {
+impl ops::Reloader for Live<'_, '_> {
+    fn config_path(&self) -> Option<&Path> {
+        self.serving.opts.config.as_deref()
+    }
+
+    fn current(&self) -> &Config {
+        &self.current
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Reloads the configuration (as SIGHUP does); a new one goes to the prober, its
+    /// `[alerts]` and `[control]` apply; the outcome is kept for `GET /v1/status`.
+    fn reload(
+        &mut self,
+        trigger: &'static str,
+        overlay: &Overlay,
+        commit: &mut ops::Commit<'_>,
+    ) -> Result<u64, ops::Refusal> {
+        let s = self.serving;
         notify::send("RELOADING=1");
-        let before = (current.control.clone(), current.alerts.clone());
+        let before = (self.current.control.clone(), self.current.alerts.clone());
         let began = Instant::now();
-        let ok = reload(
-            self.opts,
-            current,
-            self.published,
-            self.writer,
-            generation,
-            self.metrics,
-        );
-        if self.opts.config.is_some() {
-            self.metrics.reloaded(ok, began.elapsed());
+        let r = reload(s, &mut self.current, &mut self.generation, overlay, commit);
+        if s.opts.config.is_some() {
+            s.metrics.reloaded(r.is_ok(), began.elapsed());
         }
-        if ok {
-            let _ = self.reload_tx.send(self.published.load_full());
-            if before.1 != current.alerts {
-                if let Err(e) = alerts::configure(current.alerts.clone()) {
+        if r.is_ok() {
+            let _ = s.reload_tx.send(s.published.load_full());
+            if before.1 != self.current.alerts {
+                if let Err(e) = alerts::configure(self.current.alerts.clone()) {
                     error!("reload: cannot start the alerts thread: {e}");
                 }
             }
-            plane.reconfigure(&before.0, &current.control);
-            log::apply(&current.log);
+            self.plane.reconfigure(&before.0, &self.current.control);
+            log::apply(&self.current.log);
         }
-        self.generation.store(*generation, Ordering::Relaxed);
+        // Recorded before the generation is: whoever sees the new generation sees it.
+        let ctx = self.plane.ctx.clone();
+        ctx.ops
+            .record(trigger, &r, self.generation, began.elapsed());
+        s.generation.store(self.generation, Ordering::Relaxed);
         notify::send("READY=1");
+        if s.opts.config.is_some() {
+            let last = notify::LastReload::now(r.is_ok());
+            notify::send(&notify::status(&s.published.load(), self.generation, last));
+        }
+        r.map(|()| self.generation)
     }
 }
 
@@ -412,6 +608,9 @@ fn shut_down(running: Running, mut plane: ControlPlane, generation: u64) {
     if let Some(w) = running.dnstap {
         w.stop();
     }
+    if let Err(e) = state::save_now(&plane.ctx) {
+        warn!("cannot save the state file at shutdown: {e}");
+    }
     let mut s = Summary::default();
     for c in &running.counters {
         c.add_to(&mut s);
@@ -419,15 +618,21 @@ fn shut_down(running: Running, mut plane: ControlPlane, generation: u64) {
     info!(generation, "shutdown summary: {s}");
 }
 
-/// Logs the persisted overrides dropped because their address is gone from the
-/// configuration, and rewrites the state file without them.
+/// Rewrites the state file without the persisted overrides dropped because their address
+/// is gone from the configuration, then logs them.
 fn report_stale(
     stale: &[(String, crate::config::gslb::Mode)],
     state_file: Option<&Path>,
-    overrides: &HashMap<String, crate::config::gslb::Mode>,
+    w: &crate::health::Writer,
+    generation: u64,
 ) {
     if stale.is_empty() {
         return;
+    }
+    if let Some(p) = state_file {
+        if let Err(e) = state::save(p, &state::Capture::of(w, generation)) {
+            warn!(file = %p.display(), "cannot persist overrides: {e}");
+        }
     }
     for (name, mode) in stale {
         warn!(
@@ -436,11 +641,6 @@ fn report_stale(
             "operator override dropped: the configuration has no address of that name \
              (it will not come back if the name does)"
         );
-    }
-    if let Some(p) = state_file {
-        if let Err(e) = api::save_overrides(p, overrides) {
-            warn!(file = %p.display(), "cannot persist overrides: {e}");
-        }
     }
 }
 
@@ -519,8 +719,11 @@ impl ControlPlane {
         }
         if old.state_file != new.state_file {
             if let Some(p) = &new.state_file {
-                let w = self.ctx.writer.lock().expect("writer lock");
-                if let Err(e) = api::save_overrides(p, w.overrides()) {
+                let c = {
+                    let w = self.ctx.writer.lock().expect("writer lock");
+                    state::Capture::of(&w, self.ctx.generation.load(Ordering::Relaxed))
+                };
+                if let Err(e) = state::save(p, &c) {
                     warn!(file = %p.display(), "cannot persist overrides: {e}");
                 }
             }
@@ -585,79 +788,33 @@ fn retire(old: Arc<crate::tables::Snapshot>) {
     }
 }
 
+/// Re-reads the config file (the texts of `overlay` in place of those files), compiles
+/// it, lets `commit` accept it, carries health over and publishes it. A configuration that
+/// fails is logged line by line and the previous one keeps serving.
 fn reload(
-    opts: &RunOptions,
+    s: &Serving<'_>,
     current: &mut Config,
-    published: &Published,
-    writer: &SharedWriter,
     generation: &mut u64,
-    metrics: &metrics::Metrics,
-) -> bool {
+    overlay: &Overlay,
+    commit: &mut ops::Commit<'_>,
+) -> Result<(), ops::Refusal> {
     let t0 = Instant::now();
-    let Some(path) = opts.config.as_ref() else {
+    let Some(path) = s.opts.config.as_ref() else {
         info!("reload: serving the embedded default, nothing to re-read");
-        return false;
+        return Err(ops::Refusal::NoFile);
     };
     let mut loaded = t0;
     let next = contained(&path.display().to_string(), || {
-        let mut cfg = Config::from_file(path)?;
+        let mut cfg = Config::from_file_with(path, overlay)?;
         loaded = Instant::now();
-        apply_overrides(&mut cfg, opts)?;
-        let snap = compile(&cfg, *generation + 1)?;
+        apply_overrides(&mut cfg, s.opts)?;
+        // Beside the serving shards: the compile's helper thread is niced.
+        let snap = compile_with(&cfg, *generation + 1, Cpus::Spare)?;
         Ok((cfg, snap))
     });
     let compiled = Instant::now();
-    match next {
-        Ok((cfg, mut snap)) => {
-            let s = &cfg.server;
-            let c = &current.server;
-            if s.listen != c.listen || s.shards != c.shards || s.io != c.io {
-                warn!("reload: server.listen, server.shards and server.io take effect at restart");
-            }
-            if s.tcp_max_connections != c.tcp_max_connections
-                || s.tcp_idle_timeout != c.tcp_idle_timeout
-                || s.tcp_io_timeout != c.tcp_io_timeout
-                || s.tcp_max_connections_per_source != c.tcp_max_connections_per_source
-            {
-                warn!("reload: TCP limits take effect at restart");
-            }
-            if cfg.dnstap != current.dnstap {
-                warn!("reload: [dnstap] takes effect at restart");
-            }
-            *generation += 1;
-            let names = snap.nodes.len();
-            metrics.assign(&mut snap, &cfg.metrics);
-            let snap = Arc::new(snap);
-            // Health carries over by name and is written into the new snapshot before it
-            // is published; the writer lock keeps API overrides from racing the swap.
-            let mut w = writer.lock().expect("writer lock");
-            let known: HashSet<&str> = snap
-                .model
-                .addresses
-                .iter()
-                .map(|a| a.name.as_str())
-                .collect();
-            let stale = w.drop_overrides(|n| known.contains(n));
-            drop(known);
-            let changes = w.replace(snap.clone());
-            let old = published.swap(snap);
-            report_stale(&stale, cfg.control.state_file.as_deref(), w.overrides());
-            drop(w);
-            let serving = Instant::now();
-            log_changes(&changes);
-            info!(
-                generation = *generation,
-                names,
-                ms = (serving - t0).as_millis() as u64,
-                load_ms = (loaded - t0).as_millis() as u64,
-                compile_ms = (compiled - loaded).as_millis() as u64,
-                health_ms = (serving - compiled).as_millis() as u64,
-                "reload: new configuration serving"
-            );
-            retire(old);
-            *current = cfg;
-            true
-        }
+    let (cfg, snap) = match next {
+        Ok(n) => n,
         Err(errs) => {
             for e in &errs.0 {
                 error!("reload rejected: {e}");
@@ -667,9 +824,72 @@ fn reload(
                 errors = errs.0.len(),
                 "reload rejected: still serving the previous configuration"
             );
-            false
+            return Err(ops::Refusal::Invalid(errs));
         }
+    };
+    if let Err(r) = commit(&cfg) {
+        warn!(generation = *generation, "reload not applied: {r}");
+        return Err(r);
     }
+    warn_restart_only(current, &cfg);
+    *generation += 1;
+    let names = snap.nodes.len();
+    publish(s, &cfg, snap, *generation);
+    let serving = Instant::now();
+    info!(
+        generation = *generation,
+        names,
+        ms = (serving - t0).as_millis() as u64,
+        load_ms = (loaded - t0).as_millis() as u64,
+        compile_ms = (compiled - loaded).as_millis() as u64,
+        health_ms = (serving - compiled).as_millis() as u64,
+        "reload: new configuration serving"
+    );
+    *current = cfg;
+    Ok(())
+}
+
+/// Says which changed settings wait for a restart.
+fn warn_restart_only(current: &Config, cfg: &Config) {
+    let s = &cfg.server;
+    let c = &current.server;
+    if s.listen != c.listen || s.shards != c.shards || s.io != c.io {
+        warn!("reload: server.listen, server.shards and server.io take effect at restart");
+    }
+    if s.tcp_max_connections != c.tcp_max_connections
+        || s.tcp_idle_timeout != c.tcp_idle_timeout
+        || s.tcp_io_timeout != c.tcp_io_timeout
+        || s.tcp_max_connections_per_source != c.tcp_max_connections_per_source
+    {
+        warn!("reload: TCP limits take effect at restart");
+    }
+    if cfg.dnstap != current.dnstap {
+        warn!("reload: [dnstap] takes effect at restart");
+    }
+}
+
+/// Carries health over to `snap` and publishes it; the old snapshot is retired.
+fn publish(s: &Serving<'_>, cfg: &Config, mut snap: crate::tables::Snapshot, generation: u64) {
+    s.metrics.assign(&mut snap, &cfg.metrics);
+    let snap = Arc::new(snap);
+    // Health carries over by name and is written into the new snapshot before it
+    // is published; the writer lock keeps API overrides from racing the swap.
+    let mut w = s.writer.lock().expect("writer lock");
+    let known: HashSet<&str> = snap
+        .model
+        .addresses
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    let stale = w.drop_overrides(|n| known.contains(n));
+    drop(known);
+    let changes = w.replace(snap.clone());
+    let old = s.published.swap(snap);
+    report_stale(&stale, cfg.control.state_file.as_deref(), &w, generation);
+    drop(w);
+    alerts::set_origin(cfg.server.identity.as_deref(), generation);
+    log_changes(&changes);
+    retire(old);
 }
 
 /// Binds every socket (so a bind error fails start-up before any thread runs), calls

@@ -61,6 +61,8 @@ pub enum Change {
         lines: String,
         /// New pool (None: fallback).
         pool: Option<String>,
+        /// The pool it answered from before (None: fallback).
+        from: Option<String>,
     },
     /// More routes switched than are reported one by one ([`MAX_ROUTE_EVENTS`]).
     #[serde(rename = "active_pool_more")]
@@ -80,7 +82,7 @@ impl std::fmt::Display for Change {
         match self {
             Self::Address { name, up } => write!(f, "address {name} is {}", if *up { "up" } else { "down" }),
             Self::Pool { name, up } => write!(f, "pool {name} is {}", if *up { "healthy" } else { "unhealthy" }),
-            Self::Active { access_domain, lines, pool } => match pool {
+            Self::Active { access_domain, lines, pool, .. } => match pool {
                 Some(p) => write!(f, "access domain {access_domain} lines [{lines}] now answer from pool {p}"),
                 None => write!(f, "access domain {access_domain} lines [{lines}]: no pool is healthy, answering the fallback"),
             },
@@ -130,6 +132,16 @@ fn pools_up(m: &crate::tables::Model, addr: &[bool]) -> Vec<bool> {
         .collect()
 }
 
+/// Whether slot `s` belongs to a non-preemptive global-availability access domain (the
+/// routes whose active pool is history, not a function of health alone).
+pub fn non_preemptive(snap: &Snapshot, s: usize) -> bool {
+    let m = &snap.model;
+    matches!(
+        m.access_domains[m.slots[s].ad as usize].policy,
+        PoolPolicy::GlobalAvailability { preemptive: false }
+    )
+}
+
 /// The single writer of a snapshot's [`HealthState`].
 #[derive(Debug)]
 pub struct Writer {
@@ -138,30 +150,105 @@ pub struct Writer {
     probe: Vec<bool>,
     /// Operator overrides by address name (win over config mode and probes).
     overrides: HashMap<String, Mode>,
+    /// When overrides set for a while end (Unix milliseconds), by address name; an
+    /// override without an entry lasts until cleared.
+    expires: HashMap<String, u64>,
     /// Derived state as last written, for change detection.
     addr: Vec<bool>,
     pool: Vec<bool>,
     active: Vec<u32>,
     /// Changes counted per address and pool, for the metrics.
     transitions: Transitions,
+    /// Counts every recomputation (a probe verdict, an override, a reload), so a copy of
+    /// the state can tell whether it is older than one already saved.
+    revision: u64,
+    /// Told (without waiting) after every recomputation: the state-file writer.
+    notify: Option<crossbeam::channel::Sender<()>>,
+}
+
+/// State carried over a restart (the state file), by name: probe verdicts per address
+/// and the active pool per (access domain key, lines) of non-preemptive routes. Names the
+/// snapshot does not have are ignored.
+#[derive(Debug, Default, Clone)]
+pub struct Restored {
+    /// Probe verdict by address name.
+    pub probe: HashMap<String, bool>,
+    /// Active pool name by (access domain `name TYPE`, lines as [`Snapshot::slot_key`]).
+    pub active: HashMap<(String, String), String>,
 }
 
 impl Writer {
     /// A writer for `snap`, with `overrides` (e.g. loaded from the state file); fills the
     /// snapshot's health state.
     pub fn new(snap: Arc<Snapshot>, overrides: HashMap<String, Mode>) -> Self {
-        let n = snap.model.addresses.len();
+        Self::restore(snap, overrides, &Restored::default())
+    }
+
+    /// [`Writer::new`], starting from the probe verdicts and non-preemptive active pools
+    /// of `restored` (a restart resumes with the last known health, and a non-preemptive
+    /// route stays on the pool it had moved to while that pool is healthy).
+    pub fn restore(
+        snap: Arc<Snapshot>,
+        overrides: HashMap<String, Mode>,
+        restored: &Restored,
+    ) -> Self {
+        let m = &snap.model;
+        let probe = m
+            .addresses
+            .iter()
+            .map(|a| restored.probe.get(&a.name).copied().unwrap_or(true))
+            .collect();
+        let mut active = Vec::new();
+        if !restored.active.is_empty() {
+            let pool_index: HashMap<&str, u32> = m
+                .pools
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.name.as_str(), i as u32))
+                .collect();
+            active = (0..m.slots.len())
+                .map(|s| {
+                    if !non_preemptive(&snap, s) {
+                        return NO_POOL;
+                    }
+                    restored
+                        .active
+                        .get(&snap.slot_key(s))
+                        .and_then(|p| pool_index.get(p.as_str()).copied())
+                        .unwrap_or(NO_POOL)
+                })
+                .collect();
+        }
         let mut w = Self {
-            probe: vec![true; n],
+            probe,
             overrides,
+            expires: HashMap::new(),
             addr: Vec::new(),
             pool: Vec::new(),
-            active: Vec::new(),
+            active,
             transitions: Transitions::default(),
+            revision: 0,
+            notify: None,
             snap,
         };
         w.recompute(true);
         w
+    }
+
+    /// Tells `tx` (a bounded channel; a full one means it already knows) after every
+    /// recomputation.
+    pub fn set_notify(&mut self, tx: crossbeam::channel::Sender<()>) {
+        self.notify = Some(tx);
+    }
+
+    /// How many recomputations so far (see the field).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The probe verdict of every address, in model order.
+    pub fn probes(&self) -> &[bool] {
+        &self.probe
     }
 
     /// The snapshot being written.
@@ -200,20 +287,19 @@ impl Writer {
             .iter()
             .map(|n| pool_index.get(n.as_str()).copied().unwrap_or(NO_POOL))
             .collect();
-        let old_active: Vec<u32> = self
-            .active
-            .iter()
-            .map(|&p| renumber.get(p as usize).copied().unwrap_or(NO_POOL))
-            .collect();
-        let old_keys: Vec<u64> = (0..om.slots.len()).map(|s| old.slot_digest(s)).collect();
-        let new_keys: Vec<u64> = (0..nm.slots.len())
-            .map(|s| self.snap.slot_digest(s))
-            .collect();
-        self.active = if old_keys == new_keys {
-            old_active
-        } else {
-            carry(&old_keys, &old_active, &new_keys, NO_POOL)
-        };
+        for p in &mut self.active {
+            *p = renumber.get(*p as usize).copied().unwrap_or(NO_POOL);
+        }
+        // Position for position when the slot layout is unchanged, as on most reloads
+        // (compared as the digests are made, nothing stored); else by slot key.
+        let same = om.slots.len() == nm.slots.len()
+            && self.active.len() == om.slots.len()
+            && old.slot_digests().eq(self.snap.slot_digests());
+        if !same {
+            let old_keys: Vec<u64> = old.slot_digests().collect();
+            let new_keys: Vec<u64> = self.snap.slot_digests().collect();
+            self.active = carry(&old_keys, &self.active, &new_keys, NO_POOL);
+        }
         self.apply(true)
     }
 
@@ -226,7 +312,59 @@ impl Writer {
             Some(m) => self.overrides.insert(name.to_string(), m),
             None => self.overrides.remove(name),
         };
+        self.expires.remove(name);
         Ok(self.apply(false))
+    }
+
+    /// Sets the operator override of an address until `until` (Unix milliseconds), after
+    /// which [`Writer::expire`] clears it.
+    pub fn set_override_until(
+        &mut self,
+        name: &str,
+        mode: Mode,
+        until: u64,
+    ) -> Result<Vec<Change>, String> {
+        let changes = self.set_override(name, Some(mode))?;
+        self.expires.insert(name.to_string(), until);
+        Ok(changes)
+    }
+
+    /// Gives the overrides of `overrides` the end times `expires` holds for them (restored
+    /// from the state file); nothing is recomputed.
+    pub fn restore_expiries(&mut self, expires: HashMap<String, u64>) {
+        self.expires = expires
+            .into_iter()
+            .filter(|(n, _)| self.overrides.contains_key(n))
+            .collect();
+    }
+
+    /// Clears the overrides whose time is up at `now` (Unix milliseconds); returns each
+    /// cleared address with the state changes it caused.
+    pub fn expire(&mut self, now: u64) -> Vec<(String, Vec<Change>)> {
+        let mut due: Vec<String> = self
+            .expires
+            .iter()
+            .filter(|(_, &t)| t <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        due.sort();
+        let mut out = Vec::new();
+        for n in due {
+            self.expires.remove(&n);
+            self.overrides.remove(&n);
+            out.push((n, self.apply(false)));
+        }
+        out
+    }
+
+    /// When the next override ends (Unix milliseconds), if one is set for a while.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expires.values().copied().min()
+    }
+
+    /// The end times of the overrides set for a while (Unix milliseconds), by name.
+    pub fn expiries(&self) -> &HashMap<String, u64> {
+        &self.expires
     }
 
     /// Records a probe verdict for the address called `name` (by name, so a verdict that
@@ -261,6 +399,7 @@ impl Writer {
         gone.sort_by(|a, b| a.0.cmp(&b.0));
         for (n, _) in &gone {
             self.overrides.remove(n);
+            self.expires.remove(n);
         }
         gone
     }
@@ -284,23 +423,39 @@ impl Writer {
     fn apply(&mut self, full: bool) -> Vec<Change> {
         let changes = self.recompute(full);
         self.transitions.count(&changes);
+        self.revision += 1;
+        if let Some(tx) = &self.notify {
+            let _ = tx.try_send(());
+        }
         changes
     }
 
     /// Recomputes every derived bit and slot from the inputs and stores what changed.
-    /// `full`: every slot afresh (a new snapshot); else only the slots whose candidate
-    /// pools changed state, so a health change costs little even with millions of slots.
+    /// `full`: every slot afresh (a new snapshot); else only the slots with a candidate
+    /// pool that changed state. Either way the active pools are updated in place and only
+    /// the slots that moved are listed, so no array in proportion to the routes is
+    /// allocated (a million access domains have ~10M slots: a fresh array per change was
+    /// most of its cost).
     fn recompute(&mut self, full: bool) -> Vec<Change> {
         let addr = self.addresses_up();
         let pool = pools_up(&self.snap.model, &addr);
-        let active = self.active_pools(&pool, full);
         let mut changes = self.up_changes(&addr, &pool);
+        let slots = self.snap.model.slots.len();
+        // No earlier derived state (a new writer, restored or not): nothing to report
+        // against.
+        let fresh = self.active.len() != slots || self.pool.len() != pool.len();
+        let every = full || fresh;
+        self.active.resize(slots, NO_POOL);
+        let moved = if every {
+            self.move_all(&pool, !fresh)
+        } else {
+            self.move_active(&pool)
+        };
         // Shards see the new state first; the events that describe it come after.
-        self.store(&addr, &pool, &active);
-        self.route_changes(&active, &mut changes);
+        self.store(&addr, &pool, (!every).then_some(&moved[..]));
+        self.moved_changes(&moved, &mut changes);
         self.addr = addr;
         self.pool = pool;
-        self.active = active;
         changes
     }
 
@@ -323,52 +478,78 @@ impl Writer {
             .collect()
     }
 
-    /// The active pool of every route slot: the first healthy candidate, except that a
-    /// non-preemptive route keeps a pool that is still healthy and still a candidate.
-    /// Unless `full` (or the layout changed), only the slots with a candidate pool whose
-    /// state changed are worked out; the others keep their pool.
-    fn active_pools(&self, pool: &[bool], full: bool) -> Vec<u32> {
+    /// The active pool of slot `s` given each pool's state: the first healthy candidate,
+    /// except that a non-preemptive route keeps `cur` while it is healthy and still a
+    /// candidate.
+    fn active_of(&self, s: usize, pool: &[bool], cur: u32) -> u32 {
         let snap = &self.snap;
-        let m = &snap.model;
-        let full = full || self.pool.len() != pool.len() || self.active.len() != m.slots.len();
-        let changed: Vec<bool> = if full {
-            Vec::new()
-        } else {
-            pool.iter().zip(&self.pool).map(|(n, o)| n != o).collect()
-        };
-        let g = &snap.gslb;
-        m.slots
+        let ad = &snap.model.access_domains[snap.model.slots[s].ad as usize];
+        let first = snap
+            .slot_pools(s)
+            .find(|&p| pool[p])
+            .map_or(NO_POOL, |p| p as u32);
+        match ad.policy {
+            PoolPolicy::GlobalAvailability { preemptive: false } => {
+                if cur != NO_POOL
+                    && pool[cur as usize]
+                    && snap.slot_pools(s).any(|p| p == cur as usize)
+                {
+                    cur
+                } else {
+                    first
+                }
+            }
+            _ => first,
+        }
+    }
+
+    /// Works out the active pool of every slot afresh, in place, and returns the slots
+    /// that moved with their previous pool (none listed unless `list`).
+    fn move_all(&mut self, pool: &[bool], list: bool) -> Vec<(u32, u32)> {
+        let mut moved = Vec::new();
+        let mut active = std::mem::take(&mut self.active);
+        for (s, cur) in active.iter_mut().enumerate() {
+            let now = self.active_of(s, pool, *cur);
+            if now != *cur {
+                if list {
+                    moved.push((s as u32, *cur));
+                }
+                *cur = now;
+            }
+        }
+        self.active = active;
+        moved
+    }
+
+    /// Updates `self.active` in place for the slots with a candidate pool whose state
+    /// changed, and returns the slots that moved with their previous pool, in slot order.
+    fn move_active(&mut self, pool: &[bool]) -> Vec<(u32, u32)> {
+        let changed: Vec<bool> = pool.iter().zip(&self.pool).map(|(n, o)| n != o).collect();
+        let mut moved = Vec::new();
+        if !changed.contains(&true) {
+            return moved;
+        }
+        let g = &self.snap.gslb;
+        // Per entry of the shared candidate lists: whether its pool changed, so a route's
+        // test reads its own list's flags (lists are stored once, routes share them).
+        let hit: Vec<bool> = g
+            .route_pools
             .iter()
-            .enumerate()
-            .map(|(s, slot)| {
-                if !full {
-                    let r = &g.routes[s];
-                    let list = &g.route_pools[r.start as usize..(r.start + r.len) as usize];
-                    if !list.iter().any(|&(p, _)| changed[p as usize]) {
-                        return self.active[s];
-                    }
-                }
-                let ad = &m.access_domains[slot.ad as usize];
-                let first = snap
-                    .slot_pools(s)
-                    .find(|&p| pool[p])
-                    .map_or(NO_POOL, |p| p as u32);
-                match ad.policy {
-                    PoolPolicy::GlobalAvailability { preemptive: false } => {
-                        let cur = self.active.get(s).copied().unwrap_or(NO_POOL);
-                        if cur != NO_POOL
-                            && pool[cur as usize]
-                            && snap.slot_pools(s).any(|p| p == cur as usize)
-                        {
-                            cur
-                        } else {
-                            first
-                        }
-                    }
-                    _ => first,
-                }
-            })
-            .collect()
+            .map(|&(p, _)| changed[p as usize])
+            .collect();
+        let mut active = std::mem::take(&mut self.active);
+        for (s, r) in g.routes.iter().enumerate() {
+            if !hit[r.start as usize..(r.start + r.len) as usize].contains(&true) {
+                continue;
+            }
+            let now = self.active_of(s, pool, active[s]);
+            if now != active[s] {
+                moved.push((s as u32, active[s]));
+                active[s] = now;
+            }
+        }
+        self.active = active;
+        moved
     }
 
     /// The addresses and pools whose state differs from the last written (none on a new
@@ -398,40 +579,51 @@ impl Writer {
         changes
     }
 
-    /// Stores the derived state where shards read it (an active slot only when it moved).
-    fn store(&self, addr: &[bool], pool: &[bool], active: &[u32]) {
+    /// Stores the derived state where shards read it: the bitmaps, and the active pool of
+    /// the slots in `moved`, or of every slot that differs (`None`: a new snapshot).
+    fn store(&self, addr: &[bool], pool: &[bool], moved: Option<&[(u32, u32)]>) {
         let h = &self.snap.health;
         HealthState::store_bits(&h.addr_up, addr);
         HealthState::store_bits(&h.pool_up, pool);
-        for (dst, &v) in h.active.iter().zip(active) {
-            if dst.load(Relaxed) != v {
-                dst.store(v, Relaxed);
+        match moved {
+            Some(moved) => {
+                for &(s, _) in moved {
+                    h.active[s as usize].store(self.active[s as usize], Relaxed);
+                }
+            }
+            None => {
+                for (dst, &v) in h.active.iter().zip(&self.active) {
+                    if dst.load(Relaxed) != v {
+                        dst.store(v, Relaxed);
+                    }
+                }
             }
         }
     }
 
     /// The tracked routes that switched pools, one event each up to [`MAX_ROUTE_EVENTS`],
     /// then one event counting the rest.
-    fn route_changes(&self, active: &[u32], changes: &mut Vec<Change>) {
-        if self.active.len() != active.len() {
-            return;
-        }
+    fn moved_changes(&self, moved: &[(u32, u32)], changes: &mut Vec<Change>) {
         let snap = &self.snap;
         let (mut listed, mut more) = (0, 0);
-        for (s, (&o, &n)) in self.active.iter().zip(active).enumerate() {
-            if o != n && snap.slot_tracked(s) {
-                if listed == MAX_ROUTE_EVENTS {
-                    more += 1;
-                    continue;
-                }
-                listed += 1;
-                let (ad, lines) = snap.slot_key(s);
-                changes.push(Change::Active {
-                    access_domain: ad,
-                    lines,
-                    pool: (n != NO_POOL).then(|| snap.model.pools[n as usize].name.clone()),
-                });
+        for &(s, o) in moved {
+            let s = s as usize;
+            if !snap.slot_tracked(s) {
+                continue;
             }
+            if listed == MAX_ROUTE_EVENTS {
+                more += 1;
+                continue;
+            }
+            listed += 1;
+            let n = self.active[s];
+            let (ad, lines) = snap.slot_key(s);
+            changes.push(Change::Active {
+                access_domain: ad,
+                lines,
+                pool: (n != NO_POOL).then(|| snap.model.pools[n as usize].name.clone()),
+                from: (o != NO_POOL).then(|| snap.model.pools[o as usize].name.clone()),
+            });
         }
         if more > 0 {
             changes.push(Change::ActiveMore { count: more });
@@ -441,5 +633,152 @@ impl Writer {
     /// Current derived state: (addresses up, pools up, active pool per slot).
     pub fn state(&self) -> (&[bool], &[bool], &[u32]) {
         (&self.addr, &self.pool, &self.active)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model of 8 addresses, 6 pools with every health condition, and access domains of
+    /// every pool policy (non-preemptive included, nearest over two lines).
+    fn config() -> String {
+        let mut t = String::from(crate::config::DEFAULT_CONFIG);
+        t.push_str("\n[[line]]\nname = \"l1\"\nprefixes = [\"198.51.100.0/24\"]\n");
+        t.push_str("[[line]]\nname = \"l2\"\nprefixes = [\"198.18.0.0/24\"]\n");
+        // A line no access domain names: nearest default routes answer it too.
+        t.push_str("[[line]]\nname = \"l3\"\nprefixes = [\"198.18.1.0/24\"]\n");
+        for a in 0..8 {
+            t.push_str(&format!(
+                "[[address]]\nname = \"a{a}\"\nvalue = \"192.0.2.{}\"\n",
+                a + 1
+            ));
+        }
+        let conditions = ["any", "all", "at least 2", "at least 50%", "any", "any"];
+        for (p, cond) in conditions.iter().enumerate() {
+            let (x, y, z) = (p, (p + 3) % 8, (p + 5) % 8);
+            t.push_str(&format!(
+                "[[pool]]\nname = \"p{p}\"\ntype = \"ipv4\"\nhealth = \"{cond}\"\n\
+                 addresses = [\"a{x}\", \"a{y}\", \"a{z}\"]\n"
+            ));
+        }
+        for d in 0..12 {
+            let (p, q, r) = (d % 6, (d + 1) % 6, (d + 4) % 6);
+            let policy = match d % 4 {
+                0 => "policy = \"global-availability\"\npreemptive = true".to_string(),
+                1 => "policy = \"global-availability\"\npreemptive = false".to_string(),
+                2 => "policy = \"weighted\"".to_string(),
+                _ => String::new(),
+            };
+            if policy.is_empty() {
+                t.push_str(&format!(
+                    "[[access-domain]]\nname = \"d{d}.example.test.\"\ntype = \"A\"\n\
+                     policy = \"nearest\"\n[access-domain.lines]\nl1 = [\"p{p}\", \"p{q}\"]\n\
+                     l2 = [\"p{r}\"]\ndefault = [\"p{q}\", \"p{r}\"]\n"
+                ));
+            } else {
+                t.push_str(&format!(
+                    "[[access-domain]]\nname = \"d{d}.example.test.\"\ntype = \"A\"\n{policy}\n\
+                     pools = [\"p{p}\", \"p{q}\", \"p{r}\"]\n"
+                ));
+            }
+        }
+        t
+    }
+
+    fn writer() -> Writer {
+        let cfg = crate::config::Config::from_str(&config(), "t".into(), std::path::Path::new("."))
+            .expect("valid test model");
+        let snap = Arc::new(crate::compile::compile(&cfg, 1).expect("compiles"));
+        Writer::new(snap, HashMap::new())
+    }
+
+    /// What shards read: the bitmaps and every active slot.
+    fn published(w: &Writer) -> (Vec<bool>, Vec<bool>, Vec<u32>) {
+        let h = &w.snap.health;
+        let m = &w.snap.model;
+        (
+            (0..m.addresses.len() as u32)
+                .map(|i| h.addr_up(i))
+                .collect(),
+            (0..m.pools.len() as u32).map(|i| h.pool_up(i)).collect(),
+            (0..m.slots.len() as u32).map(|s| h.active(s)).collect(),
+        )
+    }
+
+    /// The in-place update after a probe verdict or an override gives exactly the state,
+    /// the published slots and the events of recomputing every slot from the same inputs
+    /// (non-preemptive history included), over random sequences of flips.
+    #[test]
+    fn incremental_recompute_equals_full() {
+        for seed in 1..=20u64 {
+            let (mut inc, mut full) = (writer(), writer());
+            assert!(
+                inc.snap.model.slots.len() > 12,
+                "routes of every access domain"
+            );
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut moved_any = false;
+            for step in 0..200 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let a = format!("a{}", x % 8);
+                let (a_inc, a_full);
+                if x % 5 == 0 {
+                    let mode = [None, Some(Mode::Up), Some(Mode::Down)][(x / 5 % 3) as usize];
+                    a_inc = inc.set_override(&a, mode).unwrap();
+                    full.overrides = inc.overrides.clone();
+                } else {
+                    let up = (x >> 20) % 2 == 0;
+                    a_inc = inc.set_probe(&a, up);
+                    full.probe.clone_from(&inc.probe);
+                }
+                a_full = full.recompute(true);
+                moved_any |= a_inc.iter().any(|c| matches!(c, Change::Active { .. }));
+                let at = format!("seed {seed} step {step}");
+                assert_eq!(a_inc, a_full, "events, {at}");
+                assert_eq!(inc.state(), full.state(), "state, {at}");
+                assert_eq!(published(&inc), published(&full), "published, {at}");
+            }
+            assert!(moved_any, "seed {seed}: some route switched pools");
+        }
+    }
+
+    /// Slot digests are equal exactly when slot keys are, within a snapshot and across
+    /// two snapshots whose access domains are listed in another order (one left out), with
+    /// another line set on the default routes of nearest ones.
+    #[test]
+    fn slot_digests_follow_slot_keys() {
+        let text = config();
+        let first = text.find("[[access-domain]]\nname = \"d0.").expect("ads");
+        let (head, ads) = text.split_at(first);
+        let mut blocks: Vec<String> = ads
+            .split("[[access-domain]]")
+            .filter(|b| !b.is_empty())
+            .map(|b| format!("[[access-domain]]{b}"))
+            .collect();
+        blocks.reverse();
+        blocks.pop();
+        // And l3 gets routes of its own: default routes there answer fewer lines.
+        let other = format!("{head}{}", blocks.concat()).replace("l2 = [", "l3 = [\"p0\"]\nl2 = [");
+        let snap = |t: &str| {
+            let cfg = crate::config::Config::from_str(t, "t".into(), std::path::Path::new("."))
+                .expect("valid");
+            crate::compile::compile(&cfg, 1).expect("compiles")
+        };
+        let (a, b) = (snap(&text), snap(&other));
+        let count = |s: &crate::tables::Snapshot| s.model.access_domains.len();
+        assert_eq!(count(&b) + 1, count(&a), "one access domain fewer");
+        let mut seen: HashMap<(String, String), u64> = HashMap::new();
+        let mut digests: HashMap<u64, (String, String)> = HashMap::new();
+        for s in [&a, &b] {
+            for (i, d) in s.slot_digests().enumerate() {
+                let key = s.slot_key(i);
+                assert_eq!(*seen.entry(key.clone()).or_insert(d), d, "{key:?}");
+                assert_eq!(*digests.entry(d).or_insert(key.clone()), key, "collision");
+            }
+        }
+        assert!(seen.len() > 12, "routes of every access domain");
     }
 }

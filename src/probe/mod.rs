@@ -16,6 +16,7 @@
 mod icmp;
 pub mod latency;
 mod syn;
+mod timers;
 mod tls;
 mod verdict;
 
@@ -36,6 +37,7 @@ use crate::config::gslb::{AddrValue, HealthCheck, Protocol};
 use crate::health::{log_changes, SharedWriter};
 use crate::shard::WAIT_BOUND;
 use crate::tables::Snapshot;
+use timers::Timers;
 use verdict::{Echoes, Flap, HttpRule, Outcome, PingRule, Step, Thresholds, Vote};
 
 /// The last result of one check, for the control API.
@@ -190,6 +192,10 @@ struct Prober {
     /// The raw TCP sockets, opened when a half-open check first appears.
     syn: Option<syn::Syn>,
     out: Outlet,
+    /// When each check must next be looked at.
+    timers: Timers,
+    /// Checks without a first result yet.
+    undecided: usize,
 }
 
 /// Runs the prober until `stop`. New snapshots (reloads) arrive on `reloads`; one message
@@ -204,20 +210,22 @@ pub fn run(
 ) -> io::Result<()> {
     let mut p = Prober {
         poll: Poll::new()?,
-        list: tasks(&snap, Vec::new()),
+        list: Vec::new(),
         icmp: None,
         syn: None,
         out: Outlet { writer, reports },
+        timers: Timers::default(),
+        undecided: 0,
     };
+    p.set_list(tasks(&snap, Vec::new()))?;
     let mut events = Events::with_capacity(1024);
     let mut first_round = Some(first_round);
     info!(checks = p.list.len(), "prober started");
     while !stop.load(Ordering::Relaxed) {
         if let Ok(next) = reloads.try_recv() {
-            p.reload(&next);
+            p.reload(&next)?;
         }
-        p.open_raw_sockets()?;
-        p.start_due(Instant::now())?;
+        p.run_due(Instant::now())?;
         p.register_icmp()?;
         let wait = p.wait(Instant::now());
         match p.poll.poll(&mut events, Some(wait)) {
@@ -228,10 +236,9 @@ pub fn run(
         for ev in events.iter() {
             p.on_ready(ev.token().0);
         }
-        if first_round.is_some() && p.all_decided() {
+        if first_round.is_some() && p.undecided == 0 {
             let _ = first_round.take().expect("some").send(());
         }
-        p.expire(Instant::now());
     }
     Ok(())
 }
@@ -243,7 +250,7 @@ type Started = Result<(Option<TcpStream>, Phase), String>;
 impl Prober {
     /// A new snapshot: the checks in flight are dropped and the list rebuilt, the state
     /// of each check carried over.
-    fn reload(&mut self, next: &Snapshot) {
+    fn reload(&mut self, next: &Snapshot) -> io::Result<()> {
         for t in &mut self.list {
             if let Some(f) = t.inflight.take() {
                 release(&self.poll, f);
@@ -255,8 +262,22 @@ impl Prober {
         if let Some(s) = self.syn.as_mut() {
             s.forget_all();
         }
-        self.list = tasks(next, std::mem::take(&mut self.list));
+        let list = tasks(next, std::mem::take(&mut self.list));
+        self.set_list(list)?;
         info!(checks = self.list.len(), "prober reloaded");
+        Ok(())
+    }
+
+    /// Takes a new task list: opens the raw sockets it needs and queues every task's
+    /// wake-up.
+    fn set_list(&mut self, list: Vec<Task>) -> io::Result<()> {
+        self.list = list;
+        self.undecided = self.list.iter().filter(|t| t.flap.up().is_none()).count();
+        self.timers.clear();
+        for (i, t) in self.list.iter().enumerate() {
+            self.timers.schedule(t.wakeup(), i);
+        }
+        self.open_raw_sockets()
     }
 
     /// Opens the ICMP and raw TCP sockets the first time a check needs them.
@@ -277,41 +298,68 @@ impl Prober {
         Ok(())
     }
 
-    /// Starts every check that is due: echo requests, a SYN (half-open checks, when a raw
-    /// socket could be opened for the target's family), or a connection.
-    fn start_due(&mut self, now: Instant) -> io::Result<()> {
+    /// Runs what the timers say is due by `now`: starts the checks whose interval has
+    /// passed and ends those past their deadline. Entries a task has moved away from are
+    /// skipped: the task is neither due nor expired.
+    fn run_due(&mut self, now: Instant) -> io::Result<()> {
+        while let Some(i) = self.timers.pop_due(now) {
+            let Some(t) = self.list.get(i) else {
+                continue;
+            };
+            if t.due(now) {
+                self.start(i, now)?;
+            } else if t.inflight.as_ref().is_some_and(|f| f.deadline <= now) {
+                self.expire(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts check `i`: echo requests, a SYN (half-open checks, when a raw socket could
+    /// be opened for the target's family), or a connection.
+    fn start(&mut self, i: usize, now: Instant) -> io::Result<()> {
         let Self {
             poll,
             list,
             icmp,
             syn,
-            out,
+            ..
         } = self;
-        for (i, t) in list.iter_mut().enumerate() {
-            if !t.due(now) {
-                continue;
+        let t = &mut list[i];
+        t.next = now + t.check.interval;
+        let started = if t.check.protocol == Protocol::Ping {
+            start_ping(icmp.as_mut().expect("opened"), i, t)
+        } else if t.check.half_open && syn.as_ref().is_some_and(|s| s.can(&t.target)) {
+            start_syn(syn.as_mut().expect("checked"), i, t)
+        } else {
+            start_connect(poll, i, t)?
+        };
+        match started {
+            Ok((stream, phase)) => {
+                t.inflight = Some(Inflight {
+                    stream,
+                    phase,
+                    deadline: now + t.check.timeout,
+                    started: now,
+                });
+                let at = t.wakeup();
+                self.timers.schedule(at, i);
             }
-            t.next = now + t.check.interval;
-            let started = if t.check.protocol == Protocol::Ping {
-                start_ping(icmp.as_mut().expect("opened"), i, t)
-            } else if t.check.half_open && syn.as_ref().is_some_and(|s| s.can(&t.target)) {
-                start_syn(syn.as_mut().expect("checked"), i, t)
-            } else {
-                start_connect(poll, i, t)?
-            };
-            match started {
-                Ok((stream, phase)) => {
-                    t.inflight = Some(Inflight {
-                        stream,
-                        phase,
-                        deadline: now + t.check.timeout,
-                        started: now,
-                    });
-                }
-                Err(e) => finish(t, Err(e), Duration::ZERO, out),
-            }
+            Err(e) => self.finish(i, Err(e), Duration::ZERO),
         }
         Ok(())
+    }
+
+    /// Applies the result of check `i` (none in flight any more) and queues its next start.
+    fn finish(&mut self, i: usize, outcome: Outcome, took: Duration) {
+        let t = &mut self.list[i];
+        let decided = t.flap.up().is_some();
+        finish(t, outcome, took, &self.out);
+        if !decided && t.flap.up().is_some() {
+            self.undecided = self.undecided.saturating_sub(1);
+        }
+        let at = t.wakeup();
+        self.timers.schedule(at, i);
     }
 
     /// Registers the ICMP sockets opened since the last round (one per family and source).
@@ -329,10 +377,8 @@ impl Prober {
     /// How long to wait for readiness: until the nearest deadline or start, and no longer
     /// than [`WAIT_BOUND`] (so that a stop or a reload is seen).
     fn wait(&self, now: Instant) -> Duration {
-        self.list
-            .iter()
-            .map(Task::wakeup)
-            .min()
+        self.timers
+            .next()
             .map_or(WAIT_BOUND, |d| d.saturating_duration_since(now))
             .min(WAIT_BOUND)
     }
@@ -351,17 +397,15 @@ impl Prober {
     /// SYN-ACKs and RSTs: a half-open check passes on a SYN-ACK.
     fn on_syn_replies(&mut self) {
         for (task, open) in self.syn.as_mut().map(|p| p.recv()).unwrap_or_default() {
-            let Some(t) = self.list.get_mut(task) else {
+            let Some(f) = self.list.get_mut(task).and_then(|t| t.inflight.take()) else {
                 continue;
             };
-            if let Some(f) = t.inflight.take() {
-                let outcome = if open {
-                    Ok(())
-                } else {
-                    Err("connection refused (RST)".to_string())
-                };
-                finish(t, outcome, f.started.elapsed(), &self.out);
-            }
+            let outcome = if open {
+                Ok(())
+            } else {
+                Err("connection refused (RST)".to_string())
+            };
+            self.finish(task, outcome, f.started.elapsed());
         }
     }
 
@@ -377,7 +421,7 @@ impl Prober {
             if echoes.reply(rtt) {
                 let (outcome, avg) = echoes.verdict(PingRule::of(&t.check));
                 t.inflight = None;
-                finish(t, outcome, avg, &self.out);
+                self.finish(task, outcome, avg);
             }
         }
     }
@@ -394,50 +438,34 @@ impl Prober {
             let f = t.inflight.take().expect("in flight");
             let took = f.started.elapsed();
             release(&self.poll, f);
-            finish(t, outcome, took, &self.out);
+            self.finish(i, outcome, took);
         }
     }
 
-    /// Every check has had its first result.
-    fn all_decided(&self) -> bool {
-        self.list.iter().all(|t| t.flap.up().is_some())
-    }
-
-    /// Ends the checks past their deadline: a ping round is judged on what came back, any
+    /// Ends check `i`, past its deadline: a ping round is judged on what came back, any
     /// other check fails as timed out.
-    fn expire(&mut self, now: Instant) {
-        let Self {
-            poll,
-            list,
-            icmp,
-            syn,
-            out,
-        } = self;
-        for (i, t) in list.iter_mut().enumerate() {
-            if t.inflight.as_ref().is_none_or(|f| f.deadline > now) {
-                continue;
-            }
-            let f = t.inflight.take().expect("in flight");
-            if let Phase::Ping(echoes) = f.phase {
-                if let Some(p) = icmp.as_mut() {
-                    p.forget(i);
-                }
-                let (outcome, avg) = echoes.verdict(PingRule::of(&t.check));
-                finish(t, outcome, avg, out);
-                continue;
-            }
-            let what = match f.phase {
-                Phase::Connecting => "connect",
-                Phase::Syn => "SYN-ACK",
-                _ => "response",
-            };
-            if let (Phase::Syn, Some(p)) = (&f.phase, syn.as_mut()) {
+    fn expire(&mut self, i: usize) {
+        let t = &mut self.list[i];
+        let f = t.inflight.take().expect("in flight");
+        if let Phase::Ping(echoes) = f.phase {
+            if let Some(p) = self.icmp.as_mut() {
                 p.forget(i);
             }
-            let took = f.started.elapsed();
-            release(poll, f);
-            finish(t, Err(format!("{what} timed out")), took, out);
+            let (outcome, avg) = echoes.verdict(PingRule::of(&t.check));
+            self.finish(i, outcome, avg);
+            return;
         }
+        let what = match f.phase {
+            Phase::Connecting => "connect",
+            Phase::Syn => "SYN-ACK",
+            _ => "response",
+        };
+        if let (Phase::Syn, Some(p)) = (&f.phase, self.syn.as_mut()) {
+            p.forget(i);
+        }
+        let took = f.started.elapsed();
+        release(&self.poll, f);
+        self.finish(i, Err(format!("{what} timed out")), took);
     }
 }
 

@@ -1,18 +1,17 @@
 //! TLS for HTTPS checks (rustls). Two client configurations, built once: one verifying the
 //! server's certificate against the system's roots, one that accepts any certificate (the
 //! template's `tls-verify = false`, for targets with self-signed or internal certificates);
-//! both send SNI.
+//! both send SNI. The provider and roots are `config::tls`'s, shared with HTTPS alert
+//! webhooks.
 
 use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use tracing::{info, warn};
+use tracing::info;
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+use crate::config::tls::provider;
 
 /// The client configuration for `verify`.
 pub(super) fn config(verify: bool) -> Arc<ClientConfig> {
@@ -21,12 +20,7 @@ pub(super) fn config(verify: bool) -> Arc<ClientConfig> {
     if verify {
         VERIFYING
             .get_or_init(|| {
-                let mut roots = rustls::RootCertStore::empty();
-                let found = rustls_native_certs::load_native_certs();
-                for e in &found.errors {
-                    warn!("loading system CA certificates: {e}");
-                }
-                let (added, _) = roots.add_parsable_certificates(found.certs);
+                let (roots, added) = crate::config::tls::system_roots();
                 info!(
                     roots = added,
                     "HTTPS checks verify against the system's CA certificates"

@@ -115,6 +115,9 @@ pub struct Counters {
     domains: Box<[AtomicU64]>,
     /// GSLB answers by line series slot (the last is the overflow slot).
     lines: Box<[AtomicU64]>,
+    /// Turns of the thread's loop (at least one per `WAIT_BOUND`): the liveness the
+    /// systemd watchdog is fed from.
+    pub heartbeat: AtomicU64,
 }
 
 impl Counters {
@@ -137,6 +140,7 @@ impl Counters {
             slipped: AtomicU64::new(0),
             domains: zeros(series + 1),
             lines: zeros(series + 1),
+            heartbeat: AtomicU64::new(0),
         }
     }
 

@@ -175,9 +175,11 @@ impl ShardCtx {
         o.len
     }
 
-    /// Whether the control thread asked us to stop.
+    /// Whether the control thread asked us to stop. Called once per turn of the thread's
+    /// loop, so it also beats the thread's heartbeat (the systemd watchdog's liveness).
     #[inline]
     pub fn stopping(&self) -> bool {
+        bump(&self.counters.heartbeat);
         self.stop.load(Relaxed)
     }
 }

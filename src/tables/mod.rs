@@ -238,18 +238,55 @@ impl Snapshot {
         (crate::config::gslb::ad_key(ad), lines.join(","))
     }
 
-    /// A 64-bit digest of [`Self::slot_key`] without building its strings: what health
-    /// carries state by across reloads (a million access domains have ~10M slots).
-    pub fn slot_digest(&self, s: usize) -> u64 {
+    /// A 64-bit digest of every slot's [`Self::slot_key`], without building its strings:
+    /// what health carries state by across reloads (a million access domains have ~10M
+    /// slots). Equal keys give equal digests in any snapshot: the line set of a default
+    /// route depends only on its access domain's row of `line_routes`, so it is hashed
+    /// once per row, and every slot costs one hash of two words.
+    pub fn slot_digests(&self) -> impl Iterator<Item = u64> + '_ {
         use std::hash::{BuildHasher, Hash, Hasher};
-        let ad = &self.model.access_domains[self.model.slots[s].ad as usize];
-        let mut h = foldhash::fast::FixedState::with_seed(0x67746d64).build_hasher();
-        ad.name.hash(&mut h);
-        ad.rtype.hash(&mut h);
-        for l in self.slot_lines(s) {
-            self.model.lines[l].name.hash(&mut h);
-        }
-        h.finish()
+        let fixed = foldhash::fast::FixedState::with_seed(0x67746d64);
+        let line_hash: Vec<u64> = self
+            .model
+            .lines
+            .iter()
+            .map(|l| fixed.hash_one(&l.name))
+            .collect();
+        let count = line_hash.len();
+        let set_hash = move |lines: &mut dyn Iterator<Item = usize>| {
+            let mut h = foldhash::fast::FixedState::with_seed(0x67746d64).build_hasher();
+            for l in lines {
+                line_hash[l].hash(&mut h);
+            }
+            h.finish()
+        };
+        let single: Vec<u64> = (0..count)
+            .map(|l| set_hash(&mut std::iter::once(l)))
+            .collect();
+        let mut by_row: HashMap<u32, u64> = HashMap::new();
+        let mut last = (NONE, 0u64);
+        self.model.slots.iter().map(move |slot| {
+            let ad = &self.gslb.ads[slot.ad as usize];
+            if last.0 != slot.ad {
+                let m = &self.model.access_domains[slot.ad as usize];
+                let mut h = fixed.build_hasher();
+                m.name.hash(&mut h);
+                m.rtype.hash(&mut h);
+                last = (slot.ad, h.finish());
+            }
+            let lines = if slot.line != NONE {
+                single[slot.line as usize]
+            } else if ad.policy == crate::config::gslb::PoolPolicy::Nearest {
+                *by_row.entry(ad.pattern).or_insert_with(|| {
+                    let mut lines = (0..self.model.lines.len())
+                        .filter(|&l| self.gslb.route_of(ad, l) == ad.routes);
+                    set_hash(&mut lines)
+                })
+            } else {
+                single[0]
+            };
+            fixed.hash_one((last.1, lines))
+        })
     }
 }
 

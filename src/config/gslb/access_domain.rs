@@ -4,6 +4,7 @@
 //! data beside them.
 
 use foldhash::{HashMap, HashMapExt};
+use std::collections::hash_map::Entry;
 
 use toml::Spanned;
 
@@ -251,36 +252,46 @@ impl<'a> Resolver<'a> {
 /// Checks the access domains of all files together: each name and type once, and none
 /// that the zone data beside it contradicts.
 pub(super) fn check_all(ads: &[AccessDomain], ctx: &mut Ctx<'_>, zones: &[Zone]) {
-    let mut seen: HashMap<(&[u8], u16), ()> = HashMap::with_capacity(ads.len());
+    // (name, type) -> whether one declared so is enabled.
+    let mut seen: Declared<'_> = HashMap::with_capacity(ads.len());
     for ad in ads {
-        if seen.insert((&ad.name[..], ad.rtype), ()).is_some() {
-            let why = format!(
-                "access domain {} {} is declared twice",
-                display_name(&ad.name),
-                type_name(ad.rtype)
-            );
-            ctx.push(ad.at.clone(), "access-domain.name", why);
+        match seen.entry((&ad.name[..], ad.rtype)) {
+            Entry::Vacant(e) => {
+                e.insert(ad.enabled);
+            }
+            Entry::Occupied(mut e) => {
+                *e.get_mut() |= ad.enabled;
+                let why = format!(
+                    "access domain {} {} is declared twice",
+                    display_name(&ad.name),
+                    type_name(ad.rtype)
+                );
+                ctx.push(ad.at.clone(), "access-domain.name", why);
+            }
         }
     }
-    beside_zone_data(ads, ctx, zones);
+    beside_zone_data(ads, ctx, zones, &seen);
 }
+
+/// The access domains by (name, type): whether one declared so is enabled.
+type Declared<'a> = HashMap<(&'a [u8], u16), bool>;
 
 /// Access domains against the records of their zones (by hash: a million access domains
 /// meet a large zone in linear time): a CNAME alone at its name (RFC 1034 3.6.2), none at
 /// the apex.
-fn beside_zone_data(ads: &[AccessDomain], ctx: &mut Ctx<'_>, zones: &[Zone]) {
+fn beside_zone_data(ads: &[AccessDomain], ctx: &mut Ctx<'_>, zones: &[Zone], seen: &Declared<'_>) {
     let mut owners: HashMap<(usize, &[u8]), Vec<u16>> = HashMap::new();
     for (zi, z) in zones.iter().enumerate() {
         for r in &z.records {
             owners.entry((zi, &r.owner[..])).or_default().push(r.rtype);
         }
     }
-    let mut addr_ads: HashMap<&[u8], ()> = HashMap::with_capacity(ads.len());
-    for ad in ads {
-        if ad.enabled && ad.rtype != rtype::CNAME {
-            addr_ads.insert(&ad.name[..], ());
-        }
-    }
+    // An enabled A or AAAA access domain at `name`.
+    let addr_ad = |name: &[u8]| {
+        [rtype::A, rtype::AAAA]
+            .iter()
+            .any(|&t| seen.get(&(name, t)) == Some(&true))
+    };
     for ad in ads {
         let name = || display_name(&ad.name);
         let at_name: &[u16] = owners.get(&(ad.zone, &ad.name[..])).map_or(&[], |v| &v[..]);
@@ -304,7 +315,7 @@ fn beside_zone_data(ads: &[AccessDomain], ctx: &mut Ctx<'_>, zones: &[Zone]) {
                 ),
             );
         }
-        if ad.rtype == rtype::CNAME && ad.enabled && addr_ads.contains_key(&ad.name[..]) {
+        if ad.rtype == rtype::CNAME && ad.enabled && addr_ad(&ad.name) {
             err(
                 "access-domain.type",
                 format!(

@@ -32,7 +32,7 @@ pub(super) fn load(
             files.push((ctx.at(pat), path));
         }
     }
-    let done = include_files(&files, ctx.base, scope);
+    let done = include_files(&files, (ctx.base, ctx.overlay), scope);
     // One allocation for all of them (a million access domains: 150 MB, grown by
     // doubling, would be copied and faulted in again at each step).
     ads.reserve(done.iter().map(|(more, _)| more.len()).sum());
@@ -108,7 +108,11 @@ type Included = (Vec<AccessDomain>, Vec<ConfigError>);
 /// Reads and validates the included files on one thread per CPU, each file's parse tree
 /// dropped as soon as it is validated (so memory holds a few trees, never all of them);
 /// returns each file's access domains and errors, in file order.
-fn include_files(files: &[(Origin, PathBuf)], base: &Path, scope: &Scope<'_>) -> Vec<Included> {
+fn include_files(
+    files: &[(Origin, PathBuf)],
+    (base, overlay): (&Path, &crate::config::Overlay),
+    scope: &Scope<'_>,
+) -> Vec<Included> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let workers = std::thread::available_parallelism()
@@ -132,7 +136,8 @@ fn include_files(files: &[(Origin, PathBuf)], base: &Path, scope: &Scope<'_>) ->
                     };
                     let mut errs = Vec::new();
                     let buf = (&mut text, &mut lines);
-                    let ads = include_file(&mut errs, from.clone(), path, base, scope, buf);
+                    let at = (from.clone(), path.as_path(), base, overlay);
+                    let ads = include_file(&mut errs, at, scope, buf);
                     done.lock().expect("include results")[i] = Some((ads, errs));
                 }
             });
@@ -149,9 +154,7 @@ fn include_files(files: &[(Origin, PathBuf)], base: &Path, scope: &Scope<'_>) ->
 /// and validates it.
 fn include_file(
     errs: &mut Vec<ConfigError>,
-    from: Origin,
-    path: &Path,
-    base: &Path,
+    (from, path, base, overlay): (Origin, &Path, &Path, &crate::config::Overlay),
     scope: &Scope<'_>,
     (text, lines): (&mut String, &mut Lines),
 ) -> Vec<AccessDomain> {
@@ -159,6 +162,10 @@ fn include_file(
     let file: Arc<str> = path.display().to_string().into();
     text.clear();
     let read = std::fs::metadata(path).and_then(|m| {
+        if let Some(t) = overlay.get(path) {
+            text.push_str(t);
+            return Ok(t.len());
+        }
         if m.len() > MAX_INCLUDE_BYTES {
             Err(std::io::Error::other(format!(
                 "{} bytes, more than {MAX_INCLUDE_BYTES}: split it into several files",
@@ -177,6 +184,7 @@ fn include_file(
         file: &file,
         lines,
         base,
+        overlay,
         errs,
     };
     read_validated(text, &mut ctx, scope, Parser::Reader)

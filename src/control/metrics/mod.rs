@@ -101,6 +101,11 @@ impl Metrics {
         let _ = self.dnstap.set(stats);
     }
 
+    /// The shards' counters (none before they run).
+    pub(crate) fn counters(&self) -> &[Arc<Counters>] {
+        self.counters.get().map_or(&[], Vec::as_slice)
+    }
+
     /// Records a reload that took `took` and succeeded or not.
     pub fn reloaded(&self, ok: bool, took: Duration) {
         let mut r = self.reloads.lock().expect("reloads lock");

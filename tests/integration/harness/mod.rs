@@ -167,12 +167,17 @@ impl Server {
     /// Starts `gtmd run` with `args` plus `--listen 127.0.0.1:0` and, unless `args` say
     /// `--control`, `--control 127.0.0.1:0` with the test token; waits until ready.
     pub fn start(args: &[&str]) -> Self {
-        Self::launch(args, true, false)
+        Self::launch(args, true, false, &[])
+    }
+
+    /// As [`Server::start`], with these environment variables set for gtmd.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::launch(args, true, false, env)
     }
 
     /// As [`Server::start`], but the control API is left as the config and `args` say.
     pub fn start_raw(args: &[&str]) -> Self {
-        Self::launch(args, false, false)
+        Self::launch(args, false, false, &[])
     }
 
     /// One server per `args` for the whole test binary, started as [`Server::start`] on
@@ -199,7 +204,7 @@ impl Server {
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 let args: Vec<&str> = key.iter().map(String::as_str).collect();
-                let _ = tx.send(Self::launch(&args, true, true));
+                let _ = tx.send(Self::launch(&args, true, true, &[]));
                 loop {
                     std::thread::park();
                 }
@@ -209,9 +214,10 @@ impl Server {
         })
     }
 
-    fn launch(args: &[&str], control: bool, die_with_parent: bool) -> Self {
+    fn launch(args: &[&str], control: bool, die_with_parent: bool, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.arg("run").args(args);
+        cmd.envs(env.iter().copied());
         if die_with_parent {
             use std::os::unix::process::CommandExt;
             // SAFETY: the closure runs in the forked child before exec and only calls
