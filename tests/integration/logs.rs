@@ -236,6 +236,19 @@ fn journal_priorities_without_time_stamps() {
         .lines()
         .any(|l| l.starts_with("<6>") && l.contains(" ready ")));
 
+    // JSON under the journal: the priority, then an object without a time stamp.
+    let json = format!("version = 1\n[log]\nformat = \"json\"\n{ZONE}");
+    std::fs::write(&cfg, json).unwrap();
+    let p = Proc::start(&dir, &cfg, &[], Some(true));
+    let log = p.stop();
+    for l in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(&l[3..]).unwrap();
+        assert_eq!(&l[..3], "<6>", "{l}");
+        assert_eq!(v["level"], "INFO", "{l}");
+        assert!(v.get("timestamp").is_none(), "{l}");
+    }
+    assert!(log.contains("\"message\":\"ready\""), "{log}");
+
     std::fs::write(&cfg, format!("version = 1\n{ZONE}")).unwrap();
     let p = Proc::start(&dir, &cfg, &[], Some(false));
     let log = p.stop();
