@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{http, Server, TempDir, Q};
+use crate::harness::{http, udp_exchange, Server, TempDir, Q};
 
 const A: u16 = 1;
 const AAAA: u16 = 28;
@@ -252,14 +252,16 @@ fn sampling_and_queries_only() {
         assert!(s.udp(&q).is_some());
     }
     s.stop();
-    let lines = summary(&dir.join("tap.fstrm"));
+    // Sorted: the UDP and TCP threads' rings are drained in turn, not in arrival order.
+    let mut lines = summary(&dir.join("tap.fstrm"));
+    lines.sort();
     assert_eq!(
         lines,
         [
+            "AQ 127.0.0.1 TCP \"t0.example.test.\" IN A",
             "AQ 127.0.0.1 UDP \"q0.example.test.\" IN A",
             "AQ 127.0.0.1 UDP \"q3.example.test.\" IN A",
             "AQ 127.0.0.1 UDP \"q6.example.test.\" IN A",
-            "AQ 127.0.0.1 TCP \"t0.example.test.\" IN A",
             "AQ 127.0.0.1 UDP \"q9.example.test.\" IN A",
         ]
     );
@@ -366,15 +368,48 @@ fn socket_reader_goes_away_and_comes_back() {
         metric(&s, no_reader) == 8
     });
     assert_eq!(metric(&s, "gtmd_dnstap_connected"), 0);
+    // The reader comes back while queries keep coming: gtmd reconnects all the same.
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flood = {
+        let (addr, on) = (s.addr, flooding.clone());
+        std::thread::spawn(move || {
+            let q = Q::new("flood.example.test", A).build();
+            let mut n = 0u64;
+            while on.load(std::sync::atomic::Ordering::Relaxed) {
+                n += u64::from(udp_exchange(addr, &q, Duration::from_secs(1)).is_some());
+            }
+            n
+        })
+    };
     let second = capture("second.fstrm");
-    wait_until("reconnected", Duration::from_secs(5), || {
+    wait_until("reconnected under traffic", Duration::from_secs(5), || {
         metric(&s, "gtmd_dnstap_connected") == 1
     });
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let flooded = flood.join().unwrap();
+    let total = 6 + 2 * (4 + flooded);
+    let accounted = || {
+        let dropped: u64 = ["no_reader", "slow_reader", "queue_full"]
+            .iter()
+            .map(|r| metric(&s, &format!("gtmd_dnstap_dropped_total{{reason=\"{r}\"}}")))
+            .sum();
+        (metric(&s, "gtmd_dnstap_frames_total"), dropped)
+    };
+    wait_until(
+        "every frame written or dropped",
+        Duration::from_secs(5),
+        || {
+            let (w, d) = accounted();
+            w + d == total
+        },
+    );
+    let (written, dropped) = accounted();
+    assert!(dropped > 8, "the flood met no reader first: {dropped}");
     for _ in 0..2 {
         s.tcp(&Q::new("www.example.test", AAAA).build());
     }
-    wait_until("10 frames written", Duration::from_secs(5), || {
-        metric(&s, "gtmd_dnstap_frames_total") == 10
+    wait_until("4 more frames written", Duration::from_secs(5), || {
+        metric(&s, "gtmd_dnstap_frames_total") == written + 4
     });
     s.stop();
     std::thread::sleep(Duration::from_millis(200));
@@ -383,8 +418,16 @@ fn socket_reader_goes_away_and_comes_back() {
     assert_eq!(first.len(), 6);
     assert!(first.iter().all(|m| m.dns.contains("www.example.test.")));
     let second = read_back(&dir.join("second.fstrm"));
-    assert_eq!(second.len(), 4, "{second:#?}");
-    assert!(second
+    let (flood, rest): (Vec<&Logged>, Vec<&Logged>) = second
+        .iter()
+        .partition(|m| m.dns.contains("flood.example.test."));
+    assert_eq!(
+        flood.len() as u64,
+        written - 6,
+        "the flood's frames after the reconnection"
+    );
+    assert_eq!(rest.len(), 4, "{rest:#?}");
+    assert!(rest
         .iter()
         .all(|m| m.get("message.socket_protocol") == "TCP" && m.dns.contains("AAAA")));
 }

@@ -164,13 +164,14 @@ impl Run {
                 }
             }
             self.out.flush(&self.stats);
+            // Reconnecting is due whether or not queries keep coming.
+            self.out.tick(&self.stats);
             if n > 0 {
                 idle = IDLE;
             } else {
                 if stopping {
                     break;
                 }
-                self.out.tick(&self.stats);
                 std::thread::sleep(idle);
                 idle = (idle * 2).min(IDLE_MAX);
             }
@@ -248,7 +249,7 @@ impl Out {
         }
     }
 
-    /// Idle work: reconnecting to a socket reader.
+    /// Reconnecting to a socket reader when it is time to try again.
     fn tick(&mut self, stats: &Stats) {
         if let Self::Socket(c) = self {
             if c.stream.is_none() && Instant::now() >= c.next_try {
