@@ -569,6 +569,8 @@ impl ops::Reloader for Live<'_, '_> {
             s.metrics.reloaded(r.is_ok(), began.elapsed());
         }
         if r.is_ok() {
+            // First, so that what the other threads log about the reload is in the new format.
+            log::apply(&self.current.log);
             let _ = s.reload_tx.send(s.published.load_full());
             if before.1 != self.current.alerts {
                 if let Err(e) = alerts::configure(self.current.alerts.clone()) {
@@ -576,7 +578,6 @@ impl ops::Reloader for Live<'_, '_> {
                 }
             }
             self.plane.reconfigure(&before.0, &self.current.control);
-            log::apply(&self.current.log);
         }
         // Recorded before the generation is: whoever sees the new generation sees it.
         let ctx = self.plane.ctx.clone();
