@@ -316,6 +316,18 @@ fn uring_ipv6_responses_with_queries() {
     }
 }
 
+/// A reader process, killed by its PID if the test ends without stopping it.
+struct Capture(Child);
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `fstrm_capture` as the reader: frames arrive over the socket with the handshake; the
 /// reader goes away (frames dropped and counted as no_reader) and comes back (gtmd
 /// reconnects within a few seconds and logs again).
@@ -323,7 +335,7 @@ fn uring_ipv6_responses_with_queries() {
 fn socket_reader_goes_away_and_comes_back() {
     let dir = TempDir::new("dnstap-socket");
     let sock = dir.join("tap.sock");
-    let capture = |out: &str| -> Child {
+    let capture = |out: &str| -> Capture {
         let _ = std::fs::remove_file(&sock);
         let c = Command::new("fstrm_capture")
             .args(["-t", "protobuf:dnstap.Dnstap", "-u"])
@@ -334,16 +346,17 @@ fn socket_reader_goes_away_and_comes_back() {
             .stderr(Stdio::null())
             .spawn()
             .expect("fstrm_capture (Debian package fstrm-bin; tools/test installs it)");
+        let c = Capture(c);
         wait_until("fstrm_capture listening", Duration::from_secs(5), || {
             sock.exists()
         });
         c
     };
-    let stop_capture = |mut c: Child| {
+    let stop_capture = |mut c: Capture| {
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(c.0.id() as i32, libc::SIGTERM) };
         let t0 = Instant::now();
-        while c.try_wait().unwrap().is_none() {
+        while c.0.try_wait().unwrap().is_none() {
             assert!(t0.elapsed() < Duration::from_secs(5), "fstrm_capture stops");
             std::thread::sleep(Duration::from_millis(10));
         }
