@@ -28,7 +28,8 @@ enum Cmd {
     /// Without --config, serves the embedded default: zone example.test. on
     /// 127.0.0.1:5300 (UDP and TCP), with app.example.test scheduled by line and by TCP
     /// health checks of 127.0.0.21-22:8000 (`gtmd default-config` prints it). Logs go to
-    /// stderr (level from RUST_LOG, default info).
+    /// stderr, as [log] says (format text or json, level; RUST_LOG overrides the level),
+    /// with sd-daemon priorities under systemd.
     Run {
         /// Configuration file (TOML). Default: the embedded example configuration.
         #[arg(short, long, value_name = "FILE")]
@@ -104,14 +105,8 @@ enum IoArg {
 fn main() -> ExitCode {
     control::install_panic_hook();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Text at `info` until the configuration's [log] is read (control::log).
+    control::log::init();
     match cli.cmd {
         Cmd::Run {
             config,

@@ -4,13 +4,15 @@
 //!
 //! One section per table: each table of the spec (`spec.rs`) has a file here whose
 //! `validate` turns it into its part of the [`Config`] (`server.rs`, `zone.rs`, `rrl.rs`,
-//! `control.rs`, `alerts.rs`, `metrics.rs`, and the GSLB tables under `gslb/`), with a
+//! `control.rs`, `alerts.rs`, `metrics.rs`, `log.rs`, `dnstap.rs`, and the GSLB tables under `gslb/`), with a
 //! `validate::Ctx` that places each error at its file and line and collects them all.
 
 mod alerts;
 pub mod control;
+pub mod dnstap;
 mod error;
 pub mod gslb;
+pub mod log;
 pub mod metrics;
 pub mod name;
 mod rrl;
@@ -56,6 +58,38 @@ pub struct Config {
     pub rrl: Option<Rrl>,
     /// What `GET /metrics` exposes.
     pub metrics: Metrics,
+    /// How the process's own log lines look.
+    pub log: Log,
+    /// The query log (`[dnstap]`), or none.
+    pub dnstap: Option<dnstap::Dnstap>,
+}
+
+/// `[log]`: the format and level of the process's own log lines (stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Log {
+    /// Text lines or JSON objects.
+    pub format: LogFormat,
+    /// The least severe level written (one of [`log::LEVELS`]); `RUST_LOG` overrides it.
+    pub level: &'static str,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info",
+        }
+    }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line per event: time, level, target, message, `key=value` fields (values with
+    /// spaces or quotes quoted).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[metrics]`: the optional, per-name parts of the control API's `GET /metrics`.
@@ -354,6 +388,14 @@ impl Config {
             .metrics
             .as_ref()
             .map_or_else(Metrics::default, |m| m.validate(&mut ctx));
+        let log = spec
+            .log
+            .as_ref()
+            .map_or_else(Log::default, |l| l.validate(&mut ctx));
+        let dnstap = spec
+            .dnstap
+            .as_ref()
+            .and_then(|d| d.get_ref().validate(d, &mut ctx));
         errs.sort_by(|a, b| (&a.at.file, a.at.line).cmp(&(&b.at.file, b.at.line)));
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
@@ -367,6 +409,8 @@ impl Config {
             alerts,
             rrl,
             metrics,
+            log,
+            dnstap,
         })
     }
 }

@@ -8,7 +8,9 @@ mod contain;
 pub mod crud;
 pub mod ctl;
 mod ctl_text;
+pub mod dnstap;
 pub mod http;
+pub mod log;
 pub mod metrics;
 mod notify;
 pub mod ops;
@@ -140,6 +142,9 @@ struct Running {
     shards: usize,
     threads: Vec<JoinHandle<()>>,
     counters: Vec<Arc<Counters>>,
+    /// Every shard thread's query-log ring (`[dnstap]`), and the writer draining them.
+    rings: Vec<Arc<shard::tap::Ring>>,
+    dnstap: Option<dnstap::Writer>,
 }
 
 /// `gtmd run`: serves until SIGTERM/SIGINT.
@@ -151,6 +156,9 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     let snap = Arc::new(snap);
     // The control listener first: a port in use fails start-up before any DNS socket.
     let control_listener = bind_control(&cfg.control)?;
+    // The query log's file is created (or its reader tried) before any DNS socket.
+    let tap = cfg.dnstap.as_ref().map(dnstap::open).transpose();
+    let tap = tap.map_err(ExitError::Startup)?;
     let (writer, changed) = restore_state(&snap, &cfg.control);
     let published: Published = Arc::new(ArcSwap::new(snap));
     // Signals are registered before the shards start so none is missed.
@@ -179,6 +187,13 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
     running.threads.push(prober);
     metrics.serving(running.counters.clone());
+    if let Some(t) = tap {
+        let w = t.spawn(running.rings.clone());
+        let w = w.map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")));
+        let w = w.inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+        metrics.tapping(w.stats.clone());
+        running.dnstap = Some(w);
+    }
     let generation = Arc::new(AtomicU64::new(1));
     let ctx = Arc::new(api::ApiContext {
         writer: writer.clone(),
@@ -275,6 +290,7 @@ fn first_config(opts: &RunOptions) -> Result<(Config, crate::tables::Snapshot), 
         Ok((cfg, snap))
     })
     .map_err(ExitError::Config)?;
+    log::apply(&cfg.log);
     info!(
         config = %cfg.source,
         generation = 1,
@@ -553,6 +569,8 @@ impl ops::Reloader for Live<'_, '_> {
             s.metrics.reloaded(r.is_ok(), began.elapsed());
         }
         if r.is_ok() {
+            // First, so that what the other threads log about the reload is in the new format.
+            log::apply(&self.current.log);
             let _ = s.reload_tx.send(s.published.load_full());
             if before.1 != self.current.alerts {
                 if let Err(e) = alerts::configure(self.current.alerts.clone()) {
@@ -586,6 +604,10 @@ fn shut_down(running: Running, mut plane: ControlPlane, generation: u64) {
     }
     for t in running.threads {
         let _ = t.join();
+    }
+    // The shards have stopped: the writer drains their rings and ends the stream.
+    if let Some(w) = running.dnstap {
+        w.stop();
     }
     if let Err(e) = state::save_now(&plane.ctx) {
         warn!("cannot save the state file at shutdown: {e}");
@@ -845,6 +867,9 @@ fn warn_restart_only(current: &Config, cfg: &Config) {
     {
         warn!("reload: TCP limits take effect at restart");
     }
+    if cfg.dnstap != current.dnstap {
+        warn!("reload: [dnstap] takes effect at restart");
+    }
 }
 
 /// Carries health over to `snap` and publishes it; the old snapshot is retired.
@@ -930,6 +955,7 @@ fn start(
     before_serving();
     let mut threads = Vec::new();
     let mut counters = Vec::new();
+    let mut rings = Vec::new();
     let limits = TcpLimits {
         max_connections: cfg.server.tcp_max_connections,
         max_per_source: cfg.server.tcp_max_connections_per_source,
@@ -947,6 +973,10 @@ fn start(
         counters.push(tc.clone());
         let mut uctx = ShardCtx::new(i, published, uc, stop.clone());
         let mut tctx = ShardCtx::new(i, published, tc, stop.clone());
+        if let Some(d) = &cfg.dnstap {
+            rings.push(tap(d, i, &mut uctx, false)?);
+            rings.push(tap(d, i, &mut tctx, true)?);
+        }
         let mut backend = backend;
         threads.push(spawn(format!("shard-{i}-udp"), cpu, move || {
             if let Err(e) = backend.serve(&mut uctx) {
@@ -960,11 +990,38 @@ fn start(
         })?);
     }
     Ok(Running {
+        rings,
+        dnstap: None,
         stop,
         shards: n,
         threads,
         counters,
     })
+}
+
+/// A shard thread's query-log ring, its tap set in `ctx`.
+fn tap(
+    d: &crate::config::dnstap::Dnstap,
+    shard: usize,
+    ctx: &mut ShardCtx,
+    tcp: bool,
+) -> Result<Arc<shard::tap::Ring>, ExitError> {
+    use shard::tap::{Ring, Tap, TCP_MESSAGE, TCP_SLOTS, UDP_MESSAGE, UDP_SLOTS};
+    let ring = if tcp {
+        Ring::new(shard, TCP_SLOTS, TCP_MESSAGE)
+    } else {
+        Ring::new(shard, UDP_SLOTS, UDP_MESSAGE)
+    };
+    let ring = Arc::new(ring.map_err(|e| {
+        ExitError::Startup(format!("shard {shard}: cannot map the dnstap ring: {e}"))
+    })?);
+    let logged = shard::tap::Logged {
+        queries: d.log_queries,
+        responses: d.log_responses,
+        responses_with_queries: d.responses_with_queries,
+    };
+    ctx.set_tap(Tap::new(ring.clone(), d.sample, logged));
+    Ok(ring)
 }
 
 /// Sockets of one listener for `n` shards: UDP and TCP on the same port. With port 0 the
