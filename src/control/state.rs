@@ -13,7 +13,6 @@
 //! restored).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -141,27 +140,9 @@ pub fn save(path: &Path, c: &Capture) -> std::io::Result<()> {
         }
     }
     let text = serde_json::to_string_pretty(&c.to_json(SystemTime::now()))?;
-    write_atomically(path, text.as_bytes())?;
+    super::crud::store::write_atomic(path, text.as_bytes())?;
     *last = Some((path.to_path_buf(), c.revision));
     Ok(())
-}
-
-/// A temporary file beside `path`, written and synced, renamed over it, and the folder
-/// synced, so a crash leaves the old file or the new one, never a mix.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Saves the writer's state now to the state file the API's settings name (if any).
