@@ -179,6 +179,16 @@ pub struct Webhook {
     pub path: String,
 }
 
+impl Webhook {
+    /// The URL as logs show it: scheme, host and port, and the path left out (chat and
+    /// incident webhooks carry their secret in the path).
+    pub fn shown(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        let path = if self.path == "/" { "/" } else { "/..." };
+        format!("{scheme}://{}{path}", self.addr)
+    }
+}
+
 /// The alert events, in the order of [`AlertRule::events`]' bits.
 pub const ALERT_EVENTS: [&str; 5] = [
     "address-down",

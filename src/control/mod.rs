@@ -265,7 +265,7 @@ impl Events {
                 }
             })
             .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
-        let (commands_tx, commands) = crossbeam::channel::unbounded();
+        let (commands_tx, commands) = crossbeam::channel::bounded(ops::COMMAND_QUEUE);
         Ok(Self {
             signals: rx,
             handle,
@@ -565,7 +565,10 @@ impl ops::Reloader for Live<'_, '_> {
         let before = (self.current.control.clone(), self.current.alerts.clone());
         let began = Instant::now();
         let r = reload(s, &mut self.current, &mut self.generation, overlay, commit);
-        if s.opts.config.is_some() {
+        // A change that did not validate is the client's (422), not a failed reload: it
+        // is neither counted nor shown as the last reload.
+        let counted = r.is_ok() || trigger != "change";
+        if s.opts.config.is_some() && counted {
             s.metrics.reloaded(r.is_ok(), began.elapsed());
         }
         if r.is_ok() {
@@ -581,11 +584,13 @@ impl ops::Reloader for Live<'_, '_> {
         }
         // Recorded before the generation is: whoever sees the new generation sees it.
         let ctx = self.plane.ctx.clone();
-        ctx.ops
-            .record(trigger, &r, self.generation, began.elapsed());
+        if counted {
+            ctx.ops
+                .record(trigger, &r, self.generation, began.elapsed());
+        }
         s.generation.store(self.generation, Ordering::Relaxed);
         notify::send("READY=1");
-        if s.opts.config.is_some() {
+        if s.opts.config.is_some() && counted {
             let last = notify::LastReload::now(r.is_ok());
             notify::send(&notify::status(&s.published.load(), self.generation, last));
         }
@@ -816,6 +821,16 @@ fn reload(
     let compiled = Instant::now();
     let (cfg, snap) = match next {
         Ok(n) => n,
+        Err(errs) if !overlay.is_empty() => {
+            // A change proposed through the API: its client gets the errors (422); the
+            // files were not touched, so this is no failed reload of the server's.
+            warn!(
+                errors = errs.0.len(),
+                first = %errs.0.first().map(ToString::to_string).unwrap_or_default(),
+                "change refused: it does not validate"
+            );
+            return Err(ops::Refusal::Invalid(errs));
+        }
         Err(errs) => {
             for e in &errs.0 {
                 error!("reload rejected: {e}");

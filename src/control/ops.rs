@@ -150,25 +150,61 @@ impl Ops {
         });
     }
 
-    /// Runs `f` on the control thread and waits for its answer (503 when the control
-    /// thread is gone or does not answer within [`COMMAND_WAIT`]).
+    /// Runs `f` on the control thread and waits for its answer: 503 when the control
+    /// thread is gone, has [`COMMAND_QUEUE`] requests waiting already, or has not started
+    /// this one within [`COMMAND_WAIT`] (it is then never run: the client was told to try
+    /// again). Once started, it is waited for to the end.
     pub fn run<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn Reloader) -> R + Send + 'static,
     ) -> Result<R, Response> {
+        use std::sync::atomic::{AtomicU8, Ordering::AcqRel};
+        const QUEUED: u8 = 0;
+        const STARTED: u8 = 1;
+        const ABANDONED: u8 = 2;
+        let state = std::sync::Arc::new(AtomicU8::new(QUEUED));
         let (tx, rx) = crossbeam::channel::bounded(1);
+        let mine = state.clone();
         let cmd: Command = Box::new(move |r| {
-            let _ = tx.send(f(r));
+            if mine
+                .compare_exchange(
+                    QUEUED,
+                    STARTED,
+                    AcqRel,
+                    std::sync::atomic::Ordering::Acquire,
+                )
+                .is_ok()
+            {
+                let _ = tx.send(f(r));
+            }
         });
         let busy =
             |what: &str| Response::error(503, format!("the control thread {what}: try again"));
-        self.commands
-            .send(cmd)
-            .map_err(|_| busy("is not running"))?;
-        rx.recv_timeout(COMMAND_WAIT)
-            .map_err(|_| busy("did not answer in time"))
+        self.commands.try_send(cmd).map_err(|e| match e {
+            crossbeam::channel::TrySendError::Full(_) => busy("has too many requests waiting"),
+            crossbeam::channel::TrySendError::Disconnected(_) => busy("is not running"),
+        })?;
+        if let Ok(v) = rx.recv_timeout(COMMAND_WAIT) {
+            return Ok(v);
+        }
+        let gave_up = state
+            .compare_exchange(
+                QUEUED,
+                ABANDONED,
+                AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .is_ok();
+        if gave_up {
+            return Err(busy("did not start it in time"));
+        }
+        rx.recv().map_err(|_| busy("stopped while running it"))
     }
 }
+
+/// Requests waiting for the control thread at most (each holds one of the control API's
+/// connections until answered or abandoned).
+pub const COMMAND_QUEUE: usize = 64;
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
@@ -189,8 +225,11 @@ pub(super) fn route(
         "/v1/status" if m == "GET" => status(ctx),
         "/v1/stats" if m == "GET" => Response::json(200, stats(ctx.metrics.counters())),
         "/v1/reload" if m == "POST" => reload(ctx, actor, peer),
-        "/v1/status" | "/v1/stats" | "/v1/reload" => {
-            Response::error(405, format!("{m} is not allowed here"))
+        p @ ("/v1/status" | "/v1/stats" | "/v1/reload") => {
+            let mut resp = Response::error(405, format!("{m} is not allowed here"));
+            let allow = if p == "/v1/reload" { "POST" } else { "GET" };
+            resp.headers.push(("Allow", allow.to_string()));
+            resp
         }
         _ => return None,
     };

@@ -215,6 +215,16 @@ fn parse(v: &serde_json::Value, p: &Path, max_age: Duration, now: SystemTime) ->
         .unwrap_or_default()
         .as_millis() as u64;
     let age = Duration::from_millis(now_ms.saturating_sub(saved));
+    // 0 restores nothing; a file saved "later than now" (the clock stepped back) has no
+    // age to trust.
+    if max_age.is_zero() || saved > now_ms {
+        info!(
+            file = %p.display(),
+            "state file not restored: control.state-max-age is 0 or it is dated in the \
+             future (overrides are)"
+        );
+        return out;
+    }
     if age > max_age {
         info!(
             file = %p.display(),
@@ -315,6 +325,11 @@ mod tests {
         );
         assert!(stale.restored.probe.is_empty());
         assert!(stale.restored.active.is_empty());
+        // Dated after now (the clock went back), or a bound of 0: not restored.
+        let future = parse(&doc, Path::new("s"), max, at(1_000_000 - 5_000));
+        assert!(future.restored.probe.is_empty() && future.restored.active.is_empty());
+        let never = parse(&doc, Path::new("s"), Duration::ZERO, at(1_000_000));
+        assert!(never.restored.probe.is_empty() && never.overrides.len() == 1);
         // Format 1 (overrides only, no time): overrides only.
         let old = serde_json::json!({"overrides": {"A": "up"}});
         let old = parse(&old, Path::new("s"), max, at(0));

@@ -89,13 +89,9 @@ pub fn push(c: &Change) {
 }
 
 /// The URLs alerts go to, for logs.
-fn urls(a: &Alerts) -> Vec<&str> {
-    let rules = a.rules.iter().map(|r| r.webhook.url.as_str());
-    a.webhook
-        .iter()
-        .map(|w| w.url.as_str())
-        .chain(rules)
-        .collect()
+fn urls(a: &Alerts) -> Vec<String> {
+    let rules = a.rules.iter().map(|r| r.webhook.shown());
+    a.webhook.iter().map(|w| w.shown()).chain(rules).collect()
 }
 
 /// Points alerts at `cfg` (at start-up and at every reload), starting the sender thread
@@ -172,7 +168,39 @@ fn destinations<'a>(a: &'a Alerts, c: &Change) -> Vec<(&'a Webhook, Vec<&'a str>
     out
 }
 
+/// One alert on its way to one webhook: the hook, the change (for logs), the body.
+type Post = (Webhook, Change, String);
+
+/// The queue of the sender thread of `hook` (started the first time the URL is seen): each
+/// webhook has its own, so a slow or dead receiver, retried with backoff, delays only the
+/// alerts bound for it.
+fn outbox<'a>(
+    boxes: &'a mut std::collections::HashMap<String, Sender<Post>>,
+    hook: &Webhook,
+) -> Option<&'a Sender<Post>> {
+    if !boxes.contains_key(&hook.url) {
+        let (tx, rx) = crossbeam::channel::bounded::<Post>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("alerts-post".into())
+            .spawn(move || {
+                for (hook, change, body) in rx.iter() {
+                    match target() {
+                        Some(cfg) => deliver(&cfg, &hook, &change, &body),
+                        None => debug!(change = %change, "alert not posted: [alerts] was removed"),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(webhook = %hook.shown(), "alert dropped: cannot start a sender thread ({e})");
+            return None;
+        }
+        boxes.insert(hook.url.clone(), tx);
+    }
+    boxes.get(&hook.url)
+}
+
 fn run(rx: Receiver<Queued>) {
+    let mut boxes = std::collections::HashMap::new();
     // Runs until the process exits: the queue's sender lives in a static.
     for q in rx.iter() {
         let Some(cfg) = target() else {
@@ -190,7 +218,15 @@ fn run(rx: Receiver<Queued>) {
         doc["generation"] = q.generation.into();
         for (hook, rules) in destinations(&cfg, &q.change) {
             doc["rules"] = rules.into();
-            deliver(&cfg, hook, &q.change, &doc.to_string());
+            let Some(tx) = outbox(&mut boxes, hook) else {
+                continue;
+            };
+            if tx
+                .try_send((hook.clone(), q.change.clone(), doc.to_string()))
+                .is_err()
+            {
+                warn!(webhook = %hook.shown(), change = %q.change, "alert dropped: the webhook's queue is full");
+            }
         }
     }
 }
@@ -207,11 +243,11 @@ fn deliver(cfg: &Alerts, hook: &Webhook, change: &Change, body: &str) {
             Ok(()) => return,
             Err(e) if attempt < cfg.retries => {
                 attempt += 1;
-                warn!(webhook = %hook.url, attempt, "alert not delivered ({e}): retrying");
+                warn!(webhook = %hook.shown(), attempt, "alert not delivered ({e}): retrying");
                 std::thread::sleep(Duration::from_millis(250) * attempt);
             }
             Err(e) => {
-                warn!(webhook = %hook.url, change = %change, "alert dropped after {} attempts: {e}", attempt + 1);
+                warn!(webhook = %hook.shown(), change = %change, "alert dropped after {} attempts: {e}", attempt + 1);
                 return;
             }
         }
@@ -220,13 +256,24 @@ fn deliver(cfg: &Alerts, hook: &Webhook, change: &Change, body: &str) {
 
 /// One HTTP/1.1 POST, over TLS for https://; a 2xx status is delivery.
 fn post(hook: &Webhook, cfg: &Alerts, body: &str) -> Result<(), String> {
-    let addr = hook
+    let addrs: Vec<_> = hook
         .addr
         .to_socket_addrs()
         .map_err(|e| format!("resolve {}: {e}", hook.addr))?
-        .next()
-        .ok_or_else(|| format!("no address for {}", hook.addr))?;
-    let s = TcpStream::connect_timeout(&addr, cfg.timeout).map_err(|e| format!("connect: {e}"))?;
+        .collect();
+    // Each address in turn (a name with an IPv6 and an IPv4 address, one unreachable).
+    let mut last = format!("no address for {}", hook.addr);
+    let mut stream = None;
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, cfg.timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("connect {addr}: {e}"),
+        }
+    }
+    let s = stream.ok_or(last)?;
     s.set_read_timeout(Some(cfg.timeout))
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(cfg.timeout))

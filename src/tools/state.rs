@@ -38,8 +38,10 @@ pub(super) struct ServerState {
 struct Endpoint {
     /// HTTPS.
     tls: bool,
-    /// The host as written (for `Host` and the TLS server name).
+    /// The host as written, without brackets (the TLS server name).
     host: String,
+    /// `HOST:PORT` as written, brackets kept (the `Host` header: the server checks it).
+    authority: String,
     /// Its addresses, in the resolver's order.
     addrs: Vec<SocketAddr>,
 }
@@ -69,6 +71,7 @@ fn endpoint(url: &str) -> Result<Endpoint, String> {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string(),
+        authority: hostport.to_string(),
         addrs,
     })
 }
@@ -123,7 +126,7 @@ fn get(url: &str, path: &str, auth: &Auth<'_>, timeout: Duration) -> Result<Stri
     s.set_write_timeout(Some(timeout)).map_err(err)?;
     let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        ep.host
+        ep.authority
     );
     if let Some(t) = auth.token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));

@@ -604,6 +604,72 @@ fn if_match_guards_changes() {
     assert_eq!((st, tag3.as_deref()), (200, Some(tag2.as_str())));
 }
 
+/// If-Match sent twice is refused (400), not read as absent; a weak tag never matches
+/// (strong comparison); 405 says which methods are allowed.
+#[test]
+fn if_match_twice_weak_tags_and_allow() {
+    let lab = Lab::start();
+    let (_, _, tag) = lab.call("GET", "/v1/addresses/a2", None);
+    let tag = tag.expect("ETag");
+    let before = lab.text();
+    let body = Some(json!({"weight": 9}));
+    let twice = [("If-Match", "\"stale\""), ("If-Match", tag.as_str())];
+    let (st, doc, _) = lab.call_with("PATCH", "/v1/addresses/a2", body.clone(), &twice);
+    assert_eq!(st, 400, "{doc}");
+    let weak = format!("W/{tag}");
+    let (st, doc, _) = lab.call_with("PATCH", "/v1/addresses/a2", body, &[("If-Match", &weak)]);
+    assert_eq!(st, 412, "{doc}");
+    assert_eq!(lab.text(), before, "nothing written");
+    let auth = format!("Bearer {TEST_TOKEN}");
+    let (st, raw) = http(
+        lab.control,
+        "PUT",
+        "/v1/pools",
+        &[("Authorization", &auth)],
+        "{}",
+    );
+    assert_eq!(st, 405, "{raw}");
+    let (st, raw) = http(
+        lab.control,
+        "GET",
+        "/v1/reload",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(st, 405, "{raw}");
+}
+
+/// A change that does not validate is the client's error: 422, and neither a failed
+/// reload in the metrics nor the last reload in the status.
+#[test]
+fn a_refused_change_is_no_failed_reload() {
+    let lab = Lab::start();
+    let (st, doc, _) = lab.call("PATCH", "/v1/pools/P1", Some(json!({"answers": "x"})));
+    assert_eq!(st, 422, "{doc}");
+    let auth = format!("Bearer {TEST_TOKEN}");
+    let (st, text) = http(
+        lab.control,
+        "GET",
+        "/metrics",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(st, 200);
+    let failures = text
+        .lines()
+        .find(|l| l.starts_with("gtmd_reload_failures_total"))
+        .expect("the reload failure counter");
+    assert!(failures.ends_with(" 0"), "{failures}");
+    let (_, status, _) = lab.call("GET", "/v1/status", None);
+    assert!(status["last_reload"].is_null(), "{status}");
+    assert_eq!(
+        lab.s.count_log("reload rejected"),
+        0,
+        "logged as a refused change"
+    );
+    assert_eq!(lab.s.count_log("change refused"), 1);
+}
+
 /// The file is the source of truth: a change survives a restart.
 #[test]
 fn changes_survive_a_restart() {

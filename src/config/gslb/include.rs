@@ -255,15 +255,16 @@ fn include_file(
     let file: Arc<str> = path.display().to_string().into();
     text.clear();
     let read = std::fs::metadata(path).and_then(|m| {
-        if let Some(t) = overlay.get(path) {
-            text.push_str(t);
-            return Ok(t.len());
-        }
-        if m.len() > MAX_INCLUDE_BYTES {
+        // A text about to be written (an API change) is held to the bound the file will
+        // be read against at the next reload and start.
+        let len = overlay.get(path).map_or(m.len(), |t| t.len() as u64);
+        if len > MAX_INCLUDE_BYTES {
             Err(std::io::Error::other(format!(
-                "{} bytes, more than {MAX_INCLUDE_BYTES}: split it into several files",
-                m.len()
+                "{len} bytes, more than {MAX_INCLUDE_BYTES}: split it into several files"
             )))
+        } else if let Some(t) = overlay.get(path) {
+            text.push_str(t);
+            Ok(t.len())
         } else {
             std::fs::File::open(path)?.read_to_string(text)
         }

@@ -303,7 +303,8 @@ fn write_all(overlay: &Overlay, files: &[File]) -> Result<(), Refusal> {
     let mut written: Vec<&PathBuf> = Vec::new();
     for (path, text) in overlay {
         if let Err(e) = super::store::write_atomic(path, text.as_bytes()) {
-            for p in written {
+            // This file too: the failure may come after the rename (syncing the folder).
+            for p in written.into_iter().chain(std::iter::once(path)) {
                 if let Some(f) = files.iter().find(|f| &f.path == p) {
                     let _ = super::store::write_atomic(p, f.text.as_bytes());
                 }

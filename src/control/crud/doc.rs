@@ -196,12 +196,13 @@ pub(super) fn etag(obj: &Json) -> String {
     format!("\"{:016x}\"", h.finish())
 }
 
-/// Whether an `If-Match` header value names `tag` (`*` names any).
+/// Whether an `If-Match` header value names `tag` (`*` names any). The comparison is
+/// strong (RFC 9110 13.1.1): a weak tag `W/"..."` never matches.
 pub(super) fn if_match(header: &str, tag: &str) -> bool {
     header
         .split(',')
         .map(str::trim)
-        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == tag)
+        .any(|t| t == "*" || t == tag)
 }
 
 #[cfg(test)]
@@ -306,6 +307,10 @@ addresses = ["b1"]
         assert!(if_match(&etag(&a), &etag(&b)));
         assert!(if_match("\"x\", *", &etag(&c)));
         assert!(!if_match("\"0000\"", &etag(&c)));
+        assert!(
+            !if_match(&format!("W/{}", etag(&c)), &etag(&c)),
+            "strong comparison"
+        );
         assert!(json_value(&Json::Null, "f").is_err());
     }
 }

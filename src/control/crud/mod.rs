@@ -187,7 +187,16 @@ pub(super) fn route(
         ("PATCH", Some((_, None))) => Op::Patch,
         ("DELETE", Some((_, None))) => Op::Delete,
         ("POST", Some((_, Some(on)))) => Op::Enable(*on),
-        _ => return Some(Response::error(405, format!("{m} is not allowed here"))),
+        _ => {
+            let allow = match &object {
+                None => "GET, POST",
+                Some((_, None)) => "GET, PUT, PATCH, DELETE",
+                Some((_, Some(_))) => "POST",
+            };
+            let mut resp = Response::error(405, format!("{m} is not allowed here"));
+            resp.headers.push(("Allow", allow.to_string()));
+            return Some(resp);
+        }
     };
     let body = match (&op, body_object(req)) {
         (Op::Delete | Op::Enable(_), _) => Map::new(),
@@ -201,11 +210,17 @@ pub(super) fn route(
             Err(resp) => return Some(resp),
         },
     };
+    // Sent twice, If-Match is refused rather than read as absent: a dropped precondition
+    // would let a stale edit overwrite a newer one.
+    let if_match = match req.header("if-match") {
+        Ok(v) => v.map(str::to_string),
+        Err(e) => return Some(Response::json(400, serde_json::json!({ "error": e }))),
+    };
     let change = Change {
         target,
         op,
         body,
-        if_match: req.header("if-match").ok().flatten().map(str::to_string),
+        if_match,
         actor: actor.to_string(),
         client: peer.client.to_string(),
         method: m.to_string(),

@@ -5,8 +5,11 @@
 use std::io::Write;
 use std::path::Path;
 
-/// Replaces `path` with `data` atomically, keeping the old file's permissions.
+/// Replaces `path` with `data` atomically, keeping the old file's permissions. A symbolic
+/// link is followed: its target is replaced and the link stays.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let resolved = std::fs::canonicalize(path).ok();
+    let path = resolved.as_deref().unwrap_or(path);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -50,6 +53,25 @@ mod tests {
         assert_eq!(mode, 0o640);
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(left.len(), 1, "no temporary file left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A configuration file that is a symbolic link: the target gets the new text and the
+    /// link stays a link.
+    #[test]
+    fn follows_a_symbolic_link() {
+        let dir = std::env::temp_dir().join(format!("gtmd-store-ln-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        let target = dir.join("real/c.toml");
+        std::fs::write(&target, "old").unwrap();
+        let link = dir.join("c.toml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
