@@ -135,6 +135,8 @@ struct Running {
     shards: usize,
     threads: Vec<JoinHandle<()>>,
     counters: Vec<Arc<Counters>>,
+    /// The attached XDP program (`io = "xdp"`), detached at shutdown.
+    xdp: Option<shard::xdp::Attached>,
 }
 
 /// `gtmd run`: serves until SIGTERM/SIGINT.
@@ -433,6 +435,9 @@ fn shut_down(running: Running, mut plane: ControlPlane, generation: u64) {
     }
     for t in running.threads {
         let _ = t.join();
+    }
+    if let Some(x) = running.xdp {
+        x.detach();
     }
     if let Err(e) = state::save_now(&plane.ctx) {
         warn!("cannot save the state file at shutdown: {e}");
@@ -753,9 +758,10 @@ fn start(
         bound.push(addr);
     }
     drop(lock);
-    for addr in bound {
+    for addr in &bound {
         info!(udp = %addr, tcp = %addr, "listening");
     }
+    let (xdp, mut xsks) = attach_xdp(cfg, &bound, n)?;
     before_serving();
     let mut threads = Vec::new();
     let mut counters = Vec::new();
@@ -766,7 +772,9 @@ fn start(
         io_timeout: cfg.server.tcp_io_timeout,
     };
     for (i, ((cpu, u), t)) in cpus.into_iter().zip(udp).zip(tcp).enumerate() {
-        let backend = shard::make_backend(cfg.server.io, u)
+        let xsk = xsks.get_mut(i).and_then(Option::take);
+        let iface = cfg.server.xdp.as_ref().map_or("", |x| x.interface.as_str());
+        let backend = shard::make_backend(cfg.server.io, u, xsk.map(|x| (x, iface)))
             .map_err(|e| ExitError::Startup(format!("shard {i}: cannot start UDP I/O: {e}")))?;
         info!(shard = i, cpu, io = backend.name(), "shard starting");
         let series = cfg.metrics.max_series;
@@ -793,7 +801,36 @@ fn start(
         shards: n,
         threads,
         counters,
+        xdp,
     })
+}
+
+/// With `io = "xdp"`: the XDP program attached to `[server.xdp]`'s interface for the
+/// listeners `bound`, and an AF_XDP socket per served queue (shard `i` takes queue `i`).
+/// When XDP cannot attach (no capability, no such interface or queue), the error is
+/// logged and UDP is served on the kernel sockets.
+type XdpParts = (Option<shard::xdp::Attached>, Vec<Option<shard::xdp::Socket>>);
+
+fn attach_xdp(cfg: &Config, bound: &[SocketAddr], shards: usize) -> Result<XdpParts, ExitError> {
+    if cfg.server.io != IoMode::Xdp {
+        return Ok((None, Vec::new()));
+    }
+    let Some(conf) = &cfg.server.xdp else {
+        return Err(ExitError::Startup(
+            "io \"xdp\" needs a [server.xdp] table with interface = \"NAME\" in the configuration"
+                .into(),
+        ));
+    };
+    match shard::xdp::attach(conf, bound, shards) {
+        Ok((a, s)) => Ok((Some(a), s.into_iter().map(Some).collect())),
+        Err(e) => {
+            error!(
+                interface = %conf.interface,
+                "xdp: {e}: serving UDP on kernel sockets (recvmmsg/sendmmsg) instead"
+            );
+            Ok((None, Vec::new()))
+        }
+    }
 }
 
 /// Sockets of one listener for `n` shards: UDP and TCP on the same port. With port 0 the

@@ -13,6 +13,7 @@ pub mod socket;
 mod tcp;
 pub use tcp::serve as tcp_serve;
 mod uring;
+pub mod xdp;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -195,9 +196,17 @@ pub trait UdpIo: Send {
 /// against io_uring (SINGLE_ISSUER + DEFER_TASKRUN) in `bench/run`, it cost 1-9% less server
 /// CPU per query at a fixed 20k qps in each of three runs and was level or cheaper at
 /// saturation (PERF.md). io_uring stays one setting away (`io = "io-uring"`).
-pub fn make_backend(mode: IoMode, sockets: Vec<std::net::UdpSocket>) -> io::Result<Box<dyn UdpIo>> {
-    Ok(match mode {
-        IoMode::Mmsg | IoMode::Auto => Box::new(mmsg::Mmsg::new(sockets)?),
-        IoMode::IoUring => Box::new(uring::Uring::new(sockets)?),
+/// With `io = "xdp"`, a shard given an AF_XDP socket `xsk` (on `iface`) serves it and its
+/// kernel sockets; one without (a shard beyond `[server.xdp] queues`, or XDP could not
+/// attach) serves its kernel sockets with recvmmsg/sendmmsg.
+pub fn make_backend(
+    mode: IoMode,
+    sockets: Vec<std::net::UdpSocket>,
+    xsk: Option<(xdp::Socket, &str)>,
+) -> io::Result<Box<dyn UdpIo>> {
+    Ok(match (mode, xsk) {
+        (IoMode::Xdp, Some((x, iface))) => Box::new(xdp::XdpIo::new(x, sockets, iface)?),
+        (IoMode::Mmsg | IoMode::Auto | IoMode::Xdp, _) => Box::new(mmsg::Mmsg::new(sockets)?),
+        (IoMode::IoUring, _) => Box::new(uring::Uring::new(sockets)?),
     })
 }
