@@ -19,4 +19,5 @@ mod prober;
 mod rrl;
 mod scenarios;
 mod tcp;
+mod xdp;
 mod zonefile;
