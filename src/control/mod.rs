@@ -809,7 +809,10 @@ fn start(
 /// listeners `bound`, and an AF_XDP socket per served queue (shard `i` takes queue `i`).
 /// When XDP cannot attach (no capability, no such interface or queue), the error is
 /// logged and UDP is served on the kernel sockets.
-type XdpParts = (Option<shard::xdp::Attached>, Vec<Option<shard::xdp::Socket>>);
+type XdpParts = (
+    Option<shard::xdp::Attached>,
+    Vec<Option<shard::xdp::Socket>>,
+);
 
 fn attach_xdp(cfg: &Config, bound: &[SocketAddr], shards: usize) -> Result<XdpParts, ExitError> {
     if cfg.server.io != IoMode::Xdp {

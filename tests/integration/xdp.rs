@@ -95,25 +95,51 @@ impl Veth {
         // One /24 and one /64 per pair; the second octet from the PID keeps concurrent
         // runs apart.
         let s = 100 + (pid % 97) as u8;
-        let (v4, v4p) = (Ipv4Addr::new(10, s, k as u8, 1), Ipv4Addr::new(10, s, k as u8, 2));
+        let (v4, v4p) = (
+            Ipv4Addr::new(10, s, k as u8, 1),
+            Ipv4Addr::new(10, s, k as u8, 2),
+        );
         let (v6, v6p): (Ipv6Addr, Ipv6Addr) = (
             format!("fd00:6774:{s:x}:{k:x}::1").parse().unwrap(),
             format!("fd00:6774:{s:x}:{k:x}::2").parse().unwrap(),
         );
-        ip(&["link", "add", &root, "type", "veth", "peer", "name", &peer, "netns", ns]);
+        ip(&[
+            "link", "add", &root, "type", "veth", "peer", "name", &peer, "netns", ns,
+        ]);
         let me = Self { root, v4, v6 };
         ip(&["addr", "add", &format!("{v4}/24"), "dev", &me.root]);
-        ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", &me.root, "nodad"]);
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            &me.root,
+            "nodad",
+        ]);
         ip(&["link", "set", &me.root, "up"]);
         ip(&["-n", ns, "addr", "add", &format!("{v4p}/24"), "dev", &peer]);
-        ip(&["-n", ns, "-6", "addr", "add", &format!("{v6p}/64"), "dev", &peer, "nodad"]);
+        ip(&[
+            "-n",
+            ns,
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6p}/64"),
+            "dev",
+            &peer,
+            "nodad",
+        ]);
         ip(&["-n", ns, "link", "set", &peer, "up"]);
         me
     }
 
     /// The `[server.xdp]` table for this pair.
     pub(crate) fn table(&self) -> String {
-        format!("\n[server.xdp]\ninterface = \"{}\"\nqueues = 1\n", self.root)
+        format!(
+            "\n[server.xdp]\ninterface = \"{}\"\nqueues = 1\n",
+            self.root
+        )
     }
 
     /// Whether an XDP program is attached to the root end.
@@ -124,7 +150,9 @@ impl Veth {
 
 impl Drop for Veth {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.root]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.root])
+            .status();
     }
 }
 
@@ -169,7 +197,14 @@ fn start(text: &str, name: &str, veth: &Veth, v6: bool, dir: &TempDir) -> Server
     // One port for both families (port 0 would pick one per listener).
     let port = if v6 { free_port() } else { 0 };
     let l4 = format!("{}:{port}", veth.v4);
-    let mut args = vec!["--config", cfg.to_str().unwrap(), "--io", "xdp", "--listen", &l4];
+    let mut args = vec![
+        "--config",
+        cfg.to_str().unwrap(),
+        "--io",
+        "xdp",
+        "--listen",
+        &l4,
+    ];
     let l6 = format!("[{}]:{port}", veth.v6);
     if v6 {
         args.extend(["--listen", &l6]);
@@ -202,7 +237,14 @@ pub(crate) fn scenario_server(text: &mut String, cfg: &std::path::Path) -> (Serv
     text.push_str(&veth.table());
     std::fs::write(cfg, &*text).unwrap();
     let l4 = format!("{}:0", veth.v4);
-    let args = ["--config", cfg.to_str().unwrap(), "--io", "xdp", "--listen", &l4];
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--io",
+        "xdp",
+        "--listen",
+        &l4,
+    ];
     let s = Server::start(&args);
     s.wait_log("io=\"xdp-", Duration::from_secs(5));
     (s, veth)
@@ -213,21 +255,29 @@ fn ping(to: Ipv4Addr) -> bool {
     use socket2::{Domain, Protocol, Socket, Type};
     in_ns(|| {
         let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         let mut pkt = [8u8, 0, 0, 0, 0x67, 0x74, 0, 1, b'g', b't', b'm', b'd'];
-        let mut sum: u32 = pkt.chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum();
+        let mut sum: u32 = pkt
+            .chunks(2)
+            .map(|w| u16::from_be_bytes([w[0], w[1]]) as u32)
+            .sum();
         while sum >> 16 != 0 {
             sum = (sum & 0xFFFF) + (sum >> 16);
         }
         pkt[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-        s.send_to(&pkt, &SocketAddr::new(IpAddr::V4(to), 0).into()).unwrap();
+        s.send_to(&pkt, &SocketAddr::new(IpAddr::V4(to), 0).into())
+            .unwrap();
         for _ in 0..10 {
             let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
             let Ok((n, _)) = s.recv_from(&mut buf) else {
                 continue;
             };
             // SAFETY: recv_from initialised the first n octets.
-            let b: Vec<u8> = buf[..n].iter().map(|x| unsafe { x.assume_init() }).collect();
+            let b: Vec<u8> = buf[..n]
+                .iter()
+                .map(|x| unsafe { x.assume_init() })
+                .collect();
             let ihl = ((b[0] & 0x0F) * 4) as usize;
             if b[12..16] == to.octets() && b.get(ihl) == Some(&0) && b.get(ihl + 4) == Some(&0x67) {
                 return true;
@@ -270,7 +320,10 @@ fn non_dns_reaches_the_kernel_and_stop_detaches() {
     assert_eq!((a.rcode(), a.answer.len()), (0, 2), "{a:?}");
     assert_eq!((b.rcode(), b.answer.len()), (0, 1), "{b:?}");
     let same = |x: &Msg, y: &Msg| format!("{:?}", x.answer) == format!("{:?}", y.answer);
-    assert!(same(&a, &c), "UDP (XDP) and TCP (kernel) answer alike: {a:?} {c:?}");
+    assert!(
+        same(&a, &c),
+        "UDP (XDP) and TCP (kernel) answer alike: {a:?} {c:?}"
+    );
     assert!(same(&b, &d), "{b:?} {d:?}");
     assert!(ping(veth.v4), "ping (ICMP) reaches the kernel");
     let (_, status) = s.stop();
@@ -299,7 +352,9 @@ fn falls_back_to_kernel_sockets() {
         "{why}"
     );
     s.wait_log("io=\"mmsg\"", Duration::from_secs(2));
-    let r = s.udp(&Q::new("www.example.test", A).build()).expect("answered");
+    let r = s
+        .udp(&Q::new("www.example.test", A).build())
+        .expect("answered");
     assert_eq!(r.answer.len(), 2);
 }
 
@@ -318,11 +373,17 @@ fn gslb_by_ecs_same_as_kernel_sockets() {
     let (xdp, _veth) = scenario_server(&mut xdp_text, &dir.join("xdp.toml"));
     let mut queries = vec![Q::new("app.example.test", A).build()];
     for client in [[192, 0, 2], [198, 51, 100], [203, 0, 113], [10, 1, 2]] {
-        let q = Q::new("app.example.test", A).edns(1232).ecs(1, 24, 0, &client);
+        let q = Q::new("app.example.test", A)
+            .edns(1232)
+            .ecs(1, 24, 0, &client);
         queries.push(q.build());
     }
-    let over_xdp: Vec<Msg> =
-        in_ns(|| queries.iter().map(|q| xdp.udp(q).expect("xdp answer")).collect());
+    let over_xdp: Vec<Msg> = in_ns(|| {
+        queries
+            .iter()
+            .map(|q| xdp.udp(q).expect("xdp answer"))
+            .collect()
+    });
     for (q, x) in queries.iter().zip(&over_xdp) {
         let k = kernel.udp(q).expect("kernel answer");
         let show = |m: &Msg| format!("{} {:?} {:?}", m.rcode(), m.answer, m.option(8));
@@ -330,5 +391,8 @@ fn gslb_by_ecs_same_as_kernel_sockets() {
     }
     let distinct: std::collections::HashSet<String> =
         over_xdp.iter().map(|m| format!("{:?}", m.answer)).collect();
-    assert!(distinct.len() > 1, "the lines give different answers: {distinct:?}");
+    assert!(
+        distinct.len() > 1,
+        "the lines give different answers: {distinct:?}"
+    );
 }

@@ -188,8 +188,18 @@ mod tests {
             f.extend_from_slice(&[0x60, 0, 0, 0]);
             f.extend_from_slice(&udp_len.to_be_bytes());
             f.extend_from_slice(&[PROTO_UDP, 64]);
-            f.extend_from_slice(&"2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
-            f.extend_from_slice(&"2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+            f.extend_from_slice(
+                &"2001:db8::2"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+            );
+            f.extend_from_slice(
+                &"2001:db8::1"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+            );
         } else {
             f.extend_from_slice(&ETH_P_IP.to_be_bytes());
             f.extend_from_slice(&[0x45, 0]);
@@ -222,7 +232,11 @@ mod tests {
         let mut opts = f.clone();
         opts[ETH] = 0x46;
         assert_eq!(parse(&opts), None);
-        assert_eq!(parse(&f[..f.len() - 1]), None, "UDP length beyond the frame");
+        assert_eq!(
+            parse(&f[..f.len() - 1]),
+            None,
+            "UDP length beyond the frame"
+        );
         assert_eq!(parse(&f[..30]), None);
     }
 

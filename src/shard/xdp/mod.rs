@@ -76,14 +76,16 @@ pub fn attach(
         let x = ring::Xsk::open(ifindex, q).map_err(|e| socket_error(iface, q, &e))?;
         sockets.push(Socket(x));
     }
-    let mut ebpf = aya::Ebpf::load(PROGRAM).map_err(|e| bpf_error("cannot load the XDP program", &e))?;
+    let mut ebpf =
+        aya::Ebpf::load(PROGRAM).map_err(|e| bpf_error("cannot load the XDP program", &e))?;
     fill_maps(&mut ebpf, listen, &sockets)?;
     let prog: &mut Xdp = ebpf
         .program_mut("gtmd_xdp")
         .ok_or("the XDP object has no program gtmd_xdp")?
         .try_into()
         .map_err(|e| bpf_error("gtmd_xdp", &e))?;
-    prog.load().map_err(|e| bpf_error("the kernel refused the XDP program", &e))?;
+    prog.load()
+        .map_err(|e| bpf_error("the kernel refused the XDP program", &e))?;
     let mode = match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
         Ok(_) => "native",
         Err(native) => match prog.attach_to_if_index(ifindex, XdpMode::Skb) {
@@ -116,7 +118,11 @@ pub fn attach(
 
 /// The listeners into `dst4`/`dst6` (address and port in network order; 0.0.0.0 and ::
 /// as wildcards), the sockets into `xsks` by queue.
-fn fill_maps(ebpf: &mut aya::Ebpf, listen: &[SocketAddr], sockets: &[Socket]) -> Result<(), String> {
+fn fill_maps(
+    ebpf: &mut aya::Ebpf,
+    listen: &[SocketAddr],
+    sockets: &[Socket],
+) -> Result<(), String> {
     let map = |e: &mut aya::Ebpf, n: &str| e.map_mut(n).is_some();
     if !map(ebpf, "dst4") || !map(ebpf, "dst6") || !map(ebpf, "xsks") {
         return Err("the XDP object lacks its maps".into());

@@ -87,7 +87,10 @@ impl Ring {
 
     /// Free entries we may produce (fill, TX).
     fn room(&self) -> u32 {
-        (self.mask + 1).wrapping_sub(self.local.wrapping_sub(self.consumer().load(Ordering::Acquire)))
+        (self.mask + 1).wrapping_sub(
+            self.local
+                .wrapping_sub(self.consumer().load(Ordering::Acquire)),
+        )
     }
 
     /// Entry `i` (an index of our side, masked here), as a `T`.
@@ -250,7 +253,13 @@ impl Xsk {
             ));
         }
         let desc = std::mem::size_of::<libc::xdp_desc>();
-        let fill = Ring::map(raw, &off.fr, RX_FRAMES, 8, libc::XDP_UMEM_PGOFF_FILL_RING as _)?;
+        let fill = Ring::map(
+            raw,
+            &off.fr,
+            RX_FRAMES,
+            8,
+            libc::XDP_UMEM_PGOFF_FILL_RING as _,
+        )?;
         let pg = libc::XDP_UMEM_PGOFF_COMPLETION_RING as _;
         let comp = Ring::map(raw, &off.cr, TX_FRAMES, 8, pg)?;
         let rx = Ring::map(raw, &off.rx, RX_FRAMES, desc, libc::XDP_PGOFF_RX_RING)?;
@@ -296,7 +305,9 @@ impl Xsk {
             self.free_tx.push(addr & !(FRAME as u64 - 1));
         }
         if n > 0 {
-            self.comp.consumer().store(self.comp.local, Ordering::Release);
+            self.comp
+                .consumer()
+                .store(self.comp.local, Ordering::Release);
         }
     }
 
@@ -325,8 +336,7 @@ impl Xsk {
             self.rx.local = self.rx.local.wrapping_add(1);
             let chunk = d.addr & !(FRAME as u64 - 1);
             let tx_addr = self.free_tx.pop().unwrap_or(0); // n <= free_tx.len()
-            let ok = (d.addr as usize).saturating_add(d.len as usize)
-                <= chunk as usize + FRAME
+            let ok = (d.addr as usize).saturating_add(d.len as usize) <= chunk as usize + FRAME
                 && chunk < RX_FRAMES as u64 * FRAME as u64;
             let len = if ok {
                 // SAFETY: the received frame lies in one chunk of the receive pool, which
@@ -358,7 +368,9 @@ impl Xsk {
             self.fill_one(chunk);
         }
         self.rx.consumer().store(self.rx.local, Ordering::Release);
-        self.fill.producer().store(self.fill.local, Ordering::Release);
+        self.fill
+            .producer()
+            .store(self.fill.local, Ordering::Release);
         if sent > 0 {
             self.tx.producer().store(self.tx.local, Ordering::Release);
         }

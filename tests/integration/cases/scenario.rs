@@ -26,7 +26,10 @@ pub(crate) fn run(io: &str, file: &str) {
         let (s, v) = crate::xdp::scenario_server(&mut text, &cfg);
         (s, Some(v))
     } else {
-        (Server::start(&["--config", cfg.to_str().unwrap(), "--io", io]), None)
+        (
+            Server::start(&["--config", cfg.to_str().unwrap(), "--io", io]),
+            None,
+        )
     };
     let control = s.control_addr();
     let mut generation = 1;
