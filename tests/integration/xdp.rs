@@ -396,3 +396,25 @@ fn gslb_by_ecs_same_as_kernel_sockets() {
         "the lines give different answers: {distinct:?}"
     );
 }
+
+/// The program is attached through a bpf_link: when gtmd is killed (no clean-up of its
+/// own), the kernel removes it with gtmd's descriptors.
+#[test]
+fn killed_gtmd_leaves_no_program() {
+    if !available() {
+        return;
+    }
+    let veth = Veth::new();
+    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
+    let mut s = start(&text, "xdp-killed-zones.toml", &veth, false, fixtures());
+    assert!(veth.attached(), "program attached while serving");
+    s.signal(libc::SIGKILL);
+    let (_, status) = s.stop();
+    assert!(!status.success(), "killed: {status}");
+    // The link goes when the last reference to it does; give the kernel a moment.
+    let t0 = std::time::Instant::now();
+    while veth.attached() && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!veth.attached(), "no program attached after SIGKILL");
+}
