@@ -646,8 +646,8 @@ fn reload(
         Ok((cfg, mut snap)) => {
             let s = &cfg.server;
             let c = &current.server;
-            if s.listen != c.listen || s.shards != c.shards || s.io != c.io {
-                warn!("reload: server.listen, server.shards and server.io take effect at restart");
+            if s.listen != c.listen || s.shards != c.shards || s.io != c.io || s.xdp != c.xdp {
+                warn!("reload: server.listen, server.shards, server.io and [server.xdp] take effect at restart");
             }
             if s.tcp_max_connections != c.tcp_max_connections
                 || s.tcp_idle_timeout != c.tcp_idle_timeout
