@@ -83,10 +83,17 @@ pub(crate) struct Veth {
     pub(crate) root: String,
     pub(crate) v4: Ipv4Addr,
     pub(crate) v6: Ipv6Addr,
+    /// RX (and TX) queues of each end.
+    pub(crate) queues: u32,
 }
 
 impl Veth {
     pub(crate) fn new() -> Self {
+        Self::with_queues(1)
+    }
+
+    /// A pair whose ends have `queues` RX and TX queues each.
+    pub(crate) fn with_queues(queues: u32) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let ns = ns();
         let pid = std::process::id();
@@ -103,10 +110,20 @@ impl Veth {
             format!("fd00:6774:{s:x}:{k:x}::1").parse().unwrap(),
             format!("fd00:6774:{s:x}:{k:x}::2").parse().unwrap(),
         );
-        ip(&[
-            "link", "add", &root, "type", "veth", "peer", "name", &peer, "netns", ns,
-        ]);
-        let me = Self { root, v4, v6 };
+        let q = queues.to_string();
+        let nq = ["numrxqueues", &q, "numtxqueues", &q];
+        let mut add = vec!["link", "add", &root];
+        add.extend(nq);
+        add.extend(["type", "veth", "peer", "name", &peer]);
+        add.extend(nq);
+        add.extend(["netns", ns]);
+        ip(&add);
+        let me = Self {
+            root,
+            v4,
+            v6,
+            queues,
+        };
         ip(&["addr", "add", &format!("{v4}/24"), "dev", &me.root]);
         ip(&[
             "-6",
@@ -137,8 +154,8 @@ impl Veth {
     /// The `[server.xdp]` table for this pair.
     pub(crate) fn table(&self) -> String {
         format!(
-            "\n[server.xdp]\ninterface = \"{}\"\nqueues = 1\n",
-            self.root
+            "\n[server.xdp]\ninterface = \"{}\"\nqueues = {}\n",
+            self.root, self.queues
         )
     }
 
@@ -326,10 +343,16 @@ fn non_dns_reaches_the_kernel_and_stop_detaches() {
     );
     assert!(same(&b, &d), "{b:?} {d:?}");
     assert!(ping(veth.v4), "ping (ICMP) reaches the kernel");
+    // A reload keeps the program and the sockets.
+    s.signal(libc::SIGHUP);
+    s.wait_log("generation=2", Duration::from_secs(5));
+    assert!(veth.attached(), "program attached after a reload");
+    let r = in_ns(|| udp_exchange(s.addr, &q, Duration::from_secs(2)));
+    assert!(r.is_some(), "answered after a reload");
     let (_, status) = s.stop();
     assert!(status.success(), "{status}");
     let closed = s.wait_log("xdp: AF_XDP socket closed", Duration::from_secs(1));
-    assert!(closed.contains("received=2 answered=2"), "{closed}");
+    assert!(closed.contains("received=3 answered=3"), "{closed}");
     s.wait_log("xdp: program detached", Duration::from_secs(1));
     assert!(!veth.attached(), "no program attached after the stop");
 }
@@ -417,4 +440,50 @@ fn killed_gtmd_leaves_no_program() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!veth.attached(), "no program attached after SIGKILL");
+}
+
+/// `queues = 2` on a pair with two queues: each shard's socket gets the queries of its
+/// queue (the peer spreads flows over its TX queues by hash, each source port a flow), and
+/// every query is answered.
+#[test]
+fn two_queues_two_sockets() {
+    if !available() {
+        return;
+    }
+    let veth = Veth::with_queues(2);
+    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
+    let mut s = start(&text, "xdp-two-queues.toml", &veth, false, fixtures());
+    let q = Q::new("www.example.test", A).build();
+    let answered = in_ns(|| {
+        (0..40)
+            .filter(|_| udp_exchange(s.addr, &q, Duration::from_secs(2)).is_some())
+            .count()
+    });
+    assert_eq!(answered, 40);
+    s.stop();
+    let closed: Vec<String> = s
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("AF_XDP socket closed"))
+        .cloned()
+        .collect();
+    assert_eq!(closed.len(), 2, "{closed:?}");
+    let received = |l: &str| -> u32 {
+        l.split("received=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let counts: Vec<u32> = closed.iter().map(|l| received(l)).collect();
+    assert_eq!(counts.iter().sum::<u32>(), 40, "{closed:?}");
+    assert!(
+        counts.iter().all(|&n| n > 0),
+        "both queues served: {closed:?}"
+    );
 }
