@@ -824,7 +824,7 @@ fn attach_xdp(cfg: &Config, bound: &[SocketAddr], shards: usize) -> Result<XdpPa
                 .into(),
         ));
     };
-    match shard::xdp::attach(conf, bound, shards) {
+    match shard::xdp::attach(conf, bound, shards, cfg.server.udp_payload) {
         Ok((a, s)) => Ok((Some(a), s.into_iter().map(Some).collect())),
         Err(e) => {
             error!(

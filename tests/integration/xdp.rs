@@ -487,3 +487,59 @@ fn two_queues_two_sockets() {
         "both queues served: {closed:?}"
     );
 }
+
+/// Without the capabilities (gtmd as `nobody`), opening the AF_XDP socket fails: gtmd says
+/// what it needs and answers over kernel sockets; no program is attached.
+#[test]
+fn without_capabilities_falls_back() {
+    if !available() {
+        return;
+    }
+    let veth = Veth::new();
+    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
+    let cfg = fixtures().write("xdp-nobody.toml", &format!("{text}{}", veth.table()));
+    let l4 = format!("{}:0", veth.v4);
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--io",
+        "xdp",
+        "--listen",
+        &l4,
+        "--control",
+        "off",
+    ];
+    let s = Server::start_as(&args, 65534);
+    let why = s.wait_log("xdp:", Duration::from_secs(5));
+    assert!(
+        why.contains("Operation not permitted")
+            && why.contains("CAP_NET_RAW")
+            && why.contains("kernel sockets"),
+        "{why}"
+    );
+    s.wait_log("io=\"mmsg\"", Duration::from_secs(2));
+    assert!(!veth.attached());
+    let q = Q::new("www.example.test", A).build();
+    let r = in_ns(|| udp_exchange(s.addr, &q, Duration::from_secs(2)));
+    assert!(r.is_some(), "answered over kernel sockets");
+}
+
+/// An MTU below `udp-payload` + 48 is warned about at start-up (answers are not
+/// fragmented), and small answers still go out.
+#[test]
+fn mtu_below_udp_payload_warns() {
+    if !available() {
+        return;
+    }
+    let veth = Veth::new();
+    ip(&["link", "set", "dev", &veth.root, "mtu", "1200"]);
+    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
+    let s = start(&text, "xdp-mtu.toml", &veth, false, fixtures());
+    let w = s.wait_log("do not fit the MTU", Duration::from_secs(2));
+    assert!(
+        w.contains("mtu=1200") && w.contains("udp_payload=1232"),
+        "{w}"
+    );
+    let q = Q::new("www.example.test", A).build();
+    assert!(in_ns(|| udp_exchange(s.addr, &q, Duration::from_secs(2))).is_some());
+}

@@ -52,11 +52,13 @@ pub struct Socket(ring::Xsk);
 /// Loads the XDP program, opens one AF_XDP socket per queue of `conf` (zero-copy where
 /// the driver supports it, else copy mode), lets the program redirect UDP to the
 /// listeners `listen` into them, and attaches it to the interface (native mode, else
-/// generic). Returns the attachment and the sockets, queue `i` at index `i`.
+/// generic). Returns the attachment and the sockets, queue `i` at index `i`. Warns when
+/// answers of `udp_payload` octets would not fit the interface's MTU.
 pub fn attach(
     conf: &XdpConf,
     listen: &[SocketAddr],
     shards: usize,
+    udp_payload: u16,
 ) -> Result<(Attached, Vec<Socket>), String> {
     let iface = &conf.interface;
     let name = std::ffi::CString::new(iface.as_str()).map_err(|_| "bad interface name")?;
@@ -106,6 +108,16 @@ pub fn attach(
     );
     if !zero_copy {
         info!(interface = %iface, "xdp: the driver offers no zero-copy AF_XDP: copy mode (one copy per packet each way)");
+    }
+    let mtu = mtu(iface);
+    if udp_payload as usize + 48 > mtu {
+        warn!(
+            interface = %iface,
+            mtu,
+            udp_payload,
+            "xdp: answers are not fragmented: those that do not fit the MTU are dropped; set \
+             server.udp-payload to at most the MTU minus 48"
+        );
     }
     Ok((
         Attached {
