@@ -121,6 +121,18 @@ impl ShardCtx {
         }
     }
 
+    /// Rewrites the UDP answer of `len` octets in `out` to the last query as a truncated one
+    /// (TC=1, no records: the client asks again over TCP), counted as truncated; for a
+    /// transport that cannot send it whole. Returns the new length (0: drop it).
+    #[inline]
+    pub fn truncate(&mut self, out: &mut [u8], len: usize) -> usize {
+        let n = crate::wire::respond::slip(out, len, &self.query);
+        if n != 0 {
+            bump(&self.counters.truncated);
+        }
+        n
+    }
+
     /// Answers one TCP message (never rate limited).
     #[inline]
     pub fn answer_tcp(&mut self, pkt: &[u8], client: Option<ClientAddr>, out: &mut [u8]) -> usize {

@@ -525,21 +525,33 @@ fn without_capabilities_falls_back() {
 }
 
 /// An MTU below `udp-payload` + 48 is warned about at start-up (answers are not
-/// fragmented), and small answers still go out.
+/// fragmented); small answers go out whole, one over the MTU truncated (TC=1, no records),
+/// counted as truncated.
 #[test]
 fn mtu_below_udp_payload_warns() {
     if !available() {
         return;
     }
     let veth = Veth::new();
-    ip(&["link", "set", "dev", &veth.root, "mtu", "1200"]);
+    ip(&["link", "set", "dev", &veth.root, "mtu", "800"]);
     let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
     let s = start(&text, "xdp-mtu.toml", &veth, false, fixtures());
     let w = s.wait_log("do not fit the MTU", Duration::from_secs(2));
     assert!(
-        w.contains("mtu=1200") && w.contains("udp_payload=1232"),
+        w.contains("mtu=800") && w.contains("udp_payload=1232"),
         "{w}"
     );
     let q = Q::new("www.example.test", A).build();
-    assert!(in_ns(|| udp_exchange(s.addr, &q, Duration::from_secs(2))).is_some());
+    // big.example.test TXT: 901 octets (tests/cases/truncation.case), over the MTU.
+    let big = Q::new("big.example.test", 16).edns(4096).build();
+    let (small, big) = in_ns(|| {
+        let small = udp_exchange(s.addr, &q, Duration::from_secs(2)).map(|r| Msg::parse(&r));
+        let big = udp_exchange(s.addr, &big, Duration::from_secs(2)).map(|r| Msg::parse(&r));
+        (small, big)
+    });
+    assert_eq!(small.expect("small answer").answer.len(), 2);
+    let big = big.expect("a truncated answer");
+    assert!(big.flags & 0x0200 != 0, "TC set: {big:?}");
+    assert_eq!(big.counts[1], 0, "no records: {big:?}");
+    assert!(big.opt().is_some(), "the OPT kept");
 }

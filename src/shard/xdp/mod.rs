@@ -115,8 +115,9 @@ pub fn attach(
             interface = %iface,
             mtu,
             udp_payload,
-            "xdp: answers are not fragmented: those that do not fit the MTU are dropped; set \
-             server.udp-payload to at most the MTU minus 48"
+            "xdp: answers are not fragmented: those that do not fit the MTU go out truncated \
+             (TC=1, the client retries over TCP); set server.udp-payload to at most the MTU \
+             minus 48"
         );
     }
     Ok((
@@ -301,14 +302,18 @@ fn answer(ctx: &mut ShardCtx, scratch: &mut [u8], rx: &[u8], tx: &mut [u8], mtu:
     let Some(q) = frame::parse(rx) else {
         return 0;
     };
-    let n = ctx.answer(&rx[q.start..q.end], Some(q.client), scratch);
-    if n == 0 {
-        return 0;
-    }
+    let mut n = ctx.answer(&rx[q.start..q.end], Some(q.client), scratch);
     let h = frame::header_len(q.v6);
-    // The IP packet must fit the MTU (no fragmentation here) and the frame.
-    if h + n > tx.len() || h - 14 + n > mtu {
-        ctx.counters.drop_one();
+    // The IP packet must fit the MTU (no fragmentation here) and the frame: a larger
+    // answer goes out truncated (TC=1), and the client asks again over TCP.
+    if n != 0 && (h + n > tx.len() || h - 14 + n > mtu) {
+        n = ctx.truncate(scratch, n);
+        if h + n > tx.len() || h - 14 + n > mtu {
+            ctx.counters.drop_one();
+            return 0;
+        }
+    }
+    if n == 0 {
         return 0;
     }
     tx[h..h + n].copy_from_slice(&scratch[..n]);
