@@ -1,8 +1,9 @@
 //! Step 4 of `config -> compile -> tables -> shards`: per-core shard threads.
 //!
 //! Each shard owns, per listener, one SO_REUSEPORT UDP socket (served by an [`UdpIo`]
-//! backend: io_uring or recvmmsg/sendmmsg) and one SO_REUSEPORT TCP listener (served by a
-//! companion thread on the same CPU). A shard reads the published [`Snapshot`] through a
+//! backend: io_uring or recvmmsg/sendmmsg; with `io = "xdp"` also an AF_XDP socket on its
+//! RX queue, `xdp/`) and one SO_REUSEPORT TCP listener (served by a companion thread on
+//! the same CPU). A shard reads the published [`Snapshot`] through a
 //! per-thread cache of the pointer, answers with [`crate::wire::respond`], and counts into
 //! its own [`Counters`] (`counters.rs`). Nothing on this path takes a lock or allocates.
 

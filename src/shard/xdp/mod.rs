@@ -285,11 +285,16 @@ impl UdpIo for XdpIo {
                 }
             }
         }
+        let st = self.xsk.stats();
         info!(
             shard = ctx.id,
             queue = self.xsk.queue,
             received,
             answered,
+            rx_dropped = st.map_or(0, |s| s.rx_dropped),
+            rx_ring_full = st.map_or(0, |s| s.rx_ring_full),
+            fill_ring_empty = st.map_or(0, |s| s.rx_fill_ring_empty_descs),
+            invalid = st.map_or(0, |s| s.rx_invalid_descs + s.tx_invalid_descs),
             "xdp: AF_XDP socket closed"
         );
         Ok(())

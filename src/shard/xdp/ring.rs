@@ -384,6 +384,25 @@ impl Xsk {
             .wrapping_sub(self.tx.consumer().load(Ordering::Acquire))
     }
 
+    /// The kernel's counters of this socket (`XDP_STATISTICS`): frames dropped for want of
+    /// room in RX or of fill entries, invalid descriptors.
+    pub(super) fn stats(&self) -> Option<libc::xdp_statistics> {
+        // SAFETY: all-zero is a valid xdp_statistics (plain integers).
+        let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
+        // SAFETY: `st` has room for `len` octets.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_XDP,
+                libc::XDP_STATISTICS,
+                (&mut st as *mut libc::xdp_statistics).cast(),
+                &mut len,
+            )
+        };
+        (r == 0).then_some(st)
+    }
+
     /// Tells the kernel to send what TX holds (copy mode sends up to 32 frames a call).
     pub(super) fn kick(&self) {
         // SAFETY: a zero-length sendto on our socket, no buffers.
