@@ -431,6 +431,7 @@ fn killed_gtmd_leaves_no_program() {
     let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
     let mut s = start(&text, "xdp-killed-zones.toml", &veth, false, fixtures());
     assert!(veth.attached(), "program attached while serving");
+    s.wait_log("attach=\"bpf_link\"", Duration::from_secs(1));
     s.signal(libc::SIGKILL);
     let (_, status) = s.stop();
     assert!(!status.success(), "killed: {status}");

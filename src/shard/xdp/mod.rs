@@ -99,13 +99,24 @@ pub fn attach(
         },
     };
     let zero_copy = sockets.iter().all(|s| s.0.zero_copy);
+    // aya attaches through bpf_link_create where the kernel has it (5.9), else netlink.
+    use aya::util::KernelVersion;
+    let link = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 9, 0));
     info!(
         interface = %iface,
         queues = conf.queues,
         mode,
         sockets = if zero_copy { "zero-copy" } else { "copy" },
-        "xdp: program attached (bpf_link), UDP to the listeners goes to AF_XDP sockets"
+        attach = if link { "bpf_link" } else { "netlink" },
+        "xdp: program attached, UDP to the listeners goes to AF_XDP sockets"
     );
+    if !link {
+        warn!(
+            interface = %iface,
+            "xdp: kernel before 5.9: attached by netlink, so a crash of gtmd leaves the program \
+             on the interface (`ip link set dev {iface} xdp off` removes it)"
+        );
+    }
     if !zero_copy {
         info!(interface = %iface, "xdp: the driver offers no zero-copy AF_XDP: copy mode (one copy per packet each way)");
     }
