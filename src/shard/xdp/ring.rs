@@ -336,8 +336,9 @@ impl Xsk {
             self.rx.local = self.rx.local.wrapping_add(1);
             let chunk = d.addr & !(FRAME as u64 - 1);
             let tx_addr = self.free_tx.pop().unwrap_or(0); // n <= free_tx.len()
-            let ok = (d.addr as usize).saturating_add(d.len as usize) <= chunk as usize + FRAME
-                && chunk < RX_FRAMES as u64 * FRAME as u64;
+            let in_rx_pool = chunk < RX_FRAMES as u64 * FRAME as u64;
+            let ok = in_rx_pool
+                && (d.addr as usize).saturating_add(d.len as usize) <= chunk as usize + FRAME;
             let len = if ok {
                 // SAFETY: the received frame lies in one chunk of the receive pool, which
                 // the kernel handed to us through RX and gets back only below; the transmit
@@ -365,7 +366,11 @@ impl Xsk {
                 self.tx.local = self.tx.local.wrapping_add(1);
                 sent += 1;
             }
-            self.fill_one(chunk);
+            // Back to the fill ring; a descriptor outside the receive pool (a kernel bug)
+            // is not ours to give.
+            if in_rx_pool {
+                self.fill_one(chunk);
+            }
         }
         self.rx.consumer().store(self.rx.local, Ordering::Release);
         self.fill
