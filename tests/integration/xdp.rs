@@ -343,6 +343,21 @@ fn non_dns_reaches_the_kernel_and_stop_detaches() {
     );
     assert!(same(&b, &d), "{b:?} {d:?}");
     assert!(ping(veth.v4), "ping (ICMP) reaches the kernel");
+    // UDP to another port of the same address reaches the kernel too.
+    let other = std::net::UdpSocket::bind((veth.v4, 0)).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let to = other.local_addr().unwrap();
+    in_ns(|| {
+        let c = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        c.send_to(b"not dns", to).unwrap();
+    });
+    let mut buf = [0u8; 16];
+    let got = other
+        .recv(&mut buf)
+        .expect("UDP to another port reaches the kernel");
+    assert_eq!(&buf[..got], b"not dns");
     // A reload keeps the program and the sockets.
     s.signal(libc::SIGHUP);
     s.wait_log("generation=2", Duration::from_secs(5));
