@@ -300,9 +300,13 @@ fn main() {
 
 /// The shard's whole answer path, as `ShardCtx::answer` runs it for a UDP query: snapshot
 /// load, `respond`, the counters, per-domain counts (`[metrics] per-domain`, the
-/// `shard+domains:` cases) and the RRL test. Callgrind counts `shard_loop` alone with
-/// `--toggle-collect=*shard_loop*` (PERF.md, "Metrics").
+/// `shard+domains:` cases), the RRL test and the query log's tap (`[dnstap]`, the
+/// `shard+dnstap:` cases, sampling 1 in 1, and `shard+dnstap/10:`, 1 in 10). Callgrind
+/// counts `shard_loop` alone with `--toggle-collect=*shard_loop*` (PERF.md, "Metrics" and
+/// "Query log"); the loop answers [`CHUNK`] queries a call, and the ring is emptied between
+/// calls (as the writer thread does), outside what is counted.
 fn shard_path(cfg: &Config, only: Option<&[String]>, iters: u32, rounds: u32) {
+    use gtmd::shard::tap::{Ring, Tap, UDP_MESSAGE, UDP_SLOTS};
     use gtmd::shard::{Counters, ShardCtx};
     let ecs_line = [0u8, 8, 0, 7, 0, 1, 24, 0, 11, 0x2E, 0xE1];
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -313,7 +317,24 @@ fn shard_path(cfg: &Config, only: Option<&[String]>, iters: u32, rounds: u32) {
             query("gslb.example.test", 1, Some(&ecs_line)),
         ),
     ];
-    for per_domain in [false, true] {
+    // A sockaddr_in as the kernel gives it: 127.0.0.1, port 53000.
+    let mut sa = [0u8; 16];
+    sa[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    sa[2..4].copy_from_slice(&53000u16.to_be_bytes());
+    sa[4..8].copy_from_slice(&[127, 0, 0, 1]);
+    for (prefix, per_domain, sample) in [
+        ("shard: ", false, None),
+        ("shard+domains: ", true, None),
+        ("shard+dnstap: ", false, Some(1)),
+        ("shard+dnstap/10: ", false, Some(10)),
+    ] {
+        let wanted = |case: &str| {
+            let name = format!("{prefix}{case}");
+            only.is_none_or(|o| o.iter().any(|p| name.starts_with(p.as_str())))
+        };
+        if !cases.iter().any(|(case, _)| wanted(case)) {
+            continue; // no snapshot to compile for this variant
+        }
         let mut snap = compile(cfg, 1).expect("compile");
         if per_domain {
             // What control/metrics gives every access domain and line when they fit.
@@ -330,43 +351,63 @@ fn shard_path(cfg: &Config, only: Option<&[String]>, iters: u32, rounds: u32) {
         let counters = std::sync::Arc::new(Counters::new(0, Transport::Udp, 1000));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut ctx = ShardCtx::new(0, &published, counters, stop);
-        let prefix = if per_domain {
-            "shard+domains: "
-        } else {
-            "shard: "
-        };
+        let ring = std::sync::Arc::new(Ring::new(0, UDP_SLOTS, UDP_MESSAGE).expect("ring"));
+        if let Some(n) = sample {
+            let logged = gtmd::shard::tap::Logged {
+                queries: true,
+                responses: true,
+                responses_with_queries: false,
+            };
+            ctx.set_tap(Tap::new(ring.clone(), n, logged));
+        }
         let client = Some(ClientAddr::V4(0x7F00_0001));
         let mut out = vec![0u8; 4096];
         for (case, pkt) in &cases {
             let name = format!("{prefix}{case}");
-            if only.is_some_and(|o| !o.iter().any(|p| name.starts_with(p.as_str()))) {
+            if !wanted(case) {
                 continue;
             }
             let mut per: Vec<f64> = (0..rounds)
                 .map(|_| {
                     let t = Instant::now();
-                    black_box(shard_loop(&mut ctx, pkt, client, &mut out, iters));
-                    t.elapsed().as_nanos() as f64 / iters as f64
+                    for _ in 0..iters / CHUNK {
+                        black_box(shard_loop(&mut ctx, pkt, client, &sa, &mut out));
+                        while let Some(slot) = ring.pop() {
+                            ring.recycle(slot);
+                        }
+                    }
+                    t.elapsed().as_nanos() as f64 / (iters / CHUNK * CHUNK) as f64
                 })
                 .collect();
             per.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            assert!(ctx.answer(pkt, client, &mut out) > 0, "{name} answered");
+            assert!(
+                ctx.answer(pkt, client, &sa, &mut out) > 0,
+                "{name} answered"
+            );
+            assert_eq!(
+                ring.queue_full.load(std::sync::atomic::Ordering::Relaxed),
+                0,
+                "{name}: every sampled query found a slot"
+            );
             println!("{name:<24} {:>10.1}", per[per.len() / 2]);
         }
     }
 }
+
+/// Queries [`shard_loop`] answers a call (fewer than a ring's slots).
+const CHUNK: u32 = 500;
 
 #[inline(never)]
 fn shard_loop(
     ctx: &mut gtmd::shard::ShardCtx,
     pkt: &[u8],
     client: Option<ClientAddr>,
+    sa: &[u8],
     out: &mut [u8],
-    iters: u32,
 ) -> usize {
     let mut n = 0;
-    for _ in 0..iters {
-        n += ctx.answer(black_box(pkt), client, out);
+    for _ in 0..CHUNK {
+        n += ctx.answer(black_box(pkt), client, sa, out);
     }
     n
 }

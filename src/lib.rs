@@ -14,9 +14,10 @@
 //! Imports go one way: a module uses only modules below it in this order, so there is no
 //! cycle (`tools/module-graph`, run by `tools/test`, holds `src/` to the next line).
 //!
-//! Layers, lowest first: sys < dns < config < tables < wire < compile < health < shard < probe < control
+//! Layers, lowest first: sys < dns < config < tables < wire < compile < health < shard < probe < control < tools
 //!
 //! ```text
+//!   tools    probe, diff, explain (CLI clients)   -> health, compile, wire, tables, config, dns, sys
 //!   control  lifecycle, reload, the control API   -> every module below
 //!   probe    health checks (one thread)           -> health, shard (WAIT_BOUND), tables, config
 //!   shard    per-core threads, sockets, RRL       -> wire, tables, config, dns
@@ -45,6 +46,8 @@
 //! * [`sys`]: the syscalls outside the socket backends (priority, affinity, random, clock,
 //!   poll), the only `unsafe` outside `shard`.
 //! * [`control`]: process lifecycle: start, reload, shutdown, counters, the control API.
+//! * [`tools`]: operator tools run by `gtmd probe`, `gtmd diff`, `gtmd explain`: a DNS
+//!   client, and the server's compiler and answer path replayed offline.
 
 pub mod compile;
 pub mod config;
@@ -55,4 +58,5 @@ pub mod probe;
 pub mod shard;
 pub mod sys;
 pub mod tables;
+pub mod tools;
 pub mod wire;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use gtmd::config::IoMode;
 use gtmd::control::{self, ExitError, RunOptions};
+use gtmd::tools;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -27,7 +28,8 @@ enum Cmd {
     /// Without --config, serves the embedded default: zone example.test. on
     /// 127.0.0.1:5300 (UDP and TCP), with app.example.test scheduled by line and by TCP
     /// health checks of 127.0.0.21-22:8000 (`gtmd default-config` prints it). Logs go to
-    /// stderr (level from RUST_LOG, default info).
+    /// stderr, as [log] says (format text or json, level; RUST_LOG overrides the level),
+    /// with sd-daemon priorities under systemd.
     Run {
         /// Configuration file (TOML). Default: the embedded example configuration.
         #[arg(short, long, value_name = "FILE")]
@@ -60,6 +62,25 @@ enum Cmd {
     },
     /// Print the embedded default configuration (a commented starting point).
     DefaultConfig,
+    /// Talk to a running gtmd through its control API: status, state, stats, reload,
+    /// overrides, enabling and disabling access domains.
+    ///
+    /// The token (for every change) comes from --token-file (a file holding the token, or
+    /// the server's name:token file: its first entry) or $GTMD_TOKEN. Text output, or the
+    /// API's JSON with --json. Exit codes: 0 done, 1 the server refused or failed (its
+    /// reason is printed), 2 the server could not be reached.
+    Ctl(control::ctl::CtlArgs),
+    /// Ask a DNS server one question as every line of a configuration would (an EDNS
+    /// Client Subnet per line), and print each line's answer, TTL, ECS scope and RCODE.
+    Probe(tools::cli::ProbeCmd),
+    /// Migration check: ask an old and a new server every name, type and line of a
+    /// configuration and report every difference; exit 0 when they agree, 1 when they
+    /// differ, 2 on an error.
+    Diff(tools::cli::DiffCmd),
+    /// Explain, offline, what a client gets for a question and why: its line and the
+    /// prefix behind it, each candidate pool and address with its health, the choices,
+    /// the answer and its ECS scope (the server's own compiler and answer code).
+    Explain(tools::cli::ExplainCmd),
 }
 
 #[derive(Clone, Copy)]
@@ -86,14 +107,8 @@ enum IoArg {
 fn main() -> ExitCode {
     control::install_panic_hook();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Text at `info` until the configuration's [log] is read (control::log).
+    control::log::init();
     match cli.cmd {
         Cmd::Run {
             config,
@@ -142,5 +157,9 @@ fn main() -> ExitCode {
             print!("{}", gtmd::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
         }
+        Cmd::Ctl(args) => ExitCode::from(control::ctl::run(args)),
+        Cmd::Probe(c) => c.run(),
+        Cmd::Diff(c) => c.run(),
+        Cmd::Explain(c) => c.run(),
     }
 }

@@ -115,6 +115,51 @@ pub fn coarse_millis() -> u32 {
     (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32
 }
 
+/// `len` octets of zeroed memory for the life of the process, in small pages only: an
+/// anonymous mapping (nothing resident until written) with transparent huge pages refused
+/// (`MADV_NOHUGEPAGE`; refusal failing is harmless), never unmapped. For buffers sized for
+/// the largest message but mostly written at their start (the query log's slots): from
+/// the allocator, whose arena asks for huge pages, each one written would make 2 MiB
+/// resident.
+pub fn lasting_pages(len: usize) -> io::Result<&'static mut [u8]> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    // SAFETY: a new private anonymous mapping; no existing memory is named.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: advice on the mapping just made, of its length.
+    unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
+    // SAFETY: the mapping is `len` octets, readable and writable, zero-filled by the kernel
+    // (so initialised), referenced nowhere else, and never unmapped: a unique 'static slice.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) })
+}
+
+/// Wall-clock time (CLOCK_REALTIME, read through the vDSO): seconds and nanoseconds
+/// since the Unix epoch, as the query log stamps a logged query (without `SystemTime`'s
+/// checked subtraction).
+#[inline]
+pub fn wall_clock() -> (u64, u32) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    (ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Waits until `fd` is readable or `timeout` passes; true when it is readable. An
 /// interrupted wait counts as not readable (the caller loops).
 pub fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> bool {

@@ -199,7 +199,7 @@ fn gather<'a>(
     names.reserve(n + zone.records.len());
     ad_list.reserve(n);
     // Backwards, each in front of its name's chain: the chains are in declaration order.
-    for (i, ad) in ads.iter().enumerate().rev().filter(|(_, ad)| mine(ad)) {
+    for (i, ad) in ads.enumerate_rev().filter(|(_, ad)| mine(ad)) {
         let d = names.entry(&ad.name[..]).or_default();
         ad_list.push((ad.rtype, i as u32, d.ads));
         d.ads = (ad_list.len() - 1) as u32;

@@ -4,13 +4,15 @@
 //!
 //! One section per table: each table of the spec (`spec.rs`) has a file here whose
 //! `validate` turns it into its part of the [`Config`] (`server.rs`, `zone.rs`, `rrl.rs`,
-//! `control.rs`, `alerts.rs`, `metrics.rs`, and the GSLB tables under `gslb/`), with a
+//! `control.rs`, `alerts.rs`, `metrics.rs`, `log.rs`, `dnstap.rs`, and the GSLB tables under `gslb/`), with a
 //! `validate::Ctx` that places each error at its file and line and collects them all.
 
 mod alerts;
 pub mod control;
+pub mod dnstap;
 mod error;
 pub mod gslb;
+pub mod log;
 pub mod metrics;
 pub mod name;
 mod rrl;
@@ -56,6 +58,38 @@ pub struct Config {
     pub rrl: Option<Rrl>,
     /// What `GET /metrics` exposes.
     pub metrics: Metrics,
+    /// How the process's own log lines look.
+    pub log: Log,
+    /// The query log (`[dnstap]`), or none.
+    pub dnstap: Option<dnstap::Dnstap>,
+}
+
+/// `[log]`: the format and level of the process's own log lines (stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Log {
+    /// Text lines or JSON objects.
+    pub format: LogFormat,
+    /// The least severe level written (one of [`log::LEVELS`]); `RUST_LOG` overrides it.
+    pub level: &'static str,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info",
+        }
+    }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line per event: time, level, target, message, `key=value` fields (values with
+    /// spaces or quotes quoted).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[metrics]`: the optional, per-name parts of the control API's `GET /metrics`.
@@ -174,6 +208,11 @@ pub struct AlertRule {
     /// Addresses whose events concern it: the members of the covered pools.
     pub covered_addresses: std::collections::HashSet<String>,
 }
+
+/// File texts that stand in for the files on disk, by path as the configuration names
+/// them (the config file as given, included files as `include` expands them): the control
+/// API validates an edit exactly as `gtmd check` would read it, before writing anything.
+pub type Overlay = std::collections::HashMap<PathBuf, String>;
 
 /// Default address of the control API.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
@@ -296,20 +335,29 @@ impl Config {
     /// per query, and a large model is most of the memory a start-up faults in
     /// ([`crate::sys::without_huge_pages`]).
     pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
-        crate::sys::without_huge_pages(|| Self::read_file(path))
+        Self::from_file_with(path, &Overlay::new())
     }
 
-    fn read_file(path: &Path) -> Result<Self, ConfigErrors> {
+    /// Reads and validates the file at `path`, taking the files `overlay` holds from it
+    /// rather than from disk; without huge pages, as [`Config::from_file`].
+    pub fn from_file_with(path: &Path, overlay: &Overlay) -> Result<Self, ConfigErrors> {
+        crate::sys::without_huge_pages(|| Self::read_file(path, overlay))
+    }
+
+    fn read_file(path: &Path, overlay: &Overlay) -> Result<Self, ConfigErrors> {
         let file: Arc<str> = path.display().to_string().into();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError::new(
-                Origin::new(&file, 1),
-                "file",
-                format!("cannot read: {e}"),
-            )])
-        })?;
+        let text = match overlay.get(path) {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string(path).map_err(|e| {
+                ConfigErrors(vec![ConfigError::new(
+                    Origin::new(&file, 1),
+                    "file",
+                    format!("cannot read: {e}"),
+                )])
+            })?,
+        };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::from_str(&text, file, &base)
+        Self::from_str_with(&text, file, &base, overlay)
     }
 
     /// The embedded default.
@@ -319,6 +367,16 @@ impl Config {
 
     /// Reads and validates `text`; zone files are relative to `base`.
     pub fn from_str(text: &str, file: Arc<str>, base: &Path) -> Result<Self, ConfigErrors> {
+        Self::from_str_with(text, file, base, &Overlay::new())
+    }
+
+    /// [`Config::from_str`], included files taken from `overlay` where it has them.
+    pub fn from_str_with(
+        text: &str,
+        file: Arc<str>,
+        base: &Path,
+        overlay: &Overlay,
+    ) -> Result<Self, ConfigErrors> {
         let lines = Lines::new(text);
         let spec: spec::Spec =
             validate::parse(text, &file, &lines).map_err(|e| ConfigErrors(vec![e]))?;
@@ -327,6 +385,7 @@ impl Config {
             file: &file,
             lines: &lines,
             base,
+            overlay,
             errs: &mut errs,
         };
         spec.check_version(&mut ctx);
@@ -343,6 +402,14 @@ impl Config {
             .metrics
             .as_ref()
             .map_or_else(Metrics::default, |m| m.validate(&mut ctx));
+        let log = spec
+            .log
+            .as_ref()
+            .map_or_else(Log::default, |l| l.validate(&mut ctx));
+        let dnstap = spec
+            .dnstap
+            .as_ref()
+            .and_then(|d| d.get_ref().validate(d, &mut ctx));
         errs.sort_by(|a, b| (&a.at.file, a.at.line).cmp(&(&b.at.file, b.at.line)));
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
@@ -356,6 +423,8 @@ impl Config {
             alerts,
             rrl,
             metrics,
+            log,
+            dnstap,
         })
     }
 }

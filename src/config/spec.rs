@@ -20,6 +20,8 @@ pub(crate) struct Spec {
     pub(crate) alerts: Option<Spanned<AlertsSpec>>,
     pub(crate) rrl: Option<RrlSpec>,
     pub(crate) metrics: Option<MetricsSpec>,
+    pub(crate) log: Option<LogSpec>,
+    pub(crate) dnstap: Option<Spanned<DnstapSpec>>,
     #[serde(default)]
     pub(crate) line: Vec<LineSpec>,
     #[serde(default)]
@@ -94,6 +96,34 @@ pub(crate) struct MetricsSpec {
     pub(crate) per_domain: Option<bool>,
     /// Most series per label (access domains, lines, routes); the rest share `_other`.
     pub(crate) max_series: Option<Spanned<i64>>,
+}
+
+/// `[log]`: the process's own log lines.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct LogSpec {
+    /// "text" (default) or "json".
+    pub(crate) format: Option<Spanned<String>>,
+    /// The least severe level written: error, warn, info (default), debug, trace.
+    pub(crate) level: Option<Spanned<String>>,
+}
+
+/// `[dnstap]`: the query log, as dnstap frames to a socket or a file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct DnstapSpec {
+    /// A Frame Streams reader's Unix socket (bidirectional handshake).
+    pub(crate) socket: Option<Spanned<String>>,
+    /// A Frame Streams file (written whole: START, frames, STOP at shutdown).
+    pub(crate) file: Option<Spanned<String>>,
+    /// Log one query in N (per shard thread).
+    pub(crate) sample: Option<Spanned<i64>>,
+    pub(crate) log_queries: Option<bool>,
+    pub(crate) log_responses: Option<bool>,
+    /// AUTH_RESPONSE frames carry the query too.
+    pub(crate) responses_with_queries: Option<bool>,
+    pub(crate) identity: Option<Spanned<String>>,
+    pub(crate) version: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

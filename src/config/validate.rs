@@ -23,6 +23,8 @@ pub(super) struct Ctx<'a> {
     pub(super) lines: &'a Lines,
     /// The config file's folder: relative paths start there.
     pub(super) base: &'a Path,
+    /// Files read from here rather than from disk (see [`super::Overlay`]).
+    pub(super) overlay: &'a super::Overlay,
     /// Every mistake found so far (sorted by file and line once all are in).
     pub(super) errs: &'a mut Vec<ConfigError>,
 }

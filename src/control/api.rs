@@ -6,9 +6,11 @@
 //! | request | effect |
 //! |---|---|
 //! | `GET /v1/state` | JSON: addresses, pools, access domains with their active pool per line |
-//! | `PUT /v1/addresses/NAME/override` body `up`, `down` or `auto` | force an address |
+//! | `PUT /v1/addresses/NAME/override` body `up`, `down` or `auto`, or `{"mode": "down", "for": "10m"}` | force an address (for a while) |
 //! | `DELETE /v1/addresses/NAME/override` | back to the configured mode |
 //! | `GET /metrics` | Prometheus text format, or OpenMetrics when `Accept` asks (`metrics/`) |
+//! | `GET /v1/status`, `GET /v1/stats`, `POST /v1/reload` | `ops.rs` |
+//! | `/v1/access-domains`, `/v1/pools`, `/v1/addresses`, `/v1/health-checks`, `/v1/lines` | the configuration's objects (`crud/`) |
 //!
 //! Who may do what (checked in this order, each refusal logged with the client):
 //!
@@ -71,6 +73,7 @@ pub fn state_json(w: &Writer, generation: u64, state_file: Option<&Path>) -> ser
                 "enabled": a.enabled,
                 "mode": mode_name(a.mode),
                 "override": w.overrides().get(&a.name).map(|&o| mode_name(o)),
+                "override_expires_unix_ms": w.expiries().get(&a.name),
                 "probe": if w.probe(i) { "up" } else { "down" },
                 "up": addr_up[i],
             })
@@ -175,6 +178,8 @@ pub struct ApiContext {
     pub settings: ArcSwap<Settings>,
     /// What `/metrics` reads beyond the above.
     pub metrics: Arc<super::metrics::Metrics>,
+    /// Status, reloads and configuration changes (`ops.rs`, `crud/`).
+    pub ops: super::ops::Ops,
 }
 
 /// Starts serving `listener` with `ctx` (plain or TLS as `ctx.settings` says, per
@@ -351,6 +356,12 @@ fn serve(ctx: &ApiContext, peer: &http::Peer, req: &http::Request) -> http::Resp
         Actor::Token(name) => name,
         Actor::Anonymous => "-",
     };
+    if let Some(resp) = super::ops::route(ctx, (actor, peer), req, path) {
+        return resp;
+    }
+    if let Some(resp) = super::crud::route(ctx, (actor, peer), req, path) {
+        return resp;
+    }
     let body = String::from_utf8_lossy(&req.body);
     let (status, doc) = handle(
         &req.method,
@@ -389,29 +400,27 @@ fn handle(
         }
         ("PUT" | "POST" | "DELETE", ["v1", "addresses", name, "override"]) => {
             let name = percent_decode(name);
-            let mode = if method == "DELETE" {
-                None
+            let (mode, until) = if method == "DELETE" {
+                (None, None)
             } else {
-                let word = body.trim_matches('"').to_ascii_lowercase();
-                let word = serde_json::from_str::<serde_json::Value>(body)
-                    .ok()
-                    .and_then(|v| v.get("mode").and_then(|m| m.as_str()).map(str::to_string))
-                    .unwrap_or(word);
-                match word.as_str() {
-                    "up" => Some(Mode::Up),
-                    "down" => Some(Mode::Down),
-                    "auto" => Some(Mode::Auto),
-                    _ => return (400, json!({"error": "body must be up, down or auto"})),
+                match super::ops::override_body(body) {
+                    Ok((m, until)) => (Some(m), until),
+                    Err(e) => return (400, json!({ "error": e })),
                 }
             };
             let mut w = writer.lock().expect("writer lock");
-            match w.set_override(&name, mode) {
+            let set = match (mode, until) {
+                (Some(m), Some(t)) => w.set_override_until(&name, m, t),
+                _ => w.set_override(&name, mode),
+            };
+            match set {
                 Ok(changes) => {
                     info!(
                         actor,
                         client = %peer.client,
                         address = %name,
                         mode = mode.map_or("configured", mode_name),
+                        expires_unix_ms = until,
                         "operator override"
                     );
                     log_changes(&changes);
@@ -429,7 +438,7 @@ fn handle(
                     }
                     (
                         200,
-                        json!({"address": name, "override": mode.map(mode_name), "changes": changes.iter().map(|c| c.to_string()).collect::<Vec<_>>()}),
+                        json!({"address": name, "override": mode.map(mode_name), "expires_unix_ms": until, "changes": changes.iter().map(|c| c.to_string()).collect::<Vec<_>>()}),
                     )
                 }
                 Err(e) => (404, json!({"error": e})),
@@ -441,18 +450,20 @@ fn handle(
         ),
         _ => (
             404,
-            json!({"error": "not found", "endpoints": ["GET /v1/state", "PUT /v1/addresses/NAME/override", "DELETE /v1/addresses/NAME/override", "GET /metrics"]}),
+            json!({"error": "not found", "endpoints": ["GET /v1/state", "GET /v1/status", "GET /v1/stats", "POST /v1/reload", "PUT /v1/addresses/NAME/override", "DELETE /v1/addresses/NAME/override", "/v1/access-domains", "/v1/pools", "/v1/addresses", "/v1/health-checks", "/v1/lines", "GET /metrics"]}),
         ),
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+            // Octets, not a str slice: a multi-octet character after '%' is no boundary.
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
                 out.push(v);
                 i += 3;
                 continue;

@@ -2,7 +2,7 @@
 //! over plain TCP or TLS (rustls), a thread per connection and at most [`MAX_CONNECTIONS`]
 //! at once, every connection bounded by [`DEADLINE`] (a client that dribbles bytes is cut
 //! off). Deliberately strict: a request line and headers of at most 8 KiB, a body only by
-//! `Content-Length` (at most 4 KiB), no chunked bodies, no folded or duplicate security
+//! `Content-Length` (at most 64 KiB), no chunked bodies, no folded or duplicate security
 //! headers. What a request may do is decided in `api`.
 
 use std::io::{self, Read, Write};
@@ -21,8 +21,8 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// Longest a connection may take, TLS handshake, request and answer included.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 const MAX_HEAD: usize = 8192;
-/// Largest request body.
-pub const MAX_BODY: usize = 4096;
+/// Largest request body (an object of the configuration API, a line's prefixes included).
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// A parsed request.
 #[derive(Debug)]
@@ -383,14 +383,19 @@ fn read_request(s: &mut impl Conn, deadline: Instant) -> Result<Request, Bad> {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
+        412 => "Precondition Failed",
         413 => "Content Too Large",
+        422 => "Unprocessable Content",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        503 => "Service Unavailable",
         _ => "Status",
     }
 }

@@ -5,13 +5,20 @@
 
 pub mod api;
 mod contain;
+pub mod crud;
+pub mod ctl;
+mod ctl_text;
+pub mod dnstap;
 pub mod http;
+pub mod log;
 pub mod metrics;
 mod notify;
+pub mod ops;
 pub mod state;
 
 use contain::contained;
 pub use contain::install_panic_hook;
+use ops::Reloader;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -27,7 +34,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{debug, error, info, warn};
 
 use crate::compile::{compile, compile_with, Cpus};
-use crate::config::{Config, ConfigError, ConfigErrors, Control, IoMode, Origin, Shards};
+use crate::config::{Config, ConfigError, ConfigErrors, Control, IoMode, Origin, Overlay, Shards};
 use crate::health::{alerts, log_changes, SharedWriter};
 use crate::shard::{self, Counters, Published, ShardCtx, Summary, TcpLimits};
 
@@ -135,6 +142,9 @@ struct Running {
     shards: usize,
     threads: Vec<JoinHandle<()>>,
     counters: Vec<Arc<Counters>>,
+    /// Every shard thread's query-log ring (`[dnstap]`), and the writer draining them.
+    rings: Vec<Arc<shard::tap::Ring>>,
+    dnstap: Option<dnstap::Writer>,
     /// The attached XDP program (`io = "xdp"`), detached at shutdown.
     xdp: Option<shard::xdp::Attached>,
 }
@@ -148,11 +158,15 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     let snap = Arc::new(snap);
     // The control listener first: a port in use fails start-up before any DNS socket.
     let control_listener = bind_control(&cfg.control)?;
+    // The query log's file is created (or its reader tried) before any DNS socket.
+    let tap = cfg.dnstap.as_ref().map(dnstap::open).transpose();
+    let tap = tap.map_err(ExitError::Startup)?;
     let (writer, changed) = restore_state(&snap, &cfg.control);
     let published: Published = Arc::new(ArcSwap::new(snap));
     // Signals are registered before the shards start so none is missed.
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
+    let signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| ExitError::Startup(format!("cannot install signal handlers: {e}")))?;
+    let events = Events::start(signals)?;
     alerts::set_origin(cfg.server.identity.as_deref(), 1);
     alerts::configure(cfg.alerts.clone())
         .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
@@ -175,6 +189,13 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
     running.threads.push(prober);
     metrics.serving(running.counters.clone());
+    if let Some(t) = tap {
+        let w = t.spawn(running.rings.clone());
+        let w = w.map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")));
+        let w = w.inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+        metrics.tapping(w.stats.clone());
+        running.dnstap = Some(w);
+    }
     let generation = Arc::new(AtomicU64::new(1));
     let ctx = Arc::new(api::ApiContext {
         writer: writer.clone(),
@@ -182,6 +203,12 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         reports,
         settings: ArcSwap::from_pointee(api::Settings::of(&cfg.control)),
         metrics: metrics.clone(),
+        ops: ops::Ops::new(
+            events.commands_tx.clone(),
+            t0,
+            opts.config.clone(),
+            running.shards,
+        ),
     });
     let persister = state::spawn_writer(ctx.clone(), changed, stop.clone())
         .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
@@ -211,9 +238,48 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         generation: &generation,
         metrics: &metrics,
     };
-    let last = serving.until_stopped(&mut signals, cfg, &mut plane);
+    let last = serving.until_stopped(&events, cfg, &mut plane);
+    events.close();
     shut_down(running, plane, last);
     Ok(())
+}
+
+/// What the control thread waits for: signals (forwarded from a thread of their own) and
+/// the control API's commands, which run here one at a time like a SIGHUP reload.
+struct Events {
+    signals: crossbeam::channel::Receiver<i32>,
+    handle: signal_hook::iterator::Handle,
+    commands: crossbeam::channel::Receiver<ops::Command>,
+    commands_tx: crossbeam::channel::Sender<ops::Command>,
+}
+
+impl Events {
+    fn start(mut signals: signal_hook::iterator::Signals) -> Result<Self, ExitError> {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let handle = signals.handle();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if tx.send(sig).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))?;
+        let (commands_tx, commands) = crossbeam::channel::unbounded();
+        Ok(Self {
+            signals: rx,
+            handle,
+            commands,
+            commands_tx,
+        })
+    }
+
+    /// Ends the signal thread.
+    fn close(self) {
+        self.handle.close();
+    }
 }
 
 /// Loads, overrides and compiles the configuration to start with (generation 1).
@@ -226,6 +292,7 @@ fn first_config(opts: &RunOptions) -> Result<(Config, crate::tables::Snapshot), 
         Ok((cfg, snap))
     })
     .map_err(ExitError::Config)?;
+    log::apply(&cfg.log);
     info!(
         config = %cfg.source,
         generation = 1,
@@ -248,9 +315,18 @@ fn restore_state(
 ) -> (SharedWriter, crossbeam::channel::Receiver<()>) {
     let state_file = c.state_file.as_deref();
     let loaded = state::load(state_file, c.state_max_age);
-    let (overrides, stale) = known_overrides(snap, loaded.overrides);
+    let (mut overrides, stale) = known_overrides(snap, loaded.overrides);
+    let ended = expired_while_stopped(&mut overrides, loaded.expires);
     let r = &loaded.restored;
     let mut w = crate::health::Writer::restore(snap.clone(), overrides, r);
+    w.restore_expiries(ended.1);
+    if !ended.0.is_empty() && stale.is_empty() {
+        if let Some(p) = state_file {
+            if let Err(e) = state::save(p, &state::Capture::of(&w, 1)) {
+                warn!(file = %p.display(), "cannot persist overrides: {e}");
+            }
+        }
+    }
     let (tx, rx) = crossbeam::channel::bounded(1);
     w.set_notify(tx);
     if !r.probe.is_empty() || !r.active.is_empty() {
@@ -266,6 +342,28 @@ fn restore_state(
         info!(count = w.overrides().len(), "operator overrides restored");
     }
     (Arc::new(Mutex::new(w)), rx)
+}
+
+/// Removes from `overrides` those whose time ran out while gtmd was stopped (logged);
+/// returns their names, and the end times of the rest.
+fn expired_while_stopped(
+    overrides: &mut HashMap<String, crate::config::gslb::Mode>,
+    mut expires: HashMap<String, u64>,
+) -> (Vec<String>, HashMap<String, u64>) {
+    let now = ops::unix_ms();
+    let mut ended: Vec<String> = expires
+        .iter()
+        .filter(|(_, &t)| t <= now)
+        .map(|(n, _)| n.clone())
+        .collect();
+    ended.sort();
+    for n in &ended {
+        expires.remove(n);
+        if overrides.remove(n).is_some() {
+            info!(address = %n, "operator override expired while stopped: back to the configured mode");
+        }
+    }
+    (ended, expires)
 }
 
 /// `overrides` without those whose address `snap` does not have, and those, sorted.
@@ -371,56 +469,129 @@ struct Serving<'a> {
 }
 
 impl Serving<'_> {
-    /// Reloads on SIGHUP until SIGTERM or SIGINT; returns the last generation.
-    fn until_stopped(
-        &self,
-        signals: &mut signal_hook::iterator::Signals,
-        mut current: Config,
-        plane: &mut ControlPlane,
-    ) -> u64 {
-        let mut generation = 1u64;
+    /// Reloads on SIGHUP, runs the control API's commands and ends timed overrides, until
+    /// SIGTERM or SIGINT; returns the last generation.
+    fn until_stopped(&self, events: &Events, current: Config, plane: &mut ControlPlane) -> u64 {
+        let mut live = Live {
+            serving: self,
+            current,
+            plane,
+            generation: 1,
+        };
         loop {
-            for sig in signals.wait() {
-                if sig != SIGHUP {
-                    return generation;
+            let wait = live.until_next_expiry();
+            crossbeam::select! {
+                recv(events.signals) -> sig => match sig {
+                    Ok(SIGHUP) => {
+                        let _ = live.reload("SIGHUP", &Overlay::new(), &mut |_| Ok(()));
+                    }
+                    _ => return live.generation,
+                },
+                recv(events.commands) -> cmd => {
+                    if let Ok(cmd) = cmd {
+                        cmd(&mut live);
+                    }
                 }
-                self.on_sighup(&mut current, plane, &mut generation);
+                default(wait) => {}
+            }
+            live.expire_overrides();
+        }
+    }
+}
+
+/// The control thread's state once serving: the one place a configuration changes, by
+/// SIGHUP or by the control API (its commands run here, one at a time).
+struct Live<'s, 'a> {
+    serving: &'s Serving<'a>,
+    current: Config,
+    plane: &'s mut ControlPlane,
+    generation: u64,
+}
+
+impl Live<'_, '_> {
+    /// How long until the next timed override ends (at most a second).
+    fn until_next_expiry(&self) -> Duration {
+        let w = self.serving.writer.lock().expect("writer lock");
+        let next = w.next_expiry();
+        drop(w);
+        let second = Duration::from_secs(1);
+        next.map_or(second, |t| {
+            Duration::from_millis(t.saturating_sub(ops::unix_ms())).min(second)
+        })
+    }
+
+    /// Clears the overrides whose time is up, logs what that changed, persists the rest.
+    fn expire_overrides(&self) {
+        let mut w = self.serving.writer.lock().expect("writer lock");
+        let ended = w.expire(ops::unix_ms());
+        if ended.is_empty() {
+            return;
+        }
+        for (name, changes) in &ended {
+            info!(address = %name, "operator override expired: back to the configured mode");
+            log_changes(changes);
+        }
+        let capture = state::Capture::of(&w, self.generation);
+        drop(w);
+        if let Some(p) = self.current.control.state_file.as_deref() {
+            if let Err(e) = state::save(p, &capture) {
+                warn!(file = %p.display(), "cannot persist overrides: {e}");
             }
         }
     }
+}
 
-    /// Reloads the configuration; a new one goes to the prober, its `[alerts]` and
-    /// `[control]` apply.
-    fn on_sighup(&self, current: &mut Config, plane: &mut ControlPlane, generation: &mut u64) {
+impl ops::Reloader for Live<'_, '_> {
+    fn config_path(&self) -> Option<&Path> {
+        self.serving.opts.config.as_deref()
+    }
+
+    fn current(&self) -> &Config {
+        &self.current
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Reloads the configuration (as SIGHUP does); a new one goes to the prober, its
+    /// `[alerts]` and `[control]` apply; the outcome is kept for `GET /v1/status`.
+    fn reload(
+        &mut self,
+        trigger: &'static str,
+        overlay: &Overlay,
+        commit: &mut ops::Commit<'_>,
+    ) -> Result<u64, ops::Refusal> {
+        let s = self.serving;
         notify::send("RELOADING=1");
-        let before = (current.control.clone(), current.alerts.clone());
+        let before = (self.current.control.clone(), self.current.alerts.clone());
         let began = Instant::now();
-        let ok = reload(
-            self.opts,
-            current,
-            self.published,
-            self.writer,
-            generation,
-            self.metrics,
-        );
-        if self.opts.config.is_some() {
-            self.metrics.reloaded(ok, began.elapsed());
+        let r = reload(s, &mut self.current, &mut self.generation, overlay, commit);
+        if s.opts.config.is_some() {
+            s.metrics.reloaded(r.is_ok(), began.elapsed());
         }
-        if ok {
-            let _ = self.reload_tx.send(self.published.load_full());
-            if before.1 != current.alerts {
-                if let Err(e) = alerts::configure(current.alerts.clone()) {
+        if r.is_ok() {
+            // First, so that what the other threads log about the reload is in the new format.
+            log::apply(&self.current.log);
+            let _ = s.reload_tx.send(s.published.load_full());
+            if before.1 != self.current.alerts {
+                if let Err(e) = alerts::configure(self.current.alerts.clone()) {
                     error!("reload: cannot start the alerts thread: {e}");
                 }
             }
-            plane.reconfigure(&before.0, &current.control);
+            self.plane.reconfigure(&before.0, &self.current.control);
         }
-        self.generation.store(*generation, Ordering::Relaxed);
+        // Recorded before the generation is: whoever sees the new generation sees it.
+        let ctx = self.plane.ctx.clone();
+        ctx.ops
+            .record(trigger, &r, self.generation, began.elapsed());
+        s.generation.store(self.generation, Ordering::Relaxed);
         notify::send("READY=1");
-        if self.opts.config.is_some() {
-            let last = notify::LastReload::now(ok);
-            notify::send(&notify::status(&self.published.load(), *generation, last));
+        if s.opts.config.is_some() {
+            let last = notify::LastReload::now(r.is_ok());
+            notify::send(&notify::status(&s.published.load(), self.generation, last));
         }
+        r.map(|()| self.generation)
     }
 }
 
@@ -438,6 +609,10 @@ fn shut_down(running: Running, mut plane: ControlPlane, generation: u64) {
     }
     if let Some(x) = running.xdp {
         x.detach();
+    }
+    // The shards have stopped: the writer drains their rings and ends the stream.
+    if let Some(w) = running.dnstap {
+        w.stop();
     }
     if let Err(e) = state::save_now(&plane.ctx) {
         warn!("cannot save the state file at shutdown: {e}");
@@ -619,78 +794,33 @@ fn retire(old: Arc<crate::tables::Snapshot>) {
     }
 }
 
+/// Re-reads the config file (the texts of `overlay` in place of those files), compiles
+/// it, lets `commit` accept it, carries health over and publishes it. A configuration that
+/// fails is logged line by line and the previous one keeps serving.
 fn reload(
-    opts: &RunOptions,
+    s: &Serving<'_>,
     current: &mut Config,
-    published: &Published,
-    writer: &SharedWriter,
     generation: &mut u64,
-    metrics: &metrics::Metrics,
-) -> bool {
+    overlay: &Overlay,
+    commit: &mut ops::Commit<'_>,
+) -> Result<(), ops::Refusal> {
     let t0 = Instant::now();
-    let Some(path) = opts.config.as_ref() else {
+    let Some(path) = s.opts.config.as_ref() else {
         info!("reload: serving the embedded default, nothing to re-read");
-        return false;
+        return Err(ops::Refusal::NoFile);
     };
     let mut loaded = t0;
     let next = contained(&path.display().to_string(), || {
-        let mut cfg = Config::from_file(path)?;
+        let mut cfg = Config::from_file_with(path, overlay)?;
         loaded = Instant::now();
-        apply_overrides(&mut cfg, opts)?;
+        apply_overrides(&mut cfg, s.opts)?;
         // Beside the serving shards: the compile's helper thread is niced.
         let snap = compile_with(&cfg, *generation + 1, Cpus::Spare)?;
         Ok((cfg, snap))
     });
     let compiled = Instant::now();
-    match next {
-        Ok((cfg, mut snap)) => {
-            let s = &cfg.server;
-            let c = &current.server;
-            if s.listen != c.listen || s.shards != c.shards || s.io != c.io || s.xdp != c.xdp {
-                warn!("reload: server.listen, server.shards, server.io and [server.xdp] take effect at restart");
-            }
-            if s.tcp_max_connections != c.tcp_max_connections
-                || s.tcp_idle_timeout != c.tcp_idle_timeout
-                || s.tcp_io_timeout != c.tcp_io_timeout
-                || s.tcp_max_connections_per_source != c.tcp_max_connections_per_source
-            {
-                warn!("reload: TCP limits take effect at restart");
-            }
-            *generation += 1;
-            let names = snap.nodes.len();
-            metrics.assign(&mut snap, &cfg.metrics);
-            let snap = Arc::new(snap);
-            // Health carries over by name and is written into the new snapshot before it
-            // is published; the writer lock keeps API overrides from racing the swap.
-            let mut w = writer.lock().expect("writer lock");
-            let known: HashSet<&str> = snap
-                .model
-                .addresses
-                .iter()
-                .map(|a| a.name.as_str())
-                .collect();
-            let stale = w.drop_overrides(|n| known.contains(n));
-            drop(known);
-            let changes = w.replace(snap.clone());
-            let old = published.swap(snap);
-            report_stale(&stale, cfg.control.state_file.as_deref(), &w, *generation);
-            drop(w);
-            let serving = Instant::now();
-            alerts::set_origin(cfg.server.identity.as_deref(), *generation);
-            log_changes(&changes);
-            info!(
-                generation = *generation,
-                names,
-                ms = (serving - t0).as_millis() as u64,
-                load_ms = (loaded - t0).as_millis() as u64,
-                compile_ms = (compiled - loaded).as_millis() as u64,
-                health_ms = (serving - compiled).as_millis() as u64,
-                "reload: new configuration serving"
-            );
-            retire(old);
-            *current = cfg;
-            true
-        }
+    let (cfg, snap) = match next {
+        Ok(n) => n,
         Err(errs) => {
             for e in &errs.0 {
                 error!("reload rejected: {e}");
@@ -700,9 +830,78 @@ fn reload(
                 errors = errs.0.len(),
                 "reload rejected: still serving the previous configuration"
             );
-            false
+            return Err(ops::Refusal::Invalid(errs));
         }
+    };
+    if let Err(r) = commit(&cfg) {
+        warn!(generation = *generation, "reload not applied: {r}");
+        return Err(r);
     }
+    warn_restart_only(current, &cfg);
+    *generation += 1;
+    let names = snap.nodes.len();
+    let includes = cfg.gslb.includes;
+    publish(s, &cfg, snap, *generation);
+    let serving = Instant::now();
+    info!(
+        generation = *generation,
+        names,
+        ms = (serving - t0).as_millis() as u64,
+        load_ms = (loaded - t0).as_millis() as u64,
+        compile_ms = (compiled - loaded).as_millis() as u64,
+        health_ms = (serving - compiled).as_millis() as u64,
+        include_files = includes.files,
+        include_reused = includes.reused,
+        "reload: new configuration serving"
+    );
+    *current = cfg;
+    Ok(())
+}
+
+/// Says which changed settings wait for a restart.
+fn warn_restart_only(current: &Config, cfg: &Config) {
+    let s = &cfg.server;
+    let c = &current.server;
+    if s.listen != c.listen || s.shards != c.shards || s.io != c.io || s.xdp != c.xdp {
+        warn!(
+            "reload: server.listen, server.shards, server.io and [server.xdp] take effect at \
+             restart"
+        );
+    }
+    if s.tcp_max_connections != c.tcp_max_connections
+        || s.tcp_idle_timeout != c.tcp_idle_timeout
+        || s.tcp_io_timeout != c.tcp_io_timeout
+        || s.tcp_max_connections_per_source != c.tcp_max_connections_per_source
+    {
+        warn!("reload: TCP limits take effect at restart");
+    }
+    if cfg.dnstap != current.dnstap {
+        warn!("reload: [dnstap] takes effect at restart");
+    }
+}
+
+/// Carries health over to `snap` and publishes it; the old snapshot is retired.
+fn publish(s: &Serving<'_>, cfg: &Config, mut snap: crate::tables::Snapshot, generation: u64) {
+    s.metrics.assign(&mut snap, &cfg.metrics);
+    let snap = Arc::new(snap);
+    // Health carries over by name and is written into the new snapshot before it
+    // is published; the writer lock keeps API overrides from racing the swap.
+    let mut w = s.writer.lock().expect("writer lock");
+    let known: HashSet<&str> = snap
+        .model
+        .addresses
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    let stale = w.drop_overrides(|n| known.contains(n));
+    drop(known);
+    let changes = w.replace(snap.clone());
+    let old = s.published.swap(snap);
+    report_stale(&stale, cfg.control.state_file.as_deref(), &w, generation);
+    drop(w);
+    alerts::set_origin(cfg.server.identity.as_deref(), generation);
+    log_changes(&changes);
+    retire(old);
 }
 
 /// Binds every socket (so a bind error fails start-up before any thread runs), calls
@@ -765,6 +964,7 @@ fn start(
     before_serving();
     let mut threads = Vec::new();
     let mut counters = Vec::new();
+    let mut rings = Vec::new();
     let limits = TcpLimits {
         max_connections: cfg.server.tcp_max_connections,
         max_per_source: cfg.server.tcp_max_connections_per_source,
@@ -784,6 +984,10 @@ fn start(
         counters.push(tc.clone());
         let mut uctx = ShardCtx::new(i, published, uc, stop.clone());
         let mut tctx = ShardCtx::new(i, published, tc, stop.clone());
+        if let Some(d) = &cfg.dnstap {
+            rings.push(tap(d, i, &mut uctx, false)?);
+            rings.push(tap(d, i, &mut tctx, true)?);
+        }
         let mut backend = backend;
         threads.push(spawn(format!("shard-{i}-udp"), cpu, move || {
             if let Err(e) = backend.serve(&mut uctx) {
@@ -797,6 +1001,8 @@ fn start(
         })?);
     }
     Ok(Running {
+        rings,
+        dnstap: None,
         stop,
         shards: n,
         threads,
@@ -834,6 +1040,31 @@ fn attach_xdp(cfg: &Config, bound: &[SocketAddr], shards: usize) -> Result<XdpPa
             Ok((None, Vec::new()))
         }
     }
+}
+
+/// A shard thread's query-log ring, its tap set in `ctx`.
+fn tap(
+    d: &crate::config::dnstap::Dnstap,
+    shard: usize,
+    ctx: &mut ShardCtx,
+    tcp: bool,
+) -> Result<Arc<shard::tap::Ring>, ExitError> {
+    use shard::tap::{Ring, Tap, TCP_MESSAGE, TCP_SLOTS, UDP_MESSAGE, UDP_SLOTS};
+    let ring = if tcp {
+        Ring::new(shard, TCP_SLOTS, TCP_MESSAGE)
+    } else {
+        Ring::new(shard, UDP_SLOTS, UDP_MESSAGE)
+    };
+    let ring = Arc::new(ring.map_err(|e| {
+        ExitError::Startup(format!("shard {shard}: cannot map the dnstap ring: {e}"))
+    })?);
+    let logged = shard::tap::Logged {
+        queries: d.log_queries,
+        responses: d.log_responses,
+        responses_with_queries: d.responses_with_queries,
+    };
+    ctx.set_tap(Tap::new(ring.clone(), d.sample, logged));
+    Ok(ring)
 }
 
 /// Sockets of one listener for `n` shards: UDP and TCP on the same port. With port 0 the

@@ -1,5 +1,5 @@
 //! The state file (`control.state-file`): what a restart must not forget. Operator
-//! overrides (pins), the prober's verdict per address, and the active pool of every
+//! overrides (pins) and the end times of those set for a while, the prober's verdict per address, and the active pool of every
 //! non-preemptive route (by access domain and lines), so a restart neither sends traffic
 //! back to a primary that a non-preemptive access domain had left, nor serves an address
 //! it last knew down until the prober's first verdict says otherwise.
@@ -13,7 +13,6 @@
 //! restored).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +43,8 @@ pub struct Capture {
     revision: u64,
     generation: u64,
     overrides: HashMap<String, Mode>,
+    /// When the overrides set for a while end (Unix milliseconds).
+    expires: HashMap<String, u64>,
     probe: Vec<bool>,
     /// (slot, pool) of the non-preemptive routes that have a pool: the only active pools
     /// written (a million access domains have ~10M slots, which are not copied).
@@ -58,6 +59,7 @@ impl Capture {
             revision: w.revision(),
             generation,
             overrides: w.overrides().clone(),
+            expires: w.expiries().clone(),
             probe: w.probes().to_vec(),
             active: non_preemptive_pools(w),
         }
@@ -94,6 +96,7 @@ impl Capture {
             "saved_unix_ms": now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
             "generation": self.generation,
             "overrides": overrides,
+            "expires": self.expires,
             "health": health,
             "active_pools": active,
         })
@@ -137,27 +140,9 @@ pub fn save(path: &Path, c: &Capture) -> std::io::Result<()> {
         }
     }
     let text = serde_json::to_string_pretty(&c.to_json(SystemTime::now()))?;
-    write_atomically(path, text.as_bytes())?;
+    super::crud::store::write_atomic(path, text.as_bytes())?;
     *last = Some((path.to_path_buf(), c.revision));
     Ok(())
-}
-
-/// A temporary file beside `path`, written and synced, renamed over it, and the folder
-/// synced, so a crash leaves the old file or the new one, never a mix.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Saves the writer's state now to the state file the API's settings name (if any).
@@ -177,6 +162,8 @@ pub fn save_now(ctx: &ApiContext) -> std::io::Result<()> {
 pub struct Loaded {
     /// Operator overrides (always restored).
     pub overrides: HashMap<String, Mode>,
+    /// When those set for a while end (Unix milliseconds), by name.
+    pub expires: HashMap<String, u64>,
     /// Health and active pools, unless too old (or absent).
     pub restored: Restored,
 }
@@ -211,8 +198,13 @@ fn parse(v: &serde_json::Value, p: &Path, max_age: Duration, now: SystemTime) ->
         .get("overrides")
         .and_then(|o| serde_json::from_value::<HashMap<String, Mode>>(o.clone()).ok())
         .unwrap_or_default();
+    let expires = v
+        .get("expires")
+        .and_then(|o| serde_json::from_value::<HashMap<String, u64>>(o.clone()).ok())
+        .unwrap_or_default();
     let mut out = Loaded {
         overrides,
+        expires,
         restored: Restored::default(),
     };
     let Some(saved) = v.get("saved_unix_ms").and_then(serde_json::Value::as_u64) else {

@@ -150,6 +150,9 @@ pub struct Writer {
     probe: Vec<bool>,
     /// Operator overrides by address name (win over config mode and probes).
     overrides: HashMap<String, Mode>,
+    /// When overrides set for a while end (Unix milliseconds), by address name; an
+    /// override without an entry lasts until cleared.
+    expires: HashMap<String, u64>,
     /// Derived state as last written, for change detection.
     addr: Vec<bool>,
     pool: Vec<bool>,
@@ -219,6 +222,7 @@ impl Writer {
         let mut w = Self {
             probe,
             overrides,
+            expires: HashMap::new(),
             addr: Vec::new(),
             pool: Vec::new(),
             active,
@@ -308,7 +312,59 @@ impl Writer {
             Some(m) => self.overrides.insert(name.to_string(), m),
             None => self.overrides.remove(name),
         };
+        self.expires.remove(name);
         Ok(self.apply(false))
+    }
+
+    /// Sets the operator override of an address until `until` (Unix milliseconds), after
+    /// which [`Writer::expire`] clears it.
+    pub fn set_override_until(
+        &mut self,
+        name: &str,
+        mode: Mode,
+        until: u64,
+    ) -> Result<Vec<Change>, String> {
+        let changes = self.set_override(name, Some(mode))?;
+        self.expires.insert(name.to_string(), until);
+        Ok(changes)
+    }
+
+    /// Gives the overrides of `overrides` the end times `expires` holds for them (restored
+    /// from the state file); nothing is recomputed.
+    pub fn restore_expiries(&mut self, expires: HashMap<String, u64>) {
+        self.expires = expires
+            .into_iter()
+            .filter(|(n, _)| self.overrides.contains_key(n))
+            .collect();
+    }
+
+    /// Clears the overrides whose time is up at `now` (Unix milliseconds); returns each
+    /// cleared address with the state changes it caused.
+    pub fn expire(&mut self, now: u64) -> Vec<(String, Vec<Change>)> {
+        let mut due: Vec<String> = self
+            .expires
+            .iter()
+            .filter(|(_, &t)| t <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        due.sort();
+        let mut out = Vec::new();
+        for n in due {
+            self.expires.remove(&n);
+            self.overrides.remove(&n);
+            out.push((n, self.apply(false)));
+        }
+        out
+    }
+
+    /// When the next override ends (Unix milliseconds), if one is set for a while.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expires.values().copied().min()
+    }
+
+    /// The end times of the overrides set for a while (Unix milliseconds), by name.
+    pub fn expiries(&self) -> &HashMap<String, u64> {
+        &self.expires
     }
 
     /// Records a probe verdict for the address called `name` (by name, so a verdict that
@@ -330,6 +386,27 @@ impl Writer {
         self.apply(false)
     }
 
+    /// Puts non-preemptive route slot `slot` on `pool`, as a running server that chose it
+    /// earlier would hold it (`gtmd explain` replaying a server's state): only when that
+    /// pool is one of the slot's candidates and healthy; otherwise nothing changes.
+    /// Returns whether it applied.
+    pub fn keep_active(&mut self, slot: usize, pool: u32) -> bool {
+        let snap = self.snap.clone();
+        let Some(s) = snap.model.slots.get(slot) else {
+            return false;
+        };
+        let policy = snap.model.access_domains[s.ad as usize].policy;
+        let ok = policy == (PoolPolicy::GlobalAvailability { preemptive: false })
+            && self.pool.get(pool as usize).copied().unwrap_or(false)
+            && snap.slot_pools(slot).any(|p| p == pool as usize);
+        if ok {
+            self.active[slot] = pool;
+            // Nothing else changed: only this slot is stored where answers read it.
+            self.snap.health.active[slot].store(pool, Relaxed);
+        }
+        ok
+    }
+
     /// Removes the overrides of the addresses `keep` rejects (names a new configuration
     /// no longer has) and returns them, so one never comes back unannounced when the name
     /// reappears. Nothing is recomputed: [`Writer::replace`] follows.
@@ -343,6 +420,7 @@ impl Writer {
         gone.sort_by(|a, b| a.0.cmp(&b.0));
         for (n, _) in &gone {
             self.overrides.remove(n);
+            self.expires.remove(n);
         }
         gone
     }

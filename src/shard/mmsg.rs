@@ -152,7 +152,7 @@ pub(super) fn batch(fd: i32, b: &mut Bufs, ctx: &mut ShardCtx, blocking: bool) {
         };
         let client = ClientAddr::from_sockaddr(sa);
         let (rbuf, sbuf) = (&b.rbuf[i], &mut b.sbuf[out]);
-        let rlen = ctx.answer(&rbuf[..len], client, sbuf);
+        let rlen = ctx.answer(&rbuf[..len], client, sa, sbuf);
         if rlen == 0 {
             continue;
         }

@@ -5,12 +5,15 @@
 //! RX queue, `xdp/`) and one SO_REUSEPORT TCP listener (served by a companion thread on
 //! the same CPU). A shard reads the published [`Snapshot`] through a
 //! per-thread cache of the pointer, answers with [`crate::wire::respond`], and counts into
-//! its own [`Counters`] (`counters.rs`). Nothing on this path takes a lock or allocates.
+//! its own [`Counters`] (`counters.rs`), and, with `[dnstap]`, hands sampled queries to the
+//! query log's writer through its own ring (`tap.rs`). Nothing on this path takes a lock or
+//! allocates.
 
 pub mod counters;
 mod mmsg;
 pub mod rrl;
 pub mod socket;
+pub mod tap;
 mod tcp;
 pub use tcp::serve as tcp_serve;
 mod uring;
@@ -50,6 +53,8 @@ pub struct ShardCtx {
     local: Local,
     /// Response rate limiting state, made when a snapshot first turns RRL on.
     rrl: Option<Box<rrl::Table>>,
+    /// The query log's ring (`[dnstap]`, set at start-up), or none.
+    tap: Option<Box<tap::Tap>>,
     /// This thread's counters (UDP or TCP).
     pub counters: Arc<Counters>,
     /// Set by the control thread to stop.
@@ -70,15 +75,27 @@ impl ShardCtx {
             query: Box::new(Query::new()),
             local: Local::new(0x5EED_0000 + id as u64 * 7919),
             rrl: None,
+            tap: None,
             counters,
             stop,
         }
     }
 
-    /// Answers one UDP packet from `client` into `out`; returns the response length
-    /// (0: send nothing).
+    /// Logs this thread's sampled queries to `tap` (`[dnstap]`).
+    pub fn set_tap(&mut self, tap: tap::Tap) {
+        self.tap = Some(Box::new(tap));
+    }
+
+    /// Answers one UDP packet from `client` (`peer`: the sockaddr it came from, for the
+    /// query log) into `out`; returns the response length (0: send nothing).
     #[inline]
-    pub fn answer(&mut self, pkt: &[u8], client: Option<ClientAddr>, out: &mut [u8]) -> usize {
+    pub fn answer(
+        &mut self,
+        pkt: &[u8],
+        client: Option<ClientAddr>,
+        peer: &[u8],
+        out: &mut [u8],
+    ) -> usize {
         let snap = self.cache.load();
         let per_domain = !snap.metric_series.ads.is_empty();
         if per_domain {
@@ -98,7 +115,7 @@ impl ShardCtx {
             self.counters
                 .record_selection(&snap.metric_series, self.local.selected);
         }
-        match &snap.rrl {
+        let len = match &snap.rrl {
             Some(conf) if o.len != 0 => {
                 // After the answer is built (its class is known), before it is sent.
                 let table = match &mut self.rrl {
@@ -119,7 +136,11 @@ impl ShardCtx {
                 }
             }
             _ => o.len,
+        };
+        if let Some(t) = &mut self.tap {
+            t.offer(false, tap::Peer::Sockaddr(peer), pkt, &out[..len]);
         }
+        len
     }
 
     /// Rewrites the UDP answer of `len` octets in `out` to the last query as a truncated one
@@ -134,9 +155,15 @@ impl ShardCtx {
         n
     }
 
-    /// Answers one TCP message (never rate limited).
+    /// Answers one TCP message from `peer` (never rate limited).
     #[inline]
-    pub fn answer_tcp(&mut self, pkt: &[u8], client: Option<ClientAddr>, out: &mut [u8]) -> usize {
+    pub fn answer_tcp(
+        &mut self,
+        pkt: &[u8],
+        client: Option<ClientAddr>,
+        peer: &std::net::SocketAddr,
+        out: &mut [u8],
+    ) -> usize {
         let snap = self.cache.load();
         let per_domain = !snap.metric_series.ads.is_empty();
         if per_domain {
@@ -155,6 +182,9 @@ impl ShardCtx {
         if per_domain && self.local.selected != Selection::NONE {
             self.counters
                 .record_selection(&snap.metric_series, self.local.selected);
+        }
+        if let Some(t) = &mut self.tap {
+            t.offer(true, tap::Peer::Addr(peer), pkt, &out[..o.len]);
         }
         o.len
     }

@@ -115,6 +115,8 @@ struct Conn {
     stream: TcpStream,
     source: IpAddr,
     client: Option<ClientAddr>,
+    /// The peer's address and port (for the query log).
+    peer: SocketAddr,
     /// Input not yet answered: an unfinished message, or whole messages left while
     /// answers wait to be written.
     rbuf: Vec<u8>,
@@ -444,6 +446,7 @@ impl Conns {
             stream: s,
             source,
             client: Some(ClientAddr::from_ip(peer.ip())),
+            peer,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
@@ -547,7 +550,7 @@ fn turn(c: &mut Conn, ctx: &mut ShardCtx, rd: &mut [u8], batch: &mut [u8]) -> Re
             }
         }
         if complete(&c.rbuf) {
-            let (used, out, bad) = answer(ctx, c.client, &c.rbuf, batch);
+            let (used, out, bad) = answer(ctx, c.client, &c.peer, &c.rbuf, batch);
             t.queries |= used > 0;
             c.rbuf.drain(..used);
             if c.rbuf.capacity() > 4 * c.rbuf.len().max(READ_CHUNK) {
@@ -576,7 +579,7 @@ fn turn(c: &mut Conn, ctx: &mut ShardCtx, rd: &mut [u8], batch: &mut [u8]) -> Re
         match c.stream.read(&mut rd[..want]) {
             Ok(0) => c.eof = true,
             Ok(n) if c.rbuf.is_empty() => {
-                let (used, out, bad) = answer(ctx, c.client, &rd[..n], batch);
+                let (used, out, bad) = answer(ctx, c.client, &c.peer, &rd[..n], batch);
                 t.queries |= used > 0;
                 if used < n && !bad {
                     append(&mut c.rbuf, &rd[used..n]);
@@ -630,6 +633,7 @@ fn complete(buf: &[u8]) -> bool {
 fn answer(
     ctx: &mut ShardCtx,
     client: Option<ClientAddr>,
+    peer: &SocketAddr,
     input: &[u8],
     batch: &mut [u8],
 ) -> (usize, usize, bool) {
@@ -643,7 +647,7 @@ fn answer(
             break;
         }
         let msg = &input[pos + 2..pos + 2 + len];
-        let n = ctx.answer_tcp(msg, client, &mut batch[out + 2..out + 2 + MAX_MSG]);
+        let n = ctx.answer_tcp(msg, client, peer, &mut batch[out + 2..out + 2 + MAX_MSG]);
         if n > 0 {
             batch[out..out + 2].copy_from_slice(&(n as u16).to_be_bytes());
             out += 2 + n;

@@ -197,6 +197,7 @@ impl Uring {
                 ctx.answer(
                     m.payload_data(),
                     ClientAddr::from_sockaddr(name),
+                    name,
                     &mut slot.buf[..],
                 )
             }
@@ -235,7 +236,12 @@ impl Uring {
         let data = &self.bufs[off..off + len];
         if let Ok(m) = RecvMsgOut::parse(data, &self.recv_hdr) {
             let name = m.name_data();
-            let rlen = ctx.answer(m.payload_data(), ClientAddr::from_sockaddr(name), &mut out);
+            let rlen = ctx.answer(
+                m.payload_data(),
+                ClientAddr::from_sockaddr(name),
+                name,
+                &mut out,
+            );
             if rlen > 0 {
                 // SAFETY: name is a sockaddr of name.len() bytes written by the kernel.
                 let r = unsafe {

@@ -639,7 +639,7 @@ fn copy_name(pkt: &[u8], mut at: usize, out: &mut [u8], mut pos: usize) -> usize
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::wire::Query;
 
@@ -704,7 +704,7 @@ mod tests {
     }
 
     /// Allocations made by this thread (the test binary's allocator counts them).
-    mod counting {
+    pub(crate) mod counting {
         use std::alloc::{GlobalAlloc, Layout, System};
         use std::cell::Cell;
 
@@ -733,7 +733,7 @@ mod tests {
             }
         }
 
-        pub(super) fn allocs() -> u64 {
+        pub(crate) fn allocs() -> u64 {
             ALLOCS.with(Cell::get)
         }
     }

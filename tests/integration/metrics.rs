@@ -69,7 +69,7 @@ fn metrics(s: &Server) -> (String, HashMap<String, f64>) {
 
 /// `promtool check metrics` passes the exposition, lint included (skipped loudly where
 /// promtool is missing and we are not root: tools/test installs it as root).
-fn promtool_passes(text: &str) {
+pub(crate) fn promtool_passes(text: &str) {
     let found = std::process::Command::new("promtool")
         .arg("--version")
         .output()

@@ -571,3 +571,60 @@ fn mtu_below_udp_payload_warns() {
     assert_eq!(big.counts[1], 0, "no records: {big:?}");
     assert!(big.opt().is_some(), "the OPT kept");
 }
+
+/// `[dnstap]` logs queries answered over XDP with the client's address and port as the
+/// frame gave them (the sockaddr the XDP backend builds), IPv4 and IPv6.
+#[test]
+fn dnstap_logs_queries_answered_over_xdp() {
+    if !available() {
+        return;
+    }
+    let veth = Veth::new();
+    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
+    let tap = fixtures().join("xdp-tap.fstrm");
+    let _ = std::fs::remove_file(&tap);
+    let text = format!("{text}\n[dnstap]\nfile = \"xdp-tap.fstrm\"\n");
+    let mut s = start(&text, "xdp-dnstap.toml", &veth, true, fixtures());
+    let a6 = SocketAddr::new(IpAddr::V6(veth.v6), s.addr.port());
+    let (p4, p6) = in_ns(|| {
+        let c4 = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let c6 = std::net::UdpSocket::bind("[::]:0").unwrap();
+        let mut buf = [0u8; 512];
+        for (c, to, t) in [(&c4, s.addr, A), (&c6, a6, AAAA)] {
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            c.send_to(&Q::new("www.example.test", t).build(), to)
+                .unwrap();
+            assert!(
+                c.recv(&mut buf).is_ok(),
+                "answered from {}",
+                c.local_addr().unwrap()
+            );
+        }
+        (
+            c4.local_addr().unwrap().port(),
+            c6.local_addr().unwrap().port(),
+        )
+    });
+    s.stop();
+    let out = Command::new("dnstap-ldns")
+        .arg("-r")
+        .arg(&tap)
+        .arg("-y")
+        .output()
+        .expect("dnstap-ldns (Debian package dnstap-ldns; tools/test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let peer4 = Ipv4Addr::from(u32::from(veth.v4) + 1);
+    let peer6 = Ipv6Addr::from(u128::from(veth.v6) + 1);
+    for (addr, port, family) in [
+        (peer4.to_string(), p4, "INET"),
+        (peer6.to_string(), p6, "INET6"),
+    ] {
+        let msg = text
+            .split("---")
+            .find(|m| m.contains(&format!("query_address: \"{addr}\"")))
+            .unwrap_or_else(|| panic!("no message from {addr} in:\n{text}"));
+        assert!(msg.contains(&format!("query_port: {port}")), "{msg}");
+        assert!(msg.contains(&format!("socket_family: {family}")), "{msg}");
+        assert!(msg.contains("socket_protocol: UDP"), "{msg}");
+    }
+}

@@ -251,7 +251,7 @@ impl<'a> Resolver<'a> {
 
 /// Checks the access domains of all files together: each name and type once, and none
 /// that the zone data beside it contradicts.
-pub(super) fn check_all(ads: &[AccessDomain], ctx: &mut Ctx<'_>, zones: &[Zone]) {
+pub(super) fn check_all(ads: &super::AdSet, ctx: &mut Ctx<'_>, zones: &[Zone]) {
     // (name, type) -> whether one declared so is enabled.
     let mut seen: Declared<'_> = HashMap::with_capacity(ads.len());
     for ad in ads {
@@ -279,7 +279,7 @@ type Declared<'a> = HashMap<(&'a [u8], u16), bool>;
 /// Access domains against the records of their zones (by hash: a million access domains
 /// meet a large zone in linear time): a CNAME alone at its name (RFC 1034 3.6.2), none at
 /// the apex.
-fn beside_zone_data(ads: &[AccessDomain], ctx: &mut Ctx<'_>, zones: &[Zone], seen: &Declared<'_>) {
+fn beside_zone_data(ads: &super::AdSet, ctx: &mut Ctx<'_>, zones: &[Zone], seen: &Declared<'_>) {
     let mut owners: HashMap<(usize, &[u8]), Vec<u16>> = HashMap::new();
     for (zi, z) in zones.iter().enumerate() {
         for r in &z.records {

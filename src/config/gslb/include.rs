@@ -3,13 +3,14 @@
 //! order. A file of the common shape is read by [`super::reader`], one access domain at a
 //! time; any other by the `toml` crate.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use toml::Spanned;
 
 use super::access_domain::validate_all;
-use super::{reader, AccessDomain, Ctx, Scope};
+use super::{reader, AccessDomain, AdSet, Ctx, Scope};
 use crate::config::error::{ConfigError, Lines, Origin};
 use crate::config::spec::IncludeSpec;
 use crate::config::validate;
@@ -19,27 +20,114 @@ use crate::config::validate;
 /// size.
 pub const MAX_INCLUDE_BYTES: u64 = 64 << 20;
 
-/// Validates the files `patterns` name, in order, appending their access domains to `ads`.
+/// Validates the files `patterns` name, in order, appending their access domains to `ads`
+/// (one segment per file). A file whose text and whose scope (zones, lines, pools) are
+/// those of the last load's is not validated again: its access domains are shared with
+/// that load's model ([`CACHE`]). Returns how many files there were and how many of them
+/// were shared.
 pub(super) fn load(
     patterns: &[Spanned<String>],
     ctx: &mut Ctx<'_>,
     scope: &Scope<'_>,
-    ads: &mut Vec<AccessDomain>,
-) {
+    ads: &mut AdSet,
+) -> IncludeStats {
     let mut files = Vec::new();
     for pat in patterns {
         for path in expand(pat, ctx) {
             files.push((ctx.at(pat), path));
         }
     }
-    let done = include_files(&files, ctx.base, scope);
-    // One allocation for all of them (a million access domains: 150 MB, grown by
-    // doubling, would be copied and faulted in again at each step).
-    ads.reserve(done.iter().map(|(more, _)| more.len()).sum());
-    for (mut more, mut errs) in done {
-        ads.append(&mut more);
+    let scope_digest = scope_digest(scope);
+    let done = include_files(&files, (ctx.base, ctx.overlay), scope, scope_digest);
+    let mut stats = IncludeStats {
+        files: files.len(),
+        reused: 0,
+    };
+    let mut next_cache = HashMap::with_capacity(done.len());
+    for ((_, path), inc) in files.iter().zip(done) {
+        let Included {
+            ads: more,
+            mut errs,
+            text,
+            reused,
+        } = inc;
+        stats.reused += reused as usize;
+        if let (Some(text), true) = (text, errs.is_empty()) {
+            let digest = (text, scope_digest);
+            let kept = Cached {
+                digest,
+                ads: more.clone(),
+            };
+            next_cache.insert(path.clone(), kept);
+        }
+        ads.push(more);
         ctx.errs.append(&mut errs);
     }
+    // What this load read replaces what the last one did: the cache never holds more
+    // than one model's included files, and those are shared with that model.
+    *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some(next_cache);
+    stats
+}
+
+/// How the included files of a load were read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IncludeStats {
+    /// Included files.
+    pub files: usize,
+    /// Files unchanged since the last load (same text, same zones, lines and pools), whose
+    /// access domains were shared rather than read again.
+    pub reused: usize,
+}
+
+/// One included file as the last load validated it (without errors).
+struct Cached {
+    /// Digests of its text and of the scope it was validated against.
+    digest: (u64, u64),
+    ads: Arc<[AccessDomain]>,
+}
+
+/// The included files of the last load, by path.
+static CACHE: Mutex<Option<HashMap<PathBuf, Cached>>> = Mutex::new(None);
+
+/// The access domains the last load validated from `path`, if its text and scope digests
+/// are `digest` again.
+fn cached(path: &Path, digest: (u64, u64)) -> Option<Arc<[AccessDomain]>> {
+    let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let c = cache.as_ref()?.get(path)?;
+    (c.digest == digest).then(|| c.ads.clone())
+}
+
+/// A fixed-seed hasher: digests are compared across loads.
+fn hasher() -> impl std::hash::Hasher {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x6774_6d64_696e_636c).build_hasher()
+}
+
+/// Digest of what an included file is validated against: zone names, line and pool names
+/// with their indices, and pool types.
+fn scope_digest(scope: &Scope<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = hasher();
+    for z in scope.zones {
+        z.name.hash(&mut h);
+    }
+    for p in scope.pools {
+        p.name.hash(&mut h);
+        (p.kind as u8).hash(&mut h);
+    }
+    for map in [&scope.names.lines, &scope.names.pools] {
+        let mut v: Vec<(&String, &usize)> = map.iter().collect();
+        v.sort_unstable();
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn text_digest(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = hasher();
+    text.hash(&mut h);
+    h.finish()
 }
 
 /// Expands an `include` entry (a path, or a pattern with `*` in the last component only,
@@ -102,13 +190,24 @@ fn wildcard(pat: &str, name: &str) -> bool {
     true
 }
 
-/// One included file's access domains and errors.
-type Included = (Vec<AccessDomain>, Vec<ConfigError>);
+/// One included file's access domains and errors, the digest of its text (when it could
+/// be read), and whether the last load's access domains were taken.
+struct Included {
+    ads: Arc<[AccessDomain]>,
+    errs: Vec<ConfigError>,
+    text: Option<u64>,
+    reused: bool,
+}
 
 /// Reads and validates the included files on one thread per CPU, each file's parse tree
 /// dropped as soon as it is validated (so memory holds a few trees, never all of them);
 /// returns each file's access domains and errors, in file order.
-fn include_files(files: &[(Origin, PathBuf)], base: &Path, scope: &Scope<'_>) -> Vec<Included> {
+fn include_files(
+    files: &[(Origin, PathBuf)],
+    (base, overlay): (&Path, &crate::config::Overlay),
+    scope: &Scope<'_>,
+    scope_digest: u64,
+) -> Vec<Included> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let workers = std::thread::available_parallelism()
@@ -130,10 +229,10 @@ fn include_files(files: &[(Origin, PathBuf)], base: &Path, scope: &Scope<'_>) ->
                     let Some((from, path)) = files.get(i) else {
                         break;
                     };
-                    let mut errs = Vec::new();
                     let buf = (&mut text, &mut lines);
-                    let ads = include_file(&mut errs, from.clone(), path, base, scope, buf);
-                    done.lock().expect("include results")[i] = Some((ads, errs));
+                    let at = (from.clone(), path.as_path(), base, overlay);
+                    let inc = include_file(at, (scope, scope_digest), buf);
+                    done.lock().expect("include results")[i] = Some(inc);
                 }
             });
         }
@@ -146,19 +245,20 @@ fn include_files(files: &[(Origin, PathBuf)], base: &Path, scope: &Scope<'_>) ->
 }
 
 /// Reads one included file of access domains (into `text`, its line starts into `lines`)
-/// and validates it.
+/// and validates it, unless the last load validated the same text in the same scope.
 fn include_file(
-    errs: &mut Vec<ConfigError>,
-    from: Origin,
-    path: &Path,
-    base: &Path,
-    scope: &Scope<'_>,
+    (from, path, base, overlay): (Origin, &Path, &Path, &crate::config::Overlay),
+    (scope, scope_digest): (&Scope<'_>, u64),
     (text, lines): (&mut String, &mut Lines),
-) -> Vec<AccessDomain> {
+) -> Included {
     use std::io::Read;
     let file: Arc<str> = path.display().to_string().into();
     text.clear();
     let read = std::fs::metadata(path).and_then(|m| {
+        if let Some(t) = overlay.get(path) {
+            text.push_str(t);
+            return Ok(t.len());
+        }
         if m.len() > MAX_INCLUDE_BYTES {
             Err(std::io::Error::other(format!(
                 "{} bytes, more than {MAX_INCLUDE_BYTES}: split it into several files",
@@ -168,18 +268,41 @@ fn include_file(
             std::fs::File::open(path)?.read_to_string(text)
         }
     });
+    let mut errs = Vec::new();
     if let Err(e) = read {
         errs.push(ConfigError::new(from, "include", format!("{}: {e}", file)));
-        return Vec::new();
+        let ads = Arc::from(Vec::new());
+        return Included {
+            ads,
+            errs,
+            text: None,
+            reused: false,
+        };
+    }
+    let digest = text_digest(text);
+    if let Some(ads) = cached(path, (digest, scope_digest)) {
+        return Included {
+            ads,
+            errs,
+            text: Some(digest),
+            reused: true,
+        };
     }
     lines.reset(text);
     let mut ctx = Ctx {
         file: &file,
         lines,
         base,
-        errs,
+        overlay,
+        errs: &mut errs,
     };
-    read_validated(text, &mut ctx, scope, Parser::Reader)
+    let ads = read_validated(text, &mut ctx, scope, Parser::Reader).into();
+    Included {
+        ads,
+        errs,
+        text: Some(digest),
+        reused: false,
+    }
 }
 
 /// Which parser reads an included file.

@@ -4,6 +4,7 @@
 //! the compiler never meets a dangling name; each mistake is reported with file and line.
 
 mod access_domain;
+mod ad_set;
 mod address;
 mod geo;
 mod health_check;
@@ -14,7 +15,9 @@ mod reader;
 #[cfg(test)]
 mod reader_tests;
 
+pub use ad_set::{AdSet, Iter as AdSetIter};
 use foldhash::{HashMap, HashMapExt};
+pub use include::IncludeStats;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
@@ -310,7 +313,9 @@ pub struct Gslb {
     /// Pools.
     pub pools: Vec<Pool>,
     /// Access domains.
-    pub access_domains: Vec<AccessDomain>,
+    pub access_domains: AdSet,
+    /// How the included files were read (shared with the last load, or validated).
+    pub includes: IncludeStats,
 }
 
 /// Display name of a record type we schedule.
@@ -385,9 +390,10 @@ pub(super) fn load(s: &spec::Spec, ctx: &mut Ctx<'_>, zones: &[Zone]) -> Gslb {
         names: &names,
     };
     // The main file's access domains, then the included files' in order.
-    let mut ads = access_domain::validate_all(&s.access_domain, ctx, &scope);
+    let mut ads = AdSet::default();
+    ads.push(access_domain::validate_all(&s.access_domain, ctx, &scope).into());
     let patterns = s.include.as_deref().unwrap_or_default();
-    include::load(patterns, ctx, &scope, &mut ads);
+    g.includes = include::load(patterns, ctx, &scope, &mut ads);
     access_domain::check_all(&ads, ctx, zones);
     g.access_domains = ads;
     g

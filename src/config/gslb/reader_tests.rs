@@ -69,6 +69,7 @@ fn with_scope(f: impl FnOnce(&Scope<'_>)) {
         file: &file,
         lines: &lines,
         base: Path::new("."),
+        overlay: &Default::default(),
         errs: &mut errs,
     };
     let zones = zone::load(&spec.zone, &mut ctx);
@@ -90,6 +91,7 @@ fn outcome(text: &str, scope: &Scope<'_>, parser: Parser) -> String {
         file: &file,
         lines: &lines,
         base: Path::new("."),
+        overlay: &Default::default(),
         errs: &mut errs,
     };
     let ads = read_validated(text, &mut ctx, scope, parser);

@@ -24,6 +24,7 @@ use crate::health::Writer;
 use crate::probe::latency::BUCKETS;
 use crate::probe::Report;
 use crate::shard::counters::{CLOSE_REASONS, QTYPE_GROUPS, RCODES};
+use crate::shard::tap::{Stats as TapStats, DROP_REASONS};
 use crate::shard::Counters;
 use crate::tables::gslb::NO_POOL;
 use crate::tables::Snapshot;
@@ -38,6 +39,8 @@ pub struct Metrics {
     started: SystemTime,
     series: Mutex<Series>,
     counters: OnceLock<Vec<Arc<Counters>>>,
+    /// The query log's counters, with `[dnstap]`.
+    dnstap: OnceLock<Arc<TapStats>>,
     reloads: Mutex<Reloads>,
 }
 
@@ -60,6 +63,7 @@ impl Metrics {
             started: now - since.elapsed(),
             series: Mutex::new(Series::new(cfg.max_series)),
             counters: OnceLock::new(),
+            dnstap: OnceLock::new(),
             reloads: Mutex::new(Reloads {
                 attempts: 0,
                 failures: 0,
@@ -92,6 +96,16 @@ impl Metrics {
         let _ = self.counters.set(counters);
     }
 
+    /// The query log's counters, once its writer runs.
+    pub fn tapping(&self, stats: Arc<TapStats>) {
+        let _ = self.dnstap.set(stats);
+    }
+
+    /// The shards' counters (none before they run).
+    pub(crate) fn counters(&self) -> &[Arc<Counters>] {
+        self.counters.get().map_or(&[], Vec::as_slice)
+    }
+
     /// Records a reload that took `took` and succeeded or not.
     pub fn reloaded(&self, ok: bool, took: Duration) {
         let mut r = self.reloads.lock().expect("reloads lock");
@@ -122,6 +136,9 @@ fn render(ctx: &ApiContext, om: bool) -> String {
     let counters = m.counters.get().unwrap_or(&none);
     queries(&mut e, counters);
     tcp(&mut e, counters);
+    if let Some(t) = m.dnstap.get() {
+        dnstap(&mut e, t);
+    }
     let reports = ctx.reports.lock().expect("reports lock").clone();
     let w = ctx.writer.lock().expect("writer lock");
     health(&mut e, &w);
@@ -377,6 +394,37 @@ fn tcp(e: &mut Expo, counters: &[Arc<Counters>]) {
             open,
         );
     }
+}
+
+/// The query log (`[dnstap]`): frames written, dropped by reason, the reader connected.
+fn dnstap(e: &mut Expo, t: &TapStats) {
+    e.family(
+        "gtmd_dnstap_frames",
+        Kind::Counter,
+        "dnstap frames (one per logged query or response) written whole to the socket or file.",
+    );
+    e.sample("gtmd_dnstap_frames", "_total", &[], t.frames.load(Relaxed));
+    e.family(
+        "gtmd_dnstap_dropped",
+        Kind::Counter,
+        "dnstap frames not written, by reason: queue_full (a shard found its ring full: the \
+         writer is behind), oversize, no_reader (no socket reader, or it went away), \
+         slow_reader (the reader does not keep up), write_error (the file).",
+    );
+    for (i, reason) in DROP_REASONS.iter().enumerate() {
+        e.sample(
+            "gtmd_dnstap_dropped",
+            "_total",
+            &[("reason", reason)],
+            t.dropped(i),
+        );
+    }
+    e.family(
+        "gtmd_dnstap_connected",
+        Kind::Gauge,
+        "1 while the dnstap socket's reader is connected (or the file is open).",
+    );
+    e.sample("gtmd_dnstap_connected", "", &[], t.connected.load(Relaxed));
 }
 
 /// Address and pool state and transitions.

@@ -96,6 +96,24 @@ pub(super) fn parse(f: &[u8]) -> Option<Query> {
     })
 }
 
+/// The client's address and port as the kernel would give them with a datagram (a
+/// `sockaddr_in` or `sockaddr_in6` in `sa`, for the query log); returns its length.
+#[inline]
+pub(super) fn sockaddr(f: &[u8], q: &Query, sa: &mut [u8; 28]) -> usize {
+    sa.fill(0);
+    let udp = header_len(q.v6) - UDP;
+    sa[2..4].copy_from_slice(&f[udp..udp + 2]); // source port, network order
+    if q.v6 {
+        sa[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        sa[8..24].copy_from_slice(&f[ETH + 8..ETH + 24]);
+        28
+    } else {
+        sa[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        sa[4..8].copy_from_slice(&f[ETH + 12..ETH + 16]);
+        16
+    }
+}
+
 /// Writes the headers of the answer to the query `q` (received as `rx`) into `out`, whose
 /// `out[header_len(q.v6)..][..dns_len]` already holds the DNS answer; returns the frame's
 /// length.
@@ -223,6 +241,13 @@ mod tests {
         let f6 = frame(true, b"hi!");
         let q6 = parse(&f6).unwrap();
         assert_eq!((q6.v6, &f6[q6.start..q6.end]), (true, &b"hi!"[..]));
+        // The peer as a sockaddr reads back as the frame's source address.
+        let mut sa = [0u8; 28];
+        let n = sockaddr(&f, &q, &mut sa);
+        assert_eq!(ClientAddr::from_sockaddr(&sa[..n]), Some(q.client));
+        assert_eq!(u16::from_be_bytes([sa[2], sa[3]]), 40000);
+        let n = sockaddr(&f6, &q6, &mut sa);
+        assert_eq!(ClientAddr::from_sockaddr(&sa[..n]), Some(q6.client));
         let mut frag = f.clone();
         frag[ETH + 6] = 0x20; // MF
         assert_eq!(parse(&frag), None);

@@ -318,7 +318,9 @@ fn answer(ctx: &mut ShardCtx, scratch: &mut [u8], rx: &[u8], tx: &mut [u8], mtu:
     let Some(q) = frame::parse(rx) else {
         return 0;
     };
-    let mut n = ctx.answer(&rx[q.start..q.end], Some(q.client), scratch);
+    let mut sa = [0u8; 28];
+    let sa_len = frame::sockaddr(rx, &q, &mut sa);
+    let mut n = ctx.answer(&rx[q.start..q.end], Some(q.client), &sa[..sa_len], scratch);
     let h = frame::header_len(q.v6);
     // The IP packet must fit the MTU (no fragmentation here) and the frame: a larger
     // answer goes out truncated (TC=1), and the client asks again over TCP.

@@ -1,0 +1,90 @@
+//! Included access-domain files across reloads: a file whose text and scope are unchanged
+//! is shared with the serving model, never answered from stale data.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+const A: u16 = 1;
+
+/// The main file: two pools over two addresses, in the order given.
+fn main_file(pools_swapped: bool) -> String {
+    let (first, second) = if pools_swapped {
+        ("p2", "p1")
+    } else {
+        ("p1", "p2")
+    };
+    let pool = |p: &str| {
+        let a = if p == "p1" { "x1" } else { "x2" };
+        format!("[[pool]]\nname = \"{p}\"\ntype = \"ipv4\"\naddresses = [\"{a}\"]\n")
+    };
+    format!(
+        "version = 1\ninclude = [\"ads/*.toml\"]\n[server]\nshards = [0]\n[control]\nlisten = \"off\"\n\
+         [[zone]]\nname = \"i.test.\"\nsoa = {{ mname = \"ns\", rname = \"h\" }}\nns = [\"ns\"]\n\
+         records = [\"ns A 192.0.2.53\"]\n\
+         [[address]]\nname = \"x1\"\nvalue = \"192.0.2.1\"\n\
+         [[address]]\nname = \"x2\"\nvalue = \"192.0.2.2\"\n{}{}",
+        pool(first),
+        pool(second)
+    )
+}
+
+fn ad_file(name: &str, pool: &str) -> String {
+    format!(
+        "[[access-domain]]\nname = \"{name}.i.test.\"\ntype = \"A\"\npolicy = \"weighted\"\npools = [\"{pool}\"]\n"
+    )
+}
+
+/// Reloads and returns the "new configuration serving" line of generation `g`.
+fn reload(s: &Server, g: u32) -> String {
+    s.signal(libc::SIGHUP);
+    s.wait_log(&format!("generation={g} "), Duration::from_secs(10))
+}
+
+fn answer(s: &Server, name: &str) -> Vec<String> {
+    s.udp(&Q::new(&format!("{name}.i.test"), A).build())
+        .expect("an answer")
+        .answers(A)
+}
+
+/// One edited file of two is read again, the other shared; a main file whose pools moved
+/// makes every included file be read again (their pool indices would be stale), and the
+/// answers are those of the files as they are.
+#[test]
+fn unchanged_included_files_are_shared_on_reload() {
+    let dir = TempDir::new("includes");
+    let cfg = dir.write("main.toml", &main_file(false));
+    std::fs::create_dir_all(dir.join("ads")).unwrap();
+    dir.write("ads/a.toml", &ad_file("a", "p1"));
+    dir.write("ads/b.toml", &ad_file("b", "p2"));
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    assert_eq!(answer(&s, "a"), ["192.0.2.1"]);
+    assert_eq!(answer(&s, "b"), ["192.0.2.2"]);
+
+    dir.write("ads/b.toml", &ad_file("b", "p1"));
+    let line = reload(&s, 2);
+    assert!(line.contains("include_files=2 include_reused=1"), "{line}");
+    assert_eq!(answer(&s, "a"), ["192.0.2.1"]);
+    assert_eq!(answer(&s, "b"), ["192.0.2.1"], "the edited file serves");
+
+    let line = reload(&s, 3);
+    assert!(line.contains("include_files=2 include_reused=2"), "{line}");
+
+    // p1 is now pool 1, not 0: nothing validated against the old order is kept.
+    dir.write("main.toml", &main_file(true));
+    let line = reload(&s, 4);
+    assert!(line.contains("include_files=2 include_reused=0"), "{line}");
+    assert_eq!(answer(&s, "a"), ["192.0.2.1"]);
+    assert_eq!(answer(&s, "b"), ["192.0.2.1"]);
+
+    // A file with an error is rejected (and not kept); fixed, it is read again.
+    dir.write("ads/a.toml", &ad_file("a", "nope"));
+    s.signal(libc::SIGHUP);
+    s.wait_log("unknown pool 'nope'", Duration::from_secs(10));
+    assert_eq!(answer(&s, "a"), ["192.0.2.1"], "the old model serves");
+    dir.write("ads/a.toml", &ad_file("a", "p2"));
+    let line = reload(&s, 5);
+    assert!(line.contains("include_files=2 include_reused=1"), "{line}");
+    assert_eq!(answer(&s, "a"), ["192.0.2.2"]);
+    assert_eq!(answer(&s, "b"), ["192.0.2.1"]);
+}
