@@ -100,6 +100,8 @@ enum IoArg {
     Auto,
     IoUring,
     Mmsg,
+    /// AF_XDP on [server.xdp]'s interface (needs root or CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW)
+    Xdp,
 }
 
 fn main() -> ExitCode {
@@ -123,6 +125,7 @@ fn main() -> ExitCode {
                     IoArg::Auto => IoMode::Auto,
                     IoArg::IoUring => IoMode::IoUring,
                     IoArg::Mmsg => IoMode::Mmsg,
+                    IoArg::Xdp => IoMode::Xdp,
                 }),
                 shards: shards.filter(|&n| n > 0),
                 control: control.map(|c| c.0),

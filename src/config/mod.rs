@@ -271,6 +271,18 @@ pub enum IoMode {
     IoUring,
     /// recvmmsg/sendmmsg.
     Mmsg,
+    /// AF_XDP on `[server.xdp]`'s interface (kernel sockets for the rest, and as the
+    /// fallback when XDP cannot attach).
+    Xdp,
+}
+
+/// `[server.xdp]`: where the AF_XDP data path attaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Xdp {
+    /// The network interface (e.g. `eth0`).
+    pub interface: String,
+    /// RX queues served: shard `i` takes queue `i`, for `i < queues`.
+    pub queues: u32,
 }
 
 /// `[server]`.
@@ -282,6 +294,8 @@ pub struct Server {
     pub shards: Shards,
     /// UDP backend.
     pub io: IoMode,
+    /// `[server.xdp]`, for `io = "xdp"`.
+    pub xdp: Option<Xdp>,
     /// Largest UDP response payload.
     pub udp_payload: u16,
     /// Open TCP connections per shard; at the cap the longest-idle one makes room.

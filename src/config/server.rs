@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::spec::ServerSpec;
 use super::validate::{Ctx, Seconds};
-use super::{IoMode, Server, Shards};
+use super::{IoMode, Server, Shards, Xdp};
 
 impl Server {
     /// The settings of a file without `[server]`.
@@ -17,6 +17,7 @@ impl Server {
             listen: vec!["127.0.0.1:5300".parse().expect("literal")],
             shards: Shards::Auto,
             io: IoMode::Auto,
+            xdp: None,
             udp_payload: 1232,
             tcp_max_connections: 1024,
             tcp_idle_timeout: Duration::from_secs(10),
@@ -65,8 +66,19 @@ impl ServerSpec {
                 ("auto", IoMode::Auto),
                 ("io-uring", IoMode::IoUring),
                 ("mmsg", IoMode::Mmsg),
+                ("xdp", IoMode::Xdp),
             ];
             s.io = ctx.keyword(io, "server.io", &modes).unwrap_or(IoMode::Auto);
+        }
+        s.xdp = self.xdp.as_ref().and_then(|x| xdp(x, ctx));
+        if let Some(io) = self.io.as_ref().filter(|_| s.io == IoMode::Xdp) {
+            if self.xdp.is_none() {
+                ctx.err(
+                    io,
+                    "server.io",
+                    "\"xdp\" needs a [server.xdp] table with interface = \"NAME\"",
+                );
+            }
         }
         if let Some(v) = ctx.int(&self.udp_payload, "server.udp-payload", 512..=4096) {
             s.udp_payload = v;
@@ -126,6 +138,30 @@ impl ServerSpec {
             s.cookie_secret_previous = v.first().copied();
         }
     }
+}
+
+/// `[server.xdp]`: `interface` (required, an interface name) and `queues` (1 to 256).
+fn xdp(spec: &Spanned<super::spec::XdpSpec>, ctx: &mut Ctx<'_>) -> Option<Xdp> {
+    let queues = ctx.int(&spec.get_ref().queues, "server.xdp.queues", 1..=256);
+    let Some(name) = &spec.get_ref().interface else {
+        ctx.err(
+            spec,
+            "server.xdp.interface",
+            "missing: the network interface to attach to (e.g. \"eth0\")",
+        );
+        return None;
+    };
+    let n = name.get_ref();
+    let ok = !n.is_empty()
+        && n.len() < libc::IFNAMSIZ
+        && !n.contains(|c: char| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    let interface = ctx.check(name, "server.xdp.interface", ok.then(|| n.clone()), || {
+        format!("'{n}' is not an interface name (1 to 15 octets, no '/', ':' or spaces)")
+    })?;
+    Some(Xdp {
+        interface,
+        queues: queues.unwrap_or(1),
+    })
 }
 
 /// `listen`: addresses with ports, each once.

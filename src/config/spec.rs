@@ -236,6 +236,15 @@ pub(crate) struct ServerSpec {
     pub(crate) require_cookie: Option<bool>,
     pub(crate) cookie_secret_file: Option<Spanned<String>>,
     pub(crate) cookie_secret_previous_file: Option<Spanned<String>>,
+    pub(crate) xdp: Option<Spanned<XdpSpec>>,
+}
+
+/// `[server.xdp]`: the AF_XDP data path (`io = "xdp"`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct XdpSpec {
+    pub(crate) interface: Option<Spanned<String>>,
+    pub(crate) queues: Option<Spanned<i64>>,
 }
 
 /// `[rrl]`: response rate limiting.

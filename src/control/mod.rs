@@ -145,6 +145,8 @@ struct Running {
     /// Every shard thread's query-log ring (`[dnstap]`), and the writer draining them.
     rings: Vec<Arc<shard::tap::Ring>>,
     dnstap: Option<dnstap::Writer>,
+    /// The attached XDP program (`io = "xdp"`), detached at shutdown.
+    xdp: Option<shard::xdp::Attached>,
 }
 
 /// `gtmd run`: serves until SIGTERM/SIGINT.
@@ -610,6 +612,9 @@ fn shut_down(running: Running, mut plane: ControlPlane, generation: u64) {
     for t in running.threads {
         let _ = t.join();
     }
+    if let Some(x) = running.xdp {
+        x.detach();
+    }
     // The shards have stopped: the writer drains their rings and ends the stream.
     if let Some(w) = running.dnstap {
         w.stop();
@@ -872,8 +877,11 @@ fn reload(
 fn warn_restart_only(current: &Config, cfg: &Config) {
     let s = &cfg.server;
     let c = &current.server;
-    if s.listen != c.listen || s.shards != c.shards || s.io != c.io {
-        warn!("reload: server.listen, server.shards and server.io take effect at restart");
+    if s.listen != c.listen || s.shards != c.shards || s.io != c.io || s.xdp != c.xdp {
+        warn!(
+            "reload: server.listen, server.shards, server.io and [server.xdp] take effect at \
+             restart"
+        );
     }
     if s.tcp_max_connections != c.tcp_max_connections
         || s.tcp_idle_timeout != c.tcp_idle_timeout
@@ -964,9 +972,10 @@ fn start(
         bound.push(addr);
     }
     drop(lock);
-    for addr in bound {
+    for addr in &bound {
         info!(udp = %addr, tcp = %addr, "listening");
     }
+    let (xdp, mut xsks) = attach_xdp(cfg, &bound, n)?;
     before_serving();
     let mut threads = Vec::new();
     let mut counters = Vec::new();
@@ -978,7 +987,9 @@ fn start(
         io_timeout: cfg.server.tcp_io_timeout,
     };
     for (i, ((cpu, u), t)) in cpus.into_iter().zip(udp).zip(tcp).enumerate() {
-        let backend = shard::make_backend(cfg.server.io, u)
+        let xsk = xsks.get_mut(i).and_then(Option::take);
+        let iface = cfg.server.xdp.as_ref().map_or("", |x| x.interface.as_str());
+        let backend = shard::make_backend(cfg.server.io, u, xsk.map(|x| (x, iface)))
             .map_err(|e| ExitError::Startup(format!("shard {i}: cannot start UDP I/O: {e}")))?;
         info!(shard = i, cpu, io = backend.name(), "shard starting");
         let series = cfg.metrics.max_series;
@@ -1011,7 +1022,39 @@ fn start(
         shards: n,
         threads,
         counters,
+        xdp,
     })
+}
+
+/// With `io = "xdp"`: the XDP program attached to `[server.xdp]`'s interface for the
+/// listeners `bound`, and an AF_XDP socket per served queue (shard `i` takes queue `i`).
+/// When XDP cannot attach (no capability, no such interface or queue), the error is
+/// logged and UDP is served on the kernel sockets.
+type XdpParts = (
+    Option<shard::xdp::Attached>,
+    Vec<Option<shard::xdp::Socket>>,
+);
+
+fn attach_xdp(cfg: &Config, bound: &[SocketAddr], shards: usize) -> Result<XdpParts, ExitError> {
+    if cfg.server.io != IoMode::Xdp {
+        return Ok((None, Vec::new()));
+    }
+    let Some(conf) = &cfg.server.xdp else {
+        return Err(ExitError::Startup(
+            "io \"xdp\" needs a [server.xdp] table with interface = \"NAME\" in the configuration"
+                .into(),
+        ));
+    };
+    match shard::xdp::attach(conf, bound, shards, cfg.server.udp_payload) {
+        Ok((a, s)) => Ok((Some(a), s.into_iter().map(Some).collect())),
+        Err(e) => {
+            error!(
+                interface = %conf.interface,
+                "xdp: {e}: serving UDP on kernel sockets (recvmmsg/sendmmsg) instead"
+            );
+            Ok((None, Vec::new()))
+        }
+    }
 }
 
 /// A shard thread's query-log ring, its tap set in `ctx`.

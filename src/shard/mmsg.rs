@@ -36,7 +36,7 @@ impl Mmsg {
 }
 
 /// The batch's buffers; boxed once per shard so the kernel pointers into it stay valid.
-struct Bufs {
+pub(super) struct Bufs {
     rbuf: [[u8; RBUF]; BATCH],
     sbuf: [[u8; SBUF]; BATCH],
     addrs: [libc::sockaddr_storage; BATCH],
@@ -46,20 +46,28 @@ struct Bufs {
     smsg: [libc::mmsghdr; BATCH],
 }
 
-impl UdpIo for Mmsg {
-    fn name(&self) -> &'static str {
-        "mmsg"
-    }
-
-    fn serve(&mut self, ctx: &mut ShardCtx) -> io::Result<()> {
+impl Bufs {
+    /// Zeroed buffers with the receive iovecs set.
+    pub(super) fn new() -> Box<Self> {
         // SAFETY: every field is plain old data for which all-zero is valid.
-        let mut b: Box<Bufs> = unsafe { Box::new_zeroed().assume_init() };
+        let mut b: Box<Self> = unsafe { Box::new_zeroed().assume_init() };
         for i in 0..BATCH {
             b.riov[i] = libc::iovec {
                 iov_base: b.rbuf[i].as_mut_ptr().cast(),
                 iov_len: RBUF,
             };
         }
+        b
+    }
+}
+
+impl UdpIo for Mmsg {
+    fn name(&self) -> &'static str {
+        "mmsg"
+    }
+
+    fn serve(&mut self, ctx: &mut ShardCtx) -> io::Result<()> {
+        let mut b = Bufs::new();
         let mut pfds: Vec<libc::pollfd> = self
             .socks
             .iter()
@@ -96,7 +104,7 @@ impl UdpIo for Mmsg {
 }
 
 /// One recvmmsg, answers, one (or, on partial sends, a few) sendmmsg.
-fn batch(fd: i32, b: &mut Bufs, ctx: &mut ShardCtx, blocking: bool) {
+pub(super) fn batch(fd: i32, b: &mut Bufs, ctx: &mut ShardCtx, blocking: bool) {
     for i in 0..BATCH {
         b.rmsg[i].msg_hdr = libc::msghdr {
             msg_name: (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast(),

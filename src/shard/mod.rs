@@ -1,8 +1,9 @@
 //! Step 4 of `config -> compile -> tables -> shards`: per-core shard threads.
 //!
 //! Each shard owns, per listener, one SO_REUSEPORT UDP socket (served by an [`UdpIo`]
-//! backend: io_uring or recvmmsg/sendmmsg) and one SO_REUSEPORT TCP listener (served by a
-//! companion thread on the same CPU). A shard reads the published [`Snapshot`] through a
+//! backend: io_uring or recvmmsg/sendmmsg; with `io = "xdp"` also an AF_XDP socket on its
+//! RX queue, `xdp/`) and one SO_REUSEPORT TCP listener (served by a companion thread on
+//! the same CPU). A shard reads the published [`Snapshot`] through a
 //! per-thread cache of the pointer, answers with [`crate::wire::respond`], and counts into
 //! its own [`Counters`] (`counters.rs`), and, with `[dnstap]`, hands sampled queries to the
 //! query log's writer through its own ring (`tap.rs`). Nothing on this path takes a lock or
@@ -16,6 +17,7 @@ pub mod tap;
 mod tcp;
 pub use tcp::serve as tcp_serve;
 mod uring;
+pub mod xdp;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -141,6 +143,18 @@ impl ShardCtx {
         len
     }
 
+    /// Rewrites the UDP answer of `len` octets in `out` to the last query as a truncated one
+    /// (TC=1, no records: the client asks again over TCP), counted as truncated; for a
+    /// transport that cannot send it whole. Returns the new length (0: drop it).
+    #[inline]
+    pub fn truncate(&mut self, out: &mut [u8], len: usize) -> usize {
+        let n = crate::wire::respond::slip(out, len, &self.query);
+        if n != 0 {
+            bump(&self.counters.truncated);
+        }
+        n
+    }
+
     /// Answers one TCP message from `peer` (never rate limited).
     #[inline]
     pub fn answer_tcp(
@@ -225,9 +239,17 @@ pub trait UdpIo: Send {
 /// against io_uring (SINGLE_ISSUER + DEFER_TASKRUN) in `bench/run`, it cost 1-9% less server
 /// CPU per query at a fixed 20k qps in each of three runs and was level or cheaper at
 /// saturation (PERF.md). io_uring stays one setting away (`io = "io-uring"`).
-pub fn make_backend(mode: IoMode, sockets: Vec<std::net::UdpSocket>) -> io::Result<Box<dyn UdpIo>> {
-    Ok(match mode {
-        IoMode::Mmsg | IoMode::Auto => Box::new(mmsg::Mmsg::new(sockets)?),
-        IoMode::IoUring => Box::new(uring::Uring::new(sockets)?),
+/// With `io = "xdp"`, a shard given an AF_XDP socket `xsk` (on `iface`) serves it and its
+/// kernel sockets; one without (a shard beyond `[server.xdp] queues`, or XDP could not
+/// attach) serves its kernel sockets with recvmmsg/sendmmsg.
+pub fn make_backend(
+    mode: IoMode,
+    sockets: Vec<std::net::UdpSocket>,
+    xsk: Option<(xdp::Socket, &str)>,
+) -> io::Result<Box<dyn UdpIo>> {
+    Ok(match (mode, xsk) {
+        (IoMode::Xdp, Some((x, iface))) => Box::new(xdp::XdpIo::new(x, sockets, iface)?),
+        (IoMode::Mmsg | IoMode::Auto | IoMode::Xdp, _) => Box::new(mmsg::Mmsg::new(sockets)?),
+        (IoMode::IoUring, _) => Box::new(uring::Uring::new(sockets)?),
     })
 }

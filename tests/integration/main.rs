@@ -25,4 +25,5 @@ mod rrl;
 mod scenarios;
 mod tcp;
 mod tools;
+mod xdp;
 mod zonefile;

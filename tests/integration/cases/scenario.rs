@@ -16,7 +16,21 @@ pub(crate) fn run(io: &str, file: &str) {
     let mut text = std::fs::read_to_string(example(&sc.config))
         .unwrap_or_else(|e| panic!("examples/{}: {e}", sc.config));
     let cfg = scratch.write(&sc.config, &text);
-    let s = Server::start(&["--config", cfg.to_str().unwrap(), "--io", io]);
+    // Over XDP: the configuration gains [server.xdp] on a veth of the scenario's own, and
+    // the queries come from the test namespace (`crate::xdp`).
+    let xdp = io == "xdp";
+    if xdp && !crate::xdp::available() {
+        return;
+    }
+    let (s, _veth) = if xdp {
+        let (s, v) = crate::xdp::scenario_server(&mut text, &cfg);
+        (s, Some(v))
+    } else {
+        (
+            Server::start(&["--config", cfg.to_str().unwrap(), "--io", io]),
+            None,
+        )
+    };
     let control = s.control_addr();
     let mut generation = 1;
     for step in &sc.steps {
@@ -43,6 +57,10 @@ pub(crate) fn run(io: &str, file: &str) {
                 }
             }
         }
-        super::check::run(&s, &step.case);
+        if xdp {
+            crate::xdp::in_ns(|| super::check::run(&s, &step.case));
+        } else {
+            super::check::run(&s, &step.case);
+        }
     }
 }

@@ -6,7 +6,14 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 pub fn udp_exchange(addr: SocketAddr, q: &[u8], timeout: Duration) -> Option<Vec<u8>> {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // From the address family's wildcard, so that the kernel picks the source address of
+    // the route (loopback, or a veth in the XDP tests).
+    let s = UdpSocket::bind(if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .unwrap();
     s.set_read_timeout(Some(timeout)).unwrap();
     s.send_to(q, addr).unwrap();
     let mut buf = vec![0u8; 65535];

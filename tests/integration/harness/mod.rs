@@ -214,8 +214,28 @@ impl Server {
         })
     }
 
+    /// As [`Server::start_raw`], run as user and group `uid` (when the tests run as root:
+    /// a gtmd without capabilities).
+    pub fn start_as(args: &[&str], uid: u32) -> Self {
+        Self::launch_as(args, false, false, &[], Some(uid))
+    }
+
     fn launch(args: &[&str], control: bool, die_with_parent: bool, env: &[(&str, &str)]) -> Self {
+        Self::launch_as(args, control, die_with_parent, env, None)
+    }
+
+    fn launch_as(
+        args: &[&str],
+        control: bool,
+        die_with_parent: bool,
+        env: &[(&str, &str)],
+        uid: Option<u32>,
+    ) -> Self {
         let mut cmd = Command::new(BIN);
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
+        }
         cmd.arg("run").args(args);
         cmd.envs(env.iter().copied());
         if die_with_parent {
