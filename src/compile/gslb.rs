@@ -7,11 +7,30 @@ use foldhash::HashMap;
 use std::sync::Arc;
 
 use crate::config::gslb::{AccessDomain, AddrValue, Fallback, Gslb, PoolPolicy};
-use crate::tables::gslb::{AdTable, AddrTable, GslbTables, LineIndex, PoolTable, RouteTable};
-use crate::tables::{Model, Slot, NONE};
+use crate::tables::gslb::{
+    AdTable, AddrTable, GslbTables, LineIndex, PoolTable, RouteInterner, RouteTable,
+};
+use crate::tables::{Model, Reuse, Slot, Snapshot, NONE};
 
 /// Builds the tables; `nodata` of each access domain is filled in by the zone compiler.
-pub(super) fn compile(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model) {
+/// With `prev`, when the addresses, pools and lines compile to the same tables, the rows
+/// of every access-domain segment shared with `prev`'s model are copied from it and only
+/// the others are compiled ([`Reuse`]).
+pub(super) fn compile(
+    g: &Arc<Gslb>,
+    use_ecs: bool,
+    prev: Option<&Snapshot>,
+) -> (GslbTables, Model, Reuse) {
+    let from = prev.filter(|p| p.gslb.use_ecs == use_ecs && same_tables(&p.model, g));
+    let interner = from.and_then(|p| p.reuse.interner.lock().ok()?.take());
+    match (from, interner) {
+        (Some(p), Some(interner)) => incremental(g, p, interner),
+        _ => full(g, use_ecs),
+    }
+}
+
+/// Every table compiled afresh.
+fn full(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model, Reuse) {
     let mut t = GslbTables {
         use_ecs,
         ..Default::default()
@@ -20,7 +39,7 @@ pub(super) fn compile(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model) {
     pools(&mut t, g);
     t.lines = line_index(g);
     t.nlines = g.lines.len() as u32;
-    let mut routes = Routes::new(g.lines.len());
+    let mut routes = Routes::new(g.lines.len(), Box::default());
     // Sized once: 9M routes at a million access domains would otherwise be copied (and
     // faulted in) at each doubling.
     let nroutes = g.access_domains.iter().map(route_count).sum();
@@ -30,11 +49,95 @@ pub(super) fn compile(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model) {
     for (ai, ad) in g.access_domains.iter().enumerate() {
         routes.add(&mut t, g, ai as u32, ad);
     }
-    let model = Model {
-        gslb: g.clone(),
-        slots: routes.slots,
+    let n = g.access_domains.len() as u32;
+    routes.finish(t, g, (0, Vec::new(), n))
+}
+
+/// The rows of `prev`'s segments that `g` shares copied (each access domain's first
+/// route moved by where its segment now starts), the rest compiled, appending to `prev`'s
+/// stored-once lists through its interner.
+fn incremental(
+    g: &Arc<Gslb>,
+    prev: &Snapshot,
+    interner: Box<RouteInterner>,
+) -> (GslbTables, Model, Reuse) {
+    let old = &prev.gslb;
+    let old_segs = prev.model.access_domains.segments();
+    // Each old segment's first access domain and first route, by its address.
+    let mut at: HashMap<*const AccessDomain, (usize, usize)> = HashMap::default();
+    let mut a0 = 0;
+    for seg in old_segs {
+        at.insert(seg.as_ptr(), (a0, old.ads[a0].routes as usize));
+        a0 += seg.len();
+    }
+    let route_end = |a: usize| match old.ads.get(a) {
+        Some(ad) => ad.routes as usize,
+        None => old.routes.len(),
     };
-    (t, model)
+    let nroutes: usize = g
+        .access_domains
+        .segments()
+        .iter()
+        .map(|seg| match at.get(&seg.as_ptr()) {
+            Some(&(a, r)) => route_end(a + seg.len()) - r,
+            None => seg.iter().map(route_count).sum(),
+        })
+        .sum();
+    let mut t = GslbTables {
+        ads: Vec::with_capacity(g.access_domains.len()),
+        routes: Vec::with_capacity(nroutes),
+        ..old.clone_shared()
+    };
+    let mut routes = Routes::new(g.lines.len(), interner);
+    routes.slots.reserve_exact(nroutes);
+    let mut runs = Vec::new();
+    let mut compiled = 0;
+    for seg in g.access_domains.segments() {
+        let ai = t.ads.len();
+        let Some(&(a, r)) = at.get(&seg.as_ptr()) else {
+            for (k, ad) in seg.iter().enumerate() {
+                routes.add(&mut t, g, (ai + k) as u32, ad);
+            }
+            compiled += seg.len() as u32;
+            continue;
+        };
+        let (r_end, ri) = (route_end(a + seg.len()), t.routes.len());
+        t.ads
+            .extend(old.ads[a..a + seg.len()].iter().map(|row| AdTable {
+                routes: row.routes - r as u32 + ri as u32,
+                ..*row
+            }));
+        t.routes.extend_from_slice(&old.routes[r..r_end]);
+        let ad_moved = |s: &Slot| Slot {
+            ad: s.ad - a as u32 + ai as u32,
+            line: s.line,
+        };
+        routes
+            .slots
+            .extend(prev.model.slots[r..r_end].iter().map(ad_moved));
+        runs.push((ri as u32, r as u32, (r_end - r) as u32));
+    }
+    routes.finish(t, g, (prev.generation, runs, compiled))
+}
+
+/// Whether the addresses, pools and lines of `g` compile to the tables `m`'s did, with
+/// the same indices (what an access domain's copied rows point into).
+fn same_tables(m: &Model, g: &Gslb) -> bool {
+    let o = &m.gslb;
+    o.addresses.len() == g.addresses.len()
+        && o.pools.len() == g.pools.len()
+        && o.lines.len() == g.lines.len()
+        && o.addresses
+            .iter()
+            .zip(&g.addresses)
+            .all(|(a, b)| (&a.value, a.weight, a.enabled) == (&b.value, b.weight, b.enabled))
+        && o.pools.iter().zip(&g.pools).all(|(a, b)| {
+            (&a.addresses, a.policy, a.answers) == (&b.addresses, b.policy, b.answers)
+        })
+        && o.lines
+            .iter()
+            .zip(&g.lines)
+            .all(|(a, b)| (&a.v4, &a.v6, a.parent) == (&b.v4, &b.v6, b.parent))
 }
 
 /// The routes of an access domain: the default one, and under the nearest policy one per
@@ -101,15 +204,8 @@ fn line_index(g: &Gslb) -> LineIndex {
 /// mostly repeat a few shapes), buffers reused from one access domain to the next, so that
 /// an access domain whose shapes were seen allocates nothing.
 struct Routes {
-    /// Line -> route rows, by content: their row number.
-    patterns: HashMap<Vec<u32>, u32>,
-    /// Candidate lists, by content: their start in `route_pools`.
-    pool_lists: HashMap<Vec<(u32, u32)>, u32>,
-    /// Fallback address lists, by content: their start in `fallback`.
-    fb_lists: HashMap<Vec<u32>, u32>,
-    /// The fallback list (start, length) of a candidate list (its start and length in
-    /// `route_pools`) under a fallback rule, for CNAME or not: computed once per shape.
-    fb_of: HashMap<(u32, u32, Fallback, bool), (u32, u32)>,
+    /// The lists stored so far.
+    seen: Box<RouteInterner>,
     /// One per route.
     slots: Vec<Slot>,
     /// The access domain at hand: line -> its route.
@@ -126,12 +222,9 @@ struct Routes {
 }
 
 impl Routes {
-    fn new(nlines: usize) -> Self {
+    fn new(nlines: usize, seen: Box<RouteInterner>) -> Self {
         Self {
-            patterns: HashMap::default(),
-            pool_lists: HashMap::default(),
-            fb_lists: HashMap::default(),
-            fb_of: HashMap::default(),
+            seen,
             slots: Vec::new(),
             line_route: vec![0; nlines],
             own: vec![NONE; nlines],
@@ -156,7 +249,7 @@ impl Routes {
         for &(line, to) in &self.routes {
             let pools = &self.cand[from..to];
             from = to;
-            let start = intern(&mut self.pool_lists, pools, &mut t.route_pools);
+            let start = intern(&mut self.seen.pool_lists, pools, &mut t.route_pools);
             let len = pools.len() as u32;
             let key = (
                 start,
@@ -164,9 +257,10 @@ impl Routes {
                 ad.fallback,
                 ad.rtype == crate::dns::rtype::CNAME,
             );
-            let (fb_start, fb_len) = *self.fb_of.entry(key).or_insert_with(|| {
+            let seen = &mut *self.seen;
+            let (fb_start, fb_len) = *seen.fb_of.entry(key).or_insert_with(|| {
                 fallback(g, ad, pools, &mut self.fb);
-                let fb_start = intern(&mut self.fb_lists, &self.fb, &mut t.fallback);
+                let fb_start = intern(&mut seen.fb_lists, &self.fb, &mut t.fallback);
                 (fb_start, self.fb.len() as u32)
             });
             t.routes.push(RouteTable {
@@ -177,12 +271,12 @@ impl Routes {
             });
             self.slots.push(Slot { ad: ai, line });
         }
-        let next = self.patterns.len() as u32;
-        let pattern = match self.patterns.get(&self.line_route[..]) {
+        let next = self.seen.patterns.len() as u32;
+        let pattern = match self.seen.patterns.get(&self.line_route[..]) {
             Some(&p) => p,
             None => {
                 t.line_routes.extend_from_slice(&self.line_route);
-                self.patterns.insert(self.line_route.clone(), next);
+                self.seen.patterns.insert(self.line_route.clone(), next);
                 next
             }
         };
@@ -195,6 +289,27 @@ impl Routes {
             pattern,
             nodata: NONE,
         });
+    }
+
+    /// The tables, their model, and how they were made (`from`, `runs`, `compiled`: see
+    /// [`Reuse`]); the interner goes with them for the next reload.
+    fn finish(
+        self,
+        t: GslbTables,
+        g: &Arc<Gslb>,
+        (from, runs, compiled): (u64, Vec<(u32, u32, u32)>, u32),
+    ) -> (GslbTables, Model, Reuse) {
+        let model = Model {
+            gslb: g.clone(),
+            slots: self.slots,
+        };
+        let reuse = Reuse {
+            from,
+            slots: runs,
+            compiled,
+            interner: std::sync::Mutex::new(Some(self.seen)),
+        };
+        (t, model, reuse)
     }
 
     /// The nearest policy: a route per line with pools of its own (its pools first, then

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, ConfigErrors, Rdata};
 use crate::dns::{rtype, CLASS_CH};
-use crate::tables::{Answer, HealthState, Node, Snapshot, ZoneInfo, NONE};
+use crate::tables::{Answer, HealthState, Names, Node, Snapshot, ZoneInfo, NONE};
 use encode::{Encoder, Section};
 
 /// The name tables of the snapshot under construction (the GSLB tables are built beside
@@ -71,32 +71,50 @@ pub enum Cpus {
 /// Compiles `cfg` into snapshot generation `generation` before any shard serves
 /// ([`Cpus::All`]).
 pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> {
-    compile_with(cfg, generation, Cpus::All)
+    compile_with(cfg, generation, Cpus::All, None)
 }
 
 /// Compiles `cfg` into snapshot generation `generation`: the GSLB tables on a helper
-/// thread, the zones on this one.
-pub fn compile_with(cfg: &Config, generation: u64, cpus: Cpus) -> Result<Snapshot, ConfigErrors> {
-    let (gslb, zones) = std::thread::scope(|sc| {
+/// thread, the zones on this one. With `prev` (the snapshot serving now), what the change
+/// left alone is taken from it rather than compiled again: its name tables whole when the
+/// zones and access-domain names are the same, and its GSLB rows of every access-domain
+/// segment (included file) it shares (`gslb::compile`).
+pub fn compile_with(
+    cfg: &Config,
+    generation: u64,
+    cpus: Cpus,
+    prev: Option<&Snapshot>,
+) -> Result<Snapshot, ConfigErrors> {
+    let (seg_digests, digest) = names_digest(cfg, prev.map(|p| (&*p.names, &p.model)));
+    let kept = prev
+        .map(|p| &p.names)
+        .filter(|n| n.digest == digest && n.seg_digests == seg_digests)
+        .cloned();
+    let (gslb, names) = std::thread::scope(|sc| {
         let helper = std::thread::Builder::new()
             .name("gtmd-compile".into())
             .spawn_scoped(sc, || {
                 if cpus == Cpus::Spare {
                     crate::sys::lower_thread_priority();
                 }
-                gslb::compile(&cfg.gslb, cfg.server.ecs)
+                gslb::compile(&cfg.gslb, cfg.server.ecs, prev)
             });
-        let zones = compile_zones(cfg);
+        let names = match kept {
+            Some(n) => Ok(n),
+            None => {
+                compile_zones(cfg).map(|out| Arc::new(out.into_names(cfg, seg_digests, digest)))
+            }
+        };
         let gslb = match helper {
             Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
             // No thread to be had: build them here.
-            Err(_) => gslb::compile(&cfg.gslb, cfg.server.ecs),
+            Err(_) => gslb::compile(&cfg.gslb, cfg.server.ecs, prev),
         };
-        (gslb, zones)
+        (gslb, names)
     });
-    let (mut gslb_tables, model) = gslb;
-    let out = zones?;
-    for (ad, &nodata) in gslb_tables.ads.iter_mut().zip(&out.ad_nodata) {
+    let (mut gslb_tables, model, reuse) = gslb;
+    let names = names?;
+    for (ad, &nodata) in gslb_tables.ads.iter_mut().zip(&names.ad_nodata) {
         ad.nodata = nodata;
     }
     let health = Arc::new(HealthState::new(
@@ -104,19 +122,9 @@ pub fn compile_with(cfg: &Config, generation: u64, cpus: Cpus) -> Result<Snapsho
         model.pools.len(),
         model.slots.len(),
     ));
-    let max_labels = out.index.keys().map(|n| labels(n)).max().unwrap_or(0);
     Ok(Snapshot {
         generation,
-        index: out.index,
-        nodes: out.nodes,
-        types: out.types,
-        answers: out.answers,
-        arena: out.arena,
-        fixups: out.fixups,
-        zones: out.zones,
-        root_zone: cfg.zones.iter().any(|z| z.name == [0]),
-        max_labels: max_labels.min(127) as u8,
-        chaos: out.chaos,
+        names,
         udp_payload: cfg.server.udp_payload,
         nsid: cfg.server.nsid.as_deref().map(Into::into),
         cookies: cfg.server.cookies.then(|| crate::wire::cookie::Secrets {
@@ -131,8 +139,73 @@ pub fn compile_with(cfg: &Config, generation: u64, cpus: Cpus) -> Result<Snapsho
         gslb: gslb_tables,
         health,
         model,
+        reuse,
         metric_series: Default::default(),
     })
+}
+
+impl Out {
+    /// The finished name tables.
+    fn into_names(self, cfg: &Config, seg_digests: Vec<u64>, digest: u64) -> Names {
+        let max_labels = self.index.keys().map(|n| labels(n)).max().unwrap_or(0);
+        Names {
+            index: self.index,
+            nodes: self.nodes,
+            types: self.types,
+            answers: self.answers,
+            arena: self.arena,
+            fixups: self.fixups,
+            zones: self.zones,
+            root_zone: cfg.zones.iter().any(|z| z.name == [0]),
+            max_labels: max_labels.min(127) as u8,
+            chaos: self.chaos,
+            ad_nodata: self.ad_nodata,
+            digest,
+            seg_digests,
+        }
+    }
+}
+
+/// The digest of what the name tables are compiled from ([`Names::digest`]), and its
+/// per-segment parts; the parts of segments `prev` shares are taken from it.
+fn names_digest(cfg: &Config, prev: Option<(&Names, &crate::tables::Model)>) -> (Vec<u64>, u64) {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let fixed = foldhash::fast::FixedState::with_seed(0x6774_6d64_6e61_6d65);
+    let old: HashMap<*const crate::config::gslb::AccessDomain, u64> = prev
+        .map(|(n, m)| {
+            let segs = m.access_domains.segments();
+            segs.iter()
+                .zip(&n.seg_digests)
+                .map(|(s, &d)| (s.as_ptr(), d))
+                .collect()
+        })
+        .unwrap_or_default();
+    let segs: Vec<u64> = cfg
+        .gslb
+        .access_domains
+        .segments()
+        .iter()
+        .map(|seg| {
+            if let Some(&d) = old.get(&seg.as_ptr()) {
+                return d;
+            }
+            let mut h = fixed.build_hasher();
+            for ad in seg.iter() {
+                (&ad.name, ad.rtype, ad.zone, ad.enabled).hash(&mut h);
+            }
+            h.finish()
+        })
+        .collect();
+    let mut h = fixed.build_hasher();
+    for z in &cfg.zones {
+        z.name.hash(&mut h);
+        for r in &z.records {
+            (&r.owner, r.rtype, r.ttl, &r.rdata).hash(&mut h);
+        }
+    }
+    (&cfg.server.version_string, &cfg.server.identity).hash(&mut h);
+    segs.hash(&mut h);
+    (segs, h.finish())
 }
 
 /// The zones' names, nodes and answers, and the CH TXT answers.

@@ -19,7 +19,7 @@ use crate::dns::rtype;
 /// Record data in the form the answer compiler needs: names that may be compressed
 /// (RFC 3597 section 4: only the RFC 1035 types) are kept apart; everything else is
 /// opaque wire bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Rdata {
     /// Uncompressible data, wire format.
     Opaque(Vec<u8>),
@@ -32,7 +32,7 @@ pub enum Rdata {
 }
 
 /// SOA fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Soa {
     /// Primary name server.
     pub mname: Vec<u8>,

@@ -296,9 +296,9 @@ fn first_config(opts: &RunOptions) -> Result<(Config, crate::tables::Snapshot), 
     info!(
         config = %cfg.source,
         generation = 1,
-        zones = snap.zones.len(),
-        names = snap.nodes.len(),
-        answers = snap.answers.len(),
+        zones = snap.names.zones.len(),
+        names = snap.names.nodes.len(),
+        answers = snap.names.answers.len(),
         ms = t0.elapsed().as_millis() as u64,
         "configuration compiled"
     );
@@ -815,12 +815,14 @@ fn reload(
         return Err(ops::Refusal::NoFile);
     };
     let mut loaded = t0;
+    // What the change left alone is taken from the serving snapshot.
+    let prev = s.published.load_full();
     let next = contained(&path.display().to_string(), || {
         let mut cfg = Config::from_file_with(path, overlay)?;
         loaded = Instant::now();
         apply_overrides(&mut cfg, s.opts)?;
         // Beside the serving shards: the compile's helper thread is niced.
-        let snap = compile_with(&cfg, *generation + 1, Cpus::Spare)?;
+        let snap = compile_with(&cfg, *generation + 1, Cpus::Spare, Some(&prev))?;
         Ok((cfg, snap))
     });
     let compiled = Instant::now();
@@ -854,8 +856,11 @@ fn reload(
     }
     warn_restart_only(current, &cfg);
     *generation += 1;
-    let names = snap.nodes.len();
+    let names = snap.names.nodes.len();
     let includes = cfg.gslb.includes;
+    let names_kept = Arc::ptr_eq(&snap.names, &prev.names);
+    let ads_compiled = snap.reuse.compiled;
+    drop(prev);
     publish(s, &cfg, snap, *generation);
     let serving = Instant::now();
     info!(
@@ -867,6 +872,9 @@ fn reload(
         health_ms = (serving - compiled).as_millis() as u64,
         include_files = includes.files,
         include_reused = includes.reused,
+        include_unread = includes.unread,
+        names_kept,
+        ads_compiled,
         "reload: new configuration serving"
     );
     *current = cfg;

@@ -71,7 +71,7 @@ pub(super) fn status(snap: &crate::tables::Snapshot, generation: u64, last: Last
     };
     format!(
         "STATUS=serving {} zones, {} access domains; generation {generation}; last reload {reload}",
-        snap.zones.len(),
+        snap.names.zones.len(),
         snap.model.access_domains.len()
     )
 }

@@ -142,6 +142,17 @@ pub fn non_preemptive(snap: &Snapshot, s: usize) -> bool {
     )
 }
 
+/// Which active pools a recomputation works out again.
+enum Redo {
+    /// Every slot's (a new snapshot).
+    All,
+    /// Those of the slots with a candidate pool whose state changed.
+    Changed,
+    /// Those of these slots and of the slots with a candidate pool whose state changed
+    /// (a new snapshot whose other slots were copied, with their active pools).
+    Slots(Vec<std::ops::Range<usize>>),
+}
+
 /// The single writer of a snapshot's [`HealthState`].
 #[derive(Debug)]
 pub struct Writer {
@@ -231,7 +242,7 @@ impl Writer {
             notify: None,
             snap,
         };
-        w.recompute(true);
+        w.recompute(Redo::All);
         w
     }
 
@@ -290,6 +301,13 @@ impl Writer {
         for p in &mut self.active {
             *p = renumber.get(*p as usize).copied().unwrap_or(NO_POOL);
         }
+        // Slots the compiler copied from the old snapshot take their active pool from
+        // the same place; the others are carried by slot key.
+        let reuse = &self.snap.reuse;
+        if reuse.from != 0 && reuse.from == old.generation && self.active.len() == om.slots.len() {
+            let fresh = self.carry_runs(&old);
+            return self.apply(Redo::Slots(fresh));
+        }
         // Position for position when the slot layout is unchanged, as on most reloads
         // (compared as the digests are made, nothing stored); else by slot key.
         let same = om.slots.len() == nm.slots.len()
@@ -300,7 +318,57 @@ impl Writer {
             let new_keys: Vec<u64> = self.snap.slot_digests().collect();
             self.active = carry(&old_keys, &self.active, &new_keys, NO_POOL);
         }
-        self.apply(true)
+        self.apply(Redo::All)
+    }
+
+    /// The active pools of a snapshot made from `old` by copying runs of slots
+    /// ([`crate::tables::Reuse`]): those runs' pools copied, the other slots' carried by
+    /// key from `old`'s slots outside the runs. Returns the slots outside the runs, as
+    /// ranges.
+    fn carry_runs(&mut self, old: &Snapshot) -> Vec<std::ops::Range<usize>> {
+        let runs = &self.snap.reuse.slots;
+        let mut active = vec![NO_POOL; self.snap.model.slots.len()];
+        for &(n, o, len) in runs {
+            let (n, o, len) = (n as usize, o as usize, len as usize);
+            active[n..n + len].copy_from_slice(&self.active[o..o + len]);
+        }
+        let gaps = |runs: &mut dyn Iterator<Item = (usize, usize)>, total: usize| {
+            let mut at = 0;
+            let mut out = Vec::new();
+            for (start, len) in runs {
+                if start > at {
+                    out.push(at..start);
+                }
+                at = start + len;
+            }
+            if total > at {
+                out.push(at..total);
+            }
+            out
+        };
+        let mut old_runs: Vec<(usize, usize)> = runs
+            .iter()
+            .map(|&(_, o, len)| (o as usize, len as usize))
+            .collect();
+        old_runs.sort_unstable();
+        let old_gaps = gaps(&mut old_runs.into_iter(), old.model.slots.len());
+        let new_gaps = gaps(
+            &mut runs.iter().map(|&(n, _, len)| (n as usize, len as usize)),
+            active.len(),
+        );
+        let mut by_key: HashMap<u64, u32> = HashMap::new();
+        for r in &old_gaps {
+            for (s, key) in r.clone().zip(old.slot_digests_in(r.clone())) {
+                by_key.insert(key, self.active[s]);
+            }
+        }
+        for r in &new_gaps {
+            for (s, key) in r.clone().zip(self.snap.slot_digests_in(r.clone())) {
+                active[s] = by_key.get(&key).copied().unwrap_or(NO_POOL);
+            }
+        }
+        self.active = active;
+        new_gaps
     }
 
     /// Sets (or with `None` clears) the operator override of an address.
@@ -313,7 +381,7 @@ impl Writer {
             None => self.overrides.remove(name),
         };
         self.expires.remove(name);
-        Ok(self.apply(false))
+        Ok(self.apply(Redo::Changed))
     }
 
     /// Sets the operator override of an address until `until` (Unix milliseconds), after
@@ -352,7 +420,7 @@ impl Writer {
         for n in due {
             self.expires.remove(&n);
             self.overrides.remove(&n);
-            out.push((n, self.apply(false)));
+            out.push((n, self.apply(Redo::Changed)));
         }
         out
     }
@@ -383,7 +451,7 @@ impl Writer {
             return Vec::new();
         }
         self.probe[i] = up;
-        self.apply(false)
+        self.apply(Redo::Changed)
     }
 
     /// Puts non-preemptive route slot `slot` on `pool`, as a running server that chose it
@@ -441,8 +509,8 @@ impl Writer {
     }
 
     /// [`Self::recompute`], its changes counted.
-    fn apply(&mut self, full: bool) -> Vec<Change> {
-        let changes = self.recompute(full);
+    fn apply(&mut self, redo: Redo) -> Vec<Change> {
+        let changes = self.recompute(redo);
         self.transitions.count(&changes);
         self.revision += 1;
         if let Some(tx) = &self.notify {
@@ -457,7 +525,7 @@ impl Writer {
     /// the slots that moved are listed, so no array in proportion to the routes is
     /// allocated (a million access domains have ~10M slots: a fresh array per change was
     /// most of its cost).
-    fn recompute(&mut self, full: bool) -> Vec<Change> {
+    fn recompute(&mut self, redo: Redo) -> Vec<Change> {
         let addr = self.addresses_up();
         let pool = pools_up(&self.snap.model, &addr);
         let mut changes = self.up_changes(&addr, &pool);
@@ -465,12 +533,19 @@ impl Writer {
         // No earlier derived state (a new writer, restored or not): nothing to report
         // against.
         let fresh = self.active.len() != slots || self.pool.len() != pool.len();
-        let every = full || fresh;
+        let redo = if fresh { Redo::All } else { redo };
         self.active.resize(slots, NO_POOL);
-        let moved = if every {
-            self.move_all(&pool, !fresh)
-        } else {
-            self.move_active(&pool)
+        let every = !matches!(redo, Redo::Changed);
+        let moved = match redo {
+            Redo::All => self.move_all(&pool, !fresh),
+            Redo::Changed => self.move_active(&pool),
+            Redo::Slots(ranges) => {
+                // The copied slots were right for the pools' last states: they move only
+                // if a pool changed (`move_active`, after the others are worked out).
+                let mut moved = self.move_ranges(&pool, &ranges);
+                moved.append(&mut self.move_active(&pool));
+                moved
+            }
         };
         // Shards see the new state first; the events that describe it come after.
         self.store(&addr, &pool, (!every).then_some(&moved[..]));
@@ -536,6 +611,21 @@ impl Writer {
                     moved.push((s as u32, *cur));
                 }
                 *cur = now;
+            }
+        }
+        self.active = active;
+        moved
+    }
+
+    /// [`Self::move_all`] for the slots in `ranges` only (they are listed).
+    fn move_ranges(&mut self, pool: &[bool], ranges: &[std::ops::Range<usize>]) -> Vec<(u32, u32)> {
+        let mut moved = Vec::new();
+        let mut active = std::mem::take(&mut self.active);
+        for s in ranges.iter().flat_map(Clone::clone) {
+            let now = self.active_of(s, pool, active[s]);
+            if now != active[s] {
+                moved.push((s as u32, active[s]));
+                active[s] = now;
             }
         }
         self.active = active;
@@ -658,6 +748,9 @@ impl Writer {
 }
 
 #[cfg(test)]
+mod incremental_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -755,7 +848,7 @@ mod tests {
                     a_inc = inc.set_probe(&a, up);
                     full.probe.clone_from(&inc.probe);
                 }
-                a_full = full.recompute(true);
+                a_full = full.recompute(Redo::All);
                 moved_any |= a_inc.iter().any(|c| matches!(c, Change::Active { .. }));
                 let at = format!("seed {seed} step {step}");
                 assert_eq!(a_inc, a_full, "events, {at}");

@@ -327,7 +327,7 @@ fn classify(snap: &Snapshot, o: &Outcome, q: &Query) -> (Class, u64) {
     }
     // A precompiled answer: positive ones exist per name and type, NODATA and NXDOMAIN
     // per zone, referrals per cut.
-    let a = &snap.answers[key as usize];
+    let a = &snap.names.answers[key as usize];
     let class = if a.rcode as u16 == rcode::NXDOMAIN {
         Class::Nxdomain
     } else if !a.aa {

@@ -7,8 +7,10 @@
 //! draws one among healthy pools, picks addresses by the pool's policy from the address
 //! bitmap, and writes `owner-pointer TYPE CLASS TTL RDLENGTH RDATA` per address.
 
+use foldhash::HashMap;
+
 use super::HealthState;
-use crate::config::gslb::{AddressPolicy, PoolPolicy};
+use crate::config::gslb::{AddressPolicy, Fallback, PoolPolicy};
 
 /// "No pool" in the active-pool slots.
 pub const NO_POOL: u32 = u32::MAX;
@@ -309,6 +311,44 @@ pub struct GslbTables {
     pub lines: LineIndex,
     /// Use ECS for the line.
     pub use_ecs: bool,
+}
+
+impl GslbTables {
+    /// A copy of everything but the per-access-domain rows (`ads`, `routes`, left empty):
+    /// the start of tables that keep these parts and replace some rows.
+    pub fn clone_shared(&self) -> Self {
+        Self {
+            ads: Vec::new(),
+            routes: Vec::new(),
+            route_pools: self.route_pools.clone(),
+            line_routes: self.line_routes.clone(),
+            nlines: self.nlines,
+            pools: self.pools.clone(),
+            pool_addrs: self.pool_addrs.clone(),
+            fallback: self.fallback.clone(),
+            addrs: self.addrs.clone(),
+            arena: self.arena.clone(),
+            lines: self.lines.clone(),
+            use_ecs: self.use_ecs,
+        }
+    }
+}
+
+/// The compiler's index of the lists stored once in [`GslbTables`] (`route_pools`,
+/// `fallback`, `line_routes` rows): kept with the snapshot (control side, never read by
+/// shards), so that a reload compiling only some access domains appends to those arrays
+/// rather than storing again the lists that are already there.
+#[derive(Debug, Default)]
+pub struct RouteInterner {
+    /// Line -> route rows, by content: their row number.
+    pub patterns: HashMap<Vec<u32>, u32>,
+    /// Candidate lists, by content: their start in `route_pools`.
+    pub pool_lists: HashMap<Vec<(u32, u32)>, u32>,
+    /// Fallback address lists, by content: their start in `fallback`.
+    pub fb_lists: HashMap<Vec<u32>, u32>,
+    /// The fallback list (start, length) of a candidate list (its start and length in
+    /// `route_pools`) under a fallback rule, for CNAME or not: computed once per shape.
+    pub fb_of: HashMap<(u32, u32, Fallback, bool), (u32, u32)>,
 }
 
 /// Per-shard mutable state of the selection: a rotation counter and a PRNG. Owned by one

@@ -100,11 +100,11 @@ pub struct ZoneInfo {
 /// The hasher of the name index: fast, seeded per process.
 pub type NameHasher = foldhash::fast::RandomState;
 
-/// Everything a shard needs to answer, immutable once built.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// Configuration generation (1 for the first load, +1 per successful reload).
-    pub generation: u64,
+/// The name tables: every name's node and precompiled answers, as the zone compiler
+/// builds them. A reload whose zones and access-domain names are those of the snapshot it
+/// replaces shares them with it ([`Names::digest`]).
+#[derive(Debug, Default)]
+pub struct Names {
     /// Lowercased wire name -> node index, for every name in every zone (empty
     /// non-terminals included, so the closest encloser is found by suffix lookups).
     pub index: HashMap<Box<[u8]>, u32, NameHasher>,
@@ -126,6 +126,23 @@ pub struct Snapshot {
     pub max_labels: u8,
     /// CH TXT names (lowercased wire) and their answers.
     pub chaos: Vec<(Box<[u8]>, u32)>,
+    /// Each access domain's NODATA answer (its zone's), for [`gslb::AdTable::nodata`].
+    pub ad_nodata: Vec<u32>,
+    /// Digest of everything the tables were compiled from: the zones, the CH TXT texts,
+    /// and the name, type, zone and `enabled` of every access domain in order.
+    pub digest: u64,
+    /// The digest of each access-domain segment's part of that, in segment order (a
+    /// segment shared with the next configuration is not hashed again).
+    pub seg_digests: Vec<u64>,
+}
+
+/// Everything a shard needs to answer, immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Configuration generation (1 for the first load, +1 per successful reload).
+    pub generation: u64,
+    /// The name tables (shared with the previous snapshot when they would be the same).
+    pub names: Arc<Names>,
     /// Largest UDP payload we send.
     pub udp_payload: u16,
     /// NSID (RFC 5001) for queries that ask for it; `None`: none is sent.
@@ -143,9 +160,29 @@ pub struct Snapshot {
     pub health: Arc<HealthState>,
     /// The GSLB model by name, for the health writer and the control API.
     pub model: Model,
+    /// Which route slots were copied from the snapshot this one replaces (for the health
+    /// writer, which then copies their active pools too).
+    pub reuse: Reuse,
     /// Per-domain metrics: the counter slot of each access domain and line (empty when
     /// `[metrics] per-domain` is off). Set by the control side before publishing.
     pub metric_series: MetricSeries,
+}
+
+/// How a snapshot's GSLB rows were made from those of the snapshot it replaces: the
+/// access-domain segments (included files) the two configurations share were copied, not
+/// compiled again.
+#[derive(Debug, Default)]
+pub struct Reuse {
+    /// The generation of the snapshot they were copied from (0: nothing was).
+    pub from: u64,
+    /// Route slots copied, as runs: (first slot here, first slot there, count). A copied
+    /// slot has the same access domain (by name and type), lines and candidate pools.
+    pub slots: Vec<(u32, u32, u32)>,
+    /// Access domains compiled afresh (the others were copied).
+    pub compiled: u32,
+    /// The compiler's list index, handed from snapshot to snapshot ([`gslb::RouteInterner`];
+    /// taken by the compile that uses it).
+    pub interner: std::sync::Mutex<Option<Box<gslb::RouteInterner>>>,
 }
 
 /// The counter slot of each access domain and line, for the shards' per-domain counters:
@@ -244,6 +281,11 @@ impl Snapshot {
     /// route depends only on its access domain's row of `line_routes`, so it is hashed
     /// once per row, and every slot costs one hash of two words.
     pub fn slot_digests(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slot_digests_in(0..self.model.slots.len())
+    }
+
+    /// [`Self::slot_digests`] of the slots in `range`.
+    pub fn slot_digests_in(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = u64> + '_ {
         use std::hash::{BuildHasher, Hash, Hasher};
         let fixed = foldhash::fast::FixedState::with_seed(0x67746d64);
         let line_hash: Vec<u64> = self
@@ -265,7 +307,7 @@ impl Snapshot {
             .collect();
         let mut by_row: HashMap<u32, u64> = HashMap::new();
         let mut last = (NONE, 0u64);
-        self.model.slots.iter().map(move |slot| {
+        self.model.slots[range].iter().map(move |slot| {
             let ad = &self.gslb.ads[slot.ad as usize];
             if last.0 != slot.ad {
                 let m = &self.model.access_domains[slot.ad as usize];
@@ -320,8 +362,11 @@ impl Snapshot {
     /// returns the zone that answers ([`NONE`] when none does).
     pub fn lookup_in(&self, name: &[u8], offsets: &[u8], qtype: u16, tcp: bool) -> (Lookup, u32) {
         match self.locate(name, offsets) {
-            Located::Exact(n) => (self.pick_node(n, qtype, tcp), self.nodes[n as usize].zone),
-            Located::Below(e) => (self.below(e, qtype, tcp), self.nodes[e as usize].zone),
+            Located::Exact(n) => (
+                self.pick_node(n, qtype, tcp),
+                self.names.nodes[n as usize].zone,
+            ),
+            Located::Below(e) => (self.below(e, qtype, tcp), self.names.nodes[e as usize].zone),
             Located::Nowhere => (Lookup::Refused, NONE),
         }
     }
@@ -329,23 +374,23 @@ impl Snapshot {
     /// The node of `name`, or of its closest existing ancestor.
     #[inline]
     pub(crate) fn locate(&self, name: &[u8], offsets: &[u8]) -> Located {
-        if let Some(&n) = self.index.get(name) {
+        if let Some(&n) = self.names.index.get(name) {
             return Located::Exact(n);
         }
         // Suffixes with more labels than any indexed name cannot be found: a deep random
         // name costs no more probes than the deepest name served.
         let first = offsets
             .len()
-            .saturating_sub(self.max_labels as usize)
+            .saturating_sub(self.names.max_labels as usize)
             .max(1);
         for &off in &offsets[first.min(offsets.len())..] {
-            if let Some(&e) = self.index.get(&name[off as usize..]) {
+            if let Some(&e) = self.names.index.get(&name[off as usize..]) {
                 return Located::Below(e);
             }
         }
         // A zone named `.` encloses every name (its apex is not among the label offsets).
-        if self.root_zone && name.len() > 1 {
-            if let Some(&e) = self.index.get(&[0u8][..]) {
+        if self.names.root_zone && name.len() > 1 {
+            if let Some(&e) = self.names.index.get(&[0u8][..]) {
                 return Located::Below(e);
             }
         }
@@ -356,7 +401,7 @@ impl Snapshot {
     /// referral below a cut, DNAME synthesis, the wildcard, or NXDOMAIN.
     #[inline]
     pub(crate) fn below(&self, e: u32, qtype: u16, tcp: bool) -> Lookup {
-        let node = &self.nodes[e as usize];
+        let node = &self.names.nodes[e as usize];
         if node.cut {
             Lookup::Answer(node.other)
         } else if node.dname != NONE {
@@ -364,7 +409,7 @@ impl Snapshot {
         } else if node.wildcard != NONE {
             self.pick_node(node.wildcard, qtype, tcp)
         } else {
-            Lookup::Answer(self.zones[node.zone as usize].nxdomain)
+            Lookup::Answer(self.names.zones[node.zone as usize].nxdomain)
         }
     }
 
@@ -381,11 +426,11 @@ impl Snapshot {
 
     #[inline]
     fn pick(&self, n: u32, qtype: u16, tcp: bool) -> u32 {
-        let node = &self.nodes[n as usize];
+        let node = &self.names.nodes[n as usize];
         if node.cut {
             // The parent answers DS at the cut (RFC 4035 3.1.4.1): the only typed entry.
             if qtype == rtype::DS && node.types_len > 0 {
-                return self.types[node.types_start as usize].1;
+                return self.names.types[node.types_start as usize].1;
             }
             return node.other;
         }
@@ -393,7 +438,7 @@ impl Snapshot {
             return if tcp { node.any_tcp } else { node.any_udp };
         }
         let s = node.types_start as usize;
-        for &(t, a) in &self.types[s..s + node.types_len as usize] {
+        for &(t, a) in &self.names.types[s..s + node.types_len as usize] {
             if t == qtype {
                 return a;
             }
@@ -405,8 +450,8 @@ impl Snapshot {
     #[inline]
     pub fn tail(&self, a: &Answer) -> (&[u8], &[u16]) {
         (
-            &self.arena[a.start as usize..(a.start + a.len) as usize],
-            &self.fixups[a.fix_start as usize..(a.fix_start + a.fix_len) as usize],
+            &self.names.arena[a.start as usize..(a.start + a.len) as usize],
+            &self.names.fixups[a.fix_start as usize..(a.fix_start + a.fix_len) as usize],
         )
     }
 }

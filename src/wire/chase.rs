@@ -168,7 +168,7 @@ pub(super) fn chase(
             counts: [0; 3],
             rcode: 0,
             scope: 0,
-            aa: !matches!(first, Lookup::Answer(a) if !snap.answers[a as usize].aa),
+            aa: !matches!(first, Lookup::Answer(a) if !snap.names.answers[a as usize].aa),
             servfail: false,
         },
         seen: [0; MAX_CHAIN],
@@ -235,7 +235,7 @@ impl Chase<'_> {
         name: &mut Name,
         out: &mut [u8],
     ) -> Result<Option<Lookup>, Chased> {
-        let a = &self.snap.answers[ai as usize];
+        let a = &self.snap.names.answers[ai as usize];
         let base = self.done.pos;
         self.append(a, name, out)?;
         self.done.rcode = a.rcode as u16;
@@ -295,7 +295,7 @@ impl Chase<'_> {
             }
             Selected::NoData { answer, scope } => {
                 self.done.scope = self.done.scope.max(sched.asker.scope(scope));
-                let a = &snap.answers[answer as usize];
+                let a = &snap.names.answers[answer as usize];
                 self.append(a, name, out)?;
                 self.done.rcode = a.rcode as u16;
                 Ok(None)
@@ -311,7 +311,7 @@ impl Chase<'_> {
         name: &mut Name,
         out: &mut [u8],
     ) -> Result<Option<Lookup>, Chased> {
-        let a = &self.snap.answers[ai as usize];
+        let a = &self.snap.names.answers[ai as usize];
         let at = self.done.pos;
         self.append(a, name, out)?;
         self.done.rcode = 0;

@@ -22,7 +22,8 @@ impl Snapshot {
         if q.qtype != rtype::TXT && q.qtype != rtype::ANY {
             return None;
         }
-        self.chaos
+        self.names
+            .chaos
             .iter()
             .find(|(n, _)| &**n == q.name())
             .map(|&(_, a)| a)

@@ -121,7 +121,7 @@ pub fn respond(
     let answer = match q.qclass {
         // QCLASS * (RFC 1035 3.2.5) matches the IN data, as Knot and NSD answer it.
         CLASS_IN | CLASS_ANY => match snap.lookup(q, tcp) {
-            Lookup::Answer(a) if snap.answers[a as usize].next == NONE => Some(a),
+            Lookup::Answer(a) if snap.names.answers[a as usize].next == NONE => Some(a),
             Lookup::Gslb(ad) if snap.gslb.ads[ad as usize].rtype != rtype::CNAME => {
                 match scheduled(&reply, ad, client, local, limit, out) {
                     Scheduled::Written(o) => return o,
@@ -224,7 +224,7 @@ fn chained(
 #[inline(always)]
 fn precompiled(reply: &Reply<'_>, ai: u32, scope: u8, limit: usize, out: &mut [u8]) -> Outcome {
     let (snap, q) = (reply.snap, reply.q);
-    let a = &snap.answers[ai as usize];
+    let a = &snap.names.answers[ai as usize];
     let mut counts = a.counts;
     let mut len = a.len as usize;
     let full = q.question_end + len + opt_len(reply.edns);
