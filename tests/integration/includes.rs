@@ -88,3 +88,59 @@ fn unchanged_included_files_are_shared_on_reload() {
     assert_eq!(answer(&s, "a"), ["192.0.2.2"]);
     assert_eq!(answer(&s, "b"), ["192.0.2.1"]);
 }
+
+/// Files older than the racy window are taken by their `stat` alone, and a rewrite is
+/// seen even when it keeps the length and puts the old mtime back (the ctime moves); a
+/// reload compiles only the access domains of the changed file, keeps the name tables
+/// while no name moves, and still finds a name declared twice across a kept and a
+/// changed file.
+#[test]
+fn stat_vouches_for_old_files_and_only_changed_ones_compile() {
+    let dir = TempDir::new("includes-stat");
+    let cfg = dir.write("main.toml", &main_file(false));
+    std::fs::create_dir_all(dir.join("ads")).unwrap();
+    dir.write("ads/a.toml", &ad_file("a", "p1"));
+    let b = dir.write("ads/b.toml", &ad_file("b", "p2"));
+    // Past the two seconds in which a write could hide behind an unchanged stamp.
+    std::thread::sleep(Duration::from_millis(2300));
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let line = reload(&s, 2);
+    assert!(line.contains("include_reused=2 include_unread=2"), "{line}");
+    assert!(line.contains("names_kept=true ads_compiled=0"), "{line}");
+
+    // Same length, old mtime put back: only the ctime tells.
+    let mtime = std::fs::metadata(&b).unwrap().modified().unwrap();
+    dir.write("ads/b.toml", &ad_file("b", "p1"));
+    let f = std::fs::File::options().write(true).open(&b).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    let line = reload(&s, 3);
+    assert!(line.contains("include_reused=1 include_unread=1"), "{line}");
+    assert!(line.contains("names_kept=true ads_compiled=1"), "{line}");
+    assert_eq!(answer(&s, "b"), ["192.0.2.1"], "the rewritten file serves");
+    assert_eq!(answer(&s, "a"), ["192.0.2.1"]);
+
+    // A new name: the name tables are compiled again.
+    dir.write(
+        "ads/b.toml",
+        &format!("{}{}", ad_file("b", "p1"), ad_file("c", "p2")),
+    );
+    let line = reload(&s, 4);
+    assert!(line.contains("names_kept=false ads_compiled=2"), "{line}");
+    assert_eq!(answer(&s, "c"), ["192.0.2.2"]);
+
+    // `a` again in the changed file, beside the kept one.
+    dir.write(
+        "ads/b.toml",
+        &format!("{}{}", ad_file("b", "p1"), ad_file("a", "p2")),
+    );
+    s.signal(libc::SIGHUP);
+    s.wait_log("access domain a.i.test. A is declared twice", Duration::from_secs(10));
+    assert_eq!(answer(&s, "a"), ["192.0.2.1"], "the old model serves");
+    assert_eq!(answer(&s, "c"), ["192.0.2.2"]);
+    dir.write("ads/b.toml", &ad_file("b", "p2"));
+    let line = reload(&s, 5);
+    assert!(line.contains("names_kept=false"), "{line}");
+    assert_eq!(answer(&s, "b"), ["192.0.2.2"]);
+    assert!(s.udp(&Q::new("c.i.test", A).build()).expect("an answer").rcode() == 3);
+}

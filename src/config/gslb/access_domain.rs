@@ -250,8 +250,98 @@ impl<'a> Resolver<'a> {
 }
 
 /// Checks the access domains of all files together: each name and type once, and none
-/// that the zone data beside it contradicts.
+/// that the zone data beside it contradicts. Segments (files) that passed the last check
+/// together, against the same zones, are not checked against each other again
+/// ([`CHECKED`]): only the other segments' access domains are, against all.
 pub(super) fn check_all(ads: &super::AdSet, ctx: &mut Ctx<'_>, zones: &[Zone]) {
+    let zd = zones_digest(zones);
+    let last = CHECKED.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let passed = match last.filter(|c| c.zones == zd) {
+        Some(c) => only_new_checked(ads, ctx, zones, &c.segs),
+        None => false,
+    };
+    let errs = ctx.errs.len();
+    if !passed {
+        check_every(ads, ctx, zones);
+    }
+    if ctx.errs.len() == errs {
+        let segs = ads.segments().to_vec();
+        *CHECKED.lock().unwrap_or_else(|e| e.into_inner()) = Some(Checked { segs, zones: zd });
+    }
+}
+
+/// The segments of access domains that last passed [`check_all`] together, and the digest
+/// of the zones they passed against (the `Arc`s keep the segments' addresses theirs).
+struct Checked {
+    segs: Vec<std::sync::Arc<[AccessDomain]>>,
+    zones: u64,
+}
+
+static CHECKED: std::sync::Mutex<Option<Checked>> = std::sync::Mutex::new(None);
+
+/// Digest of what [`check_all`] reads of the zones: apexes and record owners and types.
+fn zones_digest(zones: &[Zone]) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = foldhash::fast::FixedState::with_seed(0x6774_6d64_6368_6b64).build_hasher();
+    for z in zones {
+        z.name.hash(&mut h);
+        for r in &z.records {
+            (&r.owner, r.rtype).hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// Whether the access domains of the segments of `ads` that are not in `checked` pass,
+/// against each other and against all of `ads`, given that the ones in `checked` passed
+/// together. `false` also when one of them may not: [`check_every`] then says which, in
+/// the order it always does.
+fn only_new_checked(
+    ads: &super::AdSet,
+    ctx: &mut Ctx<'_>,
+    zones: &[Zone],
+    checked: &[std::sync::Arc<[AccessDomain]>],
+) -> bool {
+    let old: std::collections::HashSet<*const AccessDomain> =
+        checked.iter().map(|s| s.as_ptr()).collect();
+    let (fresh, kept): (Vec<_>, Vec<_>) = ads
+        .segments()
+        .iter()
+        .partition(|s| !old.contains(&s.as_ptr()));
+    let mut seen: Declared<'_> = HashMap::new();
+    for ad in fresh.iter().flat_map(|s| s.iter()) {
+        if seen.insert((&ad.name[..], ad.rtype), ad.enabled).is_some() {
+            return false;
+        }
+    }
+    // A CNAME beside an A/AAAA access domain, one of them kept and one new.
+    let addr_ad = |seen: &Declared<'_>, name: &[u8]| {
+        [rtype::A, rtype::AAAA]
+            .iter()
+            .any(|&t| seen.get(&(name, t)) == Some(&true))
+    };
+    for ad in kept.iter().flat_map(|s| s.iter()) {
+        if seen.contains_key(&(&ad.name[..], ad.rtype)) {
+            return false;
+        }
+        let cname = (ad.rtype == rtype::CNAME, [rtype::A, rtype::AAAA].contains(&ad.rtype));
+        if ad.enabled
+            && ((cname.0 && addr_ad(&seen, &ad.name))
+                || (cname.1 && seen.get(&(&ad.name[..], rtype::CNAME)) == Some(&true)))
+        {
+            return false;
+        }
+    }
+    let errs = ctx.errs.len();
+    let new_ads = fresh.iter().flat_map(|s| s.iter());
+    beside_zone_data(new_ads, ctx, zones, &|name| addr_ad(&seen, name));
+    let passed = ctx.errs.len() == errs;
+    ctx.errs.truncate(errs);
+    passed
+}
+
+/// [`check_all`] for every access domain.
+fn check_every(ads: &super::AdSet, ctx: &mut Ctx<'_>, zones: &[Zone]) {
     // (name, type) -> whether one declared so is enabled.
     let mut seen: Declared<'_> = HashMap::with_capacity(ads.len());
     for ad in ads {
@@ -270,7 +360,13 @@ pub(super) fn check_all(ads: &super::AdSet, ctx: &mut Ctx<'_>, zones: &[Zone]) {
             }
         }
     }
-    beside_zone_data(ads, ctx, zones, &seen);
+    // An enabled A or AAAA access domain at `name`.
+    let addr_ad = |name: &[u8]| {
+        [rtype::A, rtype::AAAA]
+            .iter()
+            .any(|&t| seen.get(&(name, t)) == Some(&true))
+    };
+    beside_zone_data(ads.iter(), ctx, zones, &addr_ad);
 }
 
 /// The access domains by (name, type): whether one declared so is enabled.
@@ -279,19 +375,18 @@ type Declared<'a> = HashMap<(&'a [u8], u16), bool>;
 /// Access domains against the records of their zones (by hash: a million access domains
 /// meet a large zone in linear time): a CNAME alone at its name (RFC 1034 3.6.2), none at
 /// the apex.
-fn beside_zone_data(ads: &super::AdSet, ctx: &mut Ctx<'_>, zones: &[Zone], seen: &Declared<'_>) {
+fn beside_zone_data<'a>(
+    ads: impl Iterator<Item = &'a AccessDomain>,
+    ctx: &mut Ctx<'_>,
+    zones: &[Zone],
+    addr_ad: &dyn Fn(&[u8]) -> bool,
+) {
     let mut owners: HashMap<(usize, &[u8]), Vec<u16>> = HashMap::new();
     for (zi, z) in zones.iter().enumerate() {
         for r in &z.records {
             owners.entry((zi, &r.owner[..])).or_default().push(r.rtype);
         }
     }
-    // An enabled A or AAAA access domain at `name`.
-    let addr_ad = |name: &[u8]| {
-        [rtype::A, rtype::AAAA]
-            .iter()
-            .any(|&t| seen.get(&(name, t)) == Some(&true))
-    };
     for ad in ads {
         let name = || display_name(&ad.name);
         let at_name: &[u16] = owners.get(&(ad.zone, &ad.name[..])).map_or(&[], |v| &v[..]);

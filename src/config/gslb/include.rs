@@ -108,16 +108,16 @@ struct Stamp {
     ctime: (i64, i64),
 }
 
-/// How long after a file's last change a read must come for its stamp to vouch for the
-/// text: a write within the same timestamp tick as the read leaves the stamp as it was
-/// (the "racy clean" case of git's index). Two seconds cover file systems with coarse
-/// times.
-const RACY_SECS: i64 = 2;
+/// How long after a file's last change (nanoseconds) a read must come for its stamp to
+/// vouch for the text: a write within the same timestamp tick as the read leaves the
+/// stamp as it was (the "racy clean" case of git's index). Two seconds cover file systems
+/// with coarse times.
+const RACY_NANOS: i128 = 2_000_000_000;
 
 impl Stamp {
-    /// The stamp of `m`, read at `now` (Unix seconds): `None` when the file changed too
-    /// shortly before the read for a later change to be sure to show.
-    fn of(m: &std::fs::Metadata, now: i64) -> Option<Self> {
+    /// The stamp of `m`, read at `now` (Unix nanoseconds): `None` when the file changed
+    /// too shortly before the read for a later change to be sure to show.
+    fn of(m: &std::fs::Metadata, now: i128) -> Option<Self> {
         use std::os::unix::fs::MetadataExt;
         let s = Self {
             dev: m.dev(),
@@ -126,12 +126,13 @@ impl Stamp {
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
         };
-        (s.mtime.0.max(s.ctime.0) + RACY_SECS < now).then_some(s)
+        let nanos = |(sec, ns): (i64, i64)| sec as i128 * 1_000_000_000 + ns as i128;
+        (nanos(s.mtime).max(nanos(s.ctime)) + RACY_NANOS < now).then_some(s)
     }
 
     /// The stamp of `m` as a cache key, whatever its age.
     fn now(m: &std::fs::Metadata) -> Self {
-        Self::of(m, i64::MAX).expect("any stamp is older than i64::MAX")
+        Self::of(m, i128::MAX).expect("any stamp is older than i128::MAX")
     }
 }
 
@@ -317,7 +318,7 @@ fn include_file(
     text.clear();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+        .map_or(0, |d| d.as_nanos() as i128);
     let mut stamp = None;
     let read = std::fs::metadata(path).and_then(|m| {
         // A text about to be written (an API change) is held to the bound the file will
