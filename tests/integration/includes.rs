@@ -135,12 +135,20 @@ fn stat_vouches_for_old_files_and_only_changed_ones_compile() {
         &format!("{}{}", ad_file("b", "p1"), ad_file("a", "p2")),
     );
     s.signal(libc::SIGHUP);
-    s.wait_log("access domain a.i.test. A is declared twice", Duration::from_secs(10));
+    s.wait_log(
+        "access domain a.i.test. A is declared twice",
+        Duration::from_secs(10),
+    );
     assert_eq!(answer(&s, "a"), ["192.0.2.1"], "the old model serves");
     assert_eq!(answer(&s, "c"), ["192.0.2.2"]);
     dir.write("ads/b.toml", &ad_file("b", "p2"));
     let line = reload(&s, 5);
     assert!(line.contains("names_kept=false"), "{line}");
     assert_eq!(answer(&s, "b"), ["192.0.2.2"]);
-    assert!(s.udp(&Q::new("c.i.test", A).build()).expect("an answer").rcode() == 3);
+    assert!(
+        s.udp(&Q::new("c.i.test", A).build())
+            .expect("an answer")
+            .rcode()
+            == 3
+    );
 }

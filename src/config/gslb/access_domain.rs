@@ -324,7 +324,10 @@ fn only_new_checked(
         if seen.contains_key(&(&ad.name[..], ad.rtype)) {
             return false;
         }
-        let cname = (ad.rtype == rtype::CNAME, [rtype::A, rtype::AAAA].contains(&ad.rtype));
+        let cname = (
+            ad.rtype == rtype::CNAME,
+            [rtype::A, rtype::AAAA].contains(&ad.rtype),
+        );
         if ad.enabled
             && ((cname.0 && addr_ad(&seen, &ad.name))
                 || (cname.1 && seen.get(&(&ad.name[..], rtype::CNAME)) == Some(&true)))
