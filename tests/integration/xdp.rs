@@ -231,6 +231,24 @@ fn start(text: &str, name: &str, veth: &Veth, v6: bool, dir: &TempDir) -> Server
     s
 }
 
+/// [`start`] for a server that lives as long as the test process, and dies with it
+/// ([`Server::shared`]).
+fn start_shared(text: &str, name: &str, veth: &Veth, dir: &TempDir) -> &'static Server {
+    let cfg = dir.write(name, &format!("{text}{}", veth.table()));
+    let l4 = format!("{}:0", veth.v4);
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--io",
+        "xdp",
+        "--listen",
+        &l4,
+    ];
+    let s = Server::shared(&args);
+    s.wait_log("io=\"xdp-", Duration::from_secs(5));
+    s
+}
+
 /// The gtmd of the DNS cases for `fixture_name` over XDP, one per fixture for the whole
 /// binary (its veth lives as long as the process).
 pub(crate) fn shared_server(fixture_name: &str) -> &'static Server {
@@ -242,7 +260,7 @@ pub(crate) fn shared_server(fixture_name: &str) -> &'static Server {
     let text = std::fs::read_to_string(fixture(fixture_name)).unwrap();
     let veth = Box::leak(Box::new(Veth::new()));
     let name = format!("xdp-{fixture_name}");
-    let s: &'static Server = Box::leak(Box::new(start(&text, &name, veth, false, fixtures())));
+    let s = start_shared(&text, &name, veth, fixtures());
     servers.push((fixture_name.to_string(), s));
     s
 }
