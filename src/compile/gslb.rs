@@ -10,12 +10,15 @@ use crate::config::gslb::{AccessDomain, AddrValue, Fallback, Gslb, PoolPolicy};
 use crate::tables::gslb::{
     AdTable, AddrTable, GslbTables, LineIndex, PoolTable, RouteInterner, RouteTable,
 };
+use crate::tables::chunked::{Builder, Chunked};
 use crate::tables::{Model, Reuse, Slot, Snapshot, NONE};
 
 /// Builds the tables; `nodata` of each access domain is filled in by the zone compiler.
 /// With `prev`, when the addresses, pools and lines compile to the same tables, the rows
-/// of every access-domain segment shared with `prev`'s model are copied from it and only
-/// the others are compiled ([`Reuse`]).
+/// of every access-domain segment shared with `prev`'s model are taken from it and only
+/// the others are compiled ([`Reuse`]): in place, in copies of the chunks they touch, when
+/// every access domain keeps its index and its number of routes (`in_place`); else by
+/// copying the shared rows into new tables (`incremental`).
 pub(super) fn compile(
     g: &Arc<Gslb>,
     use_ecs: bool,
@@ -24,7 +27,10 @@ pub(super) fn compile(
     let from = prev.filter(|p| p.gslb.use_ecs == use_ecs && same_tables(&p.model, g));
     let interner = from.and_then(|p| p.reuse.interner.lock().ok()?.take());
     match (from, interner) {
-        (Some(p), Some(interner)) => incremental(g, p, interner),
+        (Some(p), Some(interner)) => match changed_in_place(g, p) {
+            Some(changed) => in_place(g, p, interner, &changed),
+            None => incremental(g, p, interner),
+        },
         _ => full(g, use_ecs),
     }
 }
@@ -40,17 +46,107 @@ fn full(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model, Reuse) {
     t.lines = line_index(g);
     t.nlines = g.lines.len() as u32;
     let mut routes = Routes::new(g.lines.len(), Box::default());
-    // Sized once: 9M routes at a million access domains would otherwise be copied (and
-    // faulted in) at each doubling.
-    let nroutes = g.access_domains.iter().map(route_count).sum();
-    t.routes.reserve_exact(nroutes);
-    routes.slots.reserve_exact(nroutes);
-    t.ads.reserve_exact(g.access_domains.len());
+    let mut rows = Rows::default();
     for (ai, ad) in g.access_domains.iter().enumerate() {
-        routes.add(&mut t, g, ai as u32, ad);
+        rows.push(&mut routes, &mut t, g, ai as u32, ad);
     }
     let n = g.access_domains.len() as u32;
-    routes.finish(t, g, (0, Vec::new(), n))
+    let slots = rows.finish(&mut t);
+    let mut out = routes.finish(t, g, Reuse::made(0, Vec::new(), n));
+    out.1.slots = slots;
+    out
+}
+
+/// The rows being built: access domains, routes, slots.
+#[derive(Default)]
+struct Rows {
+    ads: Builder<AdTable>,
+    routes: Builder<RouteTable>,
+    slots: Builder<Slot>,
+}
+
+impl Rows {
+    /// Compiles access domain `ai` onto the end.
+    fn push(&mut self, r: &mut Routes, t: &mut GslbTables, g: &Gslb, ai: u32, ad: &AccessDomain) {
+        let row = r.add(t, g, ai, ad, self.routes.len() as u32);
+        self.ads.push(row);
+        self.routes.extend(r.out.iter().copied());
+        self.slots.extend(r.out_slots.iter().copied());
+    }
+
+    fn finish(self, t: &mut GslbTables) -> Chunked<Slot> {
+        t.ads = self.ads.finish();
+        t.routes = self.routes.finish();
+        self.slots.finish()
+    }
+}
+
+/// The access domains of the segments of `g` that `prev`'s model does not have, as
+/// ranges of indices, if every access domain has the index and the number of routes it
+/// has in `prev` (the same names in the same order, segment for segment); else `None`.
+fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<Vec<std::ops::Range<usize>>> {
+    let old = prev.model.access_domains.segments();
+    let new = g.access_domains.segments();
+    if old.len() != new.len() {
+        return None;
+    }
+    let mut changed = Vec::new();
+    let mut a = 0;
+    for (o, n) in old.iter().zip(new) {
+        if o.len() != n.len() {
+            return None;
+        }
+        if !Arc::ptr_eq(o, n) {
+            let same = o.iter().zip(n.iter()).enumerate().all(|(k, (x, y))| {
+                (&x.name, x.rtype, x.zone, x.enabled) == (&y.name, y.rtype, y.zone, y.enabled)
+                    && prev.gslb.ads[a + k].nroutes as usize == route_count(y)
+            });
+            if !same {
+                return None;
+            }
+            changed.push(a..a + n.len());
+        }
+        a += n.len();
+    }
+    Some(changed)
+}
+
+/// `prev`'s tables with the rows of the access domains in `changed` compiled again in
+/// their places (each keeps its index and its routes' slots): only the chunks they touch
+/// are copied; everything else, health's active pools included, is shared.
+fn in_place(
+    g: &Arc<Gslb>,
+    prev: &Snapshot,
+    interner: Box<RouteInterner>,
+    changed: &[std::ops::Range<usize>],
+) -> (GslbTables, Model, Reuse) {
+    let old = &prev.gslb;
+    let mut t = GslbTables {
+        ads: old.ads.clone(),
+        routes: old.routes.clone(),
+        ..old.clone_shared()
+    };
+    let mut slots = prev.model.slots.clone();
+    let mut routes = Routes::new(g.lines.len(), interner);
+    let mut touched = Vec::new();
+    let mut compiled = 0;
+    for ai in changed.iter().flat_map(Clone::clone) {
+        let base = old.ads[ai].routes;
+        let row = routes.add(&mut t, g, ai as u32, &g.access_domains[ai], base);
+        *t.ads.make_mut(ai) = row;
+        for (k, (r, sl)) in routes.out.iter().zip(&routes.out_slots).enumerate() {
+            let s = base as usize + k;
+            *t.routes.make_mut(s) = *r;
+            *slots.make_mut(s) = *sl;
+        }
+        touched.push(base as usize..base as usize + routes.out.len());
+        compiled += 1;
+    }
+    let mut reuse = Reuse::made(prev.generation, Vec::new(), compiled);
+    reuse.in_place = Some(touched);
+    let mut out = routes.finish(t, g, reuse);
+    out.1.slots = slots;
+    out
 }
 
 /// The rows of `prev`'s segments that `g` shares copied (each access domain's first
@@ -74,50 +170,39 @@ fn incremental(
         Some(ad) => ad.routes as usize,
         None => old.routes.len(),
     };
-    let nroutes: usize = g
-        .access_domains
-        .segments()
-        .iter()
-        .map(|seg| match at.get(&seg.as_ptr()) {
-            Some(&(a, r)) => route_end(a + seg.len()) - r,
-            None => seg.iter().map(route_count).sum(),
-        })
-        .sum();
-    let mut t = GslbTables {
-        ads: Vec::with_capacity(g.access_domains.len()),
-        routes: Vec::with_capacity(nroutes),
-        ..old.clone_shared()
-    };
+    let mut t = old.clone_shared();
     let mut routes = Routes::new(g.lines.len(), interner);
-    routes.slots.reserve_exact(nroutes);
+    let mut rows = Rows::default();
     let mut runs = Vec::new();
     let mut compiled = 0;
     for seg in g.access_domains.segments() {
-        let ai = t.ads.len();
+        let ai = rows.ads.len();
         let Some(&(a, r)) = at.get(&seg.as_ptr()) else {
             for (k, ad) in seg.iter().enumerate() {
-                routes.add(&mut t, g, (ai + k) as u32, ad);
+                rows.push(&mut routes, &mut t, g, (ai + k) as u32, ad);
             }
             compiled += seg.len() as u32;
             continue;
         };
-        let (r_end, ri) = (route_end(a + seg.len()), t.routes.len());
-        t.ads
-            .extend(old.ads[a..a + seg.len()].iter().map(|row| AdTable {
+        let (r_end, ri) = (route_end(a + seg.len()), rows.routes.len());
+        rows.ads
+            .extend(old.ads.range(a..a + seg.len()).map(|row| AdTable {
                 routes: row.routes - r as u32 + ri as u32,
                 ..*row
             }));
-        t.routes.extend_from_slice(&old.routes[r..r_end]);
+        rows.routes.extend(old.routes.range(r..r_end).copied());
         let ad_moved = |s: &Slot| Slot {
             ad: s.ad - a as u32 + ai as u32,
             line: s.line,
         };
-        routes
-            .slots
-            .extend(prev.model.slots[r..r_end].iter().map(ad_moved));
+        rows.slots
+            .extend(prev.model.slots.range(r..r_end).map(ad_moved));
         runs.push((ri as u32, r as u32, (r_end - r) as u32));
     }
-    routes.finish(t, g, (prev.generation, runs, compiled))
+    let slots = rows.finish(&mut t);
+    let mut out = routes.finish(t, g, Reuse::made(prev.generation, runs, compiled));
+    out.1.slots = slots;
+    out
 }
 
 /// Whether the addresses, pools and lines of `g` compile to the tables `m`'s did, with
@@ -206,8 +291,9 @@ fn line_index(g: &Gslb) -> LineIndex {
 struct Routes {
     /// The lists stored so far.
     seen: Box<RouteInterner>,
-    /// One per route.
-    slots: Vec<Slot>,
+    /// The routes of the access domain just added, and their slots.
+    out: Vec<RouteTable>,
+    out_slots: Vec<Slot>,
     /// The access domain at hand: line -> its route.
     line_route: Vec<u32>,
     /// Line -> the route of its own, or [`NONE`] (reset after each access domain).
@@ -225,7 +311,8 @@ impl Routes {
     fn new(nlines: usize, seen: Box<RouteInterner>) -> Self {
         Self {
             seen,
-            slots: Vec::new(),
+            out: Vec::new(),
+            out_slots: Vec::new(),
             line_route: vec![0; nlines],
             own: vec![NONE; nlines],
             routes: Vec::new(),
@@ -234,8 +321,19 @@ impl Routes {
         }
     }
 
-    /// Adds access domain `ai`: its routes with their fallbacks, and its line -> route row.
-    fn add(&mut self, t: &mut GslbTables, g: &Gslb, ai: u32, ad: &AccessDomain) {
+    /// Compiles access domain `ai` with its first route at `base`: returns its row and
+    /// leaves its routes (with their fallbacks) and their slots in `out`, `out_slots`;
+    /// new lists go to the end of `t`'s.
+    fn add(
+        &mut self,
+        t: &mut GslbTables,
+        g: &Gslb,
+        ai: u32,
+        ad: &AccessDomain,
+        base: u32,
+    ) -> AdTable {
+        self.out.clear();
+        self.out_slots.clear();
         self.line_route.fill(0);
         self.routes.clear();
         self.cand.clear();
@@ -244,7 +342,6 @@ impl Routes {
         if ad.policy == PoolPolicy::Nearest {
             self.nearest(g, ad);
         }
-        let base = t.routes.len() as u32;
         let mut from = 0;
         for &(line, to) in &self.routes {
             let pools = &self.cand[from..to];
@@ -263,13 +360,13 @@ impl Routes {
                 let fb_start = intern(&mut seen.fb_lists, &self.fb, &mut t.fallback);
                 (fb_start, self.fb.len() as u32)
             });
-            t.routes.push(RouteTable {
+            self.out.push(RouteTable {
                 start,
                 len,
                 fb_start,
                 fb_len,
             });
-            self.slots.push(Slot { ad: ai, line });
+            self.out_slots.push(Slot { ad: ai, line });
         }
         let next = self.seen.patterns.len() as u32;
         let pattern = match self.seen.patterns.get(&self.line_route[..]) {
@@ -280,7 +377,7 @@ impl Routes {
                 next
             }
         };
-        t.ads.push(AdTable {
+        AdTable {
             rtype: ad.rtype,
             ttl: ad.ttl,
             policy: ad.policy,
@@ -288,27 +385,17 @@ impl Routes {
             nroutes: self.routes.len() as u32,
             pattern,
             nodata: NONE,
-        });
+        }
     }
 
     /// The tables, their model, and how they were made (`from`, `runs`, `compiled`: see
     /// [`Reuse`]); the interner goes with them for the next reload.
-    fn finish(
-        self,
-        t: GslbTables,
-        g: &Arc<Gslb>,
-        (from, runs, compiled): (u64, Vec<(u32, u32, u32)>, u32),
-    ) -> (GslbTables, Model, Reuse) {
+    fn finish(self, t: GslbTables, g: &Arc<Gslb>, reuse: Reuse) -> (GslbTables, Model, Reuse) {
         let model = Model {
             gslb: g.clone(),
-            slots: self.slots,
+            slots: Chunked::default(),
         };
-        let reuse = Reuse {
-            from,
-            slots: runs,
-            compiled,
-            interner: std::sync::Mutex::new(Some(self.seen)),
-        };
+        *reuse.interner.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.seen);
         (t, model, reuse)
     }
 

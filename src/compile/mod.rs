@@ -114,14 +114,20 @@ pub fn compile_with(
     });
     let (mut gslb_tables, model, reuse) = gslb;
     let names = names?;
-    for (ad, &nodata) in gslb_tables.ads.iter_mut().zip(&names.ad_nodata) {
-        ad.nodata = nodata;
+    // Written only where it differs: a row kept from the last snapshot has its nodata.
+    for (i, &nodata) in names.ad_nodata.iter().enumerate() {
+        if gslb_tables.ads[i].nodata != nodata {
+            gslb_tables.ads.make_mut(i).nodata = nodata;
+        }
     }
-    let health = Arc::new(HealthState::new(
-        model.addresses.len(),
-        model.pools.len(),
-        model.slots.len(),
-    ));
+    let (addrs, pools) = (model.addresses.len(), model.pools.len());
+    let health = Arc::new(match (&reuse.in_place, prev) {
+        (Some(touched), Some(p)) => {
+            let slots = touched.iter().flat_map(Clone::clone);
+            HealthState::sharing(&p.health, addrs, pools, slots)
+        }
+        _ => HealthState::new(addrs, pools, model.slots.len()),
+    });
     Ok(Snapshot {
         generation,
         names,

@@ -114,7 +114,7 @@ fn non_preemptive_pools(w: &Writer) -> Vec<(u32, u32)> {
     // Slots are grouped by access domain: one policy test per access domain.
     while s < n {
         let ad = m.slots[s].ad;
-        let end = s + m.slots[s..n].iter().take_while(|x| x.ad == ad).count();
+        let end = s + m.slots.range(s..n).take_while(|x| x.ad == ad).count();
         if non_preemptive(snap, s) {
             out.extend(
                 (s..end)

@@ -151,6 +151,10 @@ enum Redo {
     /// Those of these slots and of the slots with a candidate pool whose state changed
     /// (a new snapshot whose other slots were copied, with their active pools).
     Slots(Vec<std::ops::Range<usize>>),
+    /// As `Slots`, in a new snapshot whose health state already holds every other slot's
+    /// active pool (it shares them with the last one): only these slots and the ones
+    /// that move are stored.
+    Kept(Vec<std::ops::Range<usize>>),
 }
 
 /// The single writer of a snapshot's [`HealthState`].
@@ -301,9 +305,31 @@ impl Writer {
         for p in &mut self.active {
             *p = renumber.get(*p as usize).copied().unwrap_or(NO_POOL);
         }
+        // Compiled in place: every slot is where it was, and so is its active pool (in
+        // the shared chunks of the health state); a touched slot whose key changed starts
+        // afresh, as the carry by key below would have it.
+        let reuse = &self.snap.reuse;
+        let identity = renumber.iter().enumerate().all(|(i, &p)| p == i as u32);
+        if let (Some(touched), true) = (&reuse.in_place, identity) {
+            if reuse.from == old.generation
+                && self.active.len() == om.slots.len()
+                && om.slots.len() == nm.slots.len()
+            {
+                let touched = touched.clone();
+                for r in &touched {
+                    let keys = old.slot_digests_in(r.clone());
+                    let now = self.snap.slot_digests_in(r.clone());
+                    for (s, (k, n)) in r.clone().zip(keys.zip(now)) {
+                        if k != n {
+                            self.active[s] = NO_POOL;
+                        }
+                    }
+                }
+                return self.apply(Redo::Kept(touched));
+            }
+        }
         // Slots the compiler copied from the old snapshot take their active pool from
         // the same place; the others are carried by slot key.
-        let reuse = &self.snap.reuse;
         if reuse.from != 0 && reuse.from == old.generation && self.active.len() == om.slots.len() {
             let fresh = self.carry_runs(&old);
             return self.apply(Redo::Slots(fresh));
@@ -535,20 +561,26 @@ impl Writer {
         let fresh = self.active.len() != slots || self.pool.len() != pool.len();
         let redo = if fresh { Redo::All } else { redo };
         self.active.resize(slots, NO_POOL);
-        let every = !matches!(redo, Redo::Changed);
+        let every = matches!(redo, Redo::All | Redo::Slots(_));
+        let mut kept = Vec::new();
         let moved = match redo {
             Redo::All => self.move_all(&pool, !fresh),
             Redo::Changed => self.move_active(&pool),
-            Redo::Slots(ranges) => {
+            Redo::Slots(ranges) | Redo::Kept(ranges) => {
                 // The copied slots were right for the pools' last states: they move only
                 // if a pool changed (`move_active`, after the others are worked out).
                 let mut moved = self.move_ranges(&pool, &ranges);
                 moved.append(&mut self.move_active(&pool));
+                kept = ranges;
                 moved
             }
         };
         // Shards see the new state first; the events that describe it come after.
         self.store(&addr, &pool, (!every).then_some(&moved[..]));
+        let h = &self.snap.health;
+        for s in kept.into_iter().flatten().filter(|_| !every) {
+            h.active[s].store(self.active[s], Relaxed);
+        }
         self.moved_changes(&moved, &mut changes);
         self.addr = addr;
         self.pool = pool;

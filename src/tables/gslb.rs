@@ -9,6 +9,7 @@
 
 use foldhash::HashMap;
 
+use super::chunked::Chunked;
 use super::HealthState;
 use crate::config::gslb::{AddressPolicy, Fallback, PoolPolicy};
 
@@ -265,7 +266,7 @@ pub struct RouteTable {
 }
 
 /// One access domain.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct AdTable {
     /// Record type answered.
     pub rtype: u16,
@@ -288,9 +289,9 @@ pub struct AdTable {
 #[derive(Debug, Clone, Default)]
 pub struct GslbTables {
     /// Access domains.
-    pub ads: Vec<AdTable>,
+    pub ads: Chunked<AdTable>,
     /// Routes.
-    pub routes: Vec<RouteTable>,
+    pub routes: Chunked<RouteTable>,
     /// Route pool lists (identical lists are stored once).
     pub route_pools: Vec<(u32, u32)>,
     /// Line -> route rows, `nlines` per row, relative to an access domain's first route.
@@ -318,8 +319,8 @@ impl GslbTables {
     /// the start of tables that keep these parts and replace some rows.
     pub fn clone_shared(&self) -> Self {
         Self {
-            ads: Vec::new(),
-            routes: Vec::new(),
+            ads: Chunked::default(),
+            routes: Chunked::default(),
             route_pools: self.route_pools.clone(),
             line_routes: self.line_routes.clone(),
             nlines: self.nlines,

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
+use super::chunked::Chunked;
 use super::gslb::NO_POOL;
 
 /// The bitmaps and active-pool slots of one snapshot.
@@ -15,7 +16,7 @@ pub struct HealthState {
     // Stored into by `health::Writer` alone; shards read through the methods below.
     pub(crate) addr_up: Box<[AtomicU64]>,
     pub(crate) pool_up: Box<[AtomicU64]>,
-    pub(crate) active: Box<[AtomicU32]>,
+    pub(crate) active: Chunked<AtomicU32>,
 }
 
 fn words(n: usize) -> Box<[AtomicU64]> {
@@ -28,7 +29,26 @@ impl HealthState {
         Self {
             addr_up: words(addrs),
             pool_up: words(pools),
-            active: (0..slots).map(|_| AtomicU32::new(NO_POOL)).collect(),
+            active: Chunked::from_fn(slots, |_| AtomicU32::new(NO_POOL)),
+        }
+    }
+
+    /// The state of a snapshot with the same slots as `old`'s: fresh bitmaps (the writer
+    /// fills them), and `old`'s active pools, shared but for the chunks that hold one of
+    /// `touched` (the slots whose route changed), which are copies: the snapshot being
+    /// replaced goes on reading the pools of its own routes.
+    pub fn sharing(
+        old: &Self,
+        addrs: usize,
+        pools: usize,
+        touched: impl Iterator<Item = usize>,
+    ) -> Self {
+        Self {
+            addr_up: words(addrs),
+            pool_up: words(pools),
+            active: old
+                .active
+                .with_fresh_chunks(touched, |s| AtomicU32::new(old.active[s].load(Relaxed))),
         }
     }
 

@@ -9,6 +9,7 @@
 //! tail, patch the few compression pointers that move when the question name is longer than
 //! the name the tail was compiled for (wildcards, NXDOMAIN, referrals), append OPT.
 
+pub mod chunked;
 pub mod gslb;
 mod health;
 
@@ -168,6 +169,19 @@ pub struct Snapshot {
     pub metric_series: MetricSeries,
 }
 
+impl Reuse {
+    /// Made from generation `from` (0: nothing) with slot runs `slots` copied and
+    /// `compiled` access domains compiled.
+    pub fn made(from: u64, slots: Vec<(u32, u32, u32)>, compiled: u32) -> Self {
+        Self {
+            from,
+            slots,
+            compiled,
+            ..Self::default()
+        }
+    }
+}
+
 /// How a snapshot's GSLB rows were made from those of the snapshot it replaces: the
 /// access-domain segments (included files) the two configurations share were copied, not
 /// compiled again.
@@ -180,6 +194,10 @@ pub struct Reuse {
     pub slots: Vec<(u32, u32, u32)>,
     /// Access domains compiled afresh (the others were copied).
     pub compiled: u32,
+    /// Compiled in place: every slot is where it was in the snapshot replaced, and so is
+    /// its active pool (the `HealthState` shares the untouched chunks); these slots' routes
+    /// were compiled again. `None`: the layout is new (see `slots`).
+    pub in_place: Option<Vec<std::ops::Range<usize>>>,
     /// The compiler's list index, handed from snapshot to snapshot ([`gslb::RouteInterner`];
     /// taken by the compile that uses it).
     pub interner: std::sync::Mutex<Option<Box<gslb::RouteInterner>>>,
@@ -215,7 +233,7 @@ pub struct Model {
     /// Lines, health checks, addresses, pools and access domains, as configured.
     pub gslb: Arc<Gslb>,
     /// Route slots.
-    pub slots: Vec<Slot>,
+    pub slots: chunked::Chunked<Slot>,
 }
 
 impl std::ops::Deref for Model {
@@ -307,7 +325,7 @@ impl Snapshot {
             .collect();
         let mut by_row: HashMap<u32, u64> = HashMap::new();
         let mut last = (NONE, 0u64);
-        self.model.slots[range].iter().map(move |slot| {
+        self.model.slots.range(range).map(move |slot| {
             let ad = &self.gslb.ads[slot.ad as usize];
             if last.0 != slot.ad {
                 let m = &self.model.access_domains[slot.ad as usize];

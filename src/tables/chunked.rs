@@ -1,0 +1,234 @@
+//! An array cut into chunks of [`CHUNK`] elements, each behind an `Arc`: the tables that
+//! grow with the access domains (their rows, their routes, the routes' slots and active
+//! pools) are held this way, so that a reload that changes a few access domains copies
+//! the chunks it writes and shares every other one with the snapshot it replaces. An
+//! element costs one more load than in a flat array (the chunk's pointer, from a
+//! directory of a few kilobytes that stays in cache).
+
+use std::sync::Arc;
+
+/// Elements per chunk (a power of two).
+pub const CHUNK: usize = 1 << CHUNK_BITS;
+const CHUNK_BITS: u32 = 16;
+
+/// A chunked array (see the module).
+pub struct Chunked<T> {
+    chunks: Box<[Arc<[T]>]>,
+    len: usize,
+}
+
+impl<T> Chunked<T> {
+    /// Number of elements.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No element.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Element `i`, if there is one.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&T> {
+        self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1))
+    }
+
+    /// Every element, in order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &T> + '_ {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+
+    /// The elements `range` holds, in order.
+    pub fn range(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = &T> + '_ {
+        range.map(move |i| &self[i])
+    }
+
+    /// Whether chunk `c` is shared with `other` (the same allocation).
+    pub fn shares_chunk(&self, other: &Self, c: usize) -> bool {
+        match (self.chunks.get(c), other.chunks.get(c)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// Number of chunks.
+    pub fn chunks(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// An array of `len` elements made by `f(i)`, in chunks.
+    pub fn from_fn(len: usize, mut f: impl FnMut(usize) -> T) -> Self {
+        let chunks = (0..len.div_ceil(CHUNK))
+            .map(|c| {
+                let end = ((c + 1) * CHUNK).min(len);
+                (c * CHUNK..end).map(&mut f).collect::<Arc<[T]>>()
+            })
+            .collect();
+        Self { chunks, len }
+    }
+
+    /// The same elements, with the chunks that hold one of `touched` (indices, in any
+    /// order) made afresh by `fresh(i)` for each of their elements; every other chunk is
+    /// shared with `self`.
+    pub fn with_fresh_chunks(
+        &self,
+        touched: impl Iterator<Item = usize>,
+        mut fresh: impl FnMut(usize) -> T,
+    ) -> Self {
+        let mut chunks = self.chunks.clone();
+        let mut done = vec![false; chunks.len()];
+        for i in touched {
+            let c = i >> CHUNK_BITS;
+            if c >= chunks.len() || done[c] {
+                continue;
+            }
+            done[c] = true;
+            let end = ((c + 1) * CHUNK).min(self.len);
+            chunks[c] = (c * CHUNK..end).map(&mut fresh).collect();
+        }
+        Self {
+            chunks,
+            len: self.len,
+        }
+    }
+}
+
+impl<T: Clone> Chunked<T> {
+    /// Element `i` to write, its chunk copied first if another array shares it.
+    pub fn make_mut(&mut self, i: usize) -> &mut T {
+        let c = &mut self.chunks[i >> CHUNK_BITS];
+        if Arc::get_mut(c).is_none() {
+            *c = c.iter().cloned().collect();
+        }
+        match Arc::get_mut(c) {
+            Some(chunk) => &mut chunk[i & (CHUNK - 1)],
+            None => unreachable!("a chunk just copied has one owner"),
+        }
+    }
+}
+
+impl<T> Clone for Chunked<T> {
+    /// Shares every chunk.
+    fn clone(&self) -> Self {
+        Self {
+            chunks: self.chunks.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Self {
+            chunks: Box::new([]),
+            len: 0,
+        }
+    }
+}
+
+impl<T> std::ops::Index<usize> for Chunked<T> {
+    type Output = T;
+    #[inline]
+    fn index(&self, i: usize) -> &T {
+        &self.chunks[i >> CHUNK_BITS][i & (CHUNK - 1)]
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Chunked<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Builds a [`Chunked`] by pushing, through one chunk-sized buffer reused from chunk to
+/// chunk (the only transient is that buffer).
+pub struct Builder<T: Copy> {
+    done: Vec<Arc<[T]>>,
+    cur: Vec<T>,
+}
+
+impl<T: Copy> Default for Builder<T> {
+    fn default() -> Self {
+        Self {
+            done: Vec::new(),
+            cur: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy> Builder<T> {
+    /// Elements pushed so far.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.done.len() * CHUNK + self.cur.len()
+    }
+
+    /// Nothing pushed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends `v`.
+    #[inline]
+    pub fn push(&mut self, v: T) {
+        if self.cur.capacity() == 0 {
+            self.cur.reserve_exact(CHUNK);
+        }
+        self.cur.push(v);
+        if self.cur.len() == CHUNK {
+            self.done.push(Arc::from(&self.cur[..]));
+            self.cur.clear();
+        }
+    }
+
+    /// Appends every element of `it`.
+    pub fn extend(&mut self, it: impl IntoIterator<Item = T>) {
+        for v in it {
+            self.push(v);
+        }
+    }
+
+    /// The array.
+    pub fn finish(mut self) -> Chunked<T> {
+        let len = self.len();
+        if !self.cur.is_empty() {
+            self.done.push(Arc::from(&self.cur[..]));
+        }
+        Chunked {
+            chunks: self.done.into(),
+            len,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Built, indexed, iterated and written like a vector, sharing what was not written.
+    #[test]
+    fn behaves_like_a_vector_and_shares_untouched_chunks() {
+        for n in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 7] {
+            let mut b = Builder::default();
+            b.extend(0..n as u32);
+            let a = b.finish();
+            assert_eq!(a.len(), n);
+            assert!(a.iter().copied().eq(0..n as u32));
+            assert!((0..n).all(|i| a[i] == i as u32 && a.get(i) == Some(&(i as u32))));
+            assert!(a.get(n).is_none());
+            let mut m = a.clone();
+            if n > CHUNK {
+                *m.make_mut(CHUNK + 1) = 7;
+                assert_eq!((a[CHUNK + 1], m[CHUNK + 1]), ((CHUNK + 1) as u32, 7));
+                assert!(m.shares_chunk(&a, 0) && !m.shares_chunk(&a, 1));
+                let f = a.with_fresh_chunks([CHUNK + 2].into_iter(), |i| i as u32 + 1);
+                assert!(f.shares_chunk(&a, 0) && !f.shares_chunk(&a, 1));
+                assert_eq!((f[0], f[CHUNK]), (0, CHUNK as u32 + 1));
+            }
+            let g = Chunked::from_fn(n, |i| i * 2);
+            assert!(g.iter().copied().eq((0..n).map(|i| i * 2)));
+        }
+    }
+}
