@@ -7,10 +7,10 @@ use foldhash::HashMap;
 use std::sync::Arc;
 
 use crate::config::gslb::{AccessDomain, AddrValue, Fallback, Gslb, PoolPolicy};
+use crate::tables::chunked::{Builder, Chunked};
 use crate::tables::gslb::{
     AdTable, AddrTable, GslbTables, LineIndex, PoolTable, RouteInterner, RouteTable,
 };
-use crate::tables::chunked::{Builder, Chunked};
 use crate::tables::{Model, Reuse, Slot, Snapshot, NONE};
 
 /// Builds the tables; `nodata` of each access domain is filled in by the zone compiler.
