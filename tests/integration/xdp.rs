@@ -394,6 +394,10 @@ fn falls_back_to_kernel_sockets() {
         .udp(&Q::new("www.example.test", A).build())
         .expect("answered");
     assert_eq!(r.answer.len(), 2);
+    // No AF_XDP socket, no AF_XDP series.
+    let (text, _) = crate::metrics::metrics(&s);
+    assert!(text.contains("gtmd_queries_total"), "{text}");
+    assert!(!text.contains("gtmd_xdp_"), "{text}");
 }
 
 /// A GSLB configuration answers the same over XDP as over kernel sockets, for clients of
@@ -627,4 +631,54 @@ fn dnstap_logs_queries_answered_over_xdp() {
         assert!(msg.contains(&format!("socket_family: {family}")), "{msg}");
         assert!(msg.contains("socket_protocol: UDP"), "{msg}");
     }
+}
+
+/// `/metrics` shows each AF_XDP socket's counters by shard: after N queries over XDP, gtmd
+/// received and answered N frames, and the kernel's `XDP_STATISTICS` (read by the shard
+/// about once a second) show no drop and at least one send that emptied the TX ring.
+#[test]
+fn metrics_show_af_xdp_counters() {
+    if !available() {
+        return;
+    }
+    const N: usize = 25;
+    let veth = Veth::new();
+    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
+    let s = start(&text, "xdp-metrics.toml", &veth, false, fixtures());
+    let q = Q::new("www.example.test", A).build();
+    let answered = in_ns(|| {
+        (0..N)
+            .filter(|_| udp_exchange(s.addr, &q, Duration::from_secs(2)).is_some())
+            .count()
+    });
+    assert_eq!(answered, N);
+    // The kernel's counters are read once a second.
+    std::thread::sleep(Duration::from_millis(1300));
+    let (text, m) = crate::metrics::metrics(&s);
+    crate::metrics::promtool_passes(&text);
+    let get = |name: &str| -> f64 {
+        let key = format!("gtmd_xdp_{name}_total{{shard=\"0\"}}");
+        *m.get(&key)
+            .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+    };
+    assert_eq!(get("received"), N as f64, "{text}");
+    assert_eq!(get("answered"), N as f64, "{text}");
+    for zero in [
+        "rx_dropped",
+        "rx_invalid_descs",
+        "tx_invalid_descs",
+        "rx_ring_full",
+    ] {
+        assert_eq!(get(zero), 0.0, "{zero}: {text}");
+    }
+    // Every send kick ends on an empty TX ring (copy mode): the kernel's count came in.
+    assert!(get("tx_ring_empty_descs") >= 1.0, "{text}");
+    get("rx_fill_ring_empty_descs");
+    // The UDP queries were counted as answers too, as over any backend.
+    let udp: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("gtmd_queries_total{") && k.contains("transport=\"udp\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(udp, N as f64, "{text}");
 }

@@ -11,10 +11,14 @@
 
 mod frame;
 mod ring;
+pub mod stats;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, XskMap};
 use aya::programs::{Xdp, XdpMode};
@@ -24,6 +28,7 @@ use super::mmsg;
 use super::{ShardCtx, UdpIo, WAIT_BOUND};
 use crate::config::Xdp as XdpConf;
 use crate::wire::respond::MIN_OUT;
+pub use stats::Stats;
 
 /// Frames taken from the RX ring per turn: copy-mode TX sends at most 32 frames per kick.
 const BATCH: u32 = 32;
@@ -46,8 +51,18 @@ impl Attached {
     }
 }
 
-/// One shard's AF_XDP socket, bound to its RX queue.
-pub struct Socket(ring::Xsk);
+/// How often a shard reads its socket's `XDP_STATISTICS` into its [`Stats`].
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// One shard's AF_XDP socket, bound to its RX queue, and its counters.
+pub struct Socket(ring::Xsk, Arc<Stats>);
+
+impl Socket {
+    /// The socket's counters (for `/metrics`).
+    pub fn stats(&self) -> Arc<Stats> {
+        self.1.clone()
+    }
+}
 
 /// Loads the XDP program, opens one AF_XDP socket per queue of `conf` (zero-copy where
 /// the driver supports it, else copy mode), lets the program redirect UDP to the
@@ -76,7 +91,7 @@ pub fn attach(
     let mut sockets = Vec::new();
     for q in 0..conf.queues {
         let x = ring::Xsk::open(ifindex, q).map_err(|e| socket_error(iface, q, &e))?;
-        sockets.push(Socket(x));
+        sockets.push(Socket(x, Arc::new(Stats::new(q as usize))));
     }
     let mut ebpf =
         aya::Ebpf::load(PROGRAM).map_err(|e| bpf_error("cannot load the XDP program", &e))?;
@@ -223,6 +238,7 @@ fn mtu(iface: &str) -> usize {
 /// A shard's UDP backend: its AF_XDP socket and its kernel sockets.
 pub(super) struct XdpIo {
     xsk: ring::Xsk,
+    stats: Arc<Stats>,
     kernel: Vec<UdpSocket>,
     mtu: usize,
 }
@@ -234,6 +250,7 @@ impl XdpIo {
         }
         Ok(Self {
             xsk: s.0,
+            stats: s.1,
             kernel,
             mtu: mtu(iface),
         })
@@ -262,6 +279,7 @@ impl UdpIo for XdpIo {
             .collect();
         let mut busy = false;
         let (mut received, mut answered) = (0u64, 0u64);
+        let mut stats_at = Instant::now();
         while !ctx.stopping() {
             self.xsk.reclaim();
             if self.xsk.tx_pending() > 0 {
@@ -287,28 +305,47 @@ impl UdpIo for XdpIo {
             if sent > 0 {
                 self.xsk.kick();
             }
-            received += n as u64;
-            answered += sent as u64;
+            if n > 0 {
+                received += n as u64;
+                answered += sent as u64;
+                self.stats.received.store(received, Relaxed);
+                self.stats.answered.store(answered, Relaxed);
+            }
             busy = n == BATCH;
             for p in &pfds[1..] {
                 if p.revents & libc::POLLIN != 0 {
                     mmsg::batch(p.fd, &mut bufs, ctx, false);
                 }
             }
+            if stats_at.elapsed() >= STATS_EVERY {
+                stats_at = Instant::now();
+                self.read_stats();
+            }
         }
-        let st = self.xsk.stats();
+        self.read_stats();
+        let st = &self.stats;
         info!(
             shard = ctx.id,
             queue = self.xsk.queue,
             received,
             answered,
-            rx_dropped = st.map_or(0, |s| s.rx_dropped),
-            rx_ring_full = st.map_or(0, |s| s.rx_ring_full),
-            fill_ring_empty = st.map_or(0, |s| s.rx_fill_ring_empty_descs),
-            invalid = st.map_or(0, |s| s.rx_invalid_descs + s.tx_invalid_descs),
+            rx_dropped = st.kernel("rx_dropped"),
+            rx_ring_full = st.kernel("rx_ring_full"),
+            fill_ring_empty = st.kernel("rx_fill_ring_empty_descs"),
+            invalid = st.kernel("rx_invalid_descs") + st.kernel("tx_invalid_descs"),
             "xdp: AF_XDP socket closed"
         );
         Ok(())
+    }
+}
+
+impl XdpIo {
+    /// The kernel's counters of the socket into [`Stats`] (one getsockopt).
+    #[cold]
+    fn read_stats(&self) {
+        if let Some(st) = self.xsk.stats() {
+            self.stats.set_kernel(&st);
+        }
     }
 }
 
