@@ -307,8 +307,8 @@ fn ping(to: Ipv4Addr) -> bool {
 const A: u16 = 1;
 const AAAA: u16 = 28;
 
-/// UDP over IPv4 and IPv6 through the AF_XDP socket, TCP and ping through the kernel, on
-/// the same addresses; after the stop the interface has no program and the socket's
+/// UDP over IPv4 and IPv6 through the AF_XDP socket (bound with need-wakeup), TCP and ping
+/// through the kernel, on the same addresses; after the stop the interface has no program and the socket's
 /// count shows the UDP queries went through it.
 #[test]
 fn non_dns_reaches_the_kernel_and_stop_detaches() {
@@ -319,6 +319,9 @@ fn non_dns_reaches_the_kernel_and_stop_detaches() {
     let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
     let mut s = start(&text, "xdp-own-zones.toml", &veth, true, fixtures());
     assert!(veth.attached(), "program attached while serving");
+    // Bound with XDP_USE_NEED_WAKEUP (kernel 5.4 and later).
+    let attached = s.wait_log("xdp: program attached", Duration::from_secs(1));
+    assert!(attached.contains("need_wakeup=true"), "{attached}");
     let a6 = SocketAddr::new(IpAddr::V6(veth.v6), s.addr.port());
     let q = Q::new("www.example.test", A).build();
     let q6 = Q::new("www.example.test", AAAA).build();

@@ -51,6 +51,10 @@ impl Attached {
     }
 }
 
+/// While busy (full batches) with need-wakeup, the turns between two polls that are only
+/// for the kernel UDP sockets (at most this many batches of AF_XDP frames before them).
+const KERNEL_EVERY: u32 = 8;
+
 /// How often a shard reads its socket's `XDP_STATISTICS` into its [`Stats`].
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -114,6 +118,7 @@ pub fn attach(
         },
     };
     let zero_copy = sockets.iter().all(|s| s.0.zero_copy);
+    let need_wakeup = sockets.iter().all(|s| s.0.need_wakeup);
     // aya attaches through bpf_link_create where the kernel has it (5.9), else netlink.
     use aya::util::KernelVersion;
     let link = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 9, 0));
@@ -122,6 +127,7 @@ pub fn attach(
         queues = conf.queues,
         mode,
         sockets = if zero_copy { "zero-copy" } else { "copy" },
+        need_wakeup,
         attach = if link { "bpf_link" } else { "netlink" },
         "xdp: program attached, UDP to the listeners goes to AF_XDP sockets"
     );
@@ -130,6 +136,13 @@ pub fn attach(
             interface = %iface,
             "xdp: kernel before 5.9: attached by netlink, so a crash of gtmd leaves the program \
              on the interface (`ip link set dev {iface} xdp off` removes it)"
+        );
+    }
+    if !need_wakeup {
+        warn!(
+            interface = %iface,
+            "xdp: the kernel refused XDP_USE_NEED_WAKEUP (EINVAL): sockets bound without it, \
+             so each shard polls every turn and kicks TX after every batch"
         );
     }
     if !zero_copy {
@@ -277,32 +290,27 @@ impl UdpIo for XdpIo {
                 revents: 0,
             })
             .collect();
-        let mut busy = false;
+        // Full batches in a row (0: the last turn was not busy).
+        let mut busy = 0u32;
         let (mut received, mut answered) = (0u64, 0u64);
         let mut stats_at = Instant::now();
         while !ctx.stopping() {
             self.xsk.reclaim();
-            if self.xsk.tx_pending() > 0 {
+            if self.xsk.tx_pending() > 0 && self.xsk.tx_needs_kick() {
                 self.xsk.kick();
             }
-            // Without a full batch last turn, wait (bounded) for something to do.
-            let wait = if busy {
-                0
-            } else if self.xsk.tx_pending() > 0 {
-                1
-            } else {
-                WAIT_BOUND.as_millis() as i32
-            };
-            // SAFETY: pfds is a valid array of pollfd for its length.
-            let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as _, wait) };
-            if r < 0 {
+            // Busy: poll (timeout 0) only when the fill ring asks for a wakeup, or when
+            // the kernel sockets are due; else poll to wait (bounded) for work.
+            let polled =
+                !(busy > 0 && !busy.is_multiple_of(KERNEL_EVERY) && !self.xsk.rx_needs_kick());
+            if polled && self.poll(&mut pfds, busy > 0) < 0 {
                 continue; // EINTR
             }
             let mtu = self.mtu;
             let (n, sent) = self
                 .xsk
                 .serve_batch(BATCH, |rx, tx| answer(ctx, &mut scratch, rx, tx, mtu));
-            if sent > 0 {
+            if sent > 0 && self.xsk.tx_needs_kick() {
                 self.xsk.kick();
             }
             if n > 0 {
@@ -311,8 +319,12 @@ impl UdpIo for XdpIo {
                 self.stats.received.store(received, Relaxed);
                 self.stats.answered.store(answered, Relaxed);
             }
-            busy = n == BATCH;
-            for p in &pfds[1..] {
+            busy = if n == BATCH {
+                busy.wrapping_add(1).max(1)
+            } else {
+                0
+            };
+            for p in pfds[1..].iter().filter(|_| polled) {
                 if p.revents & libc::POLLIN != 0 {
                     mmsg::batch(p.fd, &mut bufs, ctx, false);
                 }
@@ -340,6 +352,23 @@ impl UdpIo for XdpIo {
 }
 
 impl XdpIo {
+    /// One poll over the AF_XDP socket and the kernel sockets: at once when `busy`, else
+    /// waiting up to 1 ms while TX has frames pending, up to [`WAIT_BOUND`] otherwise.
+    /// With need-wakeup it also wakes the kernel's receive (zero-copy) or sends what TX
+    /// holds (copy mode).
+    #[inline]
+    fn poll(&self, pfds: &mut [libc::pollfd], busy: bool) -> i32 {
+        let wait = if busy {
+            0
+        } else if self.xsk.tx_pending() > 0 {
+            1
+        } else {
+            WAIT_BOUND.as_millis() as i32
+        };
+        // SAFETY: pfds is a valid array of pollfd for its length.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as _, wait) }
+    }
+
     /// The kernel's counters of the socket into [`Stats`] (one getsockopt).
     #[cold]
     fn read_stats(&self) {
