@@ -235,6 +235,9 @@ fn socket_error(iface: &str, queue: u32, e: &io::Error) -> String {
     let hint = match e.raw_os_error() {
         Some(libc::EPERM) => format!(" ({CAPS})"),
         Some(libc::EINVAL) => format!(" (does {iface} have a queue {queue}? `ethtool -l {iface}`)"),
+        Some(libc::ENOBUFS) => " (its packet memory, 8 MiB, is over RLIMIT_MEMLOCK: grant \
+                                CAP_IPC_LOCK, or raise the limit: LimitMEMLOCK= under systemd)"
+            .to_string(),
         _ => String::new(),
     };
     format!("AF_XDP socket on {iface} queue {queue}: {e}{hint}")
