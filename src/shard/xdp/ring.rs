@@ -443,9 +443,10 @@ impl Xsk {
         (r == 0).then_some(st)
     }
 
-    /// Whether sending what TX holds needs a [`Xsk::kick`]: always without need-wakeup,
-    /// and in copy mode (the kernel sends only in the syscall); in zero-copy mode when
-    /// the driver asks.
+    /// Whether sending what TX holds needs a [`Xsk::kick`]: always without need-wakeup;
+    /// with it, when the TX ring's flag asks, which in copy mode is always (the kernel
+    /// keeps it set: it sends only inside the syscall) and in zero-copy mode when the
+    /// driver is idle.
     pub(super) fn tx_needs_kick(&self) -> bool {
         !self.need_wakeup || self.tx.needs_wakeup()
     }
