@@ -147,6 +147,8 @@ struct Running {
     dnstap: Option<dnstap::Writer>,
     /// The attached XDP program (`io = "xdp"`), detached at shutdown.
     xdp: Option<shard::xdp::Attached>,
+    /// The counters of each AF_XDP socket (none without XDP).
+    xdp_stats: Vec<Arc<shard::xdp::Stats>>,
 }
 
 /// `gtmd run`: serves until SIGTERM/SIGINT.
@@ -189,6 +191,7 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
     running.threads.push(prober);
     metrics.serving(running.counters.clone());
+    metrics.xdp(running.xdp_stats.clone());
     if let Some(t) = tap {
         let w = t.spawn(running.rings.clone());
         let w = w.map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")));
@@ -984,6 +987,7 @@ fn start(
         info!(udp = %addr, tcp = %addr, "listening");
     }
     let (xdp, mut xsks) = attach_xdp(cfg, &bound, n)?;
+    let xdp_stats = xsks.iter().flatten().map(|x| x.stats()).collect();
     before_serving();
     let mut threads = Vec::new();
     let mut counters = Vec::new();
@@ -1031,6 +1035,7 @@ fn start(
         threads,
         counters,
         xdp,
+        xdp_stats,
     })
 }
 

@@ -58,7 +58,7 @@ fn samples(text: &str) -> HashMap<String, f64> {
 }
 
 /// The scrape with the test token, its samples.
-fn metrics(s: &Server) -> (String, HashMap<String, f64>) {
+pub(crate) fn metrics(s: &Server) -> (String, HashMap<String, f64>) {
     let auth = format!("Bearer {TEST_TOKEN}");
     let (status, ct, body) = scrape(s.control_addr(), &[("Authorization", &auth)]);
     assert_eq!(status, 200, "{body}");

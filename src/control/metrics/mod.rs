@@ -25,6 +25,8 @@ use crate::probe::latency::BUCKETS;
 use crate::probe::Report;
 use crate::shard::counters::{CLOSE_REASONS, QTYPE_GROUPS, RCODES};
 use crate::shard::tap::{Stats as TapStats, DROP_REASONS};
+use crate::shard::xdp::stats::KERNEL as XDP_KERNEL;
+use crate::shard::xdp::Stats as XdpStats;
 use crate::shard::Counters;
 use crate::tables::gslb::NO_POOL;
 use crate::tables::Snapshot;
@@ -41,6 +43,8 @@ pub struct Metrics {
     counters: OnceLock<Vec<Arc<Counters>>>,
     /// The query log's counters, with `[dnstap]`.
     dnstap: OnceLock<Arc<TapStats>>,
+    /// Each AF_XDP socket's counters (`io = "xdp"`).
+    xdp: OnceLock<Vec<Arc<XdpStats>>>,
     reloads: Mutex<Reloads>,
 }
 
@@ -64,6 +68,7 @@ impl Metrics {
             series: Mutex::new(Series::new(cfg.max_series)),
             counters: OnceLock::new(),
             dnstap: OnceLock::new(),
+            xdp: OnceLock::new(),
             reloads: Mutex::new(Reloads {
                 attempts: 0,
                 failures: 0,
@@ -94,6 +99,11 @@ impl Metrics {
     /// The shards' counters, once they run.
     pub fn serving(&self, counters: Vec<Arc<Counters>>) {
         let _ = self.counters.set(counters);
+    }
+
+    /// The AF_XDP sockets' counters, once the shards run (none without XDP).
+    pub fn xdp(&self, stats: Vec<Arc<XdpStats>>) {
+        let _ = self.xdp.set(stats);
     }
 
     /// The query log's counters, once its writer runs.
@@ -138,6 +148,9 @@ fn render(ctx: &ApiContext, om: bool) -> String {
     tcp(&mut e, counters);
     if let Some(t) = m.dnstap.get() {
         dnstap(&mut e, t);
+    }
+    if let Some(x) = m.xdp.get().filter(|x| !x.is_empty()) {
+        xdp(&mut e, x);
     }
     let reports = ctx.reports.lock().expect("reports lock").clone();
     let w = ctx.writer.lock().expect("writer lock");
@@ -425,6 +438,48 @@ fn dnstap(e: &mut Expo, t: &TapStats) {
         "1 while the dnstap socket's reader is connected (or the file is open).",
     );
     e.sample("gtmd_dnstap_connected", "", &[], t.connected.load(Relaxed));
+}
+
+/// Each AF_XDP socket's frames (`io = "xdp"`): gtmd's counts and the kernel's
+/// `XDP_STATISTICS`, as the shard last read them (about once a second).
+fn xdp(e: &mut Expo, sockets: &[Arc<XdpStats>]) {
+    let ours = [
+        (
+            "received",
+            "Frames the shard took from its AF_XDP socket (UDP to a listener, redirected by \
+             gtmd's XDP program).",
+        ),
+        (
+            "answered",
+            "Answer frames the shard gave its AF_XDP socket to send.",
+        ),
+    ];
+    for (name, help) in ours {
+        let fam = format!("gtmd_xdp_{name}");
+        e.family(&fam, Kind::Counter, help);
+        for s in sockets {
+            let v = if name == "received" {
+                &s.received
+            } else {
+                &s.answered
+            };
+            e.sample(
+                &fam,
+                "_total",
+                &[("shard", &s.shard.to_string())],
+                v.load(Relaxed),
+            );
+        }
+    }
+    for (i, (name, help)) in XDP_KERNEL.iter().enumerate() {
+        let name = format!("gtmd_xdp_{name}");
+        let help = format!("{help} (the kernel's XDP_STATISTICS, read about once a second)");
+        e.family(&name, Kind::Counter, &help);
+        for s in sockets {
+            let v = s.kernel[i].load(Relaxed);
+            e.sample(&name, "_total", &[("shard", &s.shard.to_string())], v);
+        }
+    }
 }
 
 /// Address and pool state and transitions.

@@ -11,10 +11,14 @@
 
 mod frame;
 mod ring;
+pub mod stats;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, XskMap};
 use aya::programs::{Xdp, XdpMode};
@@ -24,6 +28,7 @@ use super::mmsg;
 use super::{ShardCtx, UdpIo, WAIT_BOUND};
 use crate::config::Xdp as XdpConf;
 use crate::wire::respond::MIN_OUT;
+pub use stats::Stats;
 
 /// Frames taken from the RX ring per turn: copy-mode TX sends at most 32 frames per kick.
 const BATCH: u32 = 32;
@@ -46,8 +51,22 @@ impl Attached {
     }
 }
 
-/// One shard's AF_XDP socket, bound to its RX queue.
-pub struct Socket(ring::Xsk);
+/// While busy (full batches) with need-wakeup, the turns between two polls that are only
+/// for the kernel UDP sockets (at most this many batches of AF_XDP frames before them).
+const KERNEL_EVERY: u32 = 8;
+
+/// How often a shard reads its socket's `XDP_STATISTICS` into its [`Stats`].
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// One shard's AF_XDP socket, bound to its RX queue, and its counters.
+pub struct Socket(ring::Xsk, Arc<Stats>);
+
+impl Socket {
+    /// The socket's counters (for `/metrics`).
+    pub fn stats(&self) -> Arc<Stats> {
+        self.1.clone()
+    }
+}
 
 /// Loads the XDP program, opens one AF_XDP socket per queue of `conf` (zero-copy where
 /// the driver supports it, else copy mode), lets the program redirect UDP to the
@@ -76,7 +95,7 @@ pub fn attach(
     let mut sockets = Vec::new();
     for q in 0..conf.queues {
         let x = ring::Xsk::open(ifindex, q).map_err(|e| socket_error(iface, q, &e))?;
-        sockets.push(Socket(x));
+        sockets.push(Socket(x, Arc::new(Stats::new(q as usize))));
     }
     let mut ebpf =
         aya::Ebpf::load(PROGRAM).map_err(|e| bpf_error("cannot load the XDP program", &e))?;
@@ -99,6 +118,7 @@ pub fn attach(
         },
     };
     let zero_copy = sockets.iter().all(|s| s.0.zero_copy);
+    let need_wakeup = sockets.iter().all(|s| s.0.need_wakeup);
     // aya attaches through bpf_link_create where the kernel has it (5.9), else netlink.
     use aya::util::KernelVersion;
     let link = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 9, 0));
@@ -107,6 +127,7 @@ pub fn attach(
         queues = conf.queues,
         mode,
         sockets = if zero_copy { "zero-copy" } else { "copy" },
+        need_wakeup,
         attach = if link { "bpf_link" } else { "netlink" },
         "xdp: program attached, UDP to the listeners goes to AF_XDP sockets"
     );
@@ -115,6 +136,13 @@ pub fn attach(
             interface = %iface,
             "xdp: kernel before 5.9: attached by netlink, so a crash of gtmd leaves the program \
              on the interface (`ip link set dev {iface} xdp off` removes it)"
+        );
+    }
+    if !need_wakeup {
+        warn!(
+            interface = %iface,
+            "xdp: the kernel refused XDP_USE_NEED_WAKEUP (EINVAL): sockets bound without it, \
+             so each shard polls every turn and kicks TX after every batch"
         );
     }
     if !zero_copy {
@@ -207,6 +235,9 @@ fn socket_error(iface: &str, queue: u32, e: &io::Error) -> String {
     let hint = match e.raw_os_error() {
         Some(libc::EPERM) => format!(" ({CAPS})"),
         Some(libc::EINVAL) => format!(" (does {iface} have a queue {queue}? `ethtool -l {iface}`)"),
+        Some(libc::ENOBUFS) => " (its packet memory, 8 MiB, is over RLIMIT_MEMLOCK: grant \
+                                CAP_IPC_LOCK, or raise the limit: LimitMEMLOCK= under systemd)"
+            .to_string(),
         _ => String::new(),
     };
     format!("AF_XDP socket on {iface} queue {queue}: {e}{hint}")
@@ -223,6 +254,7 @@ fn mtu(iface: &str) -> usize {
 /// A shard's UDP backend: its AF_XDP socket and its kernel sockets.
 pub(super) struct XdpIo {
     xsk: ring::Xsk,
+    stats: Arc<Stats>,
     kernel: Vec<UdpSocket>,
     mtu: usize,
 }
@@ -234,6 +266,7 @@ impl XdpIo {
         }
         Ok(Self {
             xsk: s.0,
+            stats: s.1,
             kernel,
             mtu: mtu(iface),
         })
@@ -260,55 +293,91 @@ impl UdpIo for XdpIo {
                 revents: 0,
             })
             .collect();
-        let mut busy = false;
+        // Full batches in a row (0: the last turn was not busy).
+        let mut busy = 0u32;
         let (mut received, mut answered) = (0u64, 0u64);
+        let mut stats_at = Instant::now();
         while !ctx.stopping() {
             self.xsk.reclaim();
-            if self.xsk.tx_pending() > 0 {
+            if self.xsk.tx_pending() > 0 && self.xsk.tx_needs_kick() {
                 self.xsk.kick();
             }
-            // Without a full batch last turn, wait (bounded) for something to do.
-            let wait = if busy {
-                0
-            } else if self.xsk.tx_pending() > 0 {
-                1
-            } else {
-                WAIT_BOUND.as_millis() as i32
-            };
-            // SAFETY: pfds is a valid array of pollfd for its length.
-            let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as _, wait) };
-            if r < 0 {
+            // Busy: poll (timeout 0) only when the fill ring asks for a wakeup, or when
+            // the kernel sockets are due; else poll to wait (bounded) for work.
+            let polled =
+                !(busy > 0 && !busy.is_multiple_of(KERNEL_EVERY) && !self.xsk.rx_needs_kick());
+            if polled && self.poll(&mut pfds, busy > 0) < 0 {
                 continue; // EINTR
             }
             let mtu = self.mtu;
             let (n, sent) = self
                 .xsk
                 .serve_batch(BATCH, |rx, tx| answer(ctx, &mut scratch, rx, tx, mtu));
-            if sent > 0 {
+            if sent > 0 && self.xsk.tx_needs_kick() {
                 self.xsk.kick();
             }
-            received += n as u64;
-            answered += sent as u64;
-            busy = n == BATCH;
-            for p in &pfds[1..] {
+            if n > 0 {
+                received += n as u64;
+                answered += sent as u64;
+                self.stats.received.store(received, Relaxed);
+                self.stats.answered.store(answered, Relaxed);
+            }
+            busy = if n == BATCH {
+                busy.wrapping_add(1).max(1)
+            } else {
+                0
+            };
+            for p in pfds[1..].iter().filter(|_| polled) {
                 if p.revents & libc::POLLIN != 0 {
                     mmsg::batch(p.fd, &mut bufs, ctx, false);
                 }
             }
+            if stats_at.elapsed() >= STATS_EVERY {
+                stats_at = Instant::now();
+                self.read_stats();
+            }
         }
-        let st = self.xsk.stats();
+        self.read_stats();
+        let st = &self.stats;
         info!(
             shard = ctx.id,
             queue = self.xsk.queue,
             received,
             answered,
-            rx_dropped = st.map_or(0, |s| s.rx_dropped),
-            rx_ring_full = st.map_or(0, |s| s.rx_ring_full),
-            fill_ring_empty = st.map_or(0, |s| s.rx_fill_ring_empty_descs),
-            invalid = st.map_or(0, |s| s.rx_invalid_descs + s.tx_invalid_descs),
+            rx_dropped = st.kernel("rx_dropped"),
+            rx_ring_full = st.kernel("rx_ring_full"),
+            fill_ring_empty = st.kernel("rx_fill_ring_empty_descs"),
+            invalid = st.kernel("rx_invalid_descs") + st.kernel("tx_invalid_descs"),
             "xdp: AF_XDP socket closed"
         );
         Ok(())
+    }
+}
+
+impl XdpIo {
+    /// One poll over the AF_XDP socket and the kernel sockets: at once when `busy`, else
+    /// waiting up to 1 ms while TX has frames pending, up to [`WAIT_BOUND`] otherwise.
+    /// With need-wakeup it also wakes the kernel's receive (zero-copy) or sends what TX
+    /// holds (copy mode).
+    #[inline]
+    fn poll(&self, pfds: &mut [libc::pollfd], busy: bool) -> i32 {
+        let wait = if busy {
+            0
+        } else if self.xsk.tx_pending() > 0 {
+            1
+        } else {
+            WAIT_BOUND.as_millis() as i32
+        };
+        // SAFETY: pfds is a valid array of pollfd for its length.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as _, wait) }
+    }
+
+    /// The kernel's counters of the socket into [`Stats`] (one getsockopt).
+    #[cold]
+    fn read_stats(&self) {
+        if let Some(st) = self.xsk.stats() {
+            self.stats.set_kernel(&st);
+        }
     }
 }
 

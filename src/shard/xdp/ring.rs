@@ -22,6 +22,8 @@ struct Ring {
     map_len: usize,
     producer: *const AtomicU32,
     consumer: *const AtomicU32,
+    /// The ring's flags word (`XDP_RING_NEED_WAKEUP`).
+    flags: *const AtomicU32,
     desc: *mut u8,
     mask: u32,
     /// Our side's index (the producer for fill and TX, the consumer for RX and completion).
@@ -59,6 +61,7 @@ impl Ring {
             map_len,
             producer: at(off.producer).cast(),
             consumer: at(off.consumer).cast(),
+            flags: at(off.flags).cast(),
             desc: at(off.desc),
             mask: entries - 1,
             local: 0,
@@ -76,6 +79,18 @@ impl Ring {
     fn consumer(&self) -> &AtomicU32 {
         // SAFETY: as `producer`.
         unsafe { &*self.consumer }
+    }
+
+    /// Whether the kernel set `XDP_RING_NEED_WAKEUP` on this ring (a producer ring of
+    /// ours): it will not look at the ring again until a syscall wakes it. Read after our
+    /// producer index is published, with a full fence between (the store and this load
+    /// must not swap, or a flag set just after our check would be missed until the next
+    /// turn's poll); libxdp's `xsk_ring_prod__needs_wakeup` is the same read.
+    fn needs_wakeup(&self) -> bool {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        // SAFETY: the flags word is an aligned u32 inside the mapping (kernel offset).
+        let flags = unsafe { &*self.flags }.load(Ordering::Relaxed);
+        flags & libc::XDP_RING_NEED_WAKEUP != 0
     }
 
     /// Entries the kernel left for us to consume (RX, completion).
@@ -120,6 +135,9 @@ pub(super) struct Xsk {
     free_tx: Vec<u64>,
     /// Bound in zero-copy mode (else copy mode).
     pub(super) zero_copy: bool,
+    /// Bound with `XDP_USE_NEED_WAKEUP`: the kernel says through the fill and TX rings'
+    /// flags when it needs a syscall to look at them (else every kick is needed).
+    pub(super) need_wakeup: bool,
     /// The queue it is bound to.
     pub(super) queue: u32,
 }
@@ -151,16 +169,27 @@ fn setopt<T>(fd: RawFd, opt: libc::c_int, v: &T, len: usize) -> io::Result<()> {
 
 impl Xsk {
     /// Opens a socket on queue `queue` of interface `ifindex`: zero-copy when the driver
-    /// supports it, else copy mode.
+    /// supports it, else copy mode; with `XDP_USE_NEED_WAKEUP`, and without it only when
+    /// the kernel refuses the flag (EINVAL: a kernel that does not know it).
     pub(super) fn open(ifindex: u32, queue: u32) -> io::Result<Self> {
-        match Self::open_mode(ifindex, queue, true) {
-            Ok(x) => Ok(x),
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(e),
-            Err(_) => Self::open_mode(ifindex, queue, false),
+        let mut last = io::Error::from_raw_os_error(libc::EINVAL);
+        for need_wakeup in [true, false] {
+            for zero_copy in [true, false] {
+                match Self::open_mode(ifindex, queue, zero_copy, need_wakeup) {
+                    Ok(x) => return Ok(x),
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Err(e),
+                    Err(e) => last = e,
+                }
+            }
+            // Copy mode failed too: only an EINVAL may be the flag's doing.
+            if last.raw_os_error() != Some(libc::EINVAL) {
+                break;
+            }
         }
+        Err(last)
     }
 
-    fn open_mode(ifindex: u32, queue: u32, zero_copy: bool) -> io::Result<Self> {
+    fn open_mode(ifindex: u32, queue: u32, zero_copy: bool, need_wakeup: bool) -> io::Result<Self> {
         // SAFETY: plain socket(2); the result is checked before it is owned.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         check(raw)?;
@@ -190,6 +219,10 @@ impl Xsk {
                 libc::XDP_ZEROCOPY
             } else {
                 libc::XDP_COPY
+            } | if need_wakeup {
+                libc::XDP_USE_NEED_WAKEUP
+            } else {
+                0
             },
             sxdp_ifindex: ifindex,
             sxdp_queue_id: queue,
@@ -203,6 +236,7 @@ impl Xsk {
                 std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
             )
         })?;
+        x.need_wakeup = need_wakeup;
         // The receive pool goes to the fill ring, the transmit pool to the free list.
         for i in 0..RX_FRAMES {
             x.fill_one(i as u64 * FRAME as u64);
@@ -278,6 +312,7 @@ impl Xsk {
             tx,
             free_tx: Vec::new(),
             zero_copy,
+            need_wakeup: false,
             queue,
         })
     }
@@ -406,6 +441,21 @@ impl Xsk {
             )
         };
         (r == 0).then_some(st)
+    }
+
+    /// Whether sending what TX holds needs a [`Xsk::kick`]: always without need-wakeup;
+    /// with it, when the TX ring's flag asks, which in copy mode is always (the kernel
+    /// keeps it set: it sends only inside the syscall) and in zero-copy mode when the
+    /// driver is idle.
+    pub(super) fn tx_needs_kick(&self) -> bool {
+        !self.need_wakeup || self.tx.needs_wakeup()
+    }
+
+    /// Whether the kernel needs a syscall (poll, recvfrom) to take fill entries and
+    /// receive: with need-wakeup, only when the fill ring's flag asks (a zero-copy driver
+    /// that went idle); without it, every turn.
+    pub(super) fn rx_needs_kick(&self) -> bool {
+        !self.need_wakeup || self.fill.needs_wakeup()
     }
 
     /// Tells the kernel to send what TX holds (copy mode sends up to 32 frames a call).

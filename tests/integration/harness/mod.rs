@@ -217,11 +217,17 @@ impl Server {
     /// As [`Server::start_raw`], run as user and group `uid` (when the tests run as root:
     /// a gtmd without capabilities).
     pub fn start_as(args: &[&str], uid: u32) -> Self {
-        Self::launch_as(args, false, false, &[], Some(uid))
+        Self::launch_as(args, false, false, &[], Some(uid), &[])
+    }
+
+    /// As [`Server::start_raw`], run through `wrapper` (a program and its arguments, which
+    /// then runs gtmd, e.g. `setpriv ... --`).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Self {
+        Self::launch_as(args, false, false, &[], None, wrapper)
     }
 
     fn launch(args: &[&str], control: bool, die_with_parent: bool, env: &[(&str, &str)]) -> Self {
-        Self::launch_as(args, control, die_with_parent, env, None)
+        Self::launch_as(args, control, die_with_parent, env, None, &[])
     }
 
     fn launch_as(
@@ -230,8 +236,16 @@ impl Server {
         die_with_parent: bool,
         env: &[(&str, &str)],
         uid: Option<u32>,
+        wrapper: &[&str],
     ) -> Self {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         if let Some(uid) = uid {
             use std::os::unix::process::CommandExt;
             cmd.uid(uid).gid(uid);
