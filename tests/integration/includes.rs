@@ -152,3 +152,47 @@ fn stat_vouches_for_old_files_and_only_changed_ones_compile() {
             == 3
     );
 }
+
+/// A line's prefix file is taken from the last load while its stamp vouches for it, and
+/// read again when it changes, even to the same length with its old mtime put back.
+#[test]
+fn prefix_files_are_read_again_when_they_change() {
+    let dir = TempDir::new("includes-lines");
+    let main = main_file(false).replacen(
+        "[[address]]",
+        "[[line]]\nname = \"lab\"\nfile = \"lab.txt\"\n[[address]]",
+        1,
+    );
+    let cfg = dir.write("main.toml", &main);
+    std::fs::create_dir_all(dir.join("ads")).unwrap();
+    dir.write(
+        "ads/a.toml",
+        "[[access-domain]]\nname = \"a.i.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n\
+         [access-domain.lines]\ndefault = [\"p1\"]\nlab = [\"p2\"]\n",
+    );
+    let lab = dir.write("lab.txt", "198.51.100.0/24\n");
+    std::thread::sleep(Duration::from_millis(2300));
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let from = |net: [u8; 3]| {
+        let q = Q::new("a.i.test", A).edns(1232).ecs(1, 24, 0, &net).build();
+        s.udp(&q).expect("an answer").answers(A)
+    };
+    assert_eq!(from([198, 51, 100]), ["192.0.2.2"], "the lab line");
+    assert_eq!(from([203, 0, 113]), ["192.0.2.1"], "default");
+    reload(&s, 2);
+    assert_eq!(from([198, 51, 100]), ["192.0.2.2"], "kept across a reload");
+
+    // Same length, old mtime put back.
+    let mtime = std::fs::metadata(&lab).unwrap().modified().unwrap();
+    dir.write("lab.txt", "203.0.113.0/24\n");
+    let f = std::fs::File::options().write(true).open(&lab).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    reload(&s, 3);
+    assert_eq!(from([203, 0, 113]), ["192.0.2.2"], "the new prefix");
+    assert_eq!(
+        from([198, 51, 100]),
+        ["192.0.2.1"],
+        "the old prefix is default's"
+    );
+}

@@ -98,14 +98,21 @@ struct Cached {
 /// What `stat` says of a file: a file whose stamp is unchanged since a read that came
 /// well after its last change has the text that read found, and is not read again (a
 /// million access domains are ~100 files and 0.3-0.5 s of reading).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Stamp {
     dev: u64,
     ino: u64,
     len: u64,
     mtime: (i64, i64),
     /// Changes on every write, rename and `touch`, and cannot be set back by anyone.
     ctime: (i64, i64),
+}
+
+/// Now, in Unix nanoseconds (for [`Stamp::of`]).
+pub(super) fn now_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 /// How long after a file's last change (nanoseconds) a read must come for its stamp to
@@ -117,7 +124,7 @@ const RACY_NANOS: i128 = 2_000_000_000;
 impl Stamp {
     /// The stamp of `m`, read at `now` (Unix nanoseconds): `None` when the file changed
     /// too shortly before the read for a later change to be sure to show.
-    fn of(m: &std::fs::Metadata, now: i128) -> Option<Self> {
+    pub(super) fn of(m: &std::fs::Metadata, now: i128) -> Option<Self> {
         use std::os::unix::fs::MetadataExt;
         let s = Self {
             dev: m.dev(),
@@ -316,9 +323,7 @@ fn include_file(
     use std::io::Read;
     let file: Arc<str> = path.display().to_string().into();
     text.clear();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
+    let now = now_nanos();
     let mut stamp = None;
     let read = std::fs::metadata(path).and_then(|m| {
         // A text about to be written (an API change) is held to the bound the file will
