@@ -81,16 +81,17 @@ impl Rows {
     }
 }
 
-/// The access domains of the segments of `g` that `prev`'s model does not have, as
-/// ranges of indices, if every access domain has the index and the number of routes it
-/// has in `prev` (the same names in the same order, segment for segment); else `None`.
+/// The access domains of `g` that differ from `prev`'s (in the segments `prev`'s model
+/// does not share), as ranges of indices, if every access domain has the index and the
+/// number of routes it has in `prev` (the same names in the same order, segment for
+/// segment); else `None`.
 fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<Vec<std::ops::Range<usize>>> {
     let old = prev.model.access_domains.segments();
     let new = g.access_domains.segments();
     if old.len() != new.len() {
         return None;
     }
-    let mut changed = Vec::new();
+    let mut changed: Vec<std::ops::Range<usize>> = Vec::new();
     let mut a = 0;
     for (o, n) in old.iter().zip(new) {
         if o.len() != n.len() {
@@ -104,7 +105,20 @@ fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<Vec<std::ops::Range<usi
             if !same {
                 return None;
             }
-            changed.push(a..a + n.len());
+            // Only the access domains that differ: a row is a function of its access
+            // domain and of the addresses, pools and lines, which are the same.
+            for (k, (x, y)) in o.iter().zip(n.iter()).enumerate() {
+                let i = a + k;
+                if (x.ttl, x.policy, &x.pools, &x.lines, x.fallback)
+                    == (y.ttl, y.policy, &y.pools, &y.lines, y.fallback)
+                {
+                    continue;
+                }
+                match changed.last_mut() {
+                    Some(r) if r.end == i => r.end = i + 1,
+                    _ => changed.push(i..i + 1),
+                }
+            }
         }
         a += n.len();
     }
