@@ -24,7 +24,12 @@ pub(super) fn compile(
     use_ecs: bool,
     prev: Option<&Snapshot>,
 ) -> (GslbTables, Model, Reuse) {
-    let from = prev.filter(|p| p.gslb.use_ecs == use_ecs && same_tables(&p.model, g));
+    // Lists no row uses any more pile up in the stored-once arrays across incremental
+    // reloads: past twice what the last full compile stored, compile in full again.
+    let bounded = |p: &&Snapshot| lists_len(&p.gslb) <= 2 * p.reuse.lists_at_full + (1 << 16);
+    let from = prev
+        .filter(|p| p.gslb.use_ecs == use_ecs && same_tables(&p.model, g))
+        .filter(bounded);
     let interner = from.and_then(|p| p.reuse.interner.lock().ok()?.take());
     match (from, interner) {
         (Some(p), Some(interner)) => match changed_in_place(g, p) {
@@ -52,9 +57,16 @@ fn full(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model, Reuse) {
     }
     let n = g.access_domains.len() as u32;
     let slots = rows.finish(&mut t);
-    let mut out = routes.finish(t, g, Reuse::made(0, Vec::new(), n));
+    let mut reuse = Reuse::made(0, Vec::new(), n);
+    reuse.lists_at_full = lists_len(&t);
+    let mut out = routes.finish(t, g, reuse);
     out.1.slots = slots;
     out
+}
+
+/// Entries of the stored-once lists.
+fn lists_len(t: &GslbTables) -> usize {
+    t.route_pools.len() + t.fallback.len() + t.line_routes.len()
 }
 
 /// The rows being built: access domains, routes, slots.
@@ -142,7 +154,7 @@ fn in_place(
     };
     let mut slots = prev.model.slots.clone();
     let mut routes = Routes::new(g.lines.len(), interner);
-    let mut touched = Vec::new();
+    let mut touched: Vec<std::ops::Range<usize>> = Vec::new();
     let mut compiled = 0;
     for ai in changed.iter().flat_map(Clone::clone) {
         let base = old.ads[ai].routes;
@@ -153,11 +165,17 @@ fn in_place(
             *t.routes.make_mut(s) = *r;
             *slots.make_mut(s) = *sl;
         }
-        touched.push(base as usize..base as usize + routes.out.len());
+        let (from, to) = (base as usize, base as usize + routes.out.len());
+        match touched.last_mut() {
+            Some(r) if r.end == from => r.end = to,
+            _ => touched.push(from..to),
+        }
         compiled += 1;
     }
     let mut reuse = Reuse::made(prev.generation, Vec::new(), compiled);
     reuse.in_place = Some(touched);
+    reuse.rows = changed.to_vec();
+    reuse.lists_at_full = prev.reuse.lists_at_full;
     let mut out = routes.finish(t, g, reuse);
     out.1.slots = slots;
     out
@@ -214,7 +232,9 @@ fn incremental(
         runs.push((ri as u32, r as u32, (r_end - r) as u32));
     }
     let slots = rows.finish(&mut t);
-    let mut out = routes.finish(t, g, Reuse::made(prev.generation, runs, compiled));
+    let mut reuse = Reuse::made(prev.generation, runs, compiled);
+    reuse.lists_at_full = prev.reuse.lists_at_full;
+    let mut out = routes.finish(t, g, reuse);
     out.1.slots = slots;
     out
 }

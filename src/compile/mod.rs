@@ -114,8 +114,15 @@ pub fn compile_with(
     });
     let (mut gslb_tables, model, reuse) = gslb;
     let names = names?;
-    // Written only where it differs: a row kept from the last snapshot has its nodata.
-    for (i, &nodata) in names.ad_nodata.iter().enumerate() {
+    // Written only where it differs: a row kept from the last snapshot has its nodata
+    // (and with the name tables kept, only the rows compiled in place can differ).
+    let kept = prev.is_some_and(|p| Arc::ptr_eq(&p.names, &names));
+    let rows: Vec<std::ops::Range<usize>> = match &reuse.in_place {
+        Some(_) if kept => reuse.rows.clone(),
+        _ => Vec::from([0..names.ad_nodata.len()]),
+    };
+    for i in rows.into_iter().flatten() {
+        let nodata = names.ad_nodata[i];
         if gslb_tables.ads[i].nodata != nodata {
             gslb_tables.ads.make_mut(i).nodata = nodata;
         }

@@ -359,6 +359,12 @@ fn incremental_reload_equals_full_compile() {
             in_place += s_inc.reuse.in_place.is_some() as usize;
             steps += 1;
             drop(prev);
+            // A verdict between the compile and the swap (the serving snapshot moves
+            // while the new one waits to be published).
+            let a = format!("a{}", rng.below(ADDRS));
+            let up = rng.below(2) == 0;
+            inc.set_probe(&a, up);
+            full.set_probe(&a, up);
             assert_eq!(
                 view(&s_inc),
                 view(&s_full),

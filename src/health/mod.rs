@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use tracing::info;
 
 use crate::config::gslb::{Condition, Mode, PoolPolicy};
+use crate::tables::chunked::CHUNK;
 use crate::tables::gslb::NO_POOL;
 use crate::tables::{HealthState, Snapshot};
 
@@ -151,10 +152,10 @@ enum Redo {
     /// Those of these slots and of the slots with a candidate pool whose state changed
     /// (a new snapshot whose other slots were copied, with their active pools).
     Slots(Vec<std::ops::Range<usize>>),
-    /// As `Slots`, in a new snapshot whose health state already holds every other slot's
-    /// active pool (it shares them with the last one): only these slots and the ones
-    /// that move are stored.
-    Kept(Vec<std::ops::Range<usize>>),
+    /// As `Slots`, in a new snapshot whose health state shares the last one's active
+    /// pools but for copied chunks (the second list): only these slots, the copied
+    /// chunks' and the ones that move are stored.
+    Kept(Vec<std::ops::Range<usize>>, Vec<std::ops::Range<usize>>),
 }
 
 /// The single writer of a snapshot's [`HealthState`].
@@ -325,7 +326,14 @@ impl Writer {
                         }
                     }
                 }
-                return self.apply(Redo::Kept(touched));
+                // Every slot of a chunk the new state does not share was copied at
+                // compile time: a pool moved since then is stored again.
+                let fresh = &self.snap.health.active;
+                let copied: Vec<std::ops::Range<usize>> = (0..fresh.chunks())
+                    .filter(|&c| !fresh.shares_chunk(&old.health.active, c))
+                    .map(|c| c * CHUNK..((c + 1) * CHUNK).min(fresh.len()))
+                    .collect();
+                return self.apply(Redo::Kept(touched, copied));
             }
         }
         // Slots the compiler copied from the old snapshot take their active pool from
@@ -566,12 +574,18 @@ impl Writer {
         let moved = match redo {
             Redo::All => self.move_all(&pool, !fresh),
             Redo::Changed => self.move_active(&pool),
-            Redo::Slots(ranges) | Redo::Kept(ranges) => {
+            Redo::Slots(ranges) => {
                 // The copied slots were right for the pools' last states: they move only
                 // if a pool changed (`move_active`, after the others are worked out).
                 let mut moved = self.move_ranges(&pool, &ranges);
                 moved.append(&mut self.move_active(&pool));
+                moved
+            }
+            Redo::Kept(ranges, copied) => {
+                let mut moved = self.move_ranges(&pool, &ranges);
+                moved.append(&mut self.move_active(&pool));
                 kept = ranges;
+                kept.extend(copied);
                 moved
             }
         };

@@ -79,12 +79,13 @@ pub struct Range {
 /// links its prefixes the same way, so a lookup is one binary search).
 #[derive(Debug, Clone, Default)]
 pub struct LineIndex {
-    /// IPv4 ranges (addresses as u128 below 2^32), covering 0..=u32::MAX.
-    pub v4: Vec<Range>,
+    /// IPv4 ranges (addresses as u128 below 2^32), covering 0..=u32::MAX. (The arrays
+    /// are shared, not copied, by the snapshots of reloads that keep the lines.)
+    pub v4: std::sync::Arc<[Range]>,
     /// The IPv4 ranges' starts alone, 4 bytes each, for a cache-friendly binary search.
-    pub v4_start: Vec<u32>,
+    pub v4_start: std::sync::Arc<[u32]>,
     /// IPv6 ranges covering the whole space.
-    pub v6: Vec<Range>,
+    pub v6: std::sync::Arc<[Range]>,
 }
 
 impl LineIndex {
@@ -93,8 +94,8 @@ impl LineIndex {
         let v4 = flatten(v4, 32);
         Self {
             v4_start: v4.iter().map(|r| r.start as u32).collect(),
-            v4,
-            v6: flatten(v6, 128),
+            v4: v4.into(),
+            v6: flatten(v6, 128).into(),
         }
     }
 

@@ -198,6 +198,11 @@ pub struct Reuse {
     /// its active pool (the `HealthState` shares the untouched chunks); these slots' routes
     /// were compiled again. `None`: the layout is new (see `slots`).
     pub in_place: Option<Vec<std::ops::Range<usize>>>,
+    /// Compiled in place: the access domains whose rows were (by index).
+    pub rows: Vec<std::ops::Range<usize>>,
+    /// Entries of the stored-once lists after the last full compile (incremental ones
+    /// append; past twice as many, the next reload compiles in full).
+    pub lists_at_full: usize,
     /// The compiler's list index, handed from snapshot to snapshot ([`gslb::RouteInterner`];
     /// taken by the compile that uses it).
     pub interner: std::sync::Mutex<Option<Box<gslb::RouteInterner>>>,

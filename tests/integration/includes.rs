@@ -196,3 +196,26 @@ fn prefix_files_are_read_again_when_they_change() {
         "the old prefix is default's"
     );
 }
+
+/// A file taken twice (by a pattern and by its name) declares its access domains twice:
+/// the reload is refused, as a restart would refuse it, though the file is unchanged.
+#[test]
+fn a_file_included_twice_is_refused_on_reload() {
+    let dir = TempDir::new("includes-twice");
+    let cfg = dir.write("main.toml", &main_file(false));
+    std::fs::create_dir_all(dir.join("ads")).unwrap();
+    dir.write("ads/a.toml", &ad_file("a", "p1"));
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    reload(&s, 2);
+    let twice = main_file(false).replace(
+        "include = [\"ads/*.toml\"]",
+        "include = [\"ads/*.toml\", \"ads/a.toml\"]",
+    );
+    dir.write("main.toml", &twice);
+    s.signal(libc::SIGHUP);
+    s.wait_log(
+        "access domain a.i.test. A is declared twice",
+        Duration::from_secs(10),
+    );
+    assert_eq!(answer(&s, "a"), ["192.0.2.1"], "the old model serves");
+}

@@ -67,9 +67,14 @@ pub(super) fn load(
         ads.push(more);
         ctx.errs.append(&mut errs);
     }
-    // What this load read replaces what the last one did: the cache never holds more
-    // than one model's included files, and those are shared with that model.
-    *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some(next_cache);
+    // What this load read replaces what the last load of the same main file did: the
+    // cache holds one model's included files per main file (a server has one), and
+    // those are shared with that model.
+    let main: Arc<str> = ctx.file.clone();
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .get_or_insert_with(HashMap::new)
+        .insert(main, next_cache);
     stats
 }
 
@@ -143,22 +148,28 @@ impl Stamp {
     }
 }
 
-/// The included files of the last load, by path.
-static CACHE: Mutex<Option<HashMap<PathBuf, Cached>>> = Mutex::new(None);
+/// The included files of the last load of each main file, by main file and path.
+type Cache = HashMap<Arc<str>, HashMap<PathBuf, Cached>>;
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
-/// The access domains the last load validated from `path`, if its text and scope digests
-/// are `digest` again.
-fn cached(path: &Path, digest: (u64, u64)) -> Option<Arc<[AccessDomain]>> {
+/// The access domains the last load of `main` validated from `path`, if its text and
+/// scope digests are `digest` again.
+fn cached(main: &str, path: &Path, digest: (u64, u64)) -> Option<Arc<[AccessDomain]>> {
     let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let c = cache.as_ref()?.get(path)?;
+    let c = cache.as_ref()?.get(main)?.get(path)?;
     (c.digest == digest).then(|| c.ads.clone())
 }
 
-/// The last load's entry for `path` if the file still has `stamp` and was validated in
-/// scope `scope`: its text digest and access domains, without reading it.
-fn cached_by_stamp(path: &Path, stamp: Stamp, scope: u64) -> Option<(u64, Arc<[AccessDomain]>)> {
+/// The last load's entry for `path` (included from `main`) if the file still has `stamp`
+/// and was validated in scope `scope`: its text digest and access domains, unread.
+fn cached_by_stamp(
+    main: &str,
+    path: &Path,
+    stamp: Stamp,
+    scope: u64,
+) -> Option<(u64, Arc<[AccessDomain]>)> {
     let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let c = cache.as_ref()?.get(path)?;
+    let c = cache.as_ref()?.get(main)?.get(path)?;
     (c.stamp == Some(stamp) && c.digest.1 == scope).then(|| (c.digest.0, c.ads.clone()))
 }
 
@@ -336,7 +347,7 @@ fn include_file(
         } else if let Some(t) = overlay.get(path) {
             text.push_str(t);
             Ok(None)
-        } else if let Some(hit) = cached_by_stamp(path, Stamp::now(&m), scope_digest) {
+        } else if let Some(hit) = cached_by_stamp(&from.file, path, Stamp::now(&m), scope_digest) {
             // Not read: the stamp vouches for the text the last load validated.
             stamp = Some(Stamp::now(&m));
             Ok(Some(hit))
@@ -375,7 +386,7 @@ fn include_file(
         };
     }
     let digest = text_digest(text);
-    if let Some(ads) = cached(path, (digest, scope_digest)) {
+    if let Some(ads) = cached(&from.file, path, (digest, scope_digest)) {
         return Included {
             ads,
             errs,
