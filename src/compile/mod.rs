@@ -119,7 +119,7 @@ pub fn compile_with(
     let kept = prev.is_some_and(|p| Arc::ptr_eq(&p.names, &names));
     let rows: Vec<std::ops::Range<usize>> = match &reuse.in_place {
         Some(_) if kept => reuse.rows.clone(),
-        _ => Vec::from([0..names.ad_nodata.len()]),
+        _ => std::iter::once(0..names.ad_nodata.len()).collect(),
     };
     for i in rows.into_iter().flatten() {
         let nodata = names.ad_nodata[i];
