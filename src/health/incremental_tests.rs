@@ -336,7 +336,12 @@ fn load(main: &Path) -> Config {
 fn incremental_reload_equals_full_compile() {
     let dir = std::env::temp_dir().join(format!("gtmd-incr-{}", std::process::id()));
     let (mut copied_rows, mut names_kept, mut steps, mut in_place) = (0, 0, 0, 0);
-    for seed in 1..=6u64 {
+    // `GTMD_INCR_SEEDS=N` for a longer run (6 by default).
+    let seeds = std::env::var("GTMD_INCR_SEEDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(6u64);
+    for seed in 1..=seeds {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut model = Model::new(dir.clone(), &mut rng);
         let cfg = load(&model.write());
