@@ -30,13 +30,24 @@ pub(super) fn compile(
     let from = prev
         .filter(|p| p.gslb.use_ecs == use_ecs && same_tables(&p.model, g))
         .filter(bounded);
-    let interner = from.and_then(|p| p.reuse.interner.lock().ok()?.take());
+    let interner = from.and_then(|p| take_interner(&p.reuse));
     match (from, interner) {
         (Some(p), Some(interner)) => match changed_in_place(g, p) {
             Some(changed) => in_place(g, p, interner, &changed),
             None => incremental(g, p, interner),
         },
         _ => full(g, use_ecs),
+    }
+}
+
+/// The interner of the snapshot `reuse` belongs to: a copy when it is small (a reload
+/// refused after its compile then leaves it to the next one), else the interner itself
+/// (and the next reload after a refused one compiles in full).
+fn take_interner(reuse: &Reuse) -> Option<Box<RouteInterner>> {
+    let mut held = reuse.interner.lock().ok()?;
+    match held.as_ref() {
+        Some(i) if i.len() < 100_000 => Some(i.clone()),
+        _ => held.take(),
     }
 }
 

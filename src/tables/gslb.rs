@@ -340,7 +340,7 @@ impl GslbTables {
 /// `fallback`, `line_routes` rows): kept with the snapshot (control side, never read by
 /// shards), so that a reload compiling only some access domains appends to those arrays
 /// rather than storing again the lists that are already there.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RouteInterner {
     /// Line -> route rows, by content: their row number.
     pub patterns: HashMap<Vec<u32>, u32>,
@@ -351,6 +351,18 @@ pub struct RouteInterner {
     /// The fallback list (start, length) of a candidate list (its start and length in
     /// `route_pools`) under a fallback rule, for CNAME or not: computed once per shape.
     pub fb_of: HashMap<(u32, u32, Fallback, bool), (u32, u32)>,
+}
+
+impl RouteInterner {
+    /// Lists and shapes it holds.
+    pub fn len(&self) -> usize {
+        self.patterns.len() + self.pool_lists.len() + self.fb_lists.len() + self.fb_of.len()
+    }
+
+    /// It holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Per-shard mutable state of the selection: a rotation counter and a PRNG. Owned by one

@@ -219,3 +219,31 @@ fn a_file_included_twice_is_refused_on_reload() {
     );
     assert_eq!(answer(&s, "a"), ["192.0.2.1"], "the old model serves");
 }
+
+/// A reload refused by the compiler (an access domain below a delegation) leaves the
+/// serving snapshot as it was for the next reload, which is still incremental.
+#[test]
+fn a_reload_refused_by_the_compiler_leaves_the_next_one_incremental() {
+    let dir = TempDir::new("includes-refused");
+    let cfg = dir.write("main.toml", &main_file(false));
+    std::fs::create_dir_all(dir.join("ads")).unwrap();
+    dir.write("ads/a.toml", &ad_file("a", "p1"));
+    dir.write("ads/b.toml", &ad_file("b", "p2"));
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let cut = main_file(false).replace(
+        "records = [\"ns A 192.0.2.53\"]",
+        "records = [\"ns A 192.0.2.53\", \"x NS ns.elsewhere.test.\"]",
+    );
+    dir.write("main.toml", &cut);
+    dir.write(
+        "ads/b.toml",
+        &format!("{}{}", ad_file("b", "p2"), ad_file("y.x", "p1")),
+    );
+    s.signal(libc::SIGHUP);
+    s.wait_log("lies below the delegation", Duration::from_secs(10));
+    dir.write("main.toml", &main_file(false));
+    dir.write("ads/b.toml", &ad_file("b", "p1"));
+    let line = reload(&s, 2);
+    assert!(line.contains("names_kept=true ads_compiled=1"), "{line}");
+    assert_eq!(answer(&s, "b"), ["192.0.2.1"]);
+}
