@@ -648,29 +648,30 @@ impl Writer {
     /// Works out the active pool of every slot afresh, in place, and returns the slots
     /// that moved with their previous pool (none listed unless `list`).
     fn move_all(&mut self, pool: &[bool], list: bool) -> Vec<(u32, u32)> {
-        let mut moved = Vec::new();
-        let mut active = std::mem::take(&mut self.active);
-        for (s, cur) in active.iter_mut().enumerate() {
-            let now = self.active_of(s, pool, *cur);
-            if now != *cur {
-                if list {
-                    moved.push((s as u32, *cur));
-                }
-                *cur = now;
-            }
-        }
-        self.active = active;
-        moved
+        self.move_slots(pool, 0..self.active.len(), list)
     }
 
     /// [`Self::move_all`] for the slots in `ranges` only (they are listed).
     fn move_ranges(&mut self, pool: &[bool], ranges: &[std::ops::Range<usize>]) -> Vec<(u32, u32)> {
+        self.move_slots(pool, ranges.iter().flat_map(Clone::clone), true)
+    }
+
+    /// Works out the active pool of `slots` afresh, in place, and returns those that
+    /// moved with their previous pool (none listed unless `list`).
+    fn move_slots(
+        &mut self,
+        pool: &[bool],
+        slots: impl Iterator<Item = usize>,
+        list: bool,
+    ) -> Vec<(u32, u32)> {
         let mut moved = Vec::new();
         let mut active = std::mem::take(&mut self.active);
-        for s in ranges.iter().flat_map(Clone::clone) {
+        for s in slots {
             let now = self.active_of(s, pool, active[s]);
             if now != active[s] {
-                moved.push((s as u32, active[s]));
+                if list {
+                    moved.push((s as u32, active[s]));
+                }
                 active[s] = now;
             }
         }
@@ -682,11 +683,12 @@ impl Writer {
     /// changed, and returns the slots that moved with their previous pool, in slot order.
     fn move_active(&mut self, pool: &[bool]) -> Vec<(u32, u32)> {
         let changed: Vec<bool> = pool.iter().zip(&self.pool).map(|(n, o)| n != o).collect();
-        let mut moved = Vec::new();
         if !changed.contains(&true) {
-            return moved;
+            return Vec::new();
         }
-        let g = &self.snap.gslb;
+        // Held by this frame, so the slots can be read while `self.active` is written.
+        let snap = self.snap.clone();
+        let g = &snap.gslb;
         // Per entry of the shared candidate lists: whether its pool changed, so a route's
         // test reads its own list's flags (lists are stored once, routes share them).
         let hit: Vec<bool> = g
@@ -694,19 +696,13 @@ impl Writer {
             .iter()
             .map(|&(p, _)| changed[p as usize])
             .collect();
-        let mut active = std::mem::take(&mut self.active);
-        for (s, r) in g.routes.iter().enumerate() {
-            if !hit[r.start as usize..(r.start + r.len) as usize].contains(&true) {
-                continue;
-            }
-            let now = self.active_of(s, pool, active[s]);
-            if now != active[s] {
-                moved.push((s as u32, active[s]));
-                active[s] = now;
-            }
-        }
-        self.active = active;
-        moved
+        let hit_slots = g
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| hit[r.start as usize..(r.start + r.len) as usize].contains(&true))
+            .map(|(s, _)| s);
+        self.move_slots(pool, hit_slots, true)
     }
 
     /// The addresses and pools whose state differs from the last written (none on a new
