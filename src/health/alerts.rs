@@ -98,6 +98,17 @@ fn urls(a: &Alerts) -> Vec<String> {
 /// the first time there is a webhook; logs what changed.
 pub fn configure(cfg: Option<Alerts>) -> std::io::Result<()> {
     let new = cfg.map(Arc::new);
+    // The queue and its thread exist before the target is set: a change pushed as soon as
+    // the target is visible (the log line below says so) finds a queue to go to.
+    if new.is_some() && QUEUE_TX.get().is_none() {
+        let (tx, rx) = crossbeam::channel::bounded(QUEUE);
+        if QUEUE_TX.set(tx).is_ok() {
+            // Detached: it only reads its queue and exits with the process.
+            std::thread::Builder::new()
+                .name("alerts".into())
+                .spawn(move || run(rx))?;
+        }
+    }
     let old = {
         let mut t = TARGET.write().unwrap_or_else(|p| p.into_inner());
         std::mem::replace(&mut *t, new.clone())
@@ -118,15 +129,6 @@ pub fn configure(cfg: Option<Alerts>) -> std::io::Result<()> {
             "alerts: webhook settings changed"
         ),
         _ => {}
-    }
-    if new.is_some() && QUEUE_TX.get().is_none() {
-        let (tx, rx) = crossbeam::channel::bounded(QUEUE);
-        if QUEUE_TX.set(tx).is_ok() {
-            // Detached: it only reads its queue and exits with the process.
-            std::thread::Builder::new()
-                .name("alerts".into())
-                .spawn(move || run(rx))?;
-        }
     }
     Ok(())
 }
