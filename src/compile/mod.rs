@@ -129,6 +129,9 @@ pub fn compile_with(
     }
     let (addrs, pools) = (model.addresses.len(), model.pools.len());
     let health = Arc::new(match (&reuse.in_place, prev) {
+        (Some(_), Some(p)) if reuse.health_fresh => {
+            HealthState::sharing(&p.health, addrs, pools, 0..model.slots.len())
+        }
         (Some(touched), Some(p)) => {
             let slots = touched.iter().flat_map(Clone::clone);
             HealthState::sharing(&p.health, addrs, pools, slots)
