@@ -341,7 +341,7 @@ pub(super) fn compile_zone(
             continue;
         };
         match out.index.get(parent) {
-            Some(&p) if p as usize >= base => out.nodes[p as usize].wildcard = (base + k) as u32,
+            Some(p) if p as usize >= base => out.nodes[p as usize].wildcard = (base + k) as u32,
             _ => {}
         }
     }
@@ -427,12 +427,13 @@ fn index_names<'z>(
     );
     // Sized once, like the zone's names (the index outlives the compile: no rehash
     // leaves a freed table behind).
-    out.index.reserve(ordered.len());
+    let octets = ordered.iter().map(|(n, _)| n.len()).sum();
+    out.index.reserve(ordered.len(), octets);
     out.nodes.reserve(ordered.len());
     out.types.reserve(ordered.len());
     let base = out.nodes.len() as u32;
     for (k, &(name, _)) in ordered.iter().enumerate() {
-        out.index.insert(name.into(), base + k as u32);
+        out.index.insert(name, base + k as u32);
     }
     ordered
 }
