@@ -256,10 +256,27 @@ fn incremental(
         None => old.routes.len(),
     };
     let mut routes = Routes::new(g.lines.len(), interner);
-    let mut rows = Rows::default();
+    // The leading segments the two models share keep their places: their rows' whole
+    // chunks are shared, not copied.
+    let new_segs = g.access_domains.segments();
+    let lead = old_segs
+        .iter()
+        .zip(new_segs)
+        .take_while(|(o, n)| Arc::ptr_eq(o, n))
+        .count();
+    let lead_ads: usize = new_segs[..lead].iter().map(|s| s.len()).sum();
+    let lead_routes = route_end(lead_ads);
+    let mut rows = Rows {
+        ads: Builder::from_prefix(&old.ads, lead_ads),
+        routes: Builder::from_prefix(&old.routes, lead_routes),
+        slots: Builder::from_prefix(&prev.model.slots, lead_routes),
+    };
     let mut runs = Vec::new();
+    if lead_routes > 0 {
+        runs.push((0, 0, lead_routes as u32));
+    }
     let mut compiled = 0;
-    for seg in g.access_domains.segments() {
+    for seg in &new_segs[lead..] {
         let ai = rows.ads.len();
         let Some(&(a, r)) = at.get(&seg.as_ptr()) else {
             for (k, ad) in seg.iter().enumerate() {

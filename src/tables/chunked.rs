@@ -159,6 +159,22 @@ impl<T: Copy> Default for Builder<T> {
 }
 
 impl<T: Copy> Builder<T> {
+    /// A builder holding the first `len` elements of `src`: its whole chunks among them
+    /// shared, the rest copied.
+    pub fn from_prefix(src: &Chunked<T>, len: usize) -> Self {
+        let len = len.min(src.len);
+        let whole = len >> CHUNK_BITS;
+        let mut cur = Vec::new();
+        if len % CHUNK != 0 {
+            cur.reserve_exact(CHUNK);
+            cur.extend_from_slice(&src.chunks[whole][..len % CHUNK]);
+        }
+        Self {
+            done: src.chunks[..whole].to_vec(),
+            cur,
+        }
+    }
+
     /// Elements pushed so far.
     #[inline]
     pub fn len(&self) -> usize {
@@ -229,6 +245,20 @@ mod tests {
             }
             let g = Chunked::from_fn(n, |i| i * 2);
             assert!(g.iter().copied().eq((0..n).map(|i| i * 2)));
+            for keep in [0, 1, n / 2, CHUNK, n] {
+                let mut p = Builder::from_prefix(&a, keep);
+                let keep = keep.min(n);
+                assert_eq!(p.len(), keep);
+                p.extend([9, 9]);
+                let p = p.finish();
+                assert!(p.iter().copied().eq((0..keep as u32).chain([9, 9])));
+                for c in 0..keep / CHUNK {
+                    assert!(
+                        p.shares_chunk(&a, c),
+                        "whole chunks of the prefix are shared"
+                    );
+                }
+            }
         }
     }
 }
