@@ -165,7 +165,7 @@ impl<T: Copy> Builder<T> {
         let len = len.min(src.len);
         let whole = len >> CHUNK_BITS;
         let mut cur = Vec::new();
-        if len % CHUNK != 0 {
+        if !len.is_multiple_of(CHUNK) {
             cur.reserve_exact(CHUNK);
             cur.extend_from_slice(&src.chunks[whole][..len % CHUNK]);
         }
