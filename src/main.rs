@@ -81,6 +81,16 @@ enum Cmd {
     /// prefix behind it, each candidate pool and address with its health, the choices,
     /// the answer and its ECS scope (the server's own compiler and answer code).
     Explain(tools::cli::ExplainCmd),
+    /// Publish a configuration to a fleet of edges as its next epoch (NATS JetStream).
+    ///
+    /// Validates and compiles it as `gtmd check` does (nothing is uploaded when it has
+    /// an error), bundles the files it reads from its folder and below (files named by an
+    /// absolute path stay edge-local: each edge reads its own), stores the bundle with its
+    /// SHA-256 digest as the next epoch, then waits up to --wait seconds for the edges'
+    /// reports. Exit codes: 0 every edge applied it, 1 the configuration is invalid or an
+    /// edge refused it, 2 the engine could not be reached, 3 an edge did not report in
+    /// time.
+    Publish(control::fleet::publish::PublishArgs),
 }
 
 #[derive(Clone, Copy)]
@@ -130,6 +140,7 @@ fn main() -> ExitCode {
                 shards: shards.filter(|&n| n > 0),
                 control: control.map(|c| c.0),
                 control_token_file,
+                fleet: None,
             };
             match control::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -161,5 +172,6 @@ fn main() -> ExitCode {
         Cmd::Probe(c) => c.run(),
         Cmd::Diff(c) => c.run(),
         Cmd::Explain(c) => c.run(),
+        Cmd::Publish(a) => ExitCode::from(control::fleet::publish::run(a)),
     }
 }

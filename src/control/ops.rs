@@ -50,6 +50,9 @@ pub trait Reloader {
         overlay: &Overlay,
         commit: &mut Commit<'_>,
     ) -> Result<u64, Refusal>;
+    /// Reloads from another file (a fleet edge's new epoch), which is the config file
+    /// from then on if it serves; the old one keeps serving if it does not.
+    fn reload_from(&mut self, path: &Path, trigger: &'static str) -> Result<u64, Refusal>;
 }
 
 /// Why a reload or a change did not happen.
