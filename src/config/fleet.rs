@@ -124,7 +124,11 @@ pub(super) fn validate(
     };
     let state_dir = match &spec.state_dir {
         Some(d) if d.get_ref().is_empty() => {
-            ctx.err(d, "fleet.state-dir", "empty: name a folder this edge may write");
+            ctx.err(
+                d,
+                "fleet.state-dir",
+                "empty: name a folder this edge may write",
+            );
             ok = false;
             PathBuf::new()
         }

@@ -16,6 +16,7 @@ pub mod gslb;
 pub mod log;
 pub mod metrics;
 pub mod name;
+pub mod reads;
 mod rrl;
 mod server;
 mod spec;
@@ -23,7 +24,6 @@ pub mod tls;
 mod validate;
 mod zone;
 mod zonefile;
-pub mod reads;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -636,7 +636,14 @@ impl ops::Reloader for Live<'_, '_> {
         let before = (self.current.control.clone(), self.current.alerts.clone());
         let began = Instant::now();
         let at = self.path.as_ref();
-        let r = reload(s, at, &mut self.current, &mut self.generation, overlay, commit);
+        let r = reload(
+            s,
+            at,
+            &mut self.current,
+            &mut self.generation,
+            overlay,
+            commit,
+        );
         // A change that did not validate is the client's (422), not a failed reload: it
         // is neither counted nor shown as the last reload.
         let counted = r.is_ok() || trigger != "change";

@@ -47,8 +47,7 @@ pub fn inside(base: &Path, p: &Path) -> Option<String> {
 fn valid_path(s: &str) -> bool {
     !s.contains('\n')
         && !s.starts_with('/')
-        && s.split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
+        && s.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 impl Bundle {

@@ -125,6 +125,9 @@ impl Edge {
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
+            if link == Link::Up {
+                backoff = Duration::from_millis(200);
+            }
             if let Err(e) = e {
                 if link != Link::Down {
                     warn!(
@@ -147,7 +150,8 @@ impl Edge {
 
     /// One connection: report, watch `current`, apply what is new, heartbeat.
     async fn session(&mut self, link: &mut Link) -> Result<(), String> {
-        let client = super::connect(&self.fleet.nats, &format!("gtmd edge {}", self.fleet.edge)).await?;
+        let client =
+            super::connect(&self.fleet.nats, &format!("gtmd edge {}", self.fleet.edge)).await?;
         let js = jetstream::new(client);
         let (config, epochs, edges) = super::buckets(&js).await?;
         let mut watch = config
@@ -227,7 +231,12 @@ impl Edge {
             }
             return Ok(());
         }
-        if self.status.refused.as_ref().is_some_and(|r| r.epoch == p.epoch) {
+        if self
+            .status
+            .refused
+            .as_ref()
+            .is_some_and(|r| r.epoch == p.epoch)
+        {
             return Ok(());
         }
         let blob = fetch(epochs, &p).await?;
@@ -241,7 +250,13 @@ impl Edge {
                 for e in &errors {
                     error!(epoch = p.epoch, "fleet: epoch refused: {e}");
                 }
-                warn!(epoch = p.epoch, serving = self.status.epoch, "fleet: epoch {} refused: still serving epoch {}", p.epoch, self.status.epoch);
+                warn!(
+                    epoch = p.epoch,
+                    serving = self.status.epoch,
+                    "fleet: epoch {} refused: still serving epoch {}",
+                    p.epoch,
+                    self.status.epoch
+                );
                 self.status.refused = Some(Refused {
                     epoch: p.epoch,
                     digest: p.digest.clone(),
@@ -310,7 +325,11 @@ impl Edge {
             main: rel.display().to_string(),
         };
         if let Err(e) = lkg.write(&dir) {
-            error!(epoch = p.epoch, "fleet: cannot write the last-known-good pointer in {}: {e}", dir.display());
+            error!(
+                epoch = p.epoch,
+                "fleet: cannot write the last-known-good pointer in {}: {e}",
+                dir.display()
+            );
         }
         remove_older(&dir, p.epoch);
         info!(epoch = p.epoch, digest = %p.digest, "fleet: epoch applied and kept as last-known-good");
@@ -331,7 +350,12 @@ fn lines(r: &Refusal) -> Vec<String> {
 /// Fetches the bundle `p` names, bounded by its stated size and [`bundle::MAX_BUNDLE`].
 async fn fetch(epochs: &object_store::ObjectStore, p: &Pointer) -> Result<Vec<u8>, String> {
     if p.size > bundle::MAX_BUNDLE {
-        return Err(format!("epoch {} is {} bytes, more than {}", p.epoch, p.size, bundle::MAX_BUNDLE));
+        return Err(format!(
+            "epoch {} is {} bytes, more than {}",
+            p.epoch,
+            p.size,
+            bundle::MAX_BUNDLE
+        ));
     }
     let obj = epochs
         .get(&p.object)

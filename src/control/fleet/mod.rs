@@ -117,7 +117,14 @@ async fn connect(urls: &[String], name: &str) -> Result<async_nats::Client, Stri
 async fn buckets(
     js: &jetstream::Context,
 ) -> Result<(kv::Store, object_store::ObjectStore, kv::Store), String> {
-    let config = kv_bucket(js, CONFIG_BUCKET, "gtmd: the current configuration epoch", 16, None).await?;
+    let config = kv_bucket(
+        js,
+        CONFIG_BUCKET,
+        "gtmd: the current configuration epoch",
+        16,
+        None,
+    )
+    .await?;
     let epochs = match js.get_object_store(EPOCH_BUCKET).await {
         Ok(s) => s,
         Err(_) => js

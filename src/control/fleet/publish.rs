@@ -34,7 +34,8 @@ const PENDING: u8 = 3;
 
 /// Runs `gtmd publish`; returns the exit code.
 pub fn run(args: PublishArgs) -> u8 {
-    let (checked, read) = crate::config::reads::recording(|| crate::control::check(Some(&args.config)));
+    let (checked, read) =
+        crate::config::reads::recording(|| crate::control::check(Some(&args.config)));
     let cfg = match checked {
         Ok(c) => c,
         Err(e) => {
@@ -55,7 +56,10 @@ pub fn run(args: PublishArgs) -> u8 {
     } else {
         args.nats.clone()
     };
-    if let Some(bad) = urls.iter().find_map(|u| crate::config::fleet::bad_nats_url(u)) {
+    if let Some(bad) = urls
+        .iter()
+        .find_map(|u| crate::config::fleet::bad_nats_url(u))
+    {
         eprintln!("gtmd publish: --nats: {bad}");
         return INVALID;
     }
@@ -82,7 +86,8 @@ pub fn run(args: PublishArgs) -> u8 {
 fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), String> {
     let base = main.parent().unwrap_or(Path::new(""));
     let mut b = Bundle {
-        main: bundle::inside(base, main).ok_or_else(|| format!("{}: not a file name", main.display()))?,
+        main: bundle::inside(base, main)
+            .ok_or_else(|| format!("{}: not a file name", main.display()))?,
         files: Vec::new(),
     };
     for p in read {
@@ -91,11 +96,12 @@ fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), Stri
             b.files.push((rel, data));
         }
     }
-    let scratch = std::env::temp_dir().join(format!("gtmd-publish-{}-{}", std::process::id(), unix_ms()));
+    let scratch =
+        std::env::temp_dir().join(format!("gtmd-publish-{}-{}", std::process::id(), unix_ms()));
     let unpacked = b.unpack(&scratch);
-    let checked = unpacked.map_err(|e| format!("cannot write {}: {e}", scratch.display())).map(|m| {
-        crate::config::reads::recording(|| crate::control::check(Some(&m)))
-    });
+    let checked = unpacked
+        .map_err(|e| format!("cannot write {}: {e}", scratch.display()))
+        .map(|m| crate::config::reads::recording(|| crate::control::check(Some(&m))));
     let _ = std::fs::remove_dir_all(&scratch);
     let (result, read_there) = checked?;
     if let Err(e) = result {
@@ -106,9 +112,15 @@ fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), Stri
     }
     // A file of the folder named by an absolute path is read from the edge's own disk:
     // it does not travel.
-    let used: Vec<String> = read_there.iter().filter_map(|p| bundle::inside(&scratch, p)).collect();
+    let used: Vec<String> = read_there
+        .iter()
+        .filter_map(|p| bundle::inside(&scratch, p))
+        .collect();
     b.files.retain(|(p, _)| used.contains(p));
-    let local = read_there.into_iter().filter(|p| !p.starts_with(&scratch)).collect();
+    let local = read_there
+        .into_iter()
+        .filter(|p| !p.starts_with(&scratch))
+        .collect();
     Ok((b, local))
 }
 
@@ -157,7 +169,10 @@ async fn store(
 ) -> Result<Pointer, String> {
     let mut last = String::new();
     for _ in 0..3 {
-        let cur = config.entry(CURRENT).await.map_err(|e| format!("cannot read {CURRENT}: {e}"))?;
+        let cur = config
+            .entry(CURRENT)
+            .await
+            .map_err(|e| format!("cannot read {CURRENT}: {e}"))?;
         let cur_epoch = cur
             .as_ref()
             .and_then(|e| serde_json::from_slice::<Pointer>(&e.value).ok())
@@ -185,15 +200,25 @@ async fn store(
         };
         let v = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
         let moved = match &cur {
-            Some(e) => config.update(CURRENT, v.into(), e.revision).await.map(|_| ()).map_err(|e| e.to_string()),
-            None => config.create(CURRENT, v.into()).await.map(|_| ()).map_err(|e| e.to_string()),
+            Some(e) => config
+                .update(CURRENT, v.into(), e.revision)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => config
+                .create(CURRENT, v.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         };
         match moved {
             Ok(()) => return Ok(p),
             Err(e) => last = e,
         }
     }
-    Err(format!("another publish moved {CURRENT} at the same time ({last}): try again"))
+    Err(format!(
+        "another publish moved {CURRENT} at the same time ({last}): try again"
+    ))
 }
 
 /// What became of the epoch on one edge.
@@ -234,31 +259,46 @@ async fn wait(edges: &kv::Store, p: &Pointer, limit: Duration) -> u8 {
                 when.entry(s.edge.clone()).or_insert(t0.elapsed());
             }
         }
-        let done = fresh.iter().all(|s| !matches!(outcome(s, p), Outcome::Pending));
+        let done = fresh
+            .iter()
+            .all(|s| !matches!(outcome(s, p), Outcome::Pending));
         if done || t0.elapsed() >= limit {
             break fresh;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     if reports.is_empty() {
-        println!("no edge reported in the last {} s: nobody to wait for", FRESH.as_secs());
+        println!(
+            "no edge reported in the last {} s: nobody to wait for",
+            FRESH.as_secs()
+        );
         return OK;
     }
     let mut code = OK;
     for s in &reports {
         let took = when.get(&s.edge).map_or(0.0, Duration::as_secs_f64);
         match outcome(s, p) {
-            Outcome::Applied if s.epoch > p.epoch => println!("{}: ahead, serving epoch {}", s.edge, s.epoch),
+            Outcome::Applied if s.epoch > p.epoch => {
+                println!("{}: ahead, serving epoch {}", s.edge, s.epoch)
+            }
             Outcome::Applied => println!("{}: applied epoch {} in {took:.2} s", s.edge, p.epoch),
             Outcome::Refused(errors) => {
-                println!("{}: REFUSED epoch {} (serving epoch {}):", s.edge, p.epoch, s.epoch);
+                println!(
+                    "{}: REFUSED epoch {} (serving epoch {}):",
+                    s.edge, p.epoch, s.epoch
+                );
                 for e in errors {
                     println!("  {e}");
                 }
                 code = INVALID;
             }
             Outcome::Pending => {
-                println!("{}: no answer in {} s (serving epoch {})", s.edge, limit.as_secs(), s.epoch);
+                println!(
+                    "{}: no answer in {} s (serving epoch {})",
+                    s.edge,
+                    limit.as_secs(),
+                    s.epoch
+                );
                 if code == OK {
                     code = PENDING;
                 }
