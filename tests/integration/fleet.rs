@@ -339,3 +339,46 @@ fn an_edge_boots_from_last_known_good_and_epochs_only_move_forward() {
     assert!(said.contains("e1: applied epoch 3"), "{said}");
     assert_eq!(www(&e), ["192.0.2.34"]);
 }
+
+#[test]
+fn publish_refuses_a_path_leaving_the_folder_and_check_explains_fleet_mistakes() {
+    // Neither needs the engine: both are refused before any connection.
+    let dir = TempDir::new("fleet-d");
+    published(&dir, "192.0.2.41", "");
+    std::fs::create_dir_all(dir.join("pub/sub")).unwrap();
+    let up = dir.write(
+        "pub/sub/up.toml",
+        "version = 1\n[[zone]]\nname = \"fleet.test.\"\nfile = \"../zones/fleet.zone\"\n",
+    );
+    let out = publish(&up, "nats://127.0.0.1:1", 0);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("a relative path that leaves the configuration's folder"),
+        "{said}"
+    );
+    assert!(said.contains("nothing was published"), "{said}");
+    let bad = dir.write(
+        "bad.toml",
+        "version = 1\n[[zone]]\nname = \"fleet.test.\"\nfile = \"pub/zones/fleet.zone\"\n\
+         [fleet]\nnats = [\"http://x/y\"]\nedge = \"a.b\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("bad.toml:5: fleet.state-dir: missing"),
+        "{said}"
+    );
+    assert!(
+        said.contains("bad.toml:6: fleet.nats: 'http://x/y' is not a NATS server URL"),
+        "{said}"
+    );
+    assert!(
+        said.contains("bad.toml:7: fleet.edge: 'a.b' may hold only"),
+        "{said}"
+    );
+}

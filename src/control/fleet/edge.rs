@@ -120,11 +120,14 @@ impl Edge {
     async fn run(&mut self) {
         let mut link = Link::Starting;
         let mut backoff = Duration::from_millis(200);
-        while !self.stop.load(Ordering::Relaxed) {
-            let e = self.session(&mut link).await;
-            if self.stop.load(Ordering::Relaxed) {
-                break;
-            }
+        let stop = self.stop.clone();
+        while !stop.load(Ordering::Relaxed) {
+            // A stop ends the session wherever it waits (a connection attempt, a request
+            // to an engine that went silent, a reload in the control thread's queue).
+            let e = tokio::select! {
+                e = self.session(&mut link) => e,
+                () = stopped(&stop) => break,
+            };
             if link == Link::Up {
                 backoff = Duration::from_millis(200);
             }
@@ -336,6 +339,13 @@ impl Edge {
         self.status.epoch = p.epoch;
         self.status.digest = p.digest.clone();
         Ok(())
+    }
+}
+
+/// Returns once `stop` is set (looked at every 100 ms).
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -91,6 +91,14 @@ fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), Stri
         files: Vec::new(),
     };
     for p in read {
+        if p.starts_with(base) && bundle::inside(base, p).is_none() {
+            return Err(format!(
+                "{}: a relative path that leaves the configuration's folder: bundles carry the \
+                 folder and below; name it by an absolute path to make it edge-local (each \
+                 edge reads its own): nothing was published",
+                p.display()
+            ));
+        }
         if let Some(rel) = bundle::inside(base, p) {
             let data = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
             b.files.push((rel, data));
