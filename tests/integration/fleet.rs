@@ -2,12 +2,14 @@
 //! JetStream on a free loopback port in a temp dir (stopped by PID), gtmd edges through
 //! the harness, `gtmd publish` as a process.
 
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{free_port, Server, TempDir, BIN, Q};
+use crate::harness::{free_port, udp_exchange, Msg, Server, TempDir, BIN, Q};
 
 /// `nats-server` from PATH or /usr/sbin (Debian puts it there); `None` only when it is
 /// not installed and this is not root (tools/test installs it as root): then the test
@@ -190,6 +192,45 @@ fn wait_www(s: &Server, addr: &str) {
     }
 }
 
+/// A thread asking `www` of `addr` in a loop until finished; each answer must be one of
+/// `allowed`.
+struct Asker {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, usize)>,
+}
+
+fn asker(addr: SocketAddr, allowed: &[&str]) -> Asker {
+    let stop = Arc::new(AtomicBool::new(false));
+    let allowed: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+    let s = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let q = Q::new("www.fleet.test.", 1).build();
+        let (mut asked, mut unanswered) = (0, 0);
+        let t0 = Instant::now();
+        while !s.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(60) {
+            asked += 1;
+            match udp_exchange(addr, &q, Duration::from_secs(1)) {
+                Some(r) => {
+                    let a = Msg::parse(&r).answers(1);
+                    assert!(a.len() == 1 && allowed.contains(&a[0]), "answer {a:?}");
+                }
+                None => unanswered += 1,
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (asked, unanswered)
+    });
+    Asker { stop, thread }
+}
+
+impl Asker {
+    /// Stops it; how many queries it asked, and how many got no answer.
+    fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 #[test]
 fn publish_reaches_every_edge_and_a_bad_config_is_refused() {
     let Some(bin) = nats_server() else { return };
@@ -203,6 +244,8 @@ fn publish_reaches_every_edge_and_a_bad_config_is_refused() {
         e.wait_log("fleet: connected to the engine", Duration::from_secs(10));
         assert_eq!(www(e), ["192.0.2.1"], "the edge's own file serves first");
     }
+    // Queries to e1 all along: every one is answered, from the old epoch or the new.
+    let asker = asker(edges[0].addr, &["192.0.2.1", "192.0.2.11", "192.0.2.12"]);
     for (epoch, addr) in [(1, "192.0.2.11"), (2, "192.0.2.12")] {
         let cfg = published(&dir, addr, "");
         let t0 = Instant::now();
@@ -226,6 +269,12 @@ fn publish_reaches_every_edge_and_a_bad_config_is_refused() {
         }
         eprintln!("fleet: epoch {epoch} published and applied by 3 edges in {took:?}");
     }
+    let (asked, unanswered) = asker.finish();
+    assert!(asked > 20, "only {asked} queries asked");
+    assert_eq!(
+        unanswered, 0,
+        "{unanswered} of {asked} queries unanswered while epochs applied"
+    );
     // Invalid: refused before anything is uploaded, with file:line: field.
     let bad = published(&dir, "192.0.2.13", "[server]\nudp-payload = 5\n");
     let out = publish(&bad, &nats.url(), 5);

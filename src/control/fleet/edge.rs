@@ -124,11 +124,14 @@ impl Edge {
         while !stop.load(Ordering::Relaxed) {
             // A stop ends the session wherever it waits (a connection attempt, a request
             // to an engine that went silent, a reload in the control thread's queue).
+            let began = tokio::time::Instant::now();
             let e = tokio::select! {
                 e = self.session(&mut link) => e,
                 () = stopped(&stop) => break,
             };
-            if link == Link::Up {
+            // The pause grows while attempts fail, and starts over after a session that
+            // lasted (not after one that failed right after connecting).
+            if link == Link::Up && began.elapsed() > HEARTBEAT * 2 {
                 backoff = Duration::from_millis(200);
             }
             if let Err(e) = e {
@@ -242,10 +245,12 @@ impl Edge {
         {
             return Ok(());
         }
-        let blob = fetch(epochs, &p).await?;
-        let outcome = match self.unpack(&p, &blob) {
-            Ok(main) => self.apply(&p, main).await,
-            Err(errors) => Err(errors),
+        let outcome = match fetch(epochs, &p).await? {
+            Ok(blob) => match self.unpack(&p, &blob) {
+                Ok(main) => self.apply(&p, main).await,
+                Err(errors) => Err(errors),
+            },
+            Err(missing) => Err(vec![missing]),
         };
         match outcome {
             Ok(()) => Ok(()),
@@ -357,26 +362,39 @@ fn lines(r: &Refusal) -> Vec<String> {
     }
 }
 
-/// Fetches the bundle `p` names, bounded by its stated size and [`bundle::MAX_BUNDLE`].
-async fn fetch(epochs: &object_store::ObjectStore, p: &Pointer) -> Result<Vec<u8>, String> {
+/// Fetches the bundle `p` names, bounded by its stated size and [`bundle::MAX_BUNDLE`]:
+/// `Ok(Err(why))` when the epoch cannot be had (no such object, too large: it is
+/// refused), `Err` when the engine failed (the session retries).
+async fn fetch(
+    epochs: &object_store::ObjectStore,
+    p: &Pointer,
+) -> Result<Result<Vec<u8>, String>, String> {
+    use async_nats::jetstream::object_store::GetErrorKind;
     if p.size > bundle::MAX_BUNDLE {
-        return Err(format!(
+        return Ok(Err(format!(
             "epoch {} is {} bytes, more than {}",
             p.epoch,
             p.size,
             bundle::MAX_BUNDLE
-        ));
+        )));
     }
-    let obj = epochs
-        .get(&p.object)
-        .await
-        .map_err(|e| format!("cannot fetch {}: {e}", p.object))?;
+    let obj = match epochs.get(&p.object).await {
+        Ok(o) => o,
+        Err(e) if e.kind() == GetErrorKind::NotFound => {
+            return Ok(Err(format!(
+                "{} is not in {}",
+                p.object,
+                super::EPOCH_BUCKET
+            )));
+        }
+        Err(e) => return Err(format!("cannot fetch {}: {e}", p.object)),
+    };
     let mut buf = Vec::with_capacity(p.size as usize);
     obj.take(p.size + 1)
         .read_to_end(&mut buf)
         .await
         .map_err(|e| format!("cannot read {}: {e}", p.object))?;
-    Ok(buf)
+    Ok(Ok(buf))
 }
 
 /// Removes the epoch folders of the state folder other than `keep`'s.
