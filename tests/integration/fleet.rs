@@ -407,6 +407,18 @@ fn publish_refuses_a_path_leaving_the_folder_and_check_explains_fleet_mistakes()
         "{said}"
     );
     assert!(said.contains("nothing was published"), "{said}");
+    // A token file travels (a relative path) and loads back as private as it was: the
+    // bundle is good, and only the engine (nobody listens on port 1) is missing: exit 2.
+    let tokens = crate::harness::token_file(&dir, &[("ops", "fleet-token-0123456789abcdef")]);
+    std::fs::rename(&tokens, dir.join("pub/tokens")).unwrap();
+    let cfg = published(&dir, "192.0.2.42", "[control]\ntoken-file = \"tokens\"\n");
+    let out = publish(&cfg, "nats://127.0.0.1:1", 0);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("cannot connect to nats://127.0.0.1:1"),
+        "{said}"
+    );
     let bad = dir.write(
         "bad.toml",
         "version = 1\n[[zone]]\nname = \"fleet.test.\"\nfile = \"pub/zones/fleet.zone\"\n\

@@ -107,14 +107,30 @@ impl Bundle {
     }
 
     /// Writes every file under `dir` (created); returns the main file's path there.
+    /// Files are written for their owner only (0600, folders 0700): a bundle may carry a
+    /// token file, which gtmd refuses when others may read it.
     pub fn unpack(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(dir)?;
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let mkdir = |d: &Path| {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+        };
+        mkdir(dir)?;
         for (p, d) in &self.files {
             let to = dir.join(p);
             if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent)?;
+                mkdir(parent)?;
             }
-            std::fs::write(&to, d)?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&to)?
+                .write_all(d)?;
         }
         Ok(dir.join(&self.main))
     }

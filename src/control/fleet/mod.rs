@@ -12,7 +12,7 @@
 //! | bucket | kind | keys |
 //! |---|---|---|
 //! | `gtmd_config` | KV, file storage, history 16 | `current` -> [`Pointer`] (epoch, digest, object) |
-//! | `gtmd_epochs` | object store | `epoch-N` -> the bundle |
+//! | `gtmd_epochs` | object store | `epoch-N-DIGEST` -> the bundle |
 //! | `gtmd_edges` | KV, file storage, history 1, entries kept 1 h | `<edge>` -> [`EdgeStatus`] |
 //!
 //! The pointer is a small KV value, so edges watch one key and a publish is one

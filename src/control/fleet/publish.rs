@@ -114,8 +114,8 @@ fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), Stri
     let (result, read_there) = checked?;
     if let Err(e) = result {
         return Err(format!(
-            "{e}\nthe bundle does not load as an edge reads it (a relative path that leaves the \
-             configuration's folder? name edge-local files by absolute paths): nothing was published"
+            "{e}\nthe bundle does not load as an edge will read it (from a folder of its own): \
+             nothing was published"
         ));
     }
     // A file of the folder named by an absolute path is read from the edge's own disk:
@@ -164,7 +164,7 @@ async fn publish(args: &PublishArgs, urls: &[String], b: &Bundle) -> u8 {
     wait(&edges, &p, Duration::from_secs(args.wait)).await
 }
 
-/// Uploads `epoch-N` and moves `current` to it by compare-and-set: N is above `current`
+/// Uploads `epoch-N-DIGEST` and moves `current` to it by compare-and-set: N is above `current`
 /// and above every epoch an edge reports applying or refusing. Tried three times when
 /// another publish wins the race.
 async fn store(
@@ -193,7 +193,9 @@ async fn store(
             .max()
             .unwrap_or(0);
         let epoch = cur_epoch.max(seen) + 1;
-        let object = format!("epoch-{epoch}");
+        // The digest in the name: two publishes racing for one number never overwrite
+        // each other's bundle (the loser's compare-and-set fails and it takes the next).
+        let object = format!("epoch-{epoch}-{}", digest.get(7..19).unwrap_or("x"));
         epochs
             .put(object.as_str(), &mut &blob[..])
             .await
