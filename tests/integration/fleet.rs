@@ -443,3 +443,28 @@ fn publish_refuses_a_path_leaving_the_folder_and_check_explains_fleet_mistakes()
         "{said}"
     );
 }
+
+#[test]
+fn an_edge_rides_out_an_engine_outage_and_logs_it_once() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-e");
+    let mut nats = Nats::start(&bin, &dir);
+    let e = start_edge(&edge_file(&dir, "e1", &nats.url()));
+    let out = publish(&published(&dir, "192.0.2.51", ""), &nats.url(), 20);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The engine goes away for a few of the edge's attempts; the edge serves on.
+    nats.stop();
+    e.wait_log("fleet: engine unreachable", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(www(&e), ["192.0.2.51"]);
+    nats.restart();
+    // The edge's last report is fresh: publish waits for it to reconnect and apply.
+    let out = publish(&published(&dir, "192.0.2.52", ""), &nats.url(), 20);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("e1: applied epoch 2"), "{said}");
+    assert_eq!(www(&e), ["192.0.2.52"]);
+    // One line per change of the link, not one per attempt.
+    assert_eq!(e.count_log("fleet: engine unreachable"), 1);
+    assert_eq!(e.count_log("fleet: connected to the engine"), 2);
+}
