@@ -234,7 +234,7 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
         .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
     running.threads.extend(watchdog);
-    start_fleet(edge, &events, &mut running)?;
+    start_fleet(edge, &events, &plane.ctx, &mut running)?;
     info!(
         shards = running.shards,
         threads = running.threads.len(),
@@ -325,14 +325,26 @@ fn boot_config(
 }
 
 /// Starts the `fleet` thread of an edge.
-fn start_fleet(edge: EdgeBoot, events: &Events, running: &mut Running) -> Result<(), ExitError> {
+fn start_fleet(
+    edge: EdgeBoot,
+    events: &Events,
+    ctx: &Arc<api::ApiContext>,
+    running: &mut Running,
+) -> Result<(), ExitError> {
     let Some((f, lkg)) = edge else {
         return Ok(());
     };
     info!(edge = %f.edge, nats = ?f.nats, state_dir = %f.state_dir.display(), "fleet: this node is an edge");
-    let t = fleet::spawn(f, lkg, events.commands_tx.clone(), running.stop.clone())
-        .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
-        .inspect_err(|_| running.stop.store(true, Ordering::Relaxed))?;
+    let ops = ctx.clone();
+    let t = fleet::spawn(
+        f,
+        lkg,
+        events.commands_tx.clone(),
+        ops,
+        running.stop.clone(),
+    )
+    .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
+    .inspect_err(|_| running.stop.store(true, Ordering::Relaxed))?;
     running.threads.push(t);
     Ok(())
 }

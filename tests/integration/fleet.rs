@@ -344,6 +344,39 @@ fn an_edge_refuses_an_epoch_it_cannot_load_and_keeps_serving() {
     );
     assert_eq!(www(&e2), ["192.0.2.21"]);
     assert_eq!(www(&e1), ["192.0.2.22"]);
+    // The edges' own status says the same: the API's JSON and `gtmd ctl status`.
+    let (code, body) = crate::harness::http(e2.control_addr(), "GET", "/v1/status", &[], "");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let f = &v["fleet"];
+    assert_eq!(
+        (f["edge"].as_str(), f["epoch"].as_u64()),
+        (Some("e2"), Some(1)),
+        "{body}"
+    );
+    assert_eq!(f["engine"], "connected", "{body}");
+    assert_eq!(f["refused"]["epoch"], 2, "{body}");
+    assert!(
+        f["config_file"]
+            .as_str()
+            .unwrap()
+            .ends_with("epoch-1/gtmd.toml"),
+        "{body}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "ctl",
+            "--server",
+            &format!("http://{}", e1.control_addr()),
+            "status",
+        ])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(
+        said.contains("fleet        edge e1, epoch 2, engine connected"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -457,6 +490,10 @@ fn an_edge_rides_out_an_engine_outage_and_logs_it_once() {
     e.wait_log("fleet: engine unreachable", Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(www(&e), ["192.0.2.51"]);
+    let (_, body) = crate::harness::http(e.control_addr(), "GET", "/v1/status", &[], "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["fleet"]["engine"], "unreachable", "{body}");
+    assert_eq!(v["fleet"]["epoch"], 1, "{body}");
     nats.restart();
     // The edge's last report is fresh: publish waits for it to reconnect and apply.
     let out = publish(&published(&dir, "192.0.2.52", ""), &nats.url(), 20);

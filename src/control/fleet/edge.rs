@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use super::bundle::{self, Bundle};
 use super::{EdgeStatus, Pointer, Refused, CURRENT, HEARTBEAT};
 use crate::config::fleet::Fleet;
+use crate::control::api::ApiContext;
 use crate::control::ops::{self, Command, Refusal, Reloader};
 use crate::control::RunOptions;
 
@@ -74,6 +75,7 @@ pub fn spawn(
     fleet: Fleet,
     lkg: Option<Lkg>,
     commands: crossbeam::channel::Sender<Command>,
+    api: Arc<ApiContext>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     let rt = super::runtime()?;
@@ -81,7 +83,10 @@ pub fn spawn(
         .name("fleet".into())
         .spawn(move || {
             crate::sys::lower_thread_priority();
+            let main = lkg.as_ref().map(|l| fleet.state_dir.join(&l.main));
             let mut edge = Edge {
+                config_file: main.or_else(|| api.ops.config_file().map(Path::to_path_buf)),
+                api,
                 status: EdgeStatus {
                     edge: fleet.edge.clone(),
                     epoch: lkg.as_ref().map_or(0, |l| l.epoch),
@@ -93,6 +98,7 @@ pub fn spawn(
                 commands,
                 stop,
             };
+            edge.show(Link::Starting);
             rt.block_on(edge.run());
         })
 }
@@ -100,10 +106,33 @@ pub fn spawn(
 /// The fleet thread's state.
 struct Edge {
     fleet: Fleet,
+    /// Where `GET /v1/status` shows what the edge serves.
+    api: Arc<ApiContext>,
+    /// The serving epoch's main file (or the edge's own).
+    config_file: Option<PathBuf>,
     commands: crossbeam::channel::Sender<Command>,
     stop: Arc<AtomicBool>,
     /// What it reports (and serves).
     status: EdgeStatus,
+}
+
+impl Edge {
+    /// Shows the report and the link in `GET /v1/status` (`fleet`).
+    fn show(&self, link: Link) {
+        let mut v = serde_json::to_value(&self.status).unwrap_or_default();
+        v["engine"] = match link {
+            Link::Starting => "connecting",
+            Link::Up => "connected",
+            Link::Down => "unreachable",
+        }
+        .into();
+        v["config_file"] = self
+            .config_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .into();
+        self.api.ops.set_fleet(v);
+    }
 }
 
 /// The engine connection as last logged.
@@ -143,6 +172,7 @@ impl Edge {
                         self.status.epoch
                     );
                     link = Link::Down;
+                    self.show(link);
                 } else {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -168,6 +198,7 @@ impl Edge {
             info!(edge = %self.fleet.edge, epoch = self.status.epoch, "fleet: connected to the engine");
             *link = Link::Up;
         }
+        self.show(*link);
         self.report(&edges).await?;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut last_beat = tokio::time::Instant::now();
@@ -202,6 +233,7 @@ impl Edge {
     /// Writes this edge's report.
     async fn report(&mut self, edges: &kv::Store) -> Result<(), String> {
         self.status.heartbeat_ms = ops::unix_ms();
+        self.show(Link::Up);
         let v = serde_json::to_vec(&self.status).map_err(|e| e.to_string())?;
         edges
             .put(&self.fleet.edge, v.into())
@@ -343,6 +375,7 @@ impl Edge {
         info!(epoch = p.epoch, digest = %p.digest, "fleet: epoch applied and kept as last-known-good");
         self.status.epoch = p.epoch;
         self.status.digest = p.digest.clone();
+        self.config_file = Some(main);
         Ok(())
     }
 }
