@@ -30,6 +30,10 @@ enum Cmd {
     /// health checks of 127.0.0.21-22:8000 (`gtmd default-config` prints it). Logs go to
     /// stderr, as [log] says (format text or json, level; RUST_LOG overrides the level),
     /// with sd-daemon priorities under systemd.
+    ///
+    /// With a [fleet] section in the file, this node is an edge of a fleet: it boots from
+    /// its last-known-good epoch in [fleet] state-dir when it has one, and applies the
+    /// epochs `gtmd publish` stores in NATS JetStream as a SIGHUP reload would.
     Run {
         /// Configuration file (TOML). Default: the embedded example configuration.
         #[arg(short, long, value_name = "FILE")]
