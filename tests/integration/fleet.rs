@@ -282,12 +282,32 @@ fn publish_reaches_every_edge_and_a_bad_config_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("gtmd.toml:6: server.udp-payload:"), "{said}");
     assert!(said.contains("nothing was published"), "{said}");
-    // Nothing moved: the edges serve epoch 2 and the next publish is epoch 3.
+    // Nothing moved: the edges serve epoch 2 and the next publish is epoch 3. With
+    // --keep 2, the bundle of epoch 1 goes (only it).
     let good = published(&dir, "192.0.2.14", "");
-    let out = publish(&good, &nats.url(), 20);
+    let out = Command::new(BIN)
+        .args([
+            "publish",
+            "--config",
+            good.to_str().unwrap(),
+            "--nats",
+            &nats.url(),
+        ])
+        .args(["--wait", "20", "--keep", "2"])
+        .output()
+        .unwrap();
     let said = text(&out);
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert!(said.contains("published epoch 3 "), "{said}");
+    assert_eq!(
+        said.matches("removed the bundle of an old epoch").count(),
+        1,
+        "{said}"
+    );
+    assert!(
+        said.contains("removed the bundle of an old epoch: epoch-1-"),
+        "{said}"
+    );
     for e in &edges {
         assert_eq!(www(e), ["192.0.2.14"]);
         assert_eq!(e.count_log("fleet: epoch refused"), 0);

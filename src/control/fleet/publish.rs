@@ -24,6 +24,10 @@ pub struct PublishArgs {
     /// refuse the epoch; 0 publishes without waiting.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub wait: u64,
+    /// Bundles of the last N epochs stay in the engine; older ones are removed once this
+    /// epoch is published (edges keep what they serve on their own disk).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: u64,
 }
 
 /// Exit codes.
@@ -141,6 +145,7 @@ async fn publish(args: &PublishArgs, urls: &[String], b: &Bundle) -> u8 {
         let js = jetstream::new(client);
         let (config, epochs, edges) = super::buckets(&js).await?;
         let p = store(args, &config, &epochs, &edges, &blob, &digest).await?;
+        prune(&epochs, p.epoch, args.keep).await;
         Ok::<_, String>((p, edges))
     }
     .await;
@@ -229,6 +234,33 @@ async fn store(
     Err(format!(
         "another publish moved {CURRENT} at the same time ({last}): try again"
     ))
+}
+
+/// Removes the bundles of epochs at or below `epoch - keep`; a failure is only said.
+async fn prune(epochs: &object_store::ObjectStore, epoch: u64, keep: u64) {
+    use futures_util::StreamExt;
+    let Ok(mut list) = epochs.list().await else {
+        eprintln!("gtmd publish: cannot list old bundles: none removed");
+        return;
+    };
+    let mut old = Vec::new();
+    while let Some(Ok(o)) = list.next().await {
+        let n = o
+            .name
+            .strip_prefix("epoch-")
+            .and_then(|r| r.split('-').next());
+        if n.and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n + keep <= epoch)
+        {
+            old.push(o.name);
+        }
+    }
+    for name in old {
+        match epochs.delete(&name).await {
+            Ok(()) => println!("removed the bundle of an old epoch: {name}"),
+            Err(e) => eprintln!("gtmd publish: cannot remove {name}: {e}"),
+        }
+    }
 }
 
 /// What became of the epoch on one edge.
