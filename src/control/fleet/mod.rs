@@ -175,8 +175,9 @@ async fn kv_bucket(
         .map_err(|e| format!("cannot open KV bucket {bucket}: {e}"))
 }
 
-/// Every edge's last report (unreadable ones skipped).
-async fn edge_reports(edges: &kv::Store) -> Result<Vec<EdgeStatus>, String> {
+/// Every edge's last report (unreadable ones skipped), with when the engine stored it
+/// (Unix ms, the engine's clock: an edge's own clock may be off).
+async fn edge_reports(edges: &kv::Store) -> Result<Vec<(EdgeStatus, u64)>, String> {
     use futures_util::StreamExt;
     let mut keys = edges.keys().await.map_err(|e| e.to_string())?;
     let mut names = Vec::new();
@@ -185,9 +186,10 @@ async fn edge_reports(edges: &kv::Store) -> Result<Vec<EdgeStatus>, String> {
     }
     let mut out = Vec::new();
     for k in names {
-        if let Some(v) = edges.get(&k).await.map_err(|e| e.to_string())? {
-            if let Ok(s) = serde_json::from_slice::<EdgeStatus>(&v) {
-                out.push(s);
+        if let Some(e) = edges.entry(&k).await.map_err(|e| e.to_string())? {
+            if let Ok(s) = serde_json::from_slice::<EdgeStatus>(&e.value) {
+                let ms = e.created.unix_timestamp_nanos() / 1_000_000;
+                out.push((s, u64::try_from(ms).unwrap_or(0)));
             }
         }
     }

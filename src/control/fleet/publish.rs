@@ -193,7 +193,7 @@ async fn store(
         let reported = super::edge_reports(edges).await?;
         let seen = reported
             .iter()
-            .flat_map(|s| [Some(s.epoch), s.refused.as_ref().map(|r| r.epoch)])
+            .flat_map(|(s, _)| [Some(s.epoch), s.refused.as_ref().map(|r| r.epoch)])
             .flatten()
             .max()
             .unwrap_or(0);
@@ -289,7 +289,8 @@ async fn wait(edges: &kv::Store, p: &Pointer, limit: Duration) -> u8 {
         let fresh: Vec<EdgeStatus> = match super::edge_reports(edges).await {
             Ok(r) => r
                 .into_iter()
-                .filter(|s| now.saturating_sub(s.heartbeat_ms) < FRESH.as_millis() as u64)
+                .filter(|(_, at)| now.saturating_sub(*at) < FRESH.as_millis() as u64)
+                .map(|(s, _)| s)
                 .collect(),
             Err(e) => {
                 eprintln!("gtmd publish: cannot read the edges' reports: {e}");
