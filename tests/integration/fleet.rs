@@ -472,6 +472,33 @@ fn publish_refuses_a_path_leaving_the_folder_and_check_explains_fleet_mistakes()
         said.contains("cannot connect to nats://127.0.0.1:1"),
         "{said}"
     );
+    // Named by its bare name from its folder, with an absolute (edge-local) line file.
+    let office = dir.write("office.txt", "198.51.100.0/24\n");
+    let extra = format!(
+        "[[line]]\nname = \"office\"\nfile = \"{}\"\n",
+        office.display()
+    );
+    published(&dir, "192.0.2.43", &extra);
+    let out = Command::new(BIN)
+        .args([
+            "publish",
+            "--config",
+            "gtmd.toml",
+            "--nats",
+            "nats://127.0.0.1:1",
+        ])
+        .current_dir(dir.join("pub"))
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&format!(
+            "edge-local (each edge reads its own): {}",
+            office.display()
+        )),
+        "{said}"
+    );
     let bad = dir.write(
         "bad.toml",
         "version = 1\n[[zone]]\nname = \"fleet.test.\"\nfile = \"pub/zones/fleet.zone\"\n\

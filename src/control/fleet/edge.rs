@@ -86,6 +86,7 @@ pub fn spawn(
             let main = lkg.as_ref().map(|l| fleet.state_dir.join(&l.main));
             let mut edge = Edge {
                 config_file: main.or_else(|| api.ops.config_file().map(Path::to_path_buf)),
+                bad_pointer: None,
                 api,
                 status: EdgeStatus {
                     edge: fleet.edge.clone(),
@@ -110,6 +111,8 @@ struct Edge {
     api: Arc<ApiContext>,
     /// The serving epoch's main file (or the edge's own).
     config_file: Option<PathBuf>,
+    /// The last `current` that was no pointer (warned about once).
+    bad_pointer: Option<Vec<u8>>,
     commands: crossbeam::channel::Sender<Command>,
     stop: Arc<AtomicBool>,
     /// What it reports (and serves).
@@ -253,7 +256,11 @@ impl Edge {
         let p: Pointer = match serde_json::from_slice(value) {
             Ok(p) => p,
             Err(e) => {
-                warn!("fleet: {CURRENT} is not an epoch pointer ({e}): ignored");
+                // Said once per value, not at every heartbeat's look.
+                if self.bad_pointer.as_deref() != Some(value) {
+                    warn!("fleet: {CURRENT} is not an epoch pointer ({e}): ignored");
+                    self.bad_pointer = Some(value.to_vec());
+                }
                 return Ok(());
             }
         };

@@ -95,7 +95,10 @@ fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), Stri
         files: Vec::new(),
     };
     for p in read {
-        if p.starts_with(base) && bundle::inside(base, p).is_none() {
+        // Written relative (joined to a relative folder, or under an absolute one) yet
+        // not inside it: it climbs out with `..`.
+        let relative = base.is_absolute() || p.is_relative();
+        if relative && p.starts_with(base) && bundle::inside(base, p).is_none() {
             return Err(format!(
                 "{}: a relative path that leaves the configuration's folder: bundles carry the \
                  folder and below; name it by an absolute path to make it edge-local (each \
