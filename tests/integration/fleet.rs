@@ -472,6 +472,20 @@ fn publish_refuses_a_path_leaving_the_folder_and_check_explains_fleet_mistakes()
         said.contains("cannot connect to nats://127.0.0.1:1"),
         "{said}"
     );
+    // A file gtmd writes may not lie in the epoch's folder.
+    let state = published(
+        &dir,
+        "192.0.2.44",
+        "[control]\nstate-file = \"state.json\"\n",
+    );
+    let out = publish(&state, "nats://127.0.0.1:1", 0);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("gtmd.toml: control.state-file: "), "{said}");
+    assert!(
+        said.contains("is a relative path: on an edge it would lie in the epoch's folder"),
+        "{said}"
+    );
     // Named by its bare name from its folder, with an absolute (edge-local) line file.
     let office = dir.write("office.txt", "198.51.100.0/24\n");
     let extra = format!(

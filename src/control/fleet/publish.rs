@@ -48,6 +48,11 @@ pub fn run(args: PublishArgs) -> u8 {
             return INVALID;
         }
     };
+    if let Some(e) = written_in_folder(&cfg, &args.config) {
+        eprintln!("{e}");
+        eprintln!("gtmd publish: nothing was published");
+        return INVALID;
+    }
     let (bundle, local) = match collect(&args.config, &read) {
         Ok(b) => b,
         Err(e) => {
@@ -82,6 +87,32 @@ pub fn run(args: PublishArgs) -> u8 {
         }
     };
     rt.block_on(publish(&args, &urls, &bundle))
+}
+
+/// A file gtmd writes (`control.state-file`, the `[dnstap]` file or socket) named by a
+/// relative path: on an edge it would lie in the epoch's folder, which the next epoch
+/// replaces (overrides lost, a query log cut short). Such paths must be absolute.
+fn written_in_folder(cfg: &crate::config::Config, main: &Path) -> Option<String> {
+    use crate::config::dnstap::Sink;
+    let base = main.parent().unwrap_or(Path::new(""));
+    let mut written: Vec<(&str, &Path)> = Vec::new();
+    if let Some(p) = &cfg.control.state_file {
+        written.push(("control.state-file", p));
+    }
+    match cfg.dnstap.as_ref().map(|d| &d.sink) {
+        Some(Sink::File(p)) => written.push(("dnstap.file", p)),
+        Some(Sink::Socket(p)) => written.push(("dnstap.socket", p)),
+        None => {}
+    }
+    let (field, p) = written
+        .into_iter()
+        .find(|(_, p)| (base.is_absolute() || p.is_relative()) && p.starts_with(base))?;
+    Some(format!(
+        "{}: {field}: {} is a relative path: on an edge it would lie in the epoch's folder, \
+         which the next epoch replaces; name it by an absolute path",
+        main.display(),
+        p.display()
+    ))
 }
 
 /// The bundle of the files `read` that lie in the main file's folder or below, checked
