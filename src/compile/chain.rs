@@ -145,7 +145,7 @@ pub(super) fn chain(
         }
         if let Some(s) = zb.scheduled(&cur) {
             // A scheduled name (or a wildcard one): its records are chosen per query.
-            next = out.index.get(s.as_slice()).copied().unwrap_or(NONE);
+            next = out.index.get(s.as_slice()).unwrap_or(NONE);
             break;
         }
         seen.push(cur.clone());

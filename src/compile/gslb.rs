@@ -28,16 +28,62 @@ pub(super) fn compile(
     // reloads: past twice what the last full compile stored, compile in full again.
     let bounded = |p: &&Snapshot| lists_len(&p.gslb) <= 2 * p.reuse.lists_at_full + (1 << 16);
     let from = prev
-        .filter(|p| p.gslb.use_ecs == use_ecs && same_tables(&p.model, g))
+        .filter(|p| p.gslb.use_ecs == use_ecs && same_ids(&p.model, g))
         .filter(bounded);
     let interner = from.and_then(|p| take_interner(&p.reuse));
     match (from, interner) {
-        (Some(p), Some(interner)) => match changed_in_place(g, p) {
-            Some(changed) => in_place(g, p, interner, &changed),
-            None => incremental(g, p, interner),
-        },
+        (Some(p), Some(mut interner)) => {
+            let mut t = p.gslb.clone_shared();
+            let health = refresh(&mut t, &p.model, g, &mut interner);
+            let mut out = match changed_in_place(g, p) {
+                Some(changed) => in_place(g, p, (t, interner), &changed),
+                None => incremental(g, p, (t, interner)),
+            };
+            out.2.health_fresh = health;
+            out
+        }
         _ => full(g, use_ecs),
     }
+}
+
+/// Brings the tables that do not grow with access domains (addresses, pools, fallback
+/// lists, line prefixes), copied from the last snapshot into `t`, up to date with `g`
+/// where they differ: every fallback shape's list is worked out again when addresses or
+/// pools changed (routes name shapes, so no row changes). Returns whether the pools'
+/// health may differ (their addresses, or which addresses are enabled).
+fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) -> bool {
+    let o = &m.gslb;
+    let lines_same = o
+        .lines
+        .iter()
+        .zip(&g.lines)
+        .all(|(a, b)| (&a.v4, &a.v6) == (&b.v4, &b.v6));
+    if !lines_same {
+        t.lines = line_index(g);
+    }
+    let addrs_same = o.addresses.len() == g.addresses.len()
+        && o.addresses
+            .iter()
+            .zip(&g.addresses)
+            .all(|(a, b)| (&a.value, a.weight, a.enabled) == (&b.value, b.weight, b.enabled));
+    let pools_same = o.pools.len() == g.pools.len()
+        && o.pools.iter().zip(&g.pools).all(|(a, b)| {
+            (&a.addresses, a.policy, a.answers) == (&b.addresses, b.policy, b.answers)
+        });
+    if addrs_same && pools_same {
+        return false;
+    }
+    (t.addrs, t.arena, t.pools, t.pool_addrs) = Default::default();
+    addresses(t, g);
+    pools(t, g);
+    let mut fb = Vec::new();
+    for (i, &(start, len, rule, cname)) in seen.fb_keys.iter().enumerate() {
+        let list = &t.route_pools[start as usize..(start + len) as usize];
+        fallback(g, rule, cname, list, &mut fb);
+        let at = intern(&mut seen.fb_lists, &fb, &mut t.fallback);
+        t.fallbacks[i] = (at, fb.len() as u32);
+    }
+    true
 }
 
 /// The interner of the snapshot `reuse` belongs to: a copy when it is small (a reload
@@ -154,15 +200,11 @@ fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<Vec<std::ops::Range<usi
 fn in_place(
     g: &Arc<Gslb>,
     prev: &Snapshot,
-    interner: Box<RouteInterner>,
+    (mut t, interner): (GslbTables, Box<RouteInterner>),
     changed: &[std::ops::Range<usize>],
 ) -> (GslbTables, Model, Reuse) {
     let old = &prev.gslb;
-    let mut t = GslbTables {
-        ads: old.ads.clone(),
-        routes: old.routes.clone(),
-        ..old.clone_shared()
-    };
+    (t.ads, t.routes) = (old.ads.clone(), old.routes.clone());
     let mut slots = prev.model.slots.clone();
     let mut routes = Routes::new(g.lines.len(), interner);
     let mut touched: Vec<std::ops::Range<usize>> = Vec::new();
@@ -198,7 +240,7 @@ fn in_place(
 fn incremental(
     g: &Arc<Gslb>,
     prev: &Snapshot,
-    interner: Box<RouteInterner>,
+    (mut t, interner): (GslbTables, Box<RouteInterner>),
 ) -> (GslbTables, Model, Reuse) {
     let old = &prev.gslb;
     let old_segs = prev.model.access_domains.segments();
@@ -213,7 +255,6 @@ fn incremental(
         Some(ad) => ad.routes as usize,
         None => old.routes.len(),
     };
-    let mut t = old.clone_shared();
     let mut routes = Routes::new(g.lines.len(), interner);
     let mut rows = Rows::default();
     let mut runs = Vec::new();
@@ -250,24 +291,19 @@ fn incremental(
     out
 }
 
-/// Whether the addresses, pools and lines of `g` compile to the tables `m`'s did, with
-/// the same indices (what an access domain's copied rows point into).
-fn same_tables(m: &Model, g: &Gslb) -> bool {
+/// Whether the pools and lines of `g` keep the indices `m`'s had (what an access
+/// domain's rows point into): the same lines, with the same parents, and `m`'s pools
+/// first, in order (new pools may follow). Addresses appear in rows only through the
+/// fallback lists, which [`refresh`] works out again.
+fn same_ids(m: &Model, g: &Gslb) -> bool {
     let o = &m.gslb;
-    o.addresses.len() == g.addresses.len()
-        && o.pools.len() == g.pools.len()
+    o.pools.len() <= g.pools.len()
+        && o.pools.iter().zip(&g.pools).all(|(a, b)| a.name == b.name)
         && o.lines.len() == g.lines.len()
-        && o.addresses
-            .iter()
-            .zip(&g.addresses)
-            .all(|(a, b)| (&a.value, a.weight, a.enabled) == (&b.value, b.weight, b.enabled))
-        && o.pools.iter().zip(&g.pools).all(|(a, b)| {
-            (&a.addresses, a.policy, a.answers) == (&b.addresses, b.policy, b.answers)
-        })
         && o.lines
             .iter()
             .zip(&g.lines)
-            .all(|(a, b)| (&a.v4, &a.v6, a.parent) == (&b.v4, &b.v6, b.parent))
+            .all(|(a, b)| (&a.name, a.parent) == (&b.name, b.parent))
 }
 
 /// The routes of an access domain: the default one, and under the nearest policy one per
@@ -400,17 +436,14 @@ impl Routes {
                 ad.rtype == crate::dns::rtype::CNAME,
             );
             let seen = &mut *self.seen;
-            let (fb_start, fb_len) = *seen.fb_of.entry(key).or_insert_with(|| {
-                fallback(g, ad, pools, &mut self.fb);
-                let fb_start = intern(&mut seen.fb_lists, &self.fb, &mut t.fallback);
-                (fb_start, self.fb.len() as u32)
+            let fb = *seen.fb_of.entry(key).or_insert_with(|| {
+                fallback(g, key.2, key.3, pools, &mut self.fb);
+                let at = intern(&mut seen.fb_lists, &self.fb, &mut t.fallback);
+                t.fallbacks.push((at, self.fb.len() as u32));
+                seen.fb_keys.push(key);
+                seen.fb_keys.len() as u32 - 1
             });
-            self.out.push(RouteTable {
-                start,
-                len,
-                fb_start,
-                fb_len,
-            });
+            self.out.push(RouteTable { start, len, fb });
             self.out_slots.push(Slot { ad: ai, line });
         }
         let next = self.seen.patterns.len() as u32;
@@ -494,10 +527,11 @@ fn nearest_route(own: &[u32], g: &Gslb, li: usize) -> Option<u32> {
     None
 }
 
-/// The addresses answered when no candidate pool is healthy, into `fb`.
-fn fallback(g: &Gslb, ad: &AccessDomain, pools: &[(u32, u32)], fb: &mut Vec<u32>) {
+/// The addresses answered when no candidate pool is healthy, into `fb`: by `rule`, over
+/// the candidate `pools`, one only for a CNAME.
+fn fallback(g: &Gslb, rule: Fallback, cname: bool, pools: &[(u32, u32)], fb: &mut Vec<u32>) {
     fb.clear();
-    match ad.fallback {
+    match rule {
         Fallback::All => {
             for &(p, _) in pools {
                 for &a in &g.pools[p as usize].addresses {
@@ -518,7 +552,7 @@ fn fallback(g: &Gslb, ad: &AccessDomain, pools: &[(u32, u32)], fb: &mut Vec<u32>
         }
         Fallback::NoData => {}
     }
-    if ad.rtype == crate::dns::rtype::CNAME {
+    if cname {
         fb.truncate(1); // one CNAME per name
     }
 }

@@ -22,7 +22,7 @@ use encode::{Encoder, Section};
 /// them, on another thread).
 #[derive(Default)]
 struct Out {
-    index: HashMap<Box<[u8]>, u32>,
+    index: crate::tables::NameIndex,
     nodes: Vec<Node>,
     types: Vec<(u16, u32)>,
     answers: Vec<Answer>,
@@ -129,6 +129,9 @@ pub fn compile_with(
     }
     let (addrs, pools) = (model.addresses.len(), model.pools.len());
     let health = Arc::new(match (&reuse.in_place, prev) {
+        (Some(_), Some(p)) if reuse.health_fresh => {
+            HealthState::sharing(&p.health, addrs, pools, 0..model.slots.len())
+        }
         (Some(touched), Some(p)) => {
             let slots = touched.iter().flat_map(Clone::clone);
             HealthState::sharing(&p.health, addrs, pools, slots)
@@ -160,7 +163,7 @@ pub fn compile_with(
 impl Out {
     /// The finished name tables.
     fn into_names(self, cfg: &Config, seg_digests: Vec<u64>, digest: u64) -> Names {
-        let max_labels = self.index.keys().map(|n| labels(n)).max().unwrap_or(0);
+        let max_labels = self.index.iter().map(|(n, _)| labels(n)).max().unwrap_or(0);
         Names {
             index: self.index,
             nodes: self.nodes,

@@ -43,11 +43,16 @@ impl Default for NodeData {
 /// name: a million names need no million small allocations.
 type AdList = Vec<(u16, u32, u32)>;
 
+/// A zone's names and their data, in the order they were first seen (access domains, then
+/// records, the apex and the empty non-terminals): node ids follow it, so a compile is
+/// reproducible without sorting a million names.
+pub(super) type Names<'a> = indexmap::IndexMap<&'a [u8], NodeData, foldhash::fast::RandomState>;
+
 /// A zone being compiled. Names are borrowed from the configuration (record owners,
 /// access domain names, and their suffixes for empty non-terminals).
 pub(super) struct ZoneBuild<'a> {
     pub(super) apex: &'a [u8],
-    pub(super) names: HashMap<&'a [u8], NodeData>,
+    pub(super) names: Names<'a>,
     cuts: BTreeSet<Vec<u8>>,
     dnames: HashSet<Vec<u8>>,
     /// Apexes of other zones served here below this one: their names are theirs.
@@ -188,7 +193,7 @@ impl ZoneBuild<'_> {
 fn gather<'a>(
     zi: u32,
     cfg: &'a Config,
-    names: &mut HashMap<&'a [u8], NodeData>,
+    names: &mut Names<'a>,
     ad_list: &mut AdList,
 ) -> Option<Record> {
     let zone = &cfg.zones[zi as usize];
@@ -243,6 +248,9 @@ fn gather<'a>(
             p = parent(cur);
         }
     }
+    // In name order: a set's order changes from run to run.
+    let mut ents: Vec<&[u8]> = ents.into_iter().collect();
+    ents.sort_unstable();
     for e in ents {
         names.entry(e).or_default();
     }
@@ -261,7 +269,7 @@ pub(super) fn compile_zone(
 ) {
     let zone = &cfg.zones[zi as usize];
     let apex = &zone.name[..];
-    let mut names = HashMap::new();
+    let mut names = Names::default();
     let mut ad_list = AdList::new();
     let Some(soa) = gather(zi, cfg, &mut names, &mut ad_list) else {
         errs.push(ConfigError::new(zone.at.clone(), "zone.soa", "no SOA"));
@@ -306,7 +314,7 @@ pub(super) fn compile_zone(
         zb.soa_rr(&mut e);
         out.push(e, 3, true)
     };
-    let sorted = index_names(&zb, ds_at, nodata, out);
+    let ordered = index_names(&zb, ds_at, nodata, out);
     let zone_types: BTreeSet<u16> = zb
         .names
         .values()
@@ -322,18 +330,18 @@ pub(super) fn compile_zone(
     };
     let mut referrals: HashMap<Vec<u8>, u32> = HashMap::new();
     let base = out.nodes.len();
-    for &(name, data) in &sorted {
+    for &(name, data) in &ordered {
         let node = ctx.node(name, data, &mut referrals, out, errs);
         out.nodes.push(node);
     }
     // Each wildcard's parent points at it (a pass over the few wildcards, rather than a
     // lookup of `*.NAME` for every name).
-    for (k, &(name, _)) in sorted.iter().enumerate() {
+    for (k, &(name, _)) in ordered.iter().enumerate() {
         let Some(parent) = name.strip_prefix(b"\x01*") else {
             continue;
         };
         match out.index.get(parent) {
-            Some(&p) if p as usize >= base => out.nodes[p as usize].wildcard = (base + k) as u32,
+            Some(p) if p as usize >= base => out.nodes[p as usize].wildcard = (base + k) as u32,
             _ => {}
         }
     }
@@ -392,8 +400,8 @@ fn unservable(
     }
 }
 
-/// Puts the names this zone answers for into the index (sorted, so snapshots are
-/// reproducible), leaving out names of child zones served here and names occluded by a
+/// Puts the names this zone answers for into the index (in [`Names`] order, so snapshots
+/// are reproducible), leaving out names of child zones served here and names occluded by a
 /// DNAME; records this zone's answer to DS at each child's apex in `ds_at`.
 fn index_names<'z>(
     zb: &'z ZoneBuild<'_>,
@@ -410,24 +418,24 @@ fn index_names<'z>(
         // Parents compile outside in: the nearest parent of a child writes last.
         ds_at.insert(c.to_vec(), a);
     }
-    let mut sorted: Vec<(&[u8], &NodeData)> = Vec::with_capacity(zb.names.len());
-    sorted.extend(
+    let mut ordered: Vec<(&[u8], &NodeData)> = Vec::with_capacity(zb.names.len());
+    ordered.extend(
         zb.names
             .iter()
             .map(|(&n, d)| (n, d))
             .filter(|(n, _)| !zb.in_child(n) && !matches!(zb.occluder(n), Some(Found::Dname(_)))),
     );
-    sorted.sort_unstable_by_key(|&(n, _)| n);
     // Sized once, like the zone's names (the index outlives the compile: no rehash
     // leaves a freed table behind).
-    out.index.reserve(sorted.len());
-    out.nodes.reserve(sorted.len());
-    out.types.reserve(sorted.len());
+    let octets = ordered.iter().map(|(n, _)| n.len()).sum();
+    out.index.reserve(ordered.len(), octets);
+    out.nodes.reserve(ordered.len());
+    out.types.reserve(ordered.len());
     let base = out.nodes.len() as u32;
-    for (k, &(name, _)) in sorted.iter().enumerate() {
-        out.index.insert(name.into(), base + k as u32);
+    for (k, &(name, _)) in ordered.iter().enumerate() {
+        out.index.insert(name, base + k as u32);
     }
-    sorted
+    ordered
 }
 
 /// One RRset as a positive answer at `name`, with the addresses of NS/MX/SRV targets as

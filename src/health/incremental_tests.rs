@@ -117,7 +117,18 @@ impl Ad {
 struct Model {
     dir: PathBuf,
     weights: Vec<u32>,
+    /// Per address: enabled, and the last octet of its value.
+    enabled: Vec<bool>,
+    values: Vec<u8>,
     members: Vec<Vec<usize>>,
+    /// Pools after p0..: members (no access domain names them).
+    extra_pools: Vec<Vec<usize>>,
+    /// A pool before p0 (every pool's index moves: a full compile).
+    front_pool: bool,
+    /// The lines' prefixes moved.
+    prefixes_moved: bool,
+    /// The last line's parent: l2 instead of l1.
+    reparented: bool,
     files: Vec<Vec<Ad>>,
     next_name: usize,
 }
@@ -127,6 +138,12 @@ impl Model {
         let mut m = Self {
             dir,
             weights: vec![1; ADDRS],
+            enabled: vec![true; ADDRS],
+            values: (1..=ADDRS as u8).collect(),
+            extra_pools: Vec::new(),
+            front_pool: false,
+            prefixes_moved: false,
+            reparented: false,
             members: (0..POOLS)
                 .map(|p| vec![p % ADDRS, (p + 3) % ADDRS])
                 .collect(),
@@ -155,28 +172,43 @@ impl Model {
              records = [\"ns A 192.0.2.53\", \"*.w A 192.0.2.54\"]\n",
         );
         for l in 1..=LINES {
+            let octet = if self.prefixes_moved { l + 100 } else { l };
             let _ = write!(
                 t,
-                "[[line]]\nname = \"l{l}\"\nprefixes = [\"10.{l}.0.0/16\"]\n"
+                "[[line]]\nname = \"l{l}\"\nprefixes = [\"10.{octet}.0.0/16\"]\n"
             );
             if l == LINES {
-                t.push_str("parent = \"l1\"\n");
+                t.push_str(if self.reparented {
+                    "parent = \"l2\"\n"
+                } else {
+                    "parent = \"l1\"\n"
+                });
             }
         }
         for (a, w) in self.weights.iter().enumerate() {
             let _ = write!(
                 t,
-                "[[address]]\nname = \"a{a}\"\nvalue = \"192.0.2.{}\"\nweight = {w}\n",
-                a + 1
+                "[[address]]\nname = \"a{a}\"\nvalue = \"192.0.2.{}\"\nweight = {w}\n\
+                 enabled = {}\n",
+                self.values[a], self.enabled[a]
             );
         }
-        for (p, members) in self.members.iter().enumerate() {
+        let pool = |t: &mut String, name: String, members: &[usize]| {
             let list: Vec<String> = members.iter().map(|a| format!("\"a{a}\"")).collect();
             let _ = write!(
                 t,
-                "[[pool]]\nname = \"p{p}\"\ntype = \"ipv4\"\naddresses = [{}]\n",
+                "[[pool]]\nname = \"{name}\"\ntype = \"ipv4\"\naddresses = [{}]\n",
                 list.join(", ")
             );
+        };
+        if self.front_pool {
+            pool(&mut t, "front".into(), &[0]);
+        }
+        for (p, members) in self.members.iter().enumerate() {
+            pool(&mut t, format!("p{p}"), members);
+        }
+        for (p, members) in self.extra_pools.iter().enumerate() {
+            pool(&mut t, format!("x{p}"), members);
         }
         t
     }
@@ -200,7 +232,7 @@ impl Model {
     /// One random edit; returns what it was.
     fn edit(&mut self, rng: &mut Rng) -> &'static str {
         let f = rng.below(self.files.len());
-        match rng.below(10) {
+        match rng.below(12) {
             0..=1 if !self.files[f].is_empty() => {
                 // The same shape (policy, lines), other pools, weights and TTL.
                 let k = rng.below(self.files[f].len());
@@ -246,16 +278,61 @@ impl Model {
                 self.files.insert(at, ads);
                 "one file added"
             }
-            8 if rng.below(3) == 0 => {
-                let a = rng.below(ADDRS);
+            8..=10 => self.edit_main(rng),
+            _ => "nothing changed",
+        }
+    }
+
+    /// One random edit of the main file's addresses, pools or lines.
+    fn edit_main(&mut self, rng: &mut Rng) -> &'static str {
+        let n = self.weights.len();
+        let a = rng.below(n);
+        match rng.below(9) {
+            0 => {
                 self.weights[a] = 1 + rng.below(4) as u32;
                 "an address weight changed (main file)"
             }
-            8 => {
+            1 => {
                 let p = rng.below(POOLS);
-                self.members[p] = vec![rng.below(ADDRS), rng.below(ADDRS)];
+                self.members[p] = vec![rng.below(n), rng.below(n)];
                 self.members[p].dedup();
                 "a pool's members changed (main file)"
+            }
+            2 => {
+                self.enabled[a] ^= true;
+                "an address enabled or disabled (main file)"
+            }
+            3 => {
+                self.values[a] = 100 + rng.below(100) as u8;
+                "an address's value changed (main file)"
+            }
+            4 if n < 16 => {
+                self.weights.push(1);
+                self.enabled.push(true);
+                self.values.push(200 + n as u8);
+                let p = rng.below(POOLS);
+                self.members[p].push(n);
+                "an address added to a pool (main file)"
+            }
+            5 if !self.extra_pools.is_empty() && rng.below(3) == 0 => {
+                self.extra_pools.pop();
+                "the last pool removed (main file)"
+            }
+            5 if self.extra_pools.len() < 3 => {
+                self.extra_pools.push(vec![rng.below(n)]);
+                "a pool added after the others (main file)"
+            }
+            6 => {
+                self.prefixes_moved ^= true;
+                "the lines' prefixes moved (main file)"
+            }
+            7 => {
+                self.front_pool ^= true;
+                "a pool added or removed before the others (main file)"
+            }
+            8 => {
+                self.reparented ^= true;
+                "a line's parent changed (main file)"
             }
             _ => "nothing changed",
         }
@@ -288,7 +365,7 @@ fn view(s: &Snapshot) -> String {
             let r = g.route_of(a, l) - a.routes;
             let route = &g.routes[(a.routes + r) as usize];
             let pools = &g.route_pools[route.start as usize..(route.start + route.len) as usize];
-            let fb = &g.fallback[route.fb_start as usize..(route.fb_start + route.fb_len) as usize];
+            let fb = g.fallback_of(route);
             let _ = write!(out, " {l}->{r} {pools:?} {fb:?}");
         }
         out.push('\n');
@@ -296,10 +373,16 @@ fn view(s: &Snapshot) -> String {
     let _ = writeln!(out, "slots {:?}", s.model.slots);
     let _ = writeln!(
         out,
-        "{:?} {:?} {:?} {:?} {}",
-        g.addrs, g.pools, g.pool_addrs, g.lines, g.nlines
+        "{:?} {:?} {:?} {:?} {:?} {}",
+        g.addrs, g.arena, g.pools, g.pool_addrs, g.lines, g.nlines
     );
     out
+}
+
+/// The active pool of every slot of `s`.
+fn actives(s: &Snapshot) -> Vec<u32> {
+    let load = |x: &std::sync::atomic::AtomicU32| x.load(std::sync::atomic::Ordering::Relaxed);
+    s.health.active.iter().map(load).collect()
 }
 
 /// The published health of a snapshot: addresses, pools, active pool per slot.
@@ -310,11 +393,7 @@ fn health(w: &Writer) -> String {
             .map(|x| x.load(std::sync::atomic::Ordering::Relaxed))
             .collect()
     };
-    let active: Vec<u32> = h
-        .active
-        .iter()
-        .map(|x| x.load(std::sync::atomic::Ordering::Relaxed))
-        .collect();
+    let active = actives(w.snapshot());
     format!(
         "{:?} {:?} {active:?} {:?}",
         load(&h.addr_up),
@@ -336,6 +415,7 @@ fn load(main: &Path) -> Config {
 fn incremental_reload_equals_full_compile() {
     let dir = std::env::temp_dir().join(format!("gtmd-incr-{}", std::process::id()));
     let (mut copied_rows, mut names_kept, mut steps, mut in_place) = (0, 0, 0, 0);
+    let mut refreshed = 0;
     // `GTMD_INCR_SEEDS=N` for a longer run (6 by default).
     let seeds = std::env::var("GTMD_INCR_SEEDS")
         .ok()
@@ -362,6 +442,7 @@ fn incremental_reload_equals_full_compile() {
             copied_rows += s_inc.reuse.slots.len();
             names_kept += Arc::ptr_eq(&s_inc.names, &prev.names) as usize;
             in_place += s_inc.reuse.in_place.is_some() as usize;
+            refreshed += s_inc.reuse.health_fresh as usize;
             steps += 1;
             drop(prev);
             // A verdict between the compile and the swap (the serving snapshot moves
@@ -375,8 +456,20 @@ fn incremental_reload_equals_full_compile() {
                 view(&s_full),
                 "seed {seed} generation {gen} after '{what}': tables differ"
             );
+            // With the pools' addresses changed, the snapshot still serving keeps its active
+            // pools until the swap: the new one's are not written into it.
+            let fresh = s_inc.reuse.health_fresh;
+            let serving = inc.snapshot().clone();
+            let before = actives(&serving);
             inc.replace(Arc::new(s_inc));
             full.replace(Arc::new(s_full));
+            if fresh {
+                assert_eq!(
+                    actives(&serving),
+                    before,
+                    "seed {seed} generation {gen} after '{what}': the serving snapshot changed"
+                );
+            }
             assert_eq!(
                 health(&inc),
                 health(&full),
@@ -387,11 +480,14 @@ fn incremental_reload_equals_full_compile() {
     let _ = std::fs::remove_dir_all(&dir);
     let said = format!(
         "{copied_rows} runs copied, names kept {names_kept} times, {in_place} compiled in \
-         place, in {steps} reloads"
+         place, {refreshed} with the pools' addresses worked out again, in {steps} reloads"
     );
     eprintln!("{said}");
     assert!(
-        copied_rows > steps / 2 && names_kept > steps / 10 && in_place > steps / 10,
+        copied_rows > steps / 2
+            && names_kept > steps / 10
+            && in_place > steps / 10
+            && refreshed > steps / 20,
         "the incremental paths were hardly taken: {said}"
     );
 }

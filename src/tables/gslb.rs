@@ -260,10 +260,10 @@ pub struct RouteTable {
     pub start: u32,
     /// Number of pools.
     pub len: u32,
-    /// Fallback addresses: `GslbTables::fallback[fb_start..fb_start + fb_len]`.
-    pub fb_start: u32,
-    /// Number of fallback addresses (0 with a NODATA fallback).
-    pub fb_len: u32,
+    /// Its fallback: [`GslbTables::fallback_of`] (an index into `fallbacks`, one per
+    /// shape of candidate list and fallback rule, so that a change of the pools'
+    /// addresses rewrites that small table and no route).
+    pub fb: u32,
 }
 
 /// One access domain.
@@ -305,6 +305,9 @@ pub struct GslbTables {
     pub pool_addrs: Vec<u32>,
     /// Fallback address lists (identical lists are stored once).
     pub fallback: Vec<u32>,
+    /// Each fallback shape's list in `fallback`: (start, length; 0 with a NODATA
+    /// fallback). Routes name their shape ([`RouteTable::fb`]).
+    pub fallbacks: Vec<(u32, u32)>,
     /// Addresses.
     pub addrs: Vec<AddrTable>,
     /// Address record data.
@@ -316,6 +319,13 @@ pub struct GslbTables {
 }
 
 impl GslbTables {
+    /// The fallback addresses of `route` (empty with a NODATA fallback).
+    #[inline]
+    pub fn fallback_of(&self, route: &RouteTable) -> &[u32] {
+        let (start, len) = self.fallbacks[route.fb as usize];
+        &self.fallback[start as usize..(start + len) as usize]
+    }
+
     /// A copy of everything but the per-access-domain rows (`ads`, `routes`, left empty):
     /// the start of tables that keep these parts and replace some rows.
     pub fn clone_shared(&self) -> Self {
@@ -328,6 +338,7 @@ impl GslbTables {
             pools: self.pools.clone(),
             pool_addrs: self.pool_addrs.clone(),
             fallback: self.fallback.clone(),
+            fallbacks: self.fallbacks.clone(),
             addrs: self.addrs.clone(),
             arena: self.arena.clone(),
             lines: self.lines.clone(),
@@ -348,10 +359,17 @@ pub struct RouteInterner {
     pub pool_lists: HashMap<Vec<(u32, u32)>, u32>,
     /// Fallback address lists, by content: their start in `fallback`.
     pub fb_lists: HashMap<Vec<u32>, u32>,
-    /// The fallback list (start, length) of a candidate list (its start and length in
-    /// `route_pools`) under a fallback rule, for CNAME or not: computed once per shape.
-    pub fb_of: HashMap<(u32, u32, Fallback, bool), (u32, u32)>,
+    /// The fallback shape (its index in `fallbacks`) of a candidate list (its start and
+    /// length in `route_pools`) under a fallback rule, for CNAME or not.
+    pub fb_of: HashMap<FallbackKey, u32>,
+    /// Each fallback shape's key, by index: what its list is worked out again from when
+    /// the pools' addresses change.
+    pub fb_keys: Vec<FallbackKey>,
 }
+
+/// A fallback shape: a candidate list (start and length in `route_pools`), the fallback
+/// rule, and whether the access domain is a CNAME (one target).
+pub type FallbackKey = (u32, u32, Fallback, bool);
 
 impl RouteInterner {
     /// Lists and shapes it holds.
@@ -554,15 +572,14 @@ impl GslbTables {
             self.pick(pool, health, local, turn, &mut w);
         }
         if w.count == 0 {
-            if route.fb_len == 0 {
+            let fallback = self.fallback_of(route);
+            if fallback.is_empty() {
                 return Selected::NoData {
                     answer: a.nodata,
                     scope,
                 };
             }
-            for &ai in
-                &self.fallback[route.fb_start as usize..(route.fb_start + route.fb_len) as usize]
-            {
+            for &ai in fallback {
                 w.rr(self, ai);
             }
         }

@@ -12,6 +12,7 @@
 pub mod chunked;
 pub mod gslb;
 mod health;
+pub mod index;
 
 pub use health::HealthState;
 
@@ -98,8 +99,7 @@ pub struct ZoneInfo {
     pub nxdomain: u32,
 }
 
-/// The hasher of the name index: fast, seeded per process.
-pub type NameHasher = foldhash::fast::RandomState;
+pub use index::{NameHasher, NameIndex};
 
 /// The name tables: every name's node and precompiled answers, as the zone compiler
 /// builds them. A reload whose zones and access-domain names are those of the snapshot it
@@ -108,7 +108,7 @@ pub type NameHasher = foldhash::fast::RandomState;
 pub struct Names {
     /// Lowercased wire name -> node index, for every name in every zone (empty
     /// non-terminals included, so the closest encloser is found by suffix lookups).
-    pub index: HashMap<Box<[u8]>, u32, NameHasher>,
+    pub index: NameIndex,
     /// Nodes.
     pub nodes: Vec<Node>,
     /// (qtype, answer index), grouped per node.
@@ -200,6 +200,10 @@ pub struct Reuse {
     pub in_place: Option<Vec<std::ops::Range<usize>>>,
     /// Compiled in place: the access domains whose rows were (by index).
     pub rows: Vec<std::ops::Range<usize>>,
+    /// The pools' addresses (or which are enabled) changed: the health state shares no
+    /// chunk of active pools with the snapshot replaced, whose pools answer as they did
+    /// until the swap.
+    pub health_fresh: bool,
     /// Entries of the stored-once lists after the last full compile (incremental ones
     /// append; past twice as many, the next reload compiles in full).
     pub lists_at_full: usize,
@@ -397,7 +401,7 @@ impl Snapshot {
     /// The node of `name`, or of its closest existing ancestor.
     #[inline]
     pub(crate) fn locate(&self, name: &[u8], offsets: &[u8]) -> Located {
-        if let Some(&n) = self.names.index.get(name) {
+        if let Some(n) = self.names.index.get(name) {
             return Located::Exact(n);
         }
         // Suffixes with more labels than any indexed name cannot be found: a deep random
@@ -407,13 +411,13 @@ impl Snapshot {
             .saturating_sub(self.names.max_labels as usize)
             .max(1);
         for &off in &offsets[first.min(offsets.len())..] {
-            if let Some(&e) = self.names.index.get(&name[off as usize..]) {
+            if let Some(e) = self.names.index.get(&name[off as usize..]) {
                 return Located::Below(e);
             }
         }
         // A zone named `.` encloses every name (its apex is not among the label offsets).
         if self.names.root_zone && name.len() > 1 {
-            if let Some(&e) = self.names.index.get(&[0u8][..]) {
+            if let Some(e) = self.names.index.get(&[0u8][..]) {
                 return Located::Below(e);
             }
         }

@@ -211,40 +211,58 @@ fn fixtures() -> &'static TempDir {
 /// checks that the program attached (not the kernel-socket fallback).
 fn start(text: &str, name: &str, veth: &Veth, v6: bool, dir: &TempDir) -> Server {
     let cfg = dir.write(name, &format!("{text}{}", veth.table()));
-    // One port for both families (port 0 would pick one per listener).
-    let port = if v6 { free_port() } else { 0 };
-    let l4 = format!("{}:{port}", veth.v4);
-    let mut args = vec![
-        "--config",
-        cfg.to_str().unwrap(),
-        "--io",
-        "xdp",
-        "--listen",
-        &l4,
-    ];
-    let l6 = format!("[{}]:{port}", veth.v6);
-    if v6 {
-        args.extend(["--listen", &l6]);
-    }
-    let s = Server::start(&args);
+    let s = Server::start(&as_strs(&xdp_args(&cfg, veth, v6, &[])));
     s.wait_log("io=\"xdp-", Duration::from_secs(5));
     s
+}
+
+/// `gtmd run` arguments for `cfg` over XDP, listening on `veth`'s address (and its IPv6
+/// one, on the same port, with `v6`), then `more`.
+fn xdp_args(cfg: &std::path::Path, veth: &Veth, v6: bool, more: &[&str]) -> Vec<String> {
+    // One port for both families (port 0 would pick one per listener).
+    let port = if v6 { free_port() } else { 0 };
+    let mut args: Vec<String> = ["--config", cfg.to_str().unwrap(), "--io", "xdp"]
+        .map(String::from)
+        .to_vec();
+    args.extend(["--listen".into(), format!("{}:{port}", veth.v4)]);
+    if v6 {
+        args.extend(["--listen".into(), format!("[{}]:{port}", veth.v6)]);
+    }
+    args.extend(more.iter().map(|a| a.to_string()));
+    args
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// gtmd serving `tests/fixtures/zones.toml` plus `extra` over XDP on `veth` (see
+/// [`start`]), its configuration written as `name`.
+fn zones_server(name: &str, veth: &Veth, extra: &str, v6: bool) -> Server {
+    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
+    start(&format!("{text}{extra}"), name, veth, v6, fixtures())
+}
+
+/// `tests/fixtures/zones.toml` with `veth`'s `[server.xdp]`, written as `name`.
+fn zones_cfg(name: &str, veth: &Veth) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
+    fixtures().write(name, &format!("{text}{}", veth.table()))
+}
+
+/// How many of `n` exchanges of `q` with `to` from inside the namespace were answered.
+fn answered(to: SocketAddr, q: &[u8], n: usize) -> usize {
+    in_ns(|| {
+        (0..n)
+            .filter(|_| udp_exchange(to, q, Duration::from_secs(2)).is_some())
+            .count()
+    })
 }
 
 /// [`start`] for a server that lives as long as the test process, and dies with it
 /// ([`Server::shared`]).
 fn start_shared(text: &str, name: &str, veth: &Veth, dir: &TempDir) -> &'static Server {
     let cfg = dir.write(name, &format!("{text}{}", veth.table()));
-    let l4 = format!("{}:0", veth.v4);
-    let args = [
-        "--config",
-        cfg.to_str().unwrap(),
-        "--io",
-        "xdp",
-        "--listen",
-        &l4,
-    ];
-    let s = Server::shared(&args);
+    let s = Server::shared(&as_strs(&xdp_args(&cfg, veth, false, &[])));
     s.wait_log("io=\"xdp-", Duration::from_secs(5));
     s
 }
@@ -271,16 +289,7 @@ pub(crate) fn scenario_server(text: &mut String, cfg: &std::path::Path) -> (Serv
     let veth = Veth::new();
     text.push_str(&veth.table());
     std::fs::write(cfg, &*text).unwrap();
-    let l4 = format!("{}:0", veth.v4);
-    let args = [
-        "--config",
-        cfg.to_str().unwrap(),
-        "--io",
-        "xdp",
-        "--listen",
-        &l4,
-    ];
-    let s = Server::start(&args);
+    let s = Server::start(&as_strs(&xdp_args(cfg, &veth, false, &[])));
     s.wait_log("io=\"xdp-", Duration::from_secs(5));
     (s, veth)
 }
@@ -334,8 +343,7 @@ fn non_dns_reaches_the_kernel_and_stop_detaches() {
         return;
     }
     let veth = Veth::new();
-    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
-    let mut s = start(&text, "xdp-own-zones.toml", &veth, true, fixtures());
+    let mut s = zones_server("xdp-own-zones.toml", &veth, "", true);
     assert!(veth.attached(), "program attached while serving");
     // Bound with XDP_USE_NEED_WAKEUP (kernel 5.4 and later).
     let attached = s.wait_log("xdp: program attached", Duration::from_secs(1));
@@ -383,8 +391,7 @@ fn non_dns_reaches_the_kernel_and_stop_detaches() {
     s.signal(libc::SIGHUP);
     s.wait_log("generation=2", Duration::from_secs(5));
     assert!(veth.attached(), "program attached after a reload");
-    let r = in_ns(|| udp_exchange(s.addr, &q, Duration::from_secs(2)));
-    assert!(r.is_some(), "answered after a reload");
+    assert_eq!(answered(s.addr, &q, 1), 1, "answered after a reload");
     let (_, status) = s.stop();
     assert!(status.success(), "{status}");
     let closed = s.wait_log("xdp: AF_XDP socket closed", Duration::from_secs(1));
@@ -468,8 +475,7 @@ fn killed_gtmd_leaves_no_program() {
         return;
     }
     let veth = Veth::new();
-    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
-    let mut s = start(&text, "xdp-killed-zones.toml", &veth, false, fixtures());
+    let mut s = zones_server("xdp-killed-zones.toml", &veth, "", false);
     assert!(veth.attached(), "program attached while serving");
     s.wait_log("attach=\"bpf_link\"", Duration::from_secs(1));
     s.signal(libc::SIGKILL);
@@ -492,15 +498,9 @@ fn two_queues_two_sockets() {
         return;
     }
     let veth = Veth::with_queues(2);
-    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
-    let mut s = start(&text, "xdp-two-queues.toml", &veth, false, fixtures());
+    let mut s = zones_server("xdp-two-queues.toml", &veth, "", false);
     let q = Q::new("www.example.test", A).build();
-    let answered = in_ns(|| {
-        (0..40)
-            .filter(|_| udp_exchange(s.addr, &q, Duration::from_secs(2)).is_some())
-            .count()
-    });
-    assert_eq!(answered, 40);
+    assert_eq!(answered(s.addr, &q, 40), 40);
     s.stop();
     let closed: Vec<String> = s
         .log
@@ -537,20 +537,9 @@ fn without_capabilities_falls_back() {
         return;
     }
     let veth = Veth::new();
-    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
-    let cfg = fixtures().write("xdp-nobody.toml", &format!("{text}{}", veth.table()));
-    let l4 = format!("{}:0", veth.v4);
-    let args = [
-        "--config",
-        cfg.to_str().unwrap(),
-        "--io",
-        "xdp",
-        "--listen",
-        &l4,
-        "--control",
-        "off",
-    ];
-    let s = Server::start_as(&args, 65534);
+    let cfg = zones_cfg("xdp-nobody.toml", &veth);
+    let args = xdp_args(&cfg, &veth, false, &["--control", "off"]);
+    let s = Server::start_as(&as_strs(&args), 65534);
     let why = s.wait_log("xdp:", Duration::from_secs(5));
     assert!(
         why.contains("Operation not permitted")
@@ -561,8 +550,7 @@ fn without_capabilities_falls_back() {
     s.wait_log("io=\"mmsg\"", Duration::from_secs(2));
     assert!(!veth.attached());
     let q = Q::new("www.example.test", A).build();
-    let r = in_ns(|| udp_exchange(s.addr, &q, Duration::from_secs(2)));
-    assert!(r.is_some(), "answered over kernel sockets");
+    assert_eq!(answered(s.addr, &q, 1), 1, "answered over kernel sockets");
 }
 
 /// An MTU below `udp-payload` + 48 is warned about at start-up (answers are not
@@ -575,8 +563,7 @@ fn mtu_below_udp_payload_warns() {
     }
     let veth = Veth::new();
     ip(&["link", "set", "dev", &veth.root, "mtu", "800"]);
-    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
-    let s = start(&text, "xdp-mtu.toml", &veth, false, fixtures());
+    let s = zones_server("xdp-mtu.toml", &veth, "", false);
     let w = s.wait_log("do not fit the MTU", Duration::from_secs(2));
     assert!(
         w.contains("mtu=800") && w.contains("udp_payload=1232"),
@@ -605,11 +592,10 @@ fn dnstap_logs_queries_answered_over_xdp() {
         return;
     }
     let veth = Veth::new();
-    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
     let tap = fixtures().join("xdp-tap.fstrm");
     let _ = std::fs::remove_file(&tap);
-    let text = format!("{text}\n[dnstap]\nfile = \"xdp-tap.fstrm\"\n");
-    let mut s = start(&text, "xdp-dnstap.toml", &veth, true, fixtures());
+    let extra = "\n[dnstap]\nfile = \"xdp-tap.fstrm\"\n";
+    let mut s = zones_server("xdp-dnstap.toml", &veth, extra, true);
     let a6 = SocketAddr::new(IpAddr::V6(veth.v6), s.addr.port());
     let (p4, p6) = in_ns(|| {
         let c4 = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -664,15 +650,9 @@ fn metrics_show_af_xdp_counters() {
     }
     const N: usize = 25;
     let veth = Veth::new();
-    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
-    let s = start(&text, "xdp-metrics.toml", &veth, false, fixtures());
+    let s = zones_server("xdp-metrics.toml", &veth, "", false);
     let q = Q::new("www.example.test", A).build();
-    let answered = in_ns(|| {
-        (0..N)
-            .filter(|_| udp_exchange(s.addr, &q, Duration::from_secs(2)).is_some())
-            .count()
-    });
-    assert_eq!(answered, N);
+    assert_eq!(answered(s.addr, &q, N), N);
     // The kernel's counters are read once a second.
     std::thread::sleep(Duration::from_millis(1300));
     let (text, m) = crate::metrics::metrics(&s);
@@ -743,19 +723,8 @@ fn systemd_drop_in_verifies_and_its_capabilities_suffice() {
         .collect();
     let caps = caps.join(",");
     let veth = Veth::new();
-    let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
-    let cfg = fixtures().write("xdp-caps.toml", &format!("{text}{}", veth.table()));
-    let l4 = format!("{}:0", veth.v4);
-    let args = [
-        "--config",
-        cfg.to_str().unwrap(),
-        "--io",
-        "xdp",
-        "--listen",
-        &l4,
-        "--control",
-        "off",
-    ];
+    let cfg = zones_cfg("xdp-caps.toml", &veth);
+    let args = xdp_args(&cfg, &veth, false, &["--control", "off"]);
     let (inh, amb, bnd) = (
         format!("--inh-caps=-all,{caps}"),
         format!("--ambient-caps=-all,{caps}"),
@@ -771,13 +740,12 @@ fn systemd_drop_in_verifies_and_its_capabilities_suffice() {
         &bnd,
         "--",
     ];
-    let mut s = Server::start_wrapped(&wrapper, &args);
+    let mut s = Server::start_wrapped(&wrapper, &as_strs(&args));
     let line = s.wait_log("xdp:", Duration::from_secs(5));
     assert!(line.contains("program attached"), "{caps}: {line}");
     assert!(veth.attached());
     let q = Q::new("www.example.test", A).build();
-    let r = in_ns(|| udp_exchange(s.addr, &q, Duration::from_secs(2)));
-    assert!(r.is_some(), "answered");
+    assert_eq!(answered(s.addr, &q, 1), 1);
     let (_, status) = s.stop();
     assert!(status.success(), "{status}");
     let closed = s.wait_log("xdp: AF_XDP socket closed", Duration::from_secs(1));

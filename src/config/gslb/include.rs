@@ -37,8 +37,8 @@ pub(super) fn load(
             files.push((ctx.at(pat), path));
         }
     }
-    let scope_digest = scope_digest(scope);
-    let done = include_files(&files, (ctx.base, ctx.overlay), scope, scope_digest);
+    let sig = ScopeSig::of(scope);
+    let done = include_files(&files, (ctx.base, ctx.overlay), scope, &sig);
     let mut stats = IncludeStats {
         files: files.len(),
         ..IncludeStats::default()
@@ -56,7 +56,7 @@ pub(super) fn load(
         stats.reused += reused as usize;
         stats.unread += unread as usize;
         if let (Some(text), true) = (text, errs.is_empty()) {
-            let digest = (text, scope_digest);
+            let digest = (text, sig.mark());
             let kept = Cached {
                 digest,
                 stamp,
@@ -92,8 +92,8 @@ pub struct IncludeStats {
 
 /// One included file as the last load validated it (without errors).
 struct Cached {
-    /// Digests of its text and of the scope it was validated against.
-    digest: (u64, u64),
+    /// Digest of its text, and the scope it was validated in.
+    digest: (u64, ScopeMark),
     /// The file's identity and times when it was read, if they can vouch for its text
     /// at the next load ([`Stamp::of`]).
     stamp: Option<Stamp>,
@@ -152,25 +152,26 @@ impl Stamp {
 type Cache = HashMap<Arc<str>, HashMap<PathBuf, Cached>>;
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
-/// The access domains the last load of `main` validated from `path`, if its text and
-/// scope digests are `digest` again.
-fn cached(main: &str, path: &Path, digest: (u64, u64)) -> Option<Arc<[AccessDomain]>> {
+/// The access domains the last load of `main` validated from `path`, if its text digest
+/// is `text` again and what they were validated against still holds in `sig`.
+fn cached(main: &str, path: &Path, text: u64, sig: &ScopeSig) -> Option<Arc<[AccessDomain]>> {
     let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let c = cache.as_ref()?.get(main)?.get(path)?;
-    (c.digest == digest).then(|| c.ads.clone())
+    (c.digest.0 == text && sig.covers(&c.digest.1)).then(|| c.ads.clone())
 }
 
 /// The last load's entry for `path` (included from `main`) if the file still has `stamp`
-/// and was validated in scope `scope`: its text digest and access domains, unread.
+/// and what it was validated against still holds in `sig`: its text digest and access
+/// domains, unread.
 fn cached_by_stamp(
     main: &str,
     path: &Path,
     stamp: Stamp,
-    scope: u64,
+    sig: &ScopeSig,
 ) -> Option<(u64, Arc<[AccessDomain]>)> {
     let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let c = cache.as_ref()?.get(main)?.get(path)?;
-    (c.stamp == Some(stamp) && c.digest.1 == scope).then(|| (c.digest.0, c.ads.clone()))
+    (c.stamp == Some(stamp) && sig.covers(&c.digest.1)).then(|| (c.digest.0, c.ads.clone()))
 }
 
 /// A fixed-seed hasher: digests are compared across loads.
@@ -179,24 +180,60 @@ fn hasher() -> impl std::hash::Hasher {
     foldhash::fast::FixedState::with_seed(0x6774_6d64_696e_636c).build_hasher()
 }
 
-/// Digest of what an included file is validated against: zone names, line and pool names
-/// with their indices, and pool types.
-fn scope_digest(scope: &Scope<'_>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = hasher();
-    for z in scope.zones {
-        z.name.hash(&mut h);
+/// What included files are validated against, as digests: the zone names and the line
+/// names with their indices (`base`), and the pools' names and types in order, as the
+/// digest of each prefix of the list (`pools[i]`: the first `i` pools). An access domain
+/// names pools by index, so one validated before pools were added after the others is
+/// still valid: those it names keep their indices and types.
+struct ScopeSig {
+    base: u64,
+    pools: Vec<u64>,
+}
+
+/// The scope a cached file was validated in: [`ScopeSig`]'s base, its number of pools
+/// and the digest of those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ScopeMark {
+    base: u64,
+    pools: usize,
+    digest: u64,
+}
+
+impl ScopeSig {
+    fn of(scope: &Scope<'_>) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = hasher();
+        for z in scope.zones {
+            z.name.hash(&mut h);
+        }
+        let mut lines: Vec<(&String, &usize)> = scope.names.lines.iter().collect();
+        lines.sort_unstable();
+        lines.hash(&mut h);
+        let mut pools = vec![0];
+        for p in scope.pools {
+            let mut h = hasher();
+            (pools[pools.len() - 1], &p.name, p.kind as u8).hash(&mut h);
+            pools.push(h.finish());
+        }
+        Self {
+            base: h.finish(),
+            pools,
+        }
     }
-    for p in scope.pools {
-        p.name.hash(&mut h);
-        (p.kind as u8).hash(&mut h);
+
+    fn mark(&self) -> ScopeMark {
+        ScopeMark {
+            base: self.base,
+            pools: self.pools.len() - 1,
+            digest: self.pools[self.pools.len() - 1],
+        }
     }
-    for map in [&scope.names.lines, &scope.names.pools] {
-        let mut v: Vec<(&String, &usize)> = map.iter().collect();
-        v.sort_unstable();
-        v.hash(&mut h);
+
+    /// Whether what was validated in `m` is valid in this scope: the same zones and
+    /// lines, and `m`'s pools first.
+    fn covers(&self, m: &ScopeMark) -> bool {
+        m.base == self.base && self.pools.get(m.pools) == Some(&m.digest)
     }
-    h.finish()
 }
 
 fn text_digest(text: &str) -> u64 {
@@ -286,7 +323,7 @@ fn include_files(
     files: &[(Origin, PathBuf)],
     (base, overlay): (&Path, &crate::config::Overlay),
     scope: &Scope<'_>,
-    scope_digest: u64,
+    sig: &ScopeSig,
 ) -> Vec<Included> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
@@ -311,7 +348,7 @@ fn include_files(
                     };
                     let buf = (&mut text, &mut lines);
                     let at = (from.clone(), path.as_path(), base, overlay);
-                    let inc = include_file(at, (scope, scope_digest), buf);
+                    let inc = include_file(at, (scope, sig), buf);
                     done.lock().expect("include results")[i] = Some(inc);
                 }
             });
@@ -328,7 +365,7 @@ fn include_files(
 /// and validates it, unless the last load validated the same text in the same scope.
 fn include_file(
     (from, path, base, overlay): (Origin, &Path, &Path, &crate::config::Overlay),
-    (scope, scope_digest): (&Scope<'_>, u64),
+    (scope, sig): (&Scope<'_>, &ScopeSig),
     (text, lines): (&mut String, &mut Lines),
 ) -> Included {
     use std::io::Read;
@@ -348,7 +385,7 @@ fn include_file(
         } else if let Some(t) = overlay.get(path) {
             text.push_str(t);
             Ok(None)
-        } else if let Some(hit) = cached_by_stamp(&from.file, path, Stamp::now(&m), scope_digest) {
+        } else if let Some(hit) = cached_by_stamp(&from.file, path, Stamp::now(&m), sig) {
             // Not read: the stamp vouches for the text the last load validated.
             stamp = Some(Stamp::now(&m));
             Ok(Some(hit))
@@ -387,7 +424,7 @@ fn include_file(
         };
     }
     let digest = text_digest(text);
-    if let Some(ads) = cached(&from.file, path, (digest, scope_digest)) {
+    if let Some(ads) = cached(&from.file, path, digest, sig) {
         return Included {
             ads,
             errs,

@@ -559,7 +559,7 @@ fn several(
     );
     if healthy.is_empty() || (tracked && active == NO_POOL) {
         let r = &snap.gslb.routes[slot];
-        let list = &snap.gslb.fallback[r.fb_start as usize..(r.fb_start + r.fb_len) as usize];
+        let list = snap.gslb.fallback_of(r);
         let values: Vec<String> = list
             .iter()
             .map(|&a| value(&m.addresses[a as usize].value))

@@ -1,0 +1,128 @@
+//! The name index: lowercased wire name -> node, for every name of every zone. The names
+//! sit one after another in one arena (a length octet, then the name), and a hash table
+//! holds (offset, node) pairs over it: a million names are one allocation rather than a
+//! million, and a lookup compares the question name with the arena's bytes at one offset,
+//! as a map of boxed names compares with the box it points to.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+/// The hasher of the name index: fast, seeded per process.
+pub type NameHasher = foldhash::fast::RandomState;
+
+/// Name -> node ([`super::Names::index`]).
+#[derive(Debug, Default, Clone)]
+pub struct NameIndex {
+    /// (offset of the name in `arena`, node).
+    table: HashTable<(u32, u32)>,
+    /// Each name: its length (one octet: wire names are at most 255), then its octets.
+    arena: Vec<u8>,
+    hasher: NameHasher,
+}
+
+impl NameIndex {
+    /// An index with room for `names` names of `octets` octets in all.
+    pub fn with_capacity(names: usize, octets: usize) -> Self {
+        Self {
+            table: HashTable::with_capacity(names),
+            arena: Vec::with_capacity(octets + names),
+            hasher: NameHasher::default(),
+        }
+    }
+
+    /// Room for `names` more names of `octets` octets in all.
+    pub fn reserve(&mut self, names: usize, octets: usize) {
+        let hasher = &self.hasher;
+        let arena = &self.arena;
+        self.table
+            .reserve(names, |&(off, _)| hasher.hash_one(key(arena, off)));
+        self.arena.reserve(octets + names);
+    }
+
+    /// The node of `name`.
+    #[inline]
+    pub fn get(&self, name: &[u8]) -> Option<u32> {
+        let h = self.hasher.hash_one(name);
+        self.table
+            .find(h, |&(off, _)| key(&self.arena, off) == name)
+            .map(|&(_, node)| node)
+    }
+
+    /// Sets the node of `name` (a name longer than 255 octets, which no wire name is, is
+    /// left out).
+    pub fn insert(&mut self, name: &[u8], node: u32) {
+        let Ok(len) = u8::try_from(name.len()) else {
+            return;
+        };
+        let h = self.hasher.hash_one(name);
+        let (hasher, arena) = (&self.hasher, &self.arena);
+        match self.table.entry(
+            h,
+            |&(off, _)| key(arena, off) == name,
+            |&(off, _)| hasher.hash_one(key(arena, off)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().1 = node,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let off = self.arena.len() as u32;
+                e.insert((off, node));
+                self.arena.push(len);
+                self.arena.extend_from_slice(name);
+            }
+        }
+    }
+
+    /// Names indexed.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// No name is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Every (name, node), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], u32)> + '_ {
+        self.table
+            .iter()
+            .map(|&(off, node)| (key(&self.arena, off), node))
+    }
+}
+
+/// The name at `off` in `arena`.
+#[inline]
+fn key(arena: &[u8], off: u32) -> &[u8] {
+    let o = off as usize;
+    let len = arena[o] as usize;
+    &arena[o + 1..o + 1 + len]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NameIndex;
+
+    #[test]
+    fn finds_what_was_put_in() {
+        let mut ix = NameIndex::with_capacity(2, 16);
+        let names: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| format!("\u{3}n{:02}\u{4}test\0", i % 100).into_bytes())
+            .collect();
+        for (i, n) in names.iter().enumerate().take(100) {
+            ix.insert(n, i as u32);
+        }
+        assert_eq!(ix.len(), 100);
+        for (i, n) in names.iter().enumerate().take(100) {
+            assert_eq!(ix.get(n), Some(i as u32));
+        }
+        // Again: the node is replaced, not the name added twice.
+        ix.insert(&names[7], 700);
+        assert_eq!((ix.len(), ix.get(&names[7])), (100, Some(700)));
+        assert_eq!(ix.get(b"\x03n07\x04tesu\0"), None);
+        assert_eq!(ix.get(b"\x03n07\x04test"), None);
+        assert_eq!(ix.get(b""), None);
+        assert_eq!(ix.iter().count(), 100);
+        ix.insert(&[1u8; 256], 1);
+        assert_eq!(ix.len(), 100, "a name over 255 octets is left out");
+    }
+}
