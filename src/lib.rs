@@ -18,7 +18,8 @@
 //!
 //! ```text
 //!   tools    probe, diff, explain (CLI clients)   -> health, compile, wire, tables, config, dns, sys
-//!   control  lifecycle, reload, the control API   -> every module below
+//!   control  lifecycle, reload, the control API,  -> every module below
+//!            fleet epochs over NATS (`gtmd publish`, the `fleet` thread)
 //!   probe    health checks (one thread)           -> health, shard (WAIT_BOUND), tables, config
 //!   shard    per-core threads, sockets, RRL       -> wire, tables, config, dns
 //!   health   the health writer, its change log    -> tables, config

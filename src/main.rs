@@ -30,6 +30,10 @@ enum Cmd {
     /// health checks of 127.0.0.21-22:8000 (`gtmd default-config` prints it). Logs go to
     /// stderr, as [log] says (format text or json, level; RUST_LOG overrides the level),
     /// with sd-daemon priorities under systemd.
+    ///
+    /// With a [fleet] section in the file, this node is an edge of a fleet: it boots from
+    /// its last-known-good epoch in [fleet] state-dir when it has one, and applies the
+    /// epochs `gtmd publish` stores in NATS JetStream as a SIGHUP reload would.
     Run {
         /// Configuration file (TOML). Default: the embedded example configuration.
         #[arg(short, long, value_name = "FILE")]
@@ -81,6 +85,16 @@ enum Cmd {
     /// prefix behind it, each candidate pool and address with its health, the choices,
     /// the answer and its ECS scope (the server's own compiler and answer code).
     Explain(tools::cli::ExplainCmd),
+    /// Publish a configuration to a fleet of edges as its next epoch (NATS JetStream).
+    ///
+    /// Validates and compiles it as `gtmd check` does (nothing is uploaded when it has
+    /// an error), bundles the files it reads from its folder and below (files named by an
+    /// absolute path stay edge-local: each edge reads its own), stores the bundle with its
+    /// SHA-256 digest as the next epoch, then waits up to --wait seconds for the edges'
+    /// reports. Exit codes: 0 every edge applied it, 1 the configuration is invalid or an
+    /// edge refused it, 2 the engine could not be reached, 3 an edge did not report in
+    /// time.
+    Publish(control::fleet::publish::PublishArgs),
 }
 
 #[derive(Clone, Copy)]
@@ -130,6 +144,7 @@ fn main() -> ExitCode {
                 shards: shards.filter(|&n| n > 0),
                 control: control.map(|c| c.0),
                 control_token_file,
+                fleet: None,
             };
             match control::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -161,5 +176,6 @@ fn main() -> ExitCode {
         Cmd::Probe(c) => c.run(),
         Cmd::Diff(c) => c.run(),
         Cmd::Explain(c) => c.run(),
+        Cmd::Publish(a) => ExitCode::from(control::fleet::publish::run(a)),
     }
 }

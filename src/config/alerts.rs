@@ -129,6 +129,7 @@ fn ca_file(
     ctx: &mut Ctx<'_>,
 ) -> Option<(Vec<u8>, Vec<CertificateDer<'static>>)> {
     let path = ctx.path(f.get_ref());
+    super::reads::note(&path);
     let pem = match std::fs::read(&path) {
         Ok(p) => p,
         Err(e) => {

@@ -183,6 +183,7 @@ fn read_secret(
     errs: &mut Vec<ConfigError>,
 ) -> Option<Vec<u8>> {
     use std::os::unix::fs::PermissionsExt;
+    super::reads::note(path);
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
@@ -306,6 +307,7 @@ fn read_tls(
     (key, key_at): (&Path, Origin),
     errs: &mut Vec<ConfigError>,
 ) -> Option<Tls> {
+    super::reads::note(cert);
     let cert_pem = match std::fs::read(cert) {
         Ok(b) => b,
         Err(e) => {

@@ -11,10 +11,12 @@ mod alerts;
 pub mod control;
 pub mod dnstap;
 mod error;
+pub mod fleet;
 pub mod gslb;
 pub mod log;
 pub mod metrics;
 pub mod name;
+pub mod reads;
 mod rrl;
 mod server;
 mod spec;
@@ -62,6 +64,8 @@ pub struct Config {
     pub log: Log,
     /// The query log (`[dnstap]`), or none.
     pub dnstap: Option<dnstap::Dnstap>,
+    /// `[fleet]`: this node takes its configuration from `gtmd publish` (or none).
+    pub fleet: Option<fleet::Fleet>,
 }
 
 /// `[log]`: the format and level of the process's own log lines (stderr).
@@ -356,6 +360,7 @@ impl Config {
 
     fn read_file(path: &Path, overlay: &Overlay) -> Result<Self, ConfigErrors> {
         let file: Arc<str> = path.display().to_string().into();
+        reads::note(path);
         let text = match overlay.get(path) {
             Some(t) => t.clone(),
             None => std::fs::read_to_string(path).map_err(|e| {
@@ -420,6 +425,10 @@ impl Config {
             .dnstap
             .as_ref()
             .and_then(|d| d.get_ref().validate(d, &mut ctx));
+        let fleet = spec
+            .fleet
+            .as_ref()
+            .and_then(|f| fleet::validate(f, server.identity.as_deref(), &mut ctx));
         errs.sort_by(|a, b| (&a.at.file, a.at.line).cmp(&(&b.at.file, b.at.line)));
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
@@ -435,6 +444,7 @@ impl Config {
             metrics,
             log,
             dnstap,
+            fleet,
         })
     }
 }

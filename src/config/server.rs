@@ -279,6 +279,7 @@ fn nsid(text: &str) -> Result<Vec<u8>, String> {
 /// malformed, which is reported).
 fn read_secrets(f: &Spanned<String>, field: &str, ctx: &mut Ctx<'_>) -> Vec<[u8; 16]> {
     let path = ctx.path(f.get_ref());
+    super::reads::note(&path);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) => {

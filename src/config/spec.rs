@@ -22,6 +22,7 @@ pub(crate) struct Spec {
     pub(crate) metrics: Option<MetricsSpec>,
     pub(crate) log: Option<LogSpec>,
     pub(crate) dnstap: Option<Spanned<DnstapSpec>>,
+    pub(crate) fleet: Option<Spanned<FleetSpec>>,
     #[serde(default)]
     pub(crate) line: Vec<LineSpec>,
     #[serde(default)]
@@ -124,6 +125,18 @@ pub(crate) struct DnstapSpec {
     pub(crate) responses_with_queries: Option<bool>,
     pub(crate) identity: Option<Spanned<String>>,
     pub(crate) version: Option<Spanned<String>>,
+}
+
+/// `[fleet]`: this node is an edge of a fleet fed by `gtmd publish` over NATS JetStream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct FleetSpec {
+    /// NATS server URLs (`nats://host:port`).
+    pub(crate) nats: Option<Spanned<Vec<Spanned<String>>>>,
+    /// This edge's name in the fleet.
+    pub(crate) edge: Option<Spanned<String>>,
+    /// Where the last-known-good epoch is kept.
+    pub(crate) state_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

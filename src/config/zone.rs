@@ -178,6 +178,7 @@ impl ZoneSpec {
     ) -> bool {
         let Some(path) = &self.file else { return false };
         let full = ctx.path(path.get_ref());
+        super::reads::note(&full);
         match std::fs::read(&full) {
             Ok(text) => {
                 let src = Source {

@@ -41,6 +41,7 @@ pub(super) fn status(d: &Value) -> String {
         t(&d["shards"]),
         d["config_file"].as_str().unwrap_or("(embedded default)"),
     );
+    fleet(&mut s, &d["fleet"]);
     let l = &d["last_reload"];
     if l.is_null() {
         s.push_str("last reload  none since start\n");
@@ -60,6 +61,27 @@ pub(super) fn status(d: &Value) -> String {
         let _ = writeln!(s, "  {}", t(e));
     }
     s
+}
+
+/// An edge's line of `gtmd ctl status`, and its last refusal.
+fn fleet(s: &mut String, f: &Value) {
+    if !f.is_object() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "fleet        edge {}, epoch {}, engine {}",
+        t(&f["edge"]),
+        t(&f["epoch"]),
+        t(&f["engine"])
+    );
+    let r = &f["refused"];
+    if r.is_object() {
+        let _ = writeln!(s, "  refused epoch {}:", t(&r["epoch"]));
+        for e in r["errors"].as_array().into_iter().flatten() {
+            let _ = writeln!(s, "    {}", t(e));
+        }
+    }
 }
 
 /// `gtmd ctl stats`.

@@ -43,7 +43,11 @@ static APPLIED: std::sync::Mutex<Option<Log>> = std::sync::Mutex::new(None);
 /// when stderr is the journal. Call once, first.
 pub fn init() {
     let journal = stderr_is_journal();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let env = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    let filter = env
+        .as_deref()
+        .and_then(|e| EnvFilter::try_new(e).ok().map(|f| quiet_engine(f, e)))
+        .unwrap_or_else(|| quiet_engine(EnvFilter::new("info"), ""));
     let (filter, handle) = reload::Layer::new(filter);
     let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -57,6 +61,18 @@ pub fn init() {
         .is_ok()
     {
         let _ = FILTER.set(handle);
+    }
+}
+
+/// `f`, with the NATS client's own lines (a connection attempt each) at `warn` unless
+/// `spec` names its target: the fleet thread logs the engine link once per change.
+fn quiet_engine(f: EnvFilter, spec: &str) -> EnvFilter {
+    if spec.contains("async_nats") {
+        return f;
+    }
+    match "async_nats=warn".parse() {
+        Ok(d) => f.add_directive(d),
+        Err(_) => f,
     }
 }
 
@@ -80,7 +96,7 @@ pub fn apply(log: &Log) {
     JSON.store(log.format == LogFormat::Json, Relaxed);
     if !env {
         if let Some(h) = FILTER.get() {
-            if let Err(e) = h.reload(EnvFilter::new(log.level)) {
+            if let Err(e) = h.reload(quiet_engine(EnvFilter::new(log.level), "")) {
                 tracing::warn!("cannot apply log.level: {e}");
             }
         }

@@ -9,6 +9,7 @@ pub mod crud;
 pub mod ctl;
 mod ctl_text;
 pub mod dnstap;
+pub mod fleet;
 pub mod http;
 pub mod log;
 pub mod metrics;
@@ -53,6 +54,8 @@ pub struct RunOptions {
     pub control: Option<Option<SocketAddr>>,
     /// Replaces `control.token-file`.
     pub control_token_file: Option<PathBuf>,
+    /// Replaces `[fleet]`: an edge keeps its own file's section across epochs.
+    pub fleet: Option<crate::config::fleet::Fleet>,
 }
 
 /// Why `gtmd` exits non-zero.
@@ -130,6 +133,9 @@ fn apply_overrides(cfg: &mut Config, opts: &RunOptions) -> Result<(), ConfigErro
             )]));
         }
     }
+    if let Some(f) = &opts.fleet {
+        cfg.fleet = Some(f.clone());
+    }
     if let Some(n) = opts.shards {
         let cpus = crate::sys::usable_cpus();
         cfg.server.shards = Shards::Cpus((0..n).map(|i| cpus[i % cpus.len()]).collect());
@@ -154,7 +160,7 @@ struct Running {
 /// `gtmd run`: serves until SIGTERM/SIGINT.
 pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     let t0 = Instant::now();
-    let (cfg, mut snap) = first_config(&opts)?;
+    let (opts, cfg, mut snap, edge) = boot_config(opts)?;
     let metrics = Arc::new(metrics::Metrics::new(&cfg.metrics, t0));
     metrics.assign(&mut snap, &cfg.metrics);
     let snap = Arc::new(snap);
@@ -228,6 +234,7 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
         .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
     running.threads.extend(watchdog);
+    start_fleet(edge, &events, &plane.ctx, &mut running)?;
     info!(
         shards = running.shards,
         threads = running.threads.len(),
@@ -283,6 +290,63 @@ impl Events {
     fn close(self) {
         self.handle.close();
     }
+}
+
+/// An edge's `[fleet]` and the epoch it booted from.
+type EdgeBoot = Option<(crate::config::fleet::Fleet, Option<fleet::Lkg>)>;
+
+/// The configuration to start with: with `[fleet]` in the file, the last-known-good
+/// epoch when the state folder has one that loads (else the file, with an error logged).
+fn boot_config(
+    opts: RunOptions,
+) -> Result<(RunOptions, Config, crate::tables::Snapshot, EdgeBoot), ExitError> {
+    let Some((edge_opts, f, lkg)) = fleet::boot(&opts) else {
+        let (cfg, snap) = first_config(&opts)?;
+        return Ok((opts, cfg, snap, None));
+    };
+    if let Some(l) = &lkg {
+        match first_config(&edge_opts) {
+            Ok((cfg, snap)) => {
+                info!(epoch = l.epoch, digest = %l.digest, "fleet: serving the last-known-good epoch");
+                return Ok((edge_opts, cfg, snap, Some((f, lkg))));
+            }
+            Err(e) => error!(
+                epoch = l.epoch,
+                "fleet: the last-known-good epoch does not load ({e}): serving the local file"
+            ),
+        }
+    }
+    let local = RunOptions {
+        fleet: Some(f.clone()),
+        ..opts
+    };
+    let (cfg, snap) = first_config(&local)?;
+    Ok((local, cfg, snap, Some((f, None))))
+}
+
+/// Starts the `fleet` thread of an edge.
+fn start_fleet(
+    edge: EdgeBoot,
+    events: &Events,
+    ctx: &Arc<api::ApiContext>,
+    running: &mut Running,
+) -> Result<(), ExitError> {
+    let Some((f, lkg)) = edge else {
+        return Ok(());
+    };
+    info!(edge = %f.edge, nats = ?f.nats, state_dir = %f.state_dir.display(), "fleet: this node is an edge");
+    let ops = ctx.clone();
+    let t = fleet::spawn(
+        f,
+        lkg,
+        events.commands_tx.clone(),
+        ops,
+        running.stop.clone(),
+    )
+    .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
+    .inspect_err(|_| running.stop.store(true, Ordering::Relaxed))?;
+    running.threads.push(t);
+    Ok(())
 }
 
 /// Loads, overrides and compiles the configuration to start with (generation 1).
@@ -477,6 +541,7 @@ impl Serving<'_> {
     fn until_stopped(&self, events: &Events, current: Config, plane: &mut ControlPlane) -> u64 {
         let mut live = Live {
             serving: self,
+            path: self.opts.config.clone(),
             current,
             plane,
             generation: 1,
@@ -506,6 +571,8 @@ impl Serving<'_> {
 /// SIGHUP or by the control API (its commands run here, one at a time).
 struct Live<'s, 'a> {
     serving: &'s Serving<'a>,
+    /// The config file (an edge's moves to each epoch it applies).
+    path: Option<PathBuf>,
     current: Config,
     plane: &'s mut ControlPlane,
     generation: u64,
@@ -546,7 +613,18 @@ impl Live<'_, '_> {
 
 impl ops::Reloader for Live<'_, '_> {
     fn config_path(&self) -> Option<&Path> {
-        self.serving.opts.config.as_deref()
+        self.path.as_deref()
+    }
+
+    /// Reloads from `path` (an edge's new epoch), which becomes the config file if it
+    /// serves.
+    fn reload_from(&mut self, path: &Path, trigger: &'static str) -> Result<u64, ops::Refusal> {
+        let old = self.path.replace(path.to_path_buf());
+        let r = self.reload(trigger, &Overlay::new(), &mut |_| Ok(()));
+        if r.is_err() {
+            self.path = old;
+        }
+        r
     }
 
     fn current(&self) -> &Config {
@@ -569,7 +647,15 @@ impl ops::Reloader for Live<'_, '_> {
         notify::send("RELOADING=1");
         let before = (self.current.control.clone(), self.current.alerts.clone());
         let began = Instant::now();
-        let r = reload(s, &mut self.current, &mut self.generation, overlay, commit);
+        let at = self.path.as_ref();
+        let r = reload(
+            s,
+            at,
+            &mut self.current,
+            &mut self.generation,
+            overlay,
+            commit,
+        );
         // A change that did not validate is the client's (422), not a failed reload: it
         // is neither counted nor shown as the last reload.
         let counted = r.is_ok() || trigger != "change";
@@ -807,13 +893,14 @@ fn retire(old: Arc<crate::tables::Snapshot>) {
 /// fails is logged line by line and the previous one keeps serving.
 fn reload(
     s: &Serving<'_>,
+    path: Option<&PathBuf>,
     current: &mut Config,
     generation: &mut u64,
     overlay: &Overlay,
     commit: &mut ops::Commit<'_>,
 ) -> Result<(), ops::Refusal> {
     let t0 = Instant::now();
-    let Some(path) = s.opts.config.as_ref() else {
+    let Some(path) = path else {
         info!("reload: serving the embedded default, nothing to re-read");
         return Err(ops::Refusal::NoFile);
     };

@@ -50,6 +50,9 @@ pub trait Reloader {
         overlay: &Overlay,
         commit: &mut Commit<'_>,
     ) -> Result<u64, Refusal>;
+    /// Reloads from another file (a fleet edge's new epoch), which is the config file
+    /// from then on if it serves; the old one keeps serving if it does not.
+    fn reload_from(&mut self, path: &Path, trigger: &'static str) -> Result<u64, Refusal>;
 }
 
 /// Why a reload or a change did not happen.
@@ -113,6 +116,8 @@ pub struct Ops {
     config: Option<PathBuf>,
     shards: usize,
     last: Mutex<Option<LastReload>>,
+    /// An edge's `fleet` object (`fleet/edge.rs`), none otherwise.
+    fleet: Mutex<Option<Value>>,
 }
 
 impl Ops {
@@ -130,7 +135,18 @@ impl Ops {
             config,
             shards,
             last: Mutex::new(None),
+            fleet: Mutex::new(None),
         }
+    }
+
+    /// The config file it started with (`None`: the embedded default).
+    pub fn config_file(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+
+    /// Sets what `GET /v1/status` says under `fleet` (an edge's epoch and engine link).
+    pub fn set_fleet(&self, v: Value) {
+        *self.fleet.lock().expect("fleet status lock") = Some(v);
     }
 
     /// Keeps the outcome of a reload.
@@ -239,6 +255,7 @@ pub(super) fn route(
 fn status(ctx: &ApiContext) -> Response {
     let o = &ctx.ops;
     let last = o.last.lock().expect("last reload lock").clone();
+    let fleet = o.fleet.lock().expect("fleet status lock").clone();
     let uptime = o.started.elapsed();
     Response::json(
         200,
@@ -257,6 +274,7 @@ fn status(ctx: &ApiContext) -> Response {
                 "ms": l.ms,
                 "errors": l.errors,
             })),
+            "fleet": fleet,
         }),
     )
 }

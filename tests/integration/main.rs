@@ -16,6 +16,7 @@ mod crud;
 mod ctl;
 mod differential;
 mod dnstap;
+mod fleet;
 mod includes;
 mod logs;
 mod metrics;

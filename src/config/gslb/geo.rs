@@ -99,6 +99,7 @@ fn open(
     path: &Path,
     ctx: &mut Ctx<'_>,
 ) -> Option<maxminddb::Reader<Vec<u8>>> {
+    crate::config::reads::note(path);
     match maxminddb::Reader::open_readfile(path) {
         Ok(r) => Some(r),
         Err(e) => {

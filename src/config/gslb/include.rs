@@ -370,6 +370,7 @@ fn include_file(
 ) -> Included {
     use std::io::Read;
     let file: Arc<str> = path.display().to_string().into();
+    crate::config::reads::note(path);
     text.clear();
     let now = now_nanos();
     let mut stamp = None;

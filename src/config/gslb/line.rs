@@ -176,6 +176,7 @@ impl Line {
 /// `file`: one prefix a line, `#` comments; mistakes at their line of that file.
 fn prefix_file(f: &Spanned<String>, ctx: &mut Ctx<'_>, line: &mut Line, owners: &mut Owners) {
     let path = ctx.path(f.get_ref());
+    crate::config::reads::note(&path);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) => {

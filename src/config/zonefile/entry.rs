@@ -120,6 +120,7 @@ impl Reader {
         let path = dir.join(std::ffi::OsStr::new(
             &String::from_utf8_lossy(&file).into_owned(),
         ));
+        crate::config::reads::note(&path);
         let text = std::fs::read(&path).map_err(|e| {
             at(
                 directive.line,

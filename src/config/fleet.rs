@@ -1,0 +1,147 @@
+//! `[fleet]`: this node is an edge of a fleet. Its configuration comes as epochs that
+//! `gtmd publish` stores in NATS JetStream; the edge applies each through the reload path
+//! and keeps the last one that served (last-known-good) in `state-dir` to boot from.
+//! The section belongs to the edge's own file: an edge keeps it across epochs.
+
+use std::path::PathBuf;
+
+use toml::Spanned;
+
+use super::spec::FleetSpec;
+use super::validate::Ctx;
+
+/// Longest edge name (it is a key token in the engine).
+pub const MAX_EDGE_NAME: usize = 64;
+
+/// A validated `[fleet]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// NATS server URLs, tried in turn.
+    pub nats: Vec<String>,
+    /// This edge's name (`edge`, else `server.identity`, else the host name).
+    pub edge: String,
+    /// Where epochs and the last-known-good pointer are written.
+    pub state_dir: PathBuf,
+}
+
+/// Why `s` cannot be an edge name, if it cannot: 1 to 64 of `A-Z a-z 0-9 - _`.
+pub fn bad_edge_name(s: &str) -> Option<String> {
+    if s.is_empty() || s.len() > MAX_EDGE_NAME {
+        return Some(format!("'{s}' must be 1 to {MAX_EDGE_NAME} characters"));
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Some(format!(
+            "'{s}' may hold only letters, digits, '-' and '_' (it is a key in the engine)"
+        ));
+    }
+    None
+}
+
+/// Why `u` is not a NATS URL gtmd accepts, if it is not.
+pub fn bad_nats_url(u: &str) -> Option<String> {
+    let rest = u
+        .strip_prefix("nats://")
+        .or_else(|| u.strip_prefix("tls://"))
+        .unwrap_or(u);
+    let host_port = rest.rsplit('@').next().unwrap_or(rest);
+    let ok = !host_port.is_empty()
+        && !host_port.contains('/')
+        && !host_port.contains(char::is_whitespace)
+        && host_port
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    (!ok).then(|| {
+        format!("'{u}' is not a NATS server URL (nats://HOST:PORT, tls://HOST:PORT or HOST:PORT)")
+    })
+}
+
+/// The edge name when `[fleet]` gives none: `identity`, else the host name, with every
+/// character an edge name may not hold made `-`.
+fn default_edge(identity: Option<&str>) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = identity.unwrap_or(host.trim());
+    let name: String = name
+        .chars()
+        .take(MAX_EDGE_NAME)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "edge".into()
+    } else {
+        name
+    }
+}
+
+/// `[fleet]`, every mistake reported at its line.
+pub(super) fn validate(
+    f: &Spanned<FleetSpec>,
+    identity: Option<&str>,
+    ctx: &mut Ctx<'_>,
+) -> Option<Fleet> {
+    let spec = f.get_ref();
+    let mut ok = true;
+    let mut nats = Vec::new();
+    match &spec.nats {
+        None => {
+            ctx.err(f, "fleet.nats", "missing: the NATS servers to take epochs from, e.g. nats = [\"nats://10.0.0.1:4222\"]");
+            ok = false;
+        }
+        Some(list) if list.get_ref().is_empty() => {
+            ctx.err(list, "fleet.nats", "empty: name at least one NATS server");
+            ok = false;
+        }
+        Some(list) => {
+            for u in list.get_ref() {
+                match bad_nats_url(u.get_ref()) {
+                    Some(why) => {
+                        ctx.err(u, "fleet.nats", why);
+                        ok = false;
+                    }
+                    None => nats.push(u.get_ref().clone()),
+                }
+            }
+        }
+    }
+    let edge = match &spec.edge {
+        Some(e) => {
+            let why = bad_edge_name(e.get_ref());
+            ok &= why.is_none();
+            ctx.check(e, "fleet.edge", why.is_none().then_some(()), || {
+                why.unwrap_or_default()
+            });
+            e.get_ref().clone()
+        }
+        None => default_edge(identity),
+    };
+    let state_dir = match &spec.state_dir {
+        Some(d) if d.get_ref().is_empty() => {
+            ctx.err(
+                d,
+                "fleet.state-dir",
+                "empty: name a folder this edge may write",
+            );
+            ok = false;
+            PathBuf::new()
+        }
+        Some(d) => ctx.path(d.get_ref()),
+        None => {
+            ctx.err(f, "fleet.state-dir", "missing: the folder where this edge keeps its last-known-good epoch, e.g. state-dir = \"/var/lib/gtmd/fleet\"");
+            ok = false;
+            PathBuf::new()
+        }
+    };
+    ok.then_some(Fleet {
+        nats,
+        edge,
+        state_dir,
+    })
+}

@@ -1,0 +1,454 @@
+//! The edge side: the `fleet` thread (one current-thread tokio runtime) that watches the
+//! epoch pointer, fetches and checks each new epoch, hands it to the control thread's
+//! reload, keeps it as last-known-good and reports what it did; and the boot from the
+//! last-known-good epoch.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use tracing::{error, info, warn};
+
+use super::bundle::{self, Bundle};
+use super::{EdgeStatus, Pointer, Refused, CURRENT, HEARTBEAT};
+use crate::config::fleet::Fleet;
+use crate::control::api::ApiContext;
+use crate::control::ops::{self, Command, Refusal, Reloader};
+use crate::control::RunOptions;
+
+/// The last-known-good pointer's file in the state folder.
+const LKG_FILE: &str = "lkg.json";
+/// Longest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The epoch an edge last applied, as kept in `state-dir/lkg.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lkg {
+    /// Its number.
+    pub epoch: u64,
+    /// Its digest.
+    pub digest: String,
+    /// Its main file, relative to the state folder (`epoch-N/gtmd.toml`).
+    pub main: String,
+}
+
+impl Lkg {
+    fn read(dir: &Path) -> Option<Self> {
+        let text = std::fs::read(dir.join(LKG_FILE)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Written beside, then renamed over the old one: a crash leaves one or the other.
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let tmp = dir.join(format!("{LKG_FILE}.tmp"));
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, text)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, dir.join(LKG_FILE))
+    }
+}
+
+/// At start-up: when the configuration file has `[fleet]`, the options to boot with (the
+/// last-known-good epoch's main file when the state folder has one, `[fleet]` kept from
+/// the file either way), the section, and the epoch. `None` without `[fleet]` (or when
+/// the file does not load: `run` reports that).
+pub fn boot(opts: &RunOptions) -> Option<(RunOptions, Fleet, Option<Lkg>)> {
+    let local = crate::control::load(opts.config.as_ref()).ok()?;
+    let fleet = local.fleet?;
+    let mut o = opts.clone();
+    o.fleet = Some(fleet.clone());
+    let lkg = Lkg::read(&fleet.state_dir);
+    if let Some(l) = &lkg {
+        o.config = Some(fleet.state_dir.join(&l.main));
+    }
+    Some((o, fleet, lkg))
+}
+
+/// Starts the `fleet` thread; it ends when `stop` is set (within a second).
+pub fn spawn(
+    fleet: Fleet,
+    lkg: Option<Lkg>,
+    commands: crossbeam::channel::Sender<Command>,
+    api: Arc<ApiContext>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let rt = super::runtime()?;
+    std::thread::Builder::new()
+        .name("fleet".into())
+        .spawn(move || {
+            crate::sys::lower_thread_priority();
+            let main = lkg.as_ref().map(|l| fleet.state_dir.join(&l.main));
+            let mut edge = Edge {
+                config_file: main.or_else(|| api.ops.config_file().map(Path::to_path_buf)),
+                bad_pointer: None,
+                api,
+                status: EdgeStatus {
+                    edge: fleet.edge.clone(),
+                    epoch: lkg.as_ref().map_or(0, |l| l.epoch),
+                    digest: lkg.map(|l| l.digest).unwrap_or_default(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                },
+                fleet,
+                commands,
+                stop,
+            };
+            edge.show(Link::Starting);
+            rt.block_on(edge.run());
+        })
+}
+
+/// The fleet thread's state.
+struct Edge {
+    fleet: Fleet,
+    /// Where `GET /v1/status` shows what the edge serves.
+    api: Arc<ApiContext>,
+    /// The serving epoch's main file (or the edge's own).
+    config_file: Option<PathBuf>,
+    /// The last `current` that was no pointer (warned about once).
+    bad_pointer: Option<Vec<u8>>,
+    commands: crossbeam::channel::Sender<Command>,
+    stop: Arc<AtomicBool>,
+    /// What it reports (and serves).
+    status: EdgeStatus,
+}
+
+impl Edge {
+    /// Shows the report and the link in `GET /v1/status` (`fleet`).
+    fn show(&self, link: Link) {
+        let mut v = serde_json::to_value(&self.status).unwrap_or_default();
+        v["engine"] = match link {
+            Link::Starting => "connecting",
+            Link::Up => "connected",
+            Link::Down => "unreachable",
+        }
+        .into();
+        v["config_file"] = self
+            .config_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .into();
+        self.api.ops.set_fleet(v);
+    }
+}
+
+/// The engine connection as last logged.
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Link {
+    Starting,
+    Up,
+    Down,
+}
+
+impl Edge {
+    /// Connects, follows epochs until the connection fails, then tries again with a
+    /// growing pause; a line is logged when the link changes, not per attempt.
+    async fn run(&mut self) {
+        let mut link = Link::Starting;
+        let mut backoff = Duration::from_millis(200);
+        let stop = self.stop.clone();
+        while !stop.load(Ordering::Relaxed) {
+            // A stop ends the session wherever it waits (a connection attempt, a request
+            // to an engine that went silent, a reload in the control thread's queue).
+            let began = tokio::time::Instant::now();
+            let e = tokio::select! {
+                e = self.session(&mut link) => e,
+                () = stopped(&stop) => break,
+            };
+            // The pause grows while attempts fail, and starts over after a session that
+            // lasted (not after one that failed right after connecting).
+            if link == Link::Up && began.elapsed() > HEARTBEAT * 2 {
+                backoff = Duration::from_millis(200);
+            }
+            if let Err(e) = e {
+                if link != Link::Down {
+                    warn!(
+                        edge = %self.fleet.edge,
+                        epoch = self.status.epoch,
+                        "fleet: engine unreachable ({e}): serving epoch {} and retrying in the background",
+                        self.status.epoch
+                    );
+                    link = Link::Down;
+                    self.show(link);
+                } else {
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            let until = tokio::time::Instant::now() + backoff;
+            while tokio::time::Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// One connection: report, watch `current`, apply what is new, heartbeat.
+    async fn session(&mut self, link: &mut Link) -> Result<(), String> {
+        let client =
+            super::connect(&self.fleet.nats, &format!("gtmd edge {}", self.fleet.edge)).await?;
+        let js = jetstream::new(client);
+        let (config, epochs, edges) = super::buckets(&js).await?;
+        let mut watch = config
+            .watch_with_history(CURRENT)
+            .await
+            .map_err(|e| format!("cannot watch {CURRENT}: {e}"))?;
+        if *link != Link::Up {
+            info!(edge = %self.fleet.edge, epoch = self.status.epoch, "fleet: connected to the engine");
+            *link = Link::Up;
+        }
+        self.show(*link);
+        self.report(&edges).await?;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut last_beat = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                w = watch.next() => match w {
+                    Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
+                        self.consider(&entry.value, &epochs).await?;
+                        self.report(&edges).await?;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(format!("watch of {CURRENT} failed: {e}")),
+                    None => return Err(format!("watch of {CURRENT} ended")),
+                },
+                _ = tick.tick() => {
+                    if self.stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    if last_beat.elapsed() >= HEARTBEAT {
+                        last_beat = tokio::time::Instant::now();
+                        // Also a check that the watch missed nothing (a restored engine).
+                        if let Some(v) = config.get(CURRENT).await.map_err(|e| e.to_string())? {
+                            self.consider(&v, &epochs).await?;
+                        }
+                        self.report(&edges).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes this edge's report.
+    async fn report(&mut self, edges: &kv::Store) -> Result<(), String> {
+        self.status.heartbeat_ms = ops::unix_ms();
+        self.show(Link::Up);
+        let v = serde_json::to_vec(&self.status).map_err(|e| e.to_string())?;
+        edges
+            .put(&self.fleet.edge, v.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("cannot write this edge's report: {e}"))
+    }
+
+    /// A value of `current`: applied when it names a newer epoch than the one serving
+    /// and not one refused already. An engine error is returned (the session retries);
+    /// a bad epoch is refused and reported.
+    async fn consider(
+        &mut self,
+        value: &[u8],
+        epochs: &object_store::ObjectStore,
+    ) -> Result<(), String> {
+        let p: Pointer = match serde_json::from_slice(value) {
+            Ok(p) => p,
+            Err(e) => {
+                // Said once per value, not at every heartbeat's look.
+                if self.bad_pointer.as_deref() != Some(value) {
+                    warn!("fleet: {CURRENT} is not an epoch pointer ({e}): ignored");
+                    self.bad_pointer = Some(value.to_vec());
+                }
+                return Ok(());
+            }
+        };
+        if p.epoch <= self.status.epoch {
+            if p.epoch < self.status.epoch && self.status.ignored != Some(p.epoch) {
+                warn!(
+                    epoch = p.epoch,
+                    serving = self.status.epoch,
+                    "fleet: epoch {} is older than the epoch serving: ignored (epochs only move forward)",
+                    p.epoch
+                );
+                self.status.ignored = Some(p.epoch);
+            }
+            return Ok(());
+        }
+        if self
+            .status
+            .refused
+            .as_ref()
+            .is_some_and(|r| r.epoch == p.epoch)
+        {
+            return Ok(());
+        }
+        let outcome = match fetch(epochs, &p).await? {
+            Ok(blob) => match self.unpack(&p, &blob) {
+                Ok(main) => self.apply(&p, main).await,
+                Err(errors) => Err(errors),
+            },
+            Err(missing) => Err(vec![missing]),
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(errors) => {
+                for e in &errors {
+                    error!(epoch = p.epoch, "fleet: epoch refused: {e}");
+                }
+                warn!(
+                    epoch = p.epoch,
+                    serving = self.status.epoch,
+                    "fleet: epoch {} refused: still serving epoch {}",
+                    p.epoch,
+                    self.status.epoch
+                );
+                self.status.refused = Some(Refused {
+                    epoch: p.epoch,
+                    digest: p.digest.clone(),
+                    errors,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks the digest and writes the epoch's files to `state-dir/epoch-N` (beside,
+    /// then renamed); returns the main file's path.
+    fn unpack(&self, p: &Pointer, blob: &[u8]) -> Result<PathBuf, Vec<String>> {
+        let got = bundle::digest(blob);
+        if got != p.digest {
+            return Err(vec![format!(
+                "digest mismatch: the pointer says {}, the bundle is {got}",
+                p.digest
+            )]);
+        }
+        let b = Bundle::decode(blob).map_err(|e| vec![format!("bad bundle: {e}")])?;
+        let dir = &self.fleet.state_dir;
+        let name = format!("epoch-{}", p.epoch);
+        let tmp = dir.join(format!("{name}.tmp"));
+        let fail = |e: std::io::Error| vec![format!("cannot write {}: {e}", dir.display())];
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(dir).map_err(fail)?;
+        b.unpack(&tmp).map_err(fail)?;
+        let _ = std::fs::remove_dir_all(dir.join(&name));
+        std::fs::rename(&tmp, dir.join(&name)).map_err(fail)?;
+        Ok(dir.join(&name).join(&b.main))
+    }
+
+    /// Reloads from `main` on the control thread; on success it is the last-known-good.
+    async fn apply(&mut self, p: &Pointer, main: PathBuf) -> Result<(), Vec<String>> {
+        let dir = self.fleet.state_dir.clone();
+        let epoch_dir = dir.join(format!("epoch-{}", p.epoch));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let path = main.clone();
+        let mut cmd: Command = Box::new(move |r: &mut dyn Reloader| {
+            let _ = tx.send(r.reload_from(&path, "fleet").map_err(|e| lines(&e)));
+        });
+        loop {
+            match self.commands.try_send(cmd) {
+                Ok(()) => break,
+                Err(crossbeam::channel::TrySendError::Full(c)) => {
+                    cmd = c;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(crossbeam::channel::TrySendError::Disconnected(_)) => {
+                    return Err(vec!["the control thread is gone".into()]);
+                }
+            }
+        }
+        let r = rx
+            .await
+            .unwrap_or_else(|_| Err(vec!["the control thread dropped the reload".into()]));
+        if let Err(e) = r {
+            let _ = std::fs::remove_dir_all(&epoch_dir);
+            return Err(e);
+        }
+        let rel = main.strip_prefix(&dir).unwrap_or(&main);
+        let lkg = Lkg {
+            epoch: p.epoch,
+            digest: p.digest.clone(),
+            main: rel.display().to_string(),
+        };
+        if let Err(e) = lkg.write(&dir) {
+            error!(
+                epoch = p.epoch,
+                "fleet: cannot write the last-known-good pointer in {}: {e}",
+                dir.display()
+            );
+        }
+        remove_older(&dir, p.epoch);
+        info!(epoch = p.epoch, digest = %p.digest, "fleet: epoch applied and kept as last-known-good");
+        self.status.epoch = p.epoch;
+        self.status.digest = p.digest.clone();
+        self.config_file = Some(main);
+        Ok(())
+    }
+}
+
+/// Returns once `stop` is set (looked at every 100 ms).
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A refusal as lines: each configuration error, or the reason.
+fn lines(r: &Refusal) -> Vec<String> {
+    match r {
+        Refusal::Invalid(e) => e.0.iter().map(ToString::to_string).collect(),
+        other => vec![other.to_string()],
+    }
+}
+
+/// Fetches the bundle `p` names, bounded by its stated size and [`bundle::MAX_BUNDLE`]:
+/// `Ok(Err(why))` when the epoch cannot be had (no such object, too large: it is
+/// refused), `Err` when the engine failed (the session retries).
+async fn fetch(
+    epochs: &object_store::ObjectStore,
+    p: &Pointer,
+) -> Result<Result<Vec<u8>, String>, String> {
+    use async_nats::jetstream::object_store::GetErrorKind;
+    if p.size > bundle::MAX_BUNDLE {
+        return Ok(Err(format!(
+            "epoch {} is {} bytes, more than {}",
+            p.epoch,
+            p.size,
+            bundle::MAX_BUNDLE
+        )));
+    }
+    let obj = match epochs.get(&p.object).await {
+        Ok(o) => o,
+        Err(e) if e.kind() == GetErrorKind::NotFound => {
+            return Ok(Err(format!(
+                "{} is not in {}",
+                p.object,
+                super::EPOCH_BUCKET
+            )));
+        }
+        Err(e) => return Err(format!("cannot fetch {}: {e}", p.object)),
+    };
+    let mut buf = Vec::with_capacity(p.size as usize);
+    obj.take(p.size + 1)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", p.object))?;
+    Ok(Ok(buf))
+}
+
+/// Removes the epoch folders of the state folder other than `keep`'s.
+fn remove_older(dir: &Path, keep: u64) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(n) = name.to_str().and_then(|n| n.strip_prefix("epoch-")) else {
+            continue;
+        };
+        if n.parse::<u64>().is_ok_and(|n| n < keep) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}

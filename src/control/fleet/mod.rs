@@ -1,0 +1,205 @@
+//! Many edges: configuration epochs over NATS JetStream.
+//!
+//! `gtmd publish` validates and compiles a configuration exactly as `gtmd check` does,
+//! bundles the files it reads ([`bundle`]), and stores the bundle as the next epoch; every
+//! gtmd with a `[fleet]` section (an edge) watches for new epochs, checks the digest,
+//! applies the epoch through the reload path a SIGHUP takes (a configuration that does not
+//! load there is refused and the old one keeps serving), keeps it on disk as its
+//! last-known-good to boot from without the engine, and reports what it did.
+//!
+//! In the engine (JetStream, server 2.9 or later):
+//!
+//! | bucket | kind | keys |
+//! |---|---|---|
+//! | `gtmd_config` | KV, file storage, history 16 | `current` -> [`Pointer`] (epoch, digest, object) |
+//! | `gtmd_epochs` | object store | `epoch-N-DIGEST` -> the bundle |
+//! | `gtmd_edges` | KV, file storage, history 1, entries kept 1 h | `<edge>` -> [`EdgeStatus`] |
+//!
+//! The pointer is a small KV value, so edges watch one key and a publish is one
+//! compare-and-set on it; the bundle goes to the object store, which chunks it, because a
+//! KV value is one message and a message is capped (1 MB by default) while a large model
+//! is hundreds of MB. Every key has one writer: `current` the publisher, `<edge>` that
+//! edge. Epochs only move forward: an edge never applies an epoch at or below the one it
+//! applied, and `publish` numbers the next epoch above both `current` and every epoch an
+//! edge reports (an engine restored from an old backup, or emptied, cannot push edges
+//! back).
+//!
+//! The async runtime (tokio, for `async-nats`) lives on one thread, `fleet`, a
+//! current-thread runtime; it reaches the control thread through the control API's
+//! command queue ([`super::ops::Command`]), so an epoch takes its turn with SIGHUPs and
+//! API changes.
+
+pub mod bundle;
+mod edge;
+pub mod publish;
+
+pub use edge::{boot, spawn, Lkg};
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store};
+use serde::{Deserialize, Serialize};
+
+/// The KV bucket of the epoch pointer.
+pub const CONFIG_BUCKET: &str = "gtmd_config";
+/// The object store of the bundles.
+pub const EPOCH_BUCKET: &str = "gtmd_epochs";
+/// The KV bucket of the edges' reports.
+pub const EDGE_BUCKET: &str = "gtmd_edges";
+/// The pointer's key in [`CONFIG_BUCKET`].
+pub const CURRENT: &str = "current";
+/// An edge rewrites its report this often (its heartbeat).
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// An edge whose report is older than this is not waited for by `publish`.
+pub const FRESH: Duration = Duration::from_secs(30);
+
+/// `current`: the epoch edges should serve.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pointer {
+    /// The epoch number (1, 2, ...).
+    pub epoch: u64,
+    /// `sha256:HEX` of the bundle.
+    pub digest: String,
+    /// Its name in [`EPOCH_BUCKET`].
+    pub object: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was published (Unix ms, the publisher's clock).
+    pub published_ms: u64,
+    /// The configuration file it was made from (on the publisher).
+    pub source: String,
+}
+
+/// An epoch an edge refused, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Refused {
+    /// The epoch.
+    pub epoch: u64,
+    /// Its digest.
+    pub digest: String,
+    /// Why: the reload's errors (`file:line: field: reason`) or the failed step.
+    pub errors: Vec<String>,
+}
+
+/// What an edge reports under its key in [`EDGE_BUCKET`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EdgeStatus {
+    /// The edge's name.
+    pub edge: String,
+    /// The epoch it serves (0: its own file, none applied yet).
+    pub epoch: u64,
+    /// That epoch's digest.
+    pub digest: String,
+    /// The last epoch it refused, if any.
+    pub refused: Option<Refused>,
+    /// The last epoch it ignored as older than the one it serves, if any.
+    pub ignored: Option<u64>,
+    /// When this report was written (Unix ms, the edge's clock).
+    pub heartbeat_ms: u64,
+    /// gtmd's version on the edge.
+    pub version: String,
+}
+
+/// Connects to the first reachable of `urls`, failing fast (no endless retry inside the
+/// client: the caller decides when to try again).
+async fn connect(urls: &[String], name: &str) -> Result<async_nats::Client, String> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(2))
+        .request_timeout(Some(Duration::from_secs(5)))
+        .max_reconnects(Some(3))
+        .connect(urls)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", urls.join(",")))
+}
+
+/// The three buckets, created when missing.
+async fn buckets(
+    js: &jetstream::Context,
+) -> Result<(kv::Store, object_store::ObjectStore, kv::Store), String> {
+    let config = kv_bucket(
+        js,
+        CONFIG_BUCKET,
+        "gtmd: the current configuration epoch",
+        16,
+        None,
+    )
+    .await?;
+    let epochs = match js.get_object_store(EPOCH_BUCKET).await {
+        Ok(s) => s,
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket: EPOCH_BUCKET.into(),
+                description: Some("gtmd: configuration bundles by epoch".into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot create object store {EPOCH_BUCKET}: {e}"))?,
+    };
+    let hour = Some(Duration::from_secs(3600));
+    let edges = kv_bucket(js, EDGE_BUCKET, "gtmd: what each edge serves", 1, hour).await?;
+    Ok((config, epochs, edges))
+}
+
+/// A KV bucket, created when missing. Created as its stream (what `create_key_value`
+/// makes: `KV_<bucket>` on `$KV.<bucket>.>`, one message per key and revision, rollups,
+/// direct gets): `create_key_value` first reads the account's limits, whose reply from
+/// Debian's nats-server 2.9 async-nats 0.52 cannot parse.
+async fn kv_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    history: i64,
+    max_age: Option<Duration>,
+) -> Result<kv::Store, String> {
+    if let Ok(s) = js.get_key_value(bucket).await {
+        return Ok(s);
+    }
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: history,
+        max_age: max_age.unwrap_or_default(),
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("cannot create KV bucket {bucket}: {e}"))?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| format!("cannot open KV bucket {bucket}: {e}"))
+}
+
+/// Every edge's last report (unreadable ones skipped), with when the engine stored it
+/// (Unix ms, the engine's clock: an edge's own clock may be off).
+async fn edge_reports(edges: &kv::Store) -> Result<Vec<(EdgeStatus, u64)>, String> {
+    use futures_util::StreamExt;
+    let mut keys = edges.keys().await.map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    while let Some(k) = keys.next().await {
+        names.push(k.map_err(|e| e.to_string())?);
+    }
+    let mut out = Vec::new();
+    for k in names {
+        if let Some(e) = edges.entry(&k).await.map_err(|e| e.to_string())? {
+            if let Ok(s) = serde_json::from_slice::<EdgeStatus>(&e.value) {
+                let ms = e.created.unix_timestamp_nanos() / 1_000_000;
+                out.push((s, u64::try_from(ms).unwrap_or(0)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A current-thread runtime (I/O and timers) for the fleet thread or `gtmd publish`.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+}

@@ -1,0 +1,386 @@
+//! `gtmd publish`: a configuration, checked and bundled, stored as the next epoch; then
+//! the edges' reports, waited for.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv, object_store};
+
+use super::bundle::{self, Bundle};
+use super::{EdgeStatus, Pointer, CURRENT, FRESH};
+use crate::control::ops::unix_ms;
+
+/// Arguments of `gtmd publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// The configuration to publish (TOML): checked as `gtmd check` checks it.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// NATS servers (nats://HOST:PORT, comma-separated or repeated). Default: the
+    /// configuration's own [fleet] nats list.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    pub nats: Vec<String>,
+    /// Seconds to wait for every edge (those that reported in the last 30 s) to apply or
+    /// refuse the epoch; 0 publishes without waiting.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub wait: u64,
+    /// Bundles of the last N epochs stay in the engine; older ones are removed once this
+    /// epoch is published (edges keep what they serve on their own disk).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: u64,
+}
+
+/// Exit codes.
+const OK: u8 = 0;
+const INVALID: u8 = 1;
+const ENGINE: u8 = 2;
+const PENDING: u8 = 3;
+
+/// Runs `gtmd publish`; returns the exit code.
+pub fn run(args: PublishArgs) -> u8 {
+    let (checked, read) =
+        crate::config::reads::recording(|| crate::control::check(Some(&args.config)));
+    let cfg = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("gtmd publish: the configuration is not valid: nothing was published");
+            return INVALID;
+        }
+    };
+    if let Some(e) = written_in_folder(&cfg, &args.config) {
+        eprintln!("{e}");
+        eprintln!("gtmd publish: nothing was published");
+        return INVALID;
+    }
+    let (bundle, local) = match collect(&args.config, &read) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("gtmd publish: {e}");
+            return INVALID;
+        }
+    };
+    let urls = if args.nats.is_empty() {
+        cfg.fleet.map(|f| f.nats).unwrap_or_default()
+    } else {
+        args.nats.clone()
+    };
+    if let Some(bad) = urls
+        .iter()
+        .find_map(|u| crate::config::fleet::bad_nats_url(u))
+    {
+        eprintln!("gtmd publish: --nats: {bad}");
+        return INVALID;
+    }
+    if urls.is_empty() {
+        eprintln!("gtmd publish: no NATS server: give --nats URL (or a [fleet] nats list in the configuration)");
+        return INVALID;
+    }
+    for l in &local {
+        println!("edge-local (each edge reads its own): {}", l.display());
+    }
+    let rt = match super::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gtmd publish: cannot start the runtime: {e}");
+            return ENGINE;
+        }
+    };
+    rt.block_on(publish(&args, &urls, &bundle))
+}
+
+/// A file gtmd writes (`control.state-file`, the `[dnstap]` file or socket) named by a
+/// relative path: on an edge it would lie in the epoch's folder, which the next epoch
+/// replaces (overrides lost, a query log cut short). Such paths must be absolute.
+fn written_in_folder(cfg: &crate::config::Config, main: &Path) -> Option<String> {
+    use crate::config::dnstap::Sink;
+    let base = main.parent().unwrap_or(Path::new(""));
+    let mut written: Vec<(&str, &Path)> = Vec::new();
+    if let Some(p) = &cfg.control.state_file {
+        written.push(("control.state-file", p));
+    }
+    match cfg.dnstap.as_ref().map(|d| &d.sink) {
+        Some(Sink::File(p)) => written.push(("dnstap.file", p)),
+        Some(Sink::Socket(p)) => written.push(("dnstap.socket", p)),
+        None => {}
+    }
+    let (field, p) = written
+        .into_iter()
+        .find(|(_, p)| (base.is_absolute() || p.is_relative()) && p.starts_with(base))?;
+    Some(format!(
+        "{}: {field}: {} is a relative path: on an edge it would lie in the epoch's folder, \
+         which the next epoch replaces; name it by an absolute path",
+        main.display(),
+        p.display()
+    ))
+}
+
+/// The bundle of the files `read` that lie in the main file's folder or below, checked
+/// by loading it back from a scratch folder as an edge will; and the files read from
+/// elsewhere (edge-local).
+fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), String> {
+    let base = main.parent().unwrap_or(Path::new(""));
+    let mut b = Bundle {
+        main: bundle::inside(base, main)
+            .ok_or_else(|| format!("{}: not a file name", main.display()))?,
+        files: Vec::new(),
+    };
+    for p in read {
+        // Written relative (joined to a relative folder, or under an absolute one) yet
+        // not inside it: it climbs out with `..`.
+        let relative = base.is_absolute() || p.is_relative();
+        if relative && p.starts_with(base) && bundle::inside(base, p).is_none() {
+            return Err(format!(
+                "{}: a relative path that leaves the configuration's folder: bundles carry the \
+                 folder and below; name it by an absolute path to make it edge-local (each \
+                 edge reads its own): nothing was published",
+                p.display()
+            ));
+        }
+        if let Some(rel) = bundle::inside(base, p) {
+            let data = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            b.files.push((rel, data));
+        }
+    }
+    let scratch =
+        std::env::temp_dir().join(format!("gtmd-publish-{}-{}", std::process::id(), unix_ms()));
+    let unpacked = b.unpack(&scratch);
+    let checked = unpacked
+        .map_err(|e| format!("cannot write {}: {e}", scratch.display()))
+        .map(|m| crate::config::reads::recording(|| crate::control::check(Some(&m))));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (result, read_there) = checked?;
+    if let Err(e) = result {
+        return Err(format!(
+            "{e}\nthe bundle does not load as an edge will read it (from a folder of its own): \
+             nothing was published"
+        ));
+    }
+    // A file of the folder named by an absolute path is read from the edge's own disk:
+    // it does not travel.
+    let used: Vec<String> = read_there
+        .iter()
+        .filter_map(|p| bundle::inside(&scratch, p))
+        .collect();
+    b.files.retain(|(p, _)| used.contains(p));
+    let local = read_there
+        .into_iter()
+        .filter(|p| !p.starts_with(&scratch))
+        .collect();
+    Ok((b, local))
+}
+
+/// Stores the bundle as the next epoch, then waits for the edges.
+async fn publish(args: &PublishArgs, urls: &[String], b: &Bundle) -> u8 {
+    let blob = b.encode();
+    let digest = bundle::digest(&blob);
+    let stored = async {
+        let client = super::connect(urls, "gtmd publish").await?;
+        let js = jetstream::new(client);
+        let (config, epochs, edges) = super::buckets(&js).await?;
+        let p = store(args, &config, &epochs, &edges, &blob, &digest).await?;
+        prune(&epochs, p.epoch, args.keep).await;
+        Ok::<_, String>((p, edges))
+    }
+    .await;
+    let (p, edges) = match stored {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("gtmd publish: {e}");
+            return ENGINE;
+        }
+    };
+    println!(
+        "published epoch {} ({}, {} files, {} bytes)",
+        p.epoch,
+        p.digest,
+        b.files.len(),
+        p.size
+    );
+    if args.wait == 0 {
+        return OK;
+    }
+    wait(&edges, &p, Duration::from_secs(args.wait)).await
+}
+
+/// Uploads `epoch-N-DIGEST` and moves `current` to it by compare-and-set: N is above `current`
+/// and above every epoch an edge reports applying or refusing. Tried three times when
+/// another publish wins the race.
+async fn store(
+    args: &PublishArgs,
+    config: &kv::Store,
+    epochs: &object_store::ObjectStore,
+    edges: &kv::Store,
+    blob: &[u8],
+    digest: &str,
+) -> Result<Pointer, String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let cur = config
+            .entry(CURRENT)
+            .await
+            .map_err(|e| format!("cannot read {CURRENT}: {e}"))?;
+        let cur_epoch = cur
+            .as_ref()
+            .and_then(|e| serde_json::from_slice::<Pointer>(&e.value).ok())
+            .map_or(0, |p| p.epoch);
+        let reported = super::edge_reports(edges).await?;
+        let seen = reported
+            .iter()
+            .flat_map(|(s, _)| [Some(s.epoch), s.refused.as_ref().map(|r| r.epoch)])
+            .flatten()
+            .max()
+            .unwrap_or(0);
+        let epoch = cur_epoch.max(seen) + 1;
+        // The digest in the name: two publishes racing for one number never overwrite
+        // each other's bundle (the loser's compare-and-set fails and it takes the next).
+        let object = format!("epoch-{epoch}-{}", digest.get(7..19).unwrap_or("x"));
+        epochs
+            .put(object.as_str(), &mut &blob[..])
+            .await
+            .map_err(|e| format!("cannot store {object}: {e}"))?;
+        let p = Pointer {
+            epoch,
+            digest: digest.to_string(),
+            object,
+            size: blob.len() as u64,
+            published_ms: unix_ms(),
+            source: args.config.display().to_string(),
+        };
+        let v = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
+        let moved = match &cur {
+            Some(e) => config
+                .update(CURRENT, v.into(), e.revision)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => config
+                .create(CURRENT, v.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        match moved {
+            Ok(()) => return Ok(p),
+            Err(e) => last = e,
+        }
+    }
+    Err(format!(
+        "another publish moved {CURRENT} at the same time ({last}): try again"
+    ))
+}
+
+/// Removes the bundles of epochs at or below `epoch - keep`; a failure is only said.
+async fn prune(epochs: &object_store::ObjectStore, epoch: u64, keep: u64) {
+    use futures_util::StreamExt;
+    let Ok(mut list) = epochs.list().await else {
+        eprintln!("gtmd publish: cannot list old bundles: none removed");
+        return;
+    };
+    let mut old = Vec::new();
+    while let Some(Ok(o)) = list.next().await {
+        let n = o
+            .name
+            .strip_prefix("epoch-")
+            .and_then(|r| r.split('-').next());
+        if n.and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n + keep <= epoch)
+        {
+            old.push(o.name);
+        }
+    }
+    for name in old {
+        match epochs.delete(&name).await {
+            Ok(()) => println!("removed the bundle of an old epoch: {name}"),
+            Err(e) => eprintln!("gtmd publish: cannot remove {name}: {e}"),
+        }
+    }
+}
+
+/// What became of the epoch on one edge.
+enum Outcome {
+    Applied,
+    Refused(Vec<String>),
+    Pending,
+}
+
+fn outcome(s: &EdgeStatus, p: &Pointer) -> Outcome {
+    if s.epoch == p.epoch && s.digest == p.digest || s.epoch > p.epoch {
+        Outcome::Applied
+    } else if let Some(r) = s.refused.as_ref().filter(|r| r.epoch == p.epoch) {
+        Outcome::Refused(r.errors.clone())
+    } else {
+        Outcome::Pending
+    }
+}
+
+/// Waits until every fresh edge applied or refused `p` (or `limit`), prints each.
+async fn wait(edges: &kv::Store, p: &Pointer, limit: Duration) -> u8 {
+    let t0 = Instant::now();
+    let mut when: std::collections::HashMap<String, Duration> = Default::default();
+    let reports = loop {
+        let now = unix_ms();
+        let fresh: Vec<EdgeStatus> = match super::edge_reports(edges).await {
+            Ok(r) => r
+                .into_iter()
+                .filter(|(_, at)| now.saturating_sub(*at) < FRESH.as_millis() as u64)
+                .map(|(s, _)| s)
+                .collect(),
+            Err(e) => {
+                eprintln!("gtmd publish: cannot read the edges' reports: {e}");
+                return ENGINE;
+            }
+        };
+        for s in &fresh {
+            if !matches!(outcome(s, p), Outcome::Pending) {
+                when.entry(s.edge.clone()).or_insert(t0.elapsed());
+            }
+        }
+        let done = fresh
+            .iter()
+            .all(|s| !matches!(outcome(s, p), Outcome::Pending));
+        if done || t0.elapsed() >= limit {
+            break fresh;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if reports.is_empty() {
+        println!(
+            "no edge reported in the last {} s: nobody to wait for",
+            FRESH.as_secs()
+        );
+        return OK;
+    }
+    let mut code = OK;
+    for s in &reports {
+        let took = when.get(&s.edge).map_or(0.0, Duration::as_secs_f64);
+        match outcome(s, p) {
+            Outcome::Applied if s.epoch > p.epoch => {
+                println!("{}: ahead, serving epoch {}", s.edge, s.epoch)
+            }
+            Outcome::Applied => println!("{}: applied epoch {} in {took:.2} s", s.edge, p.epoch),
+            Outcome::Refused(errors) => {
+                println!(
+                    "{}: REFUSED epoch {} (serving epoch {}):",
+                    s.edge, p.epoch, s.epoch
+                );
+                for e in errors {
+                    println!("  {e}");
+                }
+                code = INVALID;
+            }
+            Outcome::Pending => {
+                println!(
+                    "{}: no answer in {} s (serving epoch {})",
+                    s.edge,
+                    limit.as_secs(),
+                    s.epoch
+                );
+                if code == OK {
+                    code = PENDING;
+                }
+            }
+        }
+    }
+    code
+}

@@ -1,0 +1,568 @@
+//! Many edges over NATS JetStream (`gtmd publish`, `[fleet]`): a real `nats-server` with
+//! JetStream on a free loopback port in a temp dir (stopped by PID), gtmd edges through
+//! the harness, `gtmd publish` as a process.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::{free_port, udp_exchange, Msg, Server, TempDir, BIN, Q};
+
+/// `nats-server` from PATH or /usr/sbin (Debian puts it there); `None` only when it is
+/// not installed and this is not root (tools/test installs it as root): then the test
+/// says so and passes; as root a missing server fails it.
+fn nats_server() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/local/sbin".into()]);
+    for d in dirs {
+        let p = d.join("nats-server");
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    // SAFETY: getuid has no preconditions.
+    let root = unsafe { libc::getuid() } == 0;
+    assert!(
+        !root,
+        "nats-server is not installed (tools/test installs Debian's nats-server package)"
+    );
+    eprintln!("fleet: SKIPPED: nats-server is not installed and this is not root (run tools/test as root, or apt-get install nats-server)");
+    None
+}
+
+/// A nats-server with JetStream, on 127.0.0.1, its store in a temp dir.
+struct Nats {
+    bin: PathBuf,
+    port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl Nats {
+    fn start(bin: &Path, dir: &TempDir) -> Self {
+        let mut n = Self {
+            bin: bin.to_path_buf(),
+            port: free_port(),
+            store: dir.join("js"),
+            child: None,
+        };
+        n.restart();
+        n
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, on the same port and store); waits until it accepts clients.
+    fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let child = Command::new(&self.bin)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "nats-server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM by PID, then SIGKILL after 5 s; waits for it.
+    fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let t0 = Instant::now();
+        while c.try_wait().ok().flatten().is_none() {
+            if t0.elapsed() > Duration::from_secs(5) {
+                let _ = c.kill();
+                let _ = c.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A zone file for `fleet.test.` whose `www` is `addr`.
+fn zone(addr: &str) -> String {
+    format!(
+        "$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A 192.0.2.1\nwww IN A {addr}\n"
+    )
+}
+
+/// The config `gtmd publish` sends: `fleet.test.` from `zones/fleet.zone`, plus `extra`.
+fn published(dir: &TempDir, www: &str, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("pub/zones")).unwrap();
+    std::fs::write(dir.join("pub/zones/fleet.zone"), zone(www)).unwrap();
+    let text = format!(
+        "version = 1\n[[zone]]\nname = \"fleet.test.\"\nfile = \"zones/fleet.zone\"\n{extra}"
+    );
+    std::fs::write(dir.join("pub/gtmd.toml"), text).unwrap();
+    dir.join("pub/gtmd.toml")
+}
+
+/// An edge's own file: `www` is 192.0.2.1 until an epoch arrives.
+fn edge_file(dir: &TempDir, name: &str, nats: &str) -> PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("local.zone"), zone("192.0.2.1")).unwrap();
+    let text = format!(
+        "version = 1\n[[zone]]\nname = \"fleet.test.\"\nfile = \"local.zone\"\n\
+         [fleet]\nnats = [\"{nats}\"]\nedge = \"{name}\"\nstate-dir = \"state\"\n"
+    );
+    std::fs::write(d.join("edge.toml"), text).unwrap();
+    d.join("edge.toml")
+}
+
+fn start_edge(file: &Path) -> Server {
+    Server::start(&["--config", file.to_str().unwrap()])
+}
+
+/// `gtmd publish --config FILE --nats URL --wait SECS`.
+fn publish(file: &Path, nats: &str, wait: u64) -> Output {
+    Command::new(BIN)
+        .args([
+            "publish",
+            "--config",
+            file.to_str().unwrap(),
+            "--nats",
+            nats,
+        ])
+        .args(["--wait", &wait.to_string()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run gtmd publish")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `www.fleet.test.` A as `s` answers it now.
+fn www(s: &Server) -> Vec<String> {
+    s.udp(&Q::new("www.fleet.test.", 1).build())
+        .map(|m| m.answers(1))
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until `s` answers `www` with `addr`.
+fn wait_www(s: &Server, addr: &str) {
+    let t0 = Instant::now();
+    while www(s) != [addr] {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "www is {:?}, not {addr}; log:\n{}",
+            www(s),
+            s.log.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A thread asking `www` of `addr` in a loop until finished; each answer must be one of
+/// `allowed`.
+struct Asker {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, usize)>,
+}
+
+fn asker(addr: SocketAddr, allowed: &[&str]) -> Asker {
+    let stop = Arc::new(AtomicBool::new(false));
+    let allowed: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+    let s = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let q = Q::new("www.fleet.test.", 1).build();
+        let (mut asked, mut unanswered) = (0, 0);
+        let t0 = Instant::now();
+        while !s.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(60) {
+            asked += 1;
+            match udp_exchange(addr, &q, Duration::from_secs(1)) {
+                Some(r) => {
+                    let a = Msg::parse(&r).answers(1);
+                    assert!(a.len() == 1 && allowed.contains(&a[0]), "answer {a:?}");
+                }
+                None => unanswered += 1,
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (asked, unanswered)
+    });
+    Asker { stop, thread }
+}
+
+impl Asker {
+    /// Stops it; how many queries it asked, and how many got no answer.
+    fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+#[test]
+fn publish_reaches_every_edge_and_a_bad_config_is_refused() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-a");
+    let nats = Nats::start(&bin, &dir);
+    let edges: Vec<Server> = ["e1", "e2", "e3"]
+        .iter()
+        .map(|n| start_edge(&edge_file(&dir, n, &nats.url())))
+        .collect();
+    for e in &edges {
+        e.wait_log("fleet: connected to the engine", Duration::from_secs(10));
+        assert_eq!(www(e), ["192.0.2.1"], "the edge's own file serves first");
+    }
+    // Queries to e1 all along: every one is answered, from the old epoch or the new.
+    let asker = asker(edges[0].addr, &["192.0.2.1", "192.0.2.11", "192.0.2.12"]);
+    for (epoch, addr) in [(1, "192.0.2.11"), (2, "192.0.2.12")] {
+        let cfg = published(&dir, addr, "");
+        let t0 = Instant::now();
+        let out = publish(&cfg, &nats.url(), 20);
+        let took = t0.elapsed();
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{said}");
+        assert!(
+            said.contains(&format!("published epoch {epoch} (sha256:")),
+            "{said}"
+        );
+        for n in ["e1", "e2", "e3"] {
+            assert!(
+                said.contains(&format!("{n}: applied epoch {epoch} in")),
+                "{said}"
+            );
+        }
+        // publish returned once every edge reported: each answers from the epoch now.
+        for e in &edges {
+            assert_eq!(www(e), [addr]);
+        }
+        eprintln!("fleet: epoch {epoch} published and applied by 3 edges in {took:?}");
+    }
+    let (asked, unanswered) = asker.finish();
+    assert!(asked > 20, "only {asked} queries asked");
+    assert_eq!(
+        unanswered, 0,
+        "{unanswered} of {asked} queries unanswered while epochs applied"
+    );
+    // Invalid: refused before anything is uploaded, with file:line: field.
+    let bad = published(&dir, "192.0.2.13", "[server]\nudp-payload = 5\n");
+    let out = publish(&bad, &nats.url(), 5);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("gtmd.toml:6: server.udp-payload:"), "{said}");
+    assert!(said.contains("nothing was published"), "{said}");
+    // Nothing moved: the edges serve epoch 2 and the next publish is epoch 3. With
+    // --keep 2, the bundle of epoch 1 goes (only it).
+    let good = published(&dir, "192.0.2.14", "");
+    let out = Command::new(BIN)
+        .args([
+            "publish",
+            "--config",
+            good.to_str().unwrap(),
+            "--nats",
+            &nats.url(),
+        ])
+        .args(["--wait", "20", "--keep", "2"])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("published epoch 3 "), "{said}");
+    assert_eq!(
+        said.matches("removed the bundle of an old epoch").count(),
+        1,
+        "{said}"
+    );
+    assert!(
+        said.contains("removed the bundle of an old epoch: epoch-1-"),
+        "{said}"
+    );
+    for e in &edges {
+        assert_eq!(www(e), ["192.0.2.14"]);
+        assert_eq!(e.count_log("fleet: epoch refused"), 0);
+    }
+}
+
+#[test]
+fn an_edge_refuses_an_epoch_it_cannot_load_and_keeps_serving() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-b");
+    let nats = Nats::start(&bin, &dir);
+    let f1 = edge_file(&dir, "e1", &nats.url());
+    let f2 = edge_file(&dir, "e2", &nats.url());
+    let e1 = start_edge(&f1);
+    let mut e2 = start_edge(&f2);
+    let out = publish(&published(&dir, "192.0.2.21", ""), &nats.url(), 20);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    wait_www(&e2, "192.0.2.21");
+    // Epoch 2 names an edge-local file (an absolute path: each edge reads its own),
+    // which e2 will not have when it gets the epoch.
+    let local = dir.join("office.txt");
+    std::fs::write(&local, "198.51.100.0/24\n").unwrap();
+    let extra = format!(
+        "[[line]]\nname = \"office\"\nfile = \"{}\"\n",
+        local.display()
+    );
+    let cfg = published(&dir, "192.0.2.22", &extra);
+    e2.stop();
+    let (url, c) = (nats.url(), cfg.clone());
+    let publisher = std::thread::spawn(move || publish(&c, &url, 20));
+    wait_www(&e1, "192.0.2.22");
+    std::fs::remove_file(&local).unwrap();
+    // e2 comes back from its last-known-good (epoch 1), gets epoch 2 and refuses it.
+    let e2 = start_edge(&f2);
+    let out = publisher.join().unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "edge-local (each edge reads its own): {}",
+            local.display()
+        )),
+        "{said}"
+    );
+    assert!(said.contains("e1: applied epoch 2"), "{said}");
+    assert!(
+        said.contains("e2: REFUSED epoch 2 (serving epoch 1)"),
+        "{said}"
+    );
+    assert!(said.contains("line.file: cannot read"), "{said}");
+    e2.wait_log(
+        "fleet: epoch 2 refused: still serving epoch 1",
+        Duration::from_secs(5),
+    );
+    assert_eq!(www(&e2), ["192.0.2.21"]);
+    assert_eq!(www(&e1), ["192.0.2.22"]);
+    // The edges' own status says the same: the API's JSON and `gtmd ctl status`.
+    let (code, body) = crate::harness::http(e2.control_addr(), "GET", "/v1/status", &[], "");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let f = &v["fleet"];
+    assert_eq!(
+        (f["edge"].as_str(), f["epoch"].as_u64()),
+        (Some("e2"), Some(1)),
+        "{body}"
+    );
+    assert_eq!(f["engine"], "connected", "{body}");
+    assert_eq!(f["refused"]["epoch"], 2, "{body}");
+    assert!(
+        f["config_file"]
+            .as_str()
+            .unwrap()
+            .ends_with("epoch-1/gtmd.toml"),
+        "{body}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "ctl",
+            "--server",
+            &format!("http://{}", e1.control_addr()),
+            "status",
+        ])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(
+        said.contains("fleet        edge e1, epoch 2, engine connected"),
+        "{said}"
+    );
+}
+
+#[test]
+fn an_edge_boots_from_last_known_good_and_epochs_only_move_forward() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-c");
+    let mut nats = Nats::start(&bin, &dir);
+    let f = edge_file(&dir, "e1", &nats.url());
+    let mut e = start_edge(&f);
+    for addr in ["192.0.2.31", "192.0.2.32"] {
+        let out = publish(&published(&dir, addr, ""), &nats.url(), 20);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    assert_eq!(www(&e), ["192.0.2.32"]);
+    // No engine: a restarted edge serves its last-known-good epoch.
+    e.stop();
+    nats.stop();
+    let mut e = start_edge(&f);
+    e.wait_log(
+        "fleet: serving the last-known-good epoch epoch=2",
+        Duration::from_secs(5),
+    );
+    e.wait_log("fleet: engine unreachable", Duration::from_secs(5));
+    assert_eq!(www(&e), ["192.0.2.32"]);
+    e.stop();
+    // The engine comes back empty; a publish there is epoch 1, older than the edge's 2.
+    std::fs::remove_dir_all(&nats.store).unwrap();
+    nats.restart();
+    let out = publish(&published(&dir, "192.0.2.33", ""), &nats.url(), 0);
+    assert!(text(&out).contains("published epoch 1 "), "{}", text(&out));
+    let e = start_edge(&f);
+    e.wait_log(
+        "fleet: epoch 1 is older than the epoch serving: ignored",
+        Duration::from_secs(10),
+    );
+    assert_eq!(www(&e), ["192.0.2.32"]);
+    // The next publish numbers its epoch above what the edge reports: 3, applied.
+    let out = publish(&published(&dir, "192.0.2.34", ""), &nats.url(), 20);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("published epoch 3 "), "{said}");
+    assert!(said.contains("e1: applied epoch 3"), "{said}");
+    assert_eq!(www(&e), ["192.0.2.34"]);
+}
+
+#[test]
+fn publish_refuses_a_path_leaving_the_folder_and_check_explains_fleet_mistakes() {
+    // Neither needs the engine: both are refused before any connection.
+    let dir = TempDir::new("fleet-d");
+    published(&dir, "192.0.2.41", "");
+    std::fs::create_dir_all(dir.join("pub/sub")).unwrap();
+    let up = dir.write(
+        "pub/sub/up.toml",
+        "version = 1\n[[zone]]\nname = \"fleet.test.\"\nfile = \"../zones/fleet.zone\"\n",
+    );
+    let out = publish(&up, "nats://127.0.0.1:1", 0);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("a relative path that leaves the configuration's folder"),
+        "{said}"
+    );
+    assert!(said.contains("nothing was published"), "{said}");
+    // A token file travels (a relative path) and loads back as private as it was: the
+    // bundle is good, and only the engine (nobody listens on port 1) is missing: exit 2.
+    let tokens = crate::harness::token_file(&dir, &[("ops", "fleet-token-0123456789abcdef")]);
+    std::fs::rename(&tokens, dir.join("pub/tokens")).unwrap();
+    let cfg = published(&dir, "192.0.2.42", "[control]\ntoken-file = \"tokens\"\n");
+    let out = publish(&cfg, "nats://127.0.0.1:1", 0);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("cannot connect to nats://127.0.0.1:1"),
+        "{said}"
+    );
+    // A file gtmd writes may not lie in the epoch's folder.
+    let state = published(
+        &dir,
+        "192.0.2.44",
+        "[control]\nstate-file = \"state.json\"\n",
+    );
+    let out = publish(&state, "nats://127.0.0.1:1", 0);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("gtmd.toml: control.state-file: "), "{said}");
+    assert!(
+        said.contains("is a relative path: on an edge it would lie in the epoch's folder"),
+        "{said}"
+    );
+    // Named by its bare name from its folder, with an absolute (edge-local) line file.
+    let office = dir.write("office.txt", "198.51.100.0/24\n");
+    let extra = format!(
+        "[[line]]\nname = \"office\"\nfile = \"{}\"\n",
+        office.display()
+    );
+    published(&dir, "192.0.2.43", &extra);
+    let out = Command::new(BIN)
+        .args([
+            "publish",
+            "--config",
+            "gtmd.toml",
+            "--nats",
+            "nats://127.0.0.1:1",
+        ])
+        .current_dir(dir.join("pub"))
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&format!(
+            "edge-local (each edge reads its own): {}",
+            office.display()
+        )),
+        "{said}"
+    );
+    let bad = dir.write(
+        "bad.toml",
+        "version = 1\n[[zone]]\nname = \"fleet.test.\"\nfile = \"pub/zones/fleet.zone\"\n\
+         [fleet]\nnats = [\"http://x/y\"]\nedge = \"a.b\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("bad.toml:5: fleet.state-dir: missing"),
+        "{said}"
+    );
+    assert!(
+        said.contains("bad.toml:6: fleet.nats: 'http://x/y' is not a NATS server URL"),
+        "{said}"
+    );
+    assert!(
+        said.contains("bad.toml:7: fleet.edge: 'a.b' may hold only"),
+        "{said}"
+    );
+}
+
+#[test]
+fn an_edge_rides_out_an_engine_outage_and_logs_it_once() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-e");
+    let mut nats = Nats::start(&bin, &dir);
+    let e = start_edge(&edge_file(&dir, "e1", &nats.url()));
+    let out = publish(&published(&dir, "192.0.2.51", ""), &nats.url(), 20);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The engine goes away for a few of the edge's attempts; the edge serves on.
+    nats.stop();
+    e.wait_log("fleet: engine unreachable", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(www(&e), ["192.0.2.51"]);
+    let (_, body) = crate::harness::http(e.control_addr(), "GET", "/v1/status", &[], "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["fleet"]["engine"], "unreachable", "{body}");
+    assert_eq!(v["fleet"]["epoch"], 1, "{body}");
+    nats.restart();
+    // The edge's last report is fresh: publish waits for it to reconnect and apply.
+    let out = publish(&published(&dir, "192.0.2.52", ""), &nats.url(), 20);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("e1: applied epoch 2"), "{said}");
+    assert_eq!(www(&e), ["192.0.2.52"]);
+    // One line per change of the link, not one per attempt.
+    assert_eq!(e.count_log("fleet: engine unreachable"), 1);
+    assert_eq!(e.count_log("fleet: connected to the engine"), 2);
+}
