@@ -77,6 +77,9 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
     addresses(t, g);
     pools(t, g);
     let mut fb = Vec::new();
+    // One entry per shape the interner knows (the two are made together; should they
+    // ever differ, every shape is worked out here anyway).
+    t.fallbacks.resize(seen.fb_keys.len(), (0, 0));
     for (i, &(start, len, rule, cname)) in seen.fb_keys.iter().enumerate() {
         let list = &t.route_pools[start as usize..(start + len) as usize];
         fallback(g, rule, cname, list, &mut fb);
