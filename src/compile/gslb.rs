@@ -502,7 +502,7 @@ impl Routes {
     /// one.
     fn nearest(&mut self, g: &Gslb, ad: &AccessDomain) {
         let default = self.cand.len();
-        for (li, pools) in &ad.lines {
+        for (li, pools) in ad.lines.iter() {
             let from = self.cand.len();
             self.cand.extend(pools.iter().map(|&p| (p, 1)));
             for i in 0..default {
