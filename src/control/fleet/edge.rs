@@ -44,13 +44,11 @@ impl Lkg {
         serde_json::from_slice(&text).ok()
     }
 
-    /// Written beside, then renamed over the old one: a crash leaves one or the other.
+    /// Written beside, synced, renamed over the old one and the folder synced: a crash
+    /// or a power loss leaves one or the other.
     fn write(&self, dir: &Path) -> std::io::Result<()> {
-        let tmp = dir.join(format!("{LKG_FILE}.tmp"));
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, text)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, dir.join(LKG_FILE))
+        crate::control::crud::store::write_atomic(&dir.join(LKG_FILE), &text)
     }
 }
 
@@ -197,12 +195,13 @@ impl Edge {
             .watch_with_history(CURRENT)
             .await
             .map_err(|e| format!("cannot watch {CURRENT}: {e}"))?;
+        // Said once this edge's report is in the engine (a publisher then sees it).
+        self.report(&edges).await?;
         if *link != Link::Up {
             info!(edge = %self.fleet.edge, epoch = self.status.epoch, "fleet: connected to the engine");
             *link = Link::Up;
         }
         self.show(*link);
-        self.report(&edges).await?;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut last_beat = tokio::time::Instant::now();
         loop {
@@ -331,9 +330,17 @@ impl Edge {
         let fail = |e: std::io::Error| vec![format!("cannot write {}: {e}", dir.display())];
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(dir).map_err(fail)?;
-        b.unpack(&tmp).map_err(fail)?;
-        let _ = std::fs::remove_dir_all(dir.join(&name));
-        std::fs::rename(&tmp, dir.join(&name)).map_err(fail)?;
+        // Every file and folder synced before the rename, and the state folder after it:
+        // the last-known-good pointer never names files a power loss left empty.
+        let written = b.unpack(&tmp).and_then(|_| {
+            let _ = std::fs::remove_dir_all(dir.join(&name));
+            std::fs::rename(&tmp, dir.join(&name))?;
+            std::fs::File::open(dir)?.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(fail(e));
+        }
         Ok(dir.join(&name).join(&b.main))
     }
 
@@ -371,14 +378,16 @@ impl Edge {
             digest: p.digest.clone(),
             main: rel.display().to_string(),
         };
-        if let Err(e) = lkg.write(&dir) {
-            error!(
+        match lkg.write(&dir) {
+            // The epochs before it go only once the pointer no longer names them.
+            Ok(()) => remove_older(&dir, p.epoch),
+            Err(e) => error!(
                 epoch = p.epoch,
-                "fleet: cannot write the last-known-good pointer in {}: {e}",
+                "fleet: cannot write the last-known-good pointer in {}: {e} (the epoch it \
+                 names is kept)",
                 dir.display()
-            );
+            ),
         }
-        remove_older(&dir, p.epoch);
         info!(epoch = p.epoch, digest = %p.digest, "fleet: epoch applied and kept as last-known-good");
         self.status.epoch = p.epoch;
         self.status.digest = p.digest.clone();
@@ -437,7 +446,8 @@ async fn fetch(
     Ok(Ok(buf))
 }
 
-/// Removes the epoch folders of the state folder other than `keep`'s.
+/// Removes the epoch folders of the state folder before `keep`'s, and any unpacking left
+/// half done.
 fn remove_older(dir: &Path, keep: u64) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -447,8 +457,29 @@ fn remove_older(dir: &Path, keep: u64) {
         let Some(n) = name.to_str().and_then(|n| n.strip_prefix("epoch-")) else {
             continue;
         };
-        if n.parse::<u64>().is_ok_and(|n| n < keep) {
+        if n.ends_with(".tmp") || n.parse::<u64>().is_ok_and(|n| n < keep) {
             let _ = std::fs::remove_dir_all(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Epochs before the kept one go, and so does an unpacking left half done; the kept
+    /// epoch and anything else in the state folder stay.
+    #[test]
+    fn remove_older_keeps_the_epoch_and_sweeps_half_unpacked_ones() {
+        let dir = std::env::temp_dir().join(format!("gtmd-lkg-{}", std::process::id()));
+        for d in ["epoch-1", "epoch-2", "epoch-4.tmp", "epoch-3", "other"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        super::remove_older(&dir, 3);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(left, ["epoch-3", "other"]);
     }
 }
