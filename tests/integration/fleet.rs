@@ -433,6 +433,21 @@ fn an_edge_boots_from_last_known_good_and_epochs_only_move_forward() {
         Duration::from_secs(10),
     );
     assert_eq!(www(&e), ["192.0.2.32"]);
+    // The engine emptied again under the running edge: a publish before the edge's report
+    // is back is numbered 1 again; it waits for the edge, which serves epoch 2 and never
+    // applies it, and says so (exit 1).
+    nats.stop();
+    std::fs::remove_dir_all(&nats.store).unwrap();
+    nats.restart();
+    let out = publish(&published(&dir, "192.0.2.35", ""), &nats.url(), 20);
+    let said = text(&out);
+    assert!(said.contains("published epoch 1 "), "{said}");
+    assert!(
+        said.contains("e1: NOT APPLIED: serves epoch 2, above this epoch 1"),
+        "{said}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert_eq!(www(&e), ["192.0.2.32"]);
     // The next publish numbers its epoch above what the edge reports: 3, applied.
     let out = publish(&published(&dir, "192.0.2.34", ""), &nats.url(), 20);
     let said = text(&out);
