@@ -397,6 +397,14 @@ fn an_edge_refuses_an_epoch_it_cannot_load_and_keeps_serving() {
         said.contains("fleet        edge e1, epoch 2, engine connected"),
         "{said}"
     );
+    // A later good epoch applies on e2, and the refusal of epoch 2 is history.
+    let out = publish(&published(&dir, "192.0.2.23", ""), &nats.url(), 20);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    wait_www(&e2, "192.0.2.23");
+    let (_, body) = crate::harness::http(e2.control_addr(), "GET", "/v1/status", &[], "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["fleet"]["epoch"], 3, "{body}");
+    assert!(v["fleet"]["refused"].is_null(), "{body}");
 }
 
 #[test]

@@ -264,6 +264,19 @@ impl Edge {
             }
         };
         if p.epoch <= self.status.epoch {
+            let other = p.epoch == self.status.epoch && p.digest != self.status.digest;
+            if other && self.status.ignored != Some(p.epoch) {
+                warn!(
+                    epoch = p.epoch,
+                    digest = %p.digest,
+                    serving = %self.status.digest,
+                    "fleet: epoch {} in the engine is not the epoch {} serving (another bundle \
+                     under the same number: an engine restored from a backup?): ignored",
+                    p.epoch,
+                    self.status.epoch
+                );
+                self.status.ignored = Some(p.epoch);
+            }
             if p.epoch < self.status.epoch && self.status.ignored != Some(p.epoch) {
                 warn!(
                     epoch = p.epoch,
@@ -391,6 +404,15 @@ impl Edge {
         info!(epoch = p.epoch, digest = %p.digest, "fleet: epoch applied and kept as last-known-good");
         self.status.epoch = p.epoch;
         self.status.digest = p.digest.clone();
+        // A refusal of an earlier epoch is history now.
+        if self
+            .status
+            .refused
+            .as_ref()
+            .is_some_and(|r| r.epoch < p.epoch)
+        {
+            self.status.refused = None;
+        }
         self.config_file = Some(main);
         Ok(())
     }

@@ -142,9 +142,9 @@ fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), Stri
             b.files.push((rel, data));
         }
     }
-    let scratch =
-        std::env::temp_dir().join(format!("gtmd-publish-{}-{}", std::process::id(), unix_ms()));
-    let unpacked = b.unpack(&scratch);
+    let scratch = private_dir()?;
+    let root = scratch.join("bundle");
+    let unpacked = b.unpack(&root);
     let checked = unpacked
         .map_err(|e| format!("cannot write {}: {e}", scratch.display()))
         .map(|m| crate::config::reads::recording(|| crate::control::check(Some(&m))));
@@ -160,12 +160,12 @@ fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), Stri
     // it does not travel.
     let used: Vec<String> = read_there
         .iter()
-        .filter_map(|p| bundle::inside(&scratch, p))
+        .filter_map(|p| bundle::inside(&root, p))
         .collect();
     b.files.retain(|(p, _)| used.contains(p));
     let local = read_there
         .into_iter()
-        .filter(|p| !p.starts_with(&scratch))
+        .filter(|p| !p.starts_with(&root))
         .collect();
     Ok((b, local))
 }
@@ -295,6 +295,24 @@ async fn prune(epochs: &object_store::ObjectStore, epoch: u64, keep: u64) {
             Err(e) => eprintln!("gtmd publish: cannot remove {name}: {e}"),
         }
     }
+}
+
+/// A new folder of the temporary folder only this user can enter, its name random: made
+/// by one mkdir that fails when the name exists, so nobody else's folder (or symlink) is
+/// written into, even by a publish run as root.
+fn private_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut last = String::new();
+    for _ in 0..8 {
+        let mut r = [0u8; 8];
+        crate::sys::fill_random(&mut r).map_err(|e| format!("no random source: {e}"))?;
+        let dir = std::env::temp_dir().join(format!("gtmd-publish-{:016x}", u64::from_ne_bytes(r)));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = format!("cannot make {}: {e}", dir.display()),
+        }
+    }
+    Err(last)
 }
 
 /// What became of the epoch on one edge.
