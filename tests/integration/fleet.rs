@@ -419,9 +419,11 @@ fn an_edge_boots_from_last_known_good_and_epochs_only_move_forward() {
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     }
     assert_eq!(www(&e), ["192.0.2.32"]);
-    // No engine: a restarted edge serves its last-known-good epoch.
+    // No engine, and the edge's own file no longer loads (its zone file gone): a
+    // restarted edge serves its last-known-good epoch all the same.
     e.stop();
     nats.stop();
+    std::fs::remove_file(f.parent().unwrap().join("local.zone")).unwrap();
     let mut e = start_edge(&f);
     e.wait_log(
         "fleet: serving the last-known-good epoch epoch=2",

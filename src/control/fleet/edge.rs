@@ -40,8 +40,17 @@ pub struct Lkg {
 
 impl Lkg {
     fn read(dir: &Path) -> Option<Self> {
-        let text = std::fs::read(dir.join(LKG_FILE)).ok()?;
-        serde_json::from_slice(&text).ok()
+        let path = dir.join(LKG_FILE);
+        let text = std::fs::read(&path).ok()?;
+        serde_json::from_slice(&text)
+            .inspect_err(|e| {
+                error!(
+                    "fleet: {} is not a last-known-good pointer ({e}): booting from the \
+                     edge's own file",
+                    path.display()
+                )
+            })
+            .ok()
     }
 
     /// Written beside, synced, renamed over the old one and the folder synced: a crash
@@ -57,8 +66,9 @@ impl Lkg {
 /// the file either way), the section, and the epoch. `None` without `[fleet]` (or when
 /// the file does not load: `run` reports that).
 pub fn boot(opts: &RunOptions) -> Option<(RunOptions, Fleet, Option<Lkg>)> {
-    let local = crate::control::load(opts.config.as_ref()).ok()?;
-    let fleet = local.fleet?;
+    // Only `[fleet]` is read here: the epoch serves, not the file (which `run` loads
+    // when there is no epoch, and whose errors it reports then).
+    let fleet = crate::config::Config::fleet_only(opts.config.as_ref()?).ok()??;
     let mut o = opts.clone();
     o.fleet = Some(fleet.clone());
     let lkg = Lkg::read(&fleet.state_dir);
