@@ -591,3 +591,32 @@ fn an_edge_rides_out_an_engine_outage_and_logs_it_once() {
     assert_eq!(e.count_log("fleet: engine unreachable"), 1);
     assert_eq!(e.count_log("fleet: connected to the engine"), 2);
 }
+
+/// Two gtmd under one edge name overwrite each other's report: within two heartbeats one
+/// of them says so.
+#[test]
+fn two_edges_under_one_name_are_warned_about() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-twin");
+    let nats = Nats::start(&bin, &dir);
+    let first = edge_file(&dir, "e1", &nats.url());
+    let twin = dir.join("twin");
+    std::fs::create_dir_all(&twin).unwrap();
+    for f in ["edge.toml", "local.zone"] {
+        std::fs::copy(first.parent().unwrap().join(f), twin.join(f)).unwrap();
+    }
+    let (a, b) = (start_edge(&first), start_edge(&twin.join("edge.toml")));
+    let said = "fleet: another gtmd reports as edge e1";
+    let t0 = Instant::now();
+    while a.count_log(said) + b.count_log(said) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "no warning about the twin"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        a.count_log(said) + b.count_log(said) <= 2,
+        "said once each at most"
+    );
+}

@@ -95,12 +95,16 @@ pub fn spawn(
             let mut edge = Edge {
                 config_file: main.or_else(|| api.ops.config_file().map(Path::to_path_buf)),
                 bad_pointer: None,
+                reported: false,
+                twin_warned: false,
+                fetch_failed: None,
                 api,
                 status: EdgeStatus {
                     edge: fleet.edge.clone(),
                     epoch: lkg.as_ref().map_or(0, |l| l.epoch),
                     digest: lkg.map(|l| l.digest).unwrap_or_default(),
                     version: env!("CARGO_PKG_VERSION").into(),
+                    boot: boot_id(),
                     ..Default::default()
                 },
                 fleet,
@@ -121,6 +125,13 @@ struct Edge {
     config_file: Option<PathBuf>,
     /// The last `current` that was no pointer (warned about once).
     bad_pointer: Option<Vec<u8>>,
+    /// A report was written in this process (the key holds this edge's since).
+    reported: bool,
+    /// Another gtmd under the same name was warned about.
+    twin_warned: bool,
+    /// The epoch whose bundle could not be read last time: a second failure refuses it
+    /// (else the session would reconnect and read again, for ever).
+    fetch_failed: Option<u64>,
     commands: crossbeam::channel::Sender<Command>,
     stop: Arc<AtomicBool>,
     /// What it reports (and serves).
@@ -244,6 +255,25 @@ impl Edge {
 
     /// Writes this edge's report.
     async fn report(&mut self, edges: &kv::Store) -> Result<(), String> {
+        // Since this edge's last report, another gtmd wrote one under the same name: the
+        // two overwrite each other's, and a publisher sees one of them.
+        if self.reported && !self.twin_warned {
+            let last = edges.get(&self.fleet.edge).await.ok().flatten();
+            let other = last
+                .and_then(|v| serde_json::from_slice::<EdgeStatus>(&v).ok())
+                .filter(|s| s.boot != self.status.boot);
+            if let Some(s) = other {
+                warn!(
+                    edge = %self.fleet.edge,
+                    "fleet: another gtmd reports as edge {} (serving epoch {}): edge names must \
+                     be unique in a fleet ([fleet] edge)",
+                    self.fleet.edge,
+                    s.epoch
+                );
+                self.twin_warned = true;
+            }
+        }
+        self.reported = true;
         self.status.heartbeat_ms = ops::unix_ms();
         self.show(Link::Up);
         let v = serde_json::to_vec(&self.status).map_err(|e| e.to_string())?;
@@ -306,7 +336,17 @@ impl Edge {
         {
             return Ok(());
         }
-        let outcome = match fetch(epochs, &p).await? {
+        let fetched = match fetch(epochs, &p).await {
+            Err(e) if self.fetch_failed != Some(p.epoch) => {
+                // Once more, after a reconnection: the engine may have failed.
+                self.fetch_failed = Some(p.epoch);
+                return Err(e);
+            }
+            // Twice: the bundle cannot be read (a damaged object); refused.
+            Err(e) => Err(e),
+            Ok(f) => f,
+        };
+        let outcome = match fetched {
             Ok(blob) => match self.unpack(&p, &blob) {
                 Ok(main) => self.apply(&p, main).await,
                 Err(errors) => Err(errors),
@@ -425,6 +465,16 @@ impl Edge {
         }
         self.config_file = Some(main);
         Ok(())
+    }
+}
+
+/// A random number for [`EdgeStatus::boot`] (the clock's nanoseconds should the kernel
+/// have no random source).
+fn boot_id() -> u64 {
+    let mut r = [0u8; 8];
+    match crate::sys::fill_random(&mut r) {
+        Ok(()) => u64::from_ne_bytes(r),
+        Err(_) => ops::unix_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15),
     }
 }
 
