@@ -50,7 +50,9 @@ pub(super) fn compile(
 /// lists, line prefixes), copied from the last snapshot into `t`, up to date with `g`
 /// where they differ: every fallback shape's list is worked out again when addresses or
 /// pools changed (routes name shapes, so no row changes). Returns whether the pools'
-/// health may differ (their addresses, or which addresses are enabled).
+/// health may be worked out from other tables than the serving snapshot's: more pools,
+/// other members, or other addresses enabled (a weight, a value, a pool's policy or
+/// answers leave it as it was).
 fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) -> bool {
     let o = &m.gslb;
     let lines_same = o
@@ -73,6 +75,14 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
     if addrs_same && pools_same {
         return false;
     }
+    let enabled =
+        |m: &[crate::config::gslb::Address]| m.iter().map(|a| a.enabled).collect::<Vec<_>>();
+    let health_same = o.pools.len() == g.pools.len()
+        && o.pools
+            .iter()
+            .zip(&g.pools)
+            .all(|(a, b)| a.addresses == b.addresses)
+        && enabled(&o.addresses) == enabled(&g.addresses);
     (t.addrs, t.arena, t.pools, t.pool_addrs) = Default::default();
     addresses(t, g);
     pools(t, g);
@@ -86,7 +96,7 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
         let at = intern(&mut seen.fb_lists, &fb, &mut t.fallback);
         t.fallbacks[i] = (at, fb.len() as u32);
     }
-    true
+    !health_same
 }
 
 /// The interner of the snapshot `reuse` belongs to: a copy when it is small (a reload
@@ -178,7 +188,8 @@ fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<Vec<std::ops::Range<usi
                 return None;
             }
             // Only the access domains that differ: a row is a function of its access
-            // domain and of the addresses, pools and lines, which are the same.
+            // domain and of the pools' and lines' indices and the lines' parents, which
+            // are the same (its fallback is a shape, worked out by `refresh`).
             for (k, (x, y)) in o.iter().zip(n.iter()).enumerate() {
                 let i = a + k;
                 if (x.ttl, x.policy, &x.pools, &x.lines, x.fallback)

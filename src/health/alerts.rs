@@ -102,12 +102,12 @@ pub fn configure(cfg: Option<Alerts>) -> std::io::Result<()> {
     // the target is visible (the log line below says so) finds a queue to go to.
     if new.is_some() && QUEUE_TX.get().is_none() {
         let (tx, rx) = crossbeam::channel::bounded(QUEUE);
-        if QUEUE_TX.set(tx).is_ok() {
-            // Detached: it only reads its queue and exits with the process.
-            std::thread::Builder::new()
-                .name("alerts".into())
-                .spawn(move || run(rx))?;
-        }
+        // Detached: it only reads its queue and exits with the process. The queue is
+        // published once it has its reader (a failed spawn is tried again next time).
+        std::thread::Builder::new()
+            .name("alerts".into())
+            .spawn(move || run(rx))?;
+        let _ = QUEUE_TX.set(tx);
     }
     let old = {
         let mut t = TARGET.write().unwrap_or_else(|p| p.into_inner());

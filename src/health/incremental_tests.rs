@@ -41,6 +41,8 @@ struct Ad {
     ttl: u32,
     enabled: bool,
     fallback: usize,
+    /// The pool of `fallback-pool` (when `fallback` says so).
+    fallback_pool: usize,
 }
 
 impl Ad {
@@ -69,6 +71,7 @@ impl Ad {
             ttl: 30 + rng.below(3) as u32,
             enabled: rng.below(8) != 0,
             fallback: rng.below(3),
+            fallback_pool: rng.below(POOLS),
         }
     }
 
@@ -80,11 +83,8 @@ impl Ad {
             "policy = \"global-availability\"",
             "policy = \"global-availability\"\npreemptive = false",
         ][self.policy];
-        let fallback = [
-            "fallback = \"all\"",
-            "fallback = \"nodata\"",
-            "fallback-pool = \"p0\"",
-        ][self.fallback];
+        let pool = format!("fallback-pool = \"p{}\"", self.fallback_pool);
+        let fallback = ["fallback = \"all\"", "fallback = \"nodata\"", &pool][self.fallback];
         let _ = write!(
             out,
             "[[access-domain]]\nname = \"{}.e.test.\"\ntype = \"{}\"\n{policy}\nttl = {}\n\
@@ -129,6 +129,8 @@ struct Model {
     prefixes_moved: bool,
     /// The last line's parent: l2 instead of l1.
     reparented: bool,
+    /// Pools p0.. answering round-robin, up to two addresses at a time (else the default).
+    round_robin: Vec<bool>,
     files: Vec<Vec<Ad>>,
     next_name: usize,
 }
@@ -144,6 +146,7 @@ impl Model {
             front_pool: false,
             prefixes_moved: false,
             reparented: false,
+            round_robin: vec![false; POOLS],
             members: (0..POOLS)
                 .map(|p| vec![p % ADDRS, (p + 3) % ADDRS])
                 .collect(),
@@ -206,6 +209,10 @@ impl Model {
         }
         for (p, members) in self.members.iter().enumerate() {
             pool(&mut t, format!("p{p}"), members);
+            if self.round_robin[p] {
+                let answers = members.len().clamp(1, 2);
+                let _ = write!(t, "policy = \"round-robin\"\nanswers = {answers}\n");
+            }
         }
         for (p, members) in self.extra_pools.iter().enumerate() {
             pool(&mut t, format!("x{p}"), members);
@@ -287,7 +294,7 @@ impl Model {
     fn edit_main(&mut self, rng: &mut Rng) -> &'static str {
         let n = self.weights.len();
         let a = rng.below(n);
-        match rng.below(9) {
+        match rng.below(10) {
             0 => {
                 self.weights[a] = 1 + rng.below(4) as u32;
                 "an address weight changed (main file)"
@@ -333,6 +340,11 @@ impl Model {
             8 => {
                 self.reparented ^= true;
                 "a line's parent changed (main file)"
+            }
+            9 => {
+                let p = rng.below(POOLS);
+                self.round_robin[p] ^= true;
+                "a pool's policy and answers changed (main file)"
             }
             _ => "nothing changed",
         }
@@ -480,7 +492,7 @@ fn incremental_reload_equals_full_compile() {
     let _ = std::fs::remove_dir_all(&dir);
     let said = format!(
         "{copied_rows} runs copied, names kept {names_kept} times, {in_place} compiled in \
-         place, {refreshed} with the pools' addresses worked out again, in {steps} reloads"
+         place, {refreshed} with the pools' members changed, in {steps} reloads"
     );
     eprintln!("{said}");
     assert!(

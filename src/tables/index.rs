@@ -64,7 +64,8 @@ impl NameIndex {
         ) {
             hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().1 = node,
             hashbrown::hash_table::Entry::Vacant(e) => {
-                let off = self.arena.len() as u32;
+                // A compile that panics is refused (contained): 4 GiB of names is no model.
+                let off = u32::try_from(self.arena.len()).expect("name arena under 4 GiB");
                 e.insert((off, node));
                 self.arena.push(len);
                 self.arena.extend_from_slice(name);

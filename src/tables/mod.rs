@@ -200,9 +200,11 @@ pub struct Reuse {
     pub in_place: Option<Vec<std::ops::Range<usize>>>,
     /// Compiled in place: the access domains whose rows were (by index).
     pub rows: Vec<std::ops::Range<usize>>,
-    /// The pools' addresses (or which are enabled) changed: the health state shares no
-    /// chunk of active pools with the snapshot replaced, whose pools answer as they did
-    /// until the swap.
+    /// The pools' members, their number or which addresses are enabled changed: the
+    /// health state shares no chunk of active pools with the snapshot replaced, whose
+    /// pools answer as they did until the swap. (A change of an address's mode or a
+    /// pool's health condition moves active pools in the shared chunks before the swap,
+    /// as a probe verdict would: the tables they index are the same.)
     pub health_fresh: bool,
     /// Entries of the stored-once lists after the last full compile (incremental ones
     /// append; past twice as many, the next reload compiles in full).
