@@ -793,6 +793,9 @@ fn shared_health_fails_over_on_every_edge_and_never_for_a_minority() {
         "fleet: verdict to every edge (deciding edge switched -> last edge switched): {spread:?}"
     );
     // What each edge shows: e1's and e2's votes down.
+    let (_, body) = crate::harness::http(edges[2].control_addr(), "GET", "/v1/status", &[], "");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["fleet"]["share_health"], true, "{body}");
     let v = votes(&edges[2]);
     assert!(
         counted(&v, "e3", "up") && counted(&v, "e1", "down"),
@@ -878,4 +881,28 @@ fn without_the_engine_edges_keep_their_state_and_fall_back_on_their_own_verdicts
             "3 counted votes again",
         );
     }
+}
+
+#[test]
+fn share_health_must_be_a_boolean() {
+    let dir = TempDir::new("fleet-j");
+    let file = health_edge_file(&dir, "e1", "nats://127.0.0.1:1", 1, "127.0.0.11", true);
+    let toml = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        toml.replace("share-health = true", "share-health = \"yes\""),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(
+            "edge.toml:46: fleet.share-health: invalid type: string \"yes\", expected a boolean"
+        ),
+        "{said}"
+    );
 }
