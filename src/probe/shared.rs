@@ -117,6 +117,8 @@ pub struct Shared {
     state: Mutex<State>,
     /// Wakes the prober's loop when remote verdicts arrive.
     waker: OnceLock<mio::Waker>,
+    /// Tells the `fleet` thread that this edge's verdicts changed.
+    on_change: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 #[derive(Default)]
@@ -143,6 +145,7 @@ impl Shared {
             edge: edge.to_string(),
             state: Mutex::default(),
             waker: OnceLock::new(),
+            on_change: OnceLock::new(),
         }
     }
 
@@ -187,14 +190,31 @@ impl Shared {
         }
     }
 
+    /// What the `fleet` thread runs when this edge's verdicts change (set once).
+    pub fn on_change(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_change.set(f);
+    }
+
     /// Records this edge's verdict after a result; a changed (or first) verdict is queued
-    /// for the `fleet` thread.
+    /// for the `fleet` thread, which is told.
     pub(super) fn set_mine(&self, address: &str, check: &str, up: bool, interval: Duration) {
+        if self.record_mine(address, check, up, interval) {
+            if let Some(f) = self.on_change.get() {
+                f();
+            }
+        }
+    }
+
+    /// [`Shared::set_mine`]'s record; whether the verdict was queued.
+    fn record_mine(&self, address: &str, check: &str, up: bool, interval: Duration) -> bool {
         let now = Instant::now();
         let mut s = self.lock();
         let key = (address.to_string(), check.to_string());
         match s.mine.get_mut(&key) {
-            Some(m) if m.up == up && m.interval == interval => m.checked = now,
+            Some(m) if m.up == up && m.interval == interval => {
+                m.checked = now;
+                return false;
+            }
             Some(m) => {
                 if m.up != up {
                     m.since_ms = unix_ms();
@@ -215,6 +235,7 @@ impl Shared {
                 s.outbox.insert(key);
             }
         }
+        true
     }
 
     /// After a reload: forgets this edge's verdicts on what it no longer checks (they are

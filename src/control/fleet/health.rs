@@ -35,8 +35,9 @@ pub const HEALTH_BUCKET: &str = "gtmd_health";
 pub const HEALTH_MAX_AGE: Duration = Duration::from_secs(4 * 3600);
 /// Most verdicts written at once.
 const IN_FLIGHT: usize = 64;
-/// How often the outbox is looked at (a changed verdict waits at most this long).
-const TICK: Duration = Duration::from_millis(20);
+/// How often the loop looks at `stop` and for verdicts due again (a changed verdict is
+/// written at once: the prober tells).
+const TICK: Duration = Duration::from_millis(100);
 /// How often the verdicts due again are looked for.
 const REFRESH_SCAN: Duration = Duration::from_millis(500);
 /// A verdict is written again at least this often, however long its interval.
@@ -79,6 +80,8 @@ pub fn key(edge: &str, address: &str, check: &str) -> String {
 /// The edge's side of shared health, kept across sessions.
 pub(super) struct Sharing {
     shared: Arc<Shared>,
+    /// Notified by the prober when this edge's verdicts change.
+    changed: Arc<tokio::sync::Notify>,
     /// When each of this edge's verdicts was last written, this session.
     written: HashMap<Key, Instant>,
     /// Keys whose value was not a verdict of the edge it names (warned about once).
@@ -89,8 +92,12 @@ pub(super) struct Sharing {
 
 impl Sharing {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let c = changed.clone();
+        shared.on_change(Box::new(move || c.notify_one()));
         Self {
             shared,
+            changed,
             written: HashMap::new(),
             bad: Default::default(),
             received: 0,
@@ -137,6 +144,10 @@ impl Sharing {
                     Some(Err(e)) => return Err(format!("watch of {HEALTH_BUCKET} failed: {e}")),
                     None => return Err(format!("watch of {HEALTH_BUCKET} ended")),
                 },
+                () = self.changed.notified() => {
+                    let due = self.shared.take_outbox();
+                    self.write(&bucket, due).await?;
+                }
                 _ = tick.tick() => {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
