@@ -645,7 +645,8 @@ share-health = {share}
 }
 
 /// Three edges e1-e3 probing from 127.0.0.11-13, sharing health, and the target.
-fn health_fleet(dir: &TempDir, nats: &Nats) -> (Vec<Server>, crate::prober::Target) {
+/// Also the target's port.
+fn health_fleet(dir: &TempDir, nats: &Nats) -> (Vec<Server>, crate::prober::Target, u16) {
     let port = crate::prober::target_port(&[PRIMARY]);
     let target = crate::prober::Target::start(PRIMARY, port);
     let edges: Vec<Server> = (1..=3)
@@ -667,7 +668,7 @@ fn health_fleet(dir: &TempDir, nats: &Nats) -> (Vec<Server>, crate::prober::Targ
             "3 counted votes",
         );
     }
-    (edges, target)
+    (edges, target, port)
 }
 
 /// One vote on `primary` as `GET /v1/state` shows it.
@@ -751,7 +752,7 @@ fn shared_health_fails_over_on_every_edge_and_never_for_a_minority() {
     let Some(bin) = nats_server() else { return };
     let dir = TempDir::new("fleet-h");
     let nats = Nats::start(&bin, &dir);
-    let (edges, target) = health_fleet(&dir, &nats);
+    let (mut edges, target, port) = health_fleet(&dir, &nats);
     let src = |i: u8| -> std::net::IpAddr { format!("127.0.0.1{i}").parse().unwrap() };
     // e1 alone sees the target fail: 1 of 3 is below the 50% failure rate, so no edge
     // fails over, e1 included, whose own check says down (it would fail over alone).
@@ -812,6 +813,33 @@ fn shared_health_fails_over_on_every_edge_and_never_for_a_minority() {
     drop(target);
     let t = switch_times(&edges, BACKUP, t0, FAILOVER_BOUND);
     eprintln!("fleet: target killed: e1-e3 answered {BACKUP} after {t:?}");
+    // Verdicts stored long ago do not count: e1 and e2 stop, their "down" verdicts stay in
+    // the engine; the target comes back, and e3 follows its own verdict once theirs are
+    // stale. A while later e3 restarts and reads theirs back from the engine: aged by the
+    // engine's clock, they are forgotten, and e3 never fails over.
+    let mut e3 = edges.pop().unwrap();
+    for mut e in edges {
+        e.stop();
+    }
+    let _target = crate::prober::Target::start(PRIMARY, port);
+    wait_www(&e3, PRIMARY);
+    std::thread::sleep(Duration::from_secs(6));
+    e3.stop();
+    let e3 = start_edge(&dir.join("e3/edge.toml"));
+    let asking = asker(e3.addr, &[PRIMARY]);
+    e3.wait_log("fleet: connected to the engine", Duration::from_secs(10));
+    e3.wait_log(
+        "first verdict of another edge received",
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (asked, unanswered) = asking.finish();
+    assert!(
+        asked > 100 && unanswered == 0,
+        "{asked} asked, {unanswered} unanswered"
+    );
+    let v = votes(&e3);
+    assert!(v.iter().all(|x| x.edge == "e3"), "{v:?}");
 }
 
 #[test]
@@ -819,7 +847,7 @@ fn without_the_engine_edges_keep_their_state_and_fall_back_on_their_own_verdicts
     let Some(bin) = nats_server() else { return };
     let dir = TempDir::new("fleet-i");
     let mut nats = Nats::start(&bin, &dir);
-    let (edges, target) = health_fleet(&dir, &nats);
+    let (edges, target, _) = health_fleet(&dir, &nats);
     let e1_src: std::net::IpAddr = "127.0.0.11".parse().unwrap();
     // e1 alone fails the target: outvoted, it answers primary like the others.
     target.deny.lock().unwrap().push(e1_src);

@@ -127,8 +127,9 @@ impl Sharing {
         // The engine's clock now: stored verdicts are aged against it (not this edge's
         // clock, which may be off), so a verdict an edge left long ago does not count.
         let mut newest = self.engine_now(&bucket).await?;
+        // The last verdict of every key first (`watch_all` would start with new ones).
         let mut watch = bucket
-            .watch_all()
+            .watch_with_history(">")
             .await
             .map_err(|e| format!("cannot watch {HEALTH_BUCKET}: {e}"))?;
         self.written.clear();
