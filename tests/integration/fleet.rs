@@ -818,6 +818,11 @@ fn shared_health_fails_over_on_every_edge_and_never_for_a_minority() {
     // stale. A while later e3 restarts and reads theirs back from the engine: aged by the
     // engine's clock, they are forgotten, and e3 never fails over.
     let mut e3 = edges.pop().unwrap();
+    wait_votes(
+        &e3,
+        |v| counted(v, "e1", "down") && counted(v, "e2", "down"),
+        "e1 and e2 down",
+    );
     for mut e in edges {
         e.stop();
     }
