@@ -939,3 +939,44 @@ fn share_health_must_be_a_boolean() {
         "{said}"
     );
 }
+
+/// A stream of the engine's that holds `$KV.gtmd_health.>`, so that the health bucket
+/// cannot be made (created with async-nats, as gtmd does).
+fn block_health_bucket(url: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "blocker".into(),
+            subjects: vec!["$KV.gtmd_health.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+}
+
+#[test]
+fn an_edge_whose_health_sharing_fails_still_applies_epochs() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-k");
+    let nats = Nats::start(&bin, &dir);
+    block_health_bucket(&nats.url());
+    let port = crate::prober::target_port(&[PRIMARY]);
+    let _target = crate::prober::Target::start(PRIMARY, port);
+    let file = health_edge_file(&dir, "e1", &nats.url(), port, "127.0.0.11", true);
+    let e = start_edge(&file);
+    e.wait_log("fleet: sharing health failed (", Duration::from_secs(10));
+    let out = publish(&published(&dir, "192.0.2.61", ""), &nats.url(), 20);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("e1: applied epoch 1"), "{said}");
+    // Logged once, not at every retry (every 2 s).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(e.count_log("fleet: sharing health failed"), 1);
+    assert_eq!(e.count_log("fleet: engine unreachable"), 0);
+}

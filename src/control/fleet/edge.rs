@@ -212,15 +212,17 @@ impl Edge {
         self.show(*link);
         self.report(&edges).await?;
         let stop = self.stop.clone();
+        // Sharing health never ends the connection (it retries on its own); it ends
+        // with it, or on `stop`, when `follow` returns too.
         let health = async {
-            match sharing {
-                Some(s) => s.run(&js, &stop).await,
-                None => std::future::pending().await,
+            if let Some(s) = sharing {
+                s.run(&js, &stop).await;
             }
+            std::future::pending::<()>().await;
         };
         tokio::select! {
             r = self.follow(&config, &epochs, &edges, watch) => r,
-            r = health => r,
+            () = health => Ok(()),
         }
     }
 

@@ -42,6 +42,8 @@ const TICK: Duration = Duration::from_millis(100);
 const REFRESH_SCAN: Duration = Duration::from_millis(500);
 /// A verdict is written again at least this often, however long its interval.
 const MAX_REFRESH: Duration = Duration::from_secs(3600);
+/// Pause before sharing is tried again after a failure.
+const RETRY: Duration = Duration::from_secs(2);
 
 /// One edge's verdict on one (address, template), as stored under its key.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -88,6 +90,8 @@ pub(super) struct Sharing {
     bad: std::collections::HashSet<String>,
     /// Verdicts received from other edges (for the log's first line and the status).
     received: u64,
+    /// The last error (logged once until it changes or sharing works again).
+    failing: Option<String>,
 }
 
 impl Sharing {
@@ -101,18 +105,39 @@ impl Sharing {
             written: HashMap::new(),
             bad: Default::default(),
             received: 0,
+            failing: None,
         }
     }
 
-    /// One session: writes this edge's verdicts (all of them first, then the changed
+    /// Shares health over `js` until `stop`. A failure here (the bucket cannot be made,
+    /// a write is refused) is logged once and retried every [`RETRY`], without ending the
+    /// connection: epochs keep coming meanwhile, and the other edges' verdicts go stale,
+    /// so this edge falls back on its own. When the engine itself is lost, the epoch
+    /// side notices and the connection starts over.
+    pub(super) async fn run(&mut self, js: &jetstream::Context, stop: &AtomicBool) {
+        loop {
+            let e = match self.session(js, stop).await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            if self.failing.as_ref() != Some(&e) {
+                warn!(edge = %self.shared.edge(), "fleet: sharing health failed ({e}): this edge's own verdicts decide; retrying");
+                self.failing = Some(e);
+            }
+            let until = Instant::now() + RETRY;
+            while Instant::now() < until {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// One attempt: writes this edge's verdicts (all of them first, then the changed
     /// ones at once and every one again when its interval has passed) and stores the
-    /// other edges'. Returns on an engine error (the session starts over), or `Ok` on
-    /// `stop`.
-    pub(super) async fn run(
-        &mut self,
-        js: &jetstream::Context,
-        stop: &AtomicBool,
-    ) -> Result<(), String> {
+    /// other edges'. Returns on an engine error, or `Ok` on `stop`.
+    async fn session(&mut self, js: &jetstream::Context, stop: &AtomicBool) -> Result<(), String> {
         let bucket = super::kv_bucket(
             js,
             super::BucketSpec {
@@ -220,6 +245,9 @@ impl Sharing {
         while let Some((address, check, r)) = results.next().await {
             r.map_err(|e| format!("cannot write a verdict to {HEALTH_BUCKET}: {e}"))?;
             self.written.insert((address, check), Instant::now());
+        }
+        if self.failing.take().is_some() {
+            info!(edge = %self.shared.edge(), "fleet: sharing health again");
         }
         Ok(())
     }
