@@ -797,6 +797,20 @@ fn shared_health_fails_over_on_every_edge_and_never_for_a_minority() {
     let (_, body) = crate::harness::http(edges[2].control_addr(), "GET", "/v1/status", &[], "");
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["fleet"]["share_health"], true, "{body}");
+    let out = Command::new(BIN)
+        .args([
+            "ctl",
+            "--server",
+            &format!("http://{}", edges[2].control_addr()),
+        ])
+        .arg("status")
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(
+        said.contains("fleet        edge e3, epoch 0, engine connected, sharing health"),
+        "{said}"
+    );
     let v = votes(&edges[2]);
     assert!(
         counted(&v, "e3", "up") && counted(&v, "e1", "down"),
