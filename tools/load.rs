@@ -188,6 +188,9 @@ fn open_sockets(a: &Args) -> Vec<Sock> {
             .expect("bind");
             s.connect(a.server).expect("connect");
             s.set_nonblocking(true).expect("nonblocking");
+            // As the server's: a generator descheduled for a few milliseconds must not
+            // count the answers its own receive buffer dropped as lost.
+            let _ = socket2::SockRef::from(&s).set_recv_buffer_size(4 << 20);
             Sock {
                 s,
                 sent_at: vec![None; 65536],

@@ -77,6 +77,9 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
     addresses(t, g);
     pools(t, g);
     let mut fb = Vec::new();
+    // One entry per shape the interner knows (the two are made together; should they
+    // ever differ, every shape is worked out here anyway).
+    t.fallbacks.resize(seen.fb_keys.len(), (0, 0));
     for (i, &(start, len, rule, cname)) in seen.fb_keys.iter().enumerate() {
         let list = &t.route_pools[start as usize..(start + len) as usize];
         fallback(g, rule, cname, list, &mut fb);
@@ -499,7 +502,7 @@ impl Routes {
     /// one.
     fn nearest(&mut self, g: &Gslb, ad: &AccessDomain) {
         let default = self.cand.len();
-        for (li, pools) in &ad.lines {
+        for (li, pools) in ad.lines.iter() {
             let from = self.cand.len();
             self.cand.extend(pools.iter().map(|&p| (p, 1)));
             for i in 0..default {

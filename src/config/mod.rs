@@ -345,6 +345,48 @@ pub struct Zone {
 }
 
 impl Config {
+    /// Only `[fleet]` of the file at `path` (with `server.identity`, its default edge
+    /// name), the rest left unread: an edge whose own file no longer loads (a zone file
+    /// gone, say) still finds where its last-known-good epoch is. `Ok(None)` without
+    /// `[fleet]`.
+    pub fn fleet_only(path: &Path) -> Result<Option<fleet::Fleet>, ConfigErrors> {
+        #[derive(serde::Deserialize)]
+        struct Identity {
+            identity: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct FleetOnly {
+            fleet: Option<toml::Spanned<spec::FleetSpec>>,
+            server: Option<Identity>,
+        }
+        let file: Arc<str> = path.display().to_string().into();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let why = format!("cannot read: {e}");
+            ConfigErrors(vec![ConfigError::new(Origin::new(&file, 1), "file", why)])
+        })?;
+        let lines = Lines::new(&text);
+        let only: FleetOnly =
+            validate::parse(&text, &file, &lines).map_err(|e| ConfigErrors(vec![e]))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let (mut errs, overlay) = (Vec::new(), Overlay::new());
+        let mut ctx = Ctx {
+            file: &file,
+            lines: &lines,
+            base,
+            overlay: &overlay,
+            errs: &mut errs,
+        };
+        let identity = only.server.and_then(|s| s.identity);
+        let fleet = only
+            .fleet
+            .as_ref()
+            .and_then(|f| fleet::validate(f, identity.as_deref(), &mut ctx));
+        match errs.is_empty() {
+            true => Ok(fleet),
+            false => Err(ConfigErrors(errs)),
+        }
+    }
+
     /// Reads and validates the file at `path`, without huge pages: nothing of it is read
     /// per query, and a large model is most of the memory a start-up faults in
     /// ([`crate::sys::without_huge_pages`]).

@@ -61,6 +61,28 @@ pub struct ShardCtx {
     pub stop: Arc<AtomicBool>,
 }
 
+/// [`respond`], counted: the outcome and the query type in `counters`, and with
+/// per-domain metrics on, the access domain and line the answer was selected for.
+#[inline(always)]
+fn respond_counted(
+    snap: &Snapshot,
+    pkt: &[u8],
+    (query, local, counters): (&mut Query, &mut Local, &Counters),
+    (t, client): (Transport, Option<ClientAddr>),
+    out: &mut [u8],
+) -> crate::wire::respond::Outcome {
+    let per_domain = !snap.metric_series.ads.is_empty();
+    if per_domain {
+        local.selected = Selection::NONE;
+    }
+    let o = respond(snap, pkt, query, t, client, local, out);
+    counters.record(&o, query.qtype);
+    if per_domain && local.selected != Selection::NONE {
+        counters.record_selection(&snap.metric_series, local.selected);
+    }
+    o
+}
+
 impl ShardCtx {
     /// A context reading `published`.
     pub fn new(
@@ -97,24 +119,8 @@ impl ShardCtx {
         out: &mut [u8],
     ) -> usize {
         let snap = self.cache.load();
-        let per_domain = !snap.metric_series.ads.is_empty();
-        if per_domain {
-            self.local.selected = Selection::NONE;
-        }
-        let o = respond(
-            snap,
-            pkt,
-            &mut self.query,
-            Transport::Udp,
-            client,
-            &mut self.local,
-            out,
-        );
-        self.counters.record(&o, self.query.qtype);
-        if per_domain && self.local.selected != Selection::NONE {
-            self.counters
-                .record_selection(&snap.metric_series, self.local.selected);
-        }
+        let q = (&mut *self.query, &mut self.local, &*self.counters);
+        let o = respond_counted(snap, pkt, q, (Transport::Udp, client), out);
         let len = match &snap.rrl {
             Some(conf) if o.len != 0 => {
                 // After the answer is built (its class is known), before it is sent.
@@ -165,24 +171,8 @@ impl ShardCtx {
         out: &mut [u8],
     ) -> usize {
         let snap = self.cache.load();
-        let per_domain = !snap.metric_series.ads.is_empty();
-        if per_domain {
-            self.local.selected = Selection::NONE;
-        }
-        let o = respond(
-            snap,
-            pkt,
-            &mut self.query,
-            Transport::Tcp,
-            client,
-            &mut self.local,
-            out,
-        );
-        self.counters.record(&o, self.query.qtype);
-        if per_domain && self.local.selected != Selection::NONE {
-            self.counters
-                .record_selection(&snap.metric_series, self.local.selected);
-        }
+        let q = (&mut *self.query, &mut self.local, &*self.counters);
+        let o = respond_counted(snap, pkt, q, (Transport::Tcp, client), out);
         if let Some(t) = &mut self.tap {
             t.offer(true, tap::Peer::Addr(peer), pkt, &out[..o.len]);
         }

@@ -397,6 +397,14 @@ fn an_edge_refuses_an_epoch_it_cannot_load_and_keeps_serving() {
         said.contains("fleet        edge e1, epoch 2, engine connected"),
         "{said}"
     );
+    // A later good epoch applies on e2, and the refusal of epoch 2 is history.
+    let out = publish(&published(&dir, "192.0.2.23", ""), &nats.url(), 20);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    wait_www(&e2, "192.0.2.23");
+    let (_, body) = crate::harness::http(e2.control_addr(), "GET", "/v1/status", &[], "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["fleet"]["epoch"], 3, "{body}");
+    assert!(v["fleet"]["refused"].is_null(), "{body}");
 }
 
 #[test]
@@ -411,9 +419,11 @@ fn an_edge_boots_from_last_known_good_and_epochs_only_move_forward() {
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     }
     assert_eq!(www(&e), ["192.0.2.32"]);
-    // No engine: a restarted edge serves its last-known-good epoch.
+    // No engine, and the edge's own file no longer loads (its zone file gone): a
+    // restarted edge serves its last-known-good epoch all the same.
     e.stop();
     nats.stop();
+    std::fs::remove_file(f.parent().unwrap().join("local.zone")).unwrap();
     let mut e = start_edge(&f);
     e.wait_log(
         "fleet: serving the last-known-good epoch epoch=2",
@@ -432,6 +442,21 @@ fn an_edge_boots_from_last_known_good_and_epochs_only_move_forward() {
         "fleet: epoch 1 is older than the epoch serving: ignored",
         Duration::from_secs(10),
     );
+    assert_eq!(www(&e), ["192.0.2.32"]);
+    // The engine emptied again under the running edge: a publish before the edge's report
+    // is back is numbered 1 again; it waits for the edge, which serves epoch 2 and never
+    // applies it, and says so (exit 1).
+    nats.stop();
+    std::fs::remove_dir_all(&nats.store).unwrap();
+    nats.restart();
+    let out = publish(&published(&dir, "192.0.2.35", ""), &nats.url(), 20);
+    let said = text(&out);
+    assert!(said.contains("published epoch 1 "), "{said}");
+    assert!(
+        said.contains("e1: NOT APPLIED: serves epoch 2, above this epoch 1"),
+        "{said}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}");
     assert_eq!(www(&e), ["192.0.2.32"]);
     // The next publish numbers its epoch above what the edge reports: 3, applied.
     let out = publish(&published(&dir, "192.0.2.34", ""), &nats.url(), 20);
@@ -565,6 +590,35 @@ fn an_edge_rides_out_an_engine_outage_and_logs_it_once() {
     // One line per change of the link, not one per attempt.
     assert_eq!(e.count_log("fleet: engine unreachable"), 1);
     assert_eq!(e.count_log("fleet: connected to the engine"), 2);
+}
+
+/// Two gtmd under one edge name overwrite each other's report: within two heartbeats one
+/// of them says so.
+#[test]
+fn two_edges_under_one_name_are_warned_about() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-twin");
+    let nats = Nats::start(&bin, &dir);
+    let first = edge_file(&dir, "e1", &nats.url());
+    let twin = dir.join("twin");
+    std::fs::create_dir_all(&twin).unwrap();
+    for f in ["edge.toml", "local.zone"] {
+        std::fs::copy(first.parent().unwrap().join(f), twin.join(f)).unwrap();
+    }
+    let (a, b) = (start_edge(&first), start_edge(&twin.join("edge.toml")));
+    let said = "fleet: another gtmd reports as edge e1";
+    let t0 = Instant::now();
+    while a.count_log(said) + b.count_log(said) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "no warning about the twin"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        a.count_log(said) + b.count_log(said) <= 2,
+        "said once each at most"
+    );
 }
 
 //--- Shared health ----------------------------------------------------------------------

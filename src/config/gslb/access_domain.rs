@@ -9,7 +9,7 @@ use std::collections::hash_map::Entry;
 use toml::Spanned;
 
 use super::DEFAULT_LINE;
-use super::{type_name, AccessDomain, Ctx, Fallback, PoolKind, PoolPolicy, Scope, Zone};
+use super::{type_name, AccessDomain, Ctx, Fallback, LineMap, PoolKind, PoolPolicy, Scope, Zone};
 use crate::config::name::parse_name;
 use crate::config::spec::AccessDomainSpec;
 use crate::dns::name::{display_name, is_within};
@@ -22,14 +22,41 @@ pub(super) fn validate_all(
     ctx: &mut Ctx<'_>,
     scope: &Scope<'_>,
 ) -> Vec<AccessDomain> {
+    let mut shapes = LineShapes::default();
     let mut out = Vec::with_capacity(specs.len());
-    out.extend(specs.iter().filter_map(|a| a.validate(ctx, scope)));
+    out.extend(
+        specs
+            .iter()
+            .filter_map(|a| a.validate(ctx, scope, &mut shapes)),
+    );
     out
+}
+
+/// The line maps of the access domains validated so far (of one file), each stored once
+/// and shared by every access domain that has it.
+#[derive(Default)]
+pub(super) struct LineShapes(foldhash::HashSet<LineMap>);
+
+impl LineShapes {
+    /// The shared copy of `routes`.
+    fn share(&mut self, routes: Vec<(u32, Box<[u32]>)>) -> LineMap {
+        if let Some(seen) = self.0.get(&routes[..]) {
+            return seen.clone();
+        }
+        let new: LineMap = routes.into();
+        self.0.insert(new.clone());
+        new
+    }
 }
 
 impl AccessDomainSpec {
     /// The access domain, or `None` when its name, type or policy is unusable (reported).
-    pub(super) fn validate(&self, ctx: &mut Ctx<'_>, scope: &Scope<'_>) -> Option<AccessDomain> {
+    pub(super) fn validate(
+        &self,
+        ctx: &mut Ctx<'_>,
+        scope: &Scope<'_>,
+        shapes: &mut LineShapes,
+    ) -> Option<AccessDomain> {
         let at = ctx.at(&self.name);
         let (name, zone) = self.name_and_zone(ctx, scope.zones)?;
         let rt = self.rtype(ctx)?;
@@ -48,7 +75,7 @@ impl AccessDomainSpec {
         let policy = ctx.keyword(&self.policy, "access-domain.policy", &policies)?;
         let resolve = Resolver::new(scope, rt);
         let mut pools = self.pools(ctx, &resolve);
-        let lines = self.lines(ctx, &resolve, policy, &mut pools);
+        let lines = shapes.share(self.lines(ctx, &resolve, policy, &mut pools));
         if pools.is_empty() && !self.pools_given() {
             let (field, hint) = if policy == PoolPolicy::Nearest {
                 ("access-domain.lines", ": give `pools` or a `default` line")
@@ -144,12 +171,11 @@ impl AccessDomainSpec {
         resolve: &Resolver<'_>,
         policy: PoolPolicy,
         pools: &mut Vec<(u32, u32)>,
-    ) -> Box<[(u32, Box<[u32]>)]> {
+    ) -> Vec<(u32, Box<[u32]>)> {
         let field = "access-domain.lines";
         let Some(ls) = &self.lines else {
-            return Box::default();
+            return Vec::new();
         };
-        // Sized for every line given: boxed without a copy unless some are left out.
         let mut routes = Vec::with_capacity(ls.get_ref().len());
         if policy != PoolPolicy::Nearest {
             ctx.err(ls, field, "lines are only used by policy \"nearest\"");
@@ -174,7 +200,7 @@ impl AccessDomainSpec {
                 routes.push((li as u32, v.into_boxed_slice()));
             }
         }
-        routes.into_boxed_slice()
+        routes
     }
 
     /// Whether pools were given at all (those given may all be unusable).
@@ -449,5 +475,49 @@ fn beside_zone_data<'a>(
                 "an access domain cannot be the zone apex".into(),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::config::Config;
+
+    /// Access domains that map lines alike share one line map, in the main file and in an
+    /// included file (read by the reader), and one that maps them otherwise has its own.
+    #[test]
+    fn equal_line_maps_are_shared() {
+        let dir = std::env::temp_dir().join(format!("gtmd-shapes-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("ads")).unwrap();
+        let ad = |name: &str, pool: &str| {
+            format!(
+                "[[access-domain]]\nname = \"{name}.e.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n\
+                 [access-domain.lines]\ndefault = [\"p0\"]\nl1 = [\"{pool}\"]\n"
+            )
+        };
+        let main = format!(
+            "version = 1\ninclude = [\"ads/*.toml\"]\n[[zone]]\nname = \"e.test.\"\n\
+             soa = {{ mname = \"ns\", rname = \"h\" }}\nns = [\"ns\"]\n\
+             [[line]]\nname = \"l1\"\nprefixes = [\"10.1.0.0/16\"]\n\
+             [[address]]\nname = \"a0\"\nvalue = \"192.0.2.1\"\n\
+             [[address]]\nname = \"a1\"\nvalue = \"192.0.2.2\"\n\
+             [[pool]]\nname = \"p0\"\ntype = \"ipv4\"\naddresses = [\"a0\"]\n\
+             [[pool]]\nname = \"p1\"\ntype = \"ipv4\"\naddresses = [\"a1\"]\n{}{}{}",
+            ad("m1", "p1"),
+            ad("m2", "p1"),
+            ad("m3", "p0")
+        );
+        std::fs::write(dir.join("main.toml"), main).unwrap();
+        let inc = format!("{}{}", ad("i1", "p1"), ad("i2", "p1"));
+        std::fs::write(dir.join("ads/a.toml"), inc).unwrap();
+        let cfg = Config::from_file(&dir.join("main.toml")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let ads: Vec<_> = cfg.gslb.access_domains.iter().collect();
+        assert_eq!(ads.len(), 5);
+        assert!(Arc::ptr_eq(&ads[0].lines, &ads[1].lines), "main file");
+        assert!(!Arc::ptr_eq(&ads[0].lines, &ads[2].lines));
+        assert_eq!(ads[0].lines[..], ads[3].lines[..]);
+        assert!(Arc::ptr_eq(&ads[3].lines, &ads[4].lines), "included file");
     }
 }

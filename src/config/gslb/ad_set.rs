@@ -112,7 +112,7 @@ mod tests {
             remarks: None,
             policy: crate::config::gslb::PoolPolicy::Weighted,
             pools: Box::new([]),
-            lines: Box::new([]),
+            lines: Vec::new().into(),
             fallback: crate::config::gslb::Fallback::All,
             at: crate::config::error::Origin {
                 file: "t".into(),

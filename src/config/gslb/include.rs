@@ -474,7 +474,10 @@ pub(super) fn read_validated(
         let errs = ctx.errs.len();
         // Sized for every table header (one allocation; a comment may hold one more).
         let mut ads = Vec::with_capacity(text.matches("[[access-domain]]").count());
-        let read = reader::read(text, |spec| ads.extend(spec.validate(ctx, scope)));
+        let mut shapes = super::access_domain::LineShapes::default();
+        let read = reader::read(text, |spec| {
+            ads.extend(spec.validate(ctx, scope, &mut shapes))
+        });
         if read.is_ok() {
             return ads;
         }

@@ -19,6 +19,7 @@ pub use ad_set::{AdSet, Iter as AdSetIter};
 use foldhash::{HashMap, HashMapExt};
 pub use include::IncludeStats;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -293,13 +294,18 @@ pub struct AccessDomain {
     pub policy: PoolPolicy,
     /// Default route: pool indices with their weights.
     pub pools: Box<[(u32, u32)]>,
-    /// Nearest: line index -> pool indices, in order.
-    pub lines: Box<[(u32, Box<[u32]>)]>,
+    /// Nearest: line index -> pool indices, in order. Shared by the access domains of a
+    /// file that map lines alike ([`LineShapes`]): a million access domains mostly
+    /// repeat a few maps, each a dozen small allocations.
+    pub lines: LineMap,
     /// Fallback.
     pub fallback: Fallback,
     /// Where declared.
     pub at: Origin,
 }
+
+/// An access domain's lines with pools of their own: (line index, pool indices).
+pub type LineMap = Arc<[(u32, Box<[u32]>)]>;
 
 /// The whole GSLB model.
 #[derive(Debug, Clone, Default)]

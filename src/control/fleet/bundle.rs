@@ -119,18 +119,28 @@ impl Bundle {
                 .create(d)
         };
         mkdir(dir)?;
+        let mut dirs = std::collections::BTreeSet::from([dir.to_path_buf()]);
         for (p, d) in &self.files {
             let to = dir.join(p);
             if let Some(parent) = to.parent() {
                 mkdir(parent)?;
+                let mut d = parent;
+                while d.starts_with(dir) && dirs.insert(d.to_path_buf()) {
+                    d = d.parent().unwrap_or(dir);
+                }
             }
-            std::fs::OpenOptions::new()
+            let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
-                .open(&to)?
-                .write_all(d)?;
+                .open(&to)?;
+            f.write_all(d)?;
+            f.sync_all()?;
+        }
+        // The folders' entries too (deepest first), so the files are found after a crash.
+        for d in dirs.iter().rev() {
+            std::fs::File::open(d)?.sync_all()?;
         }
         Ok(dir.join(&self.main))
     }

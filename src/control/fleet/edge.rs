@@ -41,17 +41,24 @@ pub struct Lkg {
 
 impl Lkg {
     fn read(dir: &Path) -> Option<Self> {
-        let text = std::fs::read(dir.join(LKG_FILE)).ok()?;
-        serde_json::from_slice(&text).ok()
+        let path = dir.join(LKG_FILE);
+        let text = std::fs::read(&path).ok()?;
+        serde_json::from_slice(&text)
+            .inspect_err(|e| {
+                error!(
+                    "fleet: {} is not a last-known-good pointer ({e}): booting from the \
+                     edge's own file",
+                    path.display()
+                )
+            })
+            .ok()
     }
 
-    /// Written beside, then renamed over the old one: a crash leaves one or the other.
+    /// Written beside, synced, renamed over the old one and the folder synced: a crash
+    /// or a power loss leaves one or the other.
     fn write(&self, dir: &Path) -> std::io::Result<()> {
-        let tmp = dir.join(format!("{LKG_FILE}.tmp"));
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, text)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, dir.join(LKG_FILE))
+        crate::control::crud::store::write_atomic(&dir.join(LKG_FILE), &text)
     }
 }
 
@@ -60,8 +67,9 @@ impl Lkg {
 /// the file either way), the section, and the epoch. `None` without `[fleet]` (or when
 /// the file does not load: `run` reports that).
 pub fn boot(opts: &RunOptions) -> Option<(RunOptions, Fleet, Option<Lkg>)> {
-    let local = crate::control::load(opts.config.as_ref()).ok()?;
-    let fleet = local.fleet?;
+    // Only `[fleet]` is read here: the epoch serves, not the file (which `run` loads
+    // when there is no epoch, and whose errors it reports then).
+    let fleet = crate::config::Config::fleet_only(opts.config.as_ref()?).ok()??;
     let mut o = opts.clone();
     o.fleet = Some(fleet.clone());
     let lkg = Lkg::read(&fleet.state_dir);
@@ -89,12 +97,16 @@ pub fn spawn(
             let mut edge = Edge {
                 config_file: main.or_else(|| api.ops.config_file().map(Path::to_path_buf)),
                 bad_pointer: None,
+                reported: false,
+                twin_warned: false,
+                fetch_failed: None,
                 api,
                 status: EdgeStatus {
                     edge: fleet.edge.clone(),
                     epoch: lkg.as_ref().map_or(0, |l| l.epoch),
                     digest: lkg.map(|l| l.digest).unwrap_or_default(),
                     version: env!("CARGO_PKG_VERSION").into(),
+                    boot: boot_id(),
                     ..Default::default()
                 },
                 fleet,
@@ -115,6 +127,13 @@ struct Edge {
     config_file: Option<PathBuf>,
     /// The last `current` that was no pointer (warned about once).
     bad_pointer: Option<Vec<u8>>,
+    /// A report was written in this process (the key holds this edge's since).
+    reported: bool,
+    /// Another gtmd under the same name was warned about.
+    twin_warned: bool,
+    /// The epoch whose bundle could not be read last time: a second failure refuses it
+    /// (else the session would reconnect and read again, for ever).
+    fetch_failed: Option<u64>,
     commands: crossbeam::channel::Sender<Command>,
     stop: Arc<AtomicBool>,
     /// What it reports (and serves).
@@ -205,12 +224,13 @@ impl Edge {
             .watch_with_history(CURRENT)
             .await
             .map_err(|e| format!("cannot watch {CURRENT}: {e}"))?;
+        // Said once this edge's report is in the engine (a publisher then sees it).
+        self.report(&edges).await?;
         if *link != Link::Up {
             info!(edge = %self.fleet.edge, epoch = self.status.epoch, "fleet: connected to the engine");
             *link = Link::Up;
         }
         self.show(*link);
-        self.report(&edges).await?;
         let stop = self.stop.clone();
         // Sharing health never ends the connection (it retries on its own); it ends
         // with it, or on `stop`, when `follow` returns too.
@@ -266,6 +286,25 @@ impl Edge {
 
     /// Writes this edge's report.
     async fn report(&mut self, edges: &kv::Store) -> Result<(), String> {
+        // Since this edge's last report, another gtmd wrote one under the same name: the
+        // two overwrite each other's, and a publisher sees one of them.
+        if self.reported && !self.twin_warned {
+            let last = edges.get(&self.fleet.edge).await.ok().flatten();
+            let other = last
+                .and_then(|v| serde_json::from_slice::<EdgeStatus>(&v).ok())
+                .filter(|s| s.boot != self.status.boot);
+            if let Some(s) = other {
+                warn!(
+                    edge = %self.fleet.edge,
+                    "fleet: another gtmd reports as edge {} (serving epoch {}): edge names must \
+                     be unique in a fleet ([fleet] edge)",
+                    self.fleet.edge,
+                    s.epoch
+                );
+                self.twin_warned = true;
+            }
+        }
+        self.reported = true;
         self.status.heartbeat_ms = ops::unix_ms();
         self.show(Link::Up);
         let v = serde_json::to_vec(&self.status).map_err(|e| e.to_string())?;
@@ -296,6 +335,19 @@ impl Edge {
             }
         };
         if p.epoch <= self.status.epoch {
+            let other = p.epoch == self.status.epoch && p.digest != self.status.digest;
+            if other && self.status.ignored != Some(p.epoch) {
+                warn!(
+                    epoch = p.epoch,
+                    digest = %p.digest,
+                    serving = %self.status.digest,
+                    "fleet: epoch {} in the engine is not the epoch {} serving (another bundle \
+                     under the same number: an engine restored from a backup?): ignored",
+                    p.epoch,
+                    self.status.epoch
+                );
+                self.status.ignored = Some(p.epoch);
+            }
             if p.epoch < self.status.epoch && self.status.ignored != Some(p.epoch) {
                 warn!(
                     epoch = p.epoch,
@@ -315,7 +367,17 @@ impl Edge {
         {
             return Ok(());
         }
-        let outcome = match fetch(epochs, &p).await? {
+        let fetched = match fetch(epochs, &p).await {
+            Err(e) if self.fetch_failed != Some(p.epoch) => {
+                // Once more, after a reconnection: the engine may have failed.
+                self.fetch_failed = Some(p.epoch);
+                return Err(e);
+            }
+            // Twice: the bundle cannot be read (a damaged object); refused.
+            Err(e) => Err(e),
+            Ok(f) => f,
+        };
+        let outcome = match fetched {
             Ok(blob) => match self.unpack(&p, &blob) {
                 Ok(main) => self.apply(&p, main).await,
                 Err(errors) => Err(errors),
@@ -362,9 +424,17 @@ impl Edge {
         let fail = |e: std::io::Error| vec![format!("cannot write {}: {e}", dir.display())];
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(dir).map_err(fail)?;
-        b.unpack(&tmp).map_err(fail)?;
-        let _ = std::fs::remove_dir_all(dir.join(&name));
-        std::fs::rename(&tmp, dir.join(&name)).map_err(fail)?;
+        // Every file and folder synced before the rename, and the state folder after it:
+        // the last-known-good pointer never names files a power loss left empty.
+        let written = b.unpack(&tmp).and_then(|_| {
+            let _ = std::fs::remove_dir_all(dir.join(&name));
+            std::fs::rename(&tmp, dir.join(&name))?;
+            std::fs::File::open(dir)?.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(fail(e));
+        }
         Ok(dir.join(&name).join(&b.main))
     }
 
@@ -402,19 +472,40 @@ impl Edge {
             digest: p.digest.clone(),
             main: rel.display().to_string(),
         };
-        if let Err(e) = lkg.write(&dir) {
-            error!(
+        match lkg.write(&dir) {
+            // The epochs before it go only once the pointer no longer names them.
+            Ok(()) => remove_older(&dir, p.epoch),
+            Err(e) => error!(
                 epoch = p.epoch,
-                "fleet: cannot write the last-known-good pointer in {}: {e}",
+                "fleet: cannot write the last-known-good pointer in {}: {e} (the epoch it \
+                 names is kept)",
                 dir.display()
-            );
+            ),
         }
-        remove_older(&dir, p.epoch);
         info!(epoch = p.epoch, digest = %p.digest, "fleet: epoch applied and kept as last-known-good");
         self.status.epoch = p.epoch;
         self.status.digest = p.digest.clone();
+        // A refusal of an earlier epoch is history now.
+        if self
+            .status
+            .refused
+            .as_ref()
+            .is_some_and(|r| r.epoch < p.epoch)
+        {
+            self.status.refused = None;
+        }
         self.config_file = Some(main);
         Ok(())
+    }
+}
+
+/// A random number for [`EdgeStatus::boot`] (the clock's nanoseconds should the kernel
+/// have no random source).
+fn boot_id() -> u64 {
+    let mut r = [0u8; 8];
+    match crate::sys::fill_random(&mut r) {
+        Ok(()) => u64::from_ne_bytes(r),
+        Err(_) => ops::unix_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15),
     }
 }
 
@@ -468,7 +559,8 @@ async fn fetch(
     Ok(Ok(buf))
 }
 
-/// Removes the epoch folders of the state folder other than `keep`'s.
+/// Removes the epoch folders of the state folder before `keep`'s, and any unpacking left
+/// half done.
 fn remove_older(dir: &Path, keep: u64) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -478,8 +570,29 @@ fn remove_older(dir: &Path, keep: u64) {
         let Some(n) = name.to_str().and_then(|n| n.strip_prefix("epoch-")) else {
             continue;
         };
-        if n.parse::<u64>().is_ok_and(|n| n < keep) {
+        if n.ends_with(".tmp") || n.parse::<u64>().is_ok_and(|n| n < keep) {
             let _ = std::fs::remove_dir_all(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Epochs before the kept one go, and so does an unpacking left half done; the kept
+    /// epoch and anything else in the state folder stay.
+    #[test]
+    fn remove_older_keeps_the_epoch_and_sweeps_half_unpacked_ones() {
+        let dir = std::env::temp_dir().join(format!("gtmd-lkg-{}", std::process::id()));
+        for d in ["epoch-1", "epoch-2", "epoch-4.tmp", "epoch-3", "other"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        super::remove_older(&dir, 3);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(left, ["epoch-3", "other"]);
     }
 }

@@ -115,6 +115,10 @@ pub struct EdgeStatus {
     pub heartbeat_ms: u64,
     /// gtmd's version on the edge.
     pub version: String,
+    /// A random number drawn at the edge's start: a report under this edge's name with
+    /// another one was written by another gtmd (edge names must be unique).
+    #[serde(default)]
+    pub boot: u64,
 }
 
 /// Connects to the first reachable of `urls`, failing fast (no endless retry inside the

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, kv, object_store};
 
 use super::bundle::{self, Bundle};
-use super::{EdgeStatus, Pointer, CURRENT, FRESH};
+use super::{EdgeStatus, Pointer, CURRENT, FRESH, HEARTBEAT};
 use crate::control::ops::unix_ms;
 
 /// Arguments of `gtmd publish`.
@@ -142,9 +142,9 @@ fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), Stri
             b.files.push((rel, data));
         }
     }
-    let scratch =
-        std::env::temp_dir().join(format!("gtmd-publish-{}-{}", std::process::id(), unix_ms()));
-    let unpacked = b.unpack(&scratch);
+    let scratch = private_dir()?;
+    let root = scratch.join("bundle");
+    let unpacked = b.unpack(&root);
     let checked = unpacked
         .map_err(|e| format!("cannot write {}: {e}", scratch.display()))
         .map(|m| crate::config::reads::recording(|| crate::control::check(Some(&m))));
@@ -160,12 +160,12 @@ fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), Stri
     // it does not travel.
     let used: Vec<String> = read_there
         .iter()
-        .filter_map(|p| bundle::inside(&scratch, p))
+        .filter_map(|p| bundle::inside(&root, p))
         .collect();
     b.files.retain(|(p, _)| used.contains(p));
     let local = read_there
         .into_iter()
-        .filter(|p| !p.starts_with(&scratch))
+        .filter(|p| !p.starts_with(&root))
         .collect();
     Ok((b, local))
 }
@@ -180,10 +180,10 @@ async fn publish(args: &PublishArgs, urls: &[String], b: &Bundle) -> u8 {
         let (config, epochs, edges) = super::buckets(&js).await?;
         let p = store(args, &config, &epochs, &edges, &blob, &digest).await?;
         prune(&epochs, p.epoch, args.keep).await;
-        Ok::<_, String>((p, edges))
+        Ok::<_, String>((p, config, edges))
     }
     .await;
-    let (p, edges) = match stored {
+    let (p, config, edges) = match stored {
         Ok(x) => x,
         Err(e) => {
             eprintln!("gtmd publish: {e}");
@@ -200,7 +200,7 @@ async fn publish(args: &PublishArgs, urls: &[String], b: &Bundle) -> u8 {
     if args.wait == 0 {
         return OK;
     }
-    wait(&edges, &p, Duration::from_secs(args.wait)).await
+    wait((&config, &edges), &p, Duration::from_secs(args.wait)).await
 }
 
 /// Uploads `epoch-N-DIGEST` and moves `current` to it by compare-and-set: N is above `current`
@@ -297,6 +297,24 @@ async fn prune(epochs: &object_store::ObjectStore, epoch: u64, keep: u64) {
     }
 }
 
+/// A new folder of the temporary folder only this user can enter, its name random: made
+/// by one mkdir that fails when the name exists, so nobody else's folder (or symlink) is
+/// written into, even by a publish run as root.
+fn private_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut last = String::new();
+    for _ in 0..8 {
+        let mut r = [0u8; 8];
+        crate::sys::fill_random(&mut r).map_err(|e| format!("no random source: {e}"))?;
+        let dir = std::env::temp_dir().join(format!("gtmd-publish-{:016x}", u64::from_ne_bytes(r)));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = format!("cannot make {}: {e}", dir.display()),
+        }
+    }
+    Err(last)
+}
+
 /// What became of the epoch on one edge.
 enum Outcome {
     Applied,
@@ -315,7 +333,7 @@ fn outcome(s: &EdgeStatus, p: &Pointer) -> Outcome {
 }
 
 /// Waits until every fresh edge applied or refused `p` (or `limit`), prints each.
-async fn wait(edges: &kv::Store, p: &Pointer, limit: Duration) -> u8 {
+async fn wait((config, edges): (&kv::Store, &kv::Store), p: &Pointer, limit: Duration) -> u8 {
     let t0 = Instant::now();
     let mut when: std::collections::HashMap<String, Duration> = Default::default();
     let reports = loop {
@@ -336,9 +354,12 @@ async fn wait(edges: &kv::Store, p: &Pointer, limit: Duration) -> u8 {
                 when.entry(s.edge.clone()).or_insert(t0.elapsed());
             }
         }
+        // With no edge fresh yet, two heartbeats' time for one to report (an edge
+        // reconnecting to a restarted engine) before there is nobody to wait for.
         let done = fresh
             .iter()
-            .all(|s| !matches!(outcome(s, p), Outcome::Pending));
+            .all(|s| !matches!(outcome(s, p), Outcome::Pending))
+            && (!fresh.is_empty() || t0.elapsed() >= 2 * HEARTBEAT);
         if done || t0.elapsed() >= limit {
             break fresh;
         }
@@ -351,12 +372,29 @@ async fn wait(edges: &kv::Store, p: &Pointer, limit: Duration) -> u8 {
         );
         return OK;
     }
+    // An edge serving a later epoch than this one: superseded when the engine's pointer
+    // is at that epoch or later (another publish came after this one), else the engine
+    // lost the later epochs (emptied or restored) and this one will never apply.
+    let engine_at = match config.get(CURRENT).await {
+        Ok(v) => v
+            .and_then(|v| serde_json::from_slice::<Pointer>(&v).ok())
+            .map_or(0, |c| c.epoch),
+        Err(_) => u64::MAX,
+    };
     let mut code = OK;
     for s in &reports {
         let took = when.get(&s.edge).map_or(0.0, Duration::as_secs_f64);
         match outcome(s, p) {
+            Outcome::Applied if s.epoch > p.epoch && engine_at >= s.epoch => {
+                println!("{}: superseded, serving epoch {}", s.edge, s.epoch)
+            }
             Outcome::Applied if s.epoch > p.epoch => {
-                println!("{}: ahead, serving epoch {}", s.edge, s.epoch)
+                println!(
+                    "{}: NOT APPLIED: serves epoch {}, above this epoch {}, which the engine no \
+                     longer has (emptied or restored?): publish again, above it",
+                    s.edge, s.epoch, p.epoch
+                );
+                code = INVALID;
             }
             Outcome::Applied => println!("{}: applied epoch {} in {took:.2} s", s.edge, p.epoch),
             Outcome::Refused(errors) => {
