@@ -22,6 +22,9 @@ pub struct Fleet {
     pub edge: String,
     /// Where epochs and the last-known-good pointer are written.
     pub state_dir: PathBuf,
+    /// Shared health (`share-health`, default on): this edge publishes its health
+    /// verdicts and counts the other edges' fresh ones with the failure-rate rule.
+    pub share_health: bool,
 }
 
 /// Why `s` cannot be an edge name, if it cannot: 1 to 64 of `A-Z a-z 0-9 - _`.
@@ -139,9 +142,11 @@ pub(super) fn validate(
             PathBuf::new()
         }
     };
+    let share_health = spec.share_health.as_ref().is_none_or(|s| *s.get_ref());
     ok.then_some(Fleet {
         nats,
         edge,
         state_dir,
+        share_health,
     })
 }

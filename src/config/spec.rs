@@ -137,6 +137,8 @@ pub(crate) struct FleetSpec {
     pub(crate) edge: Option<Spanned<String>>,
     /// Where the last-known-good epoch is kept.
     pub(crate) state_dir: Option<Spanned<String>>,
+    /// Whether this edge shares its health verdicts with the fleet and counts theirs.
+    pub(crate) share_health: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

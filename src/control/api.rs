@@ -174,6 +174,8 @@ pub struct ApiContext {
     pub generation: Arc<AtomicU64>,
     /// The prober's last results.
     pub reports: crate::probe::Reports,
+    /// The fleet's shared verdicts (an edge with `share-health`), none otherwise.
+    pub shared: Option<Arc<crate::probe::shared::Shared>>,
     /// Tokens, hosts, TLS and state file, as last configured.
     pub settings: ArcSwap<Settings>,
     /// What `/metrics` reads beyond the above.
@@ -394,6 +396,9 @@ fn handle(
                 for a in list {
                     let name = a["name"].as_str().unwrap_or("").to_string();
                     a["checks"] = json!(reports.get(&name).cloned().unwrap_or_default());
+                    if let Some(s) = &ctx.shared {
+                        a["votes"] = json!(s.votes(&name));
+                    }
                 }
             }
             (200, doc)

@@ -68,9 +68,14 @@ fn fleet(s: &mut String, f: &Value) {
     if !f.is_object() {
         return;
     }
+    let sharing = if f["share_health"] == true {
+        ", sharing health"
+    } else {
+        ""
+    };
     let _ = writeln!(
         s,
-        "fleet        edge {}, epoch {}, engine {}",
+        "fleet        edge {}, epoch {}, engine {}{sharing}",
         t(&f["edge"]),
         t(&f["epoch"]),
         t(&f["engine"])

@@ -182,10 +182,14 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     let reports: crate::probe::Reports = Default::default();
     let (reload_tx, reload_rx) = crossbeam::channel::unbounded();
     let (round_tx, round_rx) = crossbeam::channel::bounded(1);
+    let shared = fleet::shared_health(&edge);
     let prober = spawn_prober(
         published.load_full(),
-        writer.clone(),
-        reports.clone(),
+        crate::probe::Sinks {
+            writer: writer.clone(),
+            reports: reports.clone(),
+            shared: shared.clone(),
+        },
         reload_rx,
         round_tx,
         stop.clone(),
@@ -210,6 +214,7 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
         writer: writer.clone(),
         generation: generation.clone(),
         reports,
+        shared,
         settings: ArcSwap::from_pointee(api::Settings::of(&cfg.control)),
         metrics: metrics.clone(),
         ops: ops::Ops::new(
@@ -463,8 +468,7 @@ fn known_overrides(
 /// Starts the prober thread (`probe::run`).
 fn spawn_prober(
     snap: Arc<crate::tables::Snapshot>,
-    writer: SharedWriter,
-    reports: crate::probe::Reports,
+    sinks: crate::probe::Sinks,
     reloads: crossbeam::channel::Receiver<Arc<crate::tables::Snapshot>>,
     first_round: crossbeam::channel::Sender<()>,
     stop: Arc<AtomicBool>,
@@ -472,7 +476,7 @@ fn spawn_prober(
     std::thread::Builder::new()
         .name("prober".into())
         .spawn(move || {
-            if let Err(e) = crate::probe::run(snap, writer, reports, reloads, first_round, stop) {
+            if let Err(e) = crate::probe::run(snap, sinks, reloads, first_round, stop) {
                 error!("prober failed: {e}");
             }
         })

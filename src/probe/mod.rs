@@ -15,6 +15,7 @@
 
 mod icmp;
 pub mod latency;
+pub mod shared;
 mod syn;
 mod timers;
 mod tls;
@@ -37,6 +38,7 @@ use crate::config::gslb::{AddrValue, HealthCheck, Protocol};
 use crate::health::{log_changes, SharedWriter};
 use crate::shard::WAIT_BOUND;
 use crate::tables::Snapshot;
+use shared::Shared;
 use timers::Timers;
 use verdict::{Echoes, Flap, HttpRule, Outcome, PingRule, Step, Thresholds, Vote};
 
@@ -94,6 +96,9 @@ const SYN_TOKEN: usize = usize::MAX / 4;
 
 /// Tokens of the ICMP sockets start here (check tasks use their index).
 const ICMP_TOKEN: usize = usize::MAX / 2;
+
+/// The token of the waker the `fleet` thread uses when other edges' verdicts arrive.
+const WAKE_TOKEN: usize = usize::MAX;
 
 struct Inflight {
     /// The connection (TCP and HTTP checks).
@@ -177,10 +182,12 @@ fn tasks(snap: &Snapshot, old: Vec<Task>) -> Vec<Task> {
     out
 }
 
-/// Where results go: the control API's reports and the health writer.
+/// Where results go: the control API's reports and the health writer; on a fleet edge
+/// sharing health, also the shared verdicts (whose other edges' votes count too).
 struct Outlet {
     writer: SharedWriter,
     reports: Reports,
+    shared: Option<Arc<Shared>>,
 }
 
 /// The prober's state: its checks and the sockets they share.
@@ -198,25 +205,47 @@ struct Prober {
     undecided: usize,
 }
 
+/// Where the prober's results go: the health writer, the control API's reports, and on
+/// a fleet edge sharing health the shared verdicts.
+pub struct Sinks {
+    /// The health writer.
+    pub writer: SharedWriter,
+    /// The control API's table of last results.
+    pub reports: Reports,
+    /// The shared verdicts (`[fleet] share-health`).
+    pub shared: Option<Arc<Shared>>,
+}
+
 /// Runs the prober until `stop`. New snapshots (reloads) arrive on `reloads`; one message
 /// on `first_round` says every check has its first verdict.
 pub fn run(
     snap: Arc<Snapshot>,
-    writer: SharedWriter,
-    reports: Reports,
+    sinks: Sinks,
     reloads: Receiver<Arc<Snapshot>>,
     first_round: Sender<()>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<()> {
+    let Sinks {
+        writer,
+        reports,
+        shared,
+    } = sinks;
     let mut p = Prober {
         poll: Poll::new()?,
         list: Vec::new(),
         icmp: None,
         syn: None,
-        out: Outlet { writer, reports },
+        out: Outlet {
+            writer,
+            reports,
+            shared,
+        },
         timers: Timers::default(),
         undecided: 0,
     };
+    if let Some(s) = &p.out.shared {
+        s.set_waker(mio::Waker::new(p.poll.registry(), Token(WAKE_TOKEN))?);
+    }
     p.set_list(tasks(&snap, Vec::new()))?;
     let mut events = Events::with_capacity(1024);
     let mut first_round = Some(first_round);
@@ -236,6 +265,7 @@ pub fn run(
         for ev in events.iter() {
             p.on_ready(ev.token().0);
         }
+        p.out.recount(Instant::now());
         if first_round.is_some() && p.undecided == 0 {
             let _ = first_round.take().expect("some").send(());
         }
@@ -263,6 +293,13 @@ impl Prober {
             s.forget_all();
         }
         let list = tasks(next, std::mem::take(&mut self.list));
+        if let Some(s) = &self.out.shared {
+            let keep = list
+                .iter()
+                .map(|t| (t.address.clone(), t.check.name.clone()))
+                .collect();
+            s.retain_mine(&keep);
+        }
         self.set_list(list)?;
         info!(checks = self.list.len(), "prober reloaded");
         Ok(())
@@ -385,7 +422,9 @@ impl Prober {
 
     /// A socket is ready: a raw TCP socket, an ICMP socket, or a check's connection.
     fn on_ready(&mut self, token: usize) {
-        if (SYN_TOKEN..ICMP_TOKEN).contains(&token) {
+        if token == WAKE_TOKEN {
+            // Other edges' verdicts: counted after this round of events.
+        } else if (SYN_TOKEN..ICMP_TOKEN).contains(&token) {
             self.on_syn_replies();
         } else if token >= ICMP_TOKEN {
             self.on_echo_replies();
@@ -678,6 +717,7 @@ fn finish(t: &mut Task, outcome: Outcome, took: Duration, out: &Outlet) {
         stats: Default::default(),
     };
     out.publish(&t.address, &report, ok, took);
+    out.share(&t.address, &t.check);
     t.report = Some(report);
     if changed {
         let up = t.flap.up().unwrap_or(true);
@@ -694,15 +734,57 @@ impl Outlet {
         latency::store(&self.reports, address, report.clone(), ok, took);
     }
 
-    /// Counts the votes of an address's checks and vantage points and hands the verdict
-    /// to the health writer.
-    fn vote(&self, address: &str) {
-        let all_up = self
+    /// On a fleet edge sharing health: this edge's verdict on `check` of `address` (over
+    /// its vantage points), for the other edges.
+    fn share(&self, address: &str, check: &HealthCheck) {
+        let Some(s) = &self.shared else {
+            return;
+        };
+        let up = self
             .reports
             .lock()
             .expect("reports lock")
             .get(address)
-            .is_none_or(|v| verdict::address_up(v.iter().map(Report::vote)));
+            .and_then(|v| verdict::template_up(v.iter().map(Report::vote), &check.name));
+        if let Some(up) = up {
+            s.set_mine(address, &check.name, up, check.interval);
+        }
+    }
+
+    /// Counts again the addresses whose other edges' verdicts arrived or aged out.
+    fn recount(&self, now: Instant) {
+        let Some(s) = &self.shared else {
+            return;
+        };
+        for a in s.due(now) {
+            self.vote(&a);
+        }
+    }
+
+    /// Counts the votes of an address's checks and vantage points (and, sharing health,
+    /// the other edges' fresh verdicts) and hands the verdict to the health writer.
+    fn vote(&self, address: &str) {
+        let others = self
+            .shared
+            .as_ref()
+            .map(|s| s.remote_votes(address, Instant::now()));
+        // An address without a result of this edge's yet is left as it is (other edges'
+        // verdicts arriving first do not decide it: its templates are this edge's).
+        let Some(all_up) = self
+            .reports
+            .lock()
+            .expect("reports lock")
+            .get(address)
+            .map(|v| {
+                let own = v.iter().map(Report::vote);
+                match &others {
+                    None => verdict::address_up(own),
+                    Some(others) => verdict::fleet_up(own, others),
+                }
+            })
+        else {
+            return;
+        };
         let changes = self
             .writer
             .lock()

@@ -282,7 +282,13 @@ pub(super) struct Vote<'a> {
 /// The address verdict: up when every template passes, a template passing when fewer than
 /// `failure-rate` percent of its vantage points see the address down. No votes: up.
 pub(super) fn address_up<'a>(votes: impl IntoIterator<Item = Vote<'a>>) -> bool {
-    // By template: vantage points, those that see it down, the template's rate.
+    by_template(votes)
+        .values()
+        .all(|&(total, down, rate)| passes(total, down, rate))
+}
+
+/// By template: vantage points, those that see the address down, the template's rate.
+fn by_template<'a>(votes: impl IntoIterator<Item = Vote<'a>>) -> HashMap<&'a str, (u32, u32, u32)> {
     let mut by_check: HashMap<&str, (u32, u32, u32)> = HashMap::new();
     for v in votes {
         let e = by_check.entry(v.check).or_default();
@@ -291,8 +297,53 @@ pub(super) fn address_up<'a>(votes: impl IntoIterator<Item = Vote<'a>>) -> bool 
         e.2 = v.failure_rate;
     }
     by_check
-        .values()
-        .all(|&(total, down, rate)| down * 100 < rate * total)
+}
+
+/// The failure-rate rule: a template passes while fewer than `rate` percent of its
+/// `total` votes are `down`.
+fn passes(total: u32, down: u32, rate: u32) -> bool {
+    down * 100 < rate * total
+}
+
+/// One template's verdict from this node's vantage points alone (what a fleet edge
+/// publishes): `None` without a vote on it yet.
+pub(super) fn template_up<'a>(
+    votes: impl IntoIterator<Item = Vote<'a>>,
+    check: &str,
+) -> Option<bool> {
+    by_template(votes.into_iter().filter(|v| v.check == check))
+        .get(check)
+        .map(|&(total, down, rate)| passes(total, down, rate))
+}
+
+/// The address verdict on a fleet edge sharing health. Per template, this edge's verdict
+/// (the rule of [`address_up`] over its own vantage points) and each verdict of another
+/// edge (`others`: template, `Some(up)` when fresh, `None` when stale) are one vote each,
+/// a stale one counting as up, and the template passes while fewer than its
+/// `failure-rate` percent of those votes are down. When no other edge's vote on the
+/// template is fresh, this edge's verdict alone decides. The address is up when every
+/// template passes. Without other votes this is [`address_up`]; a template this edge has
+/// no result for yet is left out, and so are the others' votes on it (its rate is this
+/// edge's configuration's).
+pub(super) fn fleet_up<'a>(
+    own: impl IntoIterator<Item = Vote<'a>>,
+    others: &[(String, Option<bool>)],
+) -> bool {
+    by_template(own)
+        .iter()
+        .all(|(check, &(total, down, rate))| {
+            let mine_down = !passes(total, down, rate);
+            let theirs: Vec<Option<bool>> = others
+                .iter()
+                .filter(|(c, _)| c == check)
+                .map(|&(_, v)| v)
+                .collect();
+            if theirs.iter().all(Option::is_none) {
+                return !mine_down;
+            }
+            let d = theirs.iter().filter(|v| **v == Some(false)).count() as u32;
+            passes(1 + theirs.len() as u32, d + u32::from(mine_down), rate)
+        })
 }
 
 #[cfg(test)]
@@ -622,5 +673,71 @@ mod tests {
                 same(address_up(votes), want)
             },
         );
+    }
+
+    /// (name, this edge's votes (template, up, failure-rate), the other edges' verdicts
+    /// (template, up when fresh / None when stale), the address is up).
+    type FleetRow = (
+        &'static str,
+        &'static [(&'static str, bool, u32)],
+        &'static [(&'static str, Option<bool>)],
+        bool,
+    );
+    const U: Option<bool> = Some(true);
+    const D: Option<bool> = Some(false);
+    const S: Option<bool> = None;
+
+    #[rustfmt::skip]
+    const FLEET: &[FleetRow] = &[
+        ("alone, up",                          &[("h", true, 50)], &[], true),
+        ("alone, down: own verdict",           &[("h", false, 50)], &[], false),
+        ("1 of 3 edges down (me) at 50%: up",  &[("h", false, 50)], &[("h", U), ("h", U)], true),
+        ("1 of 3 down (other) at 50%: up",     &[("h", true, 50)], &[("h", D), ("h", U)], true),
+        ("2 of 3 down (others) at 50%: down",  &[("h", true, 50)], &[("h", D), ("h", D)], false),
+        ("2 of 3 down (me too) at 50%: down",  &[("h", false, 50)], &[("h", D), ("h", U)], false),
+        ("1 of 2 down at 50%: down",           &[("h", true, 50)], &[("h", D)], false),
+        ("1 of 2 down at 51%: up",             &[("h", true, 51)], &[("h", D)], true),
+        ("2 of 3 down at 100%: up",            &[("h", false, 100)], &[("h", D), ("h", U)], true),
+        ("3 of 3 down at 100%: down",          &[("h", false, 100)], &[("h", D), ("h", D)], false),
+        ("own sources first: 1 of 2 at 50%",   &[("h", true, 50), ("h", false, 50)], &[("h", U), ("h", U)], true),
+        ("others on another template ignored", &[("h", true, 50)], &[("p", D), ("p", D)], true),
+        ("every template must pass",           &[("h", true, 50), ("p", true, 50)], &[("p", D), ("p", D)], false),
+        ("no own result yet: up",              &[], &[("h", D), ("h", D)], true),
+        ("a stale vote counts as up",          &[("h", true, 50)], &[("h", D), ("h", S)], true),
+        ("a stale down counts as up too",      &[("h", true, 50)], &[("h", D), ("h", S), ("h", D)], false),
+        ("1 down of 4, 2 stale: up",           &[("h", true, 50)], &[("h", S), ("h", S), ("h", D)], true),
+        ("none fresh: own verdict, down",      &[("h", false, 50)], &[("h", S), ("h", S)], false),
+        ("none fresh: own verdict, up",        &[("h", true, 50)], &[("h", S)], true),
+    ];
+
+    #[test]
+    fn fleet_table() {
+        table(
+            FLEET,
+            |r| r.0,
+            |&(_, own, others, want)| {
+                let own = own.iter().map(|&(check, up, failure_rate)| Vote {
+                    check,
+                    up,
+                    failure_rate,
+                });
+                let others: Vec<(String, Option<bool>)> =
+                    others.iter().map(|&(c, up)| (c.to_string(), up)).collect();
+                same(fleet_up(own, &others), want)
+            },
+        );
+    }
+
+    #[test]
+    fn template_verdict_from_own_vantage_points() {
+        let v = |check, up| Vote {
+            check,
+            up,
+            failure_rate: 50,
+        };
+        let votes = [v("h", true), v("h", false), v("p", true)];
+        assert_eq!(template_up(votes, "h"), Some(false));
+        assert_eq!(template_up(votes, "p"), Some(true));
+        assert_eq!(template_up(votes, "x"), None);
     }
 }

@@ -620,3 +620,431 @@ fn two_edges_under_one_name_are_warned_about() {
         "said once each at most"
     );
 }
+
+//--- Shared health ----------------------------------------------------------------------
+
+/// The shared-health edges' target: `primary` (127.0.0.51, checked over HTTP on a port
+/// of the test's own); `backup` (127.0.0.52, unchecked) answers when it is down.
+const PRIMARY: &str = "127.0.0.51";
+const BACKUP: &str = "127.0.0.52";
+
+/// interval 1 s x down-after 2 + timeout 0.5 s, + margin (propagation included).
+const FAILOVER_BOUND: Duration = Duration::from_millis(1000 * 2 + 500 + 2000);
+
+/// An edge's own file for the shared-health tests: `www.fleet.test.` answers `primary`
+/// while it is up, else `backup`; the check probes from `source` (each edge its own
+/// address, so that the target can fail one edge's checks and not another's), with
+/// `failure-rate` 50. `share` is `[fleet] share-health`.
+fn health_edge_file(
+    dir: &TempDir,
+    name: &str,
+    nats: &str,
+    port: u16,
+    source: &str,
+    share: bool,
+) -> PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let text = format!(
+        r#"version = 1
+[[zone]]
+name = "fleet.test."
+soa = {{ mname = "ns1", rname = "hostmaster", serial = 1, minimum = 60 }}
+ns = ["ns1"]
+records = ["ns1 A 192.0.2.1"]
+[[health-check]]
+name = "web"
+protocol = "http"
+port = {port}
+method = "GET"
+path = "/health"
+expect = [200]
+interval = 1
+timeout = 0.5
+down-after = 2
+up-after = 2
+sources = ["{source}"]
+failure-rate = 50
+[[address]]
+name = "primary"
+value = "{PRIMARY}"
+health-check = "web"
+[[address]]
+name = "backup"
+value = "{BACKUP}"
+[[pool]]
+name = "main"
+type = "ipv4"
+addresses = ["primary"]
+[[pool]]
+name = "spare"
+type = "ipv4"
+addresses = ["backup"]
+[[access-domain]]
+name = "www.fleet.test."
+type = "A"
+ttl = 30
+policy = "global-availability"
+preemptive = true
+pools = ["main", "spare"]
+[fleet]
+nats = ["{nats}"]
+edge = "{name}"
+state-dir = "state"
+share-health = {share}
+"#
+    );
+    std::fs::write(d.join("edge.toml"), text).unwrap();
+    d.join("edge.toml")
+}
+
+/// Three edges e1-e3 probing from 127.0.0.11-13, sharing health, and the target.
+/// Also the target's port.
+fn health_fleet(dir: &TempDir, nats: &Nats) -> (Vec<Server>, crate::prober::Target, u16) {
+    let port = crate::prober::target_port(&[PRIMARY]);
+    let target = crate::prober::Target::start(PRIMARY, port);
+    let edges: Vec<Server> = (1..=3)
+        .map(|i| {
+            let n = format!("e{i}");
+            let src = format!("127.0.0.1{i}");
+            start_edge(&health_edge_file(dir, &n, &nats.url(), port, &src, true))
+        })
+        .collect();
+    for e in &edges {
+        e.wait_log("fleet: connected to the engine", Duration::from_secs(10));
+        wait_www(e, PRIMARY);
+    }
+    // Sharing is live once every edge counts all three edges' votes.
+    for e in &edges {
+        wait_votes(
+            e,
+            |v| v.iter().filter(|x| x.counted).count() == 3,
+            "3 counted votes",
+        );
+    }
+    (edges, target, port)
+}
+
+/// One vote on `primary` as `GET /v1/state` shows it.
+#[derive(Debug)]
+struct ShownVote {
+    edge: String,
+    verdict: String,
+    counted: bool,
+    age_ms: u64,
+}
+
+/// The votes on `primary` that `s` shows.
+fn votes(s: &Server) -> Vec<ShownVote> {
+    let (code, body) = crate::harness::http(s.control_addr(), "GET", "/v1/state", &[], "");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let a = v["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "primary")
+        .unwrap()
+        .clone();
+    a["votes"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|x| ShownVote {
+                    edge: x["edge"].as_str().unwrap().into(),
+                    verdict: x["verdict"].as_str().unwrap().into(),
+                    counted: x["counted"].as_bool().unwrap(),
+                    age_ms: x["age_ms"].as_u64().unwrap(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until `s`'s votes on `primary` satisfy `ok`.
+fn wait_votes(s: &Server, ok: impl Fn(&[ShownVote]) -> bool, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let v = votes(s);
+        if ok(&v) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "votes never showed {what}: {v:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `edge`'s counted vote in `v` says `verdict`.
+fn counted(v: &[ShownVote], edge: &str, verdict: &str) -> bool {
+    v.iter()
+        .any(|x| x.edge == edge && x.counted && x.verdict == verdict)
+}
+
+/// Polls every edge's answer until each answers `addr`; when each switched, from `t0`.
+fn switch_times(edges: &[Server], addr: &str, t0: Instant, bound: Duration) -> Vec<Duration> {
+    let mut when: Vec<Option<Duration>> = vec![None; edges.len()];
+    while when.iter().any(Option::is_none) {
+        for (i, e) in edges.iter().enumerate() {
+            if when[i].is_none() && www(e) == [addr] {
+                when[i] = Some(t0.elapsed());
+            }
+        }
+        assert!(
+            t0.elapsed() < bound,
+            "not every edge answered {addr} within {bound:?}: {when:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    when.into_iter().map(Option::unwrap).collect()
+}
+
+#[test]
+fn shared_health_fails_over_on_every_edge_and_never_for_a_minority() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-h");
+    let nats = Nats::start(&bin, &dir);
+    let (mut edges, target, port) = health_fleet(&dir, &nats);
+    let src = |i: u8| -> std::net::IpAddr { format!("127.0.0.1{i}").parse().unwrap() };
+    // e1 alone sees the target fail: 1 of 3 is below the 50% failure rate, so no edge
+    // fails over, e1 included, whose own check says down (it would fail over alone).
+    let asking: Vec<Asker> = edges.iter().map(|e| asker(e.addr, &[PRIMARY])).collect();
+    target.deny.lock().unwrap().push(src(1));
+    for e in &edges {
+        wait_votes(e, |v| counted(v, "e1", "down"), "e1 down");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    for (i, a) in asking.into_iter().enumerate() {
+        let (asked, unanswered) = a.finish();
+        assert!(
+            asked > 100 && unanswered == 0,
+            "e{}: {asked} asked, {unanswered} unanswered",
+            i + 1
+        );
+    }
+    // e2 too: 2 of 3, every edge fails over, e3 (whose own check passes) on e2's verdict.
+    // The time from e2 switching (its own verdict, the deciding one) to the last edge
+    // switching is the verdict's way to every edge.
+    let mut spread = Vec::new();
+    for round in 0..3 {
+        let t0 = Instant::now();
+        target.deny.lock().unwrap().push(src(2));
+        let t = switch_times(&edges, BACKUP, t0, FAILOVER_BOUND);
+        let last = t.iter().max().unwrap();
+        spread.push(*last - t[1]);
+        eprintln!(
+            "fleet: 2 of 3 edges failing (round {round}): e1-e3 answered {BACKUP} after {t:?}"
+        );
+        assert_eq!(www(&edges[2]), [BACKUP]);
+        let t0 = Instant::now();
+        target.deny.lock().unwrap().retain(|a| *a != src(2));
+        let t = switch_times(&edges, PRIMARY, t0, FAILOVER_BOUND);
+        eprintln!("fleet: back to 1 of 3 failing: e1-e3 answered {PRIMARY} after {t:?}");
+    }
+    spread.sort();
+    eprintln!(
+        "fleet: verdict to every edge (deciding edge switched -> last edge switched): {spread:?}"
+    );
+    // What each edge shows: e1's and e2's votes down.
+    let (_, body) = crate::harness::http(edges[2].control_addr(), "GET", "/v1/status", &[], "");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["fleet"]["share_health"], true, "{body}");
+    let out = Command::new(BIN)
+        .args([
+            "ctl",
+            "--server",
+            &format!("http://{}", edges[2].control_addr()),
+        ])
+        .arg("status")
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(
+        said.contains("fleet        edge e3, epoch 0, engine connected, sharing health"),
+        "{said}"
+    );
+    let v = votes(&edges[2]);
+    assert!(
+        counted(&v, "e3", "up") && counted(&v, "e1", "down"),
+        "{v:?}"
+    );
+    assert!(v.iter().all(|x| x.age_ms < 3000), "{v:?}");
+    let (_, metrics) = crate::harness::http(edges[2].control_addr(), "GET", "/metrics", &[], "");
+    assert!(
+        metrics.contains("gtmd_fleet_votes{address=\"primary\",check=\"web\",verdict=\"down\"} 1"),
+        "{metrics}"
+    );
+    // The target dies: every edge fails over within interval x threshold + propagation.
+    let t0 = Instant::now();
+    drop(target);
+    let t = switch_times(&edges, BACKUP, t0, FAILOVER_BOUND);
+    eprintln!("fleet: target killed: e1-e3 answered {BACKUP} after {t:?}");
+    // Verdicts stored long ago do not count: e1 and e2 stop, their "down" verdicts stay in
+    // the engine; the target comes back, and e3 follows its own verdict once theirs are
+    // stale. A while later e3 restarts and reads theirs back from the engine: aged by the
+    // engine's clock, they are forgotten, and e3 never fails over.
+    let mut e3 = edges.pop().unwrap();
+    wait_votes(
+        &e3,
+        |v| counted(v, "e1", "down") && counted(v, "e2", "down"),
+        "e1 and e2 down",
+    );
+    for mut e in edges {
+        e.stop();
+    }
+    let _target = crate::prober::Target::start(PRIMARY, port);
+    wait_www(&e3, PRIMARY);
+    std::thread::sleep(Duration::from_secs(6));
+    e3.stop();
+    let e3 = start_edge(&dir.join("e3/edge.toml"));
+    let asking = asker(e3.addr, &[PRIMARY]);
+    e3.wait_log("fleet: connected to the engine", Duration::from_secs(10));
+    e3.wait_log(
+        "first verdict of another edge received",
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (asked, unanswered) = asking.finish();
+    assert!(
+        asked > 100 && unanswered == 0,
+        "{asked} asked, {unanswered} unanswered"
+    );
+    let v = votes(&e3);
+    assert!(v.iter().all(|x| x.edge == "e3"), "{v:?}");
+}
+
+#[test]
+fn without_the_engine_edges_keep_their_state_and_fall_back_on_their_own_verdicts() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-i");
+    let mut nats = Nats::start(&bin, &dir);
+    let (edges, target, _) = health_fleet(&dir, &nats);
+    let e1_src: std::net::IpAddr = "127.0.0.11".parse().unwrap();
+    // e1 alone fails the target: outvoted, it answers primary like the others.
+    target.deny.lock().unwrap().push(e1_src);
+    for e in &edges {
+        wait_votes(e, |v| counted(v, "e1", "down"), "e1 down");
+    }
+    assert_eq!(www(&edges[0]), [PRIMARY]);
+    // The engine stops. e2 and e3 lose the other edges' verdicts: missing is not down,
+    // they answer primary all along (no premature failover).
+    let asking: Vec<Asker> = edges[1..]
+        .iter()
+        .map(|e| asker(e.addr, &[PRIMARY]))
+        .collect();
+    let t0 = Instant::now();
+    nats.stop();
+    // e1 keeps the fleet's verdict while the others' votes are fresh (3 intervals from
+    // their last refresh), then falls back on its own: down, so it fails over.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        www(&edges[0]),
+        [PRIMARY],
+        "e1 dropped the fleet's verdict at once"
+    );
+    let t = switch_times(&edges[..1], BACKUP, t0, Duration::from_secs(3 + 2));
+    eprintln!("fleet: engine stopped: e1 fell back on its own verdict after {t:?}");
+    assert!(
+        t[0] >= Duration::from_millis(1000),
+        "e1 fell back after only {t:?}"
+    );
+    for e in &edges {
+        wait_votes(
+            e,
+            |v| v.iter().filter(|x| x.counted).count() == 1,
+            "its own vote alone",
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    for (i, a) in asking.into_iter().enumerate() {
+        let (asked, unanswered) = a.finish();
+        assert!(
+            asked > 100 && unanswered == 0,
+            "e{}: {asked} asked, {unanswered} unanswered",
+            i + 2
+        );
+    }
+    // Each edge still probes on its own: the target dies, e2 and e3 fail over too.
+    let port_target = target;
+    let t0 = Instant::now();
+    drop(port_target);
+    let t = switch_times(&edges[1..], BACKUP, t0, FAILOVER_BOUND);
+    eprintln!("fleet: engine stopped, target killed: e2, e3 answered {BACKUP} after {t:?}");
+    // The engine comes back (empty: verdicts are kept in memory): the edges reconnect
+    // and publish their verdicts again; all three count three votes.
+    nats.restart();
+    for e in &edges {
+        wait_votes(
+            e,
+            |v| v.iter().filter(|x| x.counted).count() == 3,
+            "3 counted votes again",
+        );
+    }
+}
+
+#[test]
+fn share_health_must_be_a_boolean() {
+    let dir = TempDir::new("fleet-j");
+    let file = health_edge_file(&dir, "e1", "nats://127.0.0.1:1", 1, "127.0.0.11", true);
+    let toml = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        toml.replace("share-health = true", "share-health = \"yes\""),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(
+            "edge.toml:46: fleet.share-health: invalid type: string \"yes\", expected a boolean"
+        ),
+        "{said}"
+    );
+}
+
+/// A stream of the engine's that holds `$KV.gtmd_health.>`, so that the health bucket
+/// cannot be made (created with async-nats, as gtmd does).
+fn block_health_bucket(url: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "blocker".into(),
+            subjects: vec!["$KV.gtmd_health.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+}
+
+#[test]
+fn an_edge_whose_health_sharing_fails_still_applies_epochs() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-k");
+    let nats = Nats::start(&bin, &dir);
+    block_health_bucket(&nats.url());
+    let port = crate::prober::target_port(&[PRIMARY]);
+    let _target = crate::prober::Target::start(PRIMARY, port);
+    let file = health_edge_file(&dir, "e1", &nats.url(), port, "127.0.0.11", true);
+    let e = start_edge(&file);
+    e.wait_log("fleet: sharing health failed (", Duration::from_secs(10));
+    let out = publish(&published(&dir, "192.0.2.61", ""), &nats.url(), 20);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("e1: applied epoch 1"), "{said}");
+    // Logged once, not at every retry (every 2 s).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(e.count_log("fleet: sharing health failed"), 1);
+    assert_eq!(e.count_log("fleet: engine unreachable"), 0);
+}

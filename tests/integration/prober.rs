@@ -18,7 +18,7 @@ const A: u16 = 1;
 /// A port for a test's targets, free on each of `ips` (and on 127.0.0.1) when asked: every
 /// test has its own, so tests of this run and of another run on the machine never answer
 /// each other's checks.
-fn target_port(ips: &[&str]) -> u16 {
+pub(crate) fn target_port(ips: &[&str]) -> u16 {
     loop {
         let port = free_port();
         if ips.iter().all(|ip| TcpListener::bind((*ip, port)).is_ok()) {
@@ -45,19 +45,19 @@ const UP_BOUND: Duration = Duration::from_millis(1000 * 2 + 1500);
 
 /// A target: an HTTP server answering `GET /health` with 200 (any accepted socket also
 /// passes a TCP check). Dropping it closes the listening socket.
-struct Target {
+pub(crate) struct Target {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     /// Health answers served, in order (true = 200).
     served: Arc<std::sync::Mutex<Vec<bool>>>,
     /// Requests from these source addresses get 503.
-    deny: Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>,
+    pub(crate) deny: Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>,
     /// Connections accepted.
     accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Target {
-    fn start(ip: &str, port: u16) -> Self {
+    pub(crate) fn start(ip: &str, port: u16) -> Self {
         Self::start_with(ip, port, None)
     }
 

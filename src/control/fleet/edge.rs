@@ -16,6 +16,7 @@ use tokio::io::AsyncReadExt;
 use tracing::{error, info, warn};
 
 use super::bundle::{self, Bundle};
+use super::health::Sharing;
 use super::{EdgeStatus, Pointer, Refused, CURRENT, HEARTBEAT};
 use crate::config::fleet::Fleet;
 use crate::control::api::ApiContext;
@@ -92,6 +93,7 @@ pub fn spawn(
         .spawn(move || {
             crate::sys::lower_thread_priority();
             let main = lkg.as_ref().map(|l| fleet.state_dir.join(&l.main));
+            let sharing = api.shared.clone().map(Sharing::new);
             let mut edge = Edge {
                 config_file: main.or_else(|| api.ops.config_file().map(Path::to_path_buf)),
                 bad_pointer: None,
@@ -112,7 +114,7 @@ pub fn spawn(
                 stop,
             };
             edge.show(Link::Starting);
-            rt.block_on(edge.run());
+            rt.block_on(edge.run(sharing));
         })
 }
 
@@ -148,6 +150,7 @@ impl Edge {
             Link::Down => "unreachable",
         }
         .into();
+        v["share_health"] = self.fleet.share_health.into();
         v["config_file"] = self
             .config_file
             .as_ref()
@@ -168,7 +171,7 @@ enum Link {
 impl Edge {
     /// Connects, follows epochs until the connection fails, then tries again with a
     /// growing pause; a line is logged when the link changes, not per attempt.
-    async fn run(&mut self) {
+    async fn run(&mut self, mut sharing: Option<Sharing>) {
         let mut link = Link::Starting;
         let mut backoff = Duration::from_millis(200);
         let stop = self.stop.clone();
@@ -177,7 +180,7 @@ impl Edge {
             // to an engine that went silent, a reload in the control thread's queue).
             let began = tokio::time::Instant::now();
             let e = tokio::select! {
-                e = self.session(&mut link) => e,
+                e = self.session(&mut link, sharing.as_mut()) => e,
                 () = stopped(&stop) => break,
             };
             // The pause grows while attempts fail, and starts over after a session that
@@ -206,13 +209,18 @@ impl Edge {
         }
     }
 
-    /// One connection: report, watch `current`, apply what is new, heartbeat.
-    async fn session(&mut self, link: &mut Link) -> Result<(), String> {
+    /// One connection: report, watch `current`, apply what is new, heartbeat; and,
+    /// sharing health, exchange verdicts beside.
+    async fn session(
+        &mut self,
+        link: &mut Link,
+        sharing: Option<&mut Sharing>,
+    ) -> Result<(), String> {
         let client =
             super::connect(&self.fleet.nats, &format!("gtmd edge {}", self.fleet.edge)).await?;
         let js = jetstream::new(client);
         let (config, epochs, edges) = super::buckets(&js).await?;
-        let mut watch = config
+        let watch = config
             .watch_with_history(CURRENT)
             .await
             .map_err(|e| format!("cannot watch {CURRENT}: {e}"))?;
@@ -223,14 +231,37 @@ impl Edge {
             *link = Link::Up;
         }
         self.show(*link);
+        let stop = self.stop.clone();
+        // Sharing health never ends the connection (it retries on its own); it ends
+        // with it, or on `stop`, when `follow` returns too.
+        let health = async {
+            if let Some(s) = sharing {
+                s.run(&js, &stop).await;
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            r = self.follow(&config, &epochs, &edges, watch) => r,
+            () = health => Ok(()),
+        }
+    }
+
+    /// Follows `current` and heartbeats until the engine fails or `stop`.
+    async fn follow(
+        &mut self,
+        config: &kv::Store,
+        epochs: &object_store::ObjectStore,
+        edges: &kv::Store,
+        mut watch: kv::Watch,
+    ) -> Result<(), String> {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut last_beat = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 w = watch.next() => match w {
                     Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
-                        self.consider(&entry.value, &epochs).await?;
-                        self.report(&edges).await?;
+                        self.consider(&entry.value, epochs).await?;
+                        self.report(edges).await?;
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(format!("watch of {CURRENT} failed: {e}")),
@@ -244,9 +275,9 @@ impl Edge {
                         last_beat = tokio::time::Instant::now();
                         // Also a check that the watch missed nothing (a restored engine).
                         if let Some(v) = config.get(CURRENT).await.map_err(|e| e.to_string())? {
-                            self.consider(&v, &epochs).await?;
+                            self.consider(&v, epochs).await?;
                         }
-                        self.report(&edges).await?;
+                        self.report(edges).await?;
                     }
                 }
             }

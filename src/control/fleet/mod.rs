@@ -14,6 +14,7 @@
 //! | `gtmd_config` | KV, file storage, history 16 | `current` -> [`Pointer`] (epoch, digest, object) |
 //! | `gtmd_epochs` | object store | `epoch-N-DIGEST` -> the bundle |
 //! | `gtmd_edges` | KV, file storage, history 1, entries kept 1 h | `<edge>` -> [`EdgeStatus`] |
+//! | `gtmd_health` | KV, memory storage, history 1, entries kept 4 h | `v.<edge>.<check>` -> [`health::Verdict`] (`share-health`) |
 //!
 //! The pointer is a small KV value, so edges watch one key and a publish is one
 //! compare-and-set on it; the bundle goes to the object store, which chunks it, because a
@@ -28,12 +29,28 @@
 //! current-thread runtime; it reaches the control thread through the control API's
 //! command queue ([`super::ops::Command`]), so an epoch takes its turn with SIGHUPs and
 //! API changes.
+//!
+//! With `share-health` (the default), the same thread also publishes this edge's health
+//! verdicts and stores the other edges' in the prober's table ([`health`]).
 
 pub mod bundle;
 mod edge;
+pub mod health;
 pub mod publish;
 
 pub use edge::{boot, spawn, Lkg};
+
+use std::sync::Arc;
+
+use crate::config::fleet::Fleet;
+use crate::probe::shared::Shared;
+
+/// The table of shared verdicts for an edge whose `[fleet]` has `share-health` on.
+pub fn shared_health<L>(edge: &Option<(Fleet, L)>) -> Option<Arc<Shared>> {
+    edge.as_ref()
+        .filter(|(f, _)| f.share_health)
+        .map(|(f, _)| Arc::new(Shared::new(&f.edge)))
+}
 
 use std::time::Duration;
 
@@ -123,10 +140,13 @@ async fn buckets(
 ) -> Result<(kv::Store, object_store::ObjectStore, kv::Store), String> {
     let config = kv_bucket(
         js,
-        CONFIG_BUCKET,
-        "gtmd: the current configuration epoch",
-        16,
-        None,
+        BucketSpec {
+            name: CONFIG_BUCKET,
+            description: "gtmd: the current configuration epoch",
+            history: 16,
+            max_age: None,
+            memory: false,
+        },
     )
     .await?;
     let epochs = match js.get_object_store(EPOCH_BUCKET).await {
@@ -140,31 +160,49 @@ async fn buckets(
             .await
             .map_err(|e| format!("cannot create object store {EPOCH_BUCKET}: {e}"))?,
     };
-    let hour = Some(Duration::from_secs(3600));
-    let edges = kv_bucket(js, EDGE_BUCKET, "gtmd: what each edge serves", 1, hour).await?;
+    let spec = BucketSpec {
+        name: EDGE_BUCKET,
+        description: "gtmd: what each edge serves",
+        history: 1,
+        max_age: Some(Duration::from_secs(3600)),
+        memory: false,
+    };
+    let edges = kv_bucket(js, spec).await?;
     Ok((config, epochs, edges))
+}
+
+/// What a KV bucket is made with.
+struct BucketSpec<'a> {
+    name: &'a str,
+    description: &'a str,
+    /// Values kept per key.
+    history: i64,
+    /// Values older than this are removed.
+    max_age: Option<Duration>,
+    /// Kept in memory (lost when the engine restarts) rather than on disk.
+    memory: bool,
 }
 
 /// A KV bucket, created when missing. Created as its stream (what `create_key_value`
 /// makes: `KV_<bucket>` on `$KV.<bucket>.>`, one message per key and revision, rollups,
 /// direct gets): `create_key_value` first reads the account's limits, whose reply from
 /// Debian's nats-server 2.9 async-nats 0.52 cannot parse.
-async fn kv_bucket(
-    js: &jetstream::Context,
-    bucket: &str,
-    description: &str,
-    history: i64,
-    max_age: Option<Duration>,
-) -> Result<kv::Store, String> {
+async fn kv_bucket(js: &jetstream::Context, spec: BucketSpec<'_>) -> Result<kv::Store, String> {
+    let bucket = spec.name;
     if let Ok(s) = js.get_key_value(bucket).await {
         return Ok(s);
     }
     js.get_or_create_stream(jetstream::stream::Config {
         name: format!("KV_{bucket}"),
-        description: Some(description.into()),
+        description: Some(spec.description.into()),
         subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: history,
-        max_age: max_age.unwrap_or_default(),
+        max_messages_per_subject: spec.history,
+        max_age: spec.max_age.unwrap_or_default(),
+        storage: if spec.memory {
+            jetstream::stream::StorageType::Memory
+        } else {
+            jetstream::stream::StorageType::File
+        },
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,

@@ -171,7 +171,30 @@ fn render(ctx: &ApiContext, om: bool) -> String {
         .collect();
     drop(w);
     checks(&mut e, &known, &reports);
+    if let Some(s) = &ctx.shared {
+        fleet_votes(&mut e, s);
+    }
     e.finish()
+}
+
+/// A fleet edge sharing health: the fresh votes on each address and template, this
+/// edge's own included, by verdict.
+fn fleet_votes(e: &mut Expo, s: &crate::probe::shared::Shared) {
+    e.family(
+        "gtmd_fleet_votes",
+        Kind::Gauge,
+        "Fresh health verdicts counted per address and template (this edge's and the other edges'), by verdict.",
+    );
+    for (a, c, up, down) in s.tally() {
+        for (verdict, n) in [("up", up), ("down", down)] {
+            let labels = [
+                ("address", a.as_str()),
+                ("check", c.as_str()),
+                ("verdict", verdict),
+            ];
+            e.sample("gtmd_fleet_votes", "", &labels, n);
+        }
+    }
 }
 
 fn unix(t: SystemTime) -> String {
