@@ -293,19 +293,18 @@ fn diff_reports_exactly_the_planted_difference() {
         sb.addr.to_string(),
     );
     let a = a.to_str().unwrap();
+    // `gtmd diff --old OLD --new NEW --config CFG MORE...`
+    let diff = |new: &str, cfg: &str, more: &[&str]| {
+        gtmd(
+            &[
+                &["diff", "--old", &old, "--new", new, "--config", cfg],
+                more,
+            ]
+            .concat(),
+        )
+    };
     // The same configuration: no difference, even for the weighted name (sampled).
-    let out = gtmd(&[
-        "diff",
-        "--old",
-        &old,
-        "--new",
-        &eq,
-        "--config",
-        a,
-        "--samples",
-        "24",
-        "--json",
-    ]);
+    let out = diff(&eq, a, &["--samples", "24", "--json"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -321,18 +320,7 @@ fn diff_reports_exactly_the_planted_difference() {
     assert_eq!(sum["sampled"], 6);
     assert_eq!(sum["compared"], sum["equal"]);
     // Telecom-1 moved in the new server's configuration.
-    let out = gtmd(&[
-        "diff",
-        "--old",
-        &old,
-        "--new",
-        &new,
-        "--config",
-        a,
-        "--samples",
-        "24",
-        "--json",
-    ]);
+    let out = diff(&new, a, &["--samples", "24", "--json"]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -383,7 +371,7 @@ fn diff_reports_exactly_the_planted_difference() {
     assert_eq!(doc["summary"]["compared"], 150);
     assert_eq!(doc["summary"]["different"], 4);
     // The table and the summary line.
-    let out = gtmd(&["diff", "--old", &old, "--new", &new, "--config", a]);
+    let out = diff(&new, a, &[]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().next().unwrap().starts_with("NAME"), "{text}");
@@ -416,18 +404,7 @@ fn diff_reports_exactly_the_planted_difference() {
     );
     let sc = start(&c);
     let ttl = sc.addr.to_string();
-    let out = gtmd(&[
-        "diff",
-        "--old",
-        &old,
-        "--new",
-        &ttl,
-        "-c",
-        a,
-        "--json",
-        "--parallel",
-        "1",
-    ]);
+    let out = diff(&ttl, a, &["--json", "--parallel", "1"]);
     assert_eq!(out.status.code(), Some(1));
     let doc = json(&out);
     let diffs = doc["differences"].as_array().unwrap();
@@ -437,16 +414,7 @@ fn diff_reports_exactly_the_planted_difference() {
         && d["new"] == "app.example.test. A: 31"));
     assert_eq!(diffs[0]["name"], "alias.example.test.");
     assert_eq!(diffs[11]["name"], "app.example.test.");
-    let out = gtmd(&[
-        "diff",
-        "--old",
-        &old,
-        "--new",
-        &ttl,
-        "-c",
-        a,
-        "--ignore-ttl",
-    ]);
+    let out = diff(&ttl, a, &["--ignore-ttl"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -454,15 +422,7 @@ fn diff_reports_exactly_the_planted_difference() {
         String::from_utf8_lossy(&out.stdout)
     );
     let bad = dir.write("bad.toml", "version = 1\n[[zone]]\nname = 3\n");
-    let out = gtmd(&[
-        "diff",
-        "--old",
-        &old,
-        "--new",
-        &new,
-        "-c",
-        bad.to_str().unwrap(),
-    ]);
+    let out = diff(&new, bad.to_str().unwrap(), &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("bad.toml:3"),
