@@ -53,6 +53,30 @@ impl Gtm {
     }
 }
 
+/// The nearest access domain `geo.example.test.` A: each (line, pool, address) answers
+/// that line from a pool of that one address (named POOL-1), in order.
+fn geo_nearest(routes: &[(&str, &str, &str)]) -> String {
+    use std::fmt::Write as _;
+    let mut t = String::new();
+    for (_, pool, ip) in routes {
+        let _ = write!(t, "[[address]]\nname = \"{pool}-1\"\nvalue = \"{ip}\"\n");
+    }
+    for (_, pool, _) in routes {
+        let _ = write!(
+            t,
+            "[[pool]]\nname = \"{pool}\"\ntype = \"ipv4\"\naddresses = [\"{pool}-1\"]\n"
+        );
+    }
+    t.push_str(
+        "[[access-domain]]\nname = \"geo.example.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n\
+         [access-domain.lines]\n",
+    );
+    for (line, pool, _) in routes {
+        let _ = writeln!(t, "{line} = [\"{pool}\"]");
+    }
+    t
+}
+
 fn ips(list: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
     v.sort();
@@ -271,44 +295,13 @@ prefixes = ["10.1.0.0/16"]
 name = "cn-bj"
 parent = "cn"
 prefixes = ["10.1.2.0/24", "2001:db8:100::/48"]
-[[address]]
-name = "big-1"
-value = "127.0.0.71"
-[[address]]
-name = "asia-1"
-value = "127.0.0.72"
-[[address]]
-name = "cn-1"
-value = "127.0.0.73"
-[[address]]
-name = "def-1"
-value = "127.0.0.74"
-[[pool]]
-name = "big"
-type = "ipv4"
-addresses = ["big-1"]
-[[pool]]
-name = "asia"
-type = "ipv4"
-addresses = ["asia-1"]
-[[pool]]
-name = "cn"
-type = "ipv4"
-addresses = ["cn-1"]
-[[pool]]
-name = "def"
-type = "ipv4"
-addresses = ["def-1"]
-[[access-domain]]
-name = "geo.example.test."
-type = "A"
-policy = "nearest"
-[access-domain.lines]
-big = ["big"]
-asia = ["asia"]
-cn = ["cn"]
-default = ["def"]
-"#
+{geo}"#,
+            geo = geo_nearest(&[
+                ("big", "big", "127.0.0.71"),
+                ("asia", "asia", "127.0.0.72"),
+                ("cn", "cn", "127.0.0.73"),
+                ("default", "def", "127.0.0.74"),
+            ])
         )
     };
     std::fs::write(dir.join("geo.toml"), cfg(true)).unwrap();
@@ -585,45 +578,15 @@ parent = "asia"
 name = "chinanet"
 asns = [4134]
 parent = "cn"
-[[address]]
-name = "asia-1"
-value = "127.0.0.81"
-[[address]]
-name = "cn-1"
-value = "127.0.0.82"
-[[address]]
-name = "ct-1"
-value = "127.0.0.83"
-[[address]]
-name = "def-1"
-value = "127.0.0.84"
-[[pool]]
-name = "asia"
-type = "ipv4"
-addresses = ["asia-1"]
-[[pool]]
-name = "cn"
-type = "ipv4"
-addresses = ["cn-1"]
-[[pool]]
-name = "ct"
-type = "ipv4"
-addresses = ["ct-1"]
-[[pool]]
-name = "def"
-type = "ipv4"
-addresses = ["def-1"]
-[[access-domain]]
-name = "geo.example.test."
-type = "A"
-policy = "nearest"
-[access-domain.lines]
-asia = ["asia"]
-cn = ["cn"]
-chinanet = ["ct"]
-default = ["def"]
-"#;
-    std::fs::write(dir.join("geo.toml"), cfg).unwrap();
+"#
+    .to_string()
+        + &geo_nearest(&[
+            ("asia", "asia", "127.0.0.81"),
+            ("cn", "cn", "127.0.0.82"),
+            ("chinanet", "ct", "127.0.0.83"),
+            ("default", "def", "127.0.0.84"),
+        ]);
+    std::fs::write(dir.join("geo.toml"), &cfg).unwrap();
     let g = Gtm::start(&dir.join("geo.toml"), "auto", &[]);
     let ask = |a: [u8; 4]| {
         let (got, m) = g.ask("geo.example.test", A, Some(a));
