@@ -534,26 +534,7 @@ fn receiver() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
         for c in rx.incoming() {
             let Ok(mut c) = c else { continue };
             c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let body = loop {
-                let k = c.read(&mut chunk).unwrap_or(0);
-                if k == 0 {
-                    break String::new();
-                }
-                buf.extend_from_slice(&chunk[..k]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(i) = text.find("\r\n\r\n") {
-                    let len: usize = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if text.len() >= i + 4 + len {
-                        break text[i + 4..i + 4 + len].to_string();
-                    }
-                }
-            };
+            let body = read_request(&mut c).map(|(_, b)| b).unwrap_or_default();
             let _ = write!(
                 c,
                 "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

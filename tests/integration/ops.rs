@@ -2,7 +2,7 @@
 //! that survives a restart (the state file), alert rules posting to HTTPS webhooks, and
 //! the systemd notifications (readiness, status, watchdog).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
@@ -344,32 +344,6 @@ impl Receiver {
                 got.len()
             );
             std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// One HTTP request: its path and body (by Content-Length).
-fn read_request(s: &mut impl Read) -> Option<(String, String)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let k = s.read(&mut chunk).ok()?;
-        if k == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..k]);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let Some(i) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let len: usize = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        if text.len() >= i + 4 + len {
-            let path = text.split_whitespace().nth(1)?.to_string();
-            return Some((path, text[i + 4..i + 4 + len].to_string()));
         }
     }
 }
