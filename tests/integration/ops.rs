@@ -276,25 +276,8 @@ struct Receiver {
 
 impl Receiver {
     fn start(dir: &TempDir) -> (Self, std::path::PathBuf) {
-        let cert = rcgen::generate_simple_self_signed(vec![
-            "127.0.0.1".to_string(),
-            "localhost".to_string(),
-        ])
-        .unwrap();
-        let ca = dir.write("hooks-ca.pem", &cert.cert.pem());
-        let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
-        let key =
-            rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-        let server_cfg = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![der], key)
-            .unwrap(),
-        );
+        let (server_cfg, pem) = self_signed_tls(&["127.0.0.1", "localhost"]);
+        let ca = dir.write("hooks-ca.pem", &pem);
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let got = Arc::new(Mutex::new(Vec::new()));

@@ -685,20 +685,7 @@ fn vantage_points_and_failure_rate() {
 /// `tls-verify = true` rejects it (the system's roots do not know it).
 #[test]
 fn https_checks_sni_and_verification() {
-    use std::sync::Arc as A2;
-    let cert = rcgen::generate_simple_self_signed(vec!["health.example.test".to_string()]).unwrap();
-    let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-    let server_cfg = A2::new(
-        rustls::ServerConfig::builder_with_provider(A2::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![der], key)
-        .unwrap(),
-    );
+    let (server_cfg, _) = self_signed_tls(&["health.example.test"]);
     let l = TcpListener::bind("127.0.0.45:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let snis = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));

@@ -436,3 +436,20 @@ pub fn read_request(s: &mut impl std::io::Read) -> Option<(String, String)> {
         }
     }
 }
+
+/// A TLS server configuration with a fresh self-signed certificate for `names`, and that
+/// certificate in PEM (for a client to trust).
+pub fn self_signed_tls(names: &[&str]) -> (Arc<rustls::ServerConfig>, String) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::generate_simple_self_signed(names).unwrap();
+    let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .unwrap();
+    (Arc::new(cfg), cert.cert.pem())
+}
