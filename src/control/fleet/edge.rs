@@ -551,7 +551,8 @@ async fn fetch(
         }
         Err(e) => return Err(format!("cannot fetch {}: {e}", p.object)),
     };
-    let mut buf = Vec::with_capacity(p.size as usize);
+    // Grown as the bundle arrives past 64 MiB: the pointer's size is a claim, not a fact.
+    let mut buf = Vec::with_capacity(p.size.min(64 << 20) as usize);
     obj.take(p.size + 1)
         .read_to_end(&mut buf)
         .await
