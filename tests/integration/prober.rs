@@ -563,46 +563,8 @@ fn icmp_failover_with_a_host_in_a_namespace() {
     let scratch = TempDir::new("icmp");
     let dir = scratch.path();
     let cfg = dir.join("ping.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"version = 1
-[[zone]]
-name = "example.test."
-soa = {{ mname = "ns1", rname = "hostmaster" }}
-ns = ["ns1"]
-records = ["ns1 A 192.0.2.1"]
-[[health-check]]
-name = "ping"
-protocol = "ping"
-packets = 2
-max-loss = 50
-interval = 1
-timeout = 0.5
-down-after = 2
-up-after = 2
-[[address]]
-name = "edge"
-value = "{ip}"
-health-check = "ping"
-[[address]]
-name = "backup"
-value = "127.0.0.99"
-[[pool]]
-name = "Origins"
-type = "ipv4"
-addresses = ["edge", "backup"]
-policy = "sequential"
-[[access-domain]]
-name = "origin.example.test."
-type = "A"
-policy = "global-availability"
-pools = ["Origins"]
-"#,
-            ip = ns.host_ip
-        ),
-    )
-    .unwrap();
+    let text = ping_failover("origin", "A", &ns.host_ip, "127.0.0.99");
+    std::fs::write(&cfg, text).unwrap();
     let s = Server::start(&["--config", cfg.to_str().unwrap()]);
     let n = "origin.example.test";
     until(&s, n, None, &[&ns.host_ip], UP_BOUND, "namespace host up");
@@ -859,23 +821,19 @@ impl Drop for NftTable {
     }
 }
 
-/// IPv6 ping checks: ::1 answers; with its echo requests dropped by an nftables rule the
-/// address goes down and the AAAA answer moves to the backup.
-#[test]
-fn icmpv6_ping_checks() {
-    let scratch = TempDir::new("icmp6");
-    let dir = scratch.path();
-    let cfg = dir.join("v6.toml");
-    std::fs::write(
-        &cfg,
+/// A ping-checked address (`local`) with a backup (unchecked) in one sequential pool,
+/// answered by `NAME.example.test.` of type `rtype` under global availability.
+fn ping_failover(name: &str, rtype: &str, local: &str, backup: &str) -> String {
+    let family = if rtype == "AAAA" { "ipv6" } else { "ipv4" };
+    format!(
         r#"version = 1
 [[zone]]
 name = "example.test."
-soa = { mname = "ns1", rname = "hostmaster" }
+soa = {{ mname = "ns1", rname = "hostmaster" }}
 ns = ["ns1"]
 records = ["ns1 A 192.0.2.1"]
 [[health-check]]
-name = "ping6"
+name = "ping"
 protocol = "ping"
 packets = 2
 max-loss = 50
@@ -884,25 +842,35 @@ timeout = 0.5
 down-after = 2
 up-after = 2
 [[address]]
-name = "v6-local"
-value = "::1"
-health-check = "ping6"
+name = "local"
+value = "{local}"
+health-check = "ping"
 [[address]]
-name = "v6-backup"
-value = "2001:db8::99"
+name = "backup"
+value = "{backup}"
 [[pool]]
-name = "v6"
-type = "ipv6"
-addresses = ["v6-local", "v6-backup"]
+name = "pool"
+type = "{family}"
+addresses = ["local", "backup"]
 policy = "sequential"
 [[access-domain]]
-name = "six.example.test."
-type = "AAAA"
+name = "{name}.example.test."
+type = "{rtype}"
 policy = "global-availability"
-pools = ["v6"]
-"#,
+pools = ["pool"]
+"#
     )
-    .unwrap();
+}
+
+/// IPv6 ping checks: ::1 answers; with its echo requests dropped by an nftables rule the
+/// address goes down and the AAAA answer moves to the backup.
+#[test]
+fn icmpv6_ping_checks() {
+    let scratch = TempDir::new("icmp6");
+    let dir = scratch.path();
+    let cfg = dir.join("v6.toml");
+    let text = ping_failover("six", "AAAA", "::1", "2001:db8::99");
+    std::fs::write(&cfg, text).unwrap();
     let s = Server::start(&["--config", cfg.to_str().unwrap()]);
     let ask = || {
         s.udp(&Q::new("six.example.test", 28).build())
