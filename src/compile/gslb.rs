@@ -86,6 +86,11 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
     (t.addrs, t.arena, t.pools, t.pool_addrs) = Default::default();
     addresses(t, g);
     pools(t, g);
+    if health_same {
+        // Fallback lists are the pools' enabled members: a weight, a value, a pool's
+        // policy or answers leave them as they were.
+        return false;
+    }
     let mut fb = Vec::new();
     // One entry per shape the interner knows (the two are made together; should they
     // ever differ, every shape is worked out here anyway).
@@ -96,7 +101,7 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
         let at = intern(&mut seen.fb_lists, &fb, &mut t.fallback);
         t.fallbacks[i] = (at, fb.len() as u32);
     }
-    !health_same
+    true
 }
 
 /// The interner of the snapshot `reuse` belongs to: a copy when it is small (a reload
