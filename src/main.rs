@@ -95,6 +95,24 @@ enum Cmd {
     /// edge refused it, 2 the engine could not be reached, 3 an edge did not report in
     /// time.
     Publish(control::fleet::publish::PublishArgs),
+    /// Make the canary (`gtmd publish --canary`) every edge's epoch: moves `current` to
+    /// it and deletes the canary.
+    ///
+    /// Refused (exit 1, the rollout halted) when an edge refused the canary's epoch or a
+    /// canary edge that reports has not applied it yet, unless --force. Then waits up to
+    /// --wait seconds for the edges, as `gtmd publish` does (same exit codes).
+    Promote(control::fleet::rollout::PromoteArgs),
+    /// Withdraw the canary: `current`'s configuration goes out again as a new epoch, which
+    /// every edge applies (the canary edges too: epochs only move forward), and the canary
+    /// is deleted. Exit codes as `gtmd publish`'s.
+    Abort(control::fleet::rollout::AbortArgs),
+    /// Hold an edge at an epoch: it serves EPOCH (fetched when newer than its own), whatever
+    /// `current` and the canary say, until `gtmd unpin`. A pin below the epoch the edge
+    /// serves keeps it where it is (epochs only move forward).
+    Pin(control::fleet::rollout::PinArgs),
+    /// Remove an edge's pin: it follows the canary (when the canary's selector names it)
+    /// or `current` again.
+    Unpin(control::fleet::rollout::UnpinArgs),
 }
 
 #[derive(Clone, Copy)]
@@ -177,5 +195,9 @@ fn main() -> ExitCode {
         Cmd::Diff(c) => c.run(),
         Cmd::Explain(c) => c.run(),
         Cmd::Publish(a) => ExitCode::from(control::fleet::publish::run(a)),
+        Cmd::Promote(a) => ExitCode::from(control::fleet::rollout::promote(a)),
+        Cmd::Abort(a) => ExitCode::from(control::fleet::rollout::abort(a)),
+        Cmd::Pin(a) => ExitCode::from(control::fleet::rollout::pin(a)),
+        Cmd::Unpin(a) => ExitCode::from(control::fleet::rollout::unpin(a)),
     }
 }

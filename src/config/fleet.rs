@@ -12,6 +12,8 @@ use super::validate::Ctx;
 
 /// Longest edge name (it is a key token in the engine).
 pub const MAX_EDGE_NAME: usize = 64;
+/// Most copies of a bucket JetStream keeps.
+pub const MAX_REPLICAS: usize = 5;
 
 /// A validated `[fleet]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +27,9 @@ pub struct Fleet {
     /// Shared health (`share-health`, default on): this edge publishes its health
     /// verdicts and counts the other edges' fresh ones with the failure-rate rule.
     pub share_health: bool,
+    /// Copies (1 to 5) the engine keeps of each bucket gtmd creates (`replicas`, default
+    /// 1): 3 in a cluster of 3 nats-servers rides out the loss of one.
+    pub replicas: usize,
 }
 
 /// Why `s` cannot be an edge name, if it cannot: 1 to 64 of `A-Z a-z 0-9 - _`.
@@ -143,10 +148,28 @@ pub(super) fn validate(
         }
     };
     let share_health = spec.share_health.as_ref().is_none_or(|s| *s.get_ref());
+    let replicas = match &spec.replicas {
+        None => 1,
+        Some(r) if (1..=MAX_REPLICAS as i64).contains(r.get_ref()) => *r.get_ref() as usize,
+        Some(r) => {
+            ctx.err(
+                r,
+                "fleet.replicas",
+                format!(
+                    "{} is not 1 to {MAX_REPLICAS} (copies of each bucket: 3 in a cluster of 3 \
+                     nats-servers, at most the cluster's size)",
+                    r.get_ref()
+                ),
+            );
+            ok = false;
+            1
+        }
+    };
     ok.then_some(Fleet {
         nats,
         edge,
         state_dir,
         share_health,
+        replicas,
     })
 }

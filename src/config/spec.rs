@@ -139,6 +139,8 @@ pub(crate) struct FleetSpec {
     pub(crate) state_dir: Option<Spanned<String>>,
     /// Whether this edge shares its health verdicts with the fleet and counts theirs.
     pub(crate) share_health: Option<Spanned<bool>>,
+    /// Copies the engine keeps of each bucket gtmd creates.
+    pub(crate) replicas: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use super::bundle::{self, Bundle};
 use super::health::Sharing;
-use super::{EdgeStatus, Pointer, Refused, CURRENT, HEARTBEAT};
+use super::{Canary, EdgeStatus, Pointer, Refused, CANARY, CURRENT, HEARTBEAT, PIN};
 use crate::config::fleet::Fleet;
 use crate::control::api::ApiContext;
 use crate::control::ops::{self, Command, Refusal, Reloader};
@@ -92,11 +92,13 @@ pub fn spawn(
         .name("fleet".into())
         .spawn(move || {
             crate::sys::lower_thread_priority();
+            super::set_replicas(fleet.replicas);
             let main = lkg.as_ref().map(|l| fleet.state_dir.join(&l.main));
             let sharing = api.shared.clone().map(Sharing::new);
             let mut edge = Edge {
                 config_file: main.or_else(|| api.ops.config_file().map(Path::to_path_buf)),
-                bad_pointer: None,
+                keys: Keys::default(),
+                bad_value: Default::default(),
                 reported: false,
                 twin_warned: false,
                 fetch_failed: None,
@@ -125,8 +127,11 @@ struct Edge {
     api: Arc<ApiContext>,
     /// The serving epoch's main file (or the edge's own).
     config_file: Option<PathBuf>,
-    /// The last `current` that was no pointer (warned about once).
-    bad_pointer: Option<Vec<u8>>,
+    /// The keys this edge follows, as last read.
+    keys: Keys,
+    /// Per key (`current`, `canary`, `pin`), the last value that was no pointer (warned
+    /// about once).
+    bad_value: [Option<Vec<u8>>; 3],
     /// A report was written in this process (the key holds this edge's since).
     reported: bool,
     /// Another gtmd under the same name was warned about.
@@ -158,6 +163,14 @@ impl Edge {
             .into();
         self.api.ops.set_fleet(v);
     }
+}
+
+/// The values of the keys an edge follows (`None`: absent or deleted).
+#[derive(Default)]
+struct Keys {
+    current: Option<Vec<u8>>,
+    canary: Option<Vec<u8>>,
+    pin: Option<Vec<u8>>,
 }
 
 /// The engine connection as last logged.
@@ -220,10 +233,12 @@ impl Edge {
             super::connect(&self.fleet.nats, &format!("gtmd edge {}", self.fleet.edge)).await?;
         let js = jetstream::new(client);
         let (config, epochs, edges) = super::buckets(&js).await?;
+        // Every key of the bucket (server 2.9 has no watch of several keys): changes from
+        // now on; `follow` then reads the keys once, so nothing between is missed.
         let watch = config
-            .watch_with_history(CURRENT)
+            .watch(">")
             .await
-            .map_err(|e| format!("cannot watch {CURRENT}: {e}"))?;
+            .map_err(|e| format!("cannot watch {}: {e}", super::CONFIG_BUCKET))?;
         // Said once this edge's report is in the engine (a publisher then sees it).
         self.report(&edges).await?;
         if *link != Link::Up {
@@ -246,7 +261,8 @@ impl Edge {
         }
     }
 
-    /// Follows `current` and heartbeats until the engine fails or `stop`.
+    /// Follows `pin.<edge>`, `canary` and `current`, and heartbeats, until the engine
+    /// fails or `stop`.
     async fn follow(
         &mut self,
         config: &kv::Store,
@@ -256,16 +272,21 @@ impl Edge {
     ) -> Result<(), String> {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut last_beat = tokio::time::Instant::now();
+        self.read_keys(config).await?;
+        self.decide(epochs).await?;
+        self.report(edges).await?;
         loop {
             tokio::select! {
                 w = watch.next() => match w {
-                    Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
-                        self.consider(&entry.value, epochs).await?;
-                        self.report(edges).await?;
+                    Some(Ok(entry)) => {
+                        let value = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
+                        if self.note(&entry.key, value) {
+                            self.decide(epochs).await?;
+                            self.report(edges).await?;
+                        }
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(format!("watch of {CURRENT} failed: {e}")),
-                    None => return Err(format!("watch of {CURRENT} ended")),
+                    Some(Err(e)) => return Err(format!("watch of {} failed: {e}", super::CONFIG_BUCKET)),
+                    None => return Err(format!("watch of {} ended", super::CONFIG_BUCKET)),
                 },
                 _ = tick.tick() => {
                     if self.stop.load(Ordering::Relaxed) {
@@ -274,9 +295,8 @@ impl Edge {
                     if last_beat.elapsed() >= HEARTBEAT {
                         last_beat = tokio::time::Instant::now();
                         // Also a check that the watch missed nothing (a restored engine).
-                        if let Some(v) = config.get(CURRENT).await.map_err(|e| e.to_string())? {
-                            self.consider(&v, epochs).await?;
-                        }
+                        self.read_keys(config).await?;
+                        self.decide(epochs).await?;
                         self.report(edges).await?;
                     }
                 }
@@ -315,25 +335,91 @@ impl Edge {
             .map_err(|e| format!("cannot write this edge's report: {e}"))
     }
 
-    /// A value of `current`: applied when it names a newer epoch than the one serving
-    /// and not one refused already. An engine error is returned (the session retries);
-    /// a bad epoch is refused and reported.
-    async fn consider(
-        &mut self,
-        value: &[u8],
-        epochs: &object_store::ObjectStore,
-    ) -> Result<(), String> {
-        let p: Pointer = match serde_json::from_slice(value) {
-            Ok(p) => p,
+    /// Reads the three keys this edge follows.
+    async fn read_keys(&mut self, config: &kv::Store) -> Result<(), String> {
+        let pin = format!("{PIN}{}", self.fleet.edge);
+        for key in [CURRENT, CANARY, pin.as_str()] {
+            let v = config
+                .get(key)
+                .await
+                .map_err(|e| format!("cannot read {key}: {e}"))?;
+            self.note(key, v.as_deref());
+        }
+        Ok(())
+    }
+
+    /// Records a key's value (`None`: deleted); true when it is a key this edge follows.
+    fn note(&mut self, key: &str, value: Option<&[u8]>) -> bool {
+        let slot = if key == CURRENT {
+            &mut self.keys.current
+        } else if key == CANARY {
+            &mut self.keys.canary
+        } else if key.strip_prefix(PIN) == Some(self.fleet.edge.as_str()) {
+            &mut self.keys.pin
+        } else {
+            return false;
+        };
+        *slot = value.map(<[u8]>::to_vec);
+        true
+    }
+
+    /// A key's value as `T`; a value that is not is warned about once and counts as
+    /// absent.
+    fn parse<T: serde::de::DeserializeOwned>(&mut self, i: usize, key: &str) -> Option<T> {
+        let value = [&self.keys.pin, &self.keys.canary, &self.keys.current][i].as_deref()?;
+        match serde_json::from_slice(value) {
+            Ok(v) => Some(v),
             Err(e) => {
                 // Said once per value, not at every heartbeat's look.
-                if self.bad_pointer.as_deref() != Some(value) {
-                    warn!("fleet: {CURRENT} is not an epoch pointer ({e}): ignored");
-                    self.bad_pointer = Some(value.to_vec());
+                if self.bad_value[i].as_deref() != Some(value) {
+                    warn!("fleet: {key} is not an epoch pointer ({e}): ignored");
+                    self.bad_value[i] = Some(value.to_vec());
                 }
-                return Ok(());
+                None
             }
+        }
+    }
+
+    /// The epoch this edge should serve, and the key that names it: its pin, else the
+    /// canary when the canary's selector names this edge, else `current`.
+    fn target(&mut self) -> Option<(Pointer, &'static str)> {
+        if let Some(p) = self.parse::<Pointer>(0, &format!("{PIN}{}", self.fleet.edge)) {
+            return Some((p, "pin"));
+        }
+        if let Some(c) = self.parse::<Canary>(1, CANARY) {
+            if c.selector.matches(&self.fleet.edge) {
+                return Some((c.pointer, CANARY));
+            }
+        }
+        self.parse::<Pointer>(2, CURRENT).map(|p| (p, CURRENT))
+    }
+
+    /// Applies the epoch [`Self::target`] names, when there is one.
+    async fn decide(&mut self, epochs: &object_store::ObjectStore) -> Result<(), String> {
+        let Some((p, from)) = self.target() else {
+            return Ok(());
         };
+        if self.status.follows != from {
+            info!(
+                edge = %self.fleet.edge,
+                epoch = p.epoch,
+                "fleet: this edge follows {from} (epoch {})",
+                p.epoch
+            );
+            self.status.follows = from.into();
+        }
+        self.consider(&p, from, epochs).await
+    }
+
+    /// An epoch the edge should serve (`from` the key naming it): applied when it is newer
+    /// than the one serving and not one refused already. An engine error is returned (the
+    /// session retries); a bad epoch is refused and reported.
+    async fn consider(
+        &mut self,
+        p: &Pointer,
+        from: &str,
+        epochs: &object_store::ObjectStore,
+    ) -> Result<(), String> {
         if p.epoch <= self.status.epoch {
             let other = p.epoch == self.status.epoch && p.digest != self.status.digest;
             if other && self.status.ignored != Some(p.epoch) {
@@ -352,8 +438,9 @@ impl Edge {
                 warn!(
                     epoch = p.epoch,
                     serving = self.status.epoch,
-                    "fleet: epoch {} is older than the epoch serving: ignored (epochs only move forward)",
-                    p.epoch
+                    "fleet: epoch {} is older than the epoch serving: ignored (epochs only move forward; named by {from}, serving epoch {})",
+                    p.epoch,
+                    self.status.epoch
                 );
                 self.status.ignored = Some(p.epoch);
             }
@@ -367,7 +454,7 @@ impl Edge {
         {
             return Ok(());
         }
-        let fetched = match fetch(epochs, &p).await {
+        let fetched = match fetch(epochs, p).await {
             Err(e) if self.fetch_failed != Some(p.epoch) => {
                 // Once more, after a reconnection: the engine may have failed.
                 self.fetch_failed = Some(p.epoch);
@@ -378,8 +465,8 @@ impl Edge {
             Ok(f) => f,
         };
         let outcome = match fetched {
-            Ok(blob) => match self.unpack(&p, &blob) {
-                Ok(main) => self.apply(&p, main).await,
+            Ok(blob) => match self.unpack(p, &blob) {
+                Ok(main) => self.apply(p, main).await,
                 Err(errors) => Err(errors),
             },
             Err(missing) => Err(vec![missing]),
@@ -527,7 +614,7 @@ fn lines(r: &Refusal) -> Vec<String> {
 /// Fetches the bundle `p` names, bounded by its stated size and [`bundle::MAX_BUNDLE`]:
 /// `Ok(Err(why))` when the epoch cannot be had (no such object, too large: it is
 /// refused), `Err` when the engine failed (the session retries).
-async fn fetch(
+pub(super) async fn fetch(
     epochs: &object_store::ObjectStore,
     p: &Pointer,
 ) -> Result<Result<Vec<u8>, String>, String> {

@@ -11,7 +11,7 @@
 //!
 //! | bucket | kind | keys |
 //! |---|---|---|
-//! | `gtmd_config` | KV, file storage, history 16 | `current` -> [`Pointer`] (epoch, digest, object) |
+//! | `gtmd_config` | KV, file storage, history 16 | `current` -> [`Pointer`] (epoch, digest, object); `canary` -> [`Canary`] (a pointer and a [`Selector`]); `pin.<edge>` -> [`Pointer`] |
 //! | `gtmd_epochs` | object store | `epoch-N-DIGEST` -> the bundle |
 //! | `gtmd_edges` | KV, file storage, history 1, entries kept 1 h | `<edge>` -> [`EdgeStatus`] |
 //! | `gtmd_health` | KV, memory storage, history 1, entries kept 4 h | `v.<edge>.<check>` -> [`health::Verdict`] (`share-health`) |
@@ -25,6 +25,12 @@
 //! edge reports (an engine restored from an old backup, or emptied, cannot push edges
 //! back).
 //!
+//! Rollout ([`rollout`]): each edge follows `pin.<edge>` when there is one, else
+//! `canary` when its selector names the edge, else `current`. `gtmd publish --canary`
+//! sets `canary`; `gtmd promote` moves `current` to it and deletes it; `gtmd abort`
+//! republishes `current`'s bundle as a new epoch (a rollback is a new epoch with old
+//! content, so the canary edges move forward to it) and deletes it.
+//!
 //! The async runtime (tokio, for `async-nats`) lives on one thread, `fleet`, a
 //! current-thread runtime; it reaches the control thread through the control API's
 //! command queue ([`super::ops::Command`]), so an epoch takes its turn with SIGHUPs and
@@ -37,6 +43,7 @@ pub mod bundle;
 mod edge;
 pub mod health;
 pub mod publish;
+pub mod rollout;
 
 pub use edge::{boot, spawn, Lkg};
 
@@ -52,6 +59,7 @@ pub fn shared_health<L>(edge: &Option<(Fleet, L)>) -> Option<Arc<Shared>> {
         .map(|(f, _)| Arc::new(Shared::new(&f.edge)))
 }
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, object_store};
@@ -65,6 +73,12 @@ pub const EPOCH_BUCKET: &str = "gtmd_epochs";
 pub const EDGE_BUCKET: &str = "gtmd_edges";
 /// The pointer's key in [`CONFIG_BUCKET`].
 pub const CURRENT: &str = "current";
+/// The canary's key in [`CONFIG_BUCKET`].
+pub const CANARY: &str = "canary";
+/// The prefix of an edge's pin in [`CONFIG_BUCKET`] (`pin.<edge>`).
+pub const PIN: &str = "pin.";
+/// The metadata key of a bundle's pointer in [`EPOCH_BUCKET`] (what `gtmd pin` reads).
+pub const POINTER_META: &str = "gtmd-pointer";
 /// An edge rewrites its report this often (its heartbeat).
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// An edge whose report is older than this is not waited for by `publish`.
@@ -85,6 +99,96 @@ pub struct Pointer {
     pub published_ms: u64,
     /// The configuration file it was made from (on the publisher).
     pub source: String,
+}
+
+/// `canary`: an epoch for the edges its selector names (the others follow `current`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Canary {
+    /// The epoch.
+    #[serde(flatten)]
+    pub pointer: Pointer,
+    /// Which edges take it.
+    pub selector: Selector,
+}
+
+/// The edges a canary goes to: those named, and those whose name hashes below `percent`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Selector {
+    /// Edge names.
+    #[serde(default)]
+    pub edges: Vec<String>,
+    /// 0 to 100: an edge is in when [`percentile`] of its name is below it.
+    #[serde(default)]
+    pub percent: u8,
+}
+
+impl Selector {
+    /// `NAME,NAME,P%`: edge names and at most one percentage, comma-separated.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut sel = Self::default();
+        let mut percent = None;
+        for item in s.split(',').map(str::trim) {
+            if let Some(p) = item.strip_suffix('%') {
+                let n = p
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| format!("'{item}' is not a percentage from 1% to 100%"))?;
+                if percent.replace(n).is_some() {
+                    return Err(format!("'{s}': one percentage at most"));
+                }
+            } else if let Some(why) = crate::config::fleet::bad_edge_name(item) {
+                return Err(format!("edge name {why}"));
+            } else if !sel.edges.iter().any(|e| e == item) {
+                sel.edges.push(item.to_string());
+            }
+        }
+        sel.percent = percent.unwrap_or(0);
+        Ok(sel)
+    }
+
+    /// Whether `edge` takes the canary.
+    pub fn matches(&self, edge: &str) -> bool {
+        self.edges.iter().any(|e| e == edge) || percentile(edge) < u32::from(self.percent)
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = self.edges.clone();
+        if self.percent > 0 {
+            parts.push(format!("{}%", self.percent));
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// Where an edge's name falls, 0 to 99: the first 8 octets of its SHA-256 as a
+/// big-endian number, modulo 100. The same on every edge and publisher, and stable
+/// across rollouts (the same edges go first each time).
+pub fn percentile(edge: &str) -> u32 {
+    let d = ring::digest::digest(&ring::digest::SHA256, edge.as_bytes());
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&d.as_ref()[..8]);
+    (u64::from_be_bytes(head) % 100) as u32
+}
+
+/// Copies of each bucket gtmd creates (`[fleet] replicas`): set once by the edge or the
+/// publisher before it connects, read when a bucket is made (a bucket that exists keeps
+/// its own).
+static REPLICAS: AtomicUsize = AtomicUsize::new(1);
+
+/// Sets the copies of the buckets this process creates.
+pub fn set_replicas(n: usize) {
+    REPLICAS.store(
+        n.clamp(1, crate::config::fleet::MAX_REPLICAS),
+        Ordering::Relaxed,
+    );
+}
+
+fn replicas() -> usize {
+    REPLICAS.load(Ordering::Relaxed)
 }
 
 /// An epoch an edge refused, and why.
@@ -119,6 +223,9 @@ pub struct EdgeStatus {
     /// another one was written by another gtmd (edge names must be unique).
     #[serde(default)]
     pub boot: u64,
+    /// The key it follows: `current`, `canary` or `pin` (empty: none yet).
+    #[serde(default)]
+    pub follows: String,
 }
 
 /// Connects to the first reachable of `urls`, failing fast (no endless retry inside the
@@ -155,6 +262,7 @@ async fn buckets(
             .create_object_store(object_store::Config {
                 bucket: EPOCH_BUCKET.into(),
                 description: Some("gtmd: configuration bundles by epoch".into()),
+                num_replicas: replicas(),
                 ..Default::default()
             })
             .await
@@ -206,7 +314,7 @@ async fn kv_bucket(js: &jetstream::Context, spec: BucketSpec<'_>) -> Result<kv::
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,
-        num_replicas: 1,
+        num_replicas: replicas(),
         discard: jetstream::stream::DiscardPolicy::New,
         ..Default::default()
     })

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, kv, object_store};
 
 use super::bundle::{self, Bundle};
-use super::{EdgeStatus, Pointer, CURRENT, FRESH, HEARTBEAT};
+use super::{Canary, EdgeStatus, Pointer, Selector, CANARY, CURRENT, FRESH, HEARTBEAT, PIN};
 use crate::control::ops::unix_ms;
 
 /// Arguments of `gtmd publish`.
@@ -28,13 +28,26 @@ pub struct PublishArgs {
     /// epoch is published (edges keep what they serve on their own disk).
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     pub keep: u64,
+    /// Publish as a canary: only the edges SELECTOR names take the epoch, the others keep
+    /// `current`, until `gtmd promote` makes it every edge's or `gtmd abort` withdraws it.
+    /// SELECTOR is edge names and at most one percentage, comma-separated (`e1,e2`, `10%`,
+    /// `e1,25%`): P% takes the edges whose name's hash falls in the first P of 100 buckets
+    /// (the same edges every time). --wait then waits for those edges only. Refused while
+    /// another canary is out.
+    #[arg(long, value_name = "SELECTOR", value_parser = Selector::parse)]
+    pub canary: Option<Selector>,
+    /// Copies the engine keeps of each bucket this publish creates (1 to 5; 3 in a
+    /// cluster of 3 nats-servers). Default: the configuration's [fleet] replicas, else 1.
+    /// A bucket that exists keeps its own.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: Option<u8>,
 }
 
 /// Exit codes.
-const OK: u8 = 0;
-const INVALID: u8 = 1;
-const ENGINE: u8 = 2;
-const PENDING: u8 = 3;
+pub(super) const OK: u8 = 0;
+pub(super) const INVALID: u8 = 1;
+pub(super) const ENGINE: u8 = 2;
+pub(super) const PENDING: u8 = 3;
 
 /// Runs `gtmd publish`; returns the exit code.
 pub fn run(args: PublishArgs) -> u8 {
@@ -60,6 +73,10 @@ pub fn run(args: PublishArgs) -> u8 {
             return INVALID;
         }
     };
+    super::set_replicas(
+        args.replicas
+            .map_or_else(|| cfg.fleet.as_ref().map_or(1, |f| f.replicas), usize::from),
+    );
     let urls = if args.nats.is_empty() {
         cfg.fleet.map(|f| f.nats).unwrap_or_default()
     } else {
@@ -178,87 +195,194 @@ async fn publish(args: &PublishArgs, urls: &[String], b: &Bundle) -> u8 {
         let client = super::connect(urls, "gtmd publish").await?;
         let js = jetstream::new(client);
         let (config, epochs, edges) = super::buckets(&js).await?;
-        let p = store(args, &config, &epochs, &edges, &blob, &digest).await?;
-        prune(&epochs, p.epoch, args.keep).await;
-        Ok::<_, String>((p, config, edges))
+        if let Some((c, _)) = canary(&config).await? {
+            return Ok(Err(c));
+        }
+        let p = store(args, (&config, &epochs, &edges), &blob, &digest).await?;
+        prune(&config, &epochs, p.epoch, args.keep).await;
+        Ok::<_, String>(Ok((p, config, edges)))
     }
     .await;
     let (p, config, edges) = match stored {
-        Ok(x) => x,
+        Ok(Ok(x)) => x,
+        Ok(Err(c)) => {
+            eprintln!(
+                "gtmd publish: a canary is out (epoch {} for {}): `gtmd promote` or `gtmd abort` \
+                 it first: nothing was published",
+                c.pointer.epoch, c.selector
+            );
+            return INVALID;
+        }
         Err(e) => {
             eprintln!("gtmd publish: {e}");
             return ENGINE;
         }
     };
-    println!(
-        "published epoch {} ({}, {} files, {} bytes)",
-        p.epoch,
-        p.digest,
-        b.files.len(),
-        p.size
-    );
+    match &args.canary {
+        Some(sel) => println!(
+            "published epoch {} as a canary for {sel} ({}, {} files, {} bytes)",
+            p.epoch,
+            p.digest,
+            b.files.len(),
+            p.size
+        ),
+        None => println!(
+            "published epoch {} ({}, {} files, {} bytes)",
+            p.epoch,
+            p.digest,
+            b.files.len(),
+            p.size
+        ),
+    }
     if args.wait == 0 {
         return OK;
     }
-    wait((&config, &edges), &p, Duration::from_secs(args.wait)).await
+    let scope = args.canary.as_ref();
+    wait((&config, &edges), &p, scope, Duration::from_secs(args.wait)).await
 }
 
-/// Uploads `epoch-N-DIGEST` and moves `current` to it by compare-and-set: N is above `current`
-/// and above every epoch an edge reports applying or refusing. Tried three times when
-/// another publish wins the race.
+/// The canary out, if any, with its revision.
+pub(super) async fn canary(config: &kv::Store) -> Result<Option<(Canary, u64)>, String> {
+    let Some(e) = config
+        .entry(CANARY)
+        .await
+        .map_err(|e| format!("cannot read {CANARY}: {e}"))?
+        .filter(|e| e.operation == kv::Operation::Put)
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice::<Canary>(&e.value)
+        .map(|c| Some((c, e.revision)))
+        .map_err(|err| format!("{CANARY} is not a canary ({err}): `gtmd abort` removes it"))
+}
+
+/// The pointer `current` holds (none before the first publish) and its entry, for a
+/// compare-and-set.
+pub(super) async fn current(
+    config: &kv::Store,
+) -> Result<(Option<Pointer>, Option<kv::Entry>), String> {
+    let cur = config
+        .entry(CURRENT)
+        .await
+        .map_err(|e| format!("cannot read {CURRENT}: {e}"))?;
+    let p = cur
+        .as_ref()
+        .filter(|e| e.operation == kv::Operation::Put)
+        .and_then(|e| serde_json::from_slice::<Pointer>(&e.value).ok());
+    Ok((p, cur))
+}
+
+/// The next epoch's number: above `current`, the canary and every epoch an edge reports
+/// applying or refusing.
+pub(super) async fn next_epoch(
+    config: &kv::Store,
+    edges: &kv::Store,
+    current: Option<&Pointer>,
+) -> Result<u64, String> {
+    let canary = canary(config).await.ok().flatten();
+    let reported = super::edge_reports(edges).await?;
+    let seen = reported
+        .iter()
+        .flat_map(|(s, _)| [Some(s.epoch), s.refused.as_ref().map(|r| r.epoch)])
+        .flatten()
+        .chain(current.map(|p| p.epoch))
+        .chain(canary.map(|(c, _)| c.pointer.epoch))
+        .max()
+        .unwrap_or(0);
+    Ok(seen + 1)
+}
+
+/// Stores `blob` as epoch `epoch`'s bundle (`epoch-N-DIGEST`), its pointer in the
+/// object's metadata (what `gtmd pin` finds it by).
+pub(super) async fn upload(
+    epochs: &object_store::ObjectStore,
+    epoch: u64,
+    blob: &[u8],
+    source: String,
+) -> Result<Pointer, String> {
+    let digest = bundle::digest(blob);
+    // The digest in the name: two publishes racing for one number never overwrite
+    // each other's bundle (the loser's compare-and-set fails and it takes the next).
+    let object = format!("epoch-{epoch}-{}", digest.get(7..19).unwrap_or("x"));
+    let p = Pointer {
+        epoch,
+        digest,
+        object: object.clone(),
+        size: blob.len() as u64,
+        published_ms: unix_ms(),
+        source,
+    };
+    let meta = object_store::ObjectMetadata {
+        name: object.clone(),
+        metadata: [(
+            super::POINTER_META.to_string(),
+            serde_json::to_string(&p).map_err(|e| e.to_string())?,
+        )]
+        .into(),
+        ..Default::default()
+    };
+    epochs
+        .put(meta, &mut &blob[..])
+        .await
+        .map_err(|e| format!("cannot store {object}: {e}"))?;
+    Ok(p)
+}
+
+/// Moves `current` to `p` by compare-and-set against `cur` (its entry when read).
+pub(super) async fn move_current(
+    config: &kv::Store,
+    cur: Option<&kv::Entry>,
+    p: &Pointer,
+) -> Result<(), String> {
+    let v = serde_json::to_vec(p).map_err(|e| e.to_string())?;
+    match cur {
+        Some(e) => config
+            .update(CURRENT, v.into(), e.revision)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        None => config
+            .create(CURRENT, v.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Uploads `epoch-N-DIGEST` and moves `current` (or, for a canary, sets `canary`) to
+/// it by compare-and-set: N is above `current`, the canary and every epoch an edge
+/// reports. Tried three times when another publish wins the race.
 async fn store(
     args: &PublishArgs,
-    config: &kv::Store,
-    epochs: &object_store::ObjectStore,
-    edges: &kv::Store,
+    (config, epochs, edges): (&kv::Store, &object_store::ObjectStore, &kv::Store),
     blob: &[u8],
     digest: &str,
 ) -> Result<Pointer, String> {
     let mut last = String::new();
+    let key = if args.canary.is_some() {
+        CANARY
+    } else {
+        CURRENT
+    };
     for _ in 0..3 {
-        let cur = config
-            .entry(CURRENT)
-            .await
-            .map_err(|e| format!("cannot read {CURRENT}: {e}"))?;
-        let cur_epoch = cur
-            .as_ref()
-            .and_then(|e| serde_json::from_slice::<Pointer>(&e.value).ok())
-            .map_or(0, |p| p.epoch);
-        let reported = super::edge_reports(edges).await?;
-        let seen = reported
-            .iter()
-            .flat_map(|(s, _)| [Some(s.epoch), s.refused.as_ref().map(|r| r.epoch)])
-            .flatten()
-            .max()
-            .unwrap_or(0);
-        let epoch = cur_epoch.max(seen) + 1;
-        // The digest in the name: two publishes racing for one number never overwrite
-        // each other's bundle (the loser's compare-and-set fails and it takes the next).
-        let object = format!("epoch-{epoch}-{}", digest.get(7..19).unwrap_or("x"));
-        epochs
-            .put(object.as_str(), &mut &blob[..])
-            .await
-            .map_err(|e| format!("cannot store {object}: {e}"))?;
-        let p = Pointer {
-            epoch,
-            digest: digest.to_string(),
-            object,
-            size: blob.len() as u64,
-            published_ms: unix_ms(),
-            source: args.config.display().to_string(),
-        };
-        let v = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
-        let moved = match &cur {
-            Some(e) => config
-                .update(CURRENT, v.into(), e.revision)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            None => config
-                .create(CURRENT, v.into())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+        let (cur, entry) = current(config).await?;
+        let epoch = next_epoch(config, edges, cur.as_ref()).await?;
+        let p = upload(epochs, epoch, blob, args.config.display().to_string()).await?;
+        debug_assert_eq!(p.digest, digest);
+        let moved = match &args.canary {
+            Some(sel) => {
+                let c = Canary {
+                    pointer: p.clone(),
+                    selector: sel.clone(),
+                };
+                let v = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
+                config
+                    .create(CANARY, v.into())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            None => move_current(config, entry.as_ref(), &p).await,
         };
         match moved {
             Ok(()) => return Ok(p),
@@ -266,13 +390,21 @@ async fn store(
         }
     }
     Err(format!(
-        "another publish moved {CURRENT} at the same time ({last}): try again"
+        "another publish moved {key} at the same time ({last}): try again"
     ))
 }
 
-/// Removes the bundles of epochs at or below `epoch - keep`; a failure is only said.
-async fn prune(epochs: &object_store::ObjectStore, epoch: u64, keep: u64) {
+/// Removes the bundles of epochs at or below `epoch - keep`, but for those `current`,
+/// the canary or a pin names; a failure is only said.
+async fn prune(config: &kv::Store, epochs: &object_store::ObjectStore, epoch: u64, keep: u64) {
     use futures_util::StreamExt;
+    let named = match named_epochs(config).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("gtmd publish: cannot read the pins ({e}): no old bundle removed");
+            return;
+        }
+    };
     let Ok(mut list) = epochs.list().await else {
         eprintln!("gtmd publish: cannot list old bundles: none removed");
         return;
@@ -284,7 +416,7 @@ async fn prune(epochs: &object_store::ObjectStore, epoch: u64, keep: u64) {
             .strip_prefix("epoch-")
             .and_then(|r| r.split('-').next());
         if n.and_then(|n| n.parse::<u64>().ok())
-            .is_some_and(|n| n + keep <= epoch)
+            .is_some_and(|n| n + keep <= epoch && !named.contains(&n))
         {
             old.push(o.name);
         }
@@ -295,6 +427,43 @@ async fn prune(epochs: &object_store::ObjectStore, epoch: u64, keep: u64) {
             Err(e) => eprintln!("gtmd publish: cannot remove {name}: {e}"),
         }
     }
+}
+
+/// The epochs `current`, the canary and the pins name.
+async fn named_epochs(config: &kv::Store) -> Result<Vec<u64>, String> {
+    let mut out: Vec<u64> = pins(config).await?.into_values().collect();
+    out.extend(current(config).await?.0.map(|p| p.epoch));
+    out.extend(
+        canary(config)
+            .await
+            .ok()
+            .flatten()
+            .map(|(c, _)| c.pointer.epoch),
+    );
+    Ok(out)
+}
+
+/// Every pin: edge -> the epoch it is pinned to.
+pub(super) async fn pins(
+    config: &kv::Store,
+) -> Result<std::collections::HashMap<String, u64>, String> {
+    use futures_util::StreamExt;
+    let mut keys = config.keys().await.map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    while let Some(k) = keys.next().await {
+        let k = k.map_err(|e| e.to_string())?;
+        if k.starts_with(PIN) {
+            names.push(k);
+        }
+    }
+    let mut out = std::collections::HashMap::new();
+    for k in names {
+        let v = config.get(&k).await.map_err(|e| e.to_string())?;
+        if let Some(p) = v.and_then(|v| serde_json::from_slice::<Pointer>(&v).ok()) {
+            out.insert(k[PIN.len()..].to_string(), p.epoch);
+        }
+    }
+    Ok(out)
 }
 
 /// A new folder of the temporary folder only this user can enter, its name random: made
@@ -316,13 +485,13 @@ fn private_dir() -> Result<PathBuf, String> {
 }
 
 /// What became of the epoch on one edge.
-enum Outcome {
+pub(super) enum Outcome {
     Applied,
     Refused(Vec<String>),
     Pending,
 }
 
-fn outcome(s: &EdgeStatus, p: &Pointer) -> Outcome {
+pub(super) fn outcome(s: &EdgeStatus, p: &Pointer) -> Outcome {
     if s.epoch == p.epoch && s.digest == p.digest || s.epoch > p.epoch {
         Outcome::Applied
     } else if let Some(r) = s.refused.as_ref().filter(|r| r.epoch == p.epoch) {
@@ -332,10 +501,18 @@ fn outcome(s: &EdgeStatus, p: &Pointer) -> Outcome {
     }
 }
 
-/// Waits until every fresh edge applied or refused `p` (or `limit`), prints each.
-async fn wait((config, edges): (&kv::Store, &kv::Store), p: &Pointer, limit: Duration) -> u8 {
+/// Waits until every fresh edge that should take `p` (the canary's when `canary` is
+/// given; never a pinned one) applied or refused it (or `limit`), prints each.
+pub(super) async fn wait(
+    (config, edges): (&kv::Store, &kv::Store),
+    p: &Pointer,
+    canary: Option<&Selector>,
+    limit: Duration,
+) -> u8 {
     let t0 = Instant::now();
+    let pins = pins(config).await.unwrap_or_default();
     let mut when: std::collections::HashMap<String, Duration> = Default::default();
+    let mut skipped: Vec<String> = Vec::new();
     let reports = loop {
         let now = unix_ms();
         let fresh: Vec<EdgeStatus> = match super::edge_reports(edges).await {
@@ -349,40 +526,81 @@ async fn wait((config, edges): (&kv::Store, &kv::Store), p: &Pointer, limit: Dur
                 return ENGINE;
             }
         };
-        for s in &fresh {
+        skipped.clear();
+        let mut waited = Vec::new();
+        for s in fresh {
+            if let Some(pin) = pins.get(&s.edge) {
+                skipped.push(format!(
+                    "{}: pinned to epoch {pin}, serving epoch {}: not waited for",
+                    s.edge, s.epoch
+                ));
+            } else if canary.is_some_and(|c| !c.matches(&s.edge)) {
+                skipped.push(format!(
+                    "{}: not in the canary, serving epoch {}",
+                    s.edge, s.epoch
+                ));
+            } else {
+                waited.push(s);
+            }
+        }
+        for s in &waited {
             if !matches!(outcome(s, p), Outcome::Pending) {
                 when.entry(s.edge.clone()).or_insert(t0.elapsed());
             }
         }
         // With no edge fresh yet, two heartbeats' time for one to report (an edge
         // reconnecting to a restarted engine) before there is nobody to wait for.
-        let done = fresh
+        let done = waited
             .iter()
             .all(|s| !matches!(outcome(s, p), Outcome::Pending))
-            && (!fresh.is_empty() || t0.elapsed() >= 2 * HEARTBEAT);
+            && (!waited.is_empty() || t0.elapsed() >= 2 * HEARTBEAT);
         if done || t0.elapsed() >= limit {
-            break fresh;
+            break waited;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    for line in &skipped {
+        println!("{line}");
+    }
     if reports.is_empty() {
-        println!(
-            "no edge reported in the last {} s: nobody to wait for",
-            FRESH.as_secs()
-        );
+        match canary {
+            Some(c) => println!(
+                "no edge that reported in the last {} s is in the canary ({c}): nobody to wait for",
+                FRESH.as_secs()
+            ),
+            None => println!(
+                "no edge reported in the last {} s: nobody to wait for",
+                FRESH.as_secs()
+            ),
+        }
         return OK;
     }
     // An edge serving a later epoch than this one: superseded when the engine's pointer
-    // is at that epoch or later (another publish came after this one), else the engine
-    // lost the later epochs (emptied or restored) and this one will never apply.
-    let engine_at = match config.get(CURRENT).await {
-        Ok(v) => v
-            .and_then(|v| serde_json::from_slice::<Pointer>(&v).ok())
-            .map_or(0, |c| c.epoch),
-        Err(_) => u64::MAX,
+    // (or canary) is at that epoch or later (another publish came after this one), else
+    // the engine lost the later epochs (emptied or restored) and this one will never
+    // apply.
+    let engine_at = match (current(config).await, canary_epoch(config).await) {
+        (Ok((c, _)), Ok(k)) => c.map_or(0, |c| c.epoch).max(k),
+        _ => u64::MAX,
     };
+    print_outcomes(&reports, p, engine_at, &when, limit)
+}
+
+/// The canary's epoch (0: none).
+async fn canary_epoch(config: &kv::Store) -> Result<u64, String> {
+    Ok(canary(config).await?.map_or(0, |(c, _)| c.pointer.epoch))
+}
+
+/// Prints what each edge did with `p`; the exit code.
+fn print_outcomes(
+    reports: &[EdgeStatus],
+    p: &Pointer,
+    engine_at: u64,
+    when: &std::collections::HashMap<String, Duration>,
+    limit: Duration,
+) -> u8 {
     let mut code = OK;
-    for s in &reports {
+    for s in reports {
         let took = when.get(&s.edge).map_or(0.0, Duration::as_secs_f64);
         match outcome(s, p) {
             Outcome::Applied if s.epoch > p.epoch && engine_at >= s.epoch => {

@@ -1,0 +1,552 @@
+//! `gtmd promote`, `gtmd abort`, `gtmd pin` and `gtmd unpin`: the rest of a rollout
+//! after `gtmd publish --canary`.
+//!
+//! Each edge follows `pin.<edge>` when there is one, else `canary` when its selector
+//! names the edge, else `current` (the edge side: `edge.rs`). Epochs only move forward:
+//! an edge never applies an epoch at or below the one it serves. So `abort` does not
+//! point the canary edges back at the older `current`: it republishes `current`'s bundle
+//! as a new epoch (a rollback is a new epoch with old content), which every edge takes,
+//! then deletes `canary`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv, object_store};
+
+use super::publish::{
+    canary, current, move_current, next_epoch, outcome, upload, wait, Outcome, ENGINE, INVALID, OK,
+    PENDING,
+};
+use super::{EdgeStatus, Pointer, CANARY, CONFIG_BUCKET, EDGE_BUCKET, EPOCH_BUCKET, FRESH, PIN};
+use crate::control::ops::unix_ms;
+
+/// Where the engine is.
+#[derive(Debug, clap::Args)]
+pub struct EngineArgs {
+    /// NATS servers (nats://HOST:PORT, comma-separated or repeated). Default: the [fleet]
+    /// nats list of --config.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    pub nats: Vec<String>,
+    /// A configuration file whose [fleet] nats list names the servers (an edge's file).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Seconds to wait for the edges concerned to apply the epoch they now follow (those
+    /// that reported in the last 30 s; pinned edges are not waited for); 0: do not wait.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub wait: u64,
+}
+
+/// Arguments of `gtmd promote`.
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    /// Where the engine is, and how long to wait.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Promote even when an edge refused the canary's epoch or a canary edge has not
+    /// applied it yet.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of `gtmd abort`.
+#[derive(Debug, clap::Args)]
+pub struct AbortArgs {
+    /// Where the engine is, and how long to wait.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Arguments of `gtmd pin`.
+#[derive(Debug, clap::Args)]
+pub struct PinArgs {
+    /// The edge's name ([fleet] edge).
+    #[arg(value_parser = edge_name)]
+    pub edge: String,
+    /// The epoch it serves from now on, whatever `current` and the canary say (an epoch
+    /// whose bundle the engine still has).
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+    pub epoch: u64,
+    /// Where the engine is, and how long to wait.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Arguments of `gtmd unpin`.
+#[derive(Debug, clap::Args)]
+pub struct UnpinArgs {
+    /// The edge's name ([fleet] edge).
+    #[arg(value_parser = edge_name)]
+    pub edge: String,
+    /// Where the engine is, and how long to wait.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+fn edge_name(s: &str) -> Result<String, String> {
+    match crate::config::fleet::bad_edge_name(s) {
+        Some(why) => Err(format!("edge name {why}")),
+        None => Ok(s.to_string()),
+    }
+}
+
+/// The engine's buckets, as `gtmd publish` made them.
+struct Engine {
+    config: kv::Store,
+    epochs: object_store::ObjectStore,
+    edges: kv::Store,
+    limit: Duration,
+}
+
+/// Runs `body` against the engine `args` names; returns its exit code (2 when the
+/// engine cannot be reached or holds no fleet).
+fn run<F>(what: &str, args: &EngineArgs, body: F) -> u8
+where
+    F: for<'a> FnOnce(&'a Engine) -> std::pin::Pin<Box<dyn std::future::Future<Output = u8> + 'a>>,
+{
+    let urls = match urls(args) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("gtmd {what}: {e}");
+            return INVALID;
+        }
+    };
+    let rt = match super::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gtmd {what}: cannot start the runtime: {e}");
+            return ENGINE;
+        }
+    };
+    rt.block_on(async {
+        match open(&urls, what, Duration::from_secs(args.wait)).await {
+            Ok(engine) => body(&engine).await,
+            Err(e) => {
+                eprintln!("gtmd {what}: {e}");
+                ENGINE
+            }
+        }
+    })
+}
+
+/// --nats, else --config's [fleet] nats.
+fn urls(args: &EngineArgs) -> Result<Vec<String>, String> {
+    let urls = match (&args.nats[..], &args.config) {
+        ([], Some(file)) => crate::config::Config::fleet_only(file)
+            .map_err(|e| e.to_string())?
+            .map(|f| f.nats)
+            .ok_or_else(|| format!("{}: no [fleet] section: give --nats URL", file.display()))?,
+        ([], None) => {
+            return Err(
+                "no NATS server: give --nats URL (or --config FILE with [fleet] nats)".into(),
+            )
+        }
+        (list, _) => list.to_vec(),
+    };
+    if let Some(bad) = urls
+        .iter()
+        .find_map(|u| crate::config::fleet::bad_nats_url(u))
+    {
+        return Err(format!("--nats: {bad}"));
+    }
+    Ok(urls)
+}
+
+/// Connects and opens the buckets (made by the first publish or edge: never here).
+async fn open(urls: &[String], what: &str, limit: Duration) -> Result<Engine, String> {
+    let client = super::connect(urls, &format!("gtmd {what}")).await?;
+    let js = jetstream::new(client);
+    let none = |e: String| format!("{e} (nothing was published to this engine yet?)");
+    let config = js
+        .get_key_value(CONFIG_BUCKET)
+        .await
+        .map_err(|e| none(format!("cannot open {CONFIG_BUCKET}: {e}")))?;
+    let epochs = js
+        .get_object_store(EPOCH_BUCKET)
+        .await
+        .map_err(|e| none(format!("cannot open {EPOCH_BUCKET}: {e}")))?;
+    let edges = js
+        .get_key_value(EDGE_BUCKET)
+        .await
+        .map_err(|e| none(format!("cannot open {EDGE_BUCKET}: {e}")))?;
+    Ok(Engine {
+        config,
+        epochs,
+        edges,
+        limit,
+    })
+}
+
+/// Edges that reported in the last [`FRESH`].
+async fn fresh_reports(edges: &kv::Store) -> Result<Vec<EdgeStatus>, String> {
+    let now = unix_ms();
+    Ok(super::edge_reports(edges)
+        .await?
+        .into_iter()
+        .filter(|(_, at)| now.saturating_sub(*at) < FRESH.as_millis() as u64)
+        .map(|(s, _)| s)
+        .collect())
+}
+
+/// `gtmd promote`.
+pub fn promote(args: PromoteArgs) -> u8 {
+    let force = args.force;
+    run("promote", &args.engine, move |e| {
+        Box::pin(async move {
+            match promote_in(e, force).await {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("gtmd promote: {err}");
+                    ENGINE
+                }
+            }
+        })
+    })
+}
+
+async fn promote_in(e: &Engine, force: bool) -> Result<u8, String> {
+    let Some((c, revision)) = canary(&e.config).await? else {
+        eprintln!("gtmd promote: no canary is out: nothing to promote");
+        return Ok(INVALID);
+    };
+    let p = &c.pointer;
+    let pins = super::publish::pins(&e.config).await?;
+    // A refusal anywhere halts the rollout; so does a canary edge still on its way.
+    let mut halt = Vec::new();
+    for (s, _) in super::edge_reports(&e.edges).await? {
+        if let Some(r) = s.refused.as_ref().filter(|r| r.epoch == p.epoch) {
+            halt.push(format!("{}: REFUSED epoch {}:", s.edge, p.epoch));
+            halt.extend(r.errors.iter().map(|l| format!("  {l}")));
+        }
+    }
+    for s in fresh_reports(&e.edges).await? {
+        let canary_edge = c.selector.matches(&s.edge) && !pins.contains_key(&s.edge);
+        if canary_edge && matches!(outcome(&s, p), Outcome::Pending) {
+            halt.push(format!(
+                "{}: has not applied epoch {} yet (serving epoch {})",
+                s.edge, p.epoch, s.epoch
+            ));
+        }
+    }
+    for l in &halt {
+        println!("{l}");
+    }
+    if !halt.is_empty() && !force {
+        eprintln!(
+            "gtmd promote: not promoted: the rollout of epoch {} is halted (fix and publish \
+             again after `gtmd abort`, wait, or --force)",
+            p.epoch
+        );
+        return Ok(INVALID);
+    }
+    let (cur, entry) = current(&e.config).await?;
+    if cur.as_ref().is_some_and(|cur| cur.epoch >= p.epoch) {
+        eprintln!(
+            "gtmd promote: current is at epoch {}, not below the canary's {}: `gtmd abort` it",
+            cur.map_or(0, |c| c.epoch),
+            p.epoch
+        );
+        return Ok(INVALID);
+    }
+    move_current(&e.config, entry.as_ref(), p)
+        .await
+        .map_err(|err| format!("cannot move current (another publish?): {err}"))?;
+    if let Err(err) = e
+        .config
+        .delete_expect_revision(CANARY, Some(revision))
+        .await
+    {
+        eprintln!("gtmd promote: the canary changed meanwhile and was left: {err}");
+    }
+    println!(
+        "promoted epoch {} (the canary for {}) to current",
+        p.epoch, c.selector
+    );
+    Ok(finish(e, p).await)
+}
+
+/// Waits for every edge to apply `p` when asked to.
+async fn finish(e: &Engine, p: &Pointer) -> u8 {
+    if e.limit.is_zero() {
+        return OK;
+    }
+    wait((&e.config, &e.edges), p, None, e.limit).await
+}
+
+/// `gtmd abort`.
+pub fn abort(args: AbortArgs) -> u8 {
+    run("abort", &args.engine, |e| {
+        Box::pin(async move {
+            match abort_in(e).await {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("gtmd abort: {err}");
+                    ENGINE
+                }
+            }
+        })
+    })
+}
+
+async fn abort_in(e: &Engine) -> Result<u8, String> {
+    let Some((c, revision)) = canary(&e.config).await? else {
+        eprintln!("gtmd abort: no canary is out: nothing to abort");
+        return Ok(INVALID);
+    };
+    let (cur, entry) = current(&e.config).await?;
+    let Some(cur) = cur else {
+        e.config
+            .delete_expect_revision(CANARY, Some(revision))
+            .await
+            .map_err(|err| format!("cannot delete {CANARY}: {err}"))?;
+        println!(
+            "aborted the canary (epoch {}); there is no current epoch to go back to: the \
+             canary edges keep serving it until the next publish",
+            c.pointer.epoch
+        );
+        return Ok(OK);
+    };
+    // The canary edges serve the canary's epoch, above `current`'s: they take only a
+    // later one. So current's bundle goes out again under a new number, to every edge.
+    let blob = match super::edge::fetch(&e.epochs, &cur).await? {
+        Ok(b) if super::bundle::digest(&b) == cur.digest => b,
+        Ok(_) => {
+            return Err(format!(
+                "the bundle of epoch {} does not match its digest",
+                cur.epoch
+            ))
+        }
+        Err(why) => {
+            return Err(format!(
+                "cannot take the bundle of epoch {}: {why}",
+                cur.epoch
+            ))
+        }
+    };
+    let epoch = next_epoch(&e.config, &e.edges, Some(&cur)).await?;
+    let source = format!(
+        "gtmd abort of the canary epoch {}: epoch {} again ({})",
+        c.pointer.epoch, cur.epoch, cur.source
+    );
+    let p = upload(&e.epochs, epoch, &blob, source).await?;
+    move_current(&e.config, entry.as_ref(), &p)
+        .await
+        .map_err(|err| format!("cannot move current (another publish?): {err}"))?;
+    e.config
+        .delete_expect_revision(CANARY, Some(revision))
+        .await
+        .map_err(|err| format!("cannot delete {CANARY}: {err}"))?;
+    println!(
+        "aborted the canary (epoch {}): epoch {} carries epoch {}'s configuration to every \
+         edge (epochs only move forward)",
+        c.pointer.epoch, p.epoch, cur.epoch
+    );
+    Ok(finish(e, &p).await)
+}
+
+/// `gtmd pin`.
+pub fn pin(args: PinArgs) -> u8 {
+    let (edge, epoch) = (args.edge.clone(), args.epoch);
+    run("pin", &args.engine, move |e| {
+        Box::pin(async move {
+            match pin_in(e, &edge, epoch).await {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("gtmd pin: {err}");
+                    ENGINE
+                }
+            }
+        })
+    })
+}
+
+async fn pin_in(e: &Engine, edge: &str, epoch: u64) -> Result<u8, String> {
+    let Some(p) = find_epoch(e, epoch).await? else {
+        eprintln!(
+            "gtmd pin: the engine has no bundle of epoch {epoch} (never published, or removed \
+             by publish --keep): nothing was pinned"
+        );
+        return Ok(INVALID);
+    };
+    let v = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
+    e.config
+        .put(format!("{PIN}{edge}"), v.into())
+        .await
+        .map_err(|err| format!("cannot write {PIN}{edge}: {err}"))?;
+    println!("pinned {edge} to epoch {epoch}");
+    Ok(follow_up(e, edge, &p).await?)
+}
+
+/// After a pin or an unpin: says what `edge` does with `p`, waits for it when it moves.
+async fn follow_up(e: &Engine, edge: &str, p: &Pointer) -> Result<u8, String> {
+    let report = fresh_reports(&e.edges)
+        .await?
+        .into_iter()
+        .find(|s| s.edge == edge);
+    let Some(s) = report else {
+        println!(
+            "{edge}: no report in the last {} s (is the name right? it takes epoch {} when it \
+             connects)",
+            FRESH.as_secs(),
+            p.epoch
+        );
+        return Ok(OK);
+    };
+    if s.epoch >= p.epoch {
+        if s.epoch > p.epoch {
+            println!(
+                "{edge}: serves epoch {}, above {}: it stays there (epochs only move forward)",
+                s.epoch, p.epoch
+            );
+        }
+        return Ok(OK);
+    }
+    if e.limit.is_zero() {
+        return Ok(OK);
+    }
+    Ok(wait_edge(&e.edges, edge, p, e.limit).await)
+}
+
+/// Waits until `edge` applied or refused `p`.
+async fn wait_edge(edges: &kv::Store, edge: &str, p: &Pointer, limit: Duration) -> u8 {
+    let t0 = Instant::now();
+    loop {
+        let s = fresh_reports(edges)
+            .await
+            .ok()
+            .and_then(|r| r.into_iter().find(|s| s.edge == edge));
+        match s.as_ref().map(|s| outcome(s, p)) {
+            Some(Outcome::Applied) => {
+                println!(
+                    "{edge}: applied epoch {} in {:.2} s",
+                    p.epoch,
+                    t0.elapsed().as_secs_f64()
+                );
+                return OK;
+            }
+            Some(Outcome::Refused(errors)) => {
+                println!("{edge}: REFUSED epoch {}:", p.epoch);
+                for l in errors {
+                    println!("  {l}");
+                }
+                return INVALID;
+            }
+            _ if t0.elapsed() >= limit => {
+                println!("{edge}: no answer in {} s", limit.as_secs());
+                return PENDING;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// The pointer of epoch `epoch`: `current`'s or the canary's when it is theirs, else the
+/// one its bundle's metadata holds.
+async fn find_epoch(e: &Engine, epoch: u64) -> Result<Option<Pointer>, String> {
+    use futures_util::StreamExt;
+    let named = [
+        current(&e.config).await?.0,
+        canary(&e.config)
+            .await
+            .ok()
+            .flatten()
+            .map(|(c, _)| c.pointer),
+    ];
+    if let Some(p) = named.into_iter().flatten().find(|p| p.epoch == epoch) {
+        return Ok(Some(p));
+    }
+    let mut list = e
+        .epochs
+        .list()
+        .await
+        .map_err(|err| format!("cannot list {EPOCH_BUCKET}: {err}"))?;
+    let prefix = format!("epoch-{epoch}-");
+    let mut found: Vec<Pointer> = Vec::new();
+    while let Some(o) = list.next().await {
+        let o = o.map_err(|err| format!("cannot list {EPOCH_BUCKET}: {err}"))?;
+        if o.deleted || !o.name.starts_with(&prefix) {
+            continue;
+        }
+        let p = o
+            .metadata
+            .get(super::POINTER_META)
+            .and_then(|m| serde_json::from_str::<Pointer>(m).ok());
+        match p {
+            Some(p) => found.push(p),
+            None => {
+                return Err(format!(
+                    "{} has no pointer in its metadata (published by an older gtmd): publish \
+                     its configuration again",
+                    o.name
+                ))
+            }
+        }
+    }
+    // Two bundles under one number: publishes that raced; the one an edge served (or
+    // serves) is the epoch.
+    if found.len() > 1 {
+        let served: Vec<String> = super::edge_reports(&e.edges)
+            .await?
+            .into_iter()
+            .filter(|(s, _)| s.epoch == epoch)
+            .map(|(s, _)| s.digest)
+            .collect();
+        found.retain(|p| served.contains(&p.digest));
+        if found.len() != 1 {
+            return Err(format!(
+                "several bundles hold epoch {epoch} and no edge reports which one it served"
+            ));
+        }
+    }
+    Ok(found.pop())
+}
+
+/// `gtmd unpin`.
+pub fn unpin(args: UnpinArgs) -> u8 {
+    let edge = args.edge.clone();
+    run("unpin", &args.engine, move |e| {
+        Box::pin(async move {
+            match unpin_in(e, &edge).await {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("gtmd unpin: {err}");
+                    ENGINE
+                }
+            }
+        })
+    })
+}
+
+async fn unpin_in(e: &Engine, edge: &str) -> Result<u8, String> {
+    let key = format!("{PIN}{edge}");
+    let had = e
+        .config
+        .get(&key)
+        .await
+        .map_err(|err| format!("cannot read {key}: {err}"))?;
+    if had.is_none() {
+        println!("{edge} is not pinned");
+        return Ok(OK);
+    }
+    e.config
+        .delete(&key)
+        .await
+        .map_err(|err| format!("cannot delete {key}: {err}"))?;
+    let canary = canary(&e.config).await?.map(|(c, _)| c);
+    let target = match canary.filter(|c| c.selector.matches(edge)) {
+        Some(c) => Some((c.pointer, "the canary")),
+        None => current(&e.config).await?.0.map(|p| (p, "current")),
+    };
+    match target {
+        Some((p, from)) => {
+            println!(
+                "unpinned {edge}: it follows {from} again (epoch {})",
+                p.epoch
+            );
+            follow_up(e, edge, &p).await
+        }
+        None => {
+            println!("unpinned {edge}");
+            Ok(OK)
+        }
+    }
+}
