@@ -14,7 +14,7 @@ use crate::harness::{free_port, udp_exchange, Msg, Server, TempDir, BIN, Q};
 /// `nats-server` from PATH or /usr/sbin (Debian puts it there); `None` only when it is
 /// not installed and this is not root (tools/test installs it as root): then the test
 /// says so and passes; as root a missing server fails it.
-fn nats_server() -> Option<PathBuf> {
+pub(crate) fn nats_server() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/local/sbin".into()]);
     for d in dirs {
@@ -113,14 +113,14 @@ impl Drop for Nats {
 }
 
 /// A zone file for `fleet.test.` whose `www` is `addr`.
-fn zone(addr: &str) -> String {
+pub(crate) fn zone(addr: &str) -> String {
     format!(
         "$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A 192.0.2.1\nwww IN A {addr}\n"
     )
 }
 
 /// The config `gtmd publish` sends: `fleet.test.` from `zones/fleet.zone`, plus `extra`.
-fn published(dir: &TempDir, www: &str, extra: &str) -> PathBuf {
+pub(crate) fn published(dir: &TempDir, www: &str, extra: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("pub/zones")).unwrap();
     std::fs::write(dir.join("pub/zones/fleet.zone"), zone(www)).unwrap();
     let text = format!(
@@ -143,12 +143,12 @@ fn edge_file(dir: &TempDir, name: &str, nats: &str) -> PathBuf {
     d.join("edge.toml")
 }
 
-fn start_edge(file: &Path) -> Server {
+pub(crate) fn start_edge(file: &Path) -> Server {
     Server::start(&["--config", file.to_str().unwrap()])
 }
 
 /// `gtmd publish --config FILE --nats URL --wait SECS`.
-fn publish(file: &Path, nats: &str, wait: u64) -> Output {
+pub(crate) fn publish(file: &Path, nats: &str, wait: u64) -> Output {
     Command::new(BIN)
         .args([
             "publish",
@@ -163,7 +163,7 @@ fn publish(file: &Path, nats: &str, wait: u64) -> Output {
         .expect("run gtmd publish")
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -172,14 +172,14 @@ fn text(o: &Output) -> String {
 }
 
 /// `www.fleet.test.` A as `s` answers it now.
-fn www(s: &Server) -> Vec<String> {
+pub(crate) fn www(s: &Server) -> Vec<String> {
     s.udp(&Q::new("www.fleet.test.", 1).build())
         .map(|m| m.answers(1))
         .unwrap_or_default()
 }
 
 /// Waits (bounded) until `s` answers `www` with `addr`.
-fn wait_www(s: &Server, addr: &str) {
+pub(crate) fn wait_www(s: &Server, addr: &str) {
     let t0 = Instant::now();
     while www(s) != [addr] {
         assert!(
@@ -194,12 +194,12 @@ fn wait_www(s: &Server, addr: &str) {
 
 /// A thread asking `www` of `addr` in a loop until finished; each answer must be one of
 /// `allowed`.
-struct Asker {
+pub(crate) struct Asker {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<(usize, usize)>,
 }
 
-fn asker(addr: SocketAddr, allowed: &[&str]) -> Asker {
+pub(crate) fn asker(addr: SocketAddr, allowed: &[&str]) -> Asker {
     let stop = Arc::new(AtomicBool::new(false));
     let allowed: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
     let s = stop.clone();
@@ -225,7 +225,7 @@ fn asker(addr: SocketAddr, allowed: &[&str]) -> Asker {
 
 impl Asker {
     /// Stops it; how many queries it asked, and how many got no answer.
-    fn finish(self) -> (usize, usize) {
+    pub(crate) fn finish(self) -> (usize, usize) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap()
     }

@@ -25,6 +25,10 @@ use crate::control::RunOptions;
 
 /// The last-known-good pointer's file in the state folder.
 const LKG_FILE: &str = "lkg.json";
+/// A bundle that cannot be read is refused after this many tries...
+const FETCH_TRIES: u32 = 3;
+/// ... over at least this long.
+const FETCH_GIVE_UP: Duration = Duration::from_secs(30);
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -136,9 +140,11 @@ struct Edge {
     reported: bool,
     /// Another gtmd under the same name was warned about.
     twin_warned: bool,
-    /// The epoch whose bundle could not be read last time: a second failure refuses it
-    /// (else the session would reconnect and read again, for ever).
-    fetch_failed: Option<u64>,
+    /// The epoch whose bundle could not be read last time, since when, and how many times:
+    /// refused once it failed [`FETCH_TRIES`] times over [`FETCH_GIVE_UP`] (else the
+    /// session would reconnect and read again, for ever), not sooner (a cluster electing
+    /// a leader after losing a server answers nothing for several seconds).
+    fetch_failed: Option<(u64, tokio::time::Instant, u32)>,
     commands: crossbeam::channel::Sender<Command>,
     stop: Arc<AtomicBool>,
     /// What it reports (and serves).
@@ -455,14 +461,24 @@ impl Edge {
             return Ok(());
         }
         let fetched = match fetch(epochs, p).await {
-            Err(e) if self.fetch_failed != Some(p.epoch) => {
-                // Once more, after a reconnection: the engine may have failed.
-                self.fetch_failed = Some(p.epoch);
-                return Err(e);
+            Err(e) => {
+                let now = tokio::time::Instant::now();
+                let (since, tries) = match self.fetch_failed {
+                    Some((n, since, tries)) if n == p.epoch => (since, tries + 1),
+                    _ => (now, 1),
+                };
+                self.fetch_failed = Some((p.epoch, since, tries));
+                if tries < FETCH_TRIES || now - since < FETCH_GIVE_UP {
+                    // Again after a reconnection: the engine may have failed.
+                    return Err(e);
+                }
+                // The bundle cannot be read (a damaged object): refused.
+                Err(e)
             }
-            // Twice: the bundle cannot be read (a damaged object); refused.
-            Err(e) => Err(e),
-            Ok(f) => f,
+            Ok(f) => {
+                self.fetch_failed = None;
+                f
+            }
         };
         let outcome = match fetched {
             Ok(blob) => match self.unpack(p, &blob) {

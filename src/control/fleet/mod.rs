@@ -328,18 +328,58 @@ async fn kv_bucket(js: &jetstream::Context, spec: BucketSpec<'_>) -> Result<kv::
 /// Every edge's last report (unreadable ones skipped), with when the engine stored it
 /// (Unix ms, the engine's clock: an edge's own clock may be off).
 async fn edge_reports(edges: &kv::Store) -> Result<Vec<(EdgeStatus, u64)>, String> {
-    use futures_util::StreamExt;
-    let mut keys = edges.keys().await.map_err(|e| e.to_string())?;
-    let mut names = Vec::new();
-    while let Some(k) = keys.next().await {
-        names.push(k.map_err(|e| e.to_string())?);
-    }
     let mut out = Vec::new();
-    for k in names {
+    for k in subjects(&edges.stream, &edges.prefix).await? {
         if let Some(e) = edges.entry(&k).await.map_err(|e| e.to_string())? {
             if let Ok(s) = serde_json::from_slice::<EdgeStatus>(&e.value) {
                 let ms = e.created.unix_timestamp_nanos() / 1_000_000;
                 out.push((s, u64::try_from(ms).unwrap_or(0)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The subjects under `prefix` that hold a message in `stream`, `prefix` cut off (a KV
+/// bucket's keys, deleted ones included). From the stream's info, paged requests: not a
+/// consumer, whose end async-nats finds by a pending count the server may keep stale (seen
+/// with a cluster of nats-servers 2.9: a listing that never ends, or ends a heartbeat late).
+async fn subjects(stream: &jetstream::stream::Stream, prefix: &str) -> Result<Vec<String>, String> {
+    use futures_util::TryStreamExt;
+    let mut info = stream
+        .info_with_subjects(format!("{prefix}>"))
+        .await
+        .map_err(|e| format!("cannot list {prefix}>: {e}"))?;
+    let mut out = Vec::new();
+    while let Some((subject, _)) = info
+        .try_next()
+        .await
+        .map_err(|e| format!("cannot list {prefix}>: {e}"))?
+    {
+        if let Some(k) = subject.strip_prefix(prefix) {
+            out.push(k.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The bundles in [`EPOCH_BUCKET`] (deleted ones left out), read from its stream's
+/// subjects of object metadata, one by one (see [`subjects`]).
+async fn list_objects(js: &jetstream::Context) -> Result<Vec<object_store::ObjectInfo>, String> {
+    let stream = js
+        .get_stream(format!("OBJ_{EPOCH_BUCKET}"))
+        .await
+        .map_err(|e| format!("cannot open {EPOCH_BUCKET}: {e}"))?;
+    let prefix = format!("$O.{EPOCH_BUCKET}.M.");
+    let mut out = Vec::new();
+    for k in subjects(&stream, &prefix).await? {
+        let m = stream
+            .get_last_raw_message_by_subject(&format!("{prefix}{k}"))
+            .await
+            .map_err(|e| format!("cannot read {EPOCH_BUCKET}: {e}"))?;
+        if let Ok(o) = serde_json::from_slice::<object_store::ObjectInfo>(&m.payload) {
+            if !o.deleted {
+                out.push(o);
             }
         }
     }
@@ -352,4 +392,38 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .enable_io()
         .enable_time()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{percentile, Selector};
+
+    #[test]
+    fn selector_parses_names_and_one_percentage() {
+        let s = Selector::parse("e1, e2,10%,e1").unwrap();
+        assert_eq!(
+            (s.edges.as_slice(), s.percent),
+            (&["e1".to_string(), "e2".into()][..], 10)
+        );
+        assert_eq!(s.to_string(), "e1,e2,10%");
+        for bad in ["0%", "101%", "x%", "a b", "", "10%,20%"] {
+            assert!(Selector::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    /// Named edges always match; a percentage takes about that share of names, the same
+    /// ones each time, and 100% takes all.
+    #[test]
+    fn selector_percentage_is_a_stable_share_of_the_hash_space() {
+        let names: Vec<String> = (0..2000).map(|i| format!("edge-{i}")).collect();
+        let half = Selector::parse("50%").unwrap();
+        let n = names.iter().filter(|e| half.matches(e)).count();
+        assert!((850..1150).contains(&n), "{n} of 2000 in 50%");
+        let all = Selector::parse("100%").unwrap();
+        assert!(names.iter().all(|e| all.matches(e)));
+        let named = Selector::parse("edge-7").unwrap();
+        assert!(named.matches("edge-7") && !named.matches("edge-8"));
+        assert_eq!(percentile("edge-7"), percentile("edge-7"));
+        assert!(names.iter().all(|e| percentile(e) < 100));
+    }
 }

@@ -191,18 +191,31 @@ fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), Stri
 async fn publish(args: &PublishArgs, urls: &[String], b: &Bundle) -> u8 {
     let blob = b.encode();
     let digest = bundle::digest(&blob);
-    let stored = async {
-        let client = super::connect(urls, "gtmd publish").await?;
-        let js = jetstream::new(client);
-        let (config, epochs, edges) = super::buckets(&js).await?;
-        if let Some((c, _)) = canary(&config).await? {
-            return Ok(Err(c));
+    // An engine error is tried twice more, 2 s apart (a cluster electing a new leader
+    // after losing a server answers nothing for a moment).
+    let mut attempt = 0;
+    let stored = loop {
+        let r = async {
+            let client = super::connect(urls, "gtmd publish").await?;
+            let js = jetstream::new(client);
+            let (config, epochs, edges) = super::buckets(&js).await?;
+            if let Some((c, _)) = canary(&config).await? {
+                return Ok(Err(c));
+            }
+            let p = store(args, (&config, &epochs, &edges), &blob, &digest).await?;
+            prune((&config, &edges), (&js, &epochs), p.epoch, args.keep).await;
+            Ok::<_, String>(Ok((p, config, edges)))
         }
-        let p = store(args, (&config, &epochs, &edges), &blob, &digest).await?;
-        prune(&config, &epochs, p.epoch, args.keep).await;
-        Ok::<_, String>(Ok((p, config, edges)))
-    }
-    .await;
+        .await;
+        match r {
+            Err(e) if attempt < 2 => {
+                eprintln!("gtmd publish: {e}: trying again in 2 s");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            r => break r,
+        }
+    };
     let (p, config, edges) = match stored {
         Ok(Ok(x)) => x,
         Ok(Err(c)) => {
@@ -396,21 +409,25 @@ async fn store(
 
 /// Removes the bundles of epochs at or below `epoch - keep`, but for those `current`,
 /// the canary or a pin names; a failure is only said.
-async fn prune(config: &kv::Store, epochs: &object_store::ObjectStore, epoch: u64, keep: u64) {
-    use futures_util::StreamExt;
-    let named = match named_epochs(config).await {
+async fn prune(
+    (config, edges): (&kv::Store, &kv::Store),
+    (js, epochs): (&jetstream::Context, &object_store::ObjectStore),
+    epoch: u64,
+    keep: u64,
+) {
+    let named = match named_epochs(config, edges).await {
         Ok(n) => n,
         Err(e) => {
             eprintln!("gtmd publish: cannot read the pins ({e}): no old bundle removed");
             return;
         }
     };
-    let Ok(mut list) = epochs.list().await else {
+    let Ok(list) = super::list_objects(js).await else {
         eprintln!("gtmd publish: cannot list old bundles: none removed");
         return;
     };
     let mut old = Vec::new();
-    while let Some(Ok(o)) = list.next().await {
+    for o in list {
         let n = o
             .name
             .strip_prefix("epoch-")
@@ -429,9 +446,9 @@ async fn prune(config: &kv::Store, epochs: &object_store::ObjectStore, epoch: u6
     }
 }
 
-/// The epochs `current`, the canary and the pins name.
-async fn named_epochs(config: &kv::Store) -> Result<Vec<u64>, String> {
-    let mut out: Vec<u64> = pins(config).await?.into_values().collect();
+/// The epochs `current`, the canary and the pins of the edges that report name.
+async fn named_epochs(config: &kv::Store, edges: &kv::Store) -> Result<Vec<u64>, String> {
+    let mut out: Vec<u64> = pins(config, edges).await?.into_values().collect();
     out.extend(current(config).await?.0.map(|p| p.epoch));
     out.extend(
         canary(config)
@@ -443,24 +460,22 @@ async fn named_epochs(config: &kv::Store) -> Result<Vec<u64>, String> {
     Ok(out)
 }
 
-/// Every pin: edge -> the epoch it is pinned to.
+/// The pins of the edges that report (an edge's report is kept an hour after its last):
+/// edge -> the epoch it is pinned to. Read key by key (a listing of the bucket's keys can
+/// wait for a heartbeat).
 pub(super) async fn pins(
     config: &kv::Store,
+    edges: &kv::Store,
 ) -> Result<std::collections::HashMap<String, u64>, String> {
-    use futures_util::StreamExt;
-    let mut keys = config.keys().await.map_err(|e| e.to_string())?;
-    let mut names = Vec::new();
-    while let Some(k) = keys.next().await {
-        let k = k.map_err(|e| e.to_string())?;
-        if k.starts_with(PIN) {
-            names.push(k);
-        }
-    }
     let mut out = std::collections::HashMap::new();
-    for k in names {
-        let v = config.get(&k).await.map_err(|e| e.to_string())?;
+    for (s, _) in super::edge_reports(edges).await? {
+        let key = format!("{PIN}{}", s.edge);
+        let v = config
+            .get(&key)
+            .await
+            .map_err(|e| format!("cannot read {key}: {e}"))?;
         if let Some(p) = v.and_then(|v| serde_json::from_slice::<Pointer>(&v).ok()) {
-            out.insert(k[PIN.len()..].to_string(), p.epoch);
+            out.insert(s.edge, p.epoch);
         }
     }
     Ok(out)
@@ -510,7 +525,7 @@ pub(super) async fn wait(
     limit: Duration,
 ) -> u8 {
     let t0 = Instant::now();
-    let pins = pins(config).await.unwrap_or_default();
+    let pins = pins(config, edges).await.unwrap_or_default();
     let mut when: std::collections::HashMap<String, Duration> = Default::default();
     let mut skipped: Vec<String> = Vec::new();
     let reports = loop {
@@ -521,9 +536,14 @@ pub(super) async fn wait(
                 .filter(|(_, at)| now.saturating_sub(*at) < FRESH.as_millis() as u64)
                 .map(|(s, _)| s)
                 .collect(),
-            Err(e) => {
+            // Tried again until the limit (a cluster electing a leader).
+            Err(e) if t0.elapsed() >= limit => {
                 eprintln!("gtmd publish: cannot read the edges' reports: {e}");
                 return ENGINE;
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
             }
         };
         skipped.clear();

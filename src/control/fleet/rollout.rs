@@ -91,6 +91,7 @@ fn edge_name(s: &str) -> Result<String, String> {
 
 /// The engine's buckets, as `gtmd publish` made them.
 struct Engine {
+    js: jetstream::Context,
     config: kv::Store,
     epochs: object_store::ObjectStore,
     edges: kv::Store,
@@ -169,6 +170,7 @@ async fn open(urls: &[String], what: &str, limit: Duration) -> Result<Engine, St
         .await
         .map_err(|e| none(format!("cannot open {EDGE_BUCKET}: {e}")))?;
     Ok(Engine {
+        js,
         config,
         epochs,
         edges,
@@ -209,7 +211,7 @@ async fn promote_in(e: &Engine, force: bool) -> Result<u8, String> {
         return Ok(INVALID);
     };
     let p = &c.pointer;
-    let pins = super::publish::pins(&e.config).await?;
+    let pins = super::publish::pins(&e.config, &e.edges).await?;
     // A refusal anywhere halts the rollout; so does a canary edge still on its way.
     let mut halt = Vec::new();
     for (s, _) in super::edge_reports(&e.edges).await? {
@@ -442,7 +444,6 @@ async fn wait_edge(edges: &kv::Store, edge: &str, p: &Pointer, limit: Duration) 
 /// The pointer of epoch `epoch`: `current`'s or the canary's when it is theirs, else the
 /// one its bundle's metadata holds.
 async fn find_epoch(e: &Engine, epoch: u64) -> Result<Option<Pointer>, String> {
-    use futures_util::StreamExt;
     let named = [
         current(&e.config).await?.0,
         canary(&e.config)
@@ -454,15 +455,9 @@ async fn find_epoch(e: &Engine, epoch: u64) -> Result<Option<Pointer>, String> {
     if let Some(p) = named.into_iter().flatten().find(|p| p.epoch == epoch) {
         return Ok(Some(p));
     }
-    let mut list = e
-        .epochs
-        .list()
-        .await
-        .map_err(|err| format!("cannot list {EPOCH_BUCKET}: {err}"))?;
     let prefix = format!("epoch-{epoch}-");
     let mut found: Vec<Pointer> = Vec::new();
-    while let Some(o) = list.next().await {
-        let o = o.map_err(|err| format!("cannot list {EPOCH_BUCKET}: {err}"))?;
+    for o in super::list_objects(&e.js).await? {
         if o.deleted || !o.name.starts_with(&prefix) {
             continue;
         }
