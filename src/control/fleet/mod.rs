@@ -258,15 +258,25 @@ async fn buckets(
     .await?;
     let epochs = match js.get_object_store(EPOCH_BUCKET).await {
         Ok(s) => s,
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: EPOCH_BUCKET.into(),
-                description: Some("gtmd: configuration bundles by epoch".into()),
-                num_replicas: replicas(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("cannot create object store {EPOCH_BUCKET}: {e}"))?,
+        Err(_) => {
+            let made = js
+                .create_object_store(object_store::Config {
+                    bucket: EPOCH_BUCKET.into(),
+                    description: Some("gtmd: configuration bundles by epoch".into()),
+                    num_replicas: replicas(),
+                    ..Default::default()
+                })
+                .await;
+            // The first look may have failed for a moment (a cluster electing a leader)
+            // while the store exists (then made with other settings, it is refused).
+            match made {
+                Ok(s) => s,
+                Err(e) => js
+                    .get_object_store(EPOCH_BUCKET)
+                    .await
+                    .map_err(|_| format!("cannot create object store {EPOCH_BUCKET}: {e}"))?,
+            }
+        }
     };
     let spec = BucketSpec {
         name: EDGE_BUCKET,
@@ -319,7 +329,16 @@ async fn kv_bucket(js: &jetstream::Context, spec: BucketSpec<'_>) -> Result<kv::
         ..Default::default()
     })
     .await
-    .map_err(|e| format!("cannot create KV bucket {bucket}: {e}"))?;
+    .map(|_| ())
+    .or_else(|e| {
+        // Made meanwhile, or there all along while the first look failed for a moment:
+        // found by the look below.
+        if e.to_string().contains("already in use") {
+            Ok(())
+        } else {
+            Err(format!("cannot create KV bucket {bucket}: {e}"))
+        }
+    })?;
     js.get_key_value(bucket)
         .await
         .map_err(|e| format!("cannot open KV bucket {bucket}: {e}"))

@@ -582,6 +582,15 @@ pub(super) async fn wait(
     for line in &skipped {
         println!("{line}");
     }
+    // A name in the selector that no edge reports under: a typo, or an edge away.
+    for name in canary.map_or(&[][..], |c| &c.edges[..]) {
+        if !reports.iter().any(|s| &s.edge == name) && !pins.contains_key(name) {
+            println!(
+                "{name}: named by the canary, but no edge of that name reported in the last {} s",
+                FRESH.as_secs()
+            );
+        }
+    }
     if reports.is_empty() {
         match canary {
             Some(c) => println!(

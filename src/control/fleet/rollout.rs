@@ -290,7 +290,20 @@ pub fn abort(args: AbortArgs) -> u8 {
 }
 
 async fn abort_in(e: &Engine) -> Result<u8, String> {
-    let Some((c, revision)) = canary(&e.config).await? else {
+    let found = match canary(&e.config).await {
+        Ok(c) => c,
+        // A value that is no canary (written by hand?) holds up every publish: removed.
+        Err(why) if why.contains("is not a canary") => {
+            e.config
+                .delete(CANARY)
+                .await
+                .map_err(|err| format!("cannot delete {CANARY}: {err}"))?;
+            println!("removed {CANARY}, which was not a canary ({why})");
+            return Ok(OK);
+        }
+        Err(why) => return Err(why),
+    };
+    let Some((c, revision)) = found else {
         eprintln!("gtmd abort: no canary is out: nothing to abort");
         return Ok(INVALID);
     };
