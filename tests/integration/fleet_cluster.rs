@@ -313,25 +313,31 @@ fn cluster_rollout_canary_promote_abort_and_pin() {
         let addr = format!("192.0.2.{}", 100 + i);
         let cfg = published(&dir, &addr, "");
         let t0 = Instant::now();
-        let mut child = Command::new(BIN)
+        let child = Command::new(BIN)
             .args(["publish", "--config", cfg.to_str().unwrap(), "--wait", "0"])
             .args(["--nats", &nats])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         while e.iter().any(|s| www(s) != [addr.as_str()]) {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "epoch {i} not everywhere"
-            );
+            if t0.elapsed() > Duration::from_secs(10) {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                let out = child.wait_with_output().unwrap();
+                let logs: Vec<String> =
+                    e.iter().map(|s| s.log.lock().unwrap().join("\n")).collect();
+                panic!(
+                    "epoch {i} not everywhere:\n{}\n{}",
+                    text(&out),
+                    logs.join("\n----\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
         took.push(t0.elapsed());
-        assert!(
-            child.wait().unwrap().success(),
-            "publish of epoch {i} failed"
-        );
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "publish of epoch {i}: {}", text(&out));
     }
     took.sort();
     eprintln!(

@@ -628,8 +628,9 @@ fn lines(r: &Refusal) -> Vec<String> {
 }
 
 /// Fetches the bundle `p` names, bounded by its stated size and [`bundle::MAX_BUNDLE`]:
-/// `Ok(Err(why))` when the epoch cannot be had (no such object, too large: it is
-/// refused), `Err` when the engine failed (the session retries).
+/// `Ok(Err(why))` when the epoch cannot be had (too large: it is refused), `Err` when the
+/// engine failed or does not have it (the session retries, and the caller gives up after
+/// a while).
 pub(super) async fn fetch(
     epochs: &object_store::ObjectStore,
     p: &Pointer,
@@ -643,16 +644,22 @@ pub(super) async fn fetch(
             bundle::MAX_BUNDLE
         )));
     }
-    let obj = match epochs.get(&p.object).await {
-        Ok(o) => o,
-        Err(e) if e.kind() == GetErrorKind::NotFound => {
-            return Ok(Err(format!(
-                "{} is not in {}",
-                p.object,
-                super::EPOCH_BUCKET
-            )));
+    // Not found may be a replica that has not caught up yet (a cluster): asked again for
+    // a second, then left to the caller's rule for bundles that cannot be read (tried on
+    // new connections, refused after 3 failures over 30 s).
+    let mut tries = 0;
+    let obj = loop {
+        match epochs.get(&p.object).await {
+            Ok(o) => break o,
+            Err(e) if e.kind() == GetErrorKind::NotFound && tries < 10 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) if e.kind() == GetErrorKind::NotFound => {
+                return Err(format!("{} is not in {}", p.object, super::EPOCH_BUCKET));
+            }
+            Err(e) => return Err(format!("cannot fetch {}: {e}", p.object)),
         }
-        Err(e) => return Err(format!("cannot fetch {}: {e}", p.object)),
     };
     // Grown as the bundle arrives past 64 MiB: the pointer's size is a claim, not a fact.
     let mut buf = Vec::with_capacity(p.size.min(64 << 20) as usize);
