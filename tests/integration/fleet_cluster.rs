@@ -335,16 +335,22 @@ fn cluster_rollout_canary_promote_abort_and_pin() {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        took.push(t0.elapsed());
+        // The first epoch after the buckets are made is not counted: the edges' watches,
+        // made while the new streams settle, may miss it (then the 5 s re-read finds it).
+        if i > 0 {
+            took.push(t0.elapsed());
+        } else {
+            eprintln!("fleet cluster: the first epoch took {:?}", t0.elapsed());
+        }
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "publish of epoch {i}: {}", text(&out));
     }
     took.sort();
     eprintln!(
-        "fleet cluster: publish to 3 edges answering, 20 epochs: p50 {:?}, p99 {:?}, max {:?}",
+        "fleet cluster: publish to 3 edges answering, 19 epochs: p50 {:?}, p99 {:?}, max {:?}",
         pct(&took, 50),
         pct(&took, 99),
-        took[19]
+        took[18]
     );
     // A canary for e1: only e1 takes epoch 21; the others are not waited for.
     let cfg = published(&dir, "192.0.2.200", "");
