@@ -8,10 +8,14 @@
 //! Only names whose node follows from their access domains alone are patched: a name
 //! that holds no records, is no wildcard, lies in a zone without delegations or DNAMEs,
 //! is the target of no record (CNAME chains and additional addresses were compiled
-//! against what exists) and lies above no zone served here, whose parent exists already
-//! (no empty non-terminal to create) and, when it goes, is not an empty non-terminal (which
-//! could go with it). Anything else compiles the zones again, as does a change of the
-//! zones themselves; so do patches whose left-over nodes pass an eighth of the names.
+//! against what exists) and lies above no zone served here; a new one whose parent is
+//! served already (no empty non-terminal to make, and that parent not going); one that
+//! loses every access domain when no name was below it at the last compile and its
+//! parent is no empty non-terminal (which could go with it). An empty non-terminal that
+//! gains access domains is rewritten in place. Anything else compiles the zones again,
+//! as does a change of the zones themselves; so do patches whose left-over nodes pass an
+//! eighth of the names. Every check is made on the serving tables before anything is
+//! copied.
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 
@@ -37,10 +41,11 @@ pub(super) fn names(cfg: &Config, prev: &Snapshot, zones: u64) -> Option<Names> 
     if !zones_allow(cfg, &diff.affected) {
         return None;
     }
+    let steps = plan(old, cfg, &diff)?;
     let mut n = copy(old);
     renumber(&mut n, &diff.remap);
-    for (&name, &z) in &diff.affected {
-        patch_name(&mut n, cfg, &diff, name, z)?;
+    for (name, zi, ads, step) in &steps {
+        apply(&mut n, name, *zi, ads, step);
     }
     n.ad_nodata = ad_nodata(old, &diff, cfg, &n);
     Some(n)
@@ -219,77 +224,130 @@ fn renumber(n: &mut Names, remap: &[u32]) {
     }
 }
 
-/// Rewrites the node of `name` (zone `z`) for the enabled access domains it has in
-/// `cfg`: in place, added, removed, or left an empty non-terminal.
-fn patch_name(n: &mut Names, cfg: &Config, d: &Diff<'_>, name: &[u8], z: usize) -> Option<()> {
-    let zi = z as u32;
-    let nodata = n.zones[z].nodata;
-    let id = n.index.get(name).map(|i| i as usize);
-    // The old node's access domains that are still enabled there (numbered anew), and
-    // those of the changed segments.
+/// What happens to one affected name.
+enum Step {
+    /// A new name below `parent` (an existing name of the same zone).
+    Add { parent: usize },
+    /// The node `id` rewritten in place for its access domains now (an empty
+    /// non-terminal that gains some, or a name whose set changed).
+    Rewrite { id: usize },
+    /// The node `id`, with nothing below it, leaves the index.
+    Remove { id: usize },
+}
+
+/// One affected name's step: the name, its zone, its enabled access domains now (type, new
+/// index), and what happens to its node.
+type Planned<'a> = (&'a [u8], u32, Vec<(u16, u32)>, Step);
+
+/// The step of each affected name, worked out on the serving tables before anything is
+/// copied; `None` when one
+/// of them needs the zone compile. Deterministic: no step depends on another's outcome
+/// (a name added below another added one, or a name left with nothing but children,
+/// compiles).
+fn plan<'a>(old: &Names, cfg: &Config, d: &Diff<'a>) -> Option<Vec<Planned<'a>>> {
+    let mut steps = Vec::with_capacity(d.affected.len());
+    for (&name, &z) in &d.affected {
+        let zi = z as u32;
+        let id = old.index.get(name).map(|i| i as usize);
+        let ads = ads_now(old, cfg, d, name, id);
+        let step = match id {
+            None if ads.is_empty() => continue,
+            None => {
+                let parent = old.index.get(parent(name)?)? as usize;
+                let p = &old.nodes[parent];
+                if p.zone != zi || p.cut {
+                    return None;
+                }
+                Step::Add { parent }
+            }
+            Some(id) if old.nodes[id].zone != zi || old.nodes[id].cut => return None,
+            // It would stay as an empty non-terminal only while something is below it,
+            // which `has_child` (set at the compile, never cleared) cannot vouch for.
+            Some(id) if ads.is_empty() && old.has_child[id] => return None,
+            Some(id) if ads.is_empty() => {
+                // Its parent may be an empty non-terminal that goes with it.
+                let p = parent(name)?;
+                let pn = &old.nodes[old.index.get(p)? as usize];
+                if pn.types_len == 0 && *p != *old.zones[z].name {
+                    return None;
+                }
+                Step::Remove { id }
+            }
+            Some(id) => Step::Rewrite { id },
+        };
+        steps.push((name, zi, ads, step));
+    }
+    // A name added below one that goes: that one would stay as an empty non-terminal.
+    let gone: HashSet<usize> = steps
+        .iter()
+        .filter_map(|s| match s.3 {
+            Step::Remove { id } => Some(id),
+            _ => None,
+        })
+        .collect();
+    let under_gone = |s: &(&[u8], u32, Vec<(u16, u32)>, Step)| matches!(s.3, Step::Add { parent } if gone.contains(&parent));
+    if steps.iter().any(under_gone) {
+        return None;
+    }
+    Some(steps)
+}
+
+/// The enabled access domains at `name` in `cfg` (type, new index, in declaration order):
+/// those of its serving node (`id`) that still are, numbered anew, and those of the
+/// changed segments.
+fn ads_now(
+    old: &Names,
+    cfg: &Config,
+    d: &Diff<'_>,
+    name: &[u8],
+    id: Option<usize>,
+) -> Vec<(u16, u32)> {
     let mut ads: Vec<(u16, u32)> = d.fresh.get(name).cloned().unwrap_or_default();
-    if let Some(id) = id {
-        let node = &n.nodes[id];
-        if node.zone != zi || node.cut {
-            return None;
-        }
+    if let Some(node) = id.map(|i| &old.nodes[i]) {
         let span = node.types_start as usize..(node.types_start + node.types_len) as usize;
-        for &(t, a) in &n.types[span] {
+        for &(t, a) in &old.types[span] {
             if a == NONE || a & DYN == 0 {
                 continue;
             }
-            let ad = cfg.gslb.access_domains.get((a & !DYN) as usize)?;
-            if ad.enabled && *ad.name == *name && !ads.contains(&(t, a & !DYN)) {
-                ads.push((t, a & !DYN));
+            let to = d.remap.get((a & !DYN) as usize).copied().unwrap_or(NONE);
+            let Some(ad) = cfg.gslb.access_domains.get(to as usize) else {
+                continue;
+            };
+            if ad.enabled && *ad.name == *name && !ads.contains(&(t, to)) {
+                ads.push((t, to));
             }
         }
     }
     ads.sort_unstable_by_key(|&(_, a)| a);
-    match id {
-        None if ads.is_empty() => Some(()),
-        None => add(n, name, zi, &ads),
-        Some(id) if ads.is_empty() && !n.has_child[id] => remove(n, name, id, z),
-        Some(id) => {
-            // In place (an empty non-terminal when nothing answers there any more).
+    ads
+}
+
+/// Makes one planned step in the copy `n` (renumbered already).
+fn apply(n: &mut Names, name: &[u8], zi: u32, ads: &[(u16, u32)], step: &Step) {
+    let nodata = n.zones[zi as usize].nodata;
+    match *step {
+        Step::Add { parent } => {
+            let node = ad_only_node(zi, nodata, ads.iter().copied(), &mut n.types);
+            let id = n.nodes.len() as u32;
+            n.nodes.push(node);
+            n.has_child.push(false);
+            n.has_child[parent] = true;
+            n.index.insert(name, id);
+            n.max_labels = n.max_labels.max(super::labels(name).min(127) as u8);
+        }
+        Step::Rewrite { id } => {
             let old = &n.nodes[id];
             n.garbage += old.types_len as usize;
             let wildcard = old.wildcard;
             let mut node = ad_only_node(zi, nodata, ads.iter().copied(), &mut n.types);
             node.wildcard = wildcard;
             n.nodes[id] = node;
-            Some(())
+        }
+        Step::Remove { id } => {
+            n.index.remove(name);
+            n.garbage += 1 + n.nodes[id].types_len as usize;
         }
     }
-}
-
-/// A new name below an existing one of the same zone.
-fn add(n: &mut Names, name: &[u8], zi: u32, ads: &[(u16, u32)]) -> Option<()> {
-    let p = n.index.get(parent(name)?)? as usize;
-    if n.nodes[p].zone != zi || n.nodes[p].cut {
-        return None;
-    }
-    let nodata = n.zones[zi as usize].nodata;
-    let node = ad_only_node(zi, nodata, ads.iter().copied(), &mut n.types);
-    let id = u32::try_from(n.nodes.len()).ok()?;
-    n.nodes.push(node);
-    n.has_child.push(false);
-    n.has_child[p] = true;
-    n.index.insert(name, id);
-    n.max_labels = n.max_labels.max(super::labels(name).min(127) as u8);
-    Some(())
-}
-
-/// A name with nothing below it leaves the index, unless its parent is an empty
-/// non-terminal (which may have to go too: compiled then).
-fn remove(n: &mut Names, name: &[u8], id: usize, z: usize) -> Option<()> {
-    let p = parent(name)?;
-    let pn = &n.nodes[n.index.get(p)? as usize];
-    if pn.types_len == 0 && *p != *n.zones[z].name {
-        return None;
-    }
-    n.index.remove(name)?;
-    n.garbage += 1 + n.nodes[id].types_len as usize;
-    Some(())
 }
 
 /// Each access domain's NODATA answer: a shared segment's as it was, the others' their

@@ -579,3 +579,67 @@ fn incremental_reload_equals_full_compile() {
         "the incremental paths were hardly taken: {said}"
     );
 }
+
+/// Fixed edits of names below other names, each reload patched or compiled as it must be
+/// and compared with a full compile: a parent's last child removed and then the parent
+/// (which once had a child: compiled, as `has_child` cannot vouch), both in one reload,
+/// a child added with its parent, a name added below one that goes.
+#[test]
+fn patched_names_below_names_equal_a_compile() {
+    let dir = std::env::temp_dir().join(format!("gtmd-patch-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("ads")).unwrap();
+    let main = dir.join("main.toml");
+    std::fs::write(
+        &main,
+        "version = 1\ninclude = [\"ads/*.toml\"]\n[server]\nshards = [0]\n\
+         [control]\nlisten = \"off\"\n[[zone]]\nname = \"i.test.\"\n\
+         soa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n\
+         records = [\"ns A 192.0.2.53\", \"*.w A 192.0.2.54\"]\n\
+         [[address]]\nname = \"a\"\nvalue = \"192.0.2.1\"\n\
+         [[pool]]\nname = \"p\"\ntype = \"ipv4\"\naddresses = [\"a\"]\n",
+    )
+    .unwrap();
+    let write = |names: &[&str]| {
+        let mut t = String::new();
+        for n in names {
+            let _ = write!(
+                t,
+                "[[access-domain]]\nname = \"{n}.i.test.\"\ntype = \"A\"\npolicy = \"weighted\"\n\
+                 pools = [{{ pool = \"p\" }}]\n"
+            );
+        }
+        std::fs::write(dir.join("ads/f.toml"), t).unwrap();
+        load(&main)
+    };
+    // (names, whether the names are patched rather than compiled)
+    let steps: [(&[&str], bool); 10] = [
+        (&["x", "y.x", "z"], false),
+        // y.x: a leaf below a name with records of its own.
+        (&["x", "z"], true),
+        // x: once had a child.
+        (&["z"], false),
+        // y.x below x, added in the same reload.
+        (&["z", "x", "y.x"], false),
+        // x has a child: it stays, an empty non-terminal.
+        (&["z", "y.x"], false),
+        // y.x goes, and with it its parent, an empty non-terminal.
+        (&["z"], false),
+        (&["z", "x"], true),
+        // y.x added below x, which goes: x stays, an empty non-terminal.
+        (&["z", "y.x"], false),
+        // w, the empty non-terminal above the wildcard `*.w`, gets an access domain.
+        (&["z", "y.x", "w"], true),
+        // y.x goes, and with it its parent, an empty non-terminal.
+        (&["z", "w"], false),
+    ];
+    let mut prev = Arc::new(compile(&write(steps[0].0), 1).unwrap());
+    for (gen, (names, patched)) in steps.iter().enumerate().skip(1) {
+        let cfg = write(names);
+        let s = compile_with(&cfg, gen as u64 + 1, Cpus::All, Some(&prev)).unwrap();
+        let full = compile(&cfg, gen as u64 + 1).unwrap();
+        assert_eq!(view(&s), view(&full), "step {gen} {names:?}: tables differ");
+        assert_eq!(s.names.patched, *patched, "step {gen} {names:?}: patched?");
+        prev = Arc::new(s);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
