@@ -43,7 +43,14 @@ pub(super) struct Isolation {
     isolated: bool,
     /// Each anchor task's last result since the anchors were started.
     results: HashMap<usize, bool>,
+    /// When the share of failing checks was last counted.
+    counted: Option<Instant>,
+    /// A check's result came since.
+    dirty: bool,
 }
+
+/// The share of failing checks is counted at most this often (it walks every check).
+const RECOUNT: Duration = Duration::from_millis(200);
 
 impl Outlet {
     /// Takes the templates of a new task list (each address's, with their rates), and
@@ -245,9 +252,25 @@ impl Prober {
         }
     }
 
-    /// After a check's result: starts probing the anchors when most checks fail, stops
-    /// when they no longer do (and this edge is not isolated).
+    /// A check's result came: the share of failing checks is counted again soon.
+    pub(super) fn result_came(&mut self) {
+        self.isolation.dirty = true;
+    }
+
+    /// After checks' results (at most every [`RECOUNT`]): starts probing the anchors when
+    /// most checks fail, stops when they no longer do (and this edge is not isolated).
     pub(super) fn watch_isolation(&mut self) {
+        let now = Instant::now();
+        if !self.isolation.dirty
+            || self
+                .isolation
+                .counted
+                .is_some_and(|t| now.saturating_duration_since(t) < RECOUNT)
+        {
+            return;
+        }
+        self.isolation.counted = Some(now);
+        self.isolation.dirty = false;
         if !self.list.iter().any(|t| t.anchor) {
             return;
         }

@@ -136,7 +136,24 @@ impl View {
         if !self.joined {
             return true;
         }
-        self.probers(id).contains(&me)
+        // Without sorting: `me` probes when fewer than K of its group rank above it.
+        let mine = edge_id(me);
+        let Some((_, list)) = self
+            .probers
+            .iter()
+            .find(|(_, l)| l.iter().any(|(e, n)| *e == mine && n == me))
+        else {
+            return false;
+        };
+        let my = score(id, mine);
+        let above = list
+            .iter()
+            .filter(|(e, n)| {
+                let s = score(id, *e);
+                s > my || (s == my && n.as_str() < me)
+            })
+            .count();
+        above < self.k
     }
 
     /// How many vantages vote on a check: K per group (fewer in a group of fewer live
@@ -226,7 +243,9 @@ mod tests {
         let v = View::new("e1", 2, vec![member("e1", "default", 2)], now);
         assert!(v.joined && v.probes("e1", 7) && v.expected() == 1);
         // Stale.
-        let v = View::new("e1", 2, vec![member("e1", "default", 2)], now + STALE);
+        let m = member("e1", "default", 2);
+        let later = m.received + STALE;
+        let v = View::new("e1", 2, vec![m], later);
         assert!(!v.joined);
     }
 
@@ -258,6 +277,11 @@ mod tests {
                 assert!(kept.iter().all(|e| after.contains(e)));
             } else {
                 assert_eq!(after, before[i]);
+            }
+        }
+        for &c in &ids {
+            for e in ["e0", "e1", "e2", "b1", "b2"] {
+                assert_eq!(v.probes(e, c), v.probers(c).contains(&e));
             }
         }
         // e3 held about 3/5 of them.
@@ -293,6 +317,11 @@ mod tests {
             }
         }
         let took = t0.elapsed();
+        let t1 = Instant::now();
+        let mine = (0..checks)
+            .filter(|i| v.probes("edge-000", check_id(&format!("addr-{i}"), "web")))
+            .count();
+        let took_mine = t1.elapsed();
         let mut per: Vec<usize> = load.values().copied().collect();
         per.sort_unstable();
         let total: usize = per.iter().sum();
@@ -302,9 +331,11 @@ mod tests {
         eprintln!(
             "members: 200 edges in 3 groups, K=3, {checks} checks: {total} probes per interval \
              (9 per check), per edge min {min} / median {} / max {max} (mean {mean:.0}); \
-             assignment of all checks computed in {took:?}",
+             assignment of all checks computed in {took:?}; one edge's own share ({mine} \
+             checks) in {took_mine:?}",
             per[per.len() / 2]
         );
+        assert_eq!(mine, load["edge-000"]);
         assert_eq!(per.len(), 200);
         assert!(min as f64 > mean * 0.6 && (max as f64) < mean * 1.5);
         // One edge leaves: the checks that move are those it held.

@@ -293,6 +293,7 @@ pub fn run(
             p.on_ready(ev.token().0);
         }
         p.out.recount(Instant::now());
+        p.watch_isolation();
         if first_round.is_some() && p.undecided == 0 {
             let _ = first_round.take().expect("some").send(());
         }
@@ -437,7 +438,7 @@ impl Prober {
         }
         let at = t.wakeup();
         self.timers.schedule(at, i);
-        self.watch_isolation();
+        self.result_came();
     }
 
     /// Registers the ICMP sockets opened since the last round (one per family and source).

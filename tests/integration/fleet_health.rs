@@ -470,3 +470,89 @@ fn an_isolated_vantage_stops_voting_and_fails_nothing_over() {
     let t = switch_times(&edges, BACKUP, t0, Duration::from_secs(10));
     eprintln!("fleet: e1's anchor answers: e1-e3 answered {BACKUP} after {t:?}");
 }
+
+/// CPU time (user + system, clock ticks) of `pid`'s thread named `name`.
+fn thread_ticks(pid: i32, name: &str) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let after = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+        let f: Vec<&str> = after.split_whitespace().collect();
+        total += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+    }
+    total
+}
+
+/// 200 more members (heartbeats written by this test every 2 s, as edges do): one real
+/// edge sees 201 live members, probes its share of the checks only, and its `fleet`
+/// thread's CPU is measured while it follows them.
+#[test]
+fn an_edge_follows_200_members() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-u");
+    let nats = Nats::start(&bin, &dir);
+    let n = 30;
+    let ips = Targets::ips(n);
+    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let port = crate::prober::target_port(&ip_refs);
+    let _targets = Targets::start(n, port);
+    let f = edge_file(&dir, "e1", &nats.url(), (n, port, 50), src(1), "");
+    let e = start_edge(&f);
+    e.wait_log("fleet: live members changed", Duration::from_secs(10));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (st, url) = (stop.clone(), nats.url());
+    let writers = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = async_nats::connect(url).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let kv = js.get_key_value("gtmd_members").await.unwrap();
+            let t0 = Instant::now();
+            while !st.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(60) {
+                for i in 0..200 {
+                    let hb = serde_json::json!({
+                        "edge": format!("sim-{i:03}"), "boot": i, "group": "default",
+                        "version": "sim", "epoch": 0, "apply": "ok", "isolated": false,
+                        "up_ms": t0.elapsed().as_millis() as u64, "at_ms": 0,
+                    });
+                    let body = serde_json::to_vec(&hb).unwrap();
+                    kv.put(format!("sim-{i:03}"), body.into()).await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+    });
+    let took = wait_fleet(&[&e], Duration::from_secs(15), "201 live members", |f| {
+        live(f).len() == 201
+    });
+    eprintln!("fleet: 200 simulated members: the edge saw 201 live after {took:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    let f = fleet(&e);
+    let probed = f["probed"].as_u64().unwrap();
+    // K = 3 of 201: about 30 x 3 / 201 checks; the edge must not probe them all.
+    assert!(probed < 10, "{probed} probed: {f}");
+    let ticks = thread_ticks(e.pid(), "fleet");
+    let window = Duration::from_secs(10);
+    std::thread::sleep(window);
+    let used = thread_ticks(e.pid(), "fleet") - ticks;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = used as f64 / hz / window.as_secs_f64() * 100.0;
+    eprintln!(
+        "fleet: 201 members heartbeating every 2 s: the edge probes {probed} of {n} checks; \
+         its fleet thread used {cpu:.1}% of a core over {window:?} (debug build)"
+    );
+    assert_eq!(live(&fleet(&e)).len(), 201);
+    stop.store(true, Ordering::Relaxed);
+    writers.join().unwrap();
+}
