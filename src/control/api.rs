@@ -405,6 +405,9 @@ fn handle(
                     }
                 }
             }
+            if let Some(s) = &ctx.shared {
+                doc["fleet"] = super::fleet::members::summary(s);
+            }
             (200, doc)
         }
         ("PUT" | "POST" | "DELETE", ["v1", "addresses", name, "override"]) => {

@@ -260,20 +260,6 @@ pub(super) fn switched(d: &Value) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::span;
-
-    #[test]
-    fn spans() {
-        assert_eq!(span(0), "0s");
-        assert_eq!(span(59), "59s");
-        assert_eq!(span(61), "1m1s");
-        assert_eq!(span(3600), "1h0m0s");
-        assert_eq!(span(90_061), "1d1h1m1s");
-    }
-}
-
 /// `gtmd ctl cluster`: the members table, then the checks' votes and probers.
 pub(super) fn cluster(d: &Value) -> String {
     let mut s = String::new();
@@ -362,5 +348,19 @@ fn table(s: &mut String, rows: &[Vec<String>]) {
             .map(|(c, x)| format!("{x:<w$}", w = width[c]))
             .collect();
         let _ = writeln!(s, "{}", line.join("  ").trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::span;
+
+    #[test]
+    fn spans() {
+        assert_eq!(span(0), "0s");
+        assert_eq!(span(59), "59s");
+        assert_eq!(span(61), "1m1s");
+        assert_eq!(span(3600), "1h0m0s");
+        assert_eq!(span(90_061), "1d1h1m1s");
     }
 }

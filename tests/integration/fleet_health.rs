@@ -401,6 +401,9 @@ fn an_isolated_vantage_stops_voting_and_fails_nothing_over() {
                 src(i),
                 &anchor,
             );
+            // down-after 3: the isolation (one round of failures) has time to come first.
+            let text = std::fs::read_to_string(&f).unwrap();
+            std::fs::write(&f, text.replace("down-after = 2", "down-after = 3")).unwrap();
             start_edge(&f)
         })
         .collect();
@@ -456,6 +459,10 @@ fn an_isolated_vantage_stops_voting_and_fails_nothing_over() {
     );
     let (_, metrics) = http(edges[0].control_addr(), "GET", "/metrics", &[], "");
     assert!(metrics.contains("gtmd_fleet_isolated 1"), "{metrics}");
+    let (_, state) = http(edges[0].control_addr(), "GET", "/v1/state", &[], "");
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["fleet"]["isolated"], true, "{}", state["fleet"]);
+    assert_eq!(state["fleet"]["live_members"].as_array().unwrap().len(), 3);
     let said = ctl(&edges[1], &["cluster"]);
     assert!(
         said.lines()

@@ -270,3 +270,26 @@ fn fleet_json(s: &Shared) -> serde_json::Value {
         "votes": votes,
     })
 }
+
+/// What `GET /v1/state` shows of the fleet under `fleet`: whether this edge is a member,
+/// isolated, the live members, and its share of the checks.
+pub fn summary(s: &Shared) -> serde_json::Value {
+    let now = Instant::now();
+    let view = s.view();
+    let (probed, checks, holding) = s.counts();
+    let live: Vec<&str> = view
+        .members
+        .iter()
+        .filter(|m| m.live(now))
+        .map(|m| m.edge.as_str())
+        .collect();
+    serde_json::json!({
+        "edge": s.edge(),
+        "joined": view.joined,
+        "isolated": s.isolated(),
+        "live_members": live,
+        "probed": probed,
+        "checks": checks,
+        "holding": holding,
+    })
+}
