@@ -761,6 +761,31 @@ fn votes(s: &Server) -> Vec<ShownVote> {
         .unwrap_or_default()
 }
 
+/// Waits (bounded) until `s`'s votes on `address` (as `GET /v1/state` shows them)
+/// satisfy `ok`.
+pub(crate) fn wait_votes_on(s: &Server, address: &str, ok: impl Fn(&[serde_json::Value]) -> bool) {
+    let t0 = Instant::now();
+    loop {
+        let (_, body) = crate::harness::http(s.control_addr(), "GET", "/v1/state", &[], "");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let votes = v["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == address)
+            .and_then(|a| a["votes"].as_array().cloned())
+            .unwrap_or_default();
+        if ok(&votes) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "votes on {address}: {votes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits (bounded) until `s`'s votes on `primary` satisfy `ok`.
 fn wait_votes(s: &Server, ok: impl Fn(&[ShownVote]) -> bool, what: &str) {
     let t0 = Instant::now();

@@ -514,31 +514,8 @@ fn an_edge_follows_200_members() {
     let e = start_edge(&f);
     e.wait_log("fleet: live members changed", Duration::from_secs(10));
     let stop = Arc::new(AtomicBool::new(false));
-    let (st, url) = (stop.clone(), nats.url());
-    let writers = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let client = async_nats::connect(url).await.unwrap();
-            let js = async_nats::jetstream::new(client);
-            let kv = js.get_key_value("gtmd_members").await.unwrap();
-            let t0 = Instant::now();
-            while !st.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(60) {
-                for i in 0..200 {
-                    let hb = serde_json::json!({
-                        "edge": format!("sim-{i:03}"), "boot": i, "group": "default",
-                        "version": "sim", "epoch": 0, "apply": "ok", "isolated": false,
-                        "up_ms": t0.elapsed().as_millis() as u64, "at_ms": 0,
-                    });
-                    let body = serde_json::to_vec(&hb).unwrap();
-                    kv.put(format!("sim-{i:03}"), body.into()).await.unwrap();
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        });
-    });
+    let names: Vec<String> = (0..200).map(|i| format!("sim-{i:03}")).collect();
+    let writers = simulate(&nats.url(), names, stop.clone());
     let took = wait_fleet(&[&e], Duration::from_secs(15), "201 live members", |f| {
         live(f).len() == 201
     });
@@ -562,4 +539,109 @@ fn an_edge_follows_200_members() {
     assert_eq!(live(&fleet(&e)).len(), 201);
     stop.store(true, Ordering::Relaxed);
     writers.join().unwrap();
+}
+
+/// Members that only heartbeat (as edges do, every 2 s, into `gtmd_members`, which must
+/// exist) until `stop`: live members that never probe or vote.
+fn simulate(url: &str, names: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = async_nats::connect(url).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let kv = js.get_key_value("gtmd_members").await.unwrap();
+            let t0 = Instant::now();
+            while !stop.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(60) {
+                for (i, name) in names.iter().enumerate() {
+                    let hb = serde_json::json!({
+                        "edge": name, "boot": i, "group": "default",
+                        "version": "sim", "epoch": 0, "apply": "ok", "isolated": false,
+                        "up_ms": t0.elapsed().as_millis() as u64, "at_ms": 0,
+                    });
+                    let body = serde_json::to_vec(&hb).unwrap();
+                    // A put that times out on a loaded machine is the next beat's to make.
+                    let _ = kv.put(name.as_str(), body.into()).await;
+                }
+                for _ in 0..20 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+    })
+}
+
+/// `min-vantages = 3` with two real edges and a third member that never votes (it only
+/// heartbeats): the checks' probers are all three, so two fresh votes are too few and
+/// t01, down for both real edges, holds up; once the silent member's heartbeat is stale,
+/// the probers are two, two votes are enough, and both edges fail t01 over.
+#[test]
+fn too_few_fresh_votes_hold_the_state_until_the_probers_change() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-v");
+    let nats = Nats::start(&bin, &dir);
+    let n = 2;
+    let ips = Targets::ips(n);
+    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let port = crate::prober::target_port(&ip_refs);
+    let targets = Targets::start(n, port);
+    let edges: Vec<Server> = (1..=2)
+        .map(|i| {
+            let f = edge_file(
+                &dir,
+                &format!("e{i}"),
+                &nats.url(),
+                (n, port, 50),
+                src(i),
+                "min-vantages = 3",
+            );
+            start_edge(&f)
+        })
+        .collect();
+    for e in &edges {
+        e.wait_log("fleet: live members changed", Duration::from_secs(10));
+        wait_www(e, T1);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = simulate(&nats.url(), vec!["silent".into()], stop.clone());
+    let all: Vec<&Server> = edges.iter().collect();
+    wait_fleet(&all, Duration::from_secs(15), "3 live members", |f| {
+        live(f).len() == 3 && f["expected_votes"] == 3 && f["probed"] == n as u64
+    });
+    // Both real edges see t01 fail: 2 fresh votes of the 3 needed, so it holds.
+    let asking: Vec<_> = edges.iter().map(|e| asker(e.addr, &[T1])).collect();
+    targets.deny.lock().unwrap().extend([src(1), src(2)]);
+    for e in &edges {
+        crate::fleet::wait_votes_on(e, "t01", |v| {
+            v.iter()
+                .filter(|x| x["verdict"] == "down" && x["counted"] == true)
+                .count()
+                == 2
+        });
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for (i, a) in asking.into_iter().enumerate() {
+        let (asked, unanswered) = a.finish();
+        assert!(
+            asked > 100 && unanswered == 0,
+            "e{}: {asked} asked, {unanswered} unanswered",
+            i + 1
+        );
+    }
+    let (_, metrics) = http(edges[0].control_addr(), "GET", "/metrics", &[], "");
+    // t01 and t02 (every target refuses both edges).
+    assert!(metrics.contains("gtmd_fleet_holding 2"), "{metrics}");
+    // The silent member goes: 2 probers, 2 fresh votes suffice, t01 fails over.
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let t0 = Instant::now();
+    let t = switch_times(&edges, BACKUP, t0, Duration::from_secs(10));
+    eprintln!("fleet: min-vantages 3, the silent third member stopped: e1, e2 answered {BACKUP} after {t:?}");
+    assert!(t.iter().all(|d| *d >= Duration::from_secs(3)), "{t:?}");
 }
