@@ -319,6 +319,10 @@ impl Prober {
         let Some(s) = self.out.shared.clone() else {
             return;
         };
+        // A result that comes after the anchors were stopped (no longer suspect) is late.
+        if !self.isolation.suspect && !self.isolation.isolated {
+            return;
+        }
         let ok = outcome.is_ok();
         self.isolation.results.insert(i, ok);
         let anchors = self.list.iter().filter(|t| t.anchor).count();

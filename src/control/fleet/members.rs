@@ -61,6 +61,8 @@ pub(super) struct Members {
     last_beat: Option<Instant>,
     /// The last live set logged.
     logged: Vec<String>,
+    /// Keys whose value was no heartbeat (warned about once).
+    bad: std::collections::HashSet<String>,
 }
 
 impl Members {
@@ -78,6 +80,7 @@ impl Members {
             table: HashMap::new(),
             last_beat: None,
             logged: Vec::new(),
+            bad: Default::default(),
         }
     }
 
@@ -134,7 +137,9 @@ impl Members {
         let hb = match serde_json::from_slice::<Heartbeat>(&entry.value) {
             Ok(h) if h.edge == entry.key => h,
             _ => {
-                warn!(key = %entry.key, "fleet: {MEMBERS_BUCKET} holds something that is not this key's heartbeat: ignored");
+                if self.bad.insert(entry.key.clone()) {
+                    warn!(key = %entry.key, "fleet: {MEMBERS_BUCKET} holds something that is not this key's heartbeat: ignored");
+                }
                 return;
             }
         };
