@@ -185,7 +185,8 @@ pub(super) fn validate(
     let share_health = spec.share_health.as_ref().is_none_or(|s| *s.get_ref());
     let group = match &spec.group {
         Some(g) => {
-            let why = bad_edge_name(g.get_ref());
+            let why =
+                bad_edge_name(g.get_ref()).map(|w| w.replace(" (it is a key in the engine)", ""));
             ok &= why.is_none();
             ctx.check(g, "fleet.group", why.is_none().then_some(()), || {
                 why.unwrap_or_default()

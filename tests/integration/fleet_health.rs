@@ -645,3 +645,40 @@ fn too_few_fresh_votes_hold_the_state_until_the_probers_change() {
     eprintln!("fleet: min-vantages 3, the silent third member stopped: e1, e2 answered {BACKUP} after {t:?}");
     assert!(t.iter().all(|d| *d >= Duration::from_secs(3)), "{t:?}");
 }
+
+/// `[fleet]`'s sharding settings are checked with their lines; `gtmd ctl cluster` on a
+/// node that is no fleet edge says so (exit 1).
+#[test]
+fn sharding_settings_are_checked_and_cluster_needs_an_edge() {
+    let dir = TempDir::new("fleet-w");
+    let extra = "group = \"a b\"\nprobes-per-group = 0\nmin-vantages = 101\nanchors = [\"192.0.2.1\", \"192.0.2.2:53\", \"nowhere:80\"]";
+    let f = edge_file(&dir, "e1", "nats://127.0.0.1:1", (1, 1, 50), src(1), extra);
+    let out = Command::new(BIN)
+        .args(["check", "--config", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    for want in [
+        "edge.toml:46: fleet.group: 'a b' may hold only letters, digits, '-' and '_'\n",
+        "edge.toml:47: fleet.probes-per-group: 0 is outside 1..=100",
+        "edge.toml:48: fleet.min-vantages: 101 is outside 1..=100",
+        "edge.toml:49: fleet.anchors: 'nowhere:80' is not IP (ICMP echo) or IP:PORT (TCP connect)",
+    ] {
+        assert!(said.contains(want), "{want}\n{said}");
+    }
+    assert!(!said.contains("192.0.2.2:53"), "{said}");
+    let s = Server::start(&[]);
+    let out = Command::new(BIN)
+        .args([
+            "ctl",
+            "--server",
+            &format!("http://{}", s.control_addr()),
+            "cluster",
+        ])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("not a fleet edge sharing health"), "{said}");
+}
