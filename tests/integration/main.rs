@@ -17,6 +17,7 @@ mod ctl;
 mod differential;
 mod dnstap;
 mod fleet;
+mod fleet_health;
 mod includes;
 mod logs;
 mod metrics;
