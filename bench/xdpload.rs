@@ -357,7 +357,10 @@ fn report(r: &Run, secs: f64, xsk: &Xsk) {
 /// The interface's MAC address.
 fn own_mac(iface: &str) -> Result<[u8; 6], String> {
     let p = format!("/sys/class/net/{iface}/address");
-    let s = std::fs::read_to_string(&p).map_err(|e| format!("{p}: {e}"))?;
+    let s = std::fs::read_to_string(&p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("--interface {iface}: no such interface here"),
+        _ => format!("{p}: {e}"),
+    })?;
     Ok(mac(&s)?.0)
 }
 

@@ -27,4 +27,5 @@ mod scenarios;
 mod tcp;
 mod tools;
 mod xdp;
+mod xdpload;
 mod zonefile;
