@@ -145,9 +145,9 @@ struct Flows {
 impl Flows {
     fn build(a: &Args, src: IpAddr, src_mac: [u8; 6]) -> Result<Self, String> {
         let ports = a.ports;
-        let per_port = 65536 * ports as u64;
-        if a.flows as u64 > per_port {
-            return Err(format!("--flows: at most {per_port} with {ports} ports"));
+        let max = 65536 * ports as u64; // a DNS ID per flow of each port
+        if a.flows as u64 > max {
+            return Err(format!("--flows: at most {max} with {ports} ports"));
         }
         if a.port_base as u32 + ports as u32 > 65536 {
             return Err("--port-base + --ports goes past port 65535".into());

@@ -138,7 +138,15 @@ impl Veth {
             "nodad",
         ]);
         ip(&["link", "set", &me.root, "up"]);
-        ip(&["-n", ns, "addr", "add", &format!("{v4p}/24"), "dev", &me.peer]);
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{v4p}/24"),
+            "dev",
+            &me.peer,
+        ]);
         ip(&[
             "-n",
             ns,

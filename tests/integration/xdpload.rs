@@ -20,12 +20,22 @@ fn xdpload(veth: &Veth, server: SocketAddr, args: &[&str]) -> HashMap<String, u6
     let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", veth.root)).unwrap();
     let out = Command::new("timeout")
         .args(["20", "ip", "netns", "exec", ns(), XDPLOAD, "--interface"])
-        .args([&veth.peer, "--server", &server.to_string(), "--dst-mac", mac.trim()])
+        .args([
+            &veth.peer,
+            "--server",
+            &server.to_string(),
+            "--dst-mac",
+            mac.trim(),
+        ])
         .args(args)
         .output()
         .unwrap();
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{args:?}: {}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{stdout}\n{stderr}",
+        out.status
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stderr.contains("socket copy need_wakeup=true"), "{stderr}");
     let last = stdout.lines().last().unwrap_or("");

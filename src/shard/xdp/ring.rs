@@ -530,8 +530,8 @@ impl Xsk {
     }
 
     /// Waits up to `ms` milliseconds for a received frame (poll for POLLIN); with
-    /// need-wakeup in copy mode the poll also sends what TX holds. For a tool with
-    /// nothing to do (the server's loop polls its kernel sockets with it).
+    /// need-wakeup in copy mode the poll also sends what TX holds. For a tool with nothing
+    /// else to wait on (a shard polls this socket together with its kernel sockets).
     pub fn wait(&self, ms: i32) {
         let mut p = libc::pollfd {
             fd: self.fd.as_raw_fd(),
