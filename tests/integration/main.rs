@@ -28,4 +28,5 @@ mod scenarios;
 mod tcp;
 mod tools;
 mod xdp;
+mod xdpload;
 mod zonefile;
