@@ -8,6 +8,7 @@
 mod chain;
 mod encode;
 mod gslb;
+mod patch;
 mod zone;
 
 use foldhash::HashMap;
@@ -32,6 +33,8 @@ struct Out {
     chaos: Vec<(Box<[u8]>, u32)>,
     /// Each access domain's NODATA answer (its zone's), for [`crate::tables::gslb::AdTable::nodata`].
     ad_nodata: Vec<u32>,
+    /// Per node: a name lies directly below it ([`Names::has_child`]).
+    has_child: Vec<bool>,
 }
 
 impl Out {
@@ -79,16 +82,34 @@ pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> 
 /// left alone is taken from it rather than compiled again: its name tables whole when the
 /// zones and access-domain names are the same, and its GSLB rows of every access-domain
 /// segment (included file) it shares (`gslb::compile`).
+///
+/// A reload ([`Cpus::Spare`]) compiles without transparent huge pages: on a host that
+/// takes free memory back (PERF.md measures on one), every fresh huge page is zeroed and
+/// often compacted for, which made adding a name at a million access domains 3-4 times
+/// slower. Start-up keeps them for the tables the shards read.
 pub fn compile_with(
     cfg: &Config,
     generation: u64,
     cpus: Cpus,
     prev: Option<&Snapshot>,
 ) -> Result<Snapshot, ConfigErrors> {
-    let (seg_digests, digest) = names_digest(cfg, prev.map(|p| (&*p.names, &p.model)));
+    match cpus {
+        Cpus::Spare => crate::sys::without_huge_pages(|| build(cfg, generation, cpus, prev)),
+        Cpus::All => build(cfg, generation, cpus, prev),
+    }
+}
+
+/// [`compile_with`]'s work.
+fn build(
+    cfg: &Config,
+    generation: u64,
+    cpus: Cpus,
+    prev: Option<&Snapshot>,
+) -> Result<Snapshot, ConfigErrors> {
+    let digests = names_digest(cfg, prev.map(|p| (&*p.names, &p.model)));
     let kept = prev
         .map(|p| &p.names)
-        .filter(|n| n.digest == digest && n.seg_digests == seg_digests)
+        .filter(|n| n.digest == digests.all && n.seg_digests == digests.segs)
         .cloned();
     let (gslb, names) = std::thread::scope(|sc| {
         let helper = std::thread::Builder::new()
@@ -99,11 +120,14 @@ pub fn compile_with(
                 }
                 gslb::compile(&cfg.gslb, cfg.server.ecs, prev)
             });
+        let patched = || prev.and_then(|p| patch::names(cfg, p, digests.zones));
         let names = match kept {
             Some(n) => Ok(n),
-            None => {
-                compile_zones(cfg).map(|out| Arc::new(out.into_names(cfg, seg_digests, digest)))
-            }
+            None => match patched() {
+                Some(n) => Ok(Arc::new(with_digests(n, digests))),
+                None => compile_zones(cfg)
+                    .map(|out| Arc::new(with_digests(out.into_names(cfg), digests))),
+            },
         };
         let gslb = match helper {
             Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
@@ -160,9 +184,25 @@ pub fn compile_with(
     })
 }
 
+/// What name tables are compiled from, digested ([`names_digest`]).
+struct Digests {
+    /// Per access-domain segment.
+    segs: Vec<u64>,
+    /// The zones and CH TXT texts.
+    zones: u64,
+    /// Both.
+    all: u64,
+}
+
+/// `n` with the digests of what it was made from.
+fn with_digests(mut n: Names, d: Digests) -> Names {
+    (n.seg_digests, n.zones_digest, n.digest) = (d.segs, d.zones, d.all);
+    n
+}
+
 impl Out {
-    /// The finished name tables.
-    fn into_names(self, cfg: &Config, seg_digests: Vec<u64>, digest: u64) -> Names {
+    /// The finished name tables (their digests are set by the caller).
+    fn into_names(self, cfg: &Config) -> Names {
         let max_labels = self.index.iter().map(|(n, _)| labels(n)).max().unwrap_or(0);
         Names {
             index: self.index,
@@ -176,15 +216,19 @@ impl Out {
             max_labels: max_labels.min(127) as u8,
             chaos: self.chaos,
             ad_nodata: self.ad_nodata,
-            digest,
-            seg_digests,
+            digest: 0,
+            seg_digests: Vec::new(),
+            zones_digest: 0,
+            has_child: self.has_child,
+            garbage: 0,
+            patched: false,
         }
     }
 }
 
 /// The digest of what the name tables are compiled from ([`Names::digest`]), and its
 /// per-segment parts; the parts of segments `prev` shares are taken from it.
-fn names_digest(cfg: &Config, prev: Option<(&Names, &crate::tables::Model)>) -> (Vec<u64>, u64) {
+fn names_digest(cfg: &Config, prev: Option<(&Names, &crate::tables::Model)>) -> Digests {
     use std::hash::{BuildHasher, Hash, Hasher};
     let fixed = foldhash::fast::FixedState::with_seed(0x6774_6d64_6e61_6d65);
     let old: HashMap<*const crate::config::gslb::AccessDomain, u64> = prev
@@ -220,8 +264,13 @@ fn names_digest(cfg: &Config, prev: Option<(&Names, &crate::tables::Model)>) -> 
         }
     }
     (&cfg.server.version_string, &cfg.server.identity).hash(&mut h);
+    let zones = h.finish();
     segs.hash(&mut h);
-    (segs, h.finish())
+    Digests {
+        all: h.finish(),
+        segs,
+        zones,
+    }
 }
 
 /// The zones' names, nodes and answers, and the CH TXT answers.
@@ -242,6 +291,7 @@ fn compile_zones(cfg: &Config) -> Result<Out, ConfigErrors> {
         .map(|z| ZoneInfo {
             name: z.name.clone().into(),
             nxdomain: NONE,
+            nodata: NONE,
         })
         .collect();
     for zi in order {

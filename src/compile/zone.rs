@@ -85,7 +85,7 @@ impl ZoneBuild<'_> {
 
     /// The enabled access domains at a name: (type, access domain index), in declaration
     /// order.
-    fn ads_at(&self, d: &NodeData) -> impl Iterator<Item = (u16, u32)> + '_ {
+    fn ads_at(&self, d: &NodeData) -> impl Iterator<Item = (u16, u32)> + Clone + '_ {
         let mut next = d.ads;
         std::iter::from_fn(move || {
             let &(t, ad, n) = self.ad_list.get(next as usize)?;
@@ -195,6 +195,7 @@ fn gather<'a>(
     cfg: &'a Config,
     names: &mut Names<'a>,
     ad_list: &mut AdList,
+    parents: &mut HashSet<&'a [u8]>,
 ) -> Option<Record> {
     let zone = &cfg.zones[zi as usize];
     let ads = &cfg.gslb.access_domains;
@@ -242,7 +243,11 @@ fn gather<'a>(
         let mut p = parent(o);
         while let Some(cur) = p {
             // The apex is a name (its SOA is in): no lookup for the names just below it.
-            if cur.len() <= apex_len || names.contains_key(cur) || !ents.insert(cur) {
+            if cur.len() <= apex_len {
+                break;
+            }
+            parents.insert(cur);
+            if names.contains_key(cur) || !ents.insert(cur) {
                 break;
             }
             p = parent(cur);
@@ -271,7 +276,8 @@ pub(super) fn compile_zone(
     let apex = &zone.name[..];
     let mut names = Names::default();
     let mut ad_list = AdList::new();
-    let Some(soa) = gather(zi, cfg, &mut names, &mut ad_list) else {
+    let mut parents = HashSet::default();
+    let Some(soa) = gather(zi, cfg, &mut names, &mut ad_list, &mut parents) else {
         errs.push(ConfigError::new(zone.at.clone(), "zone.soa", "no SOA"));
         return;
     };
@@ -309,6 +315,7 @@ pub(super) fn compile_zone(
         zb.soa_rr(&mut e);
         out.push(e, 0, true)
     };
+    out.zones[zi as usize].nodata = nodata;
     out.zones[zi as usize].nxdomain = {
         let mut e = Encoder::new(apex, false);
         zb.soa_rr(&mut e);
@@ -333,6 +340,13 @@ pub(super) fn compile_zone(
     for &(name, data) in &ordered {
         let node = ctx.node(name, data, &mut referrals, out, errs);
         out.nodes.push(node);
+    }
+    out.has_child.resize(out.nodes.len(), false);
+    for p in parents {
+        match out.index.get(p) {
+            Some(n) if n as usize >= base => out.has_child[n as usize] = true,
+            _ => {}
+        }
     }
     // Each wildcard's parent points at it (a pass over the few wildcards, rather than a
     // lookup of `*.NAME` for every name).
@@ -571,6 +585,10 @@ impl NodeCtx<'_, '_> {
         for (_, ad) in here() {
             out.ad_nodata[ad as usize] = self.nodata;
         }
+        if data.rrsets.is_empty() && name != zb.apex {
+            *node = ad_only_node(self.zi, self.nodata, here(), &mut out.types);
+            return;
+        }
         if let Some((_, ad)) = here().find(|(t, _)| *t == rtype::CNAME) {
             // A CNAME access domain owns its name: every type gets the CNAME.
             out.types.push((rtype::CNAME, DYN | ad));
@@ -627,4 +645,42 @@ impl NodeCtx<'_, '_> {
             out.push(e, 0, true)
         };
     }
+}
+
+/// The node of a name of zone `zi` that holds no records: the enabled access domains
+/// `ads` (type, index) answer there, or none do (an empty non-terminal). Its `wildcard` is
+/// left to the caller. Name tables patched rather than compiled build theirs with it too
+/// (`patch.rs`).
+pub(super) fn ad_only_node(
+    zi: u32,
+    nodata: u32,
+    ads: impl Iterator<Item = (u16, u32)> + Clone,
+    types: &mut Vec<(u16, u32)>,
+) -> Node {
+    let start = types.len();
+    let mut node = Node {
+        zone: zi,
+        wildcard: NONE,
+        cut: false,
+        dname: NONE,
+        types_start: start as u32,
+        types_len: 0,
+        other: nodata,
+        any_udp: nodata,
+        any_tcp: nodata,
+    };
+    if let Some((_, ad)) = ads.clone().find(|(t, _)| *t == rtype::CNAME) {
+        // A CNAME access domain owns its name: every type gets the CNAME.
+        types.push((rtype::CNAME, DYN | ad));
+        (node.other, node.any_udp, node.any_tcp) = (DYN | ad, DYN | ad, DYN | ad);
+    } else {
+        types.extend(ads.map(|(t, ad)| (t, DYN | ad)));
+        let mine = &mut types[start..];
+        mine.sort_unstable_by_key(|&(t, _)| t);
+        // Every answer here is chosen per query: ANY over TCP is the first, as over UDP.
+        node.any_udp = mine.first().map_or(nodata, |&(_, a)| a);
+        node.any_tcp = node.any_udp;
+    }
+    node.types_len = (types.len() - start) as u32;
+    node
 }

@@ -30,6 +30,46 @@ pub struct Fleet {
     /// Copies (1 to 5) the engine keeps of each bucket gtmd creates (`replicas`, default
     /// 1): 3 in a cluster of 3 nats-servers rides out the loss of one.
     pub replicas: usize,
+    /// This edge's vantage group (`group`, default `default`): each group has its own
+    /// `probes-per-group` probers per check.
+    pub group: String,
+    /// Probers per check and vantage group (`probes-per-group`, default 3).
+    pub probes_per_group: usize,
+    /// Fresh votes a check needs before the fleet's verdict on it changes
+    /// (`min-vantages`, default 2; fewer when fewer vantages probe it).
+    pub min_vantages: usize,
+    /// Anchors (`anchors`): `IP` (ICMP echo) or `IP:PORT` (TCP connect), probed when most
+    /// of this edge's checks fail, to tell its own isolation from its targets' failure.
+    pub anchors: Vec<Anchor>,
+}
+
+/// An anchor: probed by ICMP echo (no port) or TCP connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor {
+    /// Its address.
+    pub ip: std::net::IpAddr,
+    /// The TCP port to connect to; none: ICMP echo.
+    pub port: Option<u16>,
+}
+
+impl std::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(p) => write!(f, "{}", std::net::SocketAddr::new(self.ip, p)),
+            None => write!(f, "{}", self.ip),
+        }
+    }
+}
+
+/// `IP` or `IP:PORT` (`[V6]:PORT`) as an anchor.
+pub fn parse_anchor(s: &str) -> Option<Anchor> {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return (a.port() != 0).then_some(Anchor {
+            ip: a.ip(),
+            port: Some(a.port()),
+        });
+    }
+    s.parse().ok().map(|ip| Anchor { ip, port: None })
 }
 
 /// Why `s` cannot be an edge name, if it cannot: 1 to 64 of `A-Z a-z 0-9 - _`.
@@ -165,11 +205,48 @@ pub(super) fn validate(
             1
         }
     };
+    let group = match &spec.group {
+        Some(g) => {
+            let why =
+                bad_edge_name(g.get_ref()).map(|w| w.replace(" (it is a key in the engine)", ""));
+            ok &= why.is_none();
+            ctx.check(g, "fleet.group", why.is_none().then_some(()), || {
+                why.unwrap_or_default()
+            });
+            g.get_ref().clone()
+        }
+        None => "default".into(),
+    };
+    let k = ctx.int(&spec.probes_per_group, "fleet.probes-per-group", 1..=100);
+    ok &= spec.probes_per_group.is_none() || k.is_some();
+    let m = ctx.int(&spec.min_vantages, "fleet.min-vantages", 1..=100);
+    ok &= spec.min_vantages.is_none() || m.is_some();
+    let mut anchors = Vec::new();
+    for a in spec.anchors.iter().flat_map(|l| l.get_ref()) {
+        match parse_anchor(a.get_ref()) {
+            Some(x) => anchors.push(x),
+            None => {
+                ctx.err(
+                    a,
+                    "fleet.anchors",
+                    format!(
+                        "'{}' is not IP (ICMP echo) or IP:PORT (TCP connect)",
+                        a.get_ref()
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
     ok.then_some(Fleet {
         nats,
         edge,
         state_dir,
         share_health,
         replicas,
+        group,
+        probes_per_group: k.unwrap_or(3),
+        min_vantages: m.unwrap_or(2),
+        anchors,
     })
 }

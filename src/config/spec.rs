@@ -141,6 +141,14 @@ pub(crate) struct FleetSpec {
     pub(crate) share_health: Option<Spanned<bool>>,
     /// Copies the engine keeps of each bucket gtmd creates.
     pub(crate) replicas: Option<Spanned<i64>>,
+    /// This edge's vantage group (probe sharding).
+    pub(crate) group: Option<Spanned<String>>,
+    /// Probers per check in each vantage group.
+    pub(crate) probes_per_group: Option<Spanned<i64>>,
+    /// Fresh votes needed before the fleet's verdict on a check changes.
+    pub(crate) min_vantages: Option<Spanned<i64>>,
+    /// Addresses probed to tell a target's failure from this edge's own isolation.
+    pub(crate) anchors: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

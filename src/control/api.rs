@@ -10,6 +10,7 @@
 //! | `DELETE /v1/addresses/NAME/override` | back to the configured mode |
 //! | `GET /metrics` | Prometheus text format, or OpenMetrics when `Accept` asks (`metrics/`) |
 //! | `GET /v1/status`, `GET /v1/stats`, `POST /v1/reload` | `ops.rs` |
+//! | `GET /v1/fleet` | a fleet edge's members, probe assignment and votes (`fleet/members.rs`) |
 //! | `/v1/access-domains`, `/v1/pools`, `/v1/addresses`, `/v1/health-checks`, `/v1/lines` | the configuration's objects (`crud/`) |
 //!
 //! Who may do what (checked in this order, each refusal logged with the client):
@@ -361,6 +362,9 @@ fn serve(ctx: &ApiContext, peer: &http::Peer, req: &http::Request) -> http::Resp
     if let Some(resp) = super::ops::route(ctx, (actor, peer), req, path) {
         return resp;
     }
+    if let Some(resp) = super::fleet::members::route(ctx, req, path) {
+        return resp;
+    }
     if let Some(resp) = super::crud::route(ctx, (actor, peer), req, path) {
         return resp;
     }
@@ -400,6 +404,9 @@ fn handle(
                         a["votes"] = json!(s.votes(&name));
                     }
                 }
+            }
+            if let Some(s) = &ctx.shared {
+                doc["fleet"] = super::fleet::members::summary(s);
             }
             (200, doc)
         }
@@ -455,7 +462,7 @@ fn handle(
         ),
         _ => (
             404,
-            json!({"error": "not found", "endpoints": ["GET /v1/state", "GET /v1/status", "GET /v1/stats", "POST /v1/reload", "PUT /v1/addresses/NAME/override", "DELETE /v1/addresses/NAME/override", "/v1/access-domains", "/v1/pools", "/v1/addresses", "/v1/health-checks", "/v1/lines", "GET /metrics"]}),
+            json!({"error": "not found", "endpoints": ["GET /v1/state", "GET /v1/status", "GET /v1/stats", "GET /v1/fleet", "POST /v1/reload", "PUT /v1/addresses/NAME/override", "DELETE /v1/addresses/NAME/override", "/v1/access-domains", "/v1/pools", "/v1/addresses", "/v1/health-checks", "/v1/lines", "GET /metrics"]}),
         ),
     }
 }

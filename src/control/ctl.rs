@@ -52,6 +52,10 @@ pub enum CtlCmd {
     },
     /// Query counters, summed over the shards.
     Stats,
+    /// A fleet edge's view of the fleet: the members it hears (group, boot, epoch
+    /// applied, isolation, when last heard), which checks it probes, and per check the
+    /// fresh votes and its probers (`GET /v1/fleet`).
+    Cluster,
     /// Re-read the config file now (as SIGHUP does) and say whether it serves.
     Reload,
     /// Force an address up or down (or to its health checks: auto), for a while with --for.
@@ -116,6 +120,7 @@ fn execute(a: &CtlArgs) -> Result<String, Failed> {
         CtlCmd::Status => ("GET", "/v1/status".to_string(), None),
         CtlCmd::State { .. } => ("GET", "/v1/state".to_string(), None),
         CtlCmd::Stats => ("GET", "/v1/stats".to_string(), None),
+        CtlCmd::Cluster => ("GET", "/v1/fleet".to_string(), None),
         CtlCmd::Reload => ("POST", "/v1/reload".to_string(), None),
         CtlCmd::Override {
             address,
@@ -152,6 +157,7 @@ fn execute(a: &CtlArgs) -> Result<String, Failed> {
             super::ctl_text::state(&doc, name.as_deref()).map_err(Failed::Refused)
         }
         CtlCmd::Stats => Ok(super::ctl_text::stats(&doc)),
+        CtlCmd::Cluster => Ok(super::ctl_text::cluster(&doc)),
         CtlCmd::Reload => Ok(format!("reloaded: generation {}\n", doc["generation"])),
         CtlCmd::Override {
             address,

@@ -260,6 +260,97 @@ pub(super) fn switched(d: &Value) -> String {
     s
 }
 
+/// `gtmd ctl cluster`: the members table, then the checks' votes and probers.
+pub(super) fn cluster(d: &Value) -> String {
+    let mut s = String::new();
+    let yes = |v: &Value| if *v == true { "yes" } else { "no" };
+    let _ = writeln!(
+        s,
+        "edge {} (group {}), {}, probes {} of {} checks, {} per group, min-vantages {}, {} holding{}",
+        t(&d["edge"]),
+        t(&d["group"]),
+        if d["joined"] == true { "joined" } else { "on its own (probes every check)" },
+        t(&d["probed"]),
+        t(&d["checks"]),
+        t(&d["probes_per_group"]),
+        t(&d["min_vantages"]),
+        t(&d["holding"]),
+        if d["isolated"] == true { ", ISOLATED" } else { "" },
+    );
+    let mut rows = vec![[
+        "EDGE", "GROUP", "BOOT", "UP", "EPOCH", "APPLY", "ISOLATED", "HEARD", "STATE",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for m in d["members"].as_array().into_iter().flatten() {
+        let boot = m["boot"]
+            .as_u64()
+            .map_or("-".into(), |b| format!("{:08x}", b >> 32));
+        rows.push(vec![
+            t(&m["edge"]),
+            t(&m["group"]),
+            boot,
+            duration_ms(m["up_ms"].as_u64().unwrap_or(0)),
+            t(&m["epoch"]),
+            t(&m["apply"]),
+            yes(&m["isolated"]).into(),
+            format!("{} ago", duration_ms(m["age_ms"].as_u64().unwrap_or(0))),
+            if m["live"] == true { "live" } else { "stale" }.into(),
+        ]);
+    }
+    table(&mut s, &rows);
+    let votes = d["votes"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(s, "\nchecks with fresh votes: {}", votes.len());
+    let mut rows = vec![["ADDRESS", "CHECK", "UP", "DOWN", "PROBERS"]
+        .map(String::from)
+        .to_vec()];
+    for v in &votes {
+        let probers: Vec<String> = v["probers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(t)
+            .collect();
+        rows.push(vec![
+            t(&v["address"]),
+            t(&v["check"]),
+            t(&v["up"]),
+            t(&v["down"]),
+            probers.join(","),
+        ]);
+    }
+    table(&mut s, &rows);
+    s
+}
+
+/// `ms` as `1.2 s`, `3m 4s` or `2h 5m`.
+fn duration_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    if secs < 60 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else if secs < 3600 {
+        format!("{}m {}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h {}m", secs / 3600, secs % 3600 / 60)
+    }
+}
+
+/// Rows as columns padded to their widest cell.
+fn table(s: &mut String, rows: &[Vec<String>]) {
+    let cols = rows.first().map_or(0, Vec::len);
+    let width: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, x)| format!("{x:<w$}", w = width[c]))
+            .collect();
+        let _ = writeln!(s, "{}", line.join("  ").trim_end());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::span;

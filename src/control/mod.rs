@@ -950,12 +950,14 @@ fn reload(
     }
     warn_restart_only(current, &cfg);
     *generation += 1;
-    let names = snap.names.nodes.len();
+    let names = snap.names.index.len();
     let includes = cfg.gslb.includes;
     let names_kept = Arc::ptr_eq(&snap.names, &prev.names);
+    let names_patched = !names_kept && snap.names.patched;
     let ads_compiled = snap.reuse.compiled;
     drop(prev);
-    publish(s, &cfg, snap, *generation);
+    // As the compile: fresh huge pages cost more than they give a reload (compile_with).
+    crate::sys::without_huge_pages(|| publish(s, &cfg, snap, *generation));
     let serving = Instant::now();
     info!(
         generation = *generation,
@@ -968,6 +970,7 @@ fn reload(
         include_reused = includes.reused,
         include_unread = includes.unread,
         names_kept,
+        names_patched,
         ads_compiled,
         "reload: new configuration serving"
     );

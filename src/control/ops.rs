@@ -149,6 +149,11 @@ impl Ops {
         *self.fleet.lock().expect("fleet status lock") = Some(v);
     }
 
+    /// What `GET /v1/status` says under `fleet`, if anything.
+    pub fn fleet(&self) -> Option<Value> {
+        self.fleet.lock().expect("fleet status lock").clone()
+    }
+
     /// Keeps the outcome of a reload.
     pub fn record(&self, trigger: &'static str, r: &Result<(), Refusal>, gen: u64, took: Duration) {
         let errors = match r {

@@ -162,9 +162,16 @@ impl Model {
 
     fn fresh_ad(&mut self, rng: &mut Rng) -> Ad {
         self.next_name += 1;
-        // Some names are shared by an A and an AAAA-less sibling: a name may hold one
-        // access domain per type; here all are A, so names are unique.
-        Ad::random(rng, format!("d{}", self.next_name))
+        // All are A, so names are unique. Some lie below `s`, an empty non-terminal until
+        // the third access domain is named `s` itself; `c` is a CNAME to `d4`, whose
+        // coming and going the name tables' patch must leave to a compile.
+        let n = self.next_name;
+        let name = match n {
+            3 => "s".to_string(),
+            _ if n.is_multiple_of(5) => format!("d{n}.s"),
+            _ => format!("d{n}"),
+        };
+        Ad::random(rng, name)
     }
 
     fn main_text(&self) -> String {
@@ -172,7 +179,7 @@ impl Model {
             "version = 1\ninclude = [\"ads/*.toml\"]\n[server]\nshards = [0]\n\
              [control]\nlisten = \"off\"\n[[zone]]\nname = \"e.test.\"\n\
              soa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n\
-             records = [\"ns A 192.0.2.53\", \"*.w A 192.0.2.54\"]\n",
+             records = [\"ns A 192.0.2.53\", \"*.w A 192.0.2.54\", \"c CNAME d4\"]\n",
         );
         for l in 1..=LINES {
             let octet = if self.prefixes_moved { l + 100 } else { l };
@@ -355,12 +362,7 @@ impl Model {
 /// that answer every query alike whatever their layout.
 fn view(s: &Snapshot) -> String {
     let n = &s.names;
-    let mut index: Vec<_> = n.index.iter().collect();
-    index.sort();
-    let mut out = format!(
-        "{index:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n",
-        n.nodes, n.types, n.answers, n.arena, n.fixups, n.zones, n.chaos, n.ad_nodata
-    );
+    let mut out = names_view(n);
     let g = &s.gslb;
     let nlines = s.model.lines.len();
     for (i, a) in g.ads.iter().enumerate() {
@@ -371,7 +373,7 @@ fn view(s: &Snapshot) -> String {
             a.rtype,
             a.ttl,
             a.policy,
-            a.nodata
+            answer_view(n, &node_names(n), a.nodata)
         );
         for l in 0..nlines + 1 {
             let r = g.route_of(a, l) - a.routes;
@@ -388,6 +390,76 @@ fn view(s: &Snapshot) -> String {
         "{:?} {:?} {:?} {:?} {:?} {}",
         g.addrs, g.arena, g.pools, g.pool_addrs, g.lines, g.nlines
     );
+    out
+}
+
+/// Node id -> name, for the names in the index (nodes patched out have none).
+fn node_names(n: &crate::tables::Names) -> std::collections::HashMap<u32, Vec<u8>> {
+    n.index.iter().map(|(k, v)| (v, k.to_vec())).collect()
+}
+
+/// Answer `a` by content (its octets, fixups and where it goes on, by name), or an access
+/// domain reference: the same in any layout of the tables.
+fn answer_view(
+    n: &crate::tables::Names,
+    names: &std::collections::HashMap<u32, Vec<u8>>,
+    a: u32,
+) -> String {
+    use crate::tables::{DYN, NONE};
+    if a == NONE {
+        return "-".into();
+    }
+    if a & DYN != 0 {
+        return format!("ad{}", a & !DYN);
+    }
+    let x = &n.answers[a as usize];
+    let tail = &n.arena[x.start as usize..(x.start + x.len) as usize];
+    let fix = &n.fixups[x.fix_start as usize..(x.fix_start + x.fix_len) as usize];
+    let next = (x.next != NONE).then(|| names.get(&x.next).cloned());
+    format!(
+        "[{} {} {} {:?} {tail:?} {fix:?} {} {} {next:?} {}]",
+        x.rcode, x.aa, x.qlen, x.counts, x.opt_len, x.opt_count, x.next_at
+    )
+}
+
+/// What the name tables answer, name by name, whatever the order of their nodes and
+/// answers (a patch appends where a compile puts them in configuration order).
+fn names_view(n: &crate::tables::Names) -> String {
+    let names = node_names(n);
+    let ans = |a: u32| answer_view(n, &names, a);
+    let mut index: Vec<_> = n.index.iter().collect();
+    index.sort();
+    let mut out = String::new();
+    for (name, id) in index {
+        let x = &n.nodes[id as usize];
+        let span = x.types_start as usize..(x.types_start + x.types_len) as usize;
+        let types: Vec<(u16, String)> = n.types[span].iter().map(|&(t, a)| (t, ans(a))).collect();
+        let wildcard = names.get(&x.wildcard);
+        let _ = writeln!(
+            out,
+            "{name:?} zone {} cut {} wildcard {wildcard:?} dname {} {types:?} other {} any {} {}",
+            x.zone,
+            x.cut,
+            ans(x.dname),
+            ans(x.other),
+            ans(x.any_udp),
+            ans(x.any_tcp)
+        );
+    }
+    for z in &n.zones {
+        let _ = writeln!(
+            out,
+            "zone {:?} {} {}",
+            z.name,
+            ans(z.nxdomain),
+            ans(z.nodata)
+        );
+    }
+    for (name, a) in &n.chaos {
+        let _ = writeln!(out, "chaos {name:?} {}", ans(*a));
+    }
+    let nodata: Vec<String> = n.ad_nodata.iter().map(|&a| ans(a)).collect();
+    let _ = writeln!(out, "ad nodata {nodata:?} root {}", n.root_zone);
     out
 }
 
@@ -427,7 +499,7 @@ fn load(main: &Path) -> Config {
 fn incremental_reload_equals_full_compile() {
     let dir = std::env::temp_dir().join(format!("gtmd-incr-{}", std::process::id()));
     let (mut copied_rows, mut names_kept, mut steps, mut in_place) = (0, 0, 0, 0);
-    let mut refreshed = 0;
+    let (mut refreshed, mut names_patched) = (0, 0);
     // `GTMD_INCR_SEEDS=N` for a longer run (6 by default).
     let seeds = std::env::var("GTMD_INCR_SEEDS")
         .ok()
@@ -453,6 +525,8 @@ fn incremental_reload_equals_full_compile() {
             let s_full = compile(&cfg, gen).unwrap();
             copied_rows += s_inc.reuse.slots.len();
             names_kept += Arc::ptr_eq(&s_inc.names, &prev.names) as usize;
+            names_patched +=
+                (s_inc.names.patched && !Arc::ptr_eq(&s_inc.names, &prev.names)) as usize;
             in_place += s_inc.reuse.in_place.is_some() as usize;
             refreshed += s_inc.reuse.health_fresh as usize;
             steps += 1;
@@ -491,15 +565,81 @@ fn incremental_reload_equals_full_compile() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     let said = format!(
-        "{copied_rows} runs copied, names kept {names_kept} times, {in_place} compiled in \
-         place, {refreshed} with the pools' members changed, in {steps} reloads"
+        "{copied_rows} runs copied, names kept {names_kept} times and patched \
+         {names_patched}, {in_place} compiled in place, {refreshed} with the pools' members \
+         changed, in {steps} reloads"
     );
     eprintln!("{said}");
     assert!(
         copied_rows > steps / 2
             && names_kept > steps / 10
+            && names_patched > steps / 20
             && in_place > steps / 10
             && refreshed > steps / 20,
         "the incremental paths were hardly taken: {said}"
     );
+}
+
+/// Fixed edits of names below other names, each reload patched or compiled as it must be
+/// and compared with a full compile: a parent's last child removed and then the parent
+/// (which once had a child: compiled, as `has_child` cannot vouch), both in one reload,
+/// a child added with its parent, a name added below one that goes.
+#[test]
+fn patched_names_below_names_equal_a_compile() {
+    let dir = std::env::temp_dir().join(format!("gtmd-patch-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("ads")).unwrap();
+    let main = dir.join("main.toml");
+    std::fs::write(
+        &main,
+        "version = 1\ninclude = [\"ads/*.toml\"]\n[server]\nshards = [0]\n\
+         [control]\nlisten = \"off\"\n[[zone]]\nname = \"i.test.\"\n\
+         soa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n\
+         records = [\"ns A 192.0.2.53\", \"*.w A 192.0.2.54\"]\n\
+         [[address]]\nname = \"a\"\nvalue = \"192.0.2.1\"\n\
+         [[pool]]\nname = \"p\"\ntype = \"ipv4\"\naddresses = [\"a\"]\n",
+    )
+    .unwrap();
+    let write = |names: &[&str]| {
+        let mut t = String::new();
+        for n in names {
+            let _ = write!(
+                t,
+                "[[access-domain]]\nname = \"{n}.i.test.\"\ntype = \"A\"\npolicy = \"weighted\"\n\
+                 pools = [{{ pool = \"p\" }}]\n"
+            );
+        }
+        std::fs::write(dir.join("ads/f.toml"), t).unwrap();
+        load(&main)
+    };
+    // (names, whether the names are patched rather than compiled)
+    let steps: [(&[&str], bool); 10] = [
+        (&["x", "y.x", "z"], false),
+        // y.x: a leaf below a name with records of its own.
+        (&["x", "z"], true),
+        // x: once had a child.
+        (&["z"], false),
+        // y.x below x, added in the same reload.
+        (&["z", "x", "y.x"], false),
+        // x has a child: it stays, an empty non-terminal.
+        (&["z", "y.x"], false),
+        // y.x goes, and with it its parent, an empty non-terminal.
+        (&["z"], false),
+        (&["z", "x"], true),
+        // y.x added below x, which goes: x stays, an empty non-terminal.
+        (&["z", "y.x"], false),
+        // w, the empty non-terminal above the wildcard `*.w`, gets an access domain.
+        (&["z", "y.x", "w"], true),
+        // y.x goes, and with it its parent, an empty non-terminal.
+        (&["z", "w"], false),
+    ];
+    let mut prev = Arc::new(compile(&write(steps[0].0), 1).unwrap());
+    for (gen, (names, patched)) in steps.iter().enumerate().skip(1) {
+        let cfg = write(names);
+        let s = compile_with(&cfg, gen as u64 + 1, Cpus::All, Some(&prev)).unwrap();
+        let full = compile(&cfg, gen as u64 + 1).unwrap();
+        assert_eq!(view(&s), view(&full), "step {gen} {names:?}: tables differ");
+        assert_eq!(s.names.patched, *patched, "step {gen} {names:?}: patched?");
+        prev = Arc::new(s);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

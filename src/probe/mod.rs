@@ -13,8 +13,10 @@
 //! Those rules live in `verdict.rs`, without sockets or clocks; this file is the loop that
 //! starts checks, moves their bytes, reads the clock and hands results to the rules.
 
+mod fleet;
 mod icmp;
 pub mod latency;
+pub mod members;
 pub mod shared;
 mod syn;
 mod timers;
@@ -118,6 +120,13 @@ struct Task {
     flap: Flap,
     inflight: Option<Inflight>,
     report: Option<Report>,
+    /// The check's id for probe sharding ([`members::check_id`]).
+    id: u64,
+    /// This edge probes it (on a fleet edge, the check may be another edge's to probe;
+    /// an anchor is probed only while this edge suspects it is isolated).
+    probing: bool,
+    /// An anchor of `[fleet] anchors`, not a check of an address.
+    anchor: bool,
 }
 
 impl Task {
@@ -174,6 +183,9 @@ fn tasks(snap: &Snapshot, old: Vec<Task>) -> Vec<Task> {
                     flap,
                     inflight: None,
                     report,
+                    id: members::check_id(&a.name, &check.name),
+                    probing: true,
+                    anchor: false,
                     check: check.clone(),
                 });
             }
@@ -188,6 +200,12 @@ struct Outlet {
     writer: SharedWriter,
     reports: Reports,
     shared: Option<Arc<Shared>>,
+    /// Each address's templates and their failure rates (a fleet edge counts votes on
+    /// templates it does not probe itself).
+    templates: HashMap<String, Vec<(String, u32)>>,
+    /// The fleet's last verdict per (address, template), held while too few votes are
+    /// fresh; and the templates holding.
+    decided: std::cell::RefCell<fleet::Decided>,
 }
 
 /// The prober's state: its checks and the sockets they share.
@@ -203,6 +221,10 @@ struct Prober {
     timers: Timers,
     /// Checks without a first result yet.
     undecided: usize,
+    /// The membership generation the assignment was made from (none: make it again).
+    view_gen: Option<u64>,
+    /// Prober isolation (`[fleet] anchors`).
+    isolation: fleet::Isolation,
 }
 
 /// Where the prober's results go: the health writer, the control API's reports, and on
@@ -239,9 +261,13 @@ pub fn run(
             writer,
             reports,
             shared,
+            templates: HashMap::new(),
+            decided: Default::default(),
         },
         timers: Timers::default(),
         undecided: 0,
+        view_gen: None,
+        isolation: fleet::Isolation::default(),
     };
     if let Some(s) = &p.out.shared {
         s.set_waker(mio::Waker::new(p.poll.registry(), Token(WAKE_TOKEN))?);
@@ -254,6 +280,7 @@ pub fn run(
         if let Ok(next) = reloads.try_recv() {
             p.reload(&next)?;
         }
+        p.take_view();
         p.run_due(Instant::now())?;
         p.register_icmp()?;
         let wait = p.wait(Instant::now());
@@ -266,6 +293,7 @@ pub fn run(
             p.on_ready(ev.token().0);
         }
         p.out.recount(Instant::now());
+        p.watch_isolation();
         if first_round.is_some() && p.undecided == 0 {
             let _ = first_round.take().expect("some").send(());
         }
@@ -307,9 +335,16 @@ impl Prober {
 
     /// Takes a new task list: opens the raw sockets it needs and queues every task's
     /// wake-up.
-    fn set_list(&mut self, list: Vec<Task>) -> io::Result<()> {
+    fn set_list(&mut self, mut list: Vec<Task>) -> io::Result<()> {
+        self.out.set_templates(&list);
+        self.add_anchors(&mut list);
         self.list = list;
-        self.undecided = self.list.iter().filter(|t| t.flap.up().is_none()).count();
+        self.view_gen = None;
+        self.undecided = self
+            .list
+            .iter()
+            .filter(|t| !t.anchor && t.flap.up().is_none())
+            .count();
         self.timers.clear();
         for (i, t) in self.list.iter().enumerate() {
             self.timers.schedule(t.wakeup(), i);
@@ -343,7 +378,7 @@ impl Prober {
             let Some(t) = self.list.get(i) else {
                 continue;
             };
-            if t.due(now) {
+            if t.due(now) && t.probing {
                 self.start(i, now)?;
             } else if t.inflight.as_ref().is_some_and(|f| f.deadline <= now) {
                 self.expire(i);
@@ -389,6 +424,12 @@ impl Prober {
 
     /// Applies the result of check `i` (none in flight any more) and queues its next start.
     fn finish(&mut self, i: usize, outcome: Outcome, took: Duration) {
+        if self.list[i].anchor {
+            self.anchor_result(i, outcome);
+            let at = self.list[i].wakeup();
+            self.timers.schedule(at, i);
+            return;
+        }
         let t = &mut self.list[i];
         let decided = t.flap.up().is_some();
         finish(t, outcome, took, &self.out);
@@ -397,6 +438,7 @@ impl Prober {
         }
         let at = t.wakeup();
         self.timers.schedule(at, i);
+        self.result_came();
     }
 
     /// Registers the ICMP sockets opened since the last round (one per family and source).
@@ -764,32 +806,30 @@ impl Outlet {
     /// Counts the votes of an address's checks and vantage points (and, sharing health,
     /// the other edges' fresh verdicts) and hands the verdict to the health writer.
     fn vote(&self, address: &str) {
-        let others = self
-            .shared
-            .as_ref()
-            .map(|s| s.remote_votes(address, Instant::now()));
-        // An address without a result of this edge's yet is left as it is (other edges'
-        // verdicts arriving first do not decide it: its templates are this edge's).
+        if self.shared.is_some() {
+            self.fleet_vote(address);
+            return;
+        }
+        // An address without a result yet is left as it is.
         let Some(all_up) = self
             .reports
             .lock()
             .expect("reports lock")
             .get(address)
-            .map(|v| {
-                let own = v.iter().map(Report::vote);
-                match &others {
-                    None => verdict::address_up(own),
-                    Some(others) => verdict::fleet_up(own, others),
-                }
-            })
+            .map(|v| verdict::address_up(v.iter().map(Report::vote)))
         else {
             return;
         };
+        self.set_probe(address, all_up);
+    }
+
+    /// Hands an address's verdict to the health writer.
+    fn set_probe(&self, address: &str, up: bool) {
         let changes = self
             .writer
             .lock()
             .expect("writer lock")
-            .set_probe(address, all_up);
+            .set_probe(address, up);
         log_changes(&changes);
     }
 }

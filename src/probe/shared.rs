@@ -23,8 +23,12 @@
 //! the engine gives a verdict that was already stored), never by the sender's clock.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use super::members::View;
+use crate::config::fleet::{Anchor, Fleet};
 
 /// A verdict counts while younger than this many of its sender's refresh periods (the
 /// template's interval): two refreshes may be lost before it stops counting.
@@ -46,6 +50,8 @@ pub struct Remote {
     /// Since when the sender has held this verdict (Unix ms, the sender's clock: shown,
     /// never compared).
     pub since_ms: u64,
+    /// The sender said it was isolated when it wrote it: it does not count.
+    pub isolated: bool,
     /// Whether it was fresh when its address was last counted.
     counted: bool,
 }
@@ -61,6 +67,7 @@ impl Remote {
             received: now.checked_sub(age).unwrap_or(now),
             window,
             since_ms: 0,
+            isolated: false,
             counted: false,
         }
     }
@@ -110,10 +117,46 @@ pub struct VoteView {
 /// (address, template).
 pub type Key = (String, String);
 
+/// An edge's `[fleet]` settings for sharing probes.
+#[derive(Debug, Clone)]
+pub struct Sharding {
+    /// Its vantage group.
+    pub group: String,
+    /// Probers per check and group.
+    pub probes_per_group: usize,
+    /// Fresh votes a check needs before its verdict changes.
+    pub min_vantages: usize,
+    /// Its anchors.
+    pub anchors: Vec<Anchor>,
+}
+
+impl Default for Sharding {
+    fn default() -> Self {
+        Self {
+            group: "default".into(),
+            probes_per_group: 3,
+            min_vantages: 2,
+            anchors: Vec::new(),
+        }
+    }
+}
+
 /// The table; see the module's documentation.
 pub struct Shared {
     /// This edge's name: its own verdicts are never taken from the engine.
     edge: String,
+    /// Its `[fleet]` sharding settings.
+    sharding: Sharding,
+    /// The membership (from the `fleet` thread) and its generation.
+    view: Mutex<Arc<View>>,
+    view_gen: AtomicU64,
+    /// This edge found itself isolated (its checks and anchors failing).
+    isolated: AtomicBool,
+    /// Checks (address, template, vantage point) this edge probes, of how many.
+    probed: AtomicU64,
+    checks: AtomicU64,
+    /// Templates whose fleet verdict holds (too few fresh votes).
+    held: AtomicU64,
     state: Mutex<State>,
     /// Wakes the prober's loop when remote verdicts arrive.
     waker: OnceLock<mio::Waker>,
@@ -139,10 +182,34 @@ struct State {
 const SWEEP: Duration = Duration::from_millis(200);
 
 impl Shared {
-    /// An empty table for the edge `edge`.
+    /// An empty table for the edge `edge`, with the default sharding settings.
     pub fn new(edge: &str) -> Self {
+        Self::with(edge, Sharding::default())
+    }
+
+    /// An empty table for the edge of `f`.
+    pub fn for_fleet(f: &Fleet) -> Self {
+        Self::with(
+            &f.edge,
+            Sharding {
+                group: f.group.clone(),
+                probes_per_group: f.probes_per_group,
+                min_vantages: f.min_vantages,
+                anchors: f.anchors.clone(),
+            },
+        )
+    }
+
+    fn with(edge: &str, sharding: Sharding) -> Self {
         Self {
             edge: edge.to_string(),
+            sharding,
+            view: Mutex::new(Arc::new(View::default())),
+            view_gen: AtomicU64::new(0),
+            isolated: AtomicBool::new(false),
+            probed: AtomicU64::new(0),
+            checks: AtomicU64::new(0),
+            held: AtomicU64::new(0),
             state: Mutex::default(),
             waker: OnceLock::new(),
             on_change: OnceLock::new(),
@@ -152,6 +219,83 @@ impl Shared {
     /// This edge's name.
     pub fn edge(&self) -> &str {
         &self.edge
+    }
+
+    /// Its sharding settings.
+    pub fn sharding(&self) -> &Sharding {
+        &self.sharding
+    }
+
+    /// The membership view now.
+    pub fn view(&self) -> Arc<View> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Bumped at every new view that changes who probes what.
+    pub(super) fn view_generation(&self) -> u64 {
+        self.view_gen.load(Ordering::Acquire)
+    }
+
+    /// A new membership view (from the `fleet` thread); when it changes who probes
+    /// what, the prober is woken to take it.
+    pub fn set_view(&self, v: View) {
+        let mut cur = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        let moved = cur.key() != v.key();
+        *cur = Arc::new(v);
+        drop(cur);
+        if moved {
+            self.view_gen.fetch_add(1, Ordering::AcqRel);
+            if let Some(w) = self.waker.get() {
+                let _ = w.wake();
+            }
+        }
+    }
+
+    /// The prober's counts: (checks probed here, checks, templates holding).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.probed.load(Ordering::Relaxed),
+            self.checks.load(Ordering::Relaxed),
+            self.held.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(super) fn set_probed(&self, probed: usize, of: usize) {
+        self.probed.store(probed as u64, Ordering::Relaxed);
+        self.checks.store(of as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_held(&self, n: usize) {
+        self.held.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Whether this edge found itself isolated.
+    pub fn isolated(&self) -> bool {
+        self.isolated.load(Ordering::Acquire)
+    }
+
+    /// Sets this edge's isolation; on a change every verdict of this edge is queued to be
+    /// written again (with the flag), and the `fleet` thread told.
+    pub(super) fn set_isolated(&self, on: bool) {
+        if self.isolated.swap(on, Ordering::AcqRel) == on {
+            return;
+        }
+        let mut s = self.lock();
+        let keys: Vec<Key> = s.mine.keys().cloned().collect();
+        s.outbox.extend(keys);
+        drop(s);
+        if let Some(f) = self.on_change.get() {
+            f();
+        }
+    }
+
+    /// This edge no longer probes `check` of `address`: its verdict is dropped (no longer
+    /// written; the other edges let it age out).
+    pub(super) fn drop_mine(&self, address: &str, check: &str) {
+        let mut s = self.lock();
+        let key = (address.to_string(), check.to_string());
+        s.mine.remove(&key);
+        s.outbox.remove(&key);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -294,6 +438,11 @@ impl Shared {
         };
         let mut out = Vec::new();
         for r in list.iter_mut().filter(|r| !r.forgotten(now)) {
+            if r.isolated {
+                // Neither fresh nor stale: an isolated vantage's verdict is no vote.
+                r.counted = false;
+                continue;
+            }
             r.counted = r.fresh(now);
             out.push((r.check.clone(), r.counted.then_some(r.up)));
         }
@@ -303,6 +452,8 @@ impl Shared {
     /// Every vote on `address`: this edge's, then the others' by edge and template.
     pub fn votes(&self, address: &str) -> Vec<VoteView> {
         let now = Instant::now();
+        // An isolated member's own verdicts do not count, even here.
+        let own_counts = !(self.isolated() && self.view().joined);
         let s = self.lock();
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let mut mine: Vec<VoteView> = s
@@ -314,7 +465,7 @@ impl Shared {
                 check: k.1.clone(),
                 verdict: if m.up { "up" } else { "down" },
                 age_ms: ms(now.saturating_duration_since(m.checked)),
-                counted: true,
+                counted: own_counts,
                 since_ms: m.since_ms,
             })
             .collect();
@@ -329,7 +480,7 @@ impl Shared {
                 check: r.check.clone(),
                 verdict: if r.up { "up" } else { "down" },
                 age_ms: ms(now.saturating_duration_since(r.received)),
-                counted: r.fresh(now),
+                counted: r.fresh(now) && !r.isolated,
                 since_ms: r.since_ms,
             })
             .collect();
@@ -353,7 +504,7 @@ impl Shared {
             }
         }
         for (a, list) in &s.others {
-            for r in list.iter().filter(|r| r.fresh(now)) {
+            for r in list.iter().filter(|r| r.fresh(now) && !r.isolated) {
                 let e = t.entry((a.clone(), r.check.clone())).or_default();
                 if r.up {
                     e.0 += 1;

@@ -316,34 +316,35 @@ pub(super) fn template_up<'a>(
         .map(|&(total, down, rate)| passes(total, down, rate))
 }
 
-/// The address verdict on a fleet edge sharing health. Per template, this edge's verdict
-/// (the rule of [`address_up`] over its own vantage points) and each verdict of another
-/// edge (`others`: template, `Some(up)` when fresh, `None` when stale) are one vote each,
-/// a stale one counting as up, and the template passes while fewer than its
-/// `failure-rate` percent of those votes are down. When no other edge's vote on the
-/// template is fresh, this edge's verdict alone decides. The address is up when every
-/// template passes. Without other votes this is [`address_up`]; a template this edge has
-/// no result for yet is left out, and so are the others' votes on it (its rate is this
-/// edge's configuration's).
-pub(super) fn fleet_up<'a>(
-    own: impl IntoIterator<Item = Vote<'a>>,
-    others: &[(String, Option<bool>)],
-) -> bool {
-    by_template(own)
-        .iter()
-        .all(|(check, &(total, down, rate))| {
-            let mine_down = !passes(total, down, rate);
-            let theirs: Vec<Option<bool>> = others
-                .iter()
-                .filter(|(c, _)| c == check)
-                .map(|&(_, v)| v)
-                .collect();
-            if theirs.iter().all(Option::is_none) {
-                return !mine_down;
-            }
-            let d = theirs.iter().filter(|v| **v == Some(false)).count() as u32;
-            passes(1 + theirs.len() as u32, d + u32::from(mine_down), rate)
-        })
+/// One template's verdict on a fleet edge sharing health; `None`: it holds (too few
+/// fresh votes to decide). `own` is this edge's verdict over its vantage points (none
+/// when it does not probe the template, has no result yet or is isolated), `others` each
+/// other edge's vote (`Some(up)` fresh, `None` stale), `need` the fresh votes required
+/// (`min-vantages`, at most the number of vantages that probe it: 1 for an edge on its
+/// own).
+///
+/// - No fresh vote of another edge: this edge's own verdict decides, as on a single node
+///   (none: it holds).
+/// - Fewer than `need` fresh votes (this edge's included): it holds.
+/// - Else every vote counts, a stale one as up, and the template fails when the share of
+///   down votes reaches `rate` percent.
+pub(super) fn fleet_template(
+    own: Option<bool>,
+    others: &[Option<bool>],
+    rate: u32,
+    need: usize,
+) -> Option<bool> {
+    let fresh = others.iter().filter(|v| v.is_some()).count();
+    if fresh == 0 {
+        return own;
+    }
+    if fresh + usize::from(own.is_some()) < need {
+        return None;
+    }
+    let down =
+        others.iter().filter(|v| **v == Some(false)).count() as u32 + u32::from(own == Some(false));
+    let total = others.len() as u32 + u32::from(own.is_some());
+    Some(passes(total, down, rate))
 }
 
 #[cfg(test)]
@@ -677,11 +678,14 @@ mod tests {
 
     /// (name, this edge's votes (template, up, failure-rate), the other edges' verdicts
     /// (template, up when fresh / None when stale), the address is up).
+    /// (name, own verdict, others' votes, rate, fresh votes needed, verdict or hold).
     type FleetRow = (
         &'static str,
-        &'static [(&'static str, bool, u32)],
-        &'static [(&'static str, Option<bool>)],
-        bool,
+        Option<bool>,
+        &'static [Option<bool>],
+        u32,
+        usize,
+        Option<bool>,
     );
     const U: Option<bool> = Some(true);
     const D: Option<bool> = Some(false);
@@ -689,25 +693,27 @@ mod tests {
 
     #[rustfmt::skip]
     const FLEET: &[FleetRow] = &[
-        ("alone, up",                          &[("h", true, 50)], &[], true),
-        ("alone, down: own verdict",           &[("h", false, 50)], &[], false),
-        ("1 of 3 edges down (me) at 50%: up",  &[("h", false, 50)], &[("h", U), ("h", U)], true),
-        ("1 of 3 down (other) at 50%: up",     &[("h", true, 50)], &[("h", D), ("h", U)], true),
-        ("2 of 3 down (others) at 50%: down",  &[("h", true, 50)], &[("h", D), ("h", D)], false),
-        ("2 of 3 down (me too) at 50%: down",  &[("h", false, 50)], &[("h", D), ("h", U)], false),
-        ("1 of 2 down at 50%: down",           &[("h", true, 50)], &[("h", D)], false),
-        ("1 of 2 down at 51%: up",             &[("h", true, 51)], &[("h", D)], true),
-        ("2 of 3 down at 100%: up",            &[("h", false, 100)], &[("h", D), ("h", U)], true),
-        ("3 of 3 down at 100%: down",          &[("h", false, 100)], &[("h", D), ("h", D)], false),
-        ("own sources first: 1 of 2 at 50%",   &[("h", true, 50), ("h", false, 50)], &[("h", U), ("h", U)], true),
-        ("others on another template ignored", &[("h", true, 50)], &[("p", D), ("p", D)], true),
-        ("every template must pass",           &[("h", true, 50), ("p", true, 50)], &[("p", D), ("p", D)], false),
-        ("no own result yet: up",              &[], &[("h", D), ("h", D)], true),
-        ("a stale vote counts as up",          &[("h", true, 50)], &[("h", D), ("h", S)], true),
-        ("a stale down counts as up too",      &[("h", true, 50)], &[("h", D), ("h", S), ("h", D)], false),
-        ("1 down of 4, 2 stale: up",           &[("h", true, 50)], &[("h", S), ("h", S), ("h", D)], true),
-        ("none fresh: own verdict, down",      &[("h", false, 50)], &[("h", S), ("h", S)], false),
-        ("none fresh: own verdict, up",        &[("h", true, 50)], &[("h", S)], true),
+        ("alone, up",                          U, &[], 50, 1, U),
+        ("alone, down: own verdict",           D, &[], 50, 1, D),
+        ("alone, min-vantages 2: own verdict", D, &[], 50, 2, D),
+        ("1 of 3 edges down (me) at 50%: up",  D, &[U, U], 50, 2, U),
+        ("1 of 3 down (other) at 50%: up",     U, &[D, U], 50, 2, U),
+        ("2 of 3 down (others) at 50%: down",  U, &[D, D], 50, 2, D),
+        ("2 of 3 down (me too) at 50%: down",  D, &[D, U], 50, 2, D),
+        ("1 of 2 down at 50%: down",           U, &[D], 50, 2, D),
+        ("1 of 2 down at 51%: up",             U, &[D], 51, 2, U),
+        ("2 of 3 down at 100%: up",            D, &[D, U], 100, 2, U),
+        ("3 of 3 down at 100%: down",          D, &[D, D], 100, 2, D),
+        ("not probed here: others decide",     S, &[D, D], 50, 2, D),
+        ("not probed here, 1 fresh of 2: hold", S, &[D, S], 50, 2, S),
+        ("not probed here, 1 fresh, need 1",   S, &[D], 50, 1, D),
+        ("nothing at all: hold",               S, &[], 50, 2, S),
+        ("a stale vote counts as up",          U, &[D, S], 50, 1, U),
+        ("a stale down counts as up too",      U, &[D, S, D], 50, 1, D),
+        ("1 down of 4, 2 stale: up",           U, &[S, S, D], 50, 1, U),
+        ("1 fresh + own, need 3: hold",        U, &[D, S], 50, 3, S),
+        ("none fresh: own verdict, down",      D, &[S, S], 50, 2, D),
+        ("none fresh: own verdict, up",        U, &[S], 50, 2, U),
     ];
 
     #[test]
@@ -715,15 +721,13 @@ mod tests {
         table(
             FLEET,
             |r| r.0,
-            |&(_, own, others, want)| {
-                let own = own.iter().map(|&(check, up, failure_rate)| Vote {
-                    check,
-                    up,
-                    failure_rate,
-                });
-                let others: Vec<(String, Option<bool>)> =
-                    others.iter().map(|&(c, up)| (c.to_string(), up)).collect();
-                same(fleet_up(own, &others), want)
+            |&(_, own, others, rate, need, want)| {
+                let got = fleet_template(own, others, rate, need);
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!("got {got:?}, want {want:?}"))
+                }
             },
         );
     }

@@ -73,6 +73,17 @@ impl NameIndex {
         }
     }
 
+    /// Takes `name` out, returning its node (its octets stay in the arena, unused).
+    pub fn remove(&mut self, name: &[u8]) -> Option<u32> {
+        let h = self.hasher.hash_one(name);
+        let arena = &self.arena;
+        let e = self
+            .table
+            .find_entry(h, |&(off, _)| key(arena, off) == name)
+            .ok()?;
+        Some(e.remove().0 .1)
+    }
+
     /// Names indexed.
     pub fn len(&self) -> usize {
         self.table.len()
@@ -125,5 +136,11 @@ mod tests {
         assert_eq!(ix.iter().count(), 100);
         ix.insert(&[1u8; 256], 1);
         assert_eq!(ix.len(), 100, "a name over 255 octets is left out");
+        assert_eq!(ix.remove(&names[7]), Some(700));
+        assert_eq!(
+            (ix.len(), ix.get(&names[7]), ix.remove(&names[7])),
+            (99, None, None)
+        );
+        assert_eq!(ix.get(&names[8]), Some(8));
     }
 }

@@ -97,6 +97,8 @@ pub struct ZoneInfo {
     pub name: Box<[u8]>,
     /// Answer for names that do not exist in the zone.
     pub nxdomain: u32,
+    /// Answer for a type a name of the zone does not have (NODATA).
+    pub nodata: u32,
 }
 
 pub use index::{NameHasher, NameIndex};
@@ -135,6 +137,19 @@ pub struct Names {
     /// The digest of each access-domain segment's part of that, in segment order (a
     /// segment shared with the next configuration is not hashed again).
     pub seg_digests: Vec<u64>,
+    /// Digest of the zones and CH TXT texts alone: with it unchanged, names added,
+    /// removed or given other access domains are patched into a copy of these tables
+    /// rather than compiled again (`compile::patch`).
+    pub zones_digest: u64,
+    /// Per node: some other name lies directly below it (control side: a name that
+    /// loses its access domains is then kept as an empty non-terminal). May say so of a
+    /// name whose children have all gone since the last full compile.
+    pub has_child: Vec<bool>,
+    /// Nodes and typed answers no name refers to any more, left by patches (a full
+    /// compile starts again from none).
+    pub garbage: usize,
+    /// Made by patching the tables of the snapshot before (not compiled).
+    pub patched: bool,
 }
 
 /// Everything a shard needs to answer, immutable once built.

@@ -34,7 +34,7 @@ pub(crate) fn nats_server() -> Option<PathBuf> {
 }
 
 /// A nats-server with JetStream, on 127.0.0.1, its store in a temp dir.
-struct Nats {
+pub(crate) struct Nats {
     bin: PathBuf,
     port: u16,
     store: PathBuf,
@@ -42,7 +42,7 @@ struct Nats {
 }
 
 impl Nats {
-    fn start(bin: &Path, dir: &TempDir) -> Self {
+    pub(crate) fn start(bin: &Path, dir: &TempDir) -> Self {
         let mut n = Self {
             bin: bin.to_path_buf(),
             port: free_port(),
@@ -53,7 +53,7 @@ impl Nats {
         n
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
@@ -625,8 +625,8 @@ fn two_edges_under_one_name_are_warned_about() {
 
 /// The shared-health edges' target: `primary` (127.0.0.51, checked over HTTP on a port
 /// of the test's own); `backup` (127.0.0.52, unchecked) answers when it is down.
-const PRIMARY: &str = "127.0.0.51";
-const BACKUP: &str = "127.0.0.52";
+pub(crate) const PRIMARY: &str = "127.0.0.51";
+pub(crate) const BACKUP: &str = "127.0.0.52";
 
 /// interval 1 s x down-after 2 + timeout 0.5 s, + margin (propagation included).
 const FAILOVER_BOUND: Duration = Duration::from_millis(1000 * 2 + 500 + 2000);
@@ -761,6 +761,31 @@ fn votes(s: &Server) -> Vec<ShownVote> {
         .unwrap_or_default()
 }
 
+/// Waits (bounded) until `s`'s votes on `address` (as `GET /v1/state` shows them)
+/// satisfy `ok`.
+pub(crate) fn wait_votes_on(s: &Server, address: &str, ok: impl Fn(&[serde_json::Value]) -> bool) {
+    let t0 = Instant::now();
+    loop {
+        let (_, body) = crate::harness::http(s.control_addr(), "GET", "/v1/state", &[], "");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let votes = v["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == address)
+            .and_then(|a| a["votes"].as_array().cloned())
+            .unwrap_or_default();
+        if ok(&votes) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "votes on {address}: {votes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits (bounded) until `s`'s votes on `primary` satisfy `ok`.
 fn wait_votes(s: &Server, ok: impl Fn(&[ShownVote]) -> bool, what: &str) {
     let t0 = Instant::now();
@@ -784,7 +809,12 @@ fn counted(v: &[ShownVote], edge: &str, verdict: &str) -> bool {
 }
 
 /// Polls every edge's answer until each answers `addr`; when each switched, from `t0`.
-fn switch_times(edges: &[Server], addr: &str, t0: Instant, bound: Duration) -> Vec<Duration> {
+pub(crate) fn switch_times(
+    edges: &[Server],
+    addr: &str,
+    t0: Instant,
+    bound: Duration,
+) -> Vec<Duration> {
     let mut when: Vec<Option<Duration>> = vec![None; edges.len()];
     while when.iter().any(Option::is_none) {
         for (i, e) in edges.iter().enumerate() {

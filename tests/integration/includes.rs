@@ -106,7 +106,10 @@ fn stat_vouches_for_old_files_and_only_changed_ones_compile() {
     let s = Server::start(&["--config", cfg.to_str().unwrap()]);
     let line = reload(&s, 2);
     assert!(line.contains("include_reused=2 include_unread=2"), "{line}");
-    assert!(line.contains("names_kept=true ads_compiled=0"), "{line}");
+    assert!(
+        line.contains("names_kept=true names_patched=false ads_compiled=0"),
+        "{line}"
+    );
 
     // Same length, old mtime put back: only the ctime tells.
     let mtime = std::fs::metadata(&b).unwrap().modified().unwrap();
@@ -116,17 +119,23 @@ fn stat_vouches_for_old_files_and_only_changed_ones_compile() {
     drop(f);
     let line = reload(&s, 3);
     assert!(line.contains("include_reused=1 include_unread=1"), "{line}");
-    assert!(line.contains("names_kept=true ads_compiled=1"), "{line}");
+    assert!(
+        line.contains("names_kept=true names_patched=false ads_compiled=1"),
+        "{line}"
+    );
     assert_eq!(answer(&s, "b"), ["192.0.2.1"], "the rewritten file serves");
     assert_eq!(answer(&s, "a"), ["192.0.2.1"]);
 
-    // A new name: the name tables are compiled again.
+    // A new name: the name tables are patched.
     dir.write(
         "ads/b.toml",
         &format!("{}{}", ad_file("b", "p1"), ad_file("c", "p2")),
     );
     let line = reload(&s, 4);
-    assert!(line.contains("names_kept=false ads_compiled=2"), "{line}");
+    assert!(
+        line.contains("names_kept=false names_patched=true ads_compiled=2"),
+        "{line}"
+    );
     assert_eq!(answer(&s, "c"), ["192.0.2.2"]);
 
     // `a` again in the changed file, beside the kept one.
@@ -143,14 +152,39 @@ fn stat_vouches_for_old_files_and_only_changed_ones_compile() {
     assert_eq!(answer(&s, "c"), ["192.0.2.2"]);
     dir.write("ads/b.toml", &ad_file("b", "p2"));
     let line = reload(&s, 5);
-    assert!(line.contains("names_kept=false"), "{line}");
-    assert_eq!(answer(&s, "b"), ["192.0.2.2"]);
     assert!(
-        s.udp(&Q::new("c.i.test", A).build())
-            .expect("an answer")
-            .rcode()
-            == 3
+        line.contains("names_kept=false names_patched=true"),
+        "{line}"
     );
+    assert_eq!(answer(&s, "b"), ["192.0.2.2"]);
+    let rcode = |name: &str| s.udp(&Q::new(name, A).build()).expect("an answer").rcode();
+    assert_eq!(rcode("c.i.test"), 3, "a name patched out is gone");
+
+    // A name below one that does not exist: its parent becomes an empty non-terminal,
+    // which the zones are compiled again for; and patched out again when it goes.
+    dir.write(
+        "ads/b.toml",
+        &format!("{}{}", ad_file("b", "p2"), ad_file("x.y", "p1")),
+    );
+    let line = reload(&s, 6);
+    assert!(
+        line.contains("names_kept=false names_patched=false"),
+        "{line}"
+    );
+    assert_eq!(answer(&s, "x.y"), ["192.0.2.1"]);
+    let ent = s.udp(&Q::new("y.i.test", A).build()).expect("an answer");
+    assert_eq!(
+        (ent.rcode(), ent.answers(A).len()),
+        (0, 0),
+        "NODATA at the ENT"
+    );
+    dir.write("ads/b.toml", &ad_file("b", "p2"));
+    let line = reload(&s, 7);
+    assert!(
+        line.contains("names_kept=false names_patched=false"),
+        "{line}"
+    );
+    assert_eq!((rcode("x.y.i.test"), rcode("y.i.test")), (3, 3));
 }
 
 /// A line's prefix file is taken from the last load while its stamp vouches for it, and
@@ -244,6 +278,9 @@ fn a_reload_refused_by_the_compiler_leaves_the_next_one_incremental() {
     dir.write("main.toml", &main_file(false));
     dir.write("ads/b.toml", &ad_file("b", "p1"));
     let line = reload(&s, 2);
-    assert!(line.contains("names_kept=true ads_compiled=1"), "{line}");
+    assert!(
+        line.contains("names_kept=true names_patched=false ads_compiled=1"),
+        "{line}"
+    );
     assert_eq!(answer(&s, "b"), ["192.0.2.1"]);
 }

@@ -35,7 +35,7 @@ pub(crate) fn available() -> bool {
     })
 }
 
-fn ip(args: &[&str]) -> String {
+pub(crate) fn ip(args: &[&str]) -> String {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -49,7 +49,7 @@ fn ip(args: &[&str]) -> String {
 }
 
 /// This process's namespace, made on first use.
-fn ns() -> &'static str {
+pub(crate) fn ns() -> &'static str {
     static NS: OnceLock<String> = OnceLock::new();
     NS.get_or_init(|| {
         // Namespaces of earlier runs that were killed before they could remove theirs.
@@ -81,6 +81,8 @@ extern "C" fn remove_ns() {
 /// next address. Deleted on drop.
 pub(crate) struct Veth {
     pub(crate) root: String,
+    /// The end in [`ns`].
+    pub(crate) peer: String,
     pub(crate) v4: Ipv4Addr,
     pub(crate) v6: Ipv6Addr,
     /// RX (and TX) queues of each end.
@@ -120,6 +122,7 @@ impl Veth {
         ip(&add);
         let me = Self {
             root,
+            peer,
             v4,
             v6,
             queues,
@@ -135,7 +138,15 @@ impl Veth {
             "nodad",
         ]);
         ip(&["link", "set", &me.root, "up"]);
-        ip(&["-n", ns, "addr", "add", &format!("{v4p}/24"), "dev", &peer]);
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{v4p}/24"),
+            "dev",
+            &me.peer,
+        ]);
         ip(&[
             "-n",
             ns,
@@ -144,10 +155,10 @@ impl Veth {
             "add",
             &format!("{v6p}/64"),
             "dev",
-            &peer,
+            &me.peer,
             "nodad",
         ]);
-        ip(&["-n", ns, "link", "set", &peer, "up"]);
+        ip(&["-n", ns, "link", "set", &me.peer, "up"]);
         me
     }
 
@@ -238,7 +249,7 @@ fn as_strs(args: &[String]) -> Vec<&str> {
 
 /// gtmd serving `tests/fixtures/zones.toml` plus `extra` over XDP on `veth` (see
 /// [`start`]), its configuration written as `name`.
-fn zones_server(name: &str, veth: &Veth, extra: &str, v6: bool) -> Server {
+pub(crate) fn zones_server(name: &str, veth: &Veth, extra: &str, v6: bool) -> Server {
     let text = std::fs::read_to_string(fixture("zones.toml")).unwrap();
     start(&format!("{text}{extra}"), name, veth, v6, fixtures())
 }

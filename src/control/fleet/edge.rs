@@ -98,7 +98,7 @@ pub fn spawn(
             crate::sys::lower_thread_priority();
             super::set_replicas(fleet.replicas);
             let main = lkg.as_ref().map(|l| fleet.state_dir.join(&l.main));
-            let sharing = api.shared.clone().map(Sharing::new);
+            let sharing = api.shared.clone().map(|s| Sharing::new(s, api.clone()));
             let mut edge = Edge {
                 config_file: main.or_else(|| api.ops.config_file().map(Path::to_path_buf)),
                 keys: Keys::default(),
@@ -604,7 +604,7 @@ impl Edge {
 
 /// A random number for [`EdgeStatus::boot`] (the clock's nanoseconds should the kernel
 /// have no random source).
-fn boot_id() -> u64 {
+pub(super) fn boot_id() -> u64 {
     let mut r = [0u8; 8];
     match crate::sys::fill_random(&mut r) {
         Ok(()) => u64::from_ne_bytes(r),

@@ -27,6 +27,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+use super::members::{Members, MEMBERS_BUCKET};
+use crate::control::api::ApiContext;
 use crate::probe::shared::{Key, Mine, Remote, Shared, FRESH_PERIODS};
 
 /// The KV bucket of the verdicts.
@@ -56,6 +58,9 @@ pub struct Verdict {
     pub check: String,
     /// Its verdict over the edge's vantage points.
     pub up: bool,
+    /// The edge found itself isolated when it wrote this: the verdict does not count.
+    #[serde(default)]
+    pub isolated: bool,
     /// Since when it has held this verdict (Unix ms, the edge's clock).
     pub since_ms: u64,
     /// When it was written (Unix ms, the edge's clock).
@@ -92,10 +97,26 @@ pub(super) struct Sharing {
     received: u64,
     /// The last error (logged once until it changes or sharing works again).
     failing: Option<String>,
+    /// For the heartbeats: the control API (the epoch served), this edge's boot id and
+    /// start.
+    api: Arc<ApiContext>,
+    boot: u64,
+    started: Instant,
+}
+
+/// The membership of one session, reset when the session ends however it ends (an
+/// error, or its future dropped when the engine is lost): this edge then probes
+/// everything itself until it has joined again.
+struct Session(Members);
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.0.reset();
+    }
 }
 
 impl Sharing {
-    pub(super) fn new(shared: Arc<Shared>) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, api: Arc<ApiContext>) -> Self {
         let changed = Arc::new(tokio::sync::Notify::new());
         let c = changed.clone();
         shared.on_change(Box::new(move || c.notify_one()));
@@ -106,6 +127,9 @@ impl Sharing {
             bad: Default::default(),
             received: 0,
             failing: None,
+            api,
+            boot: super::edge::boot_id(),
+            started: Instant::now(),
         }
     }
 
@@ -149,6 +173,17 @@ impl Sharing {
             },
         )
         .await?;
+        let mbucket = Members::bucket(js).await?;
+        let mut mwatch = mbucket
+            .watch_with_history(">")
+            .await
+            .map_err(|e| format!("cannot watch {MEMBERS_BUCKET}: {e}"))?;
+        let mut members = Session(Members::new(
+            self.shared.clone(),
+            self.api.clone(),
+            self.boot,
+            self.started,
+        ));
         // The engine's clock now: stored verdicts are aged against it (not this edge's
         // clock, which may be off), so a verdict an edge left long ago does not count.
         let mut newest = self.engine_now(&bucket).await?;
@@ -170,6 +205,11 @@ impl Sharing {
                     Some(Err(e)) => return Err(format!("watch of {HEALTH_BUCKET} failed: {e}")),
                     None => return Err(format!("watch of {HEALTH_BUCKET} ended")),
                 },
+                w = mwatch.next() => match w {
+                    Some(Ok(entry)) => members.0.receive(&entry),
+                    Some(Err(e)) => return Err(format!("watch of {MEMBERS_BUCKET} failed: {e}")),
+                    None => return Err(format!("watch of {MEMBERS_BUCKET} ended")),
+                },
                 () = self.changed.notified() => {
                     let due = self.shared.take_outbox();
                     self.write(&bucket, due).await?;
@@ -178,6 +218,8 @@ impl Sharing {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
                     }
+                    members.0.beat(&mbucket).await?;
+                    members.0.publish();
                     let mut due = self.shared.take_outbox();
                     if last_scan.elapsed() >= REFRESH_SCAN {
                         last_scan = Instant::now();
@@ -224,6 +266,7 @@ impl Sharing {
         }
         let edge = self.shared.edge().to_string();
         let at_ms = crate::control::ops::unix_ms();
+        let isolated = self.shared.isolated();
         let puts = due.into_iter().map(|((address, check), m)| {
             let k = key(&edge, &address, &check);
             let v = Verdict {
@@ -231,6 +274,7 @@ impl Sharing {
                 address: address.clone(),
                 check: check.clone(),
                 up: m.up,
+                isolated,
                 since_ms: m.since_ms,
                 at_ms,
                 refresh_ms: u64::try_from(m.interval.as_millis()).unwrap_or(u64::MAX),
@@ -284,6 +328,7 @@ impl Sharing {
         self.received += 1;
         let mut r = Remote::new(v.check, v.edge, v.up, age, period * FRESH_PERIODS);
         r.since_ms = v.since_ms;
+        r.isolated = v.isolated;
         self.shared.receive(&v.address, r);
     }
 }

@@ -15,6 +15,7 @@
 //! | `gtmd_epochs` | object store | `epoch-N-DIGEST` -> the bundle |
 //! | `gtmd_edges` | KV, file storage, history 1, entries kept 1 h | `<edge>` -> [`EdgeStatus`] |
 //! | `gtmd_health` | KV, memory storage, history 1, entries kept 4 h | `v.<edge>.<check>` -> [`health::Verdict`] (`share-health`) |
+//! | `gtmd_members` | KV, memory storage, history 1, entries kept 15 s | `<edge>` -> [`members::Heartbeat`] (`share-health`) |
 //!
 //! The pointer is a small KV value, so edges watch one key and a publish is one
 //! compare-and-set on it; the bundle goes to the object store, which chunks it, because a
@@ -42,6 +43,7 @@
 pub mod bundle;
 mod edge;
 pub mod health;
+pub mod members;
 pub mod publish;
 pub mod rollout;
 
@@ -56,7 +58,7 @@ use crate::probe::shared::Shared;
 pub fn shared_health<L>(edge: &Option<(Fleet, L)>) -> Option<Arc<Shared>> {
     edge.as_ref()
         .filter(|(f, _)| f.share_health)
-        .map(|(f, _)| Arc::new(Shared::new(&f.edge)))
+        .map(|(f, _)| Arc::new(Shared::for_fleet(f)))
 }
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -173,6 +173,7 @@ fn render(ctx: &ApiContext, om: bool) -> String {
     checks(&mut e, &known, &reports);
     if let Some(s) = &ctx.shared {
         fleet_votes(&mut e, s);
+        fleet_members(&mut e, s);
     }
     e.finish()
 }
@@ -194,6 +195,42 @@ fn fleet_votes(e: &mut Expo, s: &crate::probe::shared::Shared) {
             ];
             e.sample("gtmd_fleet_votes", "", &labels, n);
         }
+    }
+}
+
+/// A fleet edge sharing health: the members it knows, its probe assignment, isolation.
+fn fleet_members(e: &mut Expo, s: &crate::probe::shared::Shared) {
+    let now = std::time::Instant::now();
+    let view = s.view();
+    let live = view.members.iter().filter(|m| m.live(now)).count();
+    let isolated = view
+        .members
+        .iter()
+        .filter(|m| m.live(now) && m.isolated)
+        .count();
+    let known = view.members.len();
+    e.family(
+        "gtmd_fleet_members",
+        Kind::Gauge,
+        "Fleet members this edge knows from their heartbeats, by state (live: joined and heard from within 6 s; isolated: live and isolated; stale: the others).",
+    );
+    for (state, n) in [
+        ("live", live),
+        ("isolated", isolated),
+        ("stale", known - live),
+    ] {
+        e.sample("gtmd_fleet_members", "", &[("state", state)], n as u64);
+    }
+    let (probed, checks, holding) = s.counts();
+    let gauges: [(&str, &str, u64); 4] = [
+        ("gtmd_fleet_probed_checks", "Checks (address, template, vantage point) this edge probes itself (probe sharding).", probed),
+        ("gtmd_fleet_checks", "Checks (address, template, vantage point) of this edge's configuration.", checks),
+        ("gtmd_fleet_holding", "Templates whose fleet verdict holds: fewer fresh votes than min-vantages.", holding),
+        ("gtmd_fleet_isolated", "1 while this edge is isolated (its checks and anchors fail): it probes nothing and its votes do not count.", u64::from(s.isolated())),
+    ];
+    for (name, help, v) in gauges {
+        e.family(name, Kind::Gauge, help);
+        e.sample(name, "", &[], v);
     }
 }
 

@@ -17,21 +17,22 @@ const PROTO_UDP: u8 = 17;
 /// Hop limit / TTL of answers.
 const TTL: u8 = 64;
 
-/// A query found in a frame.
+/// A query (or any UDP datagram) found in a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Query {
+pub struct Query {
     /// IPv6 (else IPv4).
-    pub(super) v6: bool,
-    /// Where the DNS message starts and ends in the frame.
-    pub(super) start: usize,
-    pub(super) end: usize,
-    /// The client's address.
-    pub(super) client: ClientAddr,
+    pub v6: bool,
+    /// Where the DNS message starts in the frame.
+    pub start: usize,
+    /// Where it ends.
+    pub end: usize,
+    /// The client's (the source) address.
+    pub client: ClientAddr,
 }
 
 /// Headers in front of the DNS message of an answer.
 #[inline]
-pub(super) const fn header_len(v6: bool) -> usize {
+pub const fn header_len(v6: bool) -> usize {
     if v6 {
         ETH + IP6 + UDP
     } else {
@@ -47,7 +48,7 @@ fn be16(b: &[u8], at: usize) -> u16 {
 /// The UDP query in `f`, or `None` for anything else (not IPv4/IPv6, not UDP, IPv4
 /// options or fragments, IPv6 extension headers, lengths that do not add up).
 #[inline]
-pub(super) fn parse(f: &[u8]) -> Option<Query> {
+pub fn parse(f: &[u8]) -> Option<Query> {
     if f.len() < ETH + IP4 + UDP {
         return None;
     }
@@ -119,21 +120,55 @@ pub(super) fn sockaddr(f: &[u8], q: &Query, sa: &mut [u8; 28]) -> usize {
 /// length.
 #[inline]
 pub(super) fn reply(rx: &[u8], q: &Query, out: &mut [u8], dns_len: usize) -> usize {
-    let h = header_len(q.v6);
-    let udp_len = UDP + dns_len;
-    // Ethernet: destination and source swapped, same type.
-    out[0..6].copy_from_slice(&rx[6..12]);
-    out[6..12].copy_from_slice(&rx[0..6]);
-    out[12..14].copy_from_slice(&rx[12..14]);
+    let udp = header_len(q.v6) - UDP;
+    let (src, dst) = if q.v6 {
+        (&rx[ETH + 24..ETH + 40], &rx[ETH + 8..ETH + 24])
+    } else {
+        (&rx[ETH + 16..ETH + 20], &rx[ETH + 12..ETH + 16])
+    };
+    let ends = Ends {
+        dst_mac: &rx[6..12],
+        src_mac: &rx[0..6],
+        src,
+        dst,
+        // from the query's destination port to its source port
+        ports: [&rx[udp + 2..udp + 4], &rx[udp..udp + 2]],
+    };
+    headers(&ends, out, dns_len)
+}
+
+/// Where a frame goes from and to: MACs, IP addresses (4 or 16 octets, both alike) and
+/// UDP ports (source, destination), all in network order.
+struct Ends<'a> {
+    dst_mac: &'a [u8],
+    src_mac: &'a [u8],
+    src: &'a [u8],
+    dst: &'a [u8],
+    ports: [&'a [u8]; 2],
+}
+
+/// Writes a UDP datagram's Ethernet, IP and UDP headers into `out` in front of the
+/// `payload_len` octets already at `out[header_len(v6)..]` (IPv6 when the addresses are
+/// 16 octets): IPv4 header checksum, UDP checksum over the pseudo-header. Returns the
+/// frame's length.
+#[inline]
+fn headers(e: &Ends, out: &mut [u8], payload_len: usize) -> usize {
+    let v6 = e.src.len() == 16;
+    let h = header_len(v6);
+    let udp_len = UDP + payload_len;
+    out[0..6].copy_from_slice(e.dst_mac);
+    out[6..12].copy_from_slice(e.src_mac);
+    let ethertype = if v6 { ETH_P_IPV6 } else { ETH_P_IP };
+    out[12..14].copy_from_slice(&ethertype.to_be_bytes());
     let udp = h - UDP;
-    let pseudo = if q.v6 {
+    let pseudo = if v6 {
         let ip = &mut out[ETH..ETH + IP6];
         ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
         ip[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
         ip[6] = PROTO_UDP;
         ip[7] = TTL;
-        ip[8..24].copy_from_slice(&rx[ETH + 24..ETH + 40]); // from the query's destination
-        ip[24..40].copy_from_slice(&rx[ETH + 8..ETH + 24]); // to its source
+        ip[8..24].copy_from_slice(e.src);
+        ip[24..40].copy_from_slice(e.dst);
         sum(&ip[8..40], PROTO_UDP as u64 + udp_len as u64)
     } else {
         let ip = &mut out[ETH..ETH + IP4];
@@ -145,22 +180,61 @@ pub(super) fn reply(rx: &[u8], q: &Query, out: &mut [u8], dns_len: usize) -> usi
         ip[8] = TTL;
         ip[9] = PROTO_UDP;
         ip[10..12].copy_from_slice(&[0, 0]);
-        ip[12..16].copy_from_slice(&rx[ETH + 16..ETH + 20]);
-        ip[16..20].copy_from_slice(&rx[ETH + 12..ETH + 16]);
+        ip[12..16].copy_from_slice(e.src);
+        ip[16..20].copy_from_slice(e.dst);
         let c = fold(sum(ip, 0));
         ip[10..12].copy_from_slice(&(!c).to_be_bytes());
         sum(&ip[12..20], PROTO_UDP as u64 + udp_len as u64)
     };
-    let rx_udp = header_len(q.v6) - UDP;
-    out[udp..udp + 2].copy_from_slice(&rx[rx_udp + 2..rx_udp + 4]); // source port: theirs to us
-    out[udp + 2..udp + 4].copy_from_slice(&rx[rx_udp..rx_udp + 2]);
+    out[udp..udp + 2].copy_from_slice(e.ports[0]);
+    out[udp + 2..udp + 4].copy_from_slice(e.ports[1]);
     out[udp + 4..udp + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
     out[udp + 6..udp + 8].copy_from_slice(&[0, 0]);
     let c = !fold(sum(&out[udp..udp + udp_len], pseudo));
     // 0 means "no checksum" (IPv4) and is not allowed (IPv6): send its other form.
     let c = if c == 0 { 0xFFFF } else { c };
     out[udp + 6..udp + 8].copy_from_slice(&c.to_be_bytes());
-    h + dns_len
+    h + payload_len
+}
+
+/// Builds into `out` the frame of one UDP datagram from `src` to `dst` (same family)
+/// carrying `payload`, from MAC `src_mac` to `dst_mac`, with complete IPv4 header and
+/// UDP checksums; returns its length, or `None` when the families differ or `out` is too
+/// short. For a sender (the AF_XDP load generator).
+pub fn udp(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: std::net::SocketAddr,
+    dst: std::net::SocketAddr,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    use std::net::SocketAddr::{V4, V6};
+    let (s, d) = match (src, dst) {
+        (V4(s), V4(d)) => (s.ip().octets().to_vec(), d.ip().octets().to_vec()),
+        (V6(s), V6(d)) => (s.ip().octets().to_vec(), d.ip().octets().to_vec()),
+        _ => return None,
+    };
+    let h = header_len(src.is_ipv6());
+    if h + payload.len() > out.len() || UDP + payload.len() > u16::MAX as usize - IP4 {
+        return None;
+    }
+    out[h..h + payload.len()].copy_from_slice(payload);
+    let ends = Ends {
+        dst_mac: &dst_mac,
+        src_mac: &src_mac,
+        src: &s,
+        dst: &d,
+        ports: [&src.port().to_be_bytes(), &dst.port().to_be_bytes()],
+    };
+    Some(headers(&ends, out, payload.len()))
+}
+
+/// The UDP source and destination ports of the datagram `q` found in `f` by [`parse`].
+#[inline]
+pub fn ports(f: &[u8], q: &Query) -> (u16, u16) {
+    let udp = q.start - UDP;
+    (be16(f, udp), be16(f, udp + 2))
 }
 
 /// The one's-complement sum (RFC 1071) of `b` as big-endian 16-bit words plus `acc`,
@@ -294,5 +368,38 @@ mod tests {
                 assert_eq!(fold(sum(udp, 0) + pseudo), 0xFFFF, "v6={v6} {}", dns.len());
             }
         }
+    }
+
+    /// A frame built by [`udp`] parses back to its payload and ports, and carries checksums
+    /// the kernel accepts; families that differ or a short buffer are refused.
+    #[test]
+    fn builds_udp_frames_with_valid_checksums() {
+        let (a, b) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        for (src, dst) in [
+            ("10.0.0.2:40001", "10.0.0.1:53"),
+            ("[2001:db8::2]:40001", "[2001:db8::1]:53"),
+        ] {
+            let (src, dst) = (src.parse().unwrap(), dst.parse().unwrap());
+            for payload in [&b"odd"[..], &b"even"[..]] {
+                let mut out = [0u8; 128];
+                let n = udp(a, b, src, dst, payload, &mut out).unwrap();
+                let q = parse(&out[..n]).unwrap();
+                assert_eq!(&out[q.start..q.end], payload);
+                assert_eq!(ports(&out, &q), (40001, 53));
+                assert_eq!((&out[0..6], &out[6..12]), (&b[..], &a[..]));
+                let h = header_len(q.v6);
+                let pseudo = if q.v6 {
+                    sum(&out[ETH + 8..ETH + 40], 17 + (n - h + UDP) as u64)
+                } else {
+                    assert_eq!(fold(sum(&out[ETH..ETH + IP4], 0)), 0xFFFF);
+                    sum(&out[ETH + 12..ETH + 20], 17 + (n - h + UDP) as u64)
+                };
+                assert_eq!(fold(sum(&out[h - UDP..n], 0) + pseudo), 0xFFFF);
+            }
+        }
+        let v4: std::net::SocketAddr = "10.0.0.2:1".parse().unwrap();
+        let v6: std::net::SocketAddr = "[::1]:1".parse().unwrap();
+        assert_eq!(udp(a, b, v4, v6, b"x", &mut [0u8; 128]), None);
+        assert_eq!(udp(a, b, v4, v4, &[0; 200], &mut [0u8; 128]), None);
     }
 }

@@ -9,8 +9,8 @@
 //! the interface, e.g. over loopback). The program is attached through a bpf_link, which
 //! the kernel drops when gtmd's descriptor closes: on exit, also on a crash.
 
-mod frame;
-mod ring;
+pub mod frame;
+pub mod ring;
 pub mod stats;
 
 use std::io;
@@ -80,12 +80,7 @@ pub fn attach(
     udp_payload: u16,
 ) -> Result<(Attached, Vec<Socket>), String> {
     let iface = &conf.interface;
-    let name = std::ffi::CString::new(iface.as_str()).map_err(|_| "bad interface name")?;
-    // SAFETY: a valid NUL-terminated name for the call.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        return Err(format!("server.xdp.interface: no interface '{iface}' here"));
-    }
+    let ifindex = ifindex(iface).map_err(|e| format!("server.xdp.interface: {e}"))?;
     if conf.queues as usize > shards {
         return Err(format!(
             "server.xdp.queues = {} needs as many shards (shard i serves queue i), there are {shards}",
@@ -97,26 +92,8 @@ pub fn attach(
         let x = ring::Xsk::open(ifindex, q).map_err(|e| socket_error(iface, q, &e))?;
         sockets.push(Socket(x, Arc::new(Stats::new(q as usize))));
     }
-    let mut ebpf =
-        aya::Ebpf::load(PROGRAM).map_err(|e| bpf_error("cannot load the XDP program", &e))?;
-    fill_maps(&mut ebpf, listen, &sockets)?;
-    let prog: &mut Xdp = ebpf
-        .program_mut("gtmd_xdp")
-        .ok_or("the XDP object has no program gtmd_xdp")?
-        .try_into()
-        .map_err(|e| bpf_error("gtmd_xdp", &e))?;
-    prog.load()
-        .map_err(|e| bpf_error("the kernel refused the XDP program", &e))?;
-    let mode = match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
-        Ok(_) => "native",
-        Err(native) => match prog.attach_to_if_index(ifindex, XdpMode::Skb) {
-            Ok(_) => {
-                warn!(interface = %iface, "xdp: native mode refused ({}): generic (skb) mode, slower", chain(&native));
-                "generic"
-            }
-            Err(e) => return Err(bpf_error(&format!("cannot attach to {iface}"), &e)),
-        },
-    };
+    let xsks: Vec<&ring::Xsk> = sockets.iter().map(|s| &s.0).collect();
+    let (ebpf, mode) = load(ifindex, iface, listen, &xsks)?;
     let zero_copy = sockets.iter().all(|s| s.0.zero_copy);
     let need_wakeup = sockets.iter().all(|s| s.0.need_wakeup);
     // aya attaches through bpf_link_create where the kernel has it (5.9), else netlink.
@@ -168,12 +145,70 @@ pub fn attach(
     ))
 }
 
+/// The index of interface `iface`.
+pub fn ifindex(iface: &str) -> Result<u32, String> {
+    let name = std::ffi::CString::new(iface).map_err(|_| "bad interface name")?;
+    // SAFETY: a valid NUL-terminated name for the call.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(format!("no interface '{iface}' here"));
+    }
+    Ok(ifindex)
+}
+
+/// Loads the XDP program, lets it redirect UDP to `listen` into `xsks` (each on its
+/// queue), and attaches it to `iface` (native mode, else generic); returns the program
+/// and the mode.
+fn load(
+    ifindex: u32,
+    iface: &str,
+    listen: &[SocketAddr],
+    xsks: &[&ring::Xsk],
+) -> Result<(aya::Ebpf, &'static str), String> {
+    let mut ebpf =
+        aya::Ebpf::load(PROGRAM).map_err(|e| bpf_error("cannot load the XDP program", &e))?;
+    fill_maps(&mut ebpf, listen, xsks)?;
+    let prog: &mut Xdp = ebpf
+        .program_mut("gtmd_xdp")
+        .ok_or("the XDP object has no program gtmd_xdp")?
+        .try_into()
+        .map_err(|e| bpf_error("gtmd_xdp", &e))?;
+    prog.load()
+        .map_err(|e| bpf_error("the kernel refused the XDP program", &e))?;
+    let mode = match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
+        Ok(_) => "native",
+        Err(native) => match prog.attach_to_if_index(ifindex, XdpMode::Skb) {
+            Ok(_) => {
+                warn!(interface = %iface, "xdp: native mode refused ({}): generic (skb) mode, slower", chain(&native));
+                "generic"
+            }
+            Err(e) => return Err(bpf_error(&format!("cannot attach to {iface}"), &e)),
+        },
+    };
+    Ok((ebpf, mode))
+}
+
+/// Attaches gtmd's XDP program to `iface` so that UDP to one of `to` (address and port;
+/// 0.0.0.0 or :: for any address of that port; at most 64 of each family, the size of
+/// the program's maps) goes to `xsk`, on its queue; everything else passes to the
+/// kernel. For a tool that receives through AF_XDP (the load generator `gtmd-xdpload`).
+/// Returns the attachment (detached when dropped) and the mode (`native`, `generic`).
+pub fn redirect(
+    iface: &str,
+    to: &[SocketAddr],
+    xsk: &ring::Xsk,
+) -> Result<(Attached, &'static str), String> {
+    let (ebpf, mode) = load(ifindex(iface)?, iface, to, &[xsk])?;
+    let interface = iface.to_string();
+    Ok((Attached { ebpf, interface }, mode))
+}
+
 /// The listeners into `dst4`/`dst6` (address and port in network order; 0.0.0.0 and ::
 /// as wildcards), the sockets into `xsks` by queue.
 fn fill_maps(
     ebpf: &mut aya::Ebpf,
     listen: &[SocketAddr],
-    sockets: &[Socket],
+    sockets: &[&ring::Xsk],
 ) -> Result<(), String> {
     let map = |e: &mut aya::Ebpf, n: &str| e.map_mut(n).is_some();
     if !map(ebpf, "dst4") || !map(ebpf, "dst6") || !map(ebpf, "xsks") {
@@ -202,7 +237,7 @@ fn fill_maps(
     let m = ebpf.map_mut("xsks").expect("checked");
     let mut xsks = XskMap::try_from(m).map_err(|e| bpf_error("xsks", &e))?;
     for s in sockets {
-        xsks.set(s.0.queue, s.0.fd(), 0)
+        xsks.set(s.queue, s.fd(), 0)
             .map_err(|e| bpf_error("cannot add an AF_XDP socket to the map", &e))?;
     }
     Ok(())

@@ -9,11 +9,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Frame (chunk) size: a page, the largest aligned-mode chunk.
-pub(super) const FRAME: usize = 4096;
+pub const FRAME: usize = 4096;
 /// Frames of the receive pool, and the size of the fill and RX rings.
-pub(super) const RX_FRAMES: u32 = 1024;
+pub const RX_FRAMES: u32 = 1024;
 /// Frames of the transmit pool, and the size of the TX and completion rings.
-pub(super) const TX_FRAMES: u32 = 1024;
+pub const TX_FRAMES: u32 = 1024;
 const UMEM_LEN: usize = FRAME * (RX_FRAMES + TX_FRAMES) as usize;
 
 /// A mapped ring: producer and consumer indices shared with the kernel, and the entries.
@@ -124,7 +124,7 @@ impl Drop for Ring {
 }
 
 /// An AF_XDP socket bound to one queue of one interface.
-pub(super) struct Xsk {
+pub struct Xsk {
     fd: OwnedFd,
     umem: *mut u8,
     fill: Ring,
@@ -134,12 +134,12 @@ pub(super) struct Xsk {
     /// Transmit frames not in the kernel's hands.
     free_tx: Vec<u64>,
     /// Bound in zero-copy mode (else copy mode).
-    pub(super) zero_copy: bool,
+    pub zero_copy: bool,
     /// Bound with `XDP_USE_NEED_WAKEUP`: the kernel says through the fill and TX rings'
     /// flags when it needs a syscall to look at them (else every kick is needed).
-    pub(super) need_wakeup: bool,
+    pub need_wakeup: bool,
     /// The queue it is bound to.
-    pub(super) queue: u32,
+    pub queue: u32,
 }
 
 // SAFETY: the socket, its UMEM and its rings belong to the one shard thread it is moved to;
@@ -171,7 +171,7 @@ impl Xsk {
     /// Opens a socket on queue `queue` of interface `ifindex`: zero-copy when the driver
     /// supports it, else copy mode; with `XDP_USE_NEED_WAKEUP`, and without it only when
     /// the kernel refuses the flag (EINVAL: a kernel that does not know it).
-    pub(super) fn open(ifindex: u32, queue: u32) -> io::Result<Self> {
+    pub fn open(ifindex: u32, queue: u32) -> io::Result<Self> {
         let mut last = io::Error::from_raw_os_error(libc::EINVAL);
         for need_wakeup in [true, false] {
             for zero_copy in [true, false] {
@@ -318,7 +318,7 @@ impl Xsk {
     }
 
     /// The socket's descriptor (for the XSKMAP and poll).
-    pub(super) fn fd(&self) -> RawFd {
+    pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
@@ -331,7 +331,7 @@ impl Xsk {
     }
 
     /// Takes back the transmit frames the kernel has sent.
-    pub(super) fn reclaim(&mut self) {
+    pub fn reclaim(&mut self) {
         let n = self.comp.available();
         for _ in 0..n {
             // SAFETY: the kernel produced this entry (below its producer index).
@@ -417,8 +417,79 @@ impl Xsk {
         (n, sent)
     }
 
+    /// Sends up to `max` frames (at most the free transmit frames and the TX ring's room):
+    /// `f` writes each into a transmit frame and returns its length (0: stop here, that
+    /// frame stays free). Returns how many were put on TX; the caller kicks the kernel
+    /// ([`Xsk::tx_needs_kick`], [`Xsk::kick`]) and takes the sent frames back with
+    /// [`Xsk::reclaim`]. For a sender (the AF_XDP load generator); the server's path is
+    /// [`Xsk::serve_batch`].
+    pub fn transmit(&mut self, max: u32, mut f: impl FnMut(&mut [u8]) -> usize) -> u32 {
+        let n = max.min(self.free_tx.len() as u32).min(self.tx.room());
+        let mut sent = 0;
+        while sent < n {
+            let Some(addr) = self.free_tx.pop() else {
+                break;
+            };
+            // SAFETY: `addr` is a chunk of the transmit pool taken from our free list, so
+            // neither the kernel nor another slice has it.
+            let buf =
+                unsafe { std::slice::from_raw_parts_mut(self.umem.add(addr as usize), FRAME) };
+            let len = f(buf).min(FRAME);
+            if len == 0 {
+                self.free_tx.push(addr);
+                break;
+            }
+            let desc = libc::xdp_desc {
+                addr,
+                len: len as u32,
+                options: 0,
+            };
+            // SAFETY: `sent < n <= room`: the slot is ours.
+            unsafe { *self.tx.entry::<libc::xdp_desc>(self.tx.local) = desc };
+            self.tx.local = self.tx.local.wrapping_add(1);
+            sent += 1;
+        }
+        if sent > 0 {
+            self.tx.producer().store(self.tx.local, Ordering::Release);
+        }
+        sent
+    }
+
+    /// Takes up to `max` received frames, calling `f` on each, and gives their frames back
+    /// to the fill ring. Returns how many were received. For a receiver that does not
+    /// answer (the AF_XDP load generator).
+    pub fn receive(&mut self, max: u32, mut f: impl FnMut(&[u8])) -> u32 {
+        let n = self.rx.available().min(max);
+        for _ in 0..n {
+            // SAFETY: the kernel produced this entry (below its producer index).
+            let d = unsafe { *self.rx.entry::<libc::xdp_desc>(self.rx.local) };
+            self.rx.local = self.rx.local.wrapping_add(1);
+            let chunk = d.addr & !(FRAME as u64 - 1);
+            let in_rx_pool = chunk < RX_FRAMES as u64 * FRAME as u64;
+            if in_rx_pool
+                && (d.addr as usize).saturating_add(d.len as usize) <= chunk as usize + FRAME
+            {
+                // SAFETY: the frame lies in one chunk of the receive pool, ours until it
+                // goes back to the fill ring below.
+                f(unsafe {
+                    std::slice::from_raw_parts(self.umem.add(d.addr as usize), d.len as usize)
+                });
+            }
+            if in_rx_pool {
+                self.fill_one(chunk);
+            }
+        }
+        if n > 0 {
+            self.rx.consumer().store(self.rx.local, Ordering::Release);
+            self.fill
+                .producer()
+                .store(self.fill.local, Ordering::Release);
+        }
+        n
+    }
+
     /// Frames given to TX that the kernel has not taken yet.
-    pub(super) fn tx_pending(&self) -> u32 {
+    pub fn tx_pending(&self) -> u32 {
         self.tx
             .local
             .wrapping_sub(self.tx.consumer().load(Ordering::Acquire))
@@ -426,7 +497,7 @@ impl Xsk {
 
     /// The kernel's counters of this socket (`XDP_STATISTICS`): frames dropped for want of
     /// room in RX or of fill entries, invalid descriptors.
-    pub(super) fn stats(&self) -> Option<libc::xdp_statistics> {
+    pub fn stats(&self) -> Option<libc::xdp_statistics> {
         // SAFETY: all-zero is a valid xdp_statistics (plain integers).
         let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
@@ -447,19 +518,32 @@ impl Xsk {
     /// with it, when the TX ring's flag asks, which in copy mode is always (the kernel
     /// keeps it set: it sends only inside the syscall) and in zero-copy mode when the
     /// driver is idle.
-    pub(super) fn tx_needs_kick(&self) -> bool {
+    pub fn tx_needs_kick(&self) -> bool {
         !self.need_wakeup || self.tx.needs_wakeup()
     }
 
     /// Whether the kernel needs a syscall (poll, recvfrom) to take fill entries and
     /// receive: with need-wakeup, only when the fill ring's flag asks (a zero-copy driver
     /// that went idle); without it, every turn.
-    pub(super) fn rx_needs_kick(&self) -> bool {
+    pub fn rx_needs_kick(&self) -> bool {
         !self.need_wakeup || self.fill.needs_wakeup()
     }
 
+    /// Waits up to `ms` milliseconds for a received frame (poll for POLLIN); with
+    /// need-wakeup in copy mode the poll also sends what TX holds. For a tool with nothing
+    /// else to wait on (a shard polls this socket together with its kernel sockets).
+    pub fn wait(&self, ms: i32) {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the call.
+        unsafe { libc::poll(&mut p, 1, ms) };
+    }
+
     /// Tells the kernel to send what TX holds (copy mode sends up to 32 frames a call).
-    pub(super) fn kick(&self) {
+    pub fn kick(&self) {
         // SAFETY: a zero-length sendto on our socket, no buffers.
         unsafe {
             libc::sendto(
