@@ -129,6 +129,25 @@ fn default_edge(identity: Option<&str>) -> String {
     }
 }
 
+/// `state-dir`, made absolute; `None` (reported) when empty or missing.
+fn state_dir(f: &Spanned<FleetSpec>, ctx: &mut Ctx<'_>) -> Option<PathBuf> {
+    match &f.get_ref().state_dir {
+        Some(d) if d.get_ref().is_empty() => {
+            ctx.err(
+                d,
+                "fleet.state-dir",
+                "empty: name a folder this edge may write",
+            );
+            None
+        }
+        Some(d) => Some(ctx.path(d.get_ref())),
+        None => {
+            ctx.err(f, "fleet.state-dir", "missing: the folder where this edge keeps its last-known-good epoch, e.g. state-dir = \"/var/lib/gtmd/fleet\"");
+            None
+        }
+    }
+}
+
 /// `[fleet]`, every mistake reported at its line.
 pub(super) fn validate(
     f: &Spanned<FleetSpec>,
@@ -170,41 +189,17 @@ pub(super) fn validate(
         }
         None => default_edge(identity),
     };
-    let state_dir = match &spec.state_dir {
-        Some(d) if d.get_ref().is_empty() => {
-            ctx.err(
-                d,
-                "fleet.state-dir",
-                "empty: name a folder this edge may write",
-            );
-            ok = false;
-            PathBuf::new()
-        }
-        Some(d) => ctx.path(d.get_ref()),
-        None => {
-            ctx.err(f, "fleet.state-dir", "missing: the folder where this edge keeps its last-known-good epoch, e.g. state-dir = \"/var/lib/gtmd/fleet\"");
-            ok = false;
-            PathBuf::new()
-        }
-    };
+    let state_dir = state_dir(f, ctx);
+    ok &= state_dir.is_some();
+    let state_dir = state_dir.unwrap_or_default();
     let share_health = spec.share_health.as_ref().is_none_or(|s| *s.get_ref());
-    let replicas = match &spec.replicas {
-        None => 1,
-        Some(r) if (1..=MAX_REPLICAS as i64).contains(r.get_ref()) => *r.get_ref() as usize,
-        Some(r) => {
-            ctx.err(
-                r,
-                "fleet.replicas",
-                format!(
-                    "{} is not 1 to {MAX_REPLICAS} (copies of each bucket: 3 in a cluster of 3 \
-                     nats-servers, at most the cluster's size)",
-                    r.get_ref()
-                ),
-            );
-            ok = false;
-            1
-        }
-    };
+    let replicas = ctx.int_noted(
+        &spec.replicas,
+        "fleet.replicas",
+        1..=MAX_REPLICAS as i64,
+        " (copies of each bucket: 3 in a cluster of 3 nats-servers, at most its size)",
+    );
+    ok &= spec.replicas.is_none() || replicas.is_some();
     let group = match &spec.group {
         Some(g) => {
             let why =
@@ -243,7 +238,7 @@ pub(super) fn validate(
         edge,
         state_dir,
         share_health,
-        replicas,
+        replicas: replicas.unwrap_or(1),
         group,
         probes_per_group: k.unwrap_or(3),
         min_vantages: m.unwrap_or(2),
