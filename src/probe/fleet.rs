@@ -77,7 +77,8 @@ impl Outlet {
     /// The fleet's verdict on `address`: per template, this edge's own verdict (when it
     /// probes the template and is not isolated) and the other edges' votes, with the
     /// `min-vantages` rule; a template with too few fresh votes holds its last verdict,
-    /// and an address with a template never decided is left as it is.
+    /// a template never decided is left out (the others decide, as on a single node), and
+    /// an address with no template decided is left as it is.
     pub(super) fn fleet_vote(&self, address: &str) {
         let Some(s) = &self.shared else {
             return;
@@ -93,6 +94,9 @@ impl Outlet {
         let mine = reports.get(address).filter(|_| own_counts);
         let mut d = self.decided.borrow_mut();
         let mut all_up = true;
+        // Templates with a verdict (decided now, or held at their last one); one never
+        // decided is left out, as a single node leaves out a template without a result.
+        let mut decided = 0;
         for (t, rate) in templates {
             let own = mine.and_then(|v| verdict::template_up(v.iter().map(Report::vote), t));
             let theirs: Vec<Option<bool>> = others
@@ -106,16 +110,14 @@ impl Outlet {
                     d.held.remove(&key);
                     d.last.insert(key, up);
                     all_up &= up;
+                    decided += 1;
                 }
                 None => {
                     let last = d.last.get(&key).copied();
                     d.held.insert(key);
-                    match last {
-                        Some(up) => all_up &= up,
-                        None => {
-                            s.set_held(d.held.len());
-                            return;
-                        }
+                    if let Some(up) = last {
+                        all_up &= up;
+                        decided += 1;
                     }
                 }
             }
@@ -123,14 +125,18 @@ impl Outlet {
         s.set_held(d.held.len());
         drop(d);
         drop(reports);
-        self.set_probe(address, all_up);
+        // An address with no template decided yet is left as it is.
+        if decided > 0 {
+            self.set_probe(address, all_up);
+        }
     }
 }
 
 impl Prober {
     /// Takes a new membership view, if there is one: checks this edge no longer probes
-    /// stop (their results and verdicts dropped), checks it now probes start at once,
-    /// and the addresses concerned are counted again.
+    /// stop (their results dropped; this edge's last verdict counts until it ages out,
+    /// as on the other edges), checks it now probes start at once in the state the fleet
+    /// last decided, and the addresses concerned (and those holding) are counted again.
     pub(super) fn take_view(&mut self) {
         let Some(s) = self.out.shared.clone() else {
             return;
@@ -156,6 +162,13 @@ impl Prober {
             t.probing = p;
             touched.push(t.address.clone());
             if p {
+                // Handed over: it starts where the fleet left it, so `down-after` applies
+                // (a fresh state would let the first result decide).
+                if t.flap.up().is_none() {
+                    let key = (t.address.clone(), t.check.name.clone());
+                    let last = self.out.decided.borrow().last.get(&key).copied();
+                    t.flap = verdict::Flap::assume(last.unwrap_or(true));
+                }
                 t.next = now;
                 self.timers.schedule(now, i);
                 continue;
@@ -200,6 +213,9 @@ impl Prober {
                 "fleet: probe assignment changed"
             );
         }
+        // A new view may change how many fresh votes a template needs: those holding
+        // are counted again too.
+        touched.extend(self.out.decided.borrow().held.iter().map(|k| k.0.clone()));
         touched.sort();
         touched.dedup();
         for a in touched {

@@ -13,6 +13,13 @@
 //! checks it held, to the next in rank. The hashes are fixed here (not `std`'s, which may
 //! change between Rust versions), so edges of different builds agree.
 //!
+//! **Same configuration.** Only members whose heartbeat reports the epoch this edge
+//! serves, with the same apply outcome (`ok`, or the same refused epoch), share its checks:
+//! a member on another epoch (a rollout under way, a refused epoch, a member on its own
+//! file while this edge follows the engine) may not have a check at all, so it is given
+//! none, and this edge probes its share among the members on its own epoch (alone: all
+//! of it). Edges on their own files (epoch 0) are taken to serve the same checks.
+//!
 //! **Live.** A member is live once 2 of its heartbeats arrived (under one boot id), and
 //! while its last one arrived less than [`STALE`] ago, by this edge's monotonic clock.
 //! An *isolated* member (its own checks and its anchors failing) is live but probes
@@ -83,9 +90,16 @@ impl View {
     /// The view from the members table at `now`; `me` is this edge's name, `k` its
     /// `probes-per-group`.
     pub fn new(me: &str, k: usize, members: Vec<Member>, now: Instant) -> Self {
-        let joined = members.iter().any(|m| m.edge == me && m.live(now));
+        let mine = members.iter().find(|m| m.edge == me && m.live(now));
+        let joined = mine.is_some();
+        // Only members that serve what this edge serves (same epoch, same apply outcome)
+        // are given checks: one on another configuration may not have the check at all.
+        let same = |m: &Member| mine.is_some_and(|x| x.epoch == m.epoch && x.apply == m.apply);
         let mut probers: Vec<(String, Vec<(u64, String)>)> = Vec::new();
-        for m in members.iter().filter(|m| m.live(now) && !m.isolated) {
+        for m in members
+            .iter()
+            .filter(|m| m.live(now) && !m.isolated && same(m))
+        {
             let entry = (edge_id(&m.edge), m.edge.clone());
             match probers.iter_mut().find(|(g, _)| *g == m.group) {
                 Some((_, l)) => l.push(entry),
@@ -286,6 +300,30 @@ mod tests {
         }
         // e3 held about 3/5 of them.
         assert!((1000..1400).contains(&moved), "{moved}");
+    }
+
+    #[test]
+    fn members_on_another_epoch_are_given_no_checks() {
+        let now = Instant::now();
+        let mut all = fleet(4);
+        all[0].epoch = 7;
+        all[1].epoch = 7;
+        all[2].epoch = 6;
+        all[3].epoch = 7;
+        all[3].apply = "refused epoch 8".into();
+        // e0 and e1 share epoch 7: every check is theirs; e2 (epoch 6) and e3 (refused 8)
+        // are given none by e0.
+        let v = View::new("e0", 3, all.clone(), now);
+        assert_eq!(v.expected(), 2);
+        for c in 0..200 {
+            let mut p = v.probers(c);
+            p.sort_unstable();
+            assert_eq!(p, ["e0", "e1"]);
+            assert!(v.probes("e0", c));
+        }
+        // e2 alone on its epoch probes everything it has.
+        let w = View::new("e2", 1, all, now);
+        assert!(w.joined && w.expected() == 1 && (0..200).all(|c| w.probes("e2", c)));
     }
 
     #[test]
