@@ -43,6 +43,9 @@ pub(super) struct Isolation {
     isolated: bool,
     /// Each anchor task's last result since the anchors were started.
     results: HashMap<usize, bool>,
+    /// Anchor tasks that could not be sent (no ICMP socket, not permitted): no result,
+    /// neither failing nor answering.
+    unusable: HashSet<usize>,
     /// When the share of failing checks was last counted.
     counted: Option<Instant>,
     /// A check's result came since.
@@ -88,8 +91,9 @@ impl Outlet {
         };
         let view = s.view();
         let need = s.sharding().min_vantages.min(view.expected()).max(1);
-        let own_counts = !(view.joined && s.isolated());
-        let others = s.remote_votes(address, Instant::now());
+        let ignore = view.isolation_ignored();
+        let own_counts = !(view.joined && s.isolated()) || ignore;
+        let others = s.remote_votes(address, Instant::now(), ignore);
         let reports = self.reports.lock().expect("reports lock");
         let mine = reports.get(address).filter(|_| own_counts);
         let mut d = self.decided.borrow_mut();
@@ -239,6 +243,7 @@ impl Prober {
         let now = Instant::now();
         let on = self.isolation.suspect || self.isolation.isolated;
         self.isolation.results.clear();
+        self.isolation.unusable.clear();
         for a in anchors {
             let family: Vec<Option<IpAddr>> = sources
                 .iter()
@@ -316,6 +321,7 @@ impl Prober {
     fn set_anchors(&mut self, on: bool) {
         let now = Instant::now();
         self.isolation.results.clear();
+        self.isolation.unusable.clear();
         for i in 0..self.list.len() {
             let t = &mut self.list[i];
             if !t.anchor || t.probing == on {
@@ -341,7 +347,9 @@ impl Prober {
         }
         let ok = outcome.is_ok();
         self.isolation.results.insert(i, ok);
-        let anchors = self.list.iter().filter(|t| t.anchor).count();
+        self.isolation.unusable.remove(&i);
+        // Anchors that cannot be probed from here are not counted.
+        let anchors = self.list.iter().filter(|t| t.anchor).count() - self.isolation.unusable.len();
         let target = self.list[i].target;
         if ok && self.isolation.isolated {
             self.isolation.isolated = false;
@@ -362,6 +370,54 @@ impl Prober {
             s.set_isolated(true);
         }
     }
+}
+
+impl Prober {
+    /// An anchor that could not be probed from here (`why`: no ICMP socket, sending not
+    /// permitted): not a failure (this edge's network is not judged by it); logged once
+    /// per round of anchors.
+    pub(super) fn anchor_unusable(&mut self, i: usize, why: &str) {
+        self.isolation.results.remove(&i);
+        if self.isolation.unusable.insert(i) {
+            let t = &self.list[i];
+            warn!(anchor = %t.target.ip(), source = ?t.source, "fleet: anchor cannot be probed from here ({why}): not counted as failing");
+        }
+        let at = self.list[i].wakeup();
+        self.timers.schedule(at, i);
+    }
+
+    /// At start-up and reload: warns when ICMP anchors are configured but echo requests
+    /// cannot be sent (those anchors will never count as failing, nor answering).
+    pub(super) fn check_anchors(&mut self) {
+        let Some(icmp) = self.icmp.as_mut() else {
+            if let Some(t) = self
+                .list
+                .iter()
+                .find(|t| t.anchor && t.check.protocol == Protocol::Ping)
+            {
+                warn!(anchor = %t.target.ip(), "fleet: ICMP anchors are configured but ICMP is unavailable: they cannot tell this edge's isolation");
+            }
+            return;
+        };
+        for t in self
+            .list
+            .iter()
+            .filter(|t| t.anchor && t.check.protocol == Protocol::Ping)
+        {
+            if !icmp.usable(t.source, t.target.is_ipv6()) {
+                warn!(anchor = %t.target.ip(), source = ?t.source, "fleet: ICMP anchor configured but echo requests cannot be sent from here: it cannot tell this edge's isolation");
+            }
+        }
+    }
+}
+
+/// Whether a check that could not start failed for a local reason (no ICMP socket, not
+/// permitted to send) rather than the network's: an anchor failing so says nothing about
+/// this edge's isolation.
+pub(super) fn local_error(why: &str) -> bool {
+    why.starts_with("no ICMP socket")
+        || why.contains("Operation not permitted")
+        || why.contains("Permission denied")
 }
 
 /// The template an anchor is probed with: a TCP connect (or one ICMP echo, lost =

@@ -84,6 +84,9 @@ pub struct View {
     k: usize,
     /// Every member known (live or not), for the API.
     pub members: Vec<Member>,
+    /// Most live members say they are isolated: isolation is ignored (see
+    /// [`View::isolation_ignored`]).
+    ignore_isolation: bool,
 }
 
 impl View {
@@ -92,13 +95,16 @@ impl View {
     pub fn new(me: &str, k: usize, members: Vec<Member>, now: Instant) -> Self {
         let mine = members.iter().find(|m| m.edge == me && m.live(now));
         let joined = mine.is_some();
+        let live = members.iter().filter(|m| m.live(now)).count();
+        let isolated = members.iter().filter(|m| m.live(now) && m.isolated).count();
+        let ignore_isolation = isolated * 2 > live;
         // Only members that serve what this edge serves (same epoch, same apply outcome)
         // are given checks: one on another configuration may not have the check at all.
         let same = |m: &Member| mine.is_some_and(|x| x.epoch == m.epoch && x.apply == m.apply);
         let mut probers: Vec<(String, Vec<(u64, String)>)> = Vec::new();
         for m in members
             .iter()
-            .filter(|m| m.live(now) && !m.isolated && same(m))
+            .filter(|m| m.live(now) && (!m.isolated || ignore_isolation) && same(m))
         {
             let entry = (edge_id(&m.edge), m.edge.clone());
             match probers.iter_mut().find(|(g, _)| *g == m.group) {
@@ -115,18 +121,27 @@ impl View {
             probers,
             k: k.max(1),
             members,
+            ignore_isolation,
         }
+    }
+
+    /// Whether isolation is ignored: when most live members say they are isolated, the
+    /// likelier cause is shared (the anchors behind the same upstream as the targets,
+    /// anchors unreachable from every edge), not each edge's own network; then the
+    /// isolated members keep their checks and every verdict counts, as without anchors.
+    pub fn isolation_ignored(&self) -> bool {
+        self.ignore_isolation
     }
 
     /// What decides who probes: the live probing members by group (and K). Two views
     /// with the same key assign every check alike.
-    pub fn key(&self) -> (bool, usize, Vec<(String, Vec<String>)>) {
+    pub fn key(&self) -> (bool, bool, usize, Vec<(String, Vec<String>)>) {
         let groups = self
             .probers
             .iter()
             .map(|(g, l)| (g.clone(), l.iter().map(|(_, e)| e.clone()).collect()))
             .collect();
-        (self.joined, self.k, groups)
+        (self.joined, self.ignore_isolation, self.k, groups)
     }
 
     /// The probers of check `id`: per group, the K live members ranking highest.
@@ -334,6 +349,19 @@ mod tests {
         let v = View::new("e1", 2, all, now);
         assert!(v.joined && v.isolated("e1") && v.expected() == 2);
         assert!((0..100).all(|c| !v.probes("e1", c) && v.probers(c).len() == 2));
+        assert!(!v.isolation_ignored());
+    }
+
+    #[test]
+    fn isolation_is_ignored_when_most_members_are_isolated() {
+        let now = Instant::now();
+        let mut all = fleet(3);
+        all[1].isolated = true;
+        all[2].isolated = true;
+        let v = View::new("e1", 2, all, now);
+        assert!(v.isolation_ignored() && v.expected() == 2);
+        assert!((0..100).all(|c| v.probers(c).len() == 2));
+        assert!((0..100).any(|c| v.probes("e1", c)));
     }
 
     /// The spread of the assignment over 200 edges (printed; PERF.md quotes it):

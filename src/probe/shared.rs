@@ -473,15 +473,21 @@ impl Shared {
     }
 
     /// The remote verdicts on `address` as (template, `Some(up)` fresh or `None` stale),
-    /// for the vote; records which were fresh.
-    pub(super) fn remote_votes(&self, address: &str, now: Instant) -> Vec<(String, Option<bool>)> {
+    /// for the vote; records which were fresh. An isolated edge's verdict is no vote,
+    /// unless `ignore_isolation` (most members are isolated).
+    pub(super) fn remote_votes(
+        &self,
+        address: &str,
+        now: Instant,
+        ignore_isolation: bool,
+    ) -> Vec<(String, Option<bool>)> {
         let mut s = self.lock();
         let Some(list) = s.others.get_mut(address) else {
             return Vec::new();
         };
         let mut out = Vec::new();
         for r in list.iter_mut().filter(|r| !r.forgotten(now)) {
-            if r.isolated {
+            if r.isolated && !ignore_isolation {
                 // Neither fresh nor stale: an isolated vantage's verdict is no vote.
                 r.counted = false;
                 continue;
@@ -496,7 +502,9 @@ impl Shared {
     pub fn votes(&self, address: &str) -> Vec<VoteView> {
         let now = Instant::now();
         // An isolated member's own verdicts do not count, even here.
-        let own_counts = !(self.isolated() && self.view().joined);
+        let view = self.view();
+        let ignore = view.isolation_ignored();
+        let own_counts = !(self.isolated() && view.joined) || ignore;
         let s = self.lock();
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let mut mine: Vec<VoteView> = s
@@ -523,7 +531,7 @@ impl Shared {
                 check: r.check.clone(),
                 verdict: if r.up { "up" } else { "down" },
                 age_ms: ms(now.saturating_duration_since(r.received)),
-                counted: r.fresh(now) && !r.isolated,
+                counted: r.fresh(now) && (!r.isolated || ignore),
                 since_ms: r.since_ms,
             })
             .collect();
@@ -591,7 +599,7 @@ mod tests {
         s.receive("a", remote("http", "e1", false, 0));
         let now = Instant::now();
         assert_eq!(s.due(now), ["a"]);
-        let mut v = s.remote_votes("a", now);
+        let mut v = s.remote_votes("a", now, false);
         v.sort();
         assert_eq!(
             v,
@@ -604,19 +612,19 @@ mod tests {
         assert!(s.due(now + SWEEP).is_empty());
         assert_eq!(s.due(now + SWEEP * 2 + Duration::from_secs(3)), ["a"]);
         assert_eq!(
-            s.remote_votes("a", now + Duration::from_secs(4)),
+            s.remote_votes("a", now + Duration::from_secs(4), false),
             [("http".to_string(), None)]
         );
         // (e3's, sent 5 s before, was forgotten at 6 s.) e2's is forgotten at 6 s too:
         // counted again.
         assert_eq!(s.due(now + Duration::from_millis(6500)), ["a"]);
         assert!(s
-            .remote_votes("a", now + Duration::from_millis(6500))
+            .remote_votes("a", now + Duration::from_millis(6500), false)
             .is_empty());
         // A newer verdict from e2 replaces its old one.
         s.receive("a", remote("http", "e2", true, 0));
         assert_eq!(
-            s.remote_votes("a", Instant::now()),
+            s.remote_votes("a", Instant::now(), false),
             [("http".to_string(), Some(true))]
         );
         assert_eq!(s.votes("a").len(), 1);
@@ -629,7 +637,7 @@ mod tests {
         // Never written: nobody else has it, it goes at once.
         s.set_mine("a", "http", false, i);
         s.drop_mine("a", "http");
-        assert!(s.remote_votes("a", Instant::now()).is_empty());
+        assert!(s.remote_votes("a", Instant::now(), false).is_empty());
         // Written: it counts (fresh) for 3 periods from the write, then stale, then gone,
         // exactly as the other edges count it.
         s.set_mine("a", "http", false, i);
@@ -638,15 +646,15 @@ mod tests {
         s.drop_mine("a", "http");
         assert!(s.mine().is_empty());
         let http = || "http".to_string();
-        assert_eq!(s.remote_votes("a", at), [(http(), Some(false))]);
+        assert_eq!(s.remote_votes("a", at, false), [(http(), Some(false))]);
         let later = at + Duration::from_millis(3100);
-        assert_eq!(s.remote_votes("a", later), [(http(), None)]);
+        assert_eq!(s.remote_votes("a", later, false), [(http(), None)]);
         assert!(s
-            .remote_votes("a", at + Duration::from_millis(6100))
+            .remote_votes("a", at + Duration::from_millis(6100), false)
             .is_empty());
         // Probing it again: the new verdict replaces the old one.
         s.set_mine("a", "http", true, i);
-        assert!(s.remote_votes("a", at).is_empty());
+        assert!(s.remote_votes("a", at, false).is_empty());
     }
 
     #[test]
