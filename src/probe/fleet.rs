@@ -451,3 +451,18 @@ fn anchor_check(port: Option<u16>, source: Option<IpAddr>) -> HealthCheck {
         at: crate::config::Origin::new(&std::sync::Arc::from("[fleet] anchors"), 0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_anchor_that_cannot_be_sent_is_no_failing_anchor() {
+        assert!(local_error("no ICMP socket for this family"));
+        assert!(local_error("send: Operation not permitted (os error 1)"));
+        assert!(local_error("connect: Permission denied (os error 13)"));
+        assert!(!local_error("connect: Connection refused (os error 111)"));
+        assert!(!local_error("send: Network is unreachable (os error 101)"));
+        assert!(!local_error("timed out"));
+    }
+}
