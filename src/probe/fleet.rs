@@ -43,6 +43,9 @@ pub(super) struct Isolation {
     isolated: bool,
     /// Each anchor task's last result since the anchors were started.
     results: HashMap<usize, bool>,
+    /// Anchor tasks that could not be sent (no ICMP socket, not permitted): no result,
+    /// neither failing nor answering.
+    unusable: HashSet<usize>,
     /// When the share of failing checks was last counted.
     counted: Option<Instant>,
     /// A check's result came since.
@@ -77,7 +80,8 @@ impl Outlet {
     /// The fleet's verdict on `address`: per template, this edge's own verdict (when it
     /// probes the template and is not isolated) and the other edges' votes, with the
     /// `min-vantages` rule; a template with too few fresh votes holds its last verdict,
-    /// and an address with a template never decided is left as it is.
+    /// a template never decided is left out (the others decide, as on a single node), and
+    /// an address with no template decided is left as it is.
     pub(super) fn fleet_vote(&self, address: &str) {
         let Some(s) = &self.shared else {
             return;
@@ -87,12 +91,16 @@ impl Outlet {
         };
         let view = s.view();
         let need = s.sharding().min_vantages.min(view.expected()).max(1);
-        let own_counts = !(view.joined && s.isolated());
-        let others = s.remote_votes(address, Instant::now());
+        let ignore = view.isolation_ignored();
+        let own_counts = !(view.joined && s.isolated()) || ignore;
+        let others = s.remote_votes(address, Instant::now(), ignore);
         let reports = self.reports.lock().expect("reports lock");
         let mine = reports.get(address).filter(|_| own_counts);
         let mut d = self.decided.borrow_mut();
         let mut all_up = true;
+        // Templates with a verdict (decided now, or held at their last one); one never
+        // decided is left out, as a single node leaves out a template without a result.
+        let mut decided = 0;
         for (t, rate) in templates {
             let own = mine.and_then(|v| verdict::template_up(v.iter().map(Report::vote), t));
             let theirs: Vec<Option<bool>> = others
@@ -106,16 +114,14 @@ impl Outlet {
                     d.held.remove(&key);
                     d.last.insert(key, up);
                     all_up &= up;
+                    decided += 1;
                 }
                 None => {
                     let last = d.last.get(&key).copied();
                     d.held.insert(key);
-                    match last {
-                        Some(up) => all_up &= up,
-                        None => {
-                            s.set_held(d.held.len());
-                            return;
-                        }
+                    if let Some(up) = last {
+                        all_up &= up;
+                        decided += 1;
                     }
                 }
             }
@@ -123,14 +129,18 @@ impl Outlet {
         s.set_held(d.held.len());
         drop(d);
         drop(reports);
-        self.set_probe(address, all_up);
+        // An address with no template decided yet is left as it is.
+        if decided > 0 {
+            self.set_probe(address, all_up);
+        }
     }
 }
 
 impl Prober {
     /// Takes a new membership view, if there is one: checks this edge no longer probes
-    /// stop (their results and verdicts dropped), checks it now probes start at once,
-    /// and the addresses concerned are counted again.
+    /// stop (their results dropped; this edge's last verdict counts until it ages out,
+    /// as on the other edges), checks it now probes start at once in the state the fleet
+    /// last decided, and the addresses concerned (and those holding) are counted again.
     pub(super) fn take_view(&mut self) {
         let Some(s) = self.out.shared.clone() else {
             return;
@@ -156,6 +166,13 @@ impl Prober {
             t.probing = p;
             touched.push(t.address.clone());
             if p {
+                // Handed over: it starts where the fleet left it, so `down-after` applies
+                // (a fresh state would let the first result decide).
+                if t.flap.up().is_none() {
+                    let key = (t.address.clone(), t.check.name.clone());
+                    let last = self.out.decided.borrow().last.get(&key).copied();
+                    t.flap = verdict::Flap::assume(last.unwrap_or(true));
+                }
                 t.next = now;
                 self.timers.schedule(now, i);
                 continue;
@@ -200,6 +217,9 @@ impl Prober {
                 "fleet: probe assignment changed"
             );
         }
+        // A new view may change how many fresh votes a template needs: those holding
+        // are counted again too.
+        touched.extend(self.out.decided.borrow().held.iter().map(|k| k.0.clone()));
         touched.sort();
         touched.dedup();
         for a in touched {
@@ -223,6 +243,7 @@ impl Prober {
         let now = Instant::now();
         let on = self.isolation.suspect || self.isolation.isolated;
         self.isolation.results.clear();
+        self.isolation.unusable.clear();
         for a in anchors {
             let family: Vec<Option<IpAddr>> = sources
                 .iter()
@@ -300,6 +321,7 @@ impl Prober {
     fn set_anchors(&mut self, on: bool) {
         let now = Instant::now();
         self.isolation.results.clear();
+        self.isolation.unusable.clear();
         for i in 0..self.list.len() {
             let t = &mut self.list[i];
             if !t.anchor || t.probing == on {
@@ -325,7 +347,9 @@ impl Prober {
         }
         let ok = outcome.is_ok();
         self.isolation.results.insert(i, ok);
-        let anchors = self.list.iter().filter(|t| t.anchor).count();
+        self.isolation.unusable.remove(&i);
+        // Anchors that cannot be probed from here are not counted.
+        let anchors = self.list.iter().filter(|t| t.anchor).count() - self.isolation.unusable.len();
         let target = self.list[i].target;
         if ok && self.isolation.isolated {
             self.isolation.isolated = false;
@@ -346,6 +370,54 @@ impl Prober {
             s.set_isolated(true);
         }
     }
+}
+
+impl Prober {
+    /// An anchor that could not be probed from here (`why`: no ICMP socket, sending not
+    /// permitted): not a failure (this edge's network is not judged by it); logged once
+    /// per round of anchors.
+    pub(super) fn anchor_unusable(&mut self, i: usize, why: &str) {
+        self.isolation.results.remove(&i);
+        if self.isolation.unusable.insert(i) {
+            let t = &self.list[i];
+            warn!(anchor = %t.target.ip(), source = ?t.source, "fleet: anchor cannot be probed from here ({why}): not counted as failing");
+        }
+        let at = self.list[i].wakeup();
+        self.timers.schedule(at, i);
+    }
+
+    /// At start-up and reload: warns when ICMP anchors are configured but echo requests
+    /// cannot be sent (those anchors will never count as failing, nor answering).
+    pub(super) fn check_anchors(&mut self) {
+        let Some(icmp) = self.icmp.as_mut() else {
+            if let Some(t) = self
+                .list
+                .iter()
+                .find(|t| t.anchor && t.check.protocol == Protocol::Ping)
+            {
+                warn!(anchor = %t.target.ip(), "fleet: ICMP anchors are configured but ICMP is unavailable: they cannot tell this edge's isolation");
+            }
+            return;
+        };
+        for t in self
+            .list
+            .iter()
+            .filter(|t| t.anchor && t.check.protocol == Protocol::Ping)
+        {
+            if !icmp.usable(t.source, t.target.is_ipv6()) {
+                warn!(anchor = %t.target.ip(), source = ?t.source, "fleet: ICMP anchor configured but echo requests cannot be sent from here: it cannot tell this edge's isolation");
+            }
+        }
+    }
+}
+
+/// Whether a check that could not start failed for a local reason (no ICMP socket, not
+/// permitted to send) rather than the network's: an anchor failing so says nothing about
+/// this edge's isolation.
+pub(super) fn local_error(why: &str) -> bool {
+    why.starts_with("no ICMP socket")
+        || why.contains("Operation not permitted")
+        || why.contains("Permission denied")
 }
 
 /// The template an anchor is probed with: a TCP connect (or one ICMP echo, lost =
@@ -377,5 +449,20 @@ fn anchor_check(port: Option<u16>, source: Option<IpAddr>) -> HealthCheck {
         failure_rate: 100,
         half_open: false,
         at: crate::config::Origin::new(&std::sync::Arc::from("[fleet] anchors"), 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_anchor_that_cannot_be_sent_is_no_failing_anchor() {
+        assert!(local_error("no ICMP socket for this family"));
+        assert!(local_error("send: Operation not permitted (os error 1)"));
+        assert!(local_error("connect: Permission denied (os error 13)"));
+        assert!(!local_error("connect: Connection refused (os error 111)"));
+        assert!(!local_error("send: Network is unreachable (os error 101)"));
+        assert!(!local_error("timed out"));
     }
 }

@@ -77,6 +77,12 @@ impl Icmp {
         v
     }
 
+    /// Whether echo requests can be sent from `source` in this family (the socket is
+    /// opened now when it was not).
+    pub(super) fn usable(&mut self, source: Option<IpAddr>, v6: bool) -> bool {
+        self.socket(source, v6).is_some()
+    }
+
     fn socket(&mut self, source: Option<IpAddr>, v6: bool) -> Option<usize> {
         if let Some(i) = self
             .socks

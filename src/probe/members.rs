@@ -13,6 +13,13 @@
 //! checks it held, to the next in rank. The hashes are fixed here (not `std`'s, which may
 //! change between Rust versions), so edges of different builds agree.
 //!
+//! **Same configuration.** Only members whose heartbeat reports the epoch this edge
+//! serves, with the same apply outcome (`ok`, or the same refused epoch), share its checks:
+//! a member on another epoch (a rollout under way, a refused epoch, a member on its own
+//! file while this edge follows the engine) may not have a check at all, so it is given
+//! none, and this edge probes its share among the members on its own epoch (alone: all
+//! of it). Edges on their own files (epoch 0) are taken to serve the same checks.
+//!
 //! **Live.** A member is live once 2 of its heartbeats arrived (under one boot id), and
 //! while its last one arrived less than [`STALE`] ago, by this edge's monotonic clock.
 //! An *isolated* member (its own checks and its anchors failing) is live but probes
@@ -77,15 +84,28 @@ pub struct View {
     k: usize,
     /// Every member known (live or not), for the API.
     pub members: Vec<Member>,
+    /// Most live members say they are isolated: isolation is ignored (see
+    /// [`View::isolation_ignored`]).
+    ignore_isolation: bool,
 }
 
 impl View {
     /// The view from the members table at `now`; `me` is this edge's name, `k` its
     /// `probes-per-group`.
     pub fn new(me: &str, k: usize, members: Vec<Member>, now: Instant) -> Self {
-        let joined = members.iter().any(|m| m.edge == me && m.live(now));
+        let mine = members.iter().find(|m| m.edge == me && m.live(now));
+        let joined = mine.is_some();
+        let live = members.iter().filter(|m| m.live(now)).count();
+        let isolated = members.iter().filter(|m| m.live(now) && m.isolated).count();
+        let ignore_isolation = isolated * 2 > live;
+        // Only members that serve what this edge serves (same epoch, same apply outcome)
+        // are given checks: one on another configuration may not have the check at all.
+        let same = |m: &Member| mine.is_some_and(|x| x.epoch == m.epoch && x.apply == m.apply);
         let mut probers: Vec<(String, Vec<(u64, String)>)> = Vec::new();
-        for m in members.iter().filter(|m| m.live(now) && !m.isolated) {
+        for m in members
+            .iter()
+            .filter(|m| m.live(now) && (!m.isolated || ignore_isolation) && same(m))
+        {
             let entry = (edge_id(&m.edge), m.edge.clone());
             match probers.iter_mut().find(|(g, _)| *g == m.group) {
                 Some((_, l)) => l.push(entry),
@@ -101,18 +121,27 @@ impl View {
             probers,
             k: k.max(1),
             members,
+            ignore_isolation,
         }
+    }
+
+    /// Whether isolation is ignored: when most live members say they are isolated, the
+    /// likelier cause is shared (the anchors behind the same upstream as the targets,
+    /// anchors unreachable from every edge), not each edge's own network; then the
+    /// isolated members keep their checks and every verdict counts, as without anchors.
+    pub fn isolation_ignored(&self) -> bool {
+        self.ignore_isolation
     }
 
     /// What decides who probes: the live probing members by group (and K). Two views
     /// with the same key assign every check alike.
-    pub fn key(&self) -> (bool, usize, Vec<(String, Vec<String>)>) {
+    pub fn key(&self) -> (bool, bool, usize, Vec<(String, Vec<String>)>) {
         let groups = self
             .probers
             .iter()
             .map(|(g, l)| (g.clone(), l.iter().map(|(_, e)| e.clone()).collect()))
             .collect();
-        (self.joined, self.k, groups)
+        (self.joined, self.ignore_isolation, self.k, groups)
     }
 
     /// The probers of check `id`: per group, the K live members ranking highest.
@@ -289,6 +318,30 @@ mod tests {
     }
 
     #[test]
+    fn members_on_another_epoch_are_given_no_checks() {
+        let now = Instant::now();
+        let mut all = fleet(4);
+        all[0].epoch = 7;
+        all[1].epoch = 7;
+        all[2].epoch = 6;
+        all[3].epoch = 7;
+        all[3].apply = "refused epoch 8".into();
+        // e0 and e1 share epoch 7: every check is theirs; e2 (epoch 6) and e3 (refused 8)
+        // are given none by e0.
+        let v = View::new("e0", 3, all.clone(), now);
+        assert_eq!(v.expected(), 2);
+        for c in 0..200 {
+            let mut p = v.probers(c);
+            p.sort_unstable();
+            assert_eq!(p, ["e0", "e1"]);
+            assert!(v.probes("e0", c));
+        }
+        // e2 alone on its epoch probes everything it has.
+        let w = View::new("e2", 1, all, now);
+        assert!(w.joined && w.expected() == 1 && (0..200).all(|c| w.probes("e2", c)));
+    }
+
+    #[test]
     fn isolated_members_probe_nothing() {
         let now = Instant::now();
         let mut all = fleet(3);
@@ -296,6 +349,19 @@ mod tests {
         let v = View::new("e1", 2, all, now);
         assert!(v.joined && v.isolated("e1") && v.expected() == 2);
         assert!((0..100).all(|c| !v.probes("e1", c) && v.probers(c).len() == 2));
+        assert!(!v.isolation_ignored());
+    }
+
+    #[test]
+    fn isolation_is_ignored_when_most_members_are_isolated() {
+        let now = Instant::now();
+        let mut all = fleet(3);
+        all[1].isolated = true;
+        all[2].isolated = true;
+        let v = View::new("e1", 2, all, now);
+        assert!(v.isolation_ignored() && v.expected() == 2);
+        assert!((0..100).all(|c| v.probers(c).len() == 2));
+        assert!((0..100).any(|c| v.probes("e1", c)));
     }
 
     /// The spread of the assignment over 200 edges (printed; PERF.md quotes it):

@@ -349,7 +349,9 @@ impl Prober {
         for (i, t) in self.list.iter().enumerate() {
             self.timers.schedule(t.wakeup(), i);
         }
-        self.open_raw_sockets()
+        self.open_raw_sockets()?;
+        self.check_anchors();
+        Ok(())
     }
 
     /// Opens the ICMP and raw TCP sockets the first time a check needs them.
@@ -417,6 +419,7 @@ impl Prober {
                 let at = t.wakeup();
                 self.timers.schedule(at, i);
             }
+            Err(e) if self.list[i].anchor && fleet::local_error(&e) => self.anchor_unusable(i, &e),
             Err(e) => self.finish(i, Err(e), Duration::ZERO),
         }
         Ok(())

@@ -33,6 +33,14 @@ use crate::config::fleet::{Anchor, Fleet};
 /// A verdict counts while younger than this many of its sender's refresh periods (the
 /// template's interval): two refreshes may be lost before it stops counting.
 pub const FRESH_PERIODS: u32 = 3;
+/// A verdict is written again at least this often, however long its interval.
+pub const MAX_REFRESH: Duration = Duration::from_secs(3600);
+
+/// How long a verdict refreshed every `interval` counts after it was written:
+/// [`FRESH_PERIODS`] refresh periods (the period at least 1 s, at most [`MAX_REFRESH`]).
+pub fn window(interval: Duration) -> Duration {
+    interval.clamp(Duration::from_secs(1), MAX_REFRESH) * FRESH_PERIODS
+}
 
 /// One other edge's verdict on one (address, template).
 #[derive(Debug, Clone)]
@@ -95,6 +103,8 @@ pub struct Mine {
     pub since_ms: u64,
     /// When the last result came (this edge's clock).
     pub checked: Instant,
+    /// When the `fleet` thread last wrote it to the engine (this edge's clock).
+    pub written: Option<Instant>,
 }
 
 /// One vote as `GET /v1/state` shows it.
@@ -289,13 +299,41 @@ impl Shared {
         }
     }
 
-    /// This edge no longer probes `check` of `address`: its verdict is dropped (no longer
-    /// written; the other edges let it age out).
+    /// This edge no longer probes `check` of `address`: its verdict is no longer written,
+    /// and the other edges let it age out from when it was last written. So that every
+    /// edge counts the same votes, this edge keeps counting it as they do: it joins the
+    /// remote verdicts (under this edge's name), fresh then stale then forgotten by the
+    /// same rule. One never written is dropped (no other edge has it).
     pub(super) fn drop_mine(&self, address: &str, check: &str) {
         let mut s = self.lock();
         let key = (address.to_string(), check.to_string());
-        s.mine.remove(&key);
         s.outbox.remove(&key);
+        let Some(m) = s.mine.remove(&key) else {
+            return;
+        };
+        let Some(written) = m.written else {
+            return;
+        };
+        let r = Remote {
+            check: check.to_string(),
+            edge: self.edge.clone(),
+            up: m.up,
+            received: written,
+            window: window(m.interval),
+            since_ms: m.since_ms,
+            isolated: self.isolated(),
+            counted: true,
+        };
+        let list = s.others.entry(address.to_string()).or_default();
+        list.retain(|x| !(x.edge == r.edge && x.check == r.check));
+        list.push(r);
+    }
+
+    /// The `fleet` thread wrote this edge's verdict on `key` at `at`.
+    pub fn written(&self, key: &Key, at: Instant) {
+        if let Some(m) = self.lock().mine.get_mut(key) {
+            m.written = Some(at);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -374,7 +412,12 @@ impl Shared {
                     interval,
                     since_ms: unix_ms(),
                     checked: now,
+                    written: None,
                 };
+                // Its last verdict from before (kept while it aged out) gives way.
+                if let Some(l) = s.others.get_mut(address) {
+                    l.retain(|r| !(r.edge == self.edge && r.check == check));
+                }
                 s.mine.insert(key.clone(), m);
                 s.outbox.insert(key);
             }
@@ -430,15 +473,21 @@ impl Shared {
     }
 
     /// The remote verdicts on `address` as (template, `Some(up)` fresh or `None` stale),
-    /// for the vote; records which were fresh.
-    pub(super) fn remote_votes(&self, address: &str, now: Instant) -> Vec<(String, Option<bool>)> {
+    /// for the vote; records which were fresh. An isolated edge's verdict is no vote,
+    /// unless `ignore_isolation` (most members are isolated).
+    pub(super) fn remote_votes(
+        &self,
+        address: &str,
+        now: Instant,
+        ignore_isolation: bool,
+    ) -> Vec<(String, Option<bool>)> {
         let mut s = self.lock();
         let Some(list) = s.others.get_mut(address) else {
             return Vec::new();
         };
         let mut out = Vec::new();
         for r in list.iter_mut().filter(|r| !r.forgotten(now)) {
-            if r.isolated {
+            if r.isolated && !ignore_isolation {
                 // Neither fresh nor stale: an isolated vantage's verdict is no vote.
                 r.counted = false;
                 continue;
@@ -453,7 +502,9 @@ impl Shared {
     pub fn votes(&self, address: &str) -> Vec<VoteView> {
         let now = Instant::now();
         // An isolated member's own verdicts do not count, even here.
-        let own_counts = !(self.isolated() && self.view().joined);
+        let view = self.view();
+        let ignore = view.isolation_ignored();
+        let own_counts = !(self.isolated() && view.joined) || ignore;
         let s = self.lock();
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let mut mine: Vec<VoteView> = s
@@ -480,7 +531,7 @@ impl Shared {
                 check: r.check.clone(),
                 verdict: if r.up { "up" } else { "down" },
                 age_ms: ms(now.saturating_duration_since(r.received)),
-                counted: r.fresh(now) && !r.isolated,
+                counted: r.fresh(now) && (!r.isolated || ignore),
                 since_ms: r.since_ms,
             })
             .collect();
@@ -548,7 +599,7 @@ mod tests {
         s.receive("a", remote("http", "e1", false, 0));
         let now = Instant::now();
         assert_eq!(s.due(now), ["a"]);
-        let mut v = s.remote_votes("a", now);
+        let mut v = s.remote_votes("a", now, false);
         v.sort();
         assert_eq!(
             v,
@@ -561,22 +612,49 @@ mod tests {
         assert!(s.due(now + SWEEP).is_empty());
         assert_eq!(s.due(now + SWEEP * 2 + Duration::from_secs(3)), ["a"]);
         assert_eq!(
-            s.remote_votes("a", now + Duration::from_secs(4)),
+            s.remote_votes("a", now + Duration::from_secs(4), false),
             [("http".to_string(), None)]
         );
         // (e3's, sent 5 s before, was forgotten at 6 s.) e2's is forgotten at 6 s too:
         // counted again.
         assert_eq!(s.due(now + Duration::from_millis(6500)), ["a"]);
         assert!(s
-            .remote_votes("a", now + Duration::from_millis(6500))
+            .remote_votes("a", now + Duration::from_millis(6500), false)
             .is_empty());
         // A newer verdict from e2 replaces its old one.
         s.receive("a", remote("http", "e2", true, 0));
         assert_eq!(
-            s.remote_votes("a", Instant::now()),
+            s.remote_votes("a", Instant::now(), false),
             [("http".to_string(), Some(true))]
         );
         assert_eq!(s.votes("a").len(), 1);
+    }
+
+    #[test]
+    fn a_dropped_own_verdict_ages_out_as_on_the_other_edges() {
+        let s = Shared::new("e1");
+        let i = Duration::from_secs(1);
+        // Never written: nobody else has it, it goes at once.
+        s.set_mine("a", "http", false, i);
+        s.drop_mine("a", "http");
+        assert!(s.remote_votes("a", Instant::now(), false).is_empty());
+        // Written: it counts (fresh) for 3 periods from the write, then stale, then gone,
+        // exactly as the other edges count it.
+        s.set_mine("a", "http", false, i);
+        let at = Instant::now();
+        s.written(&("a".into(), "http".into()), at);
+        s.drop_mine("a", "http");
+        assert!(s.mine().is_empty());
+        let http = || "http".to_string();
+        assert_eq!(s.remote_votes("a", at, false), [(http(), Some(false))]);
+        let later = at + Duration::from_millis(3100);
+        assert_eq!(s.remote_votes("a", later, false), [(http(), None)]);
+        assert!(s
+            .remote_votes("a", at + Duration::from_millis(6100), false)
+            .is_empty());
+        // Probing it again: the new verdict replaces the old one.
+        s.set_mine("a", "http", true, i);
+        assert!(s.remote_votes("a", at, false).is_empty());
     }
 
     #[test]

@@ -71,6 +71,16 @@ impl Flap {
         self.up
     }
 
+    /// A check handed to this edge by another (probe sharding) starts in the state the
+    /// fleet last gave it (up when none), with no runs: its first results flip it only
+    /// after `down-after` (`up-after`) of them, as they would have on its last prober.
+    pub(super) fn assume(up: bool) -> Self {
+        Self {
+            up: Some(up),
+            ..Self::default()
+        }
+    }
+
     /// Counts one result. The first result decides the state alone (a target down at
     /// start-up is not served for `down-after` intervals); after that the state flips only
     /// after the thresholds' consecutive results. Returns whether the state changed.
@@ -730,6 +740,23 @@ mod tests {
                 }
             },
         );
+    }
+
+    #[test]
+    fn a_handed_over_check_waits_for_down_after() {
+        let th = Thresholds {
+            up_after: 2,
+            down_after: 3,
+        };
+        let mut f = Flap::assume(true);
+        assert!(!f.record(false, th) && !f.record(false, th));
+        assert_eq!(f.up(), Some(true));
+        assert!(f.record(false, th) && f.up() == Some(false));
+        // A fresh state (a single node at boot) is decided by its first result.
+        let mut g = Flap::default();
+        assert!(g.record(false, th) && g.up() == Some(false));
+        let mut h = Flap::assume(false);
+        assert!(!h.record(true, th) && h.record(true, th) && h.up() == Some(true));
     }
 
     #[test]

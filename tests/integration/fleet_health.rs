@@ -353,8 +353,10 @@ fn k_probers_per_target_and_a_killed_edges_checks_move_to_the_others() {
     }
     let moved = t0.elapsed();
     eprintln!("fleet: e3 killed: its checks moved to e1 and e2 after {moved:?}");
+    // Stale after 6 s from e3's last heartbeat, which came up to one beat (2 s, and a
+    // little more) before the kill.
     assert!(
-        moved >= Duration::from_secs(4),
+        moved >= Duration::from_secs(3),
         "moved after only {moved:?}"
     );
     std::thread::sleep(Duration::from_millis(1200));
@@ -515,7 +517,7 @@ fn an_edge_follows_200_members() {
     e.wait_log("fleet: live members changed", Duration::from_secs(10));
     let stop = Arc::new(AtomicBool::new(false));
     let names: Vec<String> = (0..200).map(|i| format!("sim-{i:03}")).collect();
-    let writers = simulate(&nats.url(), names, stop.clone());
+    let writers = simulate(&nats.url(), names, 0, stop.clone());
     let took = wait_fleet(&[&e], Duration::from_secs(15), "201 live members", |f| {
         live(f).len() == 201
     });
@@ -543,7 +545,12 @@ fn an_edge_follows_200_members() {
 
 /// Members that only heartbeat (as edges do, every 2 s, into `gtmd_members`, which must
 /// exist) until `stop`: live members that never probe or vote.
-fn simulate(url: &str, names: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn simulate(
+    url: &str,
+    names: Vec<String>,
+    epoch: u64,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     let url = url.to_string();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -555,22 +562,29 @@ fn simulate(url: &str, names: Vec<String>, stop: Arc<AtomicBool>) -> std::thread
             let js = async_nats::jetstream::new(client);
             let kv = js.get_key_value("gtmd_members").await.unwrap();
             let t0 = Instant::now();
+            // A fixed schedule (a beat every 2 s from t0, however long the puts took) and
+            // the puts of a beat made concurrently: a loaded machine cannot stretch the
+            // gap between two beats of a member towards the 6 s that make it stale.
+            let mut beat = 0u32;
             while !stop.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(60) {
-                for (i, name) in names.iter().enumerate() {
+                let puts = names.iter().enumerate().map(|(i, name)| {
                     let hb = serde_json::json!({
                         "edge": name, "boot": i, "group": "default",
-                        "version": "sim", "epoch": 0, "apply": "ok", "isolated": false,
+                        "version": "sim", "epoch": epoch, "apply": "ok", "isolated": false,
                         "up_ms": t0.elapsed().as_millis() as u64, "at_ms": 0,
                     });
                     let body = serde_json::to_vec(&hb).unwrap();
+                    let kv = &kv;
                     // A put that times out on a loaded machine is the next beat's to make.
-                    let _ = kv.put(name.as_str(), body.into()).await;
-                }
-                for _ in 0..20 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
+                    async move {
+                        let _ = kv.put(name.as_str(), body.into()).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                });
+                futures_util::future::join_all(puts).await;
+                beat += 1;
+                let next = t0 + Duration::from_secs(2) * beat;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < next {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         });
@@ -609,7 +623,7 @@ fn too_few_fresh_votes_hold_the_state_until_the_probers_change() {
         wait_www(e, T1);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = simulate(&nats.url(), vec!["silent".into()], stop.clone());
+    let writer = simulate(&nats.url(), vec!["silent".into()], 0, stop.clone());
     let all: Vec<&Server> = edges.iter().collect();
     wait_fleet(&all, Duration::from_secs(15), "3 live members", |f| {
         live(f).len() == 3 && f["expected_votes"] == 3 && f["probed"] == n as u64
@@ -644,6 +658,54 @@ fn too_few_fresh_votes_hold_the_state_until_the_probers_change() {
     let t = switch_times(&edges, BACKUP, t0, Duration::from_secs(10));
     eprintln!("fleet: min-vantages 3, the silent third member stopped: e1, e2 answered {BACKUP} after {t:?}");
     assert!(t.iter().all(|d| *d >= Duration::from_secs(3)), "{t:?}");
+}
+
+/// Members on another epoch (here: three that only heartbeat, on epoch 5) may not have
+/// this edge's checks: they are given none, so the one real edge (epoch 0) probes every
+/// check itself with `probes-per-group = 1`, and a target it sees down fails over.
+#[test]
+fn members_on_another_epoch_are_given_no_checks() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-w");
+    let nats = Nats::start(&bin, &dir);
+    let n = 6;
+    let ips = Targets::ips(n);
+    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let port = crate::prober::target_port(&ip_refs);
+    let targets = Targets::start(n, port);
+    let f = edge_file(
+        &dir,
+        "e1",
+        &nats.url(),
+        (n, port, 50),
+        src(1),
+        "probes-per-group = 1",
+    );
+    let e = start_edge(&f);
+    e.wait_log("fleet: live members changed", Duration::from_secs(10));
+    wait_www(&e, T1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let names: Vec<String> = (1..=3).map(|i| format!("other-{i}")).collect();
+    let writer = simulate(&nats.url(), names, 5, stop.clone());
+    wait_fleet(&[&e], Duration::from_secs(15), "4 live members", |f| {
+        live(f).len() == 4
+    });
+    // Two more beats: the view has settled.
+    std::thread::sleep(Duration::from_secs(4));
+    let f = fleet(&e);
+    assert_eq!(f["probed"], n as u64, "{f}");
+    assert_eq!(f["expected_votes"], 1, "{f}");
+    targets.deny.lock().unwrap().push(src(1));
+    let t0 = Instant::now();
+    let t = switch_times(
+        std::slice::from_ref(&e),
+        BACKUP,
+        t0,
+        Duration::from_secs(10),
+    );
+    eprintln!("fleet: three members on another epoch: e1 probes all {n} checks, failed t01 over after {t:?}");
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
 }
 
 /// `[fleet]`'s sharding settings are checked with their lines; `gtmd ctl cluster` on a

@@ -23,13 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use super::members::{Members, MEMBERS_BUCKET};
 use crate::control::api::ApiContext;
-use crate::probe::shared::{Key, Mine, Remote, Shared, FRESH_PERIODS};
+use crate::probe::shared::{Key, Mine, Remote, Shared, FRESH_PERIODS, MAX_REFRESH};
 
 /// The KV bucket of the verdicts.
 pub const HEALTH_BUCKET: &str = "gtmd_health";
@@ -42,8 +42,8 @@ const IN_FLIGHT: usize = 64;
 const TICK: Duration = Duration::from_millis(100);
 /// How often the verdicts due again are looked for.
 const REFRESH_SCAN: Duration = Duration::from_millis(500);
-/// A verdict is written again at least this often, however long its interval.
-const MAX_REFRESH: Duration = Duration::from_secs(3600);
+/// Most heartbeats already received that are read before the view is built.
+const DRAIN: usize = 4096;
 /// Pause before sharing is tried again after a failure.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -219,6 +219,15 @@ impl Sharing {
                         return Ok(());
                     }
                     members.0.beat(&mbucket).await?;
+                    // Every heartbeat already here first: the view is built from all.
+                    for _ in 0..DRAIN {
+                        let Some(w) = mwatch.next().now_or_never() else { break };
+                        match w {
+                            Some(Ok(entry)) => members.0.receive(&entry),
+                            Some(Err(e)) => return Err(format!("watch of {MEMBERS_BUCKET} failed: {e}")),
+                            None => return Err(format!("watch of {MEMBERS_BUCKET} ended")),
+                        }
+                    }
                     members.0.publish();
                     let mut due = self.shared.take_outbox();
                     if last_scan.elapsed() >= REFRESH_SCAN {
@@ -288,7 +297,10 @@ impl Sharing {
         let mut results = futures_util::stream::iter(puts).buffer_unordered(IN_FLIGHT);
         while let Some((address, check, r)) = results.next().await {
             r.map_err(|e| format!("cannot write a verdict to {HEALTH_BUCKET}: {e}"))?;
-            self.written.insert((address, check), Instant::now());
+            let key = (address, check);
+            let now = Instant::now();
+            self.shared.written(&key, now);
+            self.written.insert(key, now);
         }
         if self.failing.take().is_some() {
             info!(edge = %self.shared.edge(), "fleet: sharing health again");

@@ -105,17 +105,13 @@ impl Members {
             return Ok(());
         }
         self.last_beat = Some(Instant::now());
-        let f = self.api.ops.fleet().unwrap_or_default();
-        let apply = match f["refused"]["epoch"].as_u64() {
-            Some(n) => format!("refused epoch {n}"),
-            None => "ok".into(),
-        };
+        let (epoch, apply) = self.serving();
         let hb = Heartbeat {
             edge: self.shared.edge().to_string(),
             boot: self.boot,
             group: self.shared.sharding().group.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
-            epoch: f["epoch"].as_u64().unwrap_or(0),
+            epoch,
             apply,
             isolated: self.shared.isolated(),
             up_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -127,6 +123,17 @@ impl Members {
             .await
             .map(|_| ())
             .map_err(|e| format!("cannot write this edge's heartbeat to {MEMBERS_BUCKET}: {e}"))
+    }
+
+    /// The epoch this edge serves now and its last apply's outcome (`ok`, or
+    /// `refused epoch N`).
+    fn serving(&self) -> (u64, String) {
+        let f = self.api.ops.fleet().unwrap_or_default();
+        let apply = match f["refused"]["epoch"].as_u64() {
+            Some(n) => format!("refused epoch {n}"),
+            None => "ok".into(),
+        };
+        (f["epoch"].as_u64().unwrap_or(0), apply)
     }
 
     /// A heartbeat from the bucket (this edge's own too: it joins as the others do).
@@ -173,6 +180,13 @@ impl Members {
             .retain(|_, m| now.saturating_duration_since(m.received) < MEMBERS_MAX_AGE * 4);
         let mut members: Vec<Member> = self.table.values().cloned().collect();
         members.sort_by(|a, b| a.edge.cmp(&b.edge));
+        // This edge's own entry says what it serves now, not at its last heartbeat: the
+        // checks it shares are those of its current epoch.
+        let (epoch, apply) = self.serving();
+        if let Some(m) = members.iter_mut().find(|m| m.edge == self.shared.edge()) {
+            m.epoch = epoch;
+            m.apply = apply;
+        }
         let view = View::new(
             self.shared.edge(),
             self.shared.sharding().probes_per_group,
