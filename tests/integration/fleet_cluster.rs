@@ -468,6 +468,22 @@ fn cluster_rollout_canary_promote_abort_and_pin() {
         0,
         &["promoted epoch 25"],
     );
+    // A canary that reaches no edge (a misspelt name) proves nothing: promote refuses it
+    // unless forced.
+    publish(&published(&dir, "192.0.2.205", ""), &nats, 0, Some("e9"));
+    expect(
+        &gtmd(&["promote"], &nats),
+        1,
+        &[
+            "no edge of the canary (e9) has applied epoch 26",
+            "not promoted",
+        ],
+    );
+    expect(
+        &gtmd(&["promote", "--force", "--wait", "20"], &nats),
+        0,
+        &["promoted epoch 26"],
+    );
     // A smaller `current` written by hand (a stale restore): every edge ignores it and
     // says so; the next publish goes above it.
     write_current_epoch(&cluster.url(1), 3);
@@ -481,7 +497,7 @@ fn cluster_rollout_canary_promote_abort_and_pin() {
     expect(
         &publish(&published(&dir, "192.0.2.206", ""), &nats, 20, None),
         0,
-        &["published epoch 26 ", "e3: applied epoch 26"],
+        &["published epoch 27 ", "e3: applied epoch 27"],
     );
 }
 

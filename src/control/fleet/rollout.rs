@@ -220,14 +220,25 @@ async fn promote_in(e: &Engine, force: bool) -> Result<u8, String> {
             halt.extend(r.errors.iter().map(|l| format!("  {l}")));
         }
     }
+    let mut applied = 0;
     for s in fresh_reports(&e.edges).await? {
         let canary_edge = c.selector.matches(&s.edge) && !pins.contains_key(&s.edge);
-        if canary_edge && matches!(outcome(&s, p), Outcome::Pending) {
-            halt.push(format!(
+        match outcome(&s, p) {
+            Outcome::Pending if canary_edge => halt.push(format!(
                 "{}: has not applied epoch {} yet (serving epoch {})",
                 s.edge, p.epoch, s.epoch
-            ));
+            )),
+            Outcome::Applied if canary_edge => applied += 1,
+            _ => {}
         }
+    }
+    // A canary that reached no edge (a misspelt name, a share too small, its edges
+    // away) has shown nothing about the epoch.
+    if applied == 0 {
+        halt.push(format!(
+            "no edge of the canary ({}) has applied epoch {}: it reached none",
+            c.selector, p.epoch
+        ));
     }
     for l in &halt {
         println!("{l}");
