@@ -83,24 +83,11 @@ pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> 
 /// zones and access-domain names are the same, and its GSLB rows of every access-domain
 /// segment (included file) it shares (`gslb::compile`).
 ///
-/// A reload ([`Cpus::Spare`]) compiles without transparent huge pages: on a host that
-/// takes free memory back (PERF.md measures on one), every fresh huge page is zeroed and
-/// often compacted for, which made adding a name at a million access domains 3-4 times
-/// slower. Start-up keeps them for the tables the shards read.
+/// The tables the shards read are built with transparent huge pages, at start-up and on
+/// reload alike: on small pages, a million cache-missing names cost 15-20% more CPU per
+/// query (PERF.md), although fresh huge pages make a reload slower on a host that takes
+/// free memory back.
 pub fn compile_with(
-    cfg: &Config,
-    generation: u64,
-    cpus: Cpus,
-    prev: Option<&Snapshot>,
-) -> Result<Snapshot, ConfigErrors> {
-    match cpus {
-        Cpus::Spare => crate::sys::without_huge_pages(|| build(cfg, generation, cpus, prev)),
-        Cpus::All => build(cfg, generation, cpus, prev),
-    }
-}
-
-/// [`compile_with`]'s work.
-fn build(
     cfg: &Config,
     generation: u64,
     cpus: Cpus,

@@ -956,8 +956,7 @@ fn reload(
     let names_patched = !names_kept && snap.names.patched;
     let ads_compiled = snap.reuse.compiled;
     drop(prev);
-    // As the compile: fresh huge pages cost more than they give a reload (compile_with).
-    crate::sys::without_huge_pages(|| publish(s, &cfg, snap, *generation));
+    publish(s, &cfg, snap, *generation);
     let serving = Instant::now();
     info!(
         generation = *generation,
