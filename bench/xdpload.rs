@@ -24,7 +24,8 @@ use gtmd::shard::xdp::{self, frame, ring::Xsk};
 use gtmd::tables::gslb::ClientAddr;
 use hdrhistogram::Histogram;
 
-/// Frames put on TX per kick: copy mode sends at most 32 per sendto.
+/// Frames put on TX per turn when sending as fast as possible (no window, no rate); a
+/// turn puts at most the socket's `tx_budget` frames on TX (what one kick sends).
 const BATCH: u32 = 32;
 /// A query unanswered this long is lost (closed loop: its flow is sent again).
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -303,7 +304,7 @@ fn run(a: &Args, xsk: &mut Xsk, flows: &Flows) -> (Run, f64) {
         }
         xsk.reclaim();
         let want = if sending { due(a, &r, start, now) } else { 0 };
-        let n = xsk.transmit(want.min(BATCH as u64) as u32, |buf| {
+        let n = xsk.transmit(want.min(xsk.tx_budget as u64) as u32, |buf| {
             let Some(i) = r.pick(closed, flows.count) else {
                 return 0;
             };

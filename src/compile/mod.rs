@@ -83,11 +83,29 @@ pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> 
 /// zones and access-domain names are the same, and its GSLB rows of every access-domain
 /// segment (included file) it shares (`gslb::compile`).
 ///
-/// The tables the shards read are built with transparent huge pages, at start-up and on
-/// reload alike: on small pages, a million cache-missing names cost 15-20% more CPU per
-/// query (PERF.md), although fresh huge pages make a reload slower on a host that takes
-/// free memory back.
+/// A reload ([`Cpus::Spare`]) compiles without transparent huge pages where the kernel
+/// can put memory back on them afterwards ([`crate::sys::can_collapse`]): on a host that
+/// takes free memory back (PERF.md measures on one), every fresh huge page is zeroed and
+/// often compacted for, which made adding a name at a million access domains 6 times
+/// slower. The control side then collapses the new tables onto huge pages once they
+/// serve (`control::huge_pages_back`): on small pages, a million cache-missing names cost
+/// the shards 15-20% more CPU per query. Start-up compiles on huge pages.
 pub fn compile_with(
+    cfg: &Config,
+    generation: u64,
+    cpus: Cpus,
+    prev: Option<&Snapshot>,
+) -> Result<Snapshot, ConfigErrors> {
+    match cpus {
+        Cpus::Spare if crate::sys::can_collapse() => {
+            crate::sys::without_huge_pages(|| build(cfg, generation, cpus, prev))
+        }
+        _ => build(cfg, generation, cpus, prev),
+    }
+}
+
+/// [`compile_with`]'s work.
+fn build(
     cfg: &Config,
     generation: u64,
     cpus: Cpus,

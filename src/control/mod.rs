@@ -892,6 +892,31 @@ fn retire(old: Arc<crate::tables::Snapshot>) {
     }
 }
 
+/// Puts the tables of the configuration just published (compiled on small pages, see
+/// `compile::compile_with`) back on transparent huge pages, on a niced thread: the
+/// shards read them meanwhile, unchanged, a little slower. A reload that begins turns
+/// huge pages off again and stops the pass; its own pass follows it.
+fn huge_pages_back(generation: u64) {
+    let spawned = std::thread::Builder::new()
+        .name("hugepages".into())
+        .spawn(move || {
+            crate::sys::lower_thread_priority();
+            let t0 = Instant::now();
+            let done = crate::sys::collapse_resident();
+            info!(
+                generation,
+                ms = t0.elapsed().as_millis() as u64,
+                resident_blocks = done.blocks,
+                huge_pages = done.huge,
+                stopped = done.stopped,
+                "reload: tables back on huge pages"
+            );
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start the huge pages thread ({e}): the new tables stay on small pages");
+    }
+}
+
 /// Re-reads the config file (the texts of `overlay` in place of those files), compiles
 /// it, lets `commit` accept it, carries health over and publishes it. A configuration that
 /// fails is logged line by line and the previous one keeps serving.
@@ -956,7 +981,13 @@ fn reload(
     let names_patched = !names_kept && snap.names.patched;
     let ads_compiled = snap.reuse.compiled;
     drop(prev);
-    publish(s, &cfg, snap, *generation);
+    // As the compile: on small pages where they can be collapsed after (compile_with).
+    if crate::sys::can_collapse() {
+        crate::sys::without_huge_pages(|| publish(s, &cfg, snap, *generation));
+        huge_pages_back(*generation);
+    } else {
+        publish(s, &cfg, snap, *generation);
+    }
     let serving = Instant::now();
     info!(
         generation = *generation,

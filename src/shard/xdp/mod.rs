@@ -30,8 +30,10 @@ use crate::config::Xdp as XdpConf;
 use crate::wire::respond::MIN_OUT;
 pub use stats::Stats;
 
-/// Frames taken from the RX ring per turn: copy-mode TX sends at most 32 frames per kick.
-const BATCH: u32 = 32;
+/// Frames taken from the RX ring per turn, at most: one copy-mode kick sends the socket's
+/// `tx_budget` (32, or [`ring::TX_BUDGET`] where the kernel lets us raise it), so a
+/// turn takes that many.
+const BATCH: u32 = ring::TX_BUDGET;
 
 /// The compiled XDP program (see `tools/xdp/build`).
 static PROGRAM: &[u8] = aya::include_bytes_aligned!("gtmd-xdp.o");
@@ -96,6 +98,7 @@ pub fn attach(
     let (ebpf, mode) = load(ifindex, iface, listen, &xsks)?;
     let zero_copy = sockets.iter().all(|s| s.0.zero_copy);
     let need_wakeup = sockets.iter().all(|s| s.0.need_wakeup);
+    let tx_budget = sockets.iter().map(|s| s.0.tx_budget).min().unwrap_or(0);
     // aya attaches through bpf_link_create where the kernel has it (5.9), else netlink.
     use aya::util::KernelVersion;
     let link = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 9, 0));
@@ -105,6 +108,7 @@ pub fn attach(
         mode,
         sockets = if zero_copy { "zero-copy" } else { "copy" },
         need_wakeup,
+        tx_budget,
         attach = if link { "bpf_link" } else { "netlink" },
         "xdp: program attached, UDP to the listeners goes to AF_XDP sockets"
     );
@@ -344,10 +348,10 @@ impl UdpIo for XdpIo {
             if polled && self.poll(&mut pfds, busy > 0) < 0 {
                 continue; // EINTR
             }
-            let mtu = self.mtu;
+            let (mtu, batch) = (self.mtu, self.xsk.tx_budget.min(BATCH));
             let (n, sent) = self
                 .xsk
-                .serve_batch(BATCH, |rx, tx| answer(ctx, &mut scratch, rx, tx, mtu));
+                .serve_batch(batch, |rx, tx| answer(ctx, &mut scratch, rx, tx, mtu));
             if sent > 0 && self.xsk.tx_needs_kick() {
                 self.xsk.kick();
             }
@@ -357,7 +361,7 @@ impl UdpIo for XdpIo {
                 self.stats.received.store(received, Relaxed);
                 self.stats.answered.store(answered, Relaxed);
             }
-            busy = if n == BATCH {
+            busy = if n == batch {
                 busy.wrapping_add(1).max(1)
             } else {
                 0

@@ -14,6 +14,11 @@ pub const FRAME: usize = 4096;
 pub const RX_FRAMES: u32 = 1024;
 /// Frames of the transmit pool, and the size of the TX and completion rings.
 pub const TX_FRAMES: u32 = 1024;
+/// Frames a copy-mode kick may send, asked of kernels with `XDP_MAX_TX_SKB_BUDGET`
+/// (the kernel's default and floor is 32): one syscall per batch instead of one per 32.
+pub const TX_BUDGET: u32 = 128;
+/// `XDP_MAX_TX_SKB_BUDGET` (linux/if_xdp.h, 6.17): not in the libc crate yet.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 const UMEM_LEN: usize = FRAME * (RX_FRAMES + TX_FRAMES) as usize;
 
 /// A mapped ring: producer and consumer indices shared with the kernel, and the entries.
@@ -140,6 +145,9 @@ pub struct Xsk {
     pub need_wakeup: bool,
     /// The queue it is bound to.
     pub queue: u32,
+    /// Frames one kick sends: [`TX_BUDGET`] in zero-copy mode and where the kernel takes
+    /// `XDP_MAX_TX_SKB_BUDGET` (6.17+), else the kernel's fixed 32.
+    pub tx_budget: u32,
 }
 
 // SAFETY: the socket, its UMEM and its rings belong to the one shard thread it is moved to;
@@ -237,6 +245,11 @@ impl Xsk {
             )
         })?;
         x.need_wakeup = need_wakeup;
+        // Zero-copy drivers send from their own NAPI loop, with no such budget. In copy
+        // mode, older kernels answer ENOPROTOOPT: they send 32 frames per kick.
+        if zero_copy || setopt(x.fd.as_raw_fd(), XDP_MAX_TX_SKB_BUDGET, &TX_BUDGET, 4).is_ok() {
+            x.tx_budget = TX_BUDGET;
+        }
         // The receive pool goes to the fill ring, the transmit pool to the free list.
         for i in 0..RX_FRAMES {
             x.fill_one(i as u64 * FRAME as u64);
@@ -314,6 +327,7 @@ impl Xsk {
             zero_copy,
             need_wakeup: false,
             queue,
+            tx_budget: 32,
         })
     }
 
@@ -542,7 +556,8 @@ impl Xsk {
         unsafe { libc::poll(&mut p, 1, ms) };
     }
 
-    /// Tells the kernel to send what TX holds (copy mode sends up to 32 frames a call).
+    /// Tells the kernel to send what TX holds (copy mode sends up to `tx_budget` frames a
+    /// call).
     pub fn kick(&self) {
         // SAFETY: a zero-length sendto on our socket, no buffers.
         unsafe {
