@@ -24,9 +24,6 @@ use gtmd::shard::xdp::{self, frame, ring::Xsk};
 use gtmd::tables::gslb::ClientAddr;
 use hdrhistogram::Histogram;
 
-/// Frames put on TX per turn when sending as fast as possible (no window, no rate); a
-/// turn puts at most the socket's `tx_budget` frames on TX (what one kick sends).
-const BATCH: u32 = 32;
 /// A query unanswered this long is lost (closed loop: its flow is sent again).
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// How long answers are still taken after the last query was sent.
@@ -278,11 +275,12 @@ fn client_addr(ip: IpAddr) -> ClientAddr {
 }
 
 /// How many queries may go now: the window's room (closed loop), what the rate allows so
-/// far (open loop at a rate), or a batch (as fast as possible).
+/// far (open loop at a rate), or no limit (as fast as possible: the caller sends what one
+/// kick sends).
 fn due(a: &Args, run: &Run, start: Instant, now: Instant) -> u64 {
     match (a.inflight, a.rate) {
         (Some(k), _) => (k as u64).saturating_sub(run.sent - run.answered - run.lost),
-        (None, 0) => BATCH as u64,
+        (None, 0) => u64::MAX, // as fast as possible: a kick's worth per turn
         (None, r) => {
             ((r as f64 * now.duration_since(start).as_secs_f64()) as u64).saturating_sub(run.sent)
         }

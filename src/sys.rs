@@ -44,43 +44,82 @@ pub fn without_huge_pages<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// A transparent huge page (x86-64, arm64 with 4 KiB pages).
+/// A transparent huge page (x86-64, arm64 with 4 KiB pages), and a small page: the sizes
+/// [`collapse_resident`] works with ([`can_collapse`] says no elsewhere).
 const HUGE: usize = 2 << 20;
 const SMALL: usize = 4096;
 
-/// Whether [`collapse_resident`] can put memory back on huge pages here: `MADV_COLLAPSE`
-/// (Linux 6.1) is there and transparent huge pages are not `never`. Tried once, on a
-/// fresh 2 MiB of memory; a reload compiles on small pages only where this holds
-/// (`compile::compile_with`), or its tables would stay on them.
+/// Whether [`collapse_resident`] can put memory back on huge pages here and should:
+/// 4 KiB pages and 2 MiB huge pages, transparent huge pages not `never` (`MADV_COLLAPSE`
+/// would ignore that setting: the operator's choice is kept), not turned off for this
+/// process (`PR_SET_THP_DISABLE` inherited or set by whoever started gtmd), and
+/// `MADV_COLLAPSE` (Linux 6.1) working on a fresh 2 MiB of memory. Decided once, at the
+/// first call: make it at start-up, before anything turns huge pages off for a while.
+/// A reload compiles on small pages only where this holds (`compile::compile_with`), or
+/// its tables would stay on them.
 pub fn can_collapse() -> bool {
     static CAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *CAN.get_or_init(|| {
-        let len = 2 * HUGE;
-        // SAFETY: a new private anonymous mapping; no existing memory is named.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let enabled = read("/sys/kernel/mm/transparent_hugepage/enabled");
+        let pmd = read("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
+        // SAFETY: plain sysconf and prctl calls with integer arguments only.
+        let (page, thp_off) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PAGESIZE),
+                libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0),
             )
         };
-        if p == libc::MAP_FAILED {
+        if enabled.is_empty()
+            || enabled.contains("[never]")
+            || pmd.trim() != HUGE.to_string()
+            || page != SMALL as libc::c_long
+            || thp_off != 0
+        {
             return false;
         }
-        let block = (p as usize).next_multiple_of(HUGE);
-        // SAFETY: [block, block + HUGE) lies inside the mapping just made (2 huge pages
-        // long), which nothing else references: its pages are written, then advised.
-        let ok = unsafe {
-            std::ptr::write_bytes(block as *mut u8, 1, HUGE);
-            libc::madvise(block as *mut libc::c_void, HUGE, libc::MADV_COLLAPSE) == 0
-        };
-        // SAFETY: the mapping made above, unmapped once.
-        unsafe { libc::munmap(p, len) };
-        ok
+        probe_collapse()
     })
+}
+
+/// `MADV_COLLAPSE` on 2 MiB of fresh, written memory: whether it succeeds.
+fn probe_collapse() -> bool {
+    let len = 2 * HUGE;
+    // SAFETY: a new private anonymous mapping; no existing memory is named.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    let block = (p as usize).next_multiple_of(HUGE);
+    // SAFETY: [block, block + HUGE) lies inside the mapping just made (2 huge pages
+    // long), which nothing else references: its pages are written, then advised.
+    let ok = unsafe {
+        std::ptr::write_bytes(block as *mut u8, 1, HUGE);
+        libc::madvise(block as *mut libc::c_void, HUGE, libc::MADV_COLLAPSE) == 0
+    };
+    // SAFETY: the mapping made above, unmapped once.
+    unsafe { libc::munmap(p, len) };
+    ok
+}
+
+/// Why a [`collapse_resident`] pass stopped before the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollapseStop {
+    /// Huge pages are off for the process (a reload is reading or compiling): the kernel
+    /// refuses every block until they are back on.
+    ThpOff,
+    /// The kernel had no huge page to give (`ENOMEM`), or the memory cgroup no room for
+    /// one (`EBUSY`): going on would only reclaim and compact for each block.
+    NoMemory,
 }
 
 /// What one [`collapse_resident`] pass did.
@@ -90,32 +129,32 @@ pub struct Collapsed {
     pub blocks: usize,
     /// Of those, the ones the kernel collapsed (or found collapsed already).
     pub huge: usize,
-    /// The pass stopped early: huge pages were turned off again (a reload began) or the
-    /// kernel had none to give.
-    pub stopped: bool,
+    /// Why the pass stopped early, if it did.
+    pub stopped: Option<CollapseStop>,
 }
 
 /// Puts this process's resident anonymous memory back on transparent huge pages: every
 /// 2 MiB-aligned block of a private writable anonymous mapping whose pages are all
-/// resident is collapsed (`MADV_COLLAPSE`, synchronous: the calling thread pays for it).
-/// Blocks with a page not resident are left alone, so resident memory does not grow; the
-/// contents never change, so threads reading the memory meanwhile see no difference.
-/// For after a reload compiled on small pages: the shards' tables go back on huge pages
-/// (PERF.md: 15-20% less CPU per query at a million names). One pass at a time.
-pub fn collapse_resident() -> Collapsed {
-    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+/// resident is collapsed (`MADV_COLLAPSE`, synchronous: the calling thread pays for it),
+/// one block per call, with a `pause` after each block the kernel had to copy. Blocks
+/// with a page not resident are left alone. A page mapped to the shared zero page (read,
+/// never written) counts as resident and becomes real memory in the huge page: memory
+/// that is allocated zeroed and only read grows resident memory by that much. Contents
+/// never change; a thread touching a block while the kernel copies it waits for the copy
+/// (a fraction of a millisecond), hence the pause. Blocks the kernel refuses (pinned
+/// pages: an AF_XDP UMEM, io_uring buffers; `MADV_NOHUGEPAGE`) are skipped.
+/// For after a reload compiled on small pages (`control::hugepages`).
+pub fn collapse_resident(pause: Duration) -> Collapsed {
     let mut done = Collapsed::default();
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return done;
     };
+    let thp_off = || {
+        // SAFETY: prctl with integer arguments only: reads this process's THP flag.
+        unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) > 0 }
+    };
     let mut resident = vec![0u8; HUGE / SMALL];
     for (start, end) in anonymous_ranges(&maps) {
-        // SAFETY: prctl with integer arguments only: reads this process's THP flag.
-        if unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } > 0 {
-            done.stopped = true;
-            return done;
-        }
         let mut block = start.next_multiple_of(HUGE);
         while block + HUGE <= end {
             let at = block as *mut libc::c_void;
@@ -128,24 +167,29 @@ pub fn collapse_resident() -> Collapsed {
             if resident.iter().any(|r| r & 1 == 0) {
                 continue;
             }
+            if thp_off() {
+                done.stopped = Some(CollapseStop::ThpOff);
+                return done;
+            }
             done.blocks += 1;
+            let t0 = std::time::Instant::now();
             // SAFETY: advice that keeps the contents of the range: the kernel copies the
             // block into one huge page and maps it in place, or fails and leaves it.
-            if unsafe { libc::madvise(at, HUGE, libc::MADV_COLLAPSE) } == 0 {
-                done.huge += 1;
-                continue;
-            }
-            match io::Error::last_os_error().raw_os_error() {
-                // Busy or pinned pages (an AF_XDP UMEM): the next block.
-                Some(libc::EAGAIN | libc::EBUSY) => {}
-                // No huge page to be had (the range was resident a moment ago): later
-                // passes may find one.
-                Some(libc::ENOMEM) => {
-                    done.stopped = true;
+            let r = unsafe { libc::madvise(at, HUGE, libc::MADV_COLLAPSE) };
+            let err = (r != 0).then(|| io::Error::last_os_error().raw_os_error());
+            match err {
+                None => done.huge += 1,
+                Some(Some(libc::ENOMEM | libc::EBUSY)) => {
+                    done.stopped = Some(CollapseStop::NoMemory);
                     return done;
                 }
-                // Refused for this mapping (MADV_NOHUGEPAGE) or unmapped: the next one.
-                _ => break,
+                // Refused for this block only (pinned, busy, zero-page, no-huge-page
+                // mapping), or for all while huge pages are off: checked above.
+                Some(_) => continue,
+            }
+            // Already huge takes a few microseconds; a copy, far longer.
+            if t0.elapsed() > Duration::from_micros(50) {
+                std::thread::sleep(pause);
             }
         }
     }
@@ -353,14 +397,14 @@ mod tests {
 
     /// Memory written on small pages (THP off for the process) is found resident and,
     /// where the kernel can, collapsed; its contents stay. The count of huge pages made
-    /// depends on the machine (THP `never`, an old kernel): only checked where
-    /// [`can_collapse`] says it works.
+    /// depends on the machine (THP `never`, an old kernel, no huge page free): only
+    /// checked where [`can_collapse`] says it works and the pass was not stopped.
     #[test]
     fn collapse_keeps_contents() {
         let v: Vec<u64> = without_huge_pages(|| (0..(8 * HUGE / 8) as u64).collect());
-        let done = collapse_resident();
+        let done = collapse_resident(Duration::ZERO);
         assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64));
-        if can_collapse() && !done.stopped {
+        if can_collapse() && done.stopped.is_none() {
             assert!(done.blocks >= 7, "{done:?}");
             assert!(done.huge >= 7, "{done:?}");
         }

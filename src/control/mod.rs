@@ -11,6 +11,7 @@ mod ctl_text;
 pub mod dnstap;
 pub mod fleet;
 pub mod http;
+mod hugepages;
 pub mod log;
 pub mod metrics;
 mod notify;
@@ -224,6 +225,9 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
             running.shards,
         ),
     });
+    // Decided before anything (a fleet epoch, an API change) can reload: a reload turns
+    // huge pages off for a while, which would make the probe say no for good.
+    let collapse = crate::sys::can_collapse();
     let persister = state::spawn_writer(ctx.clone(), changed, stop.clone())
         .map_err(|e| ExitError::Startup(format!("cannot start thread: {e}")))
         .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
@@ -243,6 +247,11 @@ pub fn run(opts: RunOptions) -> Result<(), ExitError> {
     info!(
         shards = running.shards,
         threads = running.threads.len(),
+        reload_pages = if collapse {
+            "small, collapsed after"
+        } else {
+            "as the system gives"
+        },
         "ready"
     );
     let serving = Serving {
@@ -870,7 +879,7 @@ impl ControlPlane {
 /// domains ~1.4 GiB of small allocations, a pause a shard must not take. So a helper thread
 /// (niced, so shards keep their CPUs) waits, bounded, until its reference is the last and
 /// frees it; an idle shard still holding one after that frees it at its next query.
-fn retire(old: Arc<crate::tables::Snapshot>) {
+fn retire(old: Arc<crate::tables::Snapshot>, generation: u64) {
     let spawned = std::thread::Builder::new()
         .name("retire".into())
         .spawn(move || {
@@ -881,6 +890,9 @@ fn retire(old: Arc<crate::tables::Snapshot>) {
             }
             let held = Arc::strong_count(&old) > 1;
             drop(old);
+            // The new tables were built on small pages: back onto huge ones, now that
+            // the old ones are freed (none of their blocks is collapsed for nothing).
+            hugepages::request(generation);
             debug!(
                 ms = t0.elapsed().as_millis() as u64,
                 still_held = held,
@@ -889,31 +901,6 @@ fn retire(old: Arc<crate::tables::Snapshot>) {
         });
     if let Err(e) = spawned {
         warn!("cannot start the retire thread ({e}): the old configuration is freed where it is dropped");
-    }
-}
-
-/// Puts the tables of the configuration just published (compiled on small pages, see
-/// `compile::compile_with`) back on transparent huge pages, on a niced thread: the
-/// shards read them meanwhile, unchanged, a little slower. A reload that begins turns
-/// huge pages off again and stops the pass; its own pass follows it.
-fn huge_pages_back(generation: u64) {
-    let spawned = std::thread::Builder::new()
-        .name("hugepages".into())
-        .spawn(move || {
-            crate::sys::lower_thread_priority();
-            let t0 = Instant::now();
-            let done = crate::sys::collapse_resident();
-            info!(
-                generation,
-                ms = t0.elapsed().as_millis() as u64,
-                resident_blocks = done.blocks,
-                huge_pages = done.huge,
-                stopped = done.stopped,
-                "reload: tables back on huge pages"
-            );
-        });
-    if let Err(e) = spawned {
-        warn!("cannot start the huge pages thread ({e}): the new tables stay on small pages");
     }
 }
 
@@ -981,10 +968,9 @@ fn reload(
     let names_patched = !names_kept && snap.names.patched;
     let ads_compiled = snap.reuse.compiled;
     drop(prev);
-    // As the compile: on small pages where they can be collapsed after (compile_with).
+    // As the compile: on small pages where they are collapsed after (compile_with).
     if crate::sys::can_collapse() {
         crate::sys::without_huge_pages(|| publish(s, &cfg, snap, *generation));
-        huge_pages_back(*generation);
     } else {
         publish(s, &cfg, snap, *generation);
     }
@@ -1051,7 +1037,7 @@ fn publish(s: &Serving<'_>, cfg: &Config, mut snap: crate::tables::Snapshot, gen
     drop(w);
     alerts::set_origin(cfg.server.identity.as_deref(), generation);
     log_changes(&changes);
-    retire(old);
+    retire(old, generation);
 }
 
 /// Binds every socket (so a bind error fails start-up before any thread runs), calls

@@ -361,7 +361,8 @@ impl UdpIo for XdpIo {
                 self.stats.received.store(received, Relaxed);
                 self.stats.answered.store(answered, Relaxed);
             }
-            busy = if n == batch {
+            // Busy: a turn of 32 or more (the kernel's default kick) means more waits.
+            busy = if n >= batch.min(32) {
                 busy.wrapping_add(1).max(1)
             } else {
                 0
