@@ -131,7 +131,7 @@ pub(crate) fn published(dir: &TempDir, www: &str, extra: &str) -> PathBuf {
 }
 
 /// An edge's own file: `www` is 192.0.2.1 until an epoch arrives.
-fn edge_file(dir: &TempDir, name: &str, nats: &str) -> PathBuf {
+pub(crate) fn edge_file(dir: &TempDir, name: &str, nats: &str) -> PathBuf {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("local.zone"), zone("192.0.2.1")).unwrap();

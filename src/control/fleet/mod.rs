@@ -535,7 +535,7 @@ mod tests {
         assert!(Canary::parse(good.as_bytes()).is_ok());
         for (bad, why) in [
             ("{", "not a canary: EOF"),
-            (r#"{"epoch":"x"}"#, "not a canary: invalid type"),
+            (r#"{"epoch":"x"}"#, "not a canary: missing field `selector`"),
             (
                 &good.replace(r#""percent":0"#, r#""percent":150"#),
                 "percent 150 is above 100",

@@ -124,7 +124,8 @@ where
     // Bounded: the client may retry for ever against an engine that went silent.
     let limit = Duration::from_secs(args.timeout);
     rt.block_on(async {
-        let opened = tokio::time::timeout(limit, open(&urls, what, args.wait)).await;
+        let mut last = String::new();
+        let opened = tokio::time::timeout(limit, open(&urls, what, args.wait, &mut last)).await;
         let engine = match opened {
             Ok(Ok(engine)) => engine,
             Ok(Err(e)) => {
@@ -132,7 +133,7 @@ where
                 return ENGINE;
             }
             Err(_) => {
-                eprintln!("gtmd {what}: {}", no_answer(args.timeout, ""));
+                eprintln!("gtmd {what}: {}", no_answer(args.timeout, &last));
                 return ENGINE;
             }
         };
@@ -170,9 +171,20 @@ fn urls(args: &EngineArgs) -> Result<Vec<String>, String> {
     Ok(urls)
 }
 
-/// Connects and opens the buckets (made by the first publish or edge: never here).
-async fn open(urls: &[String], what: &str, wait: u64) -> Result<Engine, String> {
-    let client = super::connect(urls, &format!("gtmd {what}")).await?;
+/// Connects (tried again every 2 s while it fails, for as long as the caller lets it run;
+/// `last` holds the last error) and opens the buckets (made by the first publish or edge:
+/// never here).
+async fn open(urls: &[String], what: &str, wait: u64, last: &mut String) -> Result<Engine, String> {
+    let client = loop {
+        match super::connect(urls, &format!("gtmd {what}")).await {
+            Ok(c) => break c,
+            Err(e) => {
+                eprintln!("gtmd {what}: {e}: trying again in 2 s");
+                *last = e;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
     let js = jetstream::new(client);
     let none = |e: String| format!("{e} (nothing was published to this engine yet?)");
     let config = js
