@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | `gtmd_config` | KV, file storage, history 16 | `current` -> [`Pointer`] (epoch, digest, object); `canary` -> [`Canary`] (a pointer and a [`Selector`]); `pin.<edge>` -> [`Pointer`] |
 //! | `gtmd_epochs` | object store | `epoch-N-DIGEST` -> the bundle |
-//! | `gtmd_edges` | KV, file storage, history 1, entries kept 1 h | `<edge>` -> [`EdgeStatus`] |
+//! | `gtmd_edges` | KV, file storage, history 1, entries kept 1 h | `<edge>` -> [`EdgeStatus`]; [`CLOCK_KEY`] (empty: what commands write to read the engine's time, [`EngineClock`]) |
 //! | `gtmd_health` | KV, memory storage, history 1, entries kept 4 h | `v.<edge>.<check>` -> [`health::Verdict`] (`share-health`) |
 //! | `gtmd_members` | KV, memory storage, history 1, entries kept 15 s | `<edge>` -> [`members::Heartbeat`] (`share-health`) |
 //!
@@ -21,7 +21,9 @@
 //! compare-and-set on it; the bundle goes to the object store, which chunks it, because a
 //! KV value is one message and a message is capped (1 MB by default) while a large model
 //! is hundreds of MB. Every key has one writer: `current` the publisher, `<edge>` that
-//! edge. Epochs only move forward: an edge never applies an epoch at or below the one it
+//! edge. A publish looks for a canary and writes its pointer in one step, a
+//! compare-and-set on the config bucket's last sequence (`publish.rs`). An edge's report
+//! is fresh by the engine's clock alone ([`EngineClock`]). Epochs only move forward: an edge never applies an epoch at or below the one it
 //! applied, and `publish` numbers the next epoch above both `current` and every epoch an
 //! edge reports (an engine restored from an old backup, or emptied, cannot push edges
 //! back).
