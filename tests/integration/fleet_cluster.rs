@@ -525,13 +525,7 @@ fn cluster_rollout_canary_promote_abort_and_pin() {
 
 /// Rewrites `current` with its epoch number set to `epoch` (as a stale restore would).
 fn write_current_epoch(url: &str, epoch: u64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = async_nats::connect(url).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    crate::harness::nats::with_jetstream(url, |js| async move {
         let kv = js.get_key_value("gtmd_config").await.unwrap();
         let v = kv.get("current").await.unwrap().unwrap();
         let mut p: serde_json::Value = serde_json::from_slice(&v).unwrap();
