@@ -444,6 +444,9 @@ impl Edge {
         epochs: &object_store::ObjectStore,
     ) -> Result<(), String> {
         if p.epoch <= self.status.epoch {
+            // Nothing to fetch: no retry either.
+            self.fetch_retry = None;
+            self.status.fetch_error = None;
             let other = p.epoch == self.status.epoch && p.digest != self.status.digest;
             if other && self.status.ignored != Some(p.epoch) {
                 warn!(
