@@ -28,6 +28,9 @@ const LKG_FILE: &str = "lkg.json";
 /// The first pause before fetching again a bundle that could not be fetched (doubled at
 /// each failure, up to [`MAX_BACKOFF`]).
 const FETCH_PAUSE: Duration = Duration::from_secs(1);
+/// A fetch of a bundle is given up (and tried again later) after this, plus a second per
+/// MiB of the bundle: an engine that goes silent mid-fetch must not hold the session.
+const FETCH_LIMIT: Duration = Duration::from_secs(30);
 /// Longest wait between two connection attempts, or two fetches of a bundle.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -486,7 +489,9 @@ impl Edge {
         {
             return Ok(());
         }
-        let fetched = match fetch(epochs, p).await {
+        let limit = FETCH_LIMIT + Duration::from_secs(p.size >> 20);
+        let fetching = tokio::time::timeout(limit, fetch(epochs, p)).await;
+        let fetched = match fetching.unwrap_or_else(|_| Err(format!("no bundle in {limit:?}"))) {
             Err(e) => {
                 self.fetch_later(p, &e);
                 return Ok(());
