@@ -131,7 +131,7 @@ pub(crate) fn published(dir: &TempDir, www: &str, extra: &str) -> PathBuf {
 }
 
 /// An edge's own file: `www` is 192.0.2.1 until an epoch arrives.
-fn edge_file(dir: &TempDir, name: &str, nats: &str) -> PathBuf {
+pub(crate) fn edge_file(dir: &TempDir, name: &str, nats: &str) -> PathBuf {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("local.zone"), zone("192.0.2.1")).unwrap();
@@ -643,9 +643,27 @@ fn health_edge_file(
     source: &str,
     share: bool,
 ) -> PathBuf {
+    let checked = [("primary".to_string(), PRIMARY.to_string())];
+    let share = format!("share-health = {share}");
+    checked_edge_file(dir, (name, nats), (port, source, 50), &checked, &share)
+}
+
+/// Edge `name`'s file (on `nats`) for the shared-health tests: the `checked` addresses
+/// (name, IP), each checked over HTTP on `port` every 1 s from `source` (down after 2,
+/// timeout 0.5 s) at `failure-rate` `rate`; `www.fleet.test.` answers the first, else
+/// `backup`; `[fleet]` plus `fleet_extra` (its first line is line 46 of the file when one
+/// address is checked).
+pub(crate) fn checked_edge_file(
+    dir: &TempDir,
+    (name, nats): (&str, &str),
+    (port, source, rate): (u16, &str, u32),
+    checked: &[(String, String)],
+    fleet_extra: &str,
+) -> PathBuf {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
-    let text = format!(
+    let main = &checked[0].0;
+    let mut text = format!(
         r#"version = 1
 [[zone]]
 name = "fleet.test."
@@ -664,18 +682,14 @@ timeout = 0.5
 down-after = 2
 up-after = 2
 sources = ["{source}"]
-failure-rate = 50
-[[address]]
-name = "primary"
-value = "{PRIMARY}"
-health-check = "web"
+failure-rate = {rate}
 [[address]]
 name = "backup"
 value = "{BACKUP}"
 [[pool]]
 name = "main"
 type = "ipv4"
-addresses = ["primary"]
+addresses = ["{main}"]
 [[pool]]
 name = "spare"
 type = "ipv4"
@@ -687,13 +701,16 @@ ttl = 30
 policy = "global-availability"
 preemptive = true
 pools = ["main", "spare"]
-[fleet]
-nats = ["{nats}"]
-edge = "{name}"
-state-dir = "state"
-share-health = {share}
 "#
     );
+    for (a, ip) in checked {
+        text.push_str(&format!(
+            "[[address]]\nname = \"{a}\"\nvalue = \"{ip}\"\nhealth-check = \"web\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[fleet]\nnats = [\"{nats}\"]\nedge = \"{name}\"\nstate-dir = \"state\"\n{fleet_extra}\n"
+    ));
     std::fs::write(d.join("edge.toml"), text).unwrap();
     d.join("edge.toml")
 }
@@ -1041,13 +1058,7 @@ fn share_health_must_be_a_boolean() {
 /// A stream of the engine's that holds `$KV.gtmd_health.>`, so that the health bucket
 /// cannot be made (created with async-nats, as gtmd does).
 fn block_health_bucket(url: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = async_nats::connect(url).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    crate::harness::nats::with_jetstream(url, |js| async move {
         js.create_stream(async_nats::jetstream::stream::Config {
             name: "blocker".into(),
             subjects: vec!["$KV.gtmd_health.>".into()],

@@ -89,6 +89,28 @@ impl Cluster {
         }
     }
 
+    /// Until each server left (`alive`) sees a JetStream meta leader other than `gone`'s
+    /// (bounded): the cluster has re-elected after losing it.
+    fn wait_meta_leader(&self, alive: &[usize], gone: &str) {
+        let t0 = Instant::now();
+        for &i in alive {
+            let addr: SocketAddr = ([127, 0, 0, 1], self.nodes[i].http).into();
+            loop {
+                let (code, body) = crate::harness::http(addr, "GET", "/jsz", &[], "");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let leader = v["meta_cluster"]["leader"].as_str().unwrap_or(gone);
+                if code == 200 && leader != gone {
+                    break;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "no new meta leader: {body}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
     fn url(&self, i: usize) -> String {
         format!("nats://127.0.0.1:{}", self.nodes[i].port)
     }
@@ -503,13 +525,7 @@ fn cluster_rollout_canary_promote_abort_and_pin() {
 
 /// Rewrites `current` with its epoch number set to `epoch` (as a stale restore would).
 fn write_current_epoch(url: &str, epoch: u64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = async_nats::connect(url).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    crate::harness::nats::with_jetstream(url, |js| async move {
         let kv = js.get_key_value("gtmd_config").await.unwrap();
         let v = kv.get("current").await.unwrap().unwrap();
         let mut p: serde_json::Value = serde_json::from_slice(&v).unwrap();
@@ -541,8 +557,25 @@ fn cluster_publishes_and_answers_with_a_server_killed() {
     // streams it led have elected another leader, and every query is answered meanwhile.
     cluster.kill(0);
     let t0 = Instant::now();
-    // (15-33 s here: the streams it led elect leaders, and requests time out meanwhile.)
-    let out = publish(&published(&dir, "192.0.2.52", ""), &nats, 45, None);
+    // The cluster re-elects its meta leader first; publish then tries the engine again
+    // until the streams have leaders too (up to --timeout: 15-33 s here, requests timing
+    // out meanwhile), however long the election takes.
+    cluster.wait_meta_leader(&[1, 2], "n0");
+    let cfg = published(&dir, "192.0.2.52", "");
+    let out = gtmd(
+        &[
+            "publish",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--wait",
+            "45",
+            "--timeout",
+            "90",
+            "--replicas",
+            "3",
+        ],
+        &nats,
+    );
     let said = text(&out);
     let logs = || -> String {
         e.iter()

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::fleet::{asker, nats_server, start_edge, switch_times, text, wait_www, Nats, BACKUP};
+use crate::fleet::{
+    asker, checked_edge_file, nats_server, start_edge, switch_times, text, wait_www, Nats, BACKUP,
+};
 use crate::harness::{free_port, http, read_request, Server, TempDir, BIN};
 
 /// The first target's address (`www.fleet.test.` answers it while it is up).
@@ -107,59 +109,60 @@ fn edge_file(
     source: IpAddr,
     fleet_extra: &str,
 ) -> PathBuf {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    let mut text = format!(
-        r#"version = 1
-[[zone]]
-name = "fleet.test."
-soa = {{ mname = "ns1", rname = "hostmaster", serial = 1, minimum = 60 }}
-ns = ["ns1"]
-records = ["ns1 A 192.0.2.1"]
-[[health-check]]
-name = "web"
-protocol = "http"
-port = {port}
-method = "GET"
-path = "/health"
-expect = [200]
-interval = 1
-timeout = 0.5
-down-after = 2
-up-after = 2
-sources = ["{source}"]
-failure-rate = {rate}
-[[address]]
-name = "backup"
-value = "{BACKUP}"
-[[pool]]
-name = "main"
-type = "ipv4"
-addresses = ["t01"]
-[[pool]]
-name = "spare"
-type = "ipv4"
-addresses = ["backup"]
-[[access-domain]]
-name = "www.fleet.test."
-type = "A"
-ttl = 30
-policy = "global-availability"
-preemptive = true
-pools = ["main", "spare"]
-"#
-    );
-    for (i, ip) in Targets::ips(n).iter().enumerate() {
-        text.push_str(&format!(
-            "[[address]]\nname = \"t{:02}\"\nvalue = \"{ip}\"\nhealth-check = \"web\"\n",
-            i + 1
-        ));
+    let checked: Vec<(String, String)> = Targets::ips(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, ip)| (format!("t{:02}", i + 1), ip))
+        .collect();
+    let source = source.to_string();
+    checked_edge_file(
+        dir,
+        (name, nats),
+        (port, &source, rate),
+        &checked,
+        fleet_extra,
+    )
+}
+
+/// `n` targets on a port free on each of their addresses; the port.
+fn targets(n: usize) -> (Targets, u16) {
+    let ips = Targets::ips(n);
+    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let port = crate::prober::target_port(&ip_refs);
+    (Targets::start(n, port), port)
+}
+
+/// Edges e1..=`count` on `nats`, edge `i` probing from `src(i)` (the other settings as
+/// `edge_file` takes them), each file passed through `edit`, started; each waited for
+/// until it logs `ready` and answers t01.
+fn fleet_of(
+    dir: &TempDir,
+    nats: &Nats,
+    count: usize,
+    (settings, fleet_extra): ((usize, u16, u32), &str),
+    edit: impl Fn(String) -> String,
+    ready: &str,
+) -> Vec<Server> {
+    let edges: Vec<Server> = (1..=count)
+        .map(|i| {
+            let f = edge_file(
+                dir,
+                &format!("e{i}"),
+                &nats.url(),
+                settings,
+                src(i),
+                fleet_extra,
+            );
+            let text = std::fs::read_to_string(&f).unwrap();
+            std::fs::write(&f, edit(text)).unwrap();
+            start_edge(&f)
+        })
+        .collect();
+    for e in &edges {
+        e.wait_log(ready, Duration::from_secs(10));
+        wait_www(e, T1);
     }
-    text.push_str(&format!(
-        "[fleet]\nnats = [\"{nats}\"]\nedge = \"{name}\"\nstate-dir = \"state\"\n{fleet_extra}\n"
-    ));
-    std::fs::write(d.join("edge.toml"), text).unwrap();
-    d.join("edge.toml")
+    edges
 }
 
 /// `GET /v1/fleet` of `s`.
@@ -229,27 +232,15 @@ fn k_probers_per_target_and_a_killed_edges_checks_move_to_the_others() {
     let dir = TempDir::new("fleet-s");
     let nats = Nats::start(&bin, &dir);
     let n = 30;
-    let ips = Targets::ips(n);
-    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let port = crate::prober::target_port(&ip_refs);
-    let targets = Targets::start(n, port);
-    let edges: Vec<Server> = (1..=3)
-        .map(|i| {
-            let f = edge_file(
-                &dir,
-                &format!("e{i}"),
-                &nats.url(),
-                (n, port, 50),
-                src(i),
-                "probes-per-group = 2",
-            );
-            start_edge(&f)
-        })
-        .collect();
-    for e in &edges {
-        e.wait_log("fleet: connected to the engine", Duration::from_secs(10));
-        wait_www(e, T1);
-    }
+    let (targets, port) = targets(n);
+    let edges = fleet_of(
+        &dir,
+        &nats,
+        3,
+        ((n, port, 50), "probes-per-group = 2"),
+        |t| t,
+        "fleet: connected to the engine",
+    );
     // Joined: every edge hears all three, and they share the 30 checks two by two.
     let all: Vec<&Server> = edges.iter().collect();
     let took = wait_fleet(
@@ -385,34 +376,20 @@ fn an_isolated_vantage_stops_voting_and_fails_nothing_over() {
     let dir = TempDir::new("fleet-t");
     let nats = Nats::start(&bin, &dir);
     let n = 5;
-    let ips = Targets::ips(n);
-    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let port = crate::prober::target_port(&ip_refs);
-    let targets = Targets::start(n, port);
+    let (targets, port) = targets(n);
     // The anchor: nothing listens there yet (refused).
     let anchor_port = free_port();
     let anchor = format!("anchors = [\"127.0.0.98:{anchor_port}\"]");
     // failure-rate 30: one edge of three seeing t01 down is enough to fail it over.
-    let edges: Vec<Server> = (1..=3)
-        .map(|i| {
-            let f = edge_file(
-                &dir,
-                &format!("e{i}"),
-                &nats.url(),
-                (n, port, 30),
-                src(i),
-                &anchor,
-            );
-            // down-after 3: the isolation (one round of failures) has time to come first.
-            let text = std::fs::read_to_string(&f).unwrap();
-            std::fs::write(&f, text.replace("down-after = 2", "down-after = 3")).unwrap();
-            start_edge(&f)
-        })
-        .collect();
-    for e in &edges {
-        e.wait_log("fleet: connected to the engine", Duration::from_secs(10));
-        wait_www(e, T1);
-    }
+    let edges = fleet_of(
+        &dir,
+        &nats,
+        3,
+        ((n, port, 30), &anchor),
+        // down-after 3: the isolation (one round of failures) has time to come first.
+        |t| t.replace("down-after = 2", "down-after = 3"),
+        "fleet: connected to the engine",
+    );
     let all: Vec<&Server> = edges.iter().collect();
     wait_fleet(&all, Duration::from_secs(15), "3 live members", |f| {
         live(f).len() == 3 && f["probed"] == n as u64
@@ -508,10 +485,7 @@ fn an_edge_follows_200_members() {
     let dir = TempDir::new("fleet-u");
     let nats = Nats::start(&bin, &dir);
     let n = 30;
-    let ips = Targets::ips(n);
-    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let port = crate::prober::target_port(&ip_refs);
-    let _targets = Targets::start(n, port);
+    let (_targets, port) = targets(n);
     let f = edge_file(&dir, "e1", &nats.url(), (n, port, 50), src(1), "");
     let e = start_edge(&f);
     e.wait_log("fleet: live members changed", Duration::from_secs(10));
@@ -553,13 +527,7 @@ fn simulate(
 ) -> std::thread::JoinHandle<()> {
     let url = url.to_string();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let client = async_nats::connect(url).await.unwrap();
-            let js = async_nats::jetstream::new(client);
+        crate::harness::nats::with_jetstream(&url, |js| async move {
             let kv = js.get_key_value("gtmd_members").await.unwrap();
             let t0 = Instant::now();
             // A fixed schedule (a beat every 2 s from t0, however long the puts took) and
@@ -601,27 +569,15 @@ fn too_few_fresh_votes_hold_the_state_until_the_probers_change() {
     let dir = TempDir::new("fleet-v");
     let nats = Nats::start(&bin, &dir);
     let n = 2;
-    let ips = Targets::ips(n);
-    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let port = crate::prober::target_port(&ip_refs);
-    let targets = Targets::start(n, port);
-    let edges: Vec<Server> = (1..=2)
-        .map(|i| {
-            let f = edge_file(
-                &dir,
-                &format!("e{i}"),
-                &nats.url(),
-                (n, port, 50),
-                src(i),
-                "min-vantages = 3",
-            );
-            start_edge(&f)
-        })
-        .collect();
-    for e in &edges {
-        e.wait_log("fleet: live members changed", Duration::from_secs(10));
-        wait_www(e, T1);
-    }
+    let (targets, port) = targets(n);
+    let edges = fleet_of(
+        &dir,
+        &nats,
+        2,
+        ((n, port, 50), "min-vantages = 3"),
+        |t| t,
+        "fleet: live members changed",
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let writer = simulate(&nats.url(), vec!["silent".into()], 0, stop.clone());
     let all: Vec<&Server> = edges.iter().collect();
@@ -669,10 +625,7 @@ fn members_on_another_epoch_are_given_no_checks() {
     let dir = TempDir::new("fleet-w");
     let nats = Nats::start(&bin, &dir);
     let n = 6;
-    let ips = Targets::ips(n);
-    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let port = crate::prober::target_port(&ip_refs);
-    let targets = Targets::start(n, port);
+    let (targets, port) = targets(n);
     let f = edge_file(
         &dir,
         "e1",

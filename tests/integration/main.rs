@@ -19,6 +19,7 @@ mod dnstap;
 mod fleet;
 mod fleet_cluster;
 mod fleet_health;
+mod fleet_rollout;
 mod includes;
 mod logs;
 mod metrics;

@@ -25,11 +25,13 @@ use crate::control::RunOptions;
 
 /// The last-known-good pointer's file in the state folder.
 const LKG_FILE: &str = "lkg.json";
-/// A bundle that cannot be read is refused after this many tries...
-const FETCH_TRIES: u32 = 3;
-/// ... over at least this long.
-const FETCH_GIVE_UP: Duration = Duration::from_secs(30);
-/// Longest wait between two connection attempts.
+/// The first pause before fetching again a bundle that could not be fetched (doubled at
+/// each failure, up to [`MAX_BACKOFF`]).
+const FETCH_PAUSE: Duration = Duration::from_secs(1);
+/// A fetch of a bundle is given up (and tried again later) after this, plus a second per
+/// MiB of the bundle: an engine that goes silent mid-fetch must not hold the session.
+const FETCH_LIMIT: Duration = Duration::from_secs(30);
+/// Longest wait between two connection attempts, or two fetches of a bundle.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The epoch an edge last applied, as kept in `state-dir/lkg.json`.
@@ -105,7 +107,7 @@ pub fn spawn(
                 bad_value: Default::default(),
                 reported: false,
                 twin_warned: false,
-                fetch_failed: None,
+                fetch_retry: None,
                 api,
                 status: EdgeStatus {
                     edge: fleet.edge.clone(),
@@ -140,11 +142,11 @@ struct Edge {
     reported: bool,
     /// Another gtmd under the same name was warned about.
     twin_warned: bool,
-    /// The epoch whose bundle could not be read last time, since when, and how many times:
-    /// refused once it failed [`FETCH_TRIES`] times over [`FETCH_GIVE_UP`] (else the
-    /// session would reconnect and read again, for ever), not sooner (a cluster electing
-    /// a leader after losing a server answers nothing for several seconds).
-    fetch_failed: Option<(u64, tokio::time::Instant, u32)>,
+    /// The epoch whose bundle could not be fetched (the engine away or failing, the object
+    /// missing), when to try again, and the pause before that. Such an epoch is never
+    /// refused (nothing is known against it) and the session goes on: only a bundle
+    /// fetched and found bad is refused.
+    fetch_retry: Option<(u64, tokio::time::Instant, Duration)>,
     commands: crossbeam::channel::Sender<Command>,
     stop: Arc<AtomicBool>,
     /// What it reports (and serves).
@@ -298,6 +300,11 @@ impl Edge {
                     if self.stop.load(Ordering::Relaxed) {
                         return Ok(());
                     }
+                    let retry = self.fetch_retry.is_some_and(|(_, at, _)| at <= tokio::time::Instant::now());
+                    if retry {
+                        self.decide(epochs).await?;
+                        self.report(edges).await?;
+                    }
                     if last_beat.elapsed() >= HEARTBEAT {
                         last_beat = tokio::time::Instant::now();
                         // Also a check that the watch missed nothing (a restored engine).
@@ -369,16 +376,21 @@ impl Edge {
         true
     }
 
-    /// A key's value as `T`; a value that is not is warned about once and counts as
-    /// absent.
-    fn parse<T: serde::de::DeserializeOwned>(&mut self, i: usize, key: &str) -> Option<T> {
+    /// A key's value as `parse` makes it; a value it refuses is warned about once and
+    /// counts as absent.
+    fn parse<T>(
+        &mut self,
+        i: usize,
+        key: &str,
+        parse: fn(&[u8]) -> Result<T, String>,
+    ) -> Option<T> {
         let value = [&self.keys.pin, &self.keys.canary, &self.keys.current][i].as_deref()?;
-        match serde_json::from_slice(value) {
+        match parse(value) {
             Ok(v) => Some(v),
             Err(e) => {
                 // Said once per value, not at every heartbeat's look.
                 if self.bad_value[i].as_deref() != Some(value) {
-                    warn!("fleet: {key} is not an epoch pointer ({e}): ignored");
+                    warn!("fleet: the key {key} holds no valid value ({e}): ignored");
                     self.bad_value[i] = Some(value.to_vec());
                 }
                 None
@@ -389,20 +401,28 @@ impl Edge {
     /// The epoch this edge should serve, and the key that names it: its pin, else the
     /// canary when the canary's selector names this edge, else `current`.
     fn target(&mut self) -> Option<(Pointer, &'static str)> {
-        if let Some(p) = self.parse::<Pointer>(0, &format!("{PIN}{}", self.fleet.edge)) {
+        if let Some(p) = self.parse(0, &format!("{PIN}{}", self.fleet.edge), pointer) {
             return Some((p, "pin"));
         }
-        if let Some(c) = self.parse::<Canary>(1, CANARY) {
+        // A malformed canary (hand-written, damaged) is nobody's: this edge follows current.
+        if let Some(c) = self.parse(1, CANARY, Canary::parse) {
             if c.selector.matches(&self.fleet.edge) {
                 return Some((c.pointer, CANARY));
             }
         }
-        self.parse::<Pointer>(2, CURRENT).map(|p| (p, CURRENT))
+        self.parse(2, CURRENT, pointer).map(|p| (p, CURRENT))
     }
 
     /// Applies the epoch [`Self::target`] names, when there is one.
     async fn decide(&mut self, epochs: &object_store::ObjectStore) -> Result<(), String> {
-        let Some((p, from)) = self.target() else {
+        let target = self.target();
+        // A retry is for the epoch to serve, not one named before.
+        let epoch = target.as_ref().map(|(p, _)| p.epoch);
+        if self.fetch_retry.is_some_and(|(n, _, _)| Some(n) != epoch) {
+            self.fetch_retry = None;
+            self.status.fetch_error = None;
+        }
+        let Some((p, from)) = target else {
             return Ok(());
         };
         if self.status.follows != from {
@@ -427,6 +447,9 @@ impl Edge {
         epochs: &object_store::ObjectStore,
     ) -> Result<(), String> {
         if p.epoch <= self.status.epoch {
+            // Nothing to fetch: no retry either.
+            self.fetch_retry = None;
+            self.status.fetch_error = None;
             let other = p.epoch == self.status.epoch && p.digest != self.status.digest;
             if other && self.status.ignored != Some(p.epoch) {
                 warn!(
@@ -460,23 +483,24 @@ impl Edge {
         {
             return Ok(());
         }
-        let fetched = match fetch(epochs, p).await {
+        if self
+            .fetch_retry
+            .is_some_and(|(_, at, _)| at > tokio::time::Instant::now())
+        {
+            return Ok(());
+        }
+        let limit = FETCH_LIMIT + Duration::from_secs(p.size >> 20);
+        let fetching = tokio::time::timeout(limit, fetch(epochs, p)).await;
+        let fetched = match fetching.unwrap_or_else(|_| Err(format!("no bundle in {limit:?}"))) {
             Err(e) => {
-                let now = tokio::time::Instant::now();
-                let (since, tries) = match self.fetch_failed {
-                    Some((n, since, tries)) if n == p.epoch => (since, tries + 1),
-                    _ => (now, 1),
-                };
-                self.fetch_failed = Some((p.epoch, since, tries));
-                if tries < FETCH_TRIES || now - since < FETCH_GIVE_UP {
-                    // Again after a reconnection: the engine may have failed.
-                    return Err(e);
-                }
-                // The bundle cannot be read (a damaged object): refused.
-                Err(e)
+                self.fetch_later(p, &e);
+                return Ok(());
             }
             Ok(f) => {
-                self.fetch_failed = None;
+                if self.fetch_retry.take().is_some() {
+                    info!(epoch = p.epoch, "fleet: epoch {} fetched", p.epoch);
+                }
+                self.status.fetch_error = None;
                 f
             }
         };
@@ -508,6 +532,27 @@ impl Edge {
                 Ok(())
             }
         }
+    }
+
+    /// Notes that `p`'s bundle could not be fetched: tried again after a pause that grows
+    /// while it fails (logged once per epoch), never refused for it.
+    fn fetch_later(&mut self, p: &Pointer, e: &str) {
+        let pause = match self.fetch_retry {
+            Some((n, _, pause)) if n == p.epoch => (pause * 2).min(MAX_BACKOFF),
+            _ => {
+                warn!(
+                    epoch = p.epoch,
+                    serving = self.status.epoch,
+                    "fleet: cannot fetch epoch {} ({e}): trying again in the background, \
+                     serving epoch {}",
+                    p.epoch,
+                    self.status.epoch
+                );
+                FETCH_PAUSE
+            }
+        };
+        self.fetch_retry = Some((p.epoch, tokio::time::Instant::now() + pause, pause));
+        self.status.fetch_error = Some(format!("epoch {}: {e}", p.epoch));
     }
 
     /// Checks the digest and writes the epoch's files to `state-dir/epoch-N` (beside,
@@ -612,6 +657,11 @@ pub(super) fn boot_id() -> u64 {
     }
 }
 
+/// An epoch pointer from a key's bytes.
+fn pointer(value: &[u8]) -> Result<Pointer, String> {
+    serde_json::from_slice(value).map_err(|e| format!("not an epoch pointer: {e}"))
+}
+
 /// Returns once `stop` is set (looked at every 100 ms).
 async fn stopped(stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
@@ -629,8 +679,7 @@ fn lines(r: &Refusal) -> Vec<String> {
 
 /// Fetches the bundle `p` names, bounded by its stated size and [`bundle::MAX_BUNDLE`]:
 /// `Ok(Err(why))` when the epoch cannot be had (too large: it is refused), `Err` when the
-/// engine failed or does not have it (the session retries, and the caller gives up after
-/// a while).
+/// engine failed or does not have it (the caller tries again later).
 pub(super) async fn fetch(
     epochs: &object_store::ObjectStore,
     p: &Pointer,
@@ -645,8 +694,7 @@ pub(super) async fn fetch(
         )));
     }
     // Not found may be a replica that has not caught up yet (a cluster): asked again for
-    // a second, then left to the caller's rule for bundles that cannot be read (tried on
-    // new connections, refused after 3 failures over 30 s).
+    // a second, then left to the caller (which tries again later).
     let mut tries = 0;
     let obj = loop {
         match epochs.get(&p.object).await {

@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | `gtmd_config` | KV, file storage, history 16 | `current` -> [`Pointer`] (epoch, digest, object); `canary` -> [`Canary`] (a pointer and a [`Selector`]); `pin.<edge>` -> [`Pointer`] |
 //! | `gtmd_epochs` | object store | `epoch-N-DIGEST` -> the bundle |
-//! | `gtmd_edges` | KV, file storage, history 1, entries kept 1 h | `<edge>` -> [`EdgeStatus`] |
+//! | `gtmd_edges` | KV, file storage, history 1, entries kept 1 h | `<edge>` -> [`EdgeStatus`]; [`CLOCK_KEY`] (empty: what commands write to read the engine's time, [`EngineClock`]) |
 //! | `gtmd_health` | KV, memory storage, history 1, entries kept 4 h | `v.<edge>.<check>` -> [`health::Verdict`] (`share-health`) |
 //! | `gtmd_members` | KV, memory storage, history 1, entries kept 15 s | `<edge>` -> [`members::Heartbeat`] (`share-health`) |
 //!
@@ -21,7 +21,9 @@
 //! compare-and-set on it; the bundle goes to the object store, which chunks it, because a
 //! KV value is one message and a message is capped (1 MB by default) while a large model
 //! is hundreds of MB. Every key has one writer: `current` the publisher, `<edge>` that
-//! edge. Epochs only move forward: an edge never applies an epoch at or below the one it
+//! edge. A publish looks for a canary and writes its pointer in one step, a
+//! compare-and-set on the config bucket's last sequence (`publish.rs`). An edge's report
+//! is fresh by the engine's clock alone ([`EngineClock`]). Epochs only move forward: an edge never applies an epoch at or below the one it
 //! applied, and `publish` numbers the next epoch above both `current` and every epoch an
 //! edge reports (an engine restored from an old backup, or emptied, cannot push edges
 //! back).
@@ -85,6 +87,9 @@ pub const POINTER_META: &str = "gtmd-pointer";
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// An edge whose report is older than this is not waited for by `publish`.
 pub const FRESH: Duration = Duration::from_secs(30);
+/// The key in [`EDGE_BUCKET`] a command writes to read the engine's clock ([`EngineClock`]):
+/// not an edge name (edge names have no `.`), so never taken for an edge's report.
+pub const CLOCK_KEY: &str = "gtmd.clock";
 
 /// `current`: the epoch edges should serve.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -153,6 +158,45 @@ impl Selector {
     /// Whether `edge` takes the canary.
     pub fn matches(&self, edge: &str) -> bool {
         self.edges.iter().any(|e| e == edge) || percentile(edge) < u32::from(self.percent)
+    }
+}
+
+impl Canary {
+    /// A canary from the bytes of the `canary` key; `Err`: what is wrong with them (not
+    /// JSON of a canary, or a value no publish writes: hand-written or damaged).
+    pub fn parse(value: &[u8]) -> Result<Self, String> {
+        let c: Self = serde_json::from_slice(value).map_err(|e| format!("not a canary: {e}"))?;
+        c.fault().map_or(Ok(c), Err)
+    }
+
+    /// What makes this canary one no publish writes, if anything.
+    fn fault(&self) -> Option<String> {
+        let p = &self.pointer;
+        let hex = p.digest.strip_prefix("sha256:").unwrap_or("");
+        if p.epoch == 0 {
+            return Some("epoch 0: epochs start at 1".into());
+        }
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Some(format!("digest '{}' is not sha256:HEX", p.digest));
+        }
+        if p.object.is_empty() {
+            return Some("no object named".into());
+        }
+        let sel = &self.selector;
+        if sel.percent > 100 {
+            return Some(format!("selector: percent {} is above 100", sel.percent));
+        }
+        if let Some(why) = sel
+            .edges
+            .iter()
+            .find_map(|e| crate::config::fleet::bad_edge_name(e))
+        {
+            return Some(format!("selector: edge name {why}"));
+        }
+        if sel.edges.is_empty() && sel.percent == 0 {
+            return Some("selector: names no edge and no percentage".into());
+        }
+        None
     }
 }
 
@@ -228,6 +272,10 @@ pub struct EdgeStatus {
     /// The key it follows: `current`, `canary` or `pin` (empty: none yet).
     #[serde(default)]
     pub follows: String,
+    /// Why the bundle of the epoch it should serve could not be fetched yet (`epoch N:
+    /// why`): it tries again, and never refuses an epoch for that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_error: Option<String>,
 }
 
 /// Connects to the first reachable of `urls`, failing fast (no endless retry inside the
@@ -346,6 +394,60 @@ async fn kv_bucket(js: &jetstream::Context, spec: BucketSpec<'_>) -> Result<kv::
         .map_err(|e| format!("cannot open KV bucket {bucket}: {e}"))
 }
 
+/// The engine's clock, as a command sees it: the time the engine stamped on a value the
+/// command wrote (in [`EDGE_BUCKET`], whose stream stamps the edges' reports too), carried
+/// forward by this host's monotonic clock. Reports are fresh or stale by the engine's
+/// time alone: neither an edge's clock nor this host's wall clock counts, so a skewed
+/// clock can make no stale report fresh nor a fresh one stale.
+pub(crate) struct EngineClock {
+    at_ms: u64,
+    read: std::time::Instant,
+}
+
+impl EngineClock {
+    /// Writes [`CLOCK_KEY`] and reads back the engine's stamp on it (from the stream's
+    /// leader, which stamped it: a replica may not hold it yet).
+    pub(crate) async fn read(edges: &kv::Store) -> Result<Self, String> {
+        let fail = |e: String| format!("cannot read the engine's clock ({CLOCK_KEY}): {e}");
+        let seq = edges
+            .put(CLOCK_KEY, Vec::new().into())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let read = std::time::Instant::now();
+        let m = edges
+            .stream
+            .get_raw_message(seq)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let at = m.time.unix_timestamp_nanos() / 1_000_000;
+        Ok(Self {
+            at_ms: u64::try_from(at).unwrap_or(0),
+            read,
+        })
+    }
+
+    /// The engine's time now (Unix ms).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.at_ms + self.read.elapsed().as_millis() as u64
+    }
+
+    /// Whether a report the engine stamped at `at_ms` is fresh (younger than [`FRESH`]).
+    pub(crate) fn fresh(&self, at_ms: u64) -> bool {
+        fresh(at_ms, self.now_ms())
+    }
+}
+
+/// A report stamped `at_ms` is fresh at engine time `now_ms` when younger than [`FRESH`];
+/// one stamped after `now_ms` (another replica's clock, a leader change) is fresh.
+fn fresh(at_ms: u64, now_ms: u64) -> bool {
+    now_ms.saturating_sub(at_ms) < FRESH.as_millis() as u64
+}
+
+/// When the engine stored `e` (Unix ms, its clock).
+fn engine_ms(e: &kv::Entry) -> u64 {
+    u64::try_from(e.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
 /// Every edge's last report (unreadable ones skipped), with when the engine stored it
 /// (Unix ms, the engine's clock: an edge's own clock may be off).
 async fn edge_reports(edges: &kv::Store) -> Result<Vec<(EdgeStatus, u64)>, String> {
@@ -353,8 +455,7 @@ async fn edge_reports(edges: &kv::Store) -> Result<Vec<(EdgeStatus, u64)>, Strin
     for k in subjects(&edges.stream, &edges.prefix).await? {
         if let Some(e) = edges.entry(&k).await.map_err(|e| e.to_string())? {
             if let Ok(s) = serde_json::from_slice::<EdgeStatus>(&e.value) {
-                let ms = e.created.unix_timestamp_nanos() / 1_000_000;
-                out.push((s, u64::try_from(ms).unwrap_or(0)));
+                out.push((s, engine_ms(&e)));
             }
         }
     }
@@ -417,7 +518,42 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 #[cfg(test)]
 mod tests {
-    use super::{percentile, Selector};
+    use super::{fresh, percentile, Canary, Selector};
+
+    /// Freshness is the engine's stamp against the engine's time: 29.9 s old is fresh, 30 s
+    /// is not, a stamp ahead of the engine's time (another replica's clock) is fresh.
+    #[test]
+    fn freshness_is_measured_on_the_engine_clock() {
+        let now = 1_700_000_000_000;
+        assert!(fresh(now - 29_900, now));
+        assert!(!fresh(now - 30_000, now));
+        assert!(fresh(now + 5_000, now));
+    }
+
+    /// A canary as publish writes it parses; garbage says what is wrong with it.
+    #[test]
+    fn a_malformed_canary_says_what_is_wrong() {
+        let good = r#"{"epoch":2,"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","object":"epoch-2-000000000000","size":10,"published_ms":1,"source":"x","selector":{"edges":["e1"],"percent":0}}"#;
+        assert!(Canary::parse(good.as_bytes()).is_ok());
+        for (bad, why) in [
+            ("{", "not a canary: EOF"),
+            (r#"{"epoch":"x"}"#, "not a canary: missing field `selector`"),
+            (
+                &good.replace(r#""percent":0"#, r#""percent":150"#),
+                "percent 150 is above 100",
+            ),
+            (
+                &good.replace(r#""edges":["e1"]"#, r#""edges":[]"#),
+                "names no edge",
+            ),
+            (&good.replace(r#""e1""#, r#""e 1""#), "edge name 'e 1'"),
+            (&good.replace(r#""epoch":2"#, r#""epoch":0"#), "epoch 0"),
+            (&good.replace("sha256:0", "sha256:x"), "is not sha256:HEX"),
+        ] {
+            let err = Canary::parse(bad.as_bytes()).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn selector_parses_names_and_one_percentage() {

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, kv, object_store};
 
 use super::bundle::{self, Bundle};
-use super::{Canary, EdgeStatus, Pointer, Selector, CANARY, CURRENT, FRESH, HEARTBEAT, PIN};
+use super::{
+    Canary, EdgeStatus, EngineClock, Pointer, Selector, CANARY, CONFIG_BUCKET, CURRENT, FRESH,
+    HEARTBEAT, PIN,
+};
 use crate::control::ops::unix_ms;
 
 /// Arguments of `gtmd publish`.
@@ -41,6 +44,11 @@ pub struct PublishArgs {
     /// A bucket that exists keeps its own.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: Option<u8>,
+    /// Seconds the engine has to take the epoch: an engine error is tried again every
+    /// 2 s until then (a cluster electing a leader), then publish gives up (exit 2). The
+    /// wait for the edges (--wait) comes on top.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
 }
 
 /// Exit codes.
@@ -190,44 +198,17 @@ fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), Stri
 /// Stores the bundle as the next epoch, then waits for the edges.
 async fn publish(args: &PublishArgs, urls: &[String], b: &Bundle) -> u8 {
     let blob = b.encode();
-    let digest = bundle::digest(&blob);
-    // An engine error is tried twice more, 2 s apart (a cluster electing a new leader
-    // after losing a server answers nothing for a moment).
-    let mut attempt = 0;
-    let stored = loop {
-        let r = async {
-            let client = super::connect(urls, "gtmd publish").await?;
-            let js = jetstream::new(client);
-            let (config, epochs, edges) = super::buckets(&js).await?;
-            if let Some((c, _)) = canary(&config).await? {
-                return Ok(Err(c));
-            }
-            let p = store(args, (&config, &epochs, &edges), &blob, &digest).await?;
-            prune((&config, &edges), (&js, &epochs), p.epoch, args.keep).await;
-            Ok::<_, String>(Ok((p, config, edges)))
-        }
-        .await;
-        match r {
-            Err(e) if attempt < 2 => {
-                eprintln!("gtmd publish: {e}: trying again in 2 s");
-                attempt += 1;
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            r => break r,
-        }
-    };
+    let limit = Duration::from_secs(args.timeout);
+    let mut last = String::new();
+    let stored = tokio::time::timeout(limit, store_until(args, urls, &blob, &mut last)).await;
     let (p, config, edges) = match stored {
         Ok(Ok(x)) => x,
-        Ok(Err(c)) => {
-            eprintln!(
-                "gtmd publish: a canary is out (epoch {} for {}): `gtmd promote` or `gtmd abort` \
-                 it first: nothing was published",
-                c.pointer.epoch, c.selector
-            );
+        Ok(Err(blocked)) => {
+            eprintln!("gtmd publish: {blocked}: nothing was published");
             return INVALID;
         }
-        Err(e) => {
-            eprintln!("gtmd publish: {e}");
+        Err(_) => {
+            eprintln!("gtmd publish: {}", no_answer(args.timeout, &last));
             return ENGINE;
         }
     };
@@ -251,22 +232,113 @@ async fn publish(args: &PublishArgs, urls: &[String], b: &Bundle) -> u8 {
         return OK;
     }
     let scope = args.canary.as_ref();
-    wait((&config, &edges), &p, scope, Duration::from_secs(args.wait)).await
+    let waiting = Duration::from_secs(args.wait);
+    let waited = wait((&config, &edges), &p, scope, waiting);
+    match tokio::time::timeout(waiting + limit, waited).await {
+        Ok(code) => code,
+        Err(_) => {
+            eprintln!(
+                "gtmd publish: {}",
+                no_answer(args.wait + args.timeout, "while waiting for the edges")
+            );
+            ENGINE
+        }
+    }
 }
 
-/// The canary out, if any, with its revision.
-pub(super) async fn canary(config: &kv::Store) -> Result<Option<(Canary, u64)>, String> {
-    let Some(e) = config
+/// The message of a command the engine did not answer in `secs` (`--timeout`).
+pub(super) fn no_answer(secs: u64, last: &str) -> String {
+    let last = if last.is_empty() {
+        String::new()
+    } else {
+        format!(" ({last})")
+    };
+    format!("the engine did not answer in time: gave up after {secs} s{last} (--timeout)")
+}
+
+/// Connects and stores the epoch, trying again 2 s after an engine error (a cluster
+/// electing a new leader after losing a server answers nothing for a while) for as long
+/// as the caller lets it run; `last` holds the last error. `Err(why)`: the epoch cannot
+/// go out (a canary is out).
+async fn store_until(
+    args: &PublishArgs,
+    urls: &[String],
+    blob: &[u8],
+    last: &mut String,
+) -> Result<(Pointer, kv::Store, kv::Store), String> {
+    loop {
+        let r = async {
+            let client = super::connect(urls, "gtmd publish").await?;
+            let js = jetstream::new(client);
+            let (config, epochs, edges) = super::buckets(&js).await?;
+            let p = match store(args, &js, (&config, &epochs, &edges), blob).await? {
+                Ok(p) => p,
+                Err(blocked) => return Ok(Err(blocked)),
+            };
+            prune(&config, (&js, &epochs), p.epoch, args.keep).await;
+            Ok::<_, String>(Ok((p, config, edges)))
+        }
+        .await;
+        match r {
+            Ok(r) => return r,
+            Err(e) => {
+                eprintln!("gtmd publish: {e}: trying again in 2 s");
+                *last = e;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// What the `canary` key holds.
+pub(super) enum CanaryKey {
+    /// Nothing (or deleted).
+    None,
+    /// A canary, and its revision.
+    Out(Canary, u64),
+    /// A value that is no canary: what is wrong with it, and its revision.
+    Malformed(String, u64),
+}
+
+impl CanaryKey {
+    fn of(value: Option<(&[u8], u64)>) -> Self {
+        match value {
+            None => Self::None,
+            Some((v, revision)) => match Canary::parse(v) {
+                Ok(c) => Self::Out(c, revision),
+                Err(why) => Self::Malformed(why, revision),
+            },
+        }
+    }
+}
+
+/// What to say of a `canary` key that holds no canary.
+pub(super) fn malformed(why: &str) -> String {
+    format!(
+        "the key {CANARY} of {CONFIG_BUCKET} holds no valid canary ({why}): `gtmd abort` \
+         removes it"
+    )
+}
+
+/// What the `canary` key holds.
+pub(super) async fn canary_key(config: &kv::Store) -> Result<CanaryKey, String> {
+    let e = config
         .entry(CANARY)
         .await
         .map_err(|e| format!("cannot read {CANARY}: {e}"))?
-        .filter(|e| e.operation == kv::Operation::Put)
-    else {
-        return Ok(None);
-    };
-    serde_json::from_slice::<Canary>(&e.value)
-        .map(|c| Some((c, e.revision)))
-        .map_err(|err| format!("{CANARY} is not a canary ({err}): `gtmd abort` removes it"))
+        .filter(|e| e.operation == kv::Operation::Put);
+    Ok(CanaryKey::of(
+        e.as_ref().map(|e| (&e.value[..], e.revision)),
+    ))
+}
+
+/// The canary out, if any, with its revision (a value that is no canary: an error).
+pub(super) async fn canary(config: &kv::Store) -> Result<Option<(Canary, u64)>, String> {
+    match canary_key(config).await? {
+        CanaryKey::None => Ok(None),
+        CanaryKey::Out(c, revision) => Ok(Some((c, revision))),
+        CanaryKey::Malformed(why, _) => Err(malformed(&why)),
+    }
 }
 
 /// The pointer `current` holds (none before the first publish) and its entry, for a
@@ -293,13 +365,19 @@ pub(super) async fn next_epoch(
     current: Option<&Pointer>,
 ) -> Result<u64, String> {
     let canary = canary(config).await.ok().flatten();
+    let canary = canary.map(|(c, _)| c.pointer.epoch);
+    above(edges, [current.map(|p| p.epoch), canary]).await
+}
+
+/// The next epoch's number: above `known` and every epoch an edge reports applying or
+/// refusing.
+async fn above(edges: &kv::Store, known: [Option<u64>; 2]) -> Result<u64, String> {
     let reported = super::edge_reports(edges).await?;
     let seen = reported
         .iter()
         .flat_map(|(s, _)| [Some(s.epoch), s.refused.as_ref().map(|r| r.epoch)])
+        .chain(known)
         .flatten()
-        .chain(current.map(|p| p.epoch))
-        .chain(canary.map(|(c, _)| c.pointer.epoch))
         .max()
         .unwrap_or(0);
     Ok(seen + 1)
@@ -362,60 +440,131 @@ pub(super) async fn move_current(
     }
 }
 
-/// Uploads `epoch-N-DIGEST` and moves `current` (or, for a canary, sets `canary`) to
-/// it by compare-and-set: N is above `current`, the canary and every epoch an edge
-/// reports. Tried three times when another publish wins the race.
+/// `current` and `canary` as the stream of [`CONFIG_BUCKET`] holds them at its sequence
+/// `seq` or later: read from the stream's leader, after `seq` (a replica answering a
+/// direct get may lag behind it).
+struct Snapshot {
+    seq: u64,
+    current: Option<Pointer>,
+    canary: CanaryKey,
+}
+
+impl Snapshot {
+    async fn read(config: &kv::Store) -> Result<Self, String> {
+        let info = config
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| format!("cannot read {CONFIG_BUCKET}: {e}"))?;
+        let current = leader_value(config, CURRENT).await?;
+        let canary = leader_value(config, CANARY).await?;
+        Ok(Self {
+            seq: info.state.last_sequence,
+            current: current.and_then(|(v, _)| serde_json::from_slice(&v).ok()),
+            canary: CanaryKey::of(canary.as_ref().map(|(v, r)| (&v[..], *r))),
+        })
+    }
+}
+
+/// `key`'s value and revision in `config`, from the stream's leader (`None`: absent or
+/// deleted).
+async fn leader_value(config: &kv::Store, key: &str) -> Result<Option<(Vec<u8>, u64)>, String> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = format!("{}{key}", config.prefix);
+    match config
+        .stream
+        .get_last_raw_message_by_subject(&subject)
+        .await
+    {
+        // A delete or purge is a message with a `KV-Operation` header and no value.
+        Ok(m) if m.headers.get("KV-Operation").is_some() => Ok(None),
+        Ok(m) => Ok(Some((m.payload.to_vec(), m.sequence))),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(format!("cannot read {key}: {e}")),
+    }
+}
+
+/// Writes `key` = `value` in `config` when nothing was written in the bucket since
+/// sequence `seq` (a compare-and-set on the whole bucket: `current` and `canary` are both
+/// as they were read); false when something was.
+async fn write_at(
+    js: &jetstream::Context,
+    config: &kv::Store,
+    (key, value): (&str, Vec<u8>),
+    seq: u64,
+) -> Result<bool, String> {
+    use async_nats::jetstream::{context::PublishErrorKind, message::PublishMessage};
+    let subject = format!("{}{key}", config.prefix);
+    let msg = PublishMessage::build()
+        .payload(value.into())
+        .expected_last_sequence(seq);
+    let ack = js
+        .send_publish(subject, msg)
+        .await
+        .map_err(|e| format!("cannot write {key}: {e}"))?
+        .await;
+    match ack {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
+        Err(e) => Err(format!("cannot write {key}: {e}")),
+    }
+}
+
+/// Uploads `epoch-N-DIGEST` and points `current` (or, for a canary, `canary`) at it,
+/// when no canary is out (else `Ok(Err(why))`), in one step: the check and the write are
+/// one compare-and-set on the bucket's sequence, so no other publish, canary or promote
+/// can come between them. N is above `current`, the canary and every epoch an edge
+/// reports. Tried again when another command wrote first.
 async fn store(
     args: &PublishArgs,
+    js: &jetstream::Context,
     (config, epochs, edges): (&kv::Store, &object_store::ObjectStore, &kv::Store),
     blob: &[u8],
-    digest: &str,
-) -> Result<Pointer, String> {
-    let mut last = String::new();
-    let key = if args.canary.is_some() {
-        CANARY
-    } else {
-        CURRENT
-    };
-    for _ in 0..3 {
-        let (cur, entry) = current(config).await?;
-        let epoch = next_epoch(config, edges, cur.as_ref()).await?;
+) -> Result<Result<Pointer, String>, String> {
+    const TRIES: u32 = 5;
+    for _ in 0..TRIES {
+        let snap = Snapshot::read(config).await?;
+        match &snap.canary {
+            CanaryKey::Out(c, _) => {
+                return Ok(Err(format!(
+                    "a canary is out (epoch {} for {}): `gtmd promote` or `gtmd abort` it first",
+                    c.pointer.epoch, c.selector
+                )))
+            }
+            CanaryKey::Malformed(why, _) => return Ok(Err(malformed(why))),
+            CanaryKey::None => {}
+        }
+        let epoch = above(edges, [snap.current.as_ref().map(|p| p.epoch), None]).await?;
         let p = upload(epochs, epoch, blob, args.config.display().to_string()).await?;
-        debug_assert_eq!(p.digest, digest);
-        let moved = match &args.canary {
+        let write = match &args.canary {
             Some(sel) => {
                 let c = Canary {
                     pointer: p.clone(),
                     selector: sel.clone(),
                 };
-                let v = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
-                config
-                    .create(CANARY, v.into())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                (CANARY, serde_json::to_vec(&c).map_err(|e| e.to_string())?)
             }
-            None => move_current(config, entry.as_ref(), &p).await,
+            None => (CURRENT, serde_json::to_vec(&p).map_err(|e| e.to_string())?),
         };
-        match moved {
-            Ok(()) => return Ok(p),
-            Err(e) => last = e,
+        if write_at(js, config, write, snap.seq).await? {
+            return Ok(Ok(p));
         }
     }
     Err(format!(
-        "another publish moved {key} at the same time ({last}): try again"
+        "other commands wrote {CONFIG_BUCKET} before each of {TRIES} tries to point at the \
+         epoch"
     ))
 }
 
 /// Removes the bundles of epochs at or below `epoch - keep`, but for those `current`,
 /// the canary or a pin names; a failure is only said.
 async fn prune(
-    (config, edges): (&kv::Store, &kv::Store),
+    config: &kv::Store,
     (js, epochs): (&jetstream::Context, &object_store::ObjectStore),
     epoch: u64,
     keep: u64,
 ) {
-    let named = match named_epochs(config, edges).await {
+    let named = match named_epochs(config).await {
         Ok(n) => n,
         Err(e) => {
             eprintln!("gtmd publish: cannot read the pins ({e}): no old bundle removed");
@@ -446,9 +595,9 @@ async fn prune(
     }
 }
 
-/// The epochs `current`, the canary and the pins of the edges that report name.
-async fn named_epochs(config: &kv::Store, edges: &kv::Store) -> Result<Vec<u64>, String> {
-    let mut out: Vec<u64> = pins(config, edges).await?.into_values().collect();
+/// The epochs `current`, the canary and the pins name.
+async fn named_epochs(config: &kv::Store) -> Result<Vec<u64>, String> {
+    let mut out: Vec<u64> = pins(config).await?.into_values().collect();
     out.extend(current(config).await?.0.map(|p| p.epoch));
     out.extend(
         canary(config)
@@ -460,22 +609,22 @@ async fn named_epochs(config: &kv::Store, edges: &kv::Store) -> Result<Vec<u64>,
     Ok(out)
 }
 
-/// The pins of the edges that report (an edge's report is kept an hour after its last):
-/// edge -> the epoch it is pinned to. Read key by key (a listing of the bucket's keys can
-/// wait for a heartbeat).
+/// Every pin, whether its edge reports or not (an edge away for hours still holds its
+/// pin): edge -> the epoch it is pinned to. The `pin.` keys from the stream's subjects,
+/// then read one by one.
 pub(super) async fn pins(
     config: &kv::Store,
-    edges: &kv::Store,
 ) -> Result<std::collections::HashMap<String, u64>, String> {
     let mut out = std::collections::HashMap::new();
-    for (s, _) in super::edge_reports(edges).await? {
-        let key = format!("{PIN}{}", s.edge);
+    let prefix = format!("{}{PIN}", config.prefix);
+    for edge in super::subjects(&config.stream, &prefix).await? {
+        let key = format!("{PIN}{edge}");
         let v = config
             .get(&key)
             .await
             .map_err(|e| format!("cannot read {key}: {e}"))?;
         if let Some(p) = v.and_then(|v| serde_json::from_slice::<Pointer>(&v).ok()) {
-            out.insert(s.edge, p.epoch);
+            out.insert(edge, p.epoch);
         }
     }
     Ok(out)
@@ -525,17 +674,13 @@ pub(super) async fn wait(
     limit: Duration,
 ) -> u8 {
     let t0 = Instant::now();
-    let pins = pins(config, edges).await.unwrap_or_default();
+    let pins = pins(config).await.unwrap_or_default();
     let mut when: std::collections::HashMap<String, Duration> = Default::default();
     let mut skipped: Vec<String> = Vec::new();
+    let mut clock = None;
     let reports = loop {
-        let now = unix_ms();
-        let fresh: Vec<EdgeStatus> = match super::edge_reports(edges).await {
-            Ok(r) => r
-                .into_iter()
-                .filter(|(_, at)| now.saturating_sub(*at) < FRESH.as_millis() as u64)
-                .map(|(s, _)| s)
-                .collect(),
+        let fresh: Vec<EdgeStatus> = match fresh_reports(edges, &mut clock).await {
+            Ok(r) => r,
             // Tried again until the limit (a cluster electing a leader).
             Err(e) if t0.elapsed() >= limit => {
                 eprintln!("gtmd publish: cannot read the edges' reports: {e}");
@@ -615,6 +760,25 @@ pub(super) async fn wait(
     print_outcomes(&reports, p, engine_at, &when, limit)
 }
 
+/// The reports of the edges that reported in the last [`FRESH`] by the engine's clock
+/// (read into `clock` the first time).
+pub(super) async fn fresh_reports(
+    edges: &kv::Store,
+    clock: &mut Option<EngineClock>,
+) -> Result<Vec<EdgeStatus>, String> {
+    let read = match clock.take() {
+        Some(c) => c,
+        None => EngineClock::read(edges).await?,
+    };
+    let clock = clock.insert(read);
+    let reports = super::edge_reports(edges).await?;
+    Ok(reports
+        .into_iter()
+        .filter(|(_, at)| clock.fresh(*at))
+        .map(|(s, _)| s)
+        .collect())
+}
+
 /// The canary's epoch (0: none).
 async fn canary_epoch(config: &kv::Store) -> Result<u64, String> {
     Ok(canary(config).await?.map_or(0, |(c, _)| c.pointer.epoch))
@@ -655,11 +819,16 @@ fn print_outcomes(
                 code = INVALID;
             }
             Outcome::Pending => {
+                let why = s.fetch_error.as_ref().filter(|e| {
+                    // Of this epoch: one it followed before is no news.
+                    e.starts_with(&format!("epoch {}:", p.epoch))
+                });
                 println!(
-                    "{}: no answer in {} s (serving epoch {})",
+                    "{}: no answer in {} s (serving epoch {}{})",
                     s.edge,
                     limit.as_secs(),
-                    s.epoch
+                    s.epoch,
+                    why.map_or(String::new(), |w| format!("; cannot fetch {w}"))
                 );
                 if code == OK {
                     code = PENDING;

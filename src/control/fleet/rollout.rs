@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, kv, object_store};
 
 use super::publish::{
-    canary, current, move_current, next_epoch, outcome, upload, wait, Outcome, ENGINE, INVALID, OK,
-    PENDING,
+    canary, canary_key, current, fresh_reports, malformed, move_current, next_epoch, no_answer,
+    outcome, upload, wait, CanaryKey, Outcome, ENGINE, INVALID, OK, PENDING,
 };
-use super::{EdgeStatus, Pointer, CANARY, CONFIG_BUCKET, EDGE_BUCKET, EPOCH_BUCKET, FRESH, PIN};
-use crate::control::ops::unix_ms;
+use super::{EngineClock, Pointer, CANARY, CONFIG_BUCKET, EDGE_BUCKET, EPOCH_BUCKET, FRESH, PIN};
 
 /// Where the engine is.
 #[derive(Debug, clap::Args)]
@@ -34,6 +33,10 @@ pub struct EngineArgs {
     /// that reported in the last 30 s; pinned edges are not waited for); 0: do not wait.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub wait: u64,
+    /// Seconds the engine has to answer (connecting, reading, writing): after that the
+    /// command gives up (exit 2). The wait for the edges (--wait) comes on top.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
 }
 
 /// Arguments of `gtmd promote`.
@@ -118,11 +121,27 @@ where
             return ENGINE;
         }
     };
+    // Bounded: the client may retry for ever against an engine that went silent.
+    let limit = Duration::from_secs(args.timeout);
     rt.block_on(async {
-        match open(&urls, what, Duration::from_secs(args.wait)).await {
-            Ok(engine) => body(&engine).await,
-            Err(e) => {
+        let mut last = String::new();
+        let opened = tokio::time::timeout(limit, open(&urls, what, args.wait, &mut last)).await;
+        let engine = match opened {
+            Ok(Ok(engine)) => engine,
+            Ok(Err(e)) => {
                 eprintln!("gtmd {what}: {e}");
+                return ENGINE;
+            }
+            Err(_) => {
+                eprintln!("gtmd {what}: {}", no_answer(args.timeout, &last));
+                return ENGINE;
+            }
+        };
+        match tokio::time::timeout(limit + engine.limit, body(&engine)).await {
+            Ok(code) => code,
+            Err(_) => {
+                let secs = args.timeout + args.wait;
+                eprintln!("gtmd {what}: {}", no_answer(secs, ""));
                 ENGINE
             }
         }
@@ -152,9 +171,20 @@ fn urls(args: &EngineArgs) -> Result<Vec<String>, String> {
     Ok(urls)
 }
 
-/// Connects and opens the buckets (made by the first publish or edge: never here).
-async fn open(urls: &[String], what: &str, limit: Duration) -> Result<Engine, String> {
-    let client = super::connect(urls, &format!("gtmd {what}")).await?;
+/// Connects (tried again every 2 s while it fails, for as long as the caller lets it run;
+/// `last` holds the last error) and opens the buckets (made by the first publish or edge:
+/// never here).
+async fn open(urls: &[String], what: &str, wait: u64, last: &mut String) -> Result<Engine, String> {
+    let client = loop {
+        match super::connect(urls, &format!("gtmd {what}")).await {
+            Ok(c) => break c,
+            Err(e) => {
+                eprintln!("gtmd {what}: {e}: trying again in 2 s");
+                *last = e;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
     let js = jetstream::new(client);
     let none = |e: String| format!("{e} (nothing was published to this engine yet?)");
     let config = js
@@ -174,19 +204,8 @@ async fn open(urls: &[String], what: &str, limit: Duration) -> Result<Engine, St
         config,
         epochs,
         edges,
-        limit,
+        limit: Duration::from_secs(wait),
     })
-}
-
-/// Edges that reported in the last [`FRESH`].
-async fn fresh_reports(edges: &kv::Store) -> Result<Vec<EdgeStatus>, String> {
-    let now = unix_ms();
-    Ok(super::edge_reports(edges)
-        .await?
-        .into_iter()
-        .filter(|(_, at)| now.saturating_sub(*at) < FRESH.as_millis() as u64)
-        .map(|(s, _)| s)
-        .collect())
 }
 
 /// `gtmd promote`.
@@ -206,12 +225,19 @@ pub fn promote(args: PromoteArgs) -> u8 {
 }
 
 async fn promote_in(e: &Engine, force: bool) -> Result<u8, String> {
-    let Some((c, revision)) = canary(&e.config).await? else {
-        eprintln!("gtmd promote: no canary is out: nothing to promote");
-        return Ok(INVALID);
+    let (c, revision) = match canary_key(&e.config).await? {
+        CanaryKey::Out(c, revision) => (c, revision),
+        CanaryKey::None => {
+            eprintln!("gtmd promote: no canary is out: nothing to promote");
+            return Ok(INVALID);
+        }
+        CanaryKey::Malformed(why, _) => {
+            eprintln!("gtmd promote: {}: nothing was promoted", malformed(&why));
+            return Ok(INVALID);
+        }
     };
     let p = &c.pointer;
-    let pins = super::publish::pins(&e.config, &e.edges).await?;
+    let pins = super::publish::pins(&e.config).await?;
     // A refusal anywhere halts the rollout; so does a canary edge still on its way.
     let mut halt = Vec::new();
     for (s, _) in super::edge_reports(&e.edges).await? {
@@ -221,7 +247,7 @@ async fn promote_in(e: &Engine, force: bool) -> Result<u8, String> {
         }
     }
     let mut applied = 0;
-    for s in fresh_reports(&e.edges).await? {
+    for s in fresh_reports(&e.edges, &mut None).await? {
         let canary_edge = c.selector.matches(&s.edge) && !pins.contains_key(&s.edge);
         match outcome(&s, p) {
             Outcome::Pending if canary_edge => halt.push(format!(
@@ -301,22 +327,21 @@ pub fn abort(args: AbortArgs) -> u8 {
 }
 
 async fn abort_in(e: &Engine) -> Result<u8, String> {
-    let found = match canary(&e.config).await {
-        Ok(c) => c,
+    let (c, revision) = match canary_key(&e.config).await? {
+        CanaryKey::Out(c, revision) => (c, revision),
+        CanaryKey::None => {
+            eprintln!("gtmd abort: no canary is out: nothing to abort");
+            return Ok(INVALID);
+        }
         // A value that is no canary (written by hand?) holds up every publish: removed.
-        Err(why) if why.contains("is not a canary") => {
+        CanaryKey::Malformed(why, revision) => {
             e.config
-                .delete(CANARY)
+                .delete_expect_revision(CANARY, Some(revision))
                 .await
                 .map_err(|err| format!("cannot delete {CANARY}: {err}"))?;
             println!("removed {CANARY}, which was not a canary ({why})");
             return Ok(OK);
         }
-        Err(why) => return Err(why),
-    };
-    let Some((c, revision)) = found else {
-        eprintln!("gtmd abort: no canary is out: nothing to abort");
-        return Ok(INVALID);
     };
     let (cur, entry) = current(&e.config).await?;
     let Some(cur) = cur else {
@@ -404,7 +429,7 @@ async fn pin_in(e: &Engine, edge: &str, epoch: u64) -> Result<u8, String> {
 
 /// After a pin or an unpin: says what `edge` does with `p`, waits for it when it moves.
 async fn follow_up(e: &Engine, edge: &str, p: &Pointer) -> Result<u8, String> {
-    let report = fresh_reports(&e.edges)
+    let report = fresh_reports(&e.edges, &mut None)
         .await?
         .into_iter()
         .find(|s| s.edge == edge);
@@ -435,8 +460,9 @@ async fn follow_up(e: &Engine, edge: &str, p: &Pointer) -> Result<u8, String> {
 /// Waits until `edge` applied or refused `p`.
 async fn wait_edge(edges: &kv::Store, edge: &str, p: &Pointer, limit: Duration) -> u8 {
     let t0 = Instant::now();
+    let mut clock: Option<EngineClock> = None;
     loop {
-        let s = fresh_reports(edges)
+        let s = fresh_reports(edges, &mut clock)
             .await
             .ok()
             .and_then(|r| r.into_iter().find(|s| s.edge == edge));
@@ -550,7 +576,15 @@ async fn unpin_in(e: &Engine, edge: &str) -> Result<u8, String> {
         .delete(&key)
         .await
         .map_err(|err| format!("cannot delete {key}: {err}"))?;
-    let canary = canary(&e.config).await?.map(|(c, _)| c);
+    // A malformed canary is followed by no edge: they follow current.
+    let canary = match canary_key(&e.config).await? {
+        CanaryKey::Out(c, _) => Some(c),
+        CanaryKey::Malformed(why, _) => {
+            eprintln!("gtmd unpin: {}", malformed(&why));
+            None
+        }
+        CanaryKey::None => None,
+    };
     let target = match canary.filter(|c| c.selector.matches(edge)) {
         Some(c) => Some((c.pointer, "the canary")),
         None => current(&e.config).await?.0.map(|p| (p, "current")),

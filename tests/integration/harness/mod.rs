@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod mmdb;
+pub mod nats;
 
 pub use dns::*;
 
