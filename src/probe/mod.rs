@@ -289,9 +289,7 @@ pub fn run(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        for ev in events.iter() {
-            p.on_ready(ev.token().0);
-        }
+        p.take_ready(&mut events)?;
         p.out.recount(Instant::now());
         p.watch_isolation();
         if first_round.is_some() && p.undecided == 0 {
@@ -306,6 +304,28 @@ pub fn run(
 type Started = Result<(Option<TcpStream>, Phase), String>;
 
 impl Prober {
+    /// Handles the events of the poll just made, and while a batch came full, polls again
+    /// at once: every connection ready now is read before the next [`Prober::run_due`]
+    /// judges deadlines. (Thousands of checks start together each interval; with one
+    /// batch per turn, the ready ones beyond it were expired as timed out.)
+    fn take_ready(&mut self, events: &mut Events) -> io::Result<()> {
+        loop {
+            let mut n = 0;
+            for ev in events.iter() {
+                self.on_ready(ev.token().0);
+                n += 1;
+            }
+            if n < events.capacity() {
+                return Ok(());
+            }
+            match self.poll.poll(events, Some(Duration::ZERO)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// A new snapshot: the checks in flight are dropped and the list rebuilt, the state
     /// of each check carried over.
     fn reload(&mut self, next: &Snapshot) -> io::Result<()> {
@@ -410,11 +430,14 @@ impl Prober {
         };
         match started {
             Ok((stream, phase)) => {
+                // The deadline from the clock now, not from the turn's start: starting
+                // thousands of checks in one turn takes a while.
+                let started = Instant::now();
                 t.inflight = Some(Inflight {
                     stream,
                     phase,
-                    deadline: now + t.check.timeout,
-                    started: now,
+                    deadline: started + t.check.timeout,
+                    started,
                 });
                 let at = t.wakeup();
                 self.timers.schedule(at, i);
