@@ -356,6 +356,26 @@ struct BucketSpec<'a> {
 /// direct gets): `create_key_value` first reads the account's limits, whose reply from
 /// Debian's nats-server 2.9 async-nats 0.52 cannot parse.
 async fn kv_bucket(js: &jetstream::Context, spec: BucketSpec<'_>) -> Result<kv::Store, String> {
+    // Several edges starting together create the buckets together: on a cluster, a
+    // bucket another one just made can be "not found" for a moment while its stream is
+    // placed (seen as a first session failing, then a 5 s pause before the next).
+    let mut tries = 0;
+    loop {
+        match kv_bucket_once(js, &spec).await {
+            Err(e) if tries < 20 && e.contains("not found") => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// [`kv_bucket`]'s one try.
+async fn kv_bucket_once(
+    js: &jetstream::Context,
+    spec: &BucketSpec<'_>,
+) -> Result<kv::Store, String> {
     let bucket = spec.name;
     if let Ok(s) = js.get_key_value(bucket).await {
         return Ok(s);
