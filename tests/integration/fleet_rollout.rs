@@ -520,6 +520,84 @@ fn an_edge_reports_while_it_fetches() {
     wait_www(&e, "192.0.2.51");
 }
 
+/// A user that may not write `gtmd_edges` (so not the clock key either; here the user a
+/// client without credentials gets) still publishes and waits: the newest edge report's
+/// time stands in for the engine's, with a warning. The edge's report is written as
+/// another user (gtmd's edges carry no credentials yet).
+#[test]
+fn a_user_without_write_access_to_the_reports_still_waits() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-readonly");
+    let conf = dir.join("nats.conf");
+    std::fs::write(
+        &conf,
+        r#"authorization { users = [
+  { user: "edge", password: "e" }
+  { user: "ops", password: "o", permissions: { publish: { deny: ["$KV.gtmd_edges.>"] } } }
+] }
+no_auth_user: "ops"
+"#,
+    )
+    .unwrap();
+    let port = crate::harness::free_port();
+    let child = Command::new(&bin)
+        .args(["-c", conf.to_str().unwrap(), "-js", "-a", "127.0.0.1"])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-sd",
+            dir.join("js").to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _nats = Reaped(Some(child));
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "nats-server not up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    expect(
+        &publish(&published(&dir, "192.0.2.51", ""), &url, 0),
+        0,
+        &["published epoch 1 "],
+    );
+    // Edge e1 reports serving epoch 0 (its own file).
+    let addr = format!("127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::ConnectOptions::with_user_and_password("edge".into(), "e".into())
+            .connect(addr)
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let kv = js.get_key_value("gtmd_edges").await.unwrap();
+        let report = serde_json::json!({
+            "edge": "e1", "epoch": 0, "digest": "", "refused": null, "ignored": null,
+            "heartbeat_ms": 0, "version": "test"
+        });
+        kv.put("e1", serde_json::to_vec(&report).unwrap().into())
+            .await
+            .unwrap();
+    });
+    let cfg = published(&dir, "192.0.2.52", "");
+    let args = ["publish", "--config", cfg.to_str().unwrap(), "--wait", "3"];
+    // Seen as fresh, waited for: it does not move (no edge behind the report).
+    expect(
+        &gtmd(&[], &args, &url),
+        3,
+        &[
+            "warning: cannot write gtmd.clock in gtmd_edges",
+            "e1: no answer in 3 s (serving epoch 0)",
+        ],
+    );
+}
+
 /// A bundle the engine holds damaged (its data does not match the object store's own
 /// digest, found once all of it arrived) is refused, not fetched again for ever.
 #[test]

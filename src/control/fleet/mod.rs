@@ -402,13 +402,16 @@ async fn kv_bucket(js: &jetstream::Context, spec: BucketSpec<'_>) -> Result<kv::
 pub(crate) struct EngineClock {
     at_ms: u64,
     read: std::time::Instant,
+    /// Not read but bounded from below by the reports seen ([`Self::observe`]).
+    bound: bool,
 }
 
 impl EngineClock {
     /// Writes [`CLOCK_KEY`] and reads back the engine's stamp on it (from the stream's
     /// leader, which stamped it: a replica may not hold it yet). When the engine refuses
     /// the write (a user without write access to [`EDGE_BUCKET`]), the newest edge
-    /// report's stamp stands in: a lower bound of the engine's time (said once).
+    /// report's stamp stands in: a lower bound of the engine's time (said), raised by
+    /// every newer report seen.
     pub(crate) async fn read(edges: &kv::Store) -> Result<Self, String> {
         let fail = |e: String| format!("cannot read the engine's clock ({CLOCK_KEY}): {e}");
         let seq = match edges.put(CLOCK_KEY, Vec::new().into()).await {
@@ -423,6 +426,7 @@ impl EngineClock {
         Ok(Self {
             at_ms: u64::try_from(at).unwrap_or(0),
             read,
+            bound: false,
         })
     }
 
@@ -434,24 +438,34 @@ impl EngineClock {
         let newest = edge_reports(edges)
             .await
             .map_err(|e| {
-                format!("cannot write {CLOCK_KEY} ({why}) nor read the edges' reports ({e})")
+                format!(
+                    "cannot read the engine's clock: cannot write {CLOCK_KEY} ({why}) nor \
+                     read the edges' reports ({e})"
+                )
             })?
             .into_iter()
             .map(|(_, at)| at)
             .max();
-        let Some(at_ms) = newest else {
-            return Err(format!(
-                "cannot read the engine's clock: cannot write {CLOCK_KEY} in {EDGE_BUCKET} \
-                 ({why}; commands need write access to it) and no edge has reported"
-            ));
-        };
         eprintln!(
             "gtmd: warning: cannot write {CLOCK_KEY} in {EDGE_BUCKET} ({why}; commands need \
-             write access to it): the newest edge report's time stands in for the engine's, \
-             so an edge may be taken as fresh for up to {} s longer",
-            FRESH.as_secs()
+             write access to it): the newest edge report's time stands in for the engine's: \
+             a report may look fresher than it is, by up to that report's age"
         );
-        Ok(Self { at_ms, read })
+        // No report yet: none to judge; the first one seen sets the bound.
+        Ok(Self {
+            at_ms: newest.unwrap_or(0),
+            read,
+            bound: true,
+        })
+    }
+
+    /// A report the engine stamped at `at_ms` was seen: when this clock is only a lower
+    /// bound, the engine's time is at least that.
+    pub(crate) fn observe(&mut self, at_ms: u64) {
+        if self.bound && at_ms > self.now_ms() {
+            self.at_ms = at_ms;
+            self.read = std::time::Instant::now();
+        }
     }
 
     /// The engine's time now (Unix ms).

@@ -839,6 +839,9 @@ pub(super) async fn fresh_reports(
     };
     let clock = clock.insert(read);
     let reports = super::edge_reports(edges).await?;
+    for (_, at) in &reports {
+        clock.observe(*at);
+    }
     Ok(reports
         .into_iter()
         .filter(|(_, at)| clock.fresh(*at))
