@@ -598,6 +598,60 @@ no_auth_user: "ops"
     );
 }
 
+/// Another command's write of `gtmd.clock` between this one's write and its read (held
+/// there by a test pause) removes this one's (the bucket keeps one value per key): the
+/// later stamp is taken, and promote goes on.
+#[test]
+fn a_clock_key_overwritten_by_another_command_is_read_all_the_same() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-clock-race");
+    let nats = Nats::start(&bin, &dir);
+    let url = nats.url();
+    let e = edges_on(&dir, &nats, &["e1"]);
+    let cfg = published(&dir, "192.0.2.51", "");
+    let args = ["publish", "--config", cfg.to_str().unwrap()];
+    let args = [&args[..], &["--canary", "e1", "--wait", "20"]].concat();
+    expect(&gtmd(&[], &args, &url), 0, &["e1: applied epoch 1"]);
+    let gate = dir.join("gate");
+    let child = Command::new(BIN)
+        .args(["promote", "--wait", "20", "--nats", &url])
+        .env("GTMD_TEST_PAUSE", format!("clock:{}", gate.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = Reaped(Some(child));
+    wait_paused(&gate, Duration::from_secs(30));
+    kv_put(&url, "gtmd_edges", "gtmd.clock", b"");
+    std::fs::write(&gate, b"").unwrap();
+    expect(
+        &child.output(),
+        0,
+        &["promoted epoch 1 (the canary for e1) to current"],
+    );
+    assert_eq!(www(&e[0]), ["192.0.2.51"]);
+}
+
+/// A rollout command against an engine where nothing was published says so at once
+/// (the buckets do not exist: no retry until --timeout).
+#[test]
+fn a_rollout_command_on_an_empty_engine_says_so_at_once() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-empty");
+    let nats = Nats::start(&bin, &dir);
+    let t0 = Instant::now();
+    let said = expect(
+        &gtmd(&[], &["promote", "--timeout", "20"], &nats.url()),
+        2,
+        &[
+            "cannot open gtmd_config",
+            "nothing was published to this engine yet?",
+        ],
+    );
+    assert!(!said.contains("trying again"), "{said}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
 /// A bundle the engine holds damaged (its data does not match the object store's own
 /// digest, found once all of it arrived) is refused, not fetched again for ever.
 #[test]

@@ -419,6 +419,7 @@ impl EngineClock {
             Err(e) => return Self::from_reports(edges, &e.to_string()).await,
         };
         let read = std::time::Instant::now();
+        test_pause("clock").await;
         let m = stamped_at(&edges.stream, &format!("{}{CLOCK_KEY}", edges.prefix), seq)
             .await
             .map_err(fail)?;
