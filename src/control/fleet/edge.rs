@@ -32,8 +32,8 @@ const FETCH_PAUSE: Duration = Duration::from_secs(1);
 /// long: an engine that goes silent mid-fetch must not hold the session, while a large
 /// bundle on a slow link takes as long as it needs.
 const FETCH_STALL: Duration = Duration::from_secs(30);
-/// Longest pause before fetching again (before its jitter): at least the last fetch's
-/// duration, up to this.
+/// Longest pause before fetching a bundle again (the pause is at least the last try's
+/// duration, up to this).
 const MAX_FETCH_PAUSE: Duration = Duration::from_secs(60);
 /// Longest wait between two connection attempts, or two fetches of a bundle.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -147,7 +147,8 @@ struct Edge {
     /// Another gtmd under the same name was warned about.
     twin_warned: bool,
     /// The epoch whose bundle could not be fetched (the engine away or failing, the object
-    /// missing), when to try again, and the pause before that. Such an epoch is never
+    /// missing), when to try again, and the pause doubled at each failure (before the
+    /// floor of the try's duration and the jitter, [`Edge::fetch_later`]). Such an epoch is never
     /// refused (nothing is known against it) and the session goes on: only a bundle
     /// fetched and found bad is refused.
     fetch_retry: Option<(u64, tokio::time::Instant, Duration)>,
@@ -567,9 +568,9 @@ impl Edge {
 
     /// Notes that `p`'s bundle could not be fetched (the try took `took`): tried again
     /// after a pause that doubles while it fails, at least as long as the try (a fetch cut
-    /// off for want of progress is not started over at once), at most about a minute, and
-    /// drawn between half and one and a half of that (edges that failed together do not
-    /// come back together); logged once per epoch, never refused for it.
+    /// off for want of progress is not started over at once), drawn between half and one
+    /// and a half of that (edges that failed together do not come back together), at most
+    /// a minute; logged once per epoch, never refused for it.
     fn fetch_later(&mut self, p: &Pointer, e: &str, took: Duration) {
         let base = match self.fetch_retry {
             Some((n, _, base)) if n == p.epoch => (base * 2).min(MAX_BACKOFF),
@@ -587,8 +588,8 @@ impl Edge {
         };
         let pause = base
             .max(took)
-            .min(MAX_FETCH_PAUSE)
-            .mul_f64(0.5 + unit_random());
+            .mul_f64(0.5 + unit_random())
+            .min(MAX_FETCH_PAUSE);
         self.fetch_retry = Some((p.epoch, tokio::time::Instant::now() + pause, base));
         self.status.fetch_error = Some(format!("epoch {}: {e}", p.epoch));
     }
