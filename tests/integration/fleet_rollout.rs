@@ -436,6 +436,39 @@ fn a_pointer_whose_acknowledgement_was_lost_is_published_once() {
         serde_json::from_slice(&kv_get(&url, "gtmd_config", "canary").unwrap()).unwrap();
     assert_eq!(c["epoch"], 2, "{c}");
     assert_eq!(current_epoch(&url), 1);
+    expect(&gtmd(&[], &["abort", "--wait", "0"], &url), 0, &["epoch 3"]);
+    // Landed, then another publish moved `current` on before the look: still found (by
+    // its place in the bucket's stream), not published again above the other.
+    let gate = dir.join("gate");
+    let cfg = published(&dir, "192.0.2.54", "");
+    let child = Command::new(BIN)
+        .args(["publish", "--config", cfg.to_str().unwrap(), "--wait", "0"])
+        .args(["--nats", &url])
+        .env("GTMD_TEST_LOSE_ACK", "pointer")
+        .env("GTMD_TEST_PAUSE", format!("landed:{}", gate.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = Reaped(Some(child));
+    wait_paused(&gate, Duration::from_secs(30));
+    assert_eq!(current_epoch(&url), 4);
+    let other = TempDir::new("fleet-lost-ack-other");
+    expect(
+        &publish(&published(&other, "192.0.2.55", ""), &url, 0),
+        0,
+        &["published epoch 5 "],
+    );
+    std::fs::write(&gate, b"").unwrap();
+    expect(
+        &child.output(),
+        0,
+        &[
+            "the pointer to epoch 4 was written, its acknowledgement lost",
+            "published epoch 4 ",
+        ],
+    );
+    assert_eq!(current_epoch(&url), 5);
 }
 
 /// Removing old bundles comes after the epoch is out and is bounded on its own: an engine

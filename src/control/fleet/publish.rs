@@ -298,7 +298,7 @@ async fn store_until(
 ) -> Result<Stored, String> {
     // The pointer last written, kept across tries: a write whose acknowledgement was
     // lost may have landed.
-    let mut attempted = None;
+    let mut attempted: Option<Attempt> = None;
     loop {
         let r = async {
             let client = super::connect(urls, "gtmd publish").await?;
@@ -549,36 +549,66 @@ async fn write_at(
     }
 }
 
+/// A write of the pointer that may have landed though its acknowledgement was lost.
+struct Attempt {
+    p: Pointer,
+    key: &'static str,
+    value: Vec<u8>,
+    /// The stream sequence it has if it landed: it was a compare-and-set against the one
+    /// before.
+    seq: u64,
+}
+
+impl Attempt {
+    /// Whether the engine took it: the bucket's message at its sequence is it (however
+    /// many writes came after), or, should that be gone, the key still holds the same
+    /// pointer (epoch, object, digest, time).
+    async fn landed(&self, config: &kv::Store, snap: &Snapshot) -> Result<bool, String> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        if snap.seq < self.seq {
+            return Ok(false);
+        }
+        let subject = format!("{}{}", config.prefix, self.key);
+        match config.stream.get_raw_message(self.seq).await {
+            Ok(m) => return Ok(m.subject.as_str() == subject && m.payload[..] == self.value[..]),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+            Err(e) => return Err(format!("cannot read {CONFIG_BUCKET}: {e}")),
+        }
+        Ok(match (self.key, &snap.canary) {
+            (CANARY, CanaryKey::Out(c, _)) => c.pointer == self.p,
+            (CURRENT, _) => snap.current.as_ref() == Some(&self.p),
+            _ => false,
+        })
+    }
+}
+
 /// Uploads `epoch-N-DIGEST` and points `current` (or, for a canary, `canary`) at it,
 /// when no canary is out (else `Ok(Err(why))`), in one step: the check and the write are
 /// one compare-and-set on the bucket's sequence, so no other publish, canary or promote
 /// can come between them. N is above `current`, the canary and every epoch an edge
-/// reports. Tried again when another command wrote first. `attempted`: the pointer an
-/// earlier try wrote, its acknowledgement lost (then it may be in already).
+/// reports. Tried again when another command wrote first. `attempted`: the write an
+/// earlier try made, its acknowledgement lost (then it may be in already).
 async fn store(
     args: &PublishArgs,
     js: &jetstream::Context,
     (config, epochs, edges): (&kv::Store, &object_store::ObjectStore, &kv::Store),
     blob: (&[u8], &Deadline),
-    attempted: &mut Option<Pointer>,
+    attempted: &mut Option<Attempt>,
 ) -> Result<Result<Pointer, String>, String> {
     const TRIES: u32 = 5;
     for _ in 0..TRIES {
+        if attempted.is_some() {
+            super::test_pause("landed").await;
+        }
         let snap = Snapshot::read(config).await?;
-        // The same pointer (epoch, object, digest, time) in the key: that write landed.
-        let landed = attempted
-            .as_ref()
-            .filter(|a| match (&args.canary, &snap.canary) {
-                (Some(_), CanaryKey::Out(c, _)) => c.pointer == **a,
-                (None, _) => snap.current.as_ref() == Some(*a),
-                _ => false,
-            });
-        if let Some(p) = landed {
-            eprintln!(
-                "gtmd publish: the pointer to epoch {} was written, its acknowledgement lost",
-                p.epoch
-            );
-            return Ok(Ok(p.clone()));
+        if let Some(a) = attempted.as_ref() {
+            if a.landed(config, &snap).await? {
+                eprintln!(
+                    "gtmd publish: the pointer to epoch {} was written, its acknowledgement lost",
+                    a.p.epoch
+                );
+                return Ok(Ok(a.p.clone()));
+            }
         }
         match &snap.canary {
             CanaryKey::Out(c, _) => {
@@ -603,7 +633,12 @@ async fn store(
             }
             None => (CURRENT, serde_json::to_vec(&p).map_err(|e| e.to_string())?),
         };
-        *attempted = Some(p.clone());
+        *attempted = Some(Attempt {
+            p: p.clone(),
+            key: write.0,
+            value: write.1.clone(),
+            seq: snap.seq + 1,
+        });
         if write_at(js, config, write, snap.seq).await? {
             if super::test_lose_ack("pointer") {
                 return Err(
