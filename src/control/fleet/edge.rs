@@ -28,9 +28,13 @@ const LKG_FILE: &str = "lkg.json";
 /// The first pause before fetching again a bundle that could not be fetched (doubled at
 /// each failure, up to [`MAX_BACKOFF`]).
 const FETCH_PAUSE: Duration = Duration::from_secs(1);
-/// A fetch of a bundle is given up (and tried again later) after this, plus a second per
-/// MiB of the bundle: an engine that goes silent mid-fetch must not hold the session.
-const FETCH_LIMIT: Duration = Duration::from_secs(30);
+/// A fetch of a bundle is given up (and tried again later) when nothing arrived for this
+/// long: an engine that goes silent mid-fetch must not hold the session, while a large
+/// bundle on a slow link takes as long as it needs.
+const FETCH_STALL: Duration = Duration::from_secs(30);
+/// Longest pause before fetching a bundle again (the pause is at least the last try's
+/// duration, up to this).
+const MAX_FETCH_PAUSE: Duration = Duration::from_secs(60);
 /// Longest wait between two connection attempts, or two fetches of a bundle.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -143,7 +147,8 @@ struct Edge {
     /// Another gtmd under the same name was warned about.
     twin_warned: bool,
     /// The epoch whose bundle could not be fetched (the engine away or failing, the object
-    /// missing), when to try again, and the pause before that. Such an epoch is never
+    /// missing), when to try again, and the pause doubled at each failure (before the
+    /// floor of the try's duration and the jitter, [`Edge::fetch_later`]). Such an epoch is never
     /// refused (nothing is known against it) and the session goes on: only a bundle
     /// fetched and found bad is refused.
     fetch_retry: Option<(u64, tokio::time::Instant, Duration)>,
@@ -281,7 +286,7 @@ impl Edge {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut last_beat = tokio::time::Instant::now();
         self.read_keys(config).await?;
-        self.decide(epochs).await?;
+        self.decide(epochs, edges).await?;
         self.report(edges).await?;
         loop {
             tokio::select! {
@@ -289,7 +294,7 @@ impl Edge {
                     Some(Ok(entry)) => {
                         let value = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
                         if self.note(&entry.key, value) {
-                            self.decide(epochs).await?;
+                            self.decide(epochs, edges).await?;
                             self.report(edges).await?;
                         }
                     }
@@ -302,14 +307,14 @@ impl Edge {
                     }
                     let retry = self.fetch_retry.is_some_and(|(_, at, _)| at <= tokio::time::Instant::now());
                     if retry {
-                        self.decide(epochs).await?;
+                        self.decide(epochs, edges).await?;
                         self.report(edges).await?;
                     }
                     if last_beat.elapsed() >= HEARTBEAT {
                         last_beat = tokio::time::Instant::now();
                         // Also a check that the watch missed nothing (a restored engine).
                         self.read_keys(config).await?;
-                        self.decide(epochs).await?;
+                        self.decide(epochs, edges).await?;
                         self.report(edges).await?;
                     }
                 }
@@ -414,7 +419,11 @@ impl Edge {
     }
 
     /// Applies the epoch [`Self::target`] names, when there is one.
-    async fn decide(&mut self, epochs: &object_store::ObjectStore) -> Result<(), String> {
+    async fn decide(
+        &mut self,
+        epochs: &object_store::ObjectStore,
+        edges: &kv::Store,
+    ) -> Result<(), String> {
         let target = self.target();
         // A retry is for the epoch to serve, not one named before.
         let epoch = target.as_ref().map(|(p, _)| p.epoch);
@@ -434,7 +443,7 @@ impl Edge {
             );
             self.status.follows = from.into();
         }
-        self.consider(&p, from, epochs).await
+        self.consider(&p, from, (epochs, edges)).await
     }
 
     /// An epoch the edge should serve (`from` the key naming it): applied when it is newer
@@ -444,7 +453,7 @@ impl Edge {
         &mut self,
         p: &Pointer,
         from: &str,
-        epochs: &object_store::ObjectStore,
+        (epochs, edges): (&object_store::ObjectStore, &kv::Store),
     ) -> Result<(), String> {
         if p.epoch <= self.status.epoch {
             // Nothing to fetch: no retry either.
@@ -489,11 +498,11 @@ impl Edge {
         {
             return Ok(());
         }
-        let limit = FETCH_LIMIT + Duration::from_secs(p.size >> 20);
-        let fetching = tokio::time::timeout(limit, fetch(epochs, p)).await;
-        let fetched = match fetching.unwrap_or_else(|_| Err(format!("no bundle in {limit:?}"))) {
+        let began = tokio::time::Instant::now();
+        let fetched = self.fetch_reporting(epochs, edges, p).await?;
+        let fetched = match fetched {
             Err(e) => {
-                self.fetch_later(p, &e);
+                self.fetch_later(p, &e, began.elapsed());
                 return Ok(());
             }
             Ok(f) => {
@@ -534,11 +543,37 @@ impl Edge {
         }
     }
 
-    /// Notes that `p`'s bundle could not be fetched: tried again after a pause that grows
-    /// while it fails (logged once per epoch), never refused for it.
-    fn fetch_later(&mut self, p: &Pointer, e: &str) {
-        let pause = match self.fetch_retry {
-            Some((n, _, pause)) if n == p.epoch => (pause * 2).min(MAX_BACKOFF),
+    /// Fetches `p`'s bundle ([`fetch`]), writing this edge's report every heartbeat
+    /// meanwhile: a publisher waiting for it must not take it for gone while a large
+    /// bundle arrives. `Err`: the report could not be written (the engine failed).
+    async fn fetch_reporting(
+        &mut self,
+        epochs: &object_store::ObjectStore,
+        edges: &kv::Store,
+        p: &Pointer,
+    ) -> Result<Result<Result<Vec<u8>, String>, String>, String> {
+        let fetching = async {
+            super::test_pause("fetch").await;
+            fetch(epochs, p, &|| ()).await
+        };
+        tokio::pin!(fetching);
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+        loop {
+            tokio::select! {
+                r = &mut fetching => return Ok(r),
+                _ = beat.tick() => self.report(edges).await?,
+            }
+        }
+    }
+
+    /// Notes that `p`'s bundle could not be fetched (the try took `took`): tried again
+    /// after a pause that doubles while it fails, at least as long as the try (a fetch cut
+    /// off for want of progress is not started over at once), drawn between half and one
+    /// and a half of that (edges that failed together do not come back together), at most
+    /// a minute; logged once per epoch, never refused for it.
+    fn fetch_later(&mut self, p: &Pointer, e: &str, took: Duration) {
+        let base = match self.fetch_retry {
+            Some((n, _, base)) if n == p.epoch => (base * 2).min(MAX_BACKOFF),
             _ => {
                 warn!(
                     epoch = p.epoch,
@@ -551,7 +586,11 @@ impl Edge {
                 FETCH_PAUSE
             }
         };
-        self.fetch_retry = Some((p.epoch, tokio::time::Instant::now() + pause, pause));
+        let pause = base
+            .max(took)
+            .mul_f64(0.5 + unit_random())
+            .min(MAX_FETCH_PAUSE);
+        self.fetch_retry = Some((p.epoch, tokio::time::Instant::now() + pause, base));
         self.status.fetch_error = Some(format!("epoch {}: {e}", p.epoch));
     }
 
@@ -647,6 +686,15 @@ impl Edge {
     }
 }
 
+/// A random number from 0 to 1 (0.5 should the kernel have no random source).
+fn unit_random() -> f64 {
+    let mut r = [0u8; 4];
+    match crate::sys::fill_random(&mut r) {
+        Ok(()) => f64::from(u32::from_ne_bytes(r)) / f64::from(u32::MAX),
+        Err(_) => 0.5,
+    }
+}
+
 /// A random number for [`EdgeStatus::boot`] (the clock's nanoseconds should the kernel
 /// have no random source).
 pub(super) fn boot_id() -> u64 {
@@ -677,12 +725,15 @@ fn lines(r: &Refusal) -> Vec<String> {
     }
 }
 
-/// Fetches the bundle `p` names, bounded by its stated size and [`bundle::MAX_BUNDLE`]:
-/// `Ok(Err(why))` when the epoch cannot be had (too large: it is refused), `Err` when the
-/// engine failed or does not have it (the caller tries again later).
+/// Fetches the bundle `p` names, bounded by its stated size and [`bundle::MAX_BUNDLE`],
+/// given up when nothing arrives for [`FETCH_STALL`] (`progress` is called as data
+/// arrives): `Ok(Err(why))` when the epoch cannot be had (too large, or damaged in the
+/// engine: it is refused), `Err` when the engine failed or does not have it (the caller
+/// tries again later).
 pub(super) async fn fetch(
     epochs: &object_store::ObjectStore,
     p: &Pointer,
+    progress: &dyn Fn(),
 ) -> Result<Result<Vec<u8>, String>, String> {
     use async_nats::jetstream::object_store::GetErrorKind;
     if p.size > bundle::MAX_BUNDLE {
@@ -693,11 +744,13 @@ pub(super) async fn fetch(
             bundle::MAX_BUNDLE
         )));
     }
+    let silent = || format!("cannot fetch {}: no answer in {FETCH_STALL:?}", p.object);
     // Not found may be a replica that has not caught up yet (a cluster): asked again for
     // a second, then left to the caller (which tries again later).
     let mut tries = 0;
     let obj = loop {
-        match epochs.get(&p.object).await {
+        let got = tokio::time::timeout(FETCH_STALL, epochs.get(&p.object)).await;
+        match got.map_err(|_| silent())? {
             Ok(o) => break o,
             Err(e) if e.kind() == GetErrorKind::NotFound && tries < 10 => {
                 tries += 1;
@@ -711,11 +764,20 @@ pub(super) async fn fetch(
     };
     // Grown as the bundle arrives past 64 MiB: the pointer's size is a claim, not a fact.
     let mut buf = Vec::with_capacity(p.size.min(64 << 20) as usize);
-    obj.take(p.size + 1)
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", p.object))?;
-    Ok(Ok(buf))
+    let mut obj = obj.take(p.size + 1);
+    loop {
+        let read = tokio::time::timeout(FETCH_STALL, obj.read_buf(&mut buf)).await;
+        match read.map_err(|_| silent())? {
+            Ok(0) => return Ok(Ok(buf)),
+            Ok(_) => progress(),
+            // The object store's digest of the whole object, received, does not match
+            // it: the engine holds a damaged bundle, which every fetch gets again.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Ok(Err(format!("bad bundle: {} as received: {e}", p.object)))
+            }
+            Err(e) => return Err(format!("cannot read {}: {e}", p.object)),
+        }
+    }
 }
 
 /// Removes the epoch folders of the state folder before `keep`'s, and any unpacking left

@@ -422,28 +422,71 @@ async fn kv_bucket_once(
 pub(crate) struct EngineClock {
     at_ms: u64,
     read: std::time::Instant,
+    /// Not read but bounded from below by the reports seen ([`Self::observe`]).
+    bound: bool,
 }
 
 impl EngineClock {
     /// Writes [`CLOCK_KEY`] and reads back the engine's stamp on it (from the stream's
-    /// leader, which stamped it: a replica may not hold it yet).
+    /// leader, which stamped it: a replica may not hold it yet). When the engine refuses
+    /// the write (a user without write access to [`EDGE_BUCKET`]), the newest edge
+    /// report's stamp stands in: a lower bound of the engine's time (said), raised by
+    /// every newer report seen.
     pub(crate) async fn read(edges: &kv::Store) -> Result<Self, String> {
         let fail = |e: String| format!("cannot read the engine's clock ({CLOCK_KEY}): {e}");
-        let seq = edges
-            .put(CLOCK_KEY, Vec::new().into())
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let seq = match edges.put(CLOCK_KEY, Vec::new().into()).await {
+            Ok(seq) => seq,
+            Err(e) => return Self::from_reports(edges, &e.to_string()).await,
+        };
         let read = std::time::Instant::now();
-        let m = edges
-            .stream
-            .get_raw_message(seq)
+        test_pause("clock").await;
+        let m = stamped_at(&edges.stream, &format!("{}{CLOCK_KEY}", edges.prefix), seq)
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(fail)?;
         let at = m.time.unix_timestamp_nanos() / 1_000_000;
         Ok(Self {
             at_ms: u64::try_from(at).unwrap_or(0),
             read,
+            bound: false,
         })
+    }
+
+    /// The newest stamp on an edge's report, after `why` kept [`CLOCK_KEY`] from being
+    /// written: the engine's time is that or later, so a report may look fresher than it
+    /// is (by the time since the newest one was written), never staler.
+    async fn from_reports(edges: &kv::Store, why: &str) -> Result<Self, String> {
+        let read = std::time::Instant::now();
+        let newest = edge_reports(edges)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read the engine's clock: cannot write {CLOCK_KEY} ({why}) nor \
+                     read the edges' reports ({e})"
+                )
+            })?
+            .into_iter()
+            .map(|(_, at)| at)
+            .max();
+        eprintln!(
+            "gtmd: warning: cannot write {CLOCK_KEY} in {EDGE_BUCKET} ({why}; commands need \
+             write access to it): the newest edge report's time stands in for the engine's: \
+             a report may look fresher than it is, by up to that report's age"
+        );
+        // No report yet: none to judge; the first one seen sets the bound.
+        Ok(Self {
+            at_ms: newest.unwrap_or(0),
+            read,
+            bound: true,
+        })
+    }
+
+    /// A report the engine stamped at `at_ms` was seen: when this clock is only a lower
+    /// bound, the engine's time is at least that.
+    pub(crate) fn observe(&mut self, at_ms: u64) {
+        if self.bound && at_ms > self.now_ms() {
+            self.at_ms = at_ms;
+            self.read = std::time::Instant::now();
+        }
     }
 
     /// The engine's time now (Unix ms).
@@ -454,6 +497,34 @@ impl EngineClock {
     /// Whether a report the engine stamped at `at_ms` is fresh (younger than [`FRESH`]).
     pub(crate) fn fresh(&self, at_ms: u64) -> bool {
         fresh(at_ms, self.now_ms())
+    }
+}
+
+/// The message this command wrote at `seq` on `subject`, or the one written after it
+/// there: the bucket keeps one value per key, so another command's write of the same key
+/// between this one's and the read removes it (then the later one, stamped later, stands
+/// in; its stamp is the engine's time at or after this write).
+async fn stamped_at(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    seq: u64,
+) -> Result<jetstream::message::StreamMessage, String> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    match stream.get_raw_message(seq).await {
+        Ok(m) => return Ok(m),
+        Err(e) if e.kind() != LastRawMessageErrorKind::NoMessageFound => return Err(e.to_string()),
+        Err(_) => {}
+    }
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(m) if m.sequence >= seq => Ok(m),
+        Ok(m) => Err(format!(
+            "message {seq} is gone and the last of {subject} is older ({})",
+            m.sequence
+        )),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+            Err(format!("message {seq} is gone and {subject} holds none"))
+        }
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -526,6 +597,103 @@ async fn list_objects(js: &jetstream::Context) -> Result<Vec<object_store::Objec
         }
     }
     Ok(out)
+}
+
+/// A command's deadline: a fixed time, pushed back while a transfer makes progress (a
+/// chunk of a bundle sent and acknowledged, or received): a large bundle on a slow link
+/// takes as long as it needs, an engine that stops answering is given up on `stall`
+/// after its last answer. One per runtime thread (`Rc`).
+#[derive(Clone)]
+pub(crate) struct Deadline {
+    at: std::rc::Rc<std::cell::Cell<tokio::time::Instant>>,
+    stall: Duration,
+}
+
+impl Deadline {
+    /// Ends `total` from now, or `stall` after the last progress, whichever is later.
+    pub(crate) fn new(total: Duration, stall: Duration) -> Self {
+        Self {
+            at: std::rc::Rc::new(std::cell::Cell::new(tokio::time::Instant::now() + total)),
+            stall,
+        }
+    }
+
+    /// A transfer moved on: the deadline is at least `stall` from now.
+    pub(crate) fn progress(&self) {
+        let t = tokio::time::Instant::now() + self.stall;
+        if t > self.at.get() {
+            self.at.set(t);
+        }
+    }
+
+    /// `f`'s output, or `None` when the deadline passed first.
+    pub(crate) async fn run<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
+        tokio::pin!(f);
+        loop {
+            let at = self.at.get();
+            tokio::select! {
+                r = &mut f => return Some(r),
+                () = tokio::time::sleep_until(at) => {
+                    if self.at.get() <= tokio::time::Instant::now() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bytes read from a slice, each read a sign of progress: the object store reads the next
+/// chunk once the engine acknowledged the last one.
+pub(crate) struct Paced<'a> {
+    data: &'a [u8],
+    deadline: &'a Deadline,
+}
+
+impl<'a> Paced<'a> {
+    pub(crate) fn new(data: &'a [u8], deadline: &'a Deadline) -> Self {
+        Self { data, deadline }
+    }
+}
+
+impl tokio::io::AsyncRead for Paced<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = buf.remaining().min(self.data.len());
+        let (head, rest) = self.data.split_at(n);
+        buf.put_slice(head);
+        self.data = rest;
+        self.deadline.progress();
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Test hook (`GTMD_TEST_PAUSE=STEP:FILE`, for the integration tests, which must stop a
+/// command at a chosen step, not guess when it gets there): at `step`, creates
+/// `FILE.waiting`, then waits until FILE exists. Nothing without the variable.
+pub(crate) async fn test_pause(step: &str) {
+    let Some(v) = std::env::var_os("GTMD_TEST_PAUSE") else {
+        return;
+    };
+    let v = v.to_string_lossy();
+    let Some(file) = v.strip_prefix(step).and_then(|r| r.strip_prefix(':')) else {
+        return;
+    };
+    let _ = std::fs::write(format!("{file}.waiting"), b"");
+    while !std::path::Path::new(file).exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Test hook (`GTMD_TEST_LOSE_ACK=STEP`): the first write at `step` that the engine took
+/// is taken for an error, as when its acknowledgement is lost (a leader election).
+pub(crate) fn test_lose_ack(step: &str) -> bool {
+    static LOST: AtomicUsize = AtomicUsize::new(0);
+    std::env::var("GTMD_TEST_LOSE_ACK").is_ok_and(|v| v == step)
+        && LOST.fetch_add(1, Ordering::Relaxed) == 0
 }
 
 /// A current-thread runtime (I/O and timers) for the fleet thread or `gtmd publish`.

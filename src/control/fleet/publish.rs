@@ -8,8 +8,8 @@ use async_nats::jetstream::{self, kv, object_store};
 
 use super::bundle::{self, Bundle};
 use super::{
-    Canary, EdgeStatus, EngineClock, Pointer, Selector, CANARY, CONFIG_BUCKET, CURRENT, FRESH,
-    HEARTBEAT, PIN,
+    Canary, Deadline, EdgeStatus, EngineClock, Paced, Pointer, Selector, CANARY, CONFIG_BUCKET,
+    CURRENT, FRESH, HEARTBEAT, PIN,
 };
 use crate::control::ops::unix_ms;
 
@@ -45,8 +45,9 @@ pub struct PublishArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: Option<u8>,
     /// Seconds the engine has to take the epoch: an engine error is tried again every
-    /// 2 s until then (a cluster electing a leader), then publish gives up (exit 2). The
-    /// wait for the edges (--wait) comes on top.
+    /// 2 s until then (a cluster electing a leader), then publish gives up (exit 2). A
+    /// bundle still uploading is given up only after this long without an acknowledged
+    /// chunk. The wait for the edges (--wait) comes on top.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 }
@@ -195,23 +196,38 @@ fn collect(main: &Path, read: &[PathBuf]) -> Result<(Bundle, Vec<PathBuf>), Stri
     Ok((b, local))
 }
 
+/// The engine's buckets, and the epoch stored.
+struct Stored {
+    p: Pointer,
+    js: jetstream::Context,
+    config: kv::Store,
+    epochs: object_store::ObjectStore,
+    edges: kv::Store,
+}
+
 /// Stores the bundle as the next epoch, then waits for the edges.
 async fn publish(args: &PublishArgs, urls: &[String], b: &Bundle) -> u8 {
     let blob = b.encode();
     let limit = Duration::from_secs(args.timeout);
+    // --timeout from the start, or without an acknowledged chunk: a large bundle on a
+    // slow link is not cut off (and started over) for its size.
+    let deadline = Deadline::new(limit, limit);
     let mut last = String::new();
-    let stored = tokio::time::timeout(limit, store_until(args, urls, &blob, &mut last)).await;
-    let (p, config, edges) = match stored {
-        Ok(Ok(x)) => x,
-        Ok(Err(blocked)) => {
+    let stored = deadline
+        .run(store_until(args, urls, &blob, &deadline, &mut last))
+        .await;
+    let s = match stored {
+        Some(Ok(s)) => s,
+        Some(Err(blocked)) => {
             eprintln!("gtmd publish: {blocked}: nothing was published");
             return INVALID;
         }
-        Err(_) => {
+        None => {
             eprintln!("gtmd publish: {}", no_answer(args.timeout, &last));
             return ENGINE;
         }
     };
+    let p = &s.p;
     match &args.canary {
         Some(sel) => println!(
             "published epoch {} as a canary for {sel} ({}, {} files, {} bytes)",
@@ -228,17 +244,30 @@ async fn publish(args: &PublishArgs, urls: &[String], b: &Bundle) -> u8 {
             p.size
         ),
     }
+    // The epoch is out whatever happens to the old bundles: bounded on its own.
+    let pruning = async {
+        super::test_pause("prune").await;
+        prune(&s.config, (&s.js, &s.epochs), p.epoch, args.keep).await;
+    };
+    if tokio::time::timeout(limit, pruning).await.is_err() {
+        eprintln!(
+            "gtmd publish: no old bundle removed: the engine did not answer in {} s \
+             (--timeout); the next publish removes them",
+            args.timeout
+        );
+    }
     if args.wait == 0 {
         return OK;
     }
     let scope = args.canary.as_ref();
     let waiting = Duration::from_secs(args.wait);
-    let waited = wait((&config, &edges), &p, scope, waiting);
+    let waited = wait((&s.config, &s.edges), p, scope, waiting);
     match tokio::time::timeout(waiting + limit, waited).await {
         Ok(code) => code,
         Err(_) => {
             eprintln!(
-                "gtmd publish: {}",
+                "gtmd publish: epoch {} is published, but {}",
+                p.epoch,
                 no_answer(args.wait + args.timeout, "while waiting for the edges")
             );
             ENGINE
@@ -264,19 +293,29 @@ async fn store_until(
     args: &PublishArgs,
     urls: &[String],
     blob: &[u8],
+    deadline: &Deadline,
     last: &mut String,
-) -> Result<(Pointer, kv::Store, kv::Store), String> {
+) -> Result<Stored, String> {
+    // The pointer last written, kept across tries: a write whose acknowledgement was
+    // lost may have landed.
+    let mut attempted: Option<Attempt> = None;
     loop {
         let r = async {
             let client = super::connect(urls, "gtmd publish").await?;
             let js = jetstream::new(client);
             let (config, epochs, edges) = super::buckets(&js).await?;
-            let p = match store(args, &js, (&config, &epochs, &edges), blob).await? {
+            let buckets = (&config, &epochs, &edges);
+            let p = match store(args, &js, buckets, (blob, deadline), &mut attempted).await? {
                 Ok(p) => p,
                 Err(blocked) => return Ok(Err(blocked)),
             };
-            prune(&config, (&js, &epochs), p.epoch, args.keep).await;
-            Ok::<_, String>(Ok((p, config, edges)))
+            Ok::<_, String>(Ok(Stored {
+                p,
+                js,
+                config,
+                epochs,
+                edges,
+            }))
         }
         .await;
         match r {
@@ -388,7 +427,7 @@ async fn above(edges: &kv::Store, known: [Option<u64>; 2]) -> Result<u64, String
 pub(super) async fn upload(
     epochs: &object_store::ObjectStore,
     epoch: u64,
-    blob: &[u8],
+    (blob, deadline): (&[u8], &Deadline),
     source: String,
 ) -> Result<Pointer, String> {
     let digest = bundle::digest(blob);
@@ -413,7 +452,7 @@ pub(super) async fn upload(
         ..Default::default()
     };
     epochs
-        .put(meta, &mut &blob[..])
+        .put(meta, &mut Paced::new(blob, deadline))
         .await
         .map_err(|e| format!("cannot store {object}: {e}"))?;
     Ok(p)
@@ -510,20 +549,67 @@ async fn write_at(
     }
 }
 
+/// A write of the pointer that may have landed though its acknowledgement was lost.
+struct Attempt {
+    p: Pointer,
+    key: &'static str,
+    value: Vec<u8>,
+    /// The stream sequence it has if it landed: it was a compare-and-set against the one
+    /// before.
+    seq: u64,
+}
+
+impl Attempt {
+    /// Whether the engine took it: the bucket's message at its sequence is it (however
+    /// many writes came after), or, should that be gone, the key still holds the same
+    /// pointer (epoch, object, digest, time).
+    async fn landed(&self, config: &kv::Store, snap: &Snapshot) -> Result<bool, String> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        if snap.seq < self.seq {
+            return Ok(false);
+        }
+        let subject = format!("{}{}", config.prefix, self.key);
+        match config.stream.get_raw_message(self.seq).await {
+            Ok(m) => return Ok(m.subject.as_str() == subject && m.payload[..] == self.value[..]),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+            Err(e) => return Err(format!("cannot read {CONFIG_BUCKET}: {e}")),
+        }
+        Ok(match (self.key, &snap.canary) {
+            (CANARY, CanaryKey::Out(c, _)) => c.pointer == self.p,
+            (CURRENT, _) => snap.current.as_ref() == Some(&self.p),
+            _ => false,
+        })
+    }
+}
+
 /// Uploads `epoch-N-DIGEST` and points `current` (or, for a canary, `canary`) at it,
 /// when no canary is out (else `Ok(Err(why))`), in one step: the check and the write are
 /// one compare-and-set on the bucket's sequence, so no other publish, canary or promote
 /// can come between them. N is above `current`, the canary and every epoch an edge
-/// reports. Tried again when another command wrote first.
+/// reports. Tried again when another command wrote first. `attempted`: the write an
+/// earlier try made, its acknowledgement lost (then it may be in already).
 async fn store(
     args: &PublishArgs,
     js: &jetstream::Context,
     (config, epochs, edges): (&kv::Store, &object_store::ObjectStore, &kv::Store),
-    blob: &[u8],
+    blob: (&[u8], &Deadline),
+    attempted: &mut Option<Attempt>,
 ) -> Result<Result<Pointer, String>, String> {
     const TRIES: u32 = 5;
     for _ in 0..TRIES {
+        if attempted.is_some() {
+            super::test_pause("landed").await;
+        }
         let snap = Snapshot::read(config).await?;
+        if let Some(a) = attempted.as_ref() {
+            if a.landed(config, &snap).await? {
+                eprintln!(
+                    "gtmd publish: the pointer to epoch {} was written, its acknowledgement lost",
+                    a.p.epoch
+                );
+                return Ok(Ok(a.p.clone()));
+            }
+        }
         match &snap.canary {
             CanaryKey::Out(c, _) => {
                 return Ok(Err(format!(
@@ -536,6 +622,7 @@ async fn store(
         }
         let epoch = above(edges, [snap.current.as_ref().map(|p| p.epoch), None]).await?;
         let p = upload(epochs, epoch, blob, args.config.display().to_string()).await?;
+        super::test_pause("pointer").await;
         let write = match &args.canary {
             Some(sel) => {
                 let c = Canary {
@@ -546,9 +633,24 @@ async fn store(
             }
             None => (CURRENT, serde_json::to_vec(&p).map_err(|e| e.to_string())?),
         };
+        *attempted = Some(Attempt {
+            p: p.clone(),
+            key: write.0,
+            value: write.1.clone(),
+            seq: snap.seq + 1,
+        });
         if write_at(js, config, write, snap.seq).await? {
+            if super::test_lose_ack("pointer") {
+                return Err(
+                    "cannot write the pointer: acknowledgement lost (GTMD_TEST_LOSE_ACK)".into(),
+                );
+            }
             return Ok(Ok(p));
         }
+        eprintln!(
+            "gtmd publish: another command wrote {CONFIG_BUCKET} first (compare-and-set lost): \
+             reading it again"
+        );
     }
     Err(format!(
         "other commands wrote {CONFIG_BUCKET} before each of {TRIES} tries to point at the \
@@ -772,6 +874,9 @@ pub(super) async fn fresh_reports(
     };
     let clock = clock.insert(read);
     let reports = super::edge_reports(edges).await?;
+    for (_, at) in &reports {
+        clock.observe(*at);
+    }
     Ok(reports
         .into_iter()
         .filter(|(_, at)| clock.fresh(*at))

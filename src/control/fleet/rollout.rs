@@ -17,7 +17,9 @@ use super::publish::{
     canary, canary_key, current, fresh_reports, malformed, move_current, next_epoch, no_answer,
     outcome, upload, wait, CanaryKey, Outcome, ENGINE, INVALID, OK, PENDING,
 };
-use super::{EngineClock, Pointer, CANARY, CONFIG_BUCKET, EDGE_BUCKET, EPOCH_BUCKET, FRESH, PIN};
+use super::{
+    Deadline, EngineClock, Pointer, CANARY, CONFIG_BUCKET, EDGE_BUCKET, EPOCH_BUCKET, FRESH, PIN,
+};
 
 /// Where the engine is.
 #[derive(Debug, clap::Args)]
@@ -34,7 +36,9 @@ pub struct EngineArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub wait: u64,
     /// Seconds the engine has to answer (connecting, reading, writing): after that the
-    /// command gives up (exit 2). The wait for the edges (--wait) comes on top.
+    /// command gives up (exit 2). The whole command, the wait for the edges (--wait)
+    /// included, ends within --timeout plus --wait, or --timeout after the last chunk of a
+    /// bundle `abort` moves.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 }
@@ -99,6 +103,8 @@ struct Engine {
     epochs: object_store::ObjectStore,
     edges: kv::Store,
     limit: Duration,
+    /// The whole command's.
+    deadline: Deadline,
 }
 
 /// Runs `body` against the engine `args` names; returns its exit code (2 when the
@@ -121,12 +127,16 @@ where
             return ENGINE;
         }
     };
-    // Bounded: the client may retry for ever against an engine that went silent.
+    // Bounded: the client may retry for ever against an engine that went silent. One
+    // deadline from the start for the whole command (--timeout + --wait), the engine
+    // reached within --timeout of it.
     let limit = Duration::from_secs(args.timeout);
+    let wait = Duration::from_secs(args.wait);
     rt.block_on(async {
+        let deadline = Deadline::new(limit + wait, limit);
         let mut last = String::new();
-        let opened = tokio::time::timeout(limit, open(&urls, what, args.wait, &mut last)).await;
-        let engine = match opened {
+        let opened = tokio::time::timeout(limit, open(&urls, what, &mut last)).await;
+        let (js, (config, epochs, edges)) = match opened {
             Ok(Ok(engine)) => engine,
             Ok(Err(e)) => {
                 eprintln!("gtmd {what}: {e}");
@@ -137,9 +147,17 @@ where
                 return ENGINE;
             }
         };
-        match tokio::time::timeout(limit + engine.limit, body(&engine)).await {
-            Ok(code) => code,
-            Err(_) => {
+        let engine = Engine {
+            js,
+            config,
+            epochs,
+            edges,
+            limit: wait,
+            deadline: deadline.clone(),
+        };
+        match deadline.run(body(&engine)).await {
+            Some(code) => code,
+            None => {
                 let secs = args.timeout + args.wait;
                 eprintln!("gtmd {what}: {}", no_answer(secs, ""));
                 ENGINE
@@ -171,41 +189,68 @@ fn urls(args: &EngineArgs) -> Result<Vec<String>, String> {
     Ok(urls)
 }
 
-/// Connects (tried again every 2 s while it fails, for as long as the caller lets it run;
-/// `last` holds the last error) and opens the buckets (made by the first publish or edge:
-/// never here).
-async fn open(urls: &[String], what: &str, wait: u64, last: &mut String) -> Result<Engine, String> {
-    let client = loop {
-        match super::connect(urls, &format!("gtmd {what}")).await {
-            Ok(c) => break c,
-            Err(e) => {
-                eprintln!("gtmd {what}: {e}: trying again in 2 s");
-                *last = e;
-                tokio::time::sleep(Duration::from_secs(2)).await;
+/// The engine's buckets (made by the first publish or edge: never here).
+type Buckets = (kv::Store, object_store::ObjectStore, kv::Store);
+
+/// Connects and opens the buckets, each tried again every 2 s while it fails (a cluster
+/// electing a leader), for as long as the caller lets it run (`last` holds the last
+/// error); a bucket that does not exist is an error at once.
+async fn open(
+    urls: &[String],
+    what: &str,
+    last: &mut String,
+) -> Result<(jetstream::Context, Buckets), String> {
+    loop {
+        let err = match super::connect(urls, &format!("gtmd {what}")).await {
+            Ok(client) => {
+                let js = jetstream::new(client);
+                match lookup(&js).await {
+                    Ok(b) => return Ok((js, b)),
+                    Err((e, true)) => {
+                        return Err(format!("{e} (nothing was published to this engine yet?)"))
+                    }
+                    Err((e, false)) => e,
+                }
             }
-        }
+            Err(e) => e,
+        };
+        eprintln!("gtmd {what}: {err}: trying again in 2 s");
+        *last = err;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The three buckets; `Err((why, true))` when one does not exist.
+async fn lookup(js: &jetstream::Context) -> Result<Buckets, (String, bool)> {
+    let fail = |bucket: &str, e: &(dyn std::error::Error + 'static)| {
+        (format!("cannot open {bucket}: {e}"), stream_not_found(e))
     };
-    let js = jetstream::new(client);
-    let none = |e: String| format!("{e} (nothing was published to this engine yet?)");
     let config = js
         .get_key_value(CONFIG_BUCKET)
         .await
-        .map_err(|e| none(format!("cannot open {CONFIG_BUCKET}: {e}")))?;
+        .map_err(|e| fail(CONFIG_BUCKET, &e))?;
     let epochs = js
         .get_object_store(EPOCH_BUCKET)
         .await
-        .map_err(|e| none(format!("cannot open {EPOCH_BUCKET}: {e}")))?;
+        .map_err(|e| fail(EPOCH_BUCKET, &e))?;
     let edges = js
         .get_key_value(EDGE_BUCKET)
         .await
-        .map_err(|e| none(format!("cannot open {EDGE_BUCKET}: {e}")))?;
-    Ok(Engine {
-        js,
-        config,
-        epochs,
-        edges,
-        limit: Duration::from_secs(wait),
-    })
+        .map_err(|e| fail(EDGE_BUCKET, &e))?;
+    Ok((config, epochs, edges))
+}
+
+/// Whether `e` (or what caused it) is JetStream's "stream not found" (error code 10059):
+/// a bucket that does not exist, rather than an engine that did not answer.
+fn stream_not_found(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.to_string().contains("error code 10059") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// `gtmd promote`.
@@ -358,7 +403,7 @@ async fn abort_in(e: &Engine) -> Result<u8, String> {
     };
     // The canary edges serve the canary's epoch, above `current`'s: they take only a
     // later one. So current's bundle goes out again under a new number, to every edge.
-    let blob = match super::edge::fetch(&e.epochs, &cur).await? {
+    let blob = match super::edge::fetch(&e.epochs, &cur, &|| e.deadline.progress()).await? {
         Ok(b) if super::bundle::digest(&b) == cur.digest => b,
         Ok(_) => {
             return Err(format!(
@@ -378,7 +423,7 @@ async fn abort_in(e: &Engine) -> Result<u8, String> {
         "gtmd abort of the canary epoch {}: epoch {} again ({})",
         c.pointer.epoch, cur.epoch, cur.source
     );
-    let p = upload(&e.epochs, epoch, &blob, source).await?;
+    let p = upload(&e.epochs, epoch, (&blob, &e.deadline), source).await?;
     move_current(&e.config, entry.as_ref(), &p)
         .await
         .map_err(|err| format!("cannot move current (another publish?): {err}"))?;
