@@ -631,6 +631,62 @@ no_auth_user: "ops"
     );
 }
 
+/// An engine that answers but refuses every try (here: no right to write the pointer)
+/// ends the publish with the engine error after --timeout; each try's upload moved the
+/// deadline on, and the publish was tried for ever (killed by `timeout` here: 124).
+#[test]
+fn a_publish_the_engine_refuses_every_time_ends() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-refused");
+    let conf = dir.join("nats.conf");
+    std::fs::write(
+        &conf,
+        r#"authorization { users = [
+  { user: "ops", password: "o", permissions: { publish: { deny: ["$KV.gtmd_config.current", "$KV.gtmd_config.canary"] } } }
+] }
+no_auth_user: "ops"
+"#,
+    )
+    .unwrap();
+    let port = crate::harness::free_port();
+    let child = Command::new(&bin)
+        .args(["-c", conf.to_str().unwrap(), "-js", "-a", "127.0.0.1"])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-sd",
+            dir.join("js").to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _nats = Reaped(Some(child));
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "nats-server not up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    let cfg = published(&dir, "192.0.2.51", "");
+    let args = [
+        "publish",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--wait",
+        "0",
+        "--timeout",
+        "10",
+    ];
+    let t0 = Instant::now();
+    expect(
+        &gtmd(&["timeout", "90"], &args, &url),
+        2,
+        &["the engine did not answer in time"],
+    );
+    assert!(t0.elapsed() < Duration::from_secs(40), "{:?}", t0.elapsed());
+}
+
 /// Another command's write of `gtmd.clock` between this one's write and its read (held
 /// there by a test pause) removes this one's (the bucket keeps one value per key): the
 /// later stamp is taken, and promote goes on.

@@ -586,9 +586,10 @@ impl Edge {
                 FETCH_PAUSE
             }
         };
+        // Jittered around the backoff, never shorter than the last try took.
         let pause = base
-            .max(took)
             .mul_f64(0.5 + unit_random())
+            .max(took)
             .min(MAX_FETCH_PAUSE);
         self.fetch_retry = Some((p.epoch, tokio::time::Instant::now() + pause, base));
         self.status.fetch_error = Some(format!("epoch {}: {e}", p.epoch));

@@ -480,6 +480,12 @@ impl EngineClock {
         })
     }
 
+    /// Only a lower bound of the engine's time (its clock key could not be written): a
+    /// report may look fresher than it is.
+    pub(crate) fn only_bound(&self) -> bool {
+        self.bound
+    }
+
     /// A report the engine stamped at `at_ms` was seen: when this clock is only a lower
     /// bound, the engine's time is at least that.
     pub(crate) fn observe(&mut self, at_ms: u64) {
@@ -648,11 +654,17 @@ impl Deadline {
 pub(crate) struct Paced<'a> {
     data: &'a [u8],
     deadline: &'a Deadline,
+    /// The first read comes before the engine acknowledged anything: no progress yet.
+    first: bool,
 }
 
 impl<'a> Paced<'a> {
     pub(crate) fn new(data: &'a [u8], deadline: &'a Deadline) -> Self {
-        Self { data, deadline }
+        Self {
+            data,
+            deadline,
+            first: true,
+        }
     }
 }
 
@@ -666,7 +678,9 @@ impl tokio::io::AsyncRead for Paced<'_> {
         let (head, rest) = self.data.split_at(n);
         buf.put_slice(head);
         self.data = rest;
-        self.deadline.progress();
+        if !std::mem::take(&mut self.first) {
+            self.deadline.progress();
+        }
         std::task::Poll::Ready(Ok(()))
     }
 }

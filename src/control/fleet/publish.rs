@@ -215,7 +215,8 @@ async fn publish(args: &PublishArgs, urls: &[String], b: &Bundle) -> u8 {
     let mut last = String::new();
     let stored = deadline
         .run(store_until(args, urls, &blob, &deadline, &mut last))
-        .await;
+        .await
+        .flatten();
     let s = match stored {
         Some(Ok(s)) => s,
         Some(Err(blocked)) => {
@@ -287,18 +288,24 @@ pub(super) fn no_answer(secs: u64, last: &str) -> String {
 
 /// Connects and stores the epoch, trying again 2 s after an engine error (a cluster
 /// electing a new leader after losing a server answers nothing for a while) for as long
-/// as the caller lets it run; `last` holds the last error. `Err(why)`: the epoch cannot
-/// go out (a canary is out).
+/// as the caller lets it run and for no new try past `--timeout` from the first (then
+/// `None`); `last` holds the last error. `Err(why)`: the epoch cannot go out (a canary is
+/// out).
 async fn store_until(
     args: &PublishArgs,
     urls: &[String],
     blob: &[u8],
     deadline: &Deadline,
     last: &mut String,
-) -> Result<Stored, String> {
+) -> Option<Result<Stored, String>> {
     // The pointer last written, kept across tries: a write whose acknowledgement was
     // lost may have landed.
     let mut attempted: Option<Attempt> = None;
+    // Tries begin only within --timeout of the first: an engine that answers but refuses
+    // every try (no room left, no right to the pointer) must not be tried for ever, each
+    // try's upload moving the deadline on.
+    let start = tokio::time::Instant::now();
+    let tries_for = Duration::from_secs(args.timeout);
     loop {
         let r = async {
             let client = super::connect(urls, "gtmd publish").await?;
@@ -319,7 +326,11 @@ async fn store_until(
         }
         .await;
         match r {
-            Ok(r) => return r,
+            Ok(r) => return Some(r),
+            Err(e) if start.elapsed() + Duration::from_secs(2) >= tries_for => {
+                *last = e;
+                return None;
+            }
             Err(e) => {
                 eprintln!("gtmd publish: {e}: trying again in 2 s");
                 *last = e;

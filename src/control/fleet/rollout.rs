@@ -292,7 +292,8 @@ async fn promote_in(e: &Engine, force: bool) -> Result<u8, String> {
         }
     }
     let mut applied = 0;
-    for s in fresh_reports(&e.edges, &mut None).await? {
+    let mut clock = None;
+    for s in fresh_reports(&e.edges, &mut clock).await? {
         let canary_edge = c.selector.matches(&s.edge) && !pins.contains_key(&s.edge);
         match outcome(&s, p) {
             Outcome::Pending if canary_edge => halt.push(format!(
@@ -302,6 +303,15 @@ async fn promote_in(e: &Engine, force: bool) -> Result<u8, String> {
             Outcome::Applied if canary_edge => applied += 1,
             _ => {}
         }
+    }
+    // Without the engine's own clock, an edge that applied the canary and then died
+    // (its last report the newest) would look alive: nothing is proved.
+    if clock.as_ref().is_some_and(super::EngineClock::only_bound) {
+        halt.push(
+            "the engine's clock could not be read (gtmd.clock not written): whether the \
+             canary's edges are alive cannot be told"
+                .to_string(),
+        );
     }
     // A canary that reached no edge (a misspelt name, a share too small, its edges
     // away) has shown nothing about the epoch.

@@ -178,8 +178,24 @@ fn setopt<T>(fd: RawFd, opt: libc::c_int, v: &T, len: usize) -> io::Result<()> {
 impl Xsk {
     /// Opens a socket on queue `queue` of interface `ifindex`: zero-copy when the driver
     /// supports it, else copy mode; with `XDP_USE_NEED_WAKEUP`, and without it only when
-    /// the kernel refuses the flag (EINVAL: a kernel that does not know it).
+    /// the kernel refuses the flag (EINVAL: a kernel that does not know it). A queue
+    /// still held by a socket just closed (the kernel frees its packet memory a moment
+    /// later, deferred: EBUSY, as when gtmd restarts at once) is waited for, up to 2 s.
     pub fn open(ifindex: u32, queue: u32) -> io::Result<Self> {
+        let mut tries = 0;
+        loop {
+            match Self::open_any(ifindex, queue) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 40 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// [`Xsk::open`]'s one try over the modes.
+    fn open_any(ifindex: u32, queue: u32) -> io::Result<Self> {
         let mut last = io::Error::from_raw_os_error(libc::EINVAL);
         for need_wakeup in [true, false] {
             for zero_copy in [true, false] {
