@@ -553,28 +553,30 @@ fn an_edge_reports_while_it_fetches() {
     wait_www(&e, "192.0.2.51");
 }
 
-/// A user that may not write `gtmd_edges` (so not the clock key either; here the user a
-/// client without credentials gets) still publishes and waits: the newest edge report's
-/// time stands in for the engine's, with a warning. The edge's report is written as
-/// another user (gtmd's edges carry no credentials yet).
-#[test]
-fn a_user_without_write_access_to_the_reports_still_waits() {
-    let Some(bin) = nats_server() else { return };
-    let dir = TempDir::new("fleet-readonly");
-    let conf = dir.join("nats.conf");
-    std::fs::write(
-        &conf,
-        r#"authorization { users = [
+/// The user a client without credentials gets may not write `gtmd_edges` (nor so the
+/// clock key); `edge` may.
+const AUTH_EDGES_READ_ONLY: &str = r#"authorization { users = [
   { user: "edge", password: "e" }
   { user: "ops", password: "o", permissions: { publish: { deny: ["$KV.gtmd_edges.>"] } } }
 ] }
 no_auth_user: "ops"
-"#,
-    )
-    .unwrap();
+"#;
+
+/// The user a client without credentials gets may not write the pointers.
+const AUTH_NO_POINTER: &str = r#"authorization { users = [
+  { user: "ops", password: "o", permissions: { publish: { deny: ["$KV.gtmd_config.current", "$KV.gtmd_config.canary"] } } }
+] }
+no_auth_user: "ops"
+"#;
+
+/// A nats-server (JetStream, loopback, a free port, store in `dir`) with the configuration
+/// `conf`, up; stopped when the guard drops. Returns the guard and the port.
+fn nats_with_conf(bin: &Path, dir: &TempDir, conf: &str) -> (Reaped, u16) {
+    let file = dir.join("nats.conf");
+    std::fs::write(&file, conf).unwrap();
     let port = crate::harness::free_port();
-    let child = Command::new(&bin)
-        .args(["-c", conf.to_str().unwrap(), "-js", "-a", "127.0.0.1"])
+    let child = Command::new(bin)
+        .args(["-c", file.to_str().unwrap(), "-js", "-a", "127.0.0.1"])
         .args([
             "-p",
             &port.to_string(),
@@ -585,12 +587,24 @@ no_auth_user: "ops"
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _nats = Reaped(Some(child));
+    let guard = Reaped(Some(child));
     let t0 = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(t0.elapsed() < Duration::from_secs(10), "nats-server not up");
         std::thread::sleep(Duration::from_millis(20));
     }
+    (guard, port)
+}
+
+/// A user that may not write `gtmd_edges` (so not the clock key either; here the user a
+/// client without credentials gets) still publishes and waits: the newest edge report's
+/// time stands in for the engine's, with a warning. The edge's report is written as
+/// another user (gtmd's edges carry no credentials yet).
+#[test]
+fn a_user_without_write_access_to_the_reports_still_waits() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-readonly");
+    let (_nats, port) = nats_with_conf(&bin, &dir, AUTH_EDGES_READ_ONLY);
     let url = format!("nats://127.0.0.1:{port}");
     expect(
         &publish(&published(&dir, "192.0.2.51", ""), &url, 0),
@@ -638,35 +652,7 @@ no_auth_user: "ops"
 fn a_publish_the_engine_refuses_every_time_ends() {
     let Some(bin) = nats_server() else { return };
     let dir = TempDir::new("fleet-refused");
-    let conf = dir.join("nats.conf");
-    std::fs::write(
-        &conf,
-        r#"authorization { users = [
-  { user: "ops", password: "o", permissions: { publish: { deny: ["$KV.gtmd_config.current", "$KV.gtmd_config.canary"] } } }
-] }
-no_auth_user: "ops"
-"#,
-    )
-    .unwrap();
-    let port = crate::harness::free_port();
-    let child = Command::new(&bin)
-        .args(["-c", conf.to_str().unwrap(), "-js", "-a", "127.0.0.1"])
-        .args([
-            "-p",
-            &port.to_string(),
-            "-sd",
-            dir.join("js").to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _nats = Reaped(Some(child));
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "nats-server not up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_nats, port) = nats_with_conf(&bin, &dir, AUTH_NO_POINTER);
     let url = format!("nats://127.0.0.1:{port}");
     let cfg = published(&dir, "192.0.2.51", "");
     let args = [

@@ -328,7 +328,9 @@ async fn store_until(
         match r {
             Ok(r) => return Some(r),
             Err(e) if start.elapsed() + Duration::from_secs(2) >= tries_for => {
+                // No time for another try: ends at --timeout, as one that never answered.
                 *last = e;
+                tokio::time::sleep_until(start + tries_for).await;
                 return None;
             }
             Err(e) => {
