@@ -632,6 +632,16 @@ impl Deadline {
         }
     }
 
+    /// A step of `by` begins (waiting for the edges once the change is made): the
+    /// deadline is at least `by` and the stall bound from now, so that the change made is
+    /// reported rather than cut off as "no answer".
+    pub(crate) fn extend(&self, by: Duration) {
+        let t = tokio::time::Instant::now() + by + self.stall;
+        if t > self.at.get() {
+            self.at.set(t);
+        }
+    }
+
     /// `f`'s output, or `None` when the deadline passed first.
     pub(crate) async fn run<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
         tokio::pin!(f);

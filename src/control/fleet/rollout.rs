@@ -363,6 +363,8 @@ async fn finish(e: &Engine, p: &Pointer) -> u8 {
     if e.limit.is_zero() {
         return OK;
     }
+    // `current` has moved: however long the steps before took, the wait gets its time.
+    e.deadline.extend(e.limit);
     wait((&e.config, &e.edges), p, None, e.limit).await
 }
 
