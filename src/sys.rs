@@ -122,6 +122,24 @@ pub enum CollapseStop {
     NoMemory,
 }
 
+/// Whether transparent huge pages are turned off for this process (PR_SET_THP_DISABLE:
+/// inherited, or [`without_huge_pages`] running in some thread).
+pub fn huge_pages_off() -> bool {
+    // SAFETY: prctl with integer arguments only: reads this process's THP flag.
+    unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) > 0 }
+}
+
+/// Runs `f` on small pages where [`collapse_resident`] can put its memory back on huge
+/// pages afterwards ([`can_collapse`]), else as the system gives: what a reload's
+/// compile and publish do (`compile::compile_with`, `control::hugepages`).
+pub fn small_pages_if_collapsible<R>(f: impl FnOnce() -> R) -> R {
+    if can_collapse() {
+        without_huge_pages(f)
+    } else {
+        f()
+    }
+}
+
 /// What one [`collapse_resident`] pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Collapsed {
@@ -149,10 +167,6 @@ pub fn collapse_resident(pause: Duration) -> Collapsed {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return done;
     };
-    let thp_off = || {
-        // SAFETY: prctl with integer arguments only: reads this process's THP flag.
-        unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) > 0 }
-    };
     let mut resident = vec![0u8; HUGE / SMALL];
     for (start, end) in anonymous_ranges(&maps) {
         let mut block = start.next_multiple_of(HUGE);
@@ -167,7 +181,7 @@ pub fn collapse_resident(pause: Duration) -> Collapsed {
             if resident.iter().any(|r| r & 1 == 0) {
                 continue;
             }
-            if thp_off() {
+            if huge_pages_off() {
                 done.stopped = Some(CollapseStop::ThpOff);
                 return done;
             }

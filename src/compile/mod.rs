@@ -88,7 +88,7 @@ pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigErrors> 
 /// takes free memory back (PERF.md measures on one), every fresh huge page is zeroed and
 /// often compacted for, which made adding a name at a million access domains 6 times
 /// slower. The control side then collapses the new tables onto huge pages once they
-/// serve (`control::huge_pages_back`): on small pages, a million cache-missing names cost
+/// serve (`control::hugepages`): on small pages, a million cache-missing names cost
 /// the shards 15-20% more CPU per query. Start-up compiles on huge pages.
 pub fn compile_with(
     cfg: &Config,
@@ -97,10 +97,10 @@ pub fn compile_with(
     prev: Option<&Snapshot>,
 ) -> Result<Snapshot, ConfigErrors> {
     match cpus {
-        Cpus::Spare if crate::sys::can_collapse() => {
-            crate::sys::without_huge_pages(|| build(cfg, generation, cpus, prev))
+        Cpus::Spare => {
+            crate::sys::small_pages_if_collapsible(|| build(cfg, generation, cpus, prev))
         }
-        _ => build(cfg, generation, cpus, prev),
+        Cpus::All => build(cfg, generation, cpus, prev),
     }
 }
 

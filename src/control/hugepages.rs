@@ -97,8 +97,7 @@ fn superseded() -> bool {
 fn thp_on(wait: Duration) -> bool {
     let t0 = Instant::now();
     loop {
-        // SAFETY: prctl with integer arguments only: reads this process's THP flag.
-        if unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } == 0 {
+        if !sys::huge_pages_off() {
             return true;
         }
         if t0.elapsed() > wait {
@@ -113,29 +112,10 @@ fn worker() {
         let generation = next();
         let t0 = Instant::now();
         let mut total = Collapsed::default();
-        let mut retries = RETRIES.iter();
-        let outcome = loop {
-            if !thp_on(THP_OFF_WAIT) {
-                break "huge pages stayed off";
-            }
-            if superseded() {
-                break "superseded";
-            }
-            let d = sys::collapse_resident(PAUSE);
-            total.blocks += d.blocks;
-            total.huge += d.huge;
-            match d.stopped {
-                None => break "done",
-                Some(CollapseStop::ThpOff) => continue,
-                Some(CollapseStop::NoMemory) => match retries.next() {
-                    Some(&pause) => std::thread::sleep(pause),
-                    None => break "no huge page free",
-                },
-            }
-        };
-        if outcome == "superseded" {
+        // `None`: a newer request came; its pass is the one logged.
+        let Some(outcome) = pass(&mut total) else {
             continue;
-        }
+        };
         info!(
             generation,
             ms = t0.elapsed().as_millis() as u64,
@@ -144,5 +124,30 @@ fn worker() {
             outcome,
             "reload: tables back on huge pages"
         );
+    }
+}
+
+/// Collapses until done, waiting while huge pages are off and retrying when none is
+/// free; adds what it did to `total` and says how it ended (`None`: superseded).
+fn pass(total: &mut Collapsed) -> Option<&'static str> {
+    let mut retries = RETRIES.iter();
+    loop {
+        if !thp_on(THP_OFF_WAIT) {
+            return Some("huge pages stayed off");
+        }
+        if superseded() {
+            return None;
+        }
+        let d = sys::collapse_resident(PAUSE);
+        total.blocks += d.blocks;
+        total.huge += d.huge;
+        match d.stopped {
+            None => return Some("done"),
+            Some(CollapseStop::ThpOff) => {}
+            Some(CollapseStop::NoMemory) => match retries.next() {
+                Some(&pause) => std::thread::sleep(pause),
+                None => return Some("no huge page free"),
+            },
+        }
     }
 }

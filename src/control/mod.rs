@@ -969,11 +969,7 @@ fn reload(
     let ads_compiled = snap.reuse.compiled;
     drop(prev);
     // As the compile: on small pages where they are collapsed after (compile_with).
-    if crate::sys::can_collapse() {
-        crate::sys::without_huge_pages(|| publish(s, &cfg, snap, *generation));
-    } else {
-        publish(s, &cfg, snap, *generation);
-    }
+    crate::sys::small_pages_if_collapsible(|| publish(s, &cfg, snap, *generation));
     let serving = Instant::now();
     info!(
         generation = *generation,

@@ -171,6 +171,16 @@ pub(crate) fn text(o: &Output) -> String {
     )
 }
 
+/// Asserts the exit code and that the output holds each of `has`; returns the output.
+pub(crate) fn expect(o: &Output, code: i32, has: &[&str]) -> String {
+    let said = text(o);
+    assert_eq!(o.status.code(), Some(code), "{said}");
+    for h in has {
+        assert!(said.contains(h), "no '{h}' in:\n{said}");
+    }
+    said
+}
+
 /// `www.fleet.test.` A as `s` answers it now.
 pub(crate) fn www(s: &Server) -> Vec<String> {
     s.udp(&Q::new("www.fleet.test.", 1).build())

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::fleet::{asker, nats_server, published, start_edge, text, wait_www, www, zone};
+use crate::fleet::{asker, expect, nats_server, published, start_edge, text, wait_www, www, zone};
 use crate::harness::{free_port, Server, TempDir, BIN};
 
 /// One nats-server of the cluster.
@@ -291,16 +291,6 @@ fn publish(file: &Path, nats: &str, wait: u64, canary: Option<&str>) -> Output {
         args.extend(["--canary", c]);
     }
     gtmd(&args, nats)
-}
-
-/// Asserts the exit code and that the output holds each of `has`; returns the output.
-fn expect(o: &Output, code: i32, has: &[&str]) -> String {
-    let said = text(o);
-    assert_eq!(o.status.code(), Some(code), "{said}");
-    for h in has {
-        assert!(said.contains(h), "no '{h}' in:\n{said}");
-    }
-    said
 }
 
 /// Three edges on the cluster, each connected.

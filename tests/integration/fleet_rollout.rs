@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use crate::fleet::{
-    edge_file, nats_server, publish, published, start_edge, text, wait_www, www, Nats,
+    edge_file, expect, nats_server, publish, published, start_edge, text, wait_www, www, Nats,
 };
 use crate::harness::nats::{kv_get, kv_put, with_jetstream};
 use crate::harness::{Server, TempDir, BIN};
@@ -74,16 +74,6 @@ fn wait_paused(gate: &Path, limit: Duration) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Asserts the exit code and that the output holds each of `has`; returns the output.
-fn expect(o: &Output, code: i32, has: &[&str]) -> String {
-    let said = text(o);
-    assert_eq!(o.status.code(), Some(code), "{said}");
-    for h in has {
-        assert!(said.contains(h), "no '{h}' in:\n{said}");
-    }
-    said
 }
 
 /// `fleet` of `GET /v1/status`.
