@@ -165,6 +165,15 @@ fn build(
             let slots = touched.iter().flat_map(Clone::clone);
             HealthState::sharing(&p.health, addrs, pools, slots)
         }
+        // Copied rows: those of the leading segments kept their slots, whose active
+        // pools are shared by whole chunks (the pools' members being the same).
+        (None, Some(p)) if !reuse.health_fresh && reuse.from == p.generation => {
+            let lead = match reuse.slots.first() {
+                Some(&(0, 0, len)) => len as usize,
+                _ => 0,
+            };
+            HealthState::sharing_prefix(&p.health, addrs, pools, lead, model.slots.len())
+        }
         _ => HealthState::new(addrs, pools, model.slots.len()),
     });
     Ok(Snapshot {

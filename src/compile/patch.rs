@@ -42,8 +42,12 @@ pub(super) fn names(cfg: &Config, prev: &Snapshot, zones: u64) -> Option<Names> 
         return None;
     }
     let steps = plan(old, cfg, &diff)?;
-    let mut n = copy(old);
-    renumber(&mut n, &diff.remap);
+    let mut n = copy(old, &steps);
+    // No access domain moved or went: every reference stands as it is.
+    let moved = diff.remap.iter().enumerate().any(|(i, &r)| r != i as u32);
+    if moved {
+        renumber(&mut n, &diff.remap);
+    }
     for (name, zi, ads, step) in &steps {
         apply(&mut n, name, *zi, ads, step);
     }
@@ -182,12 +186,19 @@ fn target(r: &Record) -> Option<Vec<u8>> {
     Some(name.to_ascii_lowercase())
 }
 
-/// A copy of `old`'s tables, to be patched.
-fn copy(old: &Names) -> Names {
+/// A copy of `old`'s tables, to be patched by `steps`, with room for what they add (a
+/// copy as long as the original would be copied again, whole, by the first push).
+fn copy(old: &Names, steps: &[Planned<'_>]) -> Names {
+    let added = |s: &&Planned<'_>| matches!(s.3, Step::Add { .. });
+    let (names, octets) = steps
+        .iter()
+        .filter(added)
+        .fold((0, 0), |(n, o), s| (n + 1, o + s.0.len()));
+    let types: usize = steps.iter().map(|s| s.2.len()).sum();
     Names {
-        index: old.index.clone(),
-        nodes: old.nodes.clone(),
-        types: old.types.clone(),
+        index: old.index.clone_with_room(names, octets),
+        nodes: with_room(&old.nodes, names),
+        types: with_room(&old.types, types),
         answers: old.answers.clone(),
         arena: old.arena.clone(),
         fixups: old.fixups.clone(),
@@ -199,10 +210,17 @@ fn copy(old: &Names) -> Names {
         digest: old.digest,
         seg_digests: Vec::new(),
         zones_digest: old.zones_digest,
-        has_child: old.has_child.clone(),
+        has_child: with_room(&old.has_child, names),
         garbage: old.garbage,
         patched: true,
     }
+}
+
+/// A copy of `v` with room for `more` elements.
+fn with_room<T: Clone>(v: &[T], more: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(v.len() + more);
+    out.extend_from_slice(v);
+    out
 }
 
 /// Every access-domain reference in `n` renumbered by `remap` (a removed one becomes

@@ -499,7 +499,7 @@ fn load(main: &Path) -> Config {
 fn incremental_reload_equals_full_compile() {
     let dir = std::env::temp_dir().join(format!("gtmd-incr-{}", std::process::id()));
     let (mut copied_rows, mut names_kept, mut steps, mut in_place) = (0, 0, 0, 0);
-    let (mut refreshed, mut names_patched) = (0, 0);
+    let (mut refreshed, mut names_patched, mut prefix_shared) = (0, 0, 0);
     // `GTMD_INCR_SEEDS=N` for a longer run (6 by default).
     let seeds = std::env::var("GTMD_INCR_SEEDS")
         .ok()
@@ -529,6 +529,9 @@ fn incremental_reload_equals_full_compile() {
                 (s_inc.names.patched && !Arc::ptr_eq(&s_inc.names, &prev.names)) as usize;
             in_place += s_inc.reuse.in_place.is_some() as usize;
             refreshed += s_inc.reuse.health_fresh as usize;
+            prefix_shared += (s_inc.reuse.in_place.is_none()
+                && s_inc.health.active.shares_chunk(&prev.health.active, 0))
+                as usize;
             steps += 1;
             drop(prev);
             // A verdict between the compile and the swap (the serving snapshot moves
@@ -567,7 +570,8 @@ fn incremental_reload_equals_full_compile() {
     let said = format!(
         "{copied_rows} runs copied, names kept {names_kept} times and patched \
          {names_patched}, {in_place} compiled in place, {refreshed} with the pools' members \
-         changed, in {steps} reloads"
+         changed, {prefix_shared} copied with the leading active pools shared, in {steps} \
+         reloads"
     );
     eprintln!("{said}");
     assert!(
@@ -575,7 +579,8 @@ fn incremental_reload_equals_full_compile() {
             && names_kept > steps / 10
             && names_patched > steps / 20
             && in_place > steps / 10
-            && refreshed > steps / 20,
+            && refreshed > steps / 20
+            && prefix_shared > steps / 20,
         "the incremental paths were hardly taken: {said}"
     );
 }

@@ -340,6 +340,18 @@ impl Writer {
         // the same place; the others are carried by slot key.
         if reuse.from != 0 && reuse.from == old.generation && self.active.len() == om.slots.len() {
             let fresh = self.carry_runs(&old);
+            // The chunks of active pools the new state shares with the old one (those of
+            // the leading copied rows) hold what the writer stored there: only the others
+            // are stored.
+            let new = &self.snap.health.active;
+            let shared = |c: &usize| new.shares_chunk(&old.health.active, *c);
+            if identity && (0..new.chunks()).any(|c| shared(&c)) {
+                let copied: Vec<std::ops::Range<usize>> = (0..new.chunks())
+                    .filter(|c| !shared(c))
+                    .map(|c| c * CHUNK..((c + 1) * CHUNK).min(new.len()))
+                    .collect();
+                return self.apply(Redo::Kept(fresh, copied));
+            }
             return self.apply(Redo::Slots(fresh));
         }
         // Position for position when the slot layout is unchanged, as on most reloads
@@ -361,10 +373,18 @@ impl Writer {
     /// ranges.
     fn carry_runs(&mut self, old: &Snapshot) -> Vec<std::ops::Range<usize>> {
         let runs = &self.snap.reuse.slots;
-        let mut active = vec![NO_POOL; self.snap.model.slots.len()];
-        for &(n, o, len) in runs {
-            let (n, o, len) = (n as usize, o as usize, len as usize);
-            active[n..n + len].copy_from_slice(&self.active[o..o + len]);
+        // A leading run keeps its slots where they were: their pools stay in place, and
+        // every other run and gap of the old slots lies after it (`prev`).
+        let lead = match runs.first() {
+            Some(&(0, 0, len)) => (len as usize).min(self.active.len()),
+            _ => 0,
+        };
+        let prev = self.active.split_off(lead);
+        let mut active = std::mem::take(&mut self.active);
+        active.resize(self.snap.model.slots.len(), NO_POOL);
+        for &(n, o, len) in runs.iter().skip((lead > 0) as usize) {
+            let (n, o, len) = (n as usize, o as usize - lead, len as usize);
+            active[n..n + len].copy_from_slice(&prev[o..o + len]);
         }
         let gaps = |runs: &mut dyn Iterator<Item = (usize, usize)>, total: usize| {
             let mut at = 0;
@@ -393,7 +413,7 @@ impl Writer {
         let mut by_key: HashMap<u64, u32> = HashMap::new();
         for r in &old_gaps {
             for (s, key) in r.clone().zip(old.slot_digests_in(r.clone())) {
-                by_key.insert(key, self.active[s]);
+                by_key.insert(key, prev[s - lead]);
             }
         }
         for r in &new_gaps {

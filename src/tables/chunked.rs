@@ -9,7 +9,12 @@ use std::sync::Arc;
 
 /// Elements per chunk (a power of two).
 pub const CHUNK: usize = 1 << CHUNK_BITS;
+#[cfg(not(test))]
 const CHUNK_BITS: u32 = 16;
+/// Small chunks under test, so that models of a few hundred routes span many of them and
+/// the sharing of whole chunks is exercised.
+#[cfg(test)]
+const CHUNK_BITS: u32 = 4;
 
 /// A chunked array (see the module).
 pub struct Chunked<T> {
@@ -92,6 +97,28 @@ impl<T> Chunked<T> {
             chunks,
             len: self.len,
         }
+    }
+}
+
+impl<T> Chunked<T> {
+    /// An array of `len` elements whose whole chunks among the first `keep` are shared
+    /// with `self`'s, the rest made by `fresh(i)`.
+    pub fn sharing_prefix(
+        &self,
+        keep: usize,
+        len: usize,
+        mut fresh: impl FnMut(usize) -> T,
+    ) -> Self {
+        let whole = keep.min(len).min(self.len) >> CHUNK_BITS;
+        let chunks = (0..len.div_ceil(CHUNK))
+            .map(|c| match c < whole {
+                true => self.chunks[c].clone(),
+                false => (c * CHUNK..((c + 1) * CHUNK).min(len))
+                    .map(&mut fresh)
+                    .collect(),
+            })
+            .collect();
+        Self { chunks, len }
     }
 }
 
@@ -242,6 +269,13 @@ mod tests {
                 let f = a.with_fresh_chunks([CHUNK + 2].into_iter(), |i| i as u32 + 1);
                 assert!(f.shares_chunk(&a, 0) && !f.shares_chunk(&a, 1));
                 assert_eq!((f[0], f[CHUNK]), (0, CHUNK as u32 + 1));
+            }
+            for (keep, len) in [(0, n), (n, n), (CHUNK + 3, n + 5), (n, n / 2)] {
+                let s = a.sharing_prefix(keep, len, |i| i as u32 + 1);
+                assert_eq!(s.len(), len);
+                let whole = keep.min(len).min(n) / CHUNK;
+                assert!((0..len).all(|i| s[i] == i as u32 + (i >= whole * CHUNK) as u32));
+                assert!((0..s.chunks()).all(|c| s.shares_chunk(&a, c) == (c < whole)));
             }
             let g = Chunked::from_fn(n, |i| i * 2);
             assert!(g.iter().copied().eq((0..n).map(|i| i * 2)));

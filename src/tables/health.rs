@@ -52,6 +52,26 @@ impl HealthState {
         }
     }
 
+    /// The state of a snapshot whose first `keep` slots are `old`'s (the same routes, in
+    /// the same places), of `slots` in all: fresh bitmaps, the active pools of the whole
+    /// chunks among those `keep` shared with `old`, the others none until the writer
+    /// fills them.
+    pub fn sharing_prefix(
+        old: &Self,
+        addrs: usize,
+        pools: usize,
+        keep: usize,
+        slots: usize,
+    ) -> Self {
+        Self {
+            addr_up: words(addrs),
+            pool_up: words(pools),
+            active: old
+                .active
+                .sharing_prefix(keep, slots, |_| AtomicU32::new(NO_POOL)),
+        }
+    }
+
     /// Whether address `i` may be answered.
     #[inline]
     pub fn addr_up(&self, i: u32) -> bool {

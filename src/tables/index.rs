@@ -40,6 +40,22 @@ impl NameIndex {
         self.arena.reserve(octets + names);
     }
 
+    /// A copy with room for `names` more names of `octets` octets in all (a clone has
+    /// none: the first name added would copy the arena again).
+    pub fn clone_with_room(&self, names: usize, octets: usize) -> Self {
+        let mut arena = Vec::with_capacity(self.arena.len() + octets + names);
+        arena.extend_from_slice(&self.arena);
+        let mut out = Self {
+            table: self.table.clone(),
+            arena,
+            hasher: self.hasher.clone(),
+        };
+        let (hasher, arena) = (&out.hasher, &out.arena);
+        out.table
+            .reserve(names, |&(off, _)| hasher.hash_one(key(arena, off)));
+        out
+    }
+
     /// The node of `name`.
     #[inline]
     pub fn get(&self, name: &[u8]) -> Option<u32> {
@@ -142,5 +158,13 @@ mod tests {
             (99, None, None)
         );
         assert_eq!(ix.get(&names[8]), Some(8));
+        // A copy with room finds the same names, and takes more without touching them.
+        let mut c = ix.clone_with_room(2, 20);
+        c.insert(&names[7], 7);
+        c.insert(b"\x03new\x04test\0", 150);
+        assert_eq!((c.len(), ix.len()), (101, 99));
+        assert!((0..100).all(|i| c.get(&names[i]) == Some(i as u32)));
+        let new = b"\x03new\x04test\0";
+        assert_eq!((c.get(new), ix.get(new)), (Some(150), None));
     }
 }

@@ -281,18 +281,25 @@ impl<'a> Resolver<'a> {
 /// ([`CHECKED`]): only the other segments' access domains are, against all.
 pub(super) fn check_all(ads: &super::AdSet, ctx: &mut Ctx<'_>, zones: &[Zone]) {
     let zd = zones_digest(zones);
-    let last = CHECKED.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let passed = match last.filter(|c| c.zones == zd) {
-        Some(c) => only_new_checked(ads, ctx, zones, &c.segs),
-        None => false,
-    };
+    let last = take_checked().filter(|c| c.zones == zd);
     let errs = ctx.errs.len();
-    if !passed {
-        check_every(ads, ctx, zones);
-    }
+    let passed = last.and_then(|c| only_new_checked(ads, ctx, zones, c));
+    let declared = match passed {
+        Some(d) => d,
+        None => {
+            check_every(ads, ctx, zones);
+            (ctx.errs.len() == errs)
+                .then(|| Declared::of(ads))
+                .flatten()
+        }
+    };
     if ctx.errs.len() == errs {
         let segs = ads.segments().to_vec();
-        *CHECKED.lock().unwrap_or_else(|e| e.into_inner()) = Some(Checked { segs, zones: zd });
+        put_checked(Checked {
+            segs,
+            zones: zd,
+            declared,
+        });
     }
 }
 
@@ -301,9 +308,71 @@ pub(super) fn check_all(ads: &super::AdSet, ctx: &mut Ctx<'_>, zones: &[Zone]) {
 struct Checked {
     segs: Vec<std::sync::Arc<[AccessDomain]>>,
     zones: u64,
+    /// What they declare (`None`: two declarations' digests met, which the next check
+    /// does not try to tell apart: it checks everything).
+    declared: Option<Declared>,
 }
 
+/// Every (name, type) a set of access domains that passed declares (each once), as a
+/// 64-bit digest whose lowest bit says whether it is enabled: a name added is checked
+/// against it, not against every access domain of the files kept (a million of them
+/// are a million cache misses).
+struct Declared(foldhash::HashSet<u64>);
+
+impl Declared {
+    /// The digest of (`name`, `rtype`), its lowest bit clear.
+    fn key(name: &[u8], rtype: u16) -> u64 {
+        use std::hash::BuildHasher;
+        foldhash::fast::FixedState::with_seed(0x6774_6d64_6465_636c).hash_one((name, rtype)) & !1
+    }
+
+    /// What `ads` declare, or `None` when two digests meet.
+    fn of(ads: &super::AdSet) -> Option<Self> {
+        let mut d = Self(foldhash::HashSet::with_capacity_and_hasher(
+            ads.len(),
+            Default::default(),
+        ));
+        ads.iter().all(|ad| d.add(ad)).then_some(d)
+    }
+
+    /// Adds `ad`; `false` when its digest is there already.
+    fn add(&mut self, ad: &AccessDomain) -> bool {
+        let k = Self::key(&ad.name, ad.rtype);
+        !self.0.contains(&k) && !self.0.contains(&(k | 1)) && self.0.insert(k | ad.enabled as u64)
+    }
+
+    /// Takes `ad` out.
+    fn remove(&mut self, ad: &AccessDomain) {
+        let k = Self::key(&ad.name, ad.rtype);
+        self.0.remove(&k);
+        self.0.remove(&(k | 1));
+    }
+
+    /// Whether (`name`, `rtype`) is declared (and, with `enabled`, enabled).
+    fn has(&self, name: &[u8], rtype: u16, enabled: bool) -> bool {
+        let k = Self::key(name, rtype);
+        self.0.contains(&(k | 1)) || (!enabled && self.0.contains(&k))
+    }
+}
+
+#[cfg(not(test))]
 static CHECKED: std::sync::Mutex<Option<Checked>> = std::sync::Mutex::new(None);
+
+fn take_checked() -> Option<Checked> {
+    #[cfg(not(test))]
+    return CHECKED.lock().unwrap_or_else(|e| e.into_inner()).take();
+    #[cfg(test)]
+    return tests::CHECKED.with(|c| c.borrow_mut().take());
+}
+
+fn put_checked(c: Checked) {
+    #[cfg(not(test))]
+    {
+        *CHECKED.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+    }
+    #[cfg(test)]
+    tests::CHECKED.with(|s| *s.borrow_mut() = Some(c));
+}
 
 /// Digest of what [`check_all`] reads of the zones: apexes and record owners and types.
 fn zones_digest(zones: &[Zone]) -> u64 {
@@ -318,16 +387,18 @@ fn zones_digest(zones: &[Zone]) -> u64 {
     h.finish()
 }
 
-/// Whether the access domains of the segments of `ads` that are not in `checked` pass,
-/// against each other and against all of `ads`, given that the ones in `checked` passed
-/// together. `false` also when one of them may not: [`check_every`] then says which, in
-/// the order it always does.
+/// Given that the segments `last` holds passed together, whether those of `ads` pass:
+/// the declarations of the segments not in `last` (fresh) are checked against each other
+/// and, through `last`'s digests less those of its segments gone, against the segments
+/// kept. `Some`: they pass, with what they declare now. `None` also when one of them may
+/// not: [`check_every`] then says which, in the order it always does.
 fn only_new_checked(
     ads: &super::AdSet,
     ctx: &mut Ctx<'_>,
     zones: &[Zone],
-    checked: &[std::sync::Arc<[AccessDomain]>],
-) -> bool {
+    last: Checked,
+) -> Option<Option<Declared>> {
+    let checked = &last.segs;
     // Every segment declares what the one at its place declared (names, types, zones,
     // `enabled`): the declarations are those that passed.
     let segs = ads.segments();
@@ -336,7 +407,7 @@ fn only_new_checked(
     let mut ptrs: Vec<*const AccessDomain> = segs.iter().map(|s| s.as_ptr()).collect();
     ptrs.sort_unstable();
     if ptrs.windows(2).any(|w| w[0] == w[1]) {
-        return false;
+        return None;
     }
     let same = |x: &AccessDomain, y: &AccessDomain| {
         (&x.name, x.rtype, x.zone, x.enabled) == (&y.name, y.rtype, y.zone, y.enabled)
@@ -347,53 +418,66 @@ fn only_new_checked(
                 || (n.len() == o.len() && n.iter().zip(o.iter()).all(|(x, y)| same(x, y)))
         })
     {
-        return true;
+        return Some(last.declared);
     }
+    let mut declared = last.declared?;
+    let now: std::collections::HashSet<*const AccessDomain> = ptrs.iter().copied().collect();
     let old: std::collections::HashSet<*const AccessDomain> =
         checked.iter().map(|s| s.as_ptr()).collect();
-    let (fresh, kept): (Vec<_>, Vec<_>) = ads
-        .segments()
+    let fresh: Vec<_> = segs.iter().filter(|s| !old.contains(&s.as_ptr())).collect();
+    let gone: Vec<_> = checked
         .iter()
-        .partition(|s| !old.contains(&s.as_ptr()));
-    let mut seen: Declared<'_> = HashMap::new();
+        .filter(|s| !now.contains(&s.as_ptr()))
+        .collect();
+    // What the segments kept declare: all that passed, less what the ones gone did.
+    for ad in gone.iter().flat_map(|s| s.iter()) {
+        declared.remove(ad);
+    }
+    let mut seen: Seen<'_> = HashMap::new();
     for ad in fresh.iter().flat_map(|s| s.iter()) {
-        if seen.insert((&ad.name[..], ad.rtype), ad.enabled).is_some() {
-            return false;
+        if seen.insert((&ad.name[..], ad.rtype), ad.enabled).is_some()
+            || declared.has(&ad.name, ad.rtype, false)
+        {
+            return None;
         }
     }
     // A CNAME beside an A/AAAA access domain, one of them kept and one new.
-    let addr_ad = |seen: &Declared<'_>, name: &[u8]| {
+    for ad in fresh.iter().flat_map(|s| s.iter()).filter(|ad| ad.enabled) {
+        let beside: &[u16] = match ad.rtype {
+            rtype::CNAME => &[rtype::A, rtype::AAAA],
+            rtype::A | rtype::AAAA => &[rtype::CNAME],
+            _ => &[],
+        };
+        if beside.iter().any(|&t| declared.has(&ad.name, t, true)) {
+            return None;
+        }
+    }
+    let addr_ad = |seen: &Seen<'_>, name: &[u8]| {
         [rtype::A, rtype::AAAA]
             .iter()
             .any(|&t| seen.get(&(name, t)) == Some(&true))
     };
-    for ad in kept.iter().flat_map(|s| s.iter()) {
-        if seen.contains_key(&(&ad.name[..], ad.rtype)) {
-            return false;
-        }
-        let cname = (
-            ad.rtype == rtype::CNAME,
-            [rtype::A, rtype::AAAA].contains(&ad.rtype),
-        );
-        if ad.enabled
-            && ((cname.0 && addr_ad(&seen, &ad.name))
-                || (cname.1 && seen.get(&(&ad.name[..], rtype::CNAME)) == Some(&true)))
-        {
-            return false;
-        }
-    }
     let errs = ctx.errs.len();
     let new_ads = fresh.iter().flat_map(|s| s.iter());
     beside_zone_data(new_ads, ctx, zones, &|name| addr_ad(&seen, name));
     let passed = ctx.errs.len() == errs;
     ctx.errs.truncate(errs);
-    passed
+    if !passed {
+        return None;
+    }
+    #[cfg(test)]
+    tests::INCREMENTAL.with(|n| n.set(n.get() + 1));
+    let added = fresh
+        .iter()
+        .flat_map(|s| s.iter())
+        .all(|ad| declared.add(ad));
+    Some(added.then_some(declared))
 }
 
 /// [`check_all`] for every access domain.
 fn check_every(ads: &super::AdSet, ctx: &mut Ctx<'_>, zones: &[Zone]) {
     // (name, type) -> whether one declared so is enabled.
-    let mut seen: Declared<'_> = HashMap::with_capacity(ads.len());
+    let mut seen: Seen<'_> = HashMap::with_capacity(ads.len());
     for ad in ads {
         match seen.entry((&ad.name[..], ad.rtype)) {
             Entry::Vacant(e) => {
@@ -420,7 +504,7 @@ fn check_every(ads: &super::AdSet, ctx: &mut Ctx<'_>, zones: &[Zone]) {
 }
 
 /// The access domains by (name, type): whether one declared so is enabled.
-type Declared<'a> = HashMap<(&'a [u8], u16), bool>;
+type Seen<'a> = HashMap<(&'a [u8], u16), bool>;
 
 /// Access domains against the records of their zones (by hash: a million access domains
 /// meet a large zone in linear time): a CNAME alone at its name (RFC 1034 3.6.2), none at
@@ -480,9 +564,114 @@ fn beside_zone_data<'a>(
 
 #[cfg(test)]
 mod tests {
+    use std::cell::{Cell, RefCell};
     use std::sync::Arc;
 
     use crate::config::Config;
+
+    thread_local! {
+        /// `super::CHECKED` of this test's thread (tests run side by side).
+        pub(super) static CHECKED: RefCell<Option<super::Checked>> = const { RefCell::new(None) };
+        /// Checks passed by the included files changed alone.
+        pub(super) static INCREMENTAL: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Included files changed one after another, each load checked against the last one's
+    /// declarations (files kept are not read again), and again from nothing: the two
+    /// agree, pass where they must, and refuse what they must.
+    #[test]
+    fn changed_files_checked_as_a_full_check_would() {
+        let dir = std::env::temp_dir().join(format!("gtmd-declared-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("ads")).unwrap();
+        let ad = |name: &str, t: &str, on: bool| {
+            let pool = if t == "CNAME" { "pc" } else { "p0" };
+            format!(
+                "[[access-domain]]\nname = \"{name}.e.test.\"\ntype = \"{t}\"\n\
+                 enabled = {on}\npolicy = \"global-availability\"\npools = [\"{pool}\"]\n"
+            )
+        };
+        std::fs::write(
+            dir.join("main.toml"),
+            "version = 1\ninclude = [\"ads/*.toml\"]\n[[zone]]\nname = \"e.test.\"\n\
+             soa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n\
+             [[address]]\nname = \"a0\"\nvalue = \"192.0.2.1\"\n\
+             [[pool]]\nname = \"p0\"\ntype = \"ipv4\"\naddresses = [\"a0\"]\n\
+             [[address]]\nname = \"c0\"\nvalue = \"t.example.net.\"\n\
+             [[pool]]\nname = \"pc\"\ntype = \"domain\"\naddresses = [\"c0\"]\n",
+        )
+        .unwrap();
+        // Older than the window in which a file is read again whatever its stamp.
+        let write = |file: &str, ads: &[(&str, &str, bool)]| {
+            let path = dir.join("ads").join(file);
+            let text: String = ads.iter().map(|&(n, t, on)| ad(n, t, on)).collect();
+            std::fs::write(&path, text).unwrap();
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+                .unwrap();
+        };
+        let load = || Config::from_file(&dir.join("main.toml")).map_err(|e| e.to_string());
+        write(
+            "a.toml",
+            &[("x1", "A", true), ("x2", "A", true), ("x3", "A", false)],
+        );
+        write("b.toml", &[("y1", "A", true)]);
+        let first = load();
+        assert!(first.is_ok(), "{first:?}");
+        // The second file's access domains (name, type, enabled), and why it is refused.
+        type Step<'a> = (&'a [(&'a str, &'a str, bool)], Option<&'a str>);
+        let steps: &[Step<'_>] = &[
+            (&[("y1", "A", true), ("z1", "A", true)], None),
+            (
+                &[("y1", "A", true), ("x1", "A", true)],
+                Some("x1.e.test. A is declared twice"),
+            ),
+            (&[("z1", "A", true)], None),
+            (&[("z1", "A", true), ("y1", "A", true)], None),
+            (
+                &[("x2", "CNAME", true)],
+                Some("beside an A/AAAA access domain"),
+            ),
+            (&[("x3", "CNAME", true)], None),
+            (&[("x3", "A", true)], Some("x3.e.test. A is declared twice")),
+            (&[("x1", "CNAME", false)], None),
+            (&[("w1", "CNAME", true), ("w1", "A", false)], None),
+            (
+                &[("w1", "CNAME", true), ("w1", "A", true)],
+                Some("beside an A/AAAA"),
+            ),
+        ];
+        for (i, &(b, refused)) in steps.iter().enumerate() {
+            // Every step starts from the files of the first load, which passed.
+            write("b.toml", &[("y1", "A", true)]);
+            assert!(load().is_ok());
+            let before = INCREMENTAL.with(Cell::get);
+            write("b.toml", b);
+            let got = load();
+            match refused {
+                None => {
+                    assert!(got.is_ok(), "step {i}: {got:?}");
+                    assert_eq!(
+                        INCREMENTAL.with(Cell::get),
+                        before + 1,
+                        "step {i}: not incremental"
+                    );
+                }
+                Some(why) => assert!(
+                    got.as_ref().is_err_and(|e| e.contains(why)),
+                    "step {i}: {got:?}"
+                ),
+            }
+            CHECKED.with(|c| c.borrow_mut().take());
+            let full = load();
+            assert_eq!(
+                got.is_ok(),
+                full.is_ok(),
+                "step {i}: {got:?} against {full:?}"
+            );
+            assert_eq!(got.err(), full.err(), "step {i}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// Access domains that map lines alike share one line map, in the main file and in an
     /// included file (read by the reader), and one that maps them otherwise has its own.
