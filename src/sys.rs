@@ -129,6 +129,15 @@ pub fn huge_pages_off() -> bool {
     unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) > 0 }
 }
 
+/// Hands memory the allocator holds freed back to the system now (mimalloc purges it
+/// lazily, from whichever thread allocates next: after a reload freed the old snapshot,
+/// that was the next reload, which then paid for it). The retire thread calls it once
+/// the replaced snapshot is freed.
+pub fn return_freed_memory() {
+    // SAFETY: mimalloc's own entry point, no arguments to uphold; safe from any thread.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 /// Runs `f` on small pages where [`collapse_resident`] can put its memory back on huge
 /// pages afterwards ([`can_collapse`]), else as the system gives: what a reload's
 /// compile and publish do (`compile::compile_with`, `control::hugepages`).

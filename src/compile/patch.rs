@@ -186,17 +186,17 @@ fn target(r: &Record) -> Option<Vec<u8>> {
     Some(name.to_ascii_lowercase())
 }
 
-/// A copy of `old`'s tables, to be patched by `steps`, with room for what they add (a
-/// copy as long as the original would be copied again, whole, by the first push).
+/// A copy of `old`'s tables, to be patched by `steps`: the index shares its shards until
+/// a step writes one; the arrays are copied with room for what the steps add (a copy as
+/// long as the original would be copied again, whole, by the first push).
 fn copy(old: &Names, steps: &[Planned<'_>]) -> Names {
-    let added = |s: &&Planned<'_>| matches!(s.3, Step::Add { .. });
-    let (names, octets) = steps
+    let names = steps
         .iter()
-        .filter(added)
-        .fold((0, 0), |(n, o), s| (n + 1, o + s.0.len()));
+        .filter(|s| matches!(s.3, Step::Add { .. }))
+        .count();
     let types: usize = steps.iter().map(|s| s.2.len()).sum();
     Names {
-        index: old.index.clone_with_room(names, octets),
+        index: old.index.clone(),
         nodes: with_room(&old.nodes, names),
         types: with_room(&old.types, types),
         answers: old.answers.clone(),

@@ -890,6 +890,7 @@ fn retire(old: Arc<crate::tables::Snapshot>, generation: u64) {
             }
             let held = Arc::strong_count(&old) > 1;
             drop(old);
+            crate::sys::return_freed_memory();
             // The new tables were built on small pages: back onto huge ones, now that
             // the old ones are freed (none of their blocks is collapsed for nothing).
             hugepages::request(generation);

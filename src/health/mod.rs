@@ -303,14 +303,16 @@ impl Writer {
             .iter()
             .map(|n| pool_index.get(n.as_str()).copied().unwrap_or(NO_POOL))
             .collect();
-        for p in &mut self.active {
-            *p = renumber.get(*p as usize).copied().unwrap_or(NO_POOL);
+        let identity = renumber.iter().enumerate().all(|(i, &p)| p == i as u32);
+        if !identity {
+            for p in &mut self.active {
+                *p = renumber.get(*p as usize).copied().unwrap_or(NO_POOL);
+            }
         }
         // Compiled in place: every slot is where it was, and so is its active pool (in
         // the shared chunks of the health state); a touched slot whose key changed starts
         // afresh, as the carry by key below would have it.
         let reuse = &self.snap.reuse;
-        let identity = renumber.iter().enumerate().all(|(i, &p)| p == i as u32);
         if let (Some(touched), true) = (&reuse.in_place, identity) {
             if reuse.from == old.generation
                 && self.active.len() == om.slots.len()
