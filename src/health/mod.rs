@@ -590,6 +590,12 @@ impl Writer {
         // against.
         let fresh = self.active.len() != slots || self.pool.len() != pool.len();
         let redo = if fresh { Redo::All } else { redo };
+        if self.active.capacity() < slots {
+            // Room for a sixteenth more: a reload that adds access domains then grows the
+            // array in place rather than copying it (36 MB at a million of them).
+            self.active
+                .reserve_exact(slots + slots / 16 - self.active.len());
+        }
         self.active.resize(slots, NO_POOL);
         let every = matches!(redo, Redo::All | Redo::Slots(_));
         let mut kept = Vec::new();
