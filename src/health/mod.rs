@@ -383,8 +383,10 @@ impl Writer {
         };
         let prev = self.active.split_off(lead);
         let mut active = std::mem::take(&mut self.active);
-        active.resize(self.snap.model.slots.len(), NO_POOL);
+        grow(&mut active, self.snap.model.slots.len());
         for &(n, o, len) in runs.iter().skip((lead > 0) as usize) {
+            // Runs are disjoint in the old slots, and the leading one starts them.
+            debug_assert!(o as usize >= lead, "a copied run inside the leading one");
             let (n, o, len) = (n as usize, o as usize - lead, len as usize);
             active[n..n + len].copy_from_slice(&prev[o..o + len]);
         }
@@ -590,13 +592,7 @@ impl Writer {
         // against.
         let fresh = self.active.len() != slots || self.pool.len() != pool.len();
         let redo = if fresh { Redo::All } else { redo };
-        if self.active.capacity() < slots {
-            // Room for a sixteenth more: a reload that adds access domains then grows the
-            // array in place rather than copying it (36 MB at a million of them).
-            self.active
-                .reserve_exact(slots + slots / 16 - self.active.len());
-        }
-        self.active.resize(slots, NO_POOL);
+        grow(&mut self.active, slots);
         let every = matches!(redo, Redo::All | Redo::Slots(_));
         let mut kept = Vec::new();
         let moved = match redo {
@@ -815,6 +811,16 @@ impl Writer {
     pub fn state(&self) -> (&[bool], &[bool], &[u32]) {
         (&self.addr, &self.pool, &self.active)
     }
+}
+
+/// `v` resized to `len` slots (new ones [`NO_POOL`]), with room for a sixteenth more when
+/// it has to grow: a reload that adds access domains then resizes it in place rather than
+/// copying it (36 MB at a million of them).
+fn grow(v: &mut Vec<u32>, len: usize) {
+    if v.capacity() < len {
+        v.reserve_exact(len + len / 16 - v.len());
+    }
+    v.resize(len, NO_POOL);
 }
 
 #[cfg(test)]

@@ -57,8 +57,12 @@ impl NameIndex {
     }
 
     /// Room for `names` more names of `octets` octets in all (the index is cut into
-    /// more shards first when that many would make its shards large).
+    /// more shards first when that many would make its shards large). Every shard is
+    /// written: for an index being built, not a copy that shares its shards.
     pub fn reserve(&mut self, names: usize, octets: usize) {
+        if names == 0 {
+            return;
+        }
         let want = (self.len + names).div_ceil(SHARD_NAMES).next_power_of_two();
         let bits = want.trailing_zeros().min(MAX_BITS);
         if bits > self.mask.count_ones() {
