@@ -895,6 +895,7 @@ fn retire(old: Arc<crate::tables::Snapshot>, generation: u64) {
             // the old ones are freed (none of their blocks is collapsed for nothing).
             hugepages::request(generation);
             debug!(
+                generation,
                 ms = t0.elapsed().as_millis() as u64,
                 still_held = held,
                 "reload: previous configuration retired"

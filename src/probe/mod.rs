@@ -273,6 +273,9 @@ pub fn run(
         s.set_waker(mio::Waker::new(p.poll.registry(), Token(WAKE_TOKEN))?);
     }
     p.set_list(tasks(&snap, Vec::new()))?;
+    // The tasks are made: the start-up snapshot is not kept (held here for the thread's
+    // life, it stayed in memory after every reload replaced it).
+    drop(snap);
     let mut events = Events::with_capacity(1024);
     let mut first_round = Some(first_round);
     info!(checks = p.list.len(), "prober started");

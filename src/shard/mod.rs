@@ -180,10 +180,14 @@ impl ShardCtx {
     }
 
     /// Whether the control thread asked us to stop. Called once per turn of the thread's
-    /// loop, so it also beats the thread's heartbeat (the systemd watchdog's liveness).
+    /// loop (at least every [`WAIT_BOUND`]), so it also beats the thread's heartbeat (the
+    /// systemd watchdog's liveness) and lets go of a replaced snapshot: a shard with
+    /// nothing to answer would otherwise hold the old tables until its next query, and
+    /// the retire thread could not free them (twice the memory on an idle server).
     #[inline]
-    pub fn stopping(&self) -> bool {
+    pub fn stopping(&mut self) -> bool {
         bump(&self.counters.heartbeat);
+        self.cache.load();
         self.stop.load(Relaxed)
     }
 }

@@ -294,3 +294,29 @@ fn a_reload_refused_by_the_compiler_leaves_the_next_one_incremental() {
     );
     assert_eq!(answer(&s, "b"), ["192.0.2.1"]);
 }
+
+/// A server that answers no query still lets go of the tables a reload replaced: its
+/// shards drop them within their wait bound, and the retire thread frees them at once
+/// rather than after its ten-second bound, with no shard still holding them (an idle
+/// server would otherwise keep two configurations in memory until its next query).
+#[test]
+fn idle_shards_let_go_of_replaced_tables() {
+    let dir = TempDir::new("includes-idle");
+    let cfg = dir.write("main.toml", &main_file(false));
+    std::fs::create_dir_all(dir.join("ads")).unwrap();
+    dir.write("ads/a.toml", &ad_file("a", "p1"));
+    let env = [("RUST_LOG", "info,gtmd::control=debug")];
+    let s = Server::start_env(&["--config", cfg.to_str().unwrap()], &env);
+    for g in 2..=3 {
+        dir.write(
+            "ads/a.toml",
+            &ad_file("a", if g == 2 { "p2" } else { "p1" }),
+        );
+        reload(&s, g);
+        let line = s.wait_log(
+            &format!("reload: previous configuration retired generation={g}"),
+            Duration::from_secs(3),
+        );
+        assert!(line.contains("still_held=false"), "{line}");
+    }
+}

@@ -275,8 +275,10 @@ impl Server {
                 cmd.arg("--control-token-file").arg(test_token_file());
             }
         }
+        if !env.iter().any(|(k, _)| *k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
         let mut child = cmd
-            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
