@@ -324,6 +324,122 @@ fn publish_reaches_every_edge_and_a_bad_config_is_refused() {
     }
 }
 
+/// Epochs are read through `state-dir/live`: an included file an epoch did not change is
+/// shared with the serving model rather than validated again, a refused epoch leaves
+/// `live` on the epoch serving, and a restarted edge boots through it.
+#[test]
+fn epochs_share_the_included_files_they_did_not_change() {
+    let Some(bin) = nats_server() else { return };
+    let dir = TempDir::new("fleet-inc");
+    let nats = Nats::start(&bin, &dir);
+    let f = edge_file(&dir, "e1", &nats.url());
+    let e = start_edge(&f);
+    let pool = "[[address]]\nname = \"a1\"\nvalue = \"192.0.2.51\"\n\
+                [[address]]\nname = \"a2\"\nvalue = \"192.0.2.52\"\n\
+                [[pool]]\nname = \"p1\"\ntype = \"ipv4\"\naddresses = [\"a1\"]\n\
+                [[pool]]\nname = \"p2\"\ntype = \"ipv4\"\naddresses = [\"a2\"]\n";
+    let ad = |name: &str, pool: &str| {
+        format!(
+            "[[access-domain]]\nname = \"{name}.fleet.test.\"\ntype = \"A\"\n\
+             policy = \"weighted\"\npools = [\"{pool}\"]\n"
+        )
+    };
+    let main = published(&dir, "192.0.2.41", pool);
+    let text0 = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        text0.replacen(
+            "version = 1\n",
+            "version = 1\ninclude = [\"ads/*.toml\"]\n",
+            1,
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("pub/ads")).unwrap();
+    std::fs::write(dir.join("pub/ads/a.toml"), ad("a", "p1")).unwrap();
+    std::fs::write(dir.join("pub/ads/b.toml"), ad("b", "p1")).unwrap();
+    let ask = |s: &Server, n: &str| {
+        s.udp(&Q::new(&format!("{n}.fleet.test."), 1).build())
+            .map(|m| m.answers(1))
+            .unwrap_or_default()
+    };
+    expect(
+        &publish(&main, &nats.url(), 20),
+        0,
+        &["e1: applied epoch 1"],
+    );
+    assert_eq!(ask(&e, "b"), ["192.0.2.51"]);
+    // Epoch 2 changes b.toml alone: a.toml's access domains are shared.
+    std::fs::write(dir.join("pub/ads/b.toml"), ad("b", "p2")).unwrap();
+    expect(
+        &publish(&main, &nats.url(), 20),
+        0,
+        &["e1: applied epoch 2"],
+    );
+    let line = e.wait_log("generation=3 ", Duration::from_secs(10));
+    assert!(line.contains("include_files=2 include_reused=1"), "{line}");
+    assert_eq!(
+        (ask(&e, "a"), ask(&e, "b")),
+        (
+            vec!["192.0.2.51".to_string()],
+            vec!["192.0.2.52".to_string()]
+        )
+    );
+    let state = f.parent().unwrap().join("state");
+    let live = |s: &Path| std::fs::read_link(s.join("live")).unwrap();
+    assert_eq!(live(&state), Path::new("epoch-2"));
+    // Stopped, the edge misses epoch 3, which names an edge-local file it will not
+    // have: restarted, it boots through `live` and refuses 3, and `live` stays on 2.
+    drop(e);
+    let local = dir.join("office.txt");
+    std::fs::write(&local, "198.51.100.0/24\n").unwrap();
+    let with_line = format!(
+        "{pool}[[line]]\nname = \"office\"\nfile = \"{}\"\n",
+        local.display()
+    );
+    let text3 = published(&dir, "192.0.2.41", &with_line);
+    let t = std::fs::read_to_string(&text3).unwrap();
+    std::fs::write(
+        &text3,
+        t.replacen(
+            "version = 1\n",
+            "version = 1\ninclude = [\"ads/*.toml\"]\n",
+            1,
+        ),
+    )
+    .unwrap();
+    expect(&publish(&main, &nats.url(), 0), 0, &["published epoch 3 "]);
+    std::fs::remove_file(&local).unwrap();
+    let e = start_edge(&f);
+    e.wait_log(
+        "fleet: serving the last-known-good epoch epoch=2",
+        Duration::from_secs(10),
+    );
+    e.wait_log("fleet: epoch refused", Duration::from_secs(10));
+    assert_eq!(live(&state), Path::new("epoch-2"));
+    assert_eq!(ask(&e, "b"), ["192.0.2.52"]);
+    // Epoch 4 changes b.toml alone again: a.toml is shared with what the edge booted.
+    std::fs::write(
+        &main,
+        text0.replacen(
+            "version = 1\n",
+            "version = 1\ninclude = [\"ads/*.toml\"]\n",
+            1,
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("pub/ads/b.toml"), ad("b", "p1")).unwrap();
+    expect(
+        &publish(&main, &nats.url(), 20),
+        0,
+        &["e1: applied epoch 4"],
+    );
+    let line = e.wait_log("generation=2 ", Duration::from_secs(10));
+    assert!(line.contains("include_files=2 include_reused=1"), "{line}");
+    assert_eq!(live(&state), Path::new("epoch-4"));
+    assert_eq!(ask(&e, "b"), ["192.0.2.51"]);
+}
+
 #[test]
 fn an_edge_refuses_an_epoch_it_cannot_load_and_keeps_serving() {
     let Some(bin) = nats_server() else { return };

@@ -69,12 +69,16 @@ pub(super) fn load(
     }
     // What this load read replaces what the last load of the same main file did: the
     // cache holds one model's included files per main file (a server has one), and
-    // those are shared with that model.
-    let main: Arc<str> = ctx.file.clone();
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    cache
-        .get_or_insert_with(HashMap::new)
-        .insert(main, next_cache);
+    // those are shared with that model. A load with errors is refused: it never serves,
+    // and the files of the model serving stay (the next reload, in that model's scope,
+    // shares them).
+    if ctx.errs.is_empty() {
+        let main: Arc<str> = ctx.file.clone();
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get_or_insert_with(HashMap::new)
+            .insert(main, next_cache);
+    }
     stats
 }
 

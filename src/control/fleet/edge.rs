@@ -25,6 +25,20 @@ use crate::control::RunOptions;
 
 /// The last-known-good pointer's file in the state folder.
 const LKG_FILE: &str = "lkg.json";
+/// The state folder's link to the epoch serving (`live -> epoch-N`): every epoch is read
+/// through the same paths, so a reload shares the included files an epoch did not change
+/// (the include cache is kept by path) and access domains name files that stay.
+const LIVE: &str = "live";
+
+/// Points `dir/live` at `dir/target` (a relative link made beside and renamed over the
+/// old one, the folder synced).
+fn point_live(dir: &Path, target: &str) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{LIVE}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, dir.join(LIVE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
 /// The first pause before fetching again a bundle that could not be fetched (doubled at
 /// each failure, up to [`MAX_BACKOFF`]).
 const FETCH_PAUSE: Duration = Duration::from_secs(1);
@@ -64,6 +78,16 @@ impl Lkg {
             .ok()
     }
 
+    /// The path to serve this epoch's main file from: through `state-dir/live`, pointed
+    /// at its folder ([`point_live`]), or, should that fail, in its own folder.
+    fn serving_main(&self, dir: &Path) -> PathBuf {
+        let epoch = format!("epoch-{}", self.epoch);
+        match Path::new(&self.main).strip_prefix(&epoch) {
+            Ok(rel) if point_live(dir, &epoch).is_ok() => dir.join(LIVE).join(rel),
+            _ => dir.join(&self.main),
+        }
+    }
+
     /// Written beside, synced, renamed over the old one and the folder synced: a crash
     /// or a power loss leaves one or the other.
     fn write(&self, dir: &Path) -> std::io::Result<()> {
@@ -84,7 +108,7 @@ pub fn boot(opts: &RunOptions) -> Option<(RunOptions, Fleet, Option<Lkg>)> {
     o.fleet = Some(fleet.clone());
     let lkg = Lkg::read(&fleet.state_dir);
     if let Some(l) = &lkg {
-        o.config = Some(fleet.state_dir.join(&l.main));
+        o.config = Some(l.serving_main(&fleet.state_dir));
     }
     Some((o, fleet, lkg))
 }
@@ -103,6 +127,7 @@ pub fn spawn(
         .spawn(move || {
             crate::sys::lower_thread_priority();
             super::set_replicas(fleet.replicas);
+            // Shown as the epoch's own folder (read through `live`, which points there).
             let main = lkg.as_ref().map(|l| fleet.state_dir.join(&l.main));
             let sharing = api.shared.clone().map(|s| Sharing::new(s, api.clone()));
             let mut edge = Edge {
@@ -629,9 +654,25 @@ impl Edge {
     /// Reloads from `main` on the control thread; on success it is the last-known-good.
     async fn apply(&mut self, p: &Pointer, main: PathBuf) -> Result<(), Vec<String>> {
         let dir = self.fleet.state_dir.clone();
-        let epoch_dir = dir.join(format!("epoch-{}", p.epoch));
+        let epoch = format!("epoch-{}", p.epoch);
+        let epoch_dir = dir.join(&epoch);
+        // Read through `live`, pointed at the new epoch (and back should it be refused).
+        let serving = match main.strip_prefix(&epoch_dir) {
+            Ok(rel) => match point_live(&dir, &epoch) {
+                Ok(()) => dir.join(LIVE).join(rel),
+                Err(e) => {
+                    warn!(
+                        epoch = p.epoch,
+                        "fleet: cannot point {} at {epoch} ({e}): read in place",
+                        dir.join(LIVE).display()
+                    );
+                    main.clone()
+                }
+            },
+            Err(_) => main.clone(),
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let path = main.clone();
+        let path = serving;
         let mut cmd: Command = Box::new(move |r: &mut dyn Reloader| {
             let _ = tx.send(r.reload_from(&path, "fleet").map_err(|e| lines(&e)));
         });
@@ -651,6 +692,7 @@ impl Edge {
             .await
             .unwrap_or_else(|_| Err(vec!["the control thread dropped the reload".into()]));
         if let Err(e) = r {
+            self.unpoint_live(&dir);
             let _ = std::fs::remove_dir_all(&epoch_dir);
             return Err(e);
         }
@@ -684,6 +726,20 @@ impl Edge {
         }
         self.config_file = Some(main);
         Ok(())
+    }
+
+    /// After a refused epoch: `live` points at the epoch serving again (or goes, when the
+    /// edge serves its own file).
+    fn unpoint_live(&self, dir: &Path) {
+        let serving = format!("epoch-{}", self.status.epoch);
+        if self.status.epoch == 0 || !dir.join(&serving).is_dir() {
+            let _ = std::fs::remove_file(dir.join(LIVE));
+        } else if let Err(e) = point_live(dir, &serving) {
+            warn!(
+                "fleet: cannot point {} back at {serving}: {e}",
+                dir.join(LIVE).display()
+            );
+        }
     }
 }
 
