@@ -26,10 +26,19 @@ fn words(n: usize) -> Box<[AtomicU64]> {
 impl HealthState {
     /// Everything down, no active pool; the writer fills it before it is published.
     pub fn new(addrs: usize, pools: usize, slots: usize) -> Self {
+        Self::with_active(
+            addrs,
+            pools,
+            Chunked::from_fn(slots, |_| AtomicU32::new(NO_POOL)),
+        )
+    }
+
+    /// Fresh bitmaps (the writer fills them) beside `active`.
+    fn with_active(addrs: usize, pools: usize, active: Chunked<AtomicU32>) -> Self {
         Self {
             addr_up: words(addrs),
             pool_up: words(pools),
-            active: Chunked::from_fn(slots, |_| AtomicU32::new(NO_POOL)),
+            active,
         }
     }
 
@@ -43,13 +52,8 @@ impl HealthState {
         pools: usize,
         touched: impl Iterator<Item = usize>,
     ) -> Self {
-        Self {
-            addr_up: words(addrs),
-            pool_up: words(pools),
-            active: old
-                .active
-                .with_fresh_chunks(touched, |s| AtomicU32::new(old.active[s].load(Relaxed))),
-        }
+        let fresh = |s: usize| AtomicU32::new(old.active[s].load(Relaxed));
+        Self::with_active(addrs, pools, old.active.with_fresh_chunks(touched, fresh))
     }
 
     /// The state of a snapshot whose first `keep` slots are `old`'s (the same routes, in
@@ -63,13 +67,8 @@ impl HealthState {
         keep: usize,
         slots: usize,
     ) -> Self {
-        Self {
-            addr_up: words(addrs),
-            pool_up: words(pools),
-            active: old
-                .active
-                .sharing_prefix(keep, slots, |_| AtomicU32::new(NO_POOL)),
-        }
+        let none = |_| AtomicU32::new(NO_POOL);
+        Self::with_active(addrs, pools, old.active.sharing_prefix(keep, slots, none))
     }
 
     /// Whether address `i` may be answered.

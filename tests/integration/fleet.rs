@@ -344,17 +344,19 @@ fn epochs_share_the_included_files_they_did_not_change() {
              policy = \"weighted\"\npools = [\"{pool}\"]\n"
         )
     };
-    let main = published(&dir, "192.0.2.41", pool);
-    let text0 = std::fs::read_to_string(&main).unwrap();
-    std::fs::write(
-        &main,
-        text0.replacen(
+    // `published`'s file with `extra`, including `ads/*.toml`.
+    let with_ads = |extra: &str| {
+        let main = published(&dir, "192.0.2.41", extra);
+        let text = std::fs::read_to_string(&main).unwrap();
+        let text = text.replacen(
             "version = 1\n",
             "version = 1\ninclude = [\"ads/*.toml\"]\n",
             1,
-        ),
-    )
-    .unwrap();
+        );
+        std::fs::write(&main, text).unwrap();
+        main
+    };
+    let main = with_ads(pool);
     std::fs::create_dir_all(dir.join("pub/ads")).unwrap();
     std::fs::write(dir.join("pub/ads/a.toml"), ad("a", "p1")).unwrap();
     std::fs::write(dir.join("pub/ads/b.toml"), ad("b", "p1")).unwrap();
@@ -397,17 +399,7 @@ fn epochs_share_the_included_files_they_did_not_change() {
         "{pool}[[line]]\nname = \"office\"\nfile = \"{}\"\n",
         local.display()
     );
-    let text3 = published(&dir, "192.0.2.41", &with_line);
-    let t = std::fs::read_to_string(&text3).unwrap();
-    std::fs::write(
-        &text3,
-        t.replacen(
-            "version = 1\n",
-            "version = 1\ninclude = [\"ads/*.toml\"]\n",
-            1,
-        ),
-    )
-    .unwrap();
+    with_ads(&with_line);
     expect(&publish(&main, &nats.url(), 0), 0, &["published epoch 3 "]);
     std::fs::remove_file(&local).unwrap();
     let e = start_edge(&f);
@@ -419,15 +411,7 @@ fn epochs_share_the_included_files_they_did_not_change() {
     assert_eq!(live(&state), Path::new("epoch-2"));
     assert_eq!(ask(&e, "b"), ["192.0.2.52"]);
     // Epoch 4 changes b.toml alone again: a.toml is shared with what the edge booted.
-    std::fs::write(
-        &main,
-        text0.replacen(
-            "version = 1\n",
-            "version = 1\ninclude = [\"ads/*.toml\"]\n",
-            1,
-        ),
-    )
-    .unwrap();
+    with_ads(pool);
     std::fs::write(dir.join("pub/ads/b.toml"), ad("b", "p1")).unwrap();
     expect(
         &publish(&main, &nats.url(), 20),
