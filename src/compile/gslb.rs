@@ -305,18 +305,18 @@ fn incremental(
             continue;
         };
         let (r_end, ri) = (route_end(a + seg.len()), rows.routes.len());
-        rows.ads
-            .extend(old.ads.range(a..a + seg.len()).map(|row| AdTable {
-                routes: row.routes - r as u32 + ri as u32,
-                ..*row
-            }));
-        rows.routes.extend(old.routes.range(r..r_end).copied());
+        let shift = |row: &AdTable| AdTable {
+            routes: row.routes - r as u32 + ri as u32,
+            ..*row
+        };
+        rows.ads.extend_from(&old.ads, a..a + seg.len(), shift);
+        rows.routes.extend_from(&old.routes, r..r_end, |x| *x);
         let ad_moved = |s: &Slot| Slot {
             ad: s.ad - a as u32 + ai as u32,
             line: s.line,
         };
         rows.slots
-            .extend(prev.model.slots.range(r..r_end).map(ad_moved));
+            .extend_from(&prev.model.slots, r..r_end, ad_moved);
         runs.push((ri as u32, r as u32, (r_end - r) as u32));
     }
     let slots = rows.finish(&mut t);
