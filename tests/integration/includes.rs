@@ -70,10 +70,11 @@ fn unchanged_included_files_are_shared_on_reload() {
     let line = reload(&s, 3);
     assert!(line.contains("include_files=2 include_reused=2"), "{line}");
 
-    // p1 is now pool 1, not 0: nothing validated against the old order is kept.
+    // The pools swapped in the file keep the places the serving model gave them: every
+    // included file is still valid and shared, and the tables compile incrementally.
     dir.write("main.toml", &main_file(true));
     let line = reload(&s, 4);
-    assert!(line.contains("include_files=2 include_reused=0"), "{line}");
+    assert!(line.contains("include_files=2 include_reused=2"), "{line}");
     assert_eq!(answer(&s, "a"), ["192.0.2.1"]);
     assert_eq!(answer(&s, "b"), ["192.0.2.1"]);
 
@@ -87,6 +88,35 @@ fn unchanged_included_files_are_shared_on_reload() {
     assert!(line.contains("include_files=2 include_reused=1"), "{line}");
     assert_eq!(answer(&s, "a"), ["192.0.2.2"]);
     assert_eq!(answer(&s, "b"), ["192.0.2.1"]);
+
+    // A pool inserted before the others (p0, of x2) is placed after them: p1 and p2 keep
+    // their indices and both files are shared.
+    let p0 = "[[pool]]\nname = \"p0\"\ntype = \"ipv4\"\naddresses = [\"x2\"]\n";
+    let with_p0 = main_file(true).replacen("[[pool]]", &format!("{p0}[[pool]]"), 1);
+    dir.write("main.toml", &with_p0);
+    let line = reload(&s, 6);
+    assert!(line.contains("include_files=2 include_reused=2"), "{line}");
+    dir.write("ads/b.toml", &ad_file("b", "p0"));
+    let line = reload(&s, 7);
+    assert!(line.contains("include_files=2 include_reused=1"), "{line}");
+    assert_eq!(
+        (answer(&s, "a"), answer(&s, "b")),
+        (vec!["192.0.2.2".to_string()], vec!["192.0.2.2".to_string()])
+    );
+    // p1 removed (nothing names it): p2 and p0 move, and nothing validated against the
+    // old places is kept.
+    let without_p1 = with_p0.replace(
+        "[[pool]]\nname = \"p1\"\ntype = \"ipv4\"\naddresses = [\"x1\"]\n",
+        "",
+    );
+    assert_ne!(without_p1, with_p0);
+    dir.write("main.toml", &without_p1);
+    let line = reload(&s, 8);
+    assert!(line.contains("include_files=2 include_reused=0"), "{line}");
+    assert_eq!(
+        (answer(&s, "a"), answer(&s, "b")),
+        (vec!["192.0.2.2".to_string()], vec!["192.0.2.2".to_string()])
+    );
 }
 
 /// Files older than the racy window are taken by their `stat` alone, and a rewrite is

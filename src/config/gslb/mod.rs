@@ -402,6 +402,9 @@ pub(super) fn load(s: &spec::Spec, ctx: &mut Ctx<'_>, zones: &[Zone]) -> Gslb {
     g.includes = include::load(patterns, ctx, &scope, &mut ads);
     access_domain::check_all(&ads, ctx, zones);
     g.access_domains = ads;
+    if ctx.errs.is_empty() {
+        note_pool_places(ctx.file, &g.pools);
+    }
     g
 }
 
@@ -427,5 +430,117 @@ fn tables(s: &spec::Spec, ctx: &mut Ctx<'_>) -> (Gslb, Names) {
         .iter()
         .map(|p| p.validate(ctx, &names, &g.addresses))
         .collect();
+    if ctx.errs.is_empty() {
+        keep_pool_places(ctx.file, &mut g.pools, &mut names.pools);
+    }
     (g, names)
+}
+
+/// The pools of the last load of each main file that had no error, in their order.
+static POOL_PLACES: std::sync::Mutex<Option<HashMap<Arc<str>, Vec<String>>>> =
+    std::sync::Mutex::new(None);
+
+/// Puts the pools the last load of `main` had first, in the order it had them, then
+/// the others in file order: a pool added anywhere in the file, or pools reordered,
+/// leave every pool's index as it was, so the included files validated against them
+/// are shared and the tables compile incrementally (pools are named, never numbered,
+/// wherever the order shows: an access domain's list keeps its own order). The first
+/// load of a file, and `gtmd check`, take the file's order.
+fn keep_pool_places(main: &Arc<str>, pools: &mut Vec<Pool>, names: &mut HashMap<String, usize>) {
+    let last = POOL_PLACES.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(last) = last.as_ref().and_then(|m| m.get(main)) else {
+        return;
+    };
+    let rank: HashMap<&str, usize> = last
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let mut order: Vec<usize> = (0..pools.len()).collect();
+    order.sort_by_key(|&i| rank.get(pools[i].name.as_str()).map_or((1, i), |&r| (0, r)));
+    if order.iter().enumerate().all(|(k, &i)| k == i) {
+        return;
+    }
+    let mut taken: Vec<Option<Pool>> = std::mem::take(pools).into_iter().map(Some).collect();
+    *pools = order.iter().filter_map(|&i| taken[i].take()).collect();
+    for (i, p) in pools.iter().enumerate() {
+        names.insert(p.name.clone(), i);
+    }
+}
+
+/// Notes the pools of a load of `main` that had no error, for the next one.
+fn note_pool_places(main: &Arc<str>, pools: &[Pool]) {
+    let mut places = POOL_PLACES.lock().unwrap_or_else(|e| e.into_inner());
+    let names = pools.iter().map(|p| p.name.clone()).collect();
+    places
+        .get_or_insert_with(HashMap::new)
+        .insert(main.clone(), names);
+}
+
+#[cfg(test)]
+mod pool_places_tests {
+    use crate::config::Config;
+
+    /// A pool inserted before the others, and pools reordered, keep the places the last
+    /// load of the same file gave them (new ones after), and access domains name the
+    /// pools they say; another file, or the first load, takes the file's order; a pool
+    /// removed moves the ones after it.
+    #[test]
+    fn pools_keep_their_places_across_loads_of_a_file() {
+        let dir = std::env::temp_dir().join(format!("gtmd-places-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |file: &str, pools: &[&str]| {
+            let mut t = "version = 1\n[[zone]]\nname = \"e.test.\"\n\
+                         soa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n\
+                         [[address]]\nname = \"a\"\nvalue = \"192.0.2.1\"\n"
+                .to_string();
+            for p in pools {
+                t += &format!("[[pool]]\nname = \"{p}\"\ntype = \"ipv4\"\naddresses = [\"a\"]\n");
+            }
+            for p in pools {
+                t += &format!(
+                    "[[access-domain]]\nname = \"{p}.e.test.\"\ntype = \"A\"\n\
+                     policy = \"global-availability\"\npools = [\"{p}\"]\n"
+                );
+            }
+            std::fs::write(dir.join(file), t).unwrap();
+            dir.join(file)
+        };
+        let load = |path: &std::path::Path| {
+            let c = Config::from_file(path).unwrap();
+            let g = &c.gslb;
+            let order: Vec<String> = g.pools.iter().map(|p| p.name.clone()).collect();
+            for ad in &g.access_domains {
+                let named = &g.pools[ad.pools[0].0 as usize].name;
+                assert_eq!(
+                    format!("{named}.e.test."),
+                    crate::dns::name::display_name(&ad.name)
+                );
+            }
+            order
+        };
+        let main = write("main.toml", &["p1", "p2"]);
+        assert_eq!(load(&main), ["p1", "p2"]);
+        write("main.toml", &["p0", "p1", "p2"]);
+        assert_eq!(
+            load(&main),
+            ["p1", "p2", "p0"],
+            "inserted first, placed last"
+        );
+        write("main.toml", &["p2", "p0", "p3", "p1"]);
+        assert_eq!(
+            load(&main),
+            ["p1", "p2", "p0", "p3"],
+            "reordered: places kept"
+        );
+        let other = write("other.toml", &["p2", "p0", "p3", "p1"]);
+        assert_eq!(
+            load(&other),
+            ["p2", "p0", "p3", "p1"],
+            "another file: its own order"
+        );
+        write("main.toml", &["p2", "p0", "p1"]);
+        assert_eq!(load(&main), ["p1", "p2", "p0"], "p3 removed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
