@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use tracing::info;
 
-use crate::config::gslb::{Condition, Mode, PoolPolicy};
+use crate::config::gslb::{AccessDomain, Condition, Mode, PoolPolicy};
 use crate::tables::chunked::CHUNK;
 use crate::tables::gslb::NO_POOL;
 use crate::tables::{HealthState, Snapshot};
@@ -105,6 +105,49 @@ fn carry<K: Eq + std::hash::Hash, T: Copy>(
         .iter()
         .map(|k| by_key.get(k).copied().unwrap_or(missing))
         .collect()
+}
+
+/// [`carry`] by slot key when both snapshots have the same access domains in the same
+/// order (lines or pools changed, names did not): a slot's key names its access domain,
+/// so each one's slots are matched among that access domain's old ones alone, walking
+/// both key streams once, instead of through a map of every slot (at a million access
+/// domains, nine million entries: 2.5 s and a few hundred MB). `None`: they differ.
+fn carry_by_ad(old: &Snapshot, new: &Snapshot, active: &[u32]) -> Option<Vec<u32>> {
+    let (oa, na) = (&old.model.access_domains, &new.model.access_domains);
+    let shared = oa.segments().len() == na.segments().len()
+        && oa
+            .segments()
+            .iter()
+            .zip(na.segments())
+            .all(|(a, b)| Arc::ptr_eq(a, b));
+    let same = |(x, y): (&AccessDomain, &AccessDomain)| (&x.name, x.rtype) == (&y.name, y.rtype);
+    if active.len() != old.model.slots.len()
+        || oa.len() != na.len()
+        || !(shared || oa.iter().zip(na.iter()).all(same))
+    {
+        return None;
+    }
+    let (mut ok, mut nk) = (old.slot_digests(), new.slot_digests());
+    let mut out = Vec::with_capacity(new.model.slots.len() + new.model.slots.len() / 16);
+    let mut group: Vec<(u64, u32)> = Vec::new();
+    let (mut at, mut to) = (0usize, 0usize);
+    for i in 0..na.len() {
+        let (o, n) = (old.gslb.ads.get(i)?, new.gslb.ads.get(i)?);
+        // Slots follow their access domains in order, each one's together.
+        if (o.routes as usize, n.routes as usize) != (at, to) {
+            return None;
+        }
+        group.clear();
+        for k in 0..o.nroutes as usize {
+            group.push((ok.next()?, active[at + k]));
+        }
+        for _ in 0..n.nroutes {
+            let key = nk.next()?;
+            out.push(group.iter().find(|g| g.0 == key).map_or(NO_POOL, |g| g.1));
+        }
+        (at, to) = (at + o.nroutes as usize, to + n.nroutes as usize);
+    }
+    (at == active.len() && to == new.model.slots.len()).then_some(out)
 }
 
 /// Each pool's health: enabled, at least one enabled member up, and its condition met
@@ -362,9 +405,14 @@ impl Writer {
             && self.active.len() == om.slots.len()
             && old.slot_digests().eq(self.snap.slot_digests());
         if !same {
-            let old_keys: Vec<u64> = old.slot_digests().collect();
-            let new_keys: Vec<u64> = self.snap.slot_digests().collect();
-            self.active = carry(&old_keys, &self.active, &new_keys, NO_POOL);
+            self.active = match carry_by_ad(&old, &self.snap, &self.active) {
+                Some(active) => active,
+                None => {
+                    let old_keys: Vec<u64> = old.slot_digests().collect();
+                    let new_keys: Vec<u64> = self.snap.slot_digests().collect();
+                    carry(&old_keys, &self.active, &new_keys, NO_POOL)
+                }
+            };
         }
         self.apply(Redo::All)
     }
