@@ -151,7 +151,7 @@ pub fn small_pages_if_collapsible<R>(f: impl FnOnce() -> R) -> R {
 
 /// Quarters of a block's pages that must be resident for [`collapse_resident`] to take
 /// it (3: three quarters).
-pub const COLLAPSE_RESIDENT: usize = 3;
+const COLLAPSE_RESIDENT: usize = 3;
 
 /// What one [`collapse_resident`] pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
