@@ -34,6 +34,7 @@ pub(super) fn compile(
     match (from, interner) {
         (Some(p), Some(mut interner)) => {
             let mut t = p.gslb.clone_shared();
+            widen_lines(&mut t, &mut interner, g);
             let health = refresh(&mut t, &p.model, g, &mut interner);
             let mut out = match changed_in_place(g, p) {
                 Some(changed) => in_place(g, p, (t, interner), &changed),
@@ -55,11 +56,11 @@ pub(super) fn compile(
 /// answers leave it as it was).
 fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) -> bool {
     let o = &m.gslb;
-    let lines_same = o
-        .lines
-        .iter()
-        .zip(&g.lines)
-        .all(|(a, b)| (&a.v4, &a.v6) == (&b.v4, &b.v6));
+    let lines_same = o.lines.len() == g.lines.len()
+        && o.lines
+            .iter()
+            .zip(&g.lines)
+            .all(|(a, b)| (&a.v4, &a.v6) == (&b.v4, &b.v6));
     if !lines_same {
         t.lines = line_index(g);
     }
@@ -328,18 +329,53 @@ fn incremental(
 }
 
 /// Whether the pools and lines of `g` keep the indices `m`'s had (what an access
-/// domain's rows point into): the same lines, with the same parents, and `m`'s pools
-/// first, in order (new pools may follow). Addresses appear in rows only through the
-/// fallback lists, which [`refresh`] works out again.
+/// domain's rows point into): `m`'s lines first, with the same parents, and `m`'s pools
+/// first, in order (new lines and pools may follow: [`widen_lines`]). Addresses appear in
+/// rows only through the fallback lists, which [`refresh`] works out again.
 fn same_ids(m: &Model, g: &Gslb) -> bool {
     let o = &m.gslb;
     o.pools.len() <= g.pools.len()
         && o.pools.iter().zip(&g.pools).all(|(a, b)| a.name == b.name)
-        && o.lines.len() == g.lines.len()
+        && o.lines.len() <= g.lines.len()
         && o.lines
             .iter()
             .zip(&g.lines)
             .all(|(a, b)| (&a.name, a.parent) == (&b.name, b.parent))
+}
+
+/// Gives every stored line -> route row (and the interner's keys) a column for each line
+/// `g` has after the ones `t` was compiled with: no access domain compiled then maps a
+/// line it did not know, so a new line takes the route of its nearest ancestor among
+/// those (`default` at worst), as a compile walking the lines' parents would.
+fn widen_lines(t: &mut GslbTables, seen: &mut RouteInterner, g: &Gslb) {
+    let (old, new) = (t.nlines as usize, g.lines.len());
+    if new <= old {
+        return;
+    }
+    // Each new line's nearest ancestor among the old ones.
+    let mut from = vec![0; new - old];
+    for (k, f) in from.iter_mut().enumerate() {
+        let mut cur = g.lines[old + k].parent;
+        let mut hops = 0;
+        while let Some(c) = cur.filter(|&c| c >= old && hops <= new) {
+            cur = g.lines[c].parent;
+            hops += 1;
+        }
+        *f = cur.filter(|&c| c < old).unwrap_or(0);
+    }
+    let rows = t.line_routes.len().checked_div(old).unwrap_or(0);
+    let mut wide = Vec::with_capacity(rows * new);
+    for row in t.line_routes.chunks_exact(old.max(1)).take(rows) {
+        wide.extend_from_slice(row);
+        wide.extend(from.iter().map(|&f| row[f]));
+    }
+    seen.patterns = wide
+        .chunks_exact(new)
+        .enumerate()
+        .map(|(i, row)| (row.to_vec(), i as u32))
+        .collect();
+    t.line_routes = wide;
+    t.nlines = new as u32;
 }
 
 /// The routes of an access domain: the default one, and under the nearest policy one per

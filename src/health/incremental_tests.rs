@@ -55,7 +55,7 @@ impl Ad {
             }
         }
         let lines = (0..rng.below(3))
-            .map(|_| (1 + rng.below(LINES), vec![rng.below(POOLS)]))
+            .map(|_| (rng.below(LINES + 1), vec![rng.below(POOLS)]))
             .fold(Vec::<(usize, Vec<usize>)>::new(), |mut v, l| {
                 if !v.iter().any(|(k, _)| *k == l.0) {
                     v.push(l);
@@ -75,7 +75,9 @@ impl Ad {
         }
     }
 
-    fn write(&self, out: &mut String) {
+    /// `front`: whether line `l0` (before the others) exists; else an access domain
+    /// does not map it.
+    fn write(&self, out: &mut String, front: bool) {
         let policy = [
             "policy = \"nearest\"",
             "policy = \"weighted\"",
@@ -102,7 +104,7 @@ impl Ad {
                 "[access-domain.lines]\ndefault = [\"p{}\"]",
                 self.pools[0].0
             );
-            for (l, ps) in &self.lines {
+            for (l, ps) in self.lines.iter().filter(|(l, _)| front || *l != 0) {
                 let ps: Vec<String> = ps.iter().map(|p| format!("\"p{p}\"")).collect();
                 let _ = writeln!(out, "l{l} = [{}]", ps.join(", "));
             }
@@ -129,6 +131,8 @@ struct Model {
     prefixes_moved: bool,
     /// The last line's parent: l2 instead of l1.
     reparented: bool,
+    /// A line `l0` before the others, and its parent (`l1` or `l2`): placed after them.
+    front_line: Option<usize>,
     /// Pools p0.. answering round-robin, up to two addresses at a time (else the default).
     round_robin: Vec<bool>,
     files: Vec<Vec<Ad>>,
@@ -146,6 +150,7 @@ impl Model {
             front_pool: false,
             prefixes_moved: false,
             reparented: false,
+            front_line: None,
             round_robin: vec![false; POOLS],
             members: (0..POOLS)
                 .map(|p| vec![p % ADDRS, (p + 3) % ADDRS])
@@ -181,6 +186,12 @@ impl Model {
              soa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n\
              records = [\"ns A 192.0.2.53\", \"*.w A 192.0.2.54\", \"c CNAME d4\"]\n",
         );
+        if let Some(p) = self.front_line {
+            let _ = write!(
+                t,
+                "[[line]]\nname = \"l0\"\nprefixes = [\"10.200.0.0/16\"]\nparent = \"l{p}\"\n"
+            );
+        }
         for l in 1..=LINES {
             let octet = if self.prefixes_moved { l + 100 } else { l };
             let _ = write!(
@@ -234,7 +245,7 @@ impl Model {
         for (i, f) in self.files.iter().enumerate() {
             let mut t = String::new();
             for ad in f {
-                ad.write(&mut t);
+                ad.write(&mut t, self.front_line.is_some());
             }
             std::fs::write(ads.join(format!("f{i:02}.toml")), t).unwrap();
         }
@@ -301,7 +312,7 @@ impl Model {
     fn edit_main(&mut self, rng: &mut Rng) -> &'static str {
         let n = self.weights.len();
         let a = rng.below(n);
-        match rng.below(10) {
+        match rng.below(11) {
             0 => {
                 self.weights[a] = 1 + rng.below(4) as u32;
                 "an address weight changed (main file)"
@@ -352,6 +363,18 @@ impl Model {
                 let p = rng.below(POOLS);
                 self.round_robin[p] ^= true;
                 "a pool's policy and answers changed (main file)"
+            }
+            10 if self.front_line.is_none() => {
+                self.front_line = Some(1 + rng.below(2));
+                "a line added before the others (main file)"
+            }
+            10 if rng.below(2) == 0 => {
+                self.front_line = self.front_line.map(|p| 3 - p);
+                "the line before the others reparented (main file)"
+            }
+            10 => {
+                self.front_line = None;
+                "the line before the others removed (main file)"
             }
             _ => "nothing changed",
         }
@@ -500,6 +523,7 @@ fn incremental_reload_equals_full_compile() {
     let dir = std::env::temp_dir().join(format!("gtmd-incr-{}", std::process::id()));
     let (mut copied_rows, mut names_kept, mut steps, mut in_place) = (0, 0, 0, 0);
     let (mut refreshed, mut names_patched, mut prefix_shared) = (0, 0, 0);
+    let mut widened = 0;
     // `GTMD_INCR_SEEDS=N` for a longer run (6 by default).
     let seeds = std::env::var("GTMD_INCR_SEEDS")
         .ok()
@@ -531,6 +555,9 @@ fn incremental_reload_equals_full_compile() {
             refreshed += s_inc.reuse.health_fresh as usize;
             prefix_shared += (s_inc.reuse.in_place.is_none()
                 && s_inc.health.active.shares_chunk(&prev.health.active, 0))
+                as usize;
+            widened += (s_inc.gslb.nlines > prev.gslb.nlines
+                && (s_inc.reuse.in_place.is_some() || !s_inc.reuse.slots.is_empty()))
                 as usize;
             steps += 1;
             drop(prev);
@@ -570,8 +597,8 @@ fn incremental_reload_equals_full_compile() {
     let said = format!(
         "{copied_rows} runs copied, names kept {names_kept} times and patched \
          {names_patched}, {in_place} compiled in place, {refreshed} with the pools' members \
-         changed, {prefix_shared} copied with the leading active pools shared, in {steps} \
-         reloads"
+         changed, {prefix_shared} copied with the leading active pools shared, {widened} \
+         with lines added, in {steps} reloads"
     );
     eprintln!("{said}");
     assert!(
@@ -580,7 +607,8 @@ fn incremental_reload_equals_full_compile() {
             && names_patched > steps / 20
             && in_place > steps / 10
             && refreshed > steps / 20
-            && prefix_shared > steps / 20,
+            && prefix_shared > steps / 20
+            && widened > 0,
         "the incremental paths were hardly taken: {said}"
     );
 }

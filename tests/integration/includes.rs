@@ -350,3 +350,103 @@ fn idle_shards_let_go_of_replaced_tables() {
         assert!(line.contains("still_held=false"), "{line}");
     }
 }
+
+/// A line added before the others (the usual edit to lines) is placed after them: every
+/// access domain keeps its lines' indices, so both included files are shared and the
+/// tables compile in place, and askers from the new line are answered from its parent's
+/// route, or from its own once a file maps it. A line removed moves the ones after it:
+/// every file is validated again.
+#[test]
+fn a_line_added_first_keeps_every_file_and_answers_from_its_parent() {
+    let dir = TempDir::new("includes-lines");
+    let main = |first: Option<&str>| {
+        let line = |n: &str, net: u8, parent: &str| {
+            format!("[[line]]\nname = \"{n}\"\nprefixes = [\"10.{net}.0.0/16\"]\n{parent}")
+        };
+        let mut t = main_file(false);
+        if let Some(parent) = first {
+            t += &line("new", 9, &format!("parent = \"{parent}\"\n"));
+        }
+        t += &line("l1", 1, "");
+        t += &line("l2", 2, "parent = \"l1\"\n");
+        t
+    };
+    let nearest = |name: &str, l1: &str, extra: &str| {
+        format!(
+            "[[access-domain]]\nname = \"{name}.i.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n\
+             [access-domain.lines]\ndefault = [\"p2\"]\nl1 = [\"{l1}\"]\n{extra}"
+        )
+    };
+    let cfg = dir.write("main.toml", &main(None));
+    std::fs::create_dir_all(dir.join("ads")).unwrap();
+    dir.write("ads/a.toml", &nearest("a", "p1", ""));
+    dir.write("ads/b.toml", &nearest("b", "p1", ""));
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let from = |name: &str, net: u8| {
+        let q = Q::new(&format!("{name}.i.test"), A)
+            .edns(1232)
+            .ecs(1, 24, 0, &[10, net, 0]);
+        s.udp(&q.build()).expect("an answer").answers(A)
+    };
+    assert_eq!(
+        from("a", 2),
+        ["192.0.2.1"],
+        "l2 takes its parent l1's route"
+    );
+    assert_eq!(from("a", 9), ["192.0.2.2"], "10.9/16 is in no line yet");
+
+    dir.write("main.toml", &main(Some("l1")));
+    let line = reload(&s, 2);
+    assert!(line.contains("include_files=2 include_reused=2"), "{line}");
+    assert!(line.contains("ads_compiled=0"), "{line}");
+    assert_eq!(
+        from("a", 9),
+        ["192.0.2.1"],
+        "the new line answers as its parent"
+    );
+    assert_eq!(from("b", 9), ["192.0.2.1"]);
+    assert_eq!(from("b", 3), ["192.0.2.2"], "no line: default");
+
+    // A file maps the new line: it alone is compiled again.
+    dir.write("ads/b.toml", &nearest("b", "p1", "new = [\"p2\"]\n"));
+    let line = reload(&s, 3);
+    assert!(line.contains("include_files=2 include_reused=1"), "{line}");
+    assert_eq!(from("b", 9), ["192.0.2.2"], "its own route");
+    assert_eq!(from("a", 9), ["192.0.2.1"]);
+
+    // Reparented under l2 (whose route is l1's in `a`): the same answers.
+    dir.write("main.toml", &main(Some("l2")));
+    reload(&s, 4);
+    assert_eq!(
+        (from("a", 9), from("b", 9)),
+        (vec!["192.0.2.1".to_string()], vec!["192.0.2.2".to_string()])
+    );
+
+    // Both files map only `default` and `new`; then l1 is removed, which moves l2 and
+    // the new line: every file is validated again, and answers follow.
+    let plain = |name: &str| {
+        format!(
+            "[[access-domain]]\nname = \"{name}.i.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n\
+             [access-domain.lines]\ndefault = [\"p2\"]\nnew = [\"p1\"]\n"
+        )
+    };
+    dir.write("ads/a.toml", &plain("a"));
+    dir.write("ads/b.toml", &plain("b"));
+    reload(&s, 5);
+    assert_eq!(from("a", 1), ["192.0.2.2"], "l1 is no route of `a` now");
+    let without_l1 = main(Some("l2"))
+        .replace(
+            "[[line]]\nname = \"l1\"\nprefixes = [\"10.1.0.0/16\"]\n",
+            "",
+        )
+        .replace("parent = \"l1\"\n", "");
+    dir.write("main.toml", &without_l1);
+    let line = reload(&s, 6);
+    assert!(line.contains("include_files=2 include_reused=0"), "{line}");
+    assert_eq!(
+        from("b", 9),
+        ["192.0.2.1"],
+        "the new line, moved, still answers"
+    );
+    assert_eq!(from("a", 2), ["192.0.2.2"]);
+}

@@ -184,23 +184,24 @@ fn hasher() -> impl std::hash::Hasher {
     foldhash::fast::FixedState::with_seed(0x6774_6d64_696e_636c).build_hasher()
 }
 
-/// What included files are validated against, as digests: the zone names and the line
-/// names with their indices (`base`), and the pools' names and types in order, as the
-/// digest of each prefix of the list (`pools[i]`: the first `i` pools). An access domain
-/// names pools by index, so one validated before pools were added after the others is
-/// still valid: those it names keep their indices and types.
+/// What included files are validated against, as digests: the zone names (`base`), and
+/// the lines' and the pools' names (with the pools' types) in order, as the digest of
+/// each prefix of the list (`pools[i]`: the first `i` pools). An access domain names
+/// lines and pools by index, so one validated before lines or pools were added after the
+/// others is still valid: those it names keep their indices (and types).
 struct ScopeSig {
     base: u64,
+    lines: Vec<u64>,
     pools: Vec<u64>,
 }
 
-/// The scope a cached file was validated in: [`ScopeSig`]'s base, its number of pools
-/// and the digest of those.
+/// The scope a cached file was validated in: [`ScopeSig`]'s base, and its numbers of
+/// lines and pools with the digests of those.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ScopeMark {
     base: u64,
-    pools: usize,
-    digest: u64,
+    lines: (usize, u64),
+    pools: (usize, u64),
 }
 
 impl ScopeSig {
@@ -210,33 +211,45 @@ impl ScopeSig {
         for z in scope.zones {
             z.name.hash(&mut h);
         }
-        let mut lines: Vec<(&String, &usize)> = scope.names.lines.iter().collect();
-        lines.sort_unstable();
-        lines.hash(&mut h);
-        let mut pools = vec![0];
-        for p in scope.pools {
-            let mut h = hasher();
-            (pools[pools.len() - 1], &p.name, p.kind as u8).hash(&mut h);
-            pools.push(h.finish());
-        }
+        // Prefix digests: `out[i]` covers the first `i` items.
+        let chain = |items: &mut dyn Iterator<Item = (&str, u8)>| {
+            let mut out = vec![0];
+            for (name, kind) in items {
+                let mut h = hasher();
+                (out[out.len() - 1], name, kind).hash(&mut h);
+                out.push(h.finish());
+            }
+            out
+        };
+        let mut lines: Vec<(&str, usize)> = scope
+            .names
+            .lines
+            .iter()
+            .map(|(n, &i)| (n.as_str(), i))
+            .collect();
+        lines.sort_unstable_by_key(|&(_, i)| i);
         Self {
             base: h.finish(),
-            pools,
+            lines: chain(&mut lines.into_iter().map(|(n, _)| (n, 0))),
+            pools: chain(&mut scope.pools.iter().map(|p| (p.name.as_str(), p.kind as u8))),
         }
     }
 
     fn mark(&self) -> ScopeMark {
+        let last = |v: &[u64]| (v.len() - 1, v[v.len() - 1]);
         ScopeMark {
             base: self.base,
-            pools: self.pools.len() - 1,
-            digest: self.pools[self.pools.len() - 1],
+            lines: last(&self.lines),
+            pools: last(&self.pools),
         }
     }
 
-    /// Whether what was validated in `m` is valid in this scope: the same zones and
-    /// lines, and `m`'s pools first.
+    /// Whether what was validated in `m` is valid in this scope: the same zones, and
+    /// `m`'s lines and pools first.
     fn covers(&self, m: &ScopeMark) -> bool {
-        m.base == self.base && self.pools.get(m.pools) == Some(&m.digest)
+        m.base == self.base
+            && self.lines.get(m.lines.0) == Some(&m.lines.1)
+            && self.pools.get(m.pools.0) == Some(&m.pools.1)
     }
 }
 

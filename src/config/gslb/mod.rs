@@ -403,7 +403,7 @@ pub(super) fn load(s: &spec::Spec, ctx: &mut Ctx<'_>, zones: &[Zone]) -> Gslb {
     access_domain::check_all(&ads, ctx, zones);
     g.access_domains = ads;
     if ctx.errs.is_empty() {
-        note_pool_places(ctx.file, &g.pools);
+        note_places(ctx.file, &g);
     }
     g
 }
@@ -419,6 +419,9 @@ fn tables(s: &spec::Spec, ctx: &mut Ctx<'_>) -> (Gslb, Names) {
         lines: line::load(s, ctx, &names),
         ..Gslb::default()
     };
+    if ctx.errs.is_empty() {
+        keep_line_places(ctx.file, &mut g.lines, &mut names.lines);
+    }
     let checks = s.health_check.iter().map(|c| &c.name);
     names.checks = index_names("health-check", checks, ctx);
     g.checks = s.health_check.iter().map(|c| c.validate(ctx)).collect();
@@ -436,9 +439,38 @@ fn tables(s: &spec::Spec, ctx: &mut Ctx<'_>) -> (Gslb, Names) {
     (g, names)
 }
 
-/// The pools of the last load of each main file that had no error, in their order.
-static POOL_PLACES: std::sync::Mutex<Option<HashMap<Arc<str>, Vec<String>>>> =
-    std::sync::Mutex::new(None);
+/// The lines and pools of the last load of each main file that had no error, in the
+/// order that load placed them.
+#[derive(Default)]
+struct Places {
+    lines: Vec<String>,
+    pools: Vec<String>,
+}
+
+static PLACES: std::sync::Mutex<Option<HashMap<Arc<str>, Places>>> = std::sync::Mutex::new(None);
+
+/// The order that puts the names `last` had first, in `last`'s order, then the others in
+/// their own order (new place -> index in `names`); `None` when that is their order.
+fn placed<'a>(last: &[String], names: impl Iterator<Item = &'a str>) -> Option<Vec<usize>> {
+    let rank: HashMap<&str, usize> = last
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let keys: Vec<(usize, usize)> = names
+        .enumerate()
+        .map(|(i, n)| rank.get(n).map_or((1, i), |&r| (0, r)))
+        .collect();
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by_key(|&i| keys[i]);
+    (!order.iter().enumerate().all(|(k, &i)| k == i)).then_some(order)
+}
+
+/// `items` in `order` (new place -> old index).
+fn reorder<T>(items: &mut Vec<T>, order: &[usize]) {
+    let mut taken: Vec<Option<T>> = std::mem::take(items).into_iter().map(Some).collect();
+    *items = order.iter().filter_map(|&i| taken[i].take()).collect();
+}
 
 /// Puts the pools the last load of `main` had first, in the order it had them, then
 /// the others in file order: a pool added anywhere in the file, or pools reordered,
@@ -447,34 +479,54 @@ static POOL_PLACES: std::sync::Mutex<Option<HashMap<Arc<str>, Vec<String>>>> =
 /// wherever the order shows: an access domain's list keeps its own order). The first
 /// load of a file, and `gtmd check`, take the file's order.
 fn keep_pool_places(main: &Arc<str>, pools: &mut Vec<Pool>, names: &mut HashMap<String, usize>) {
-    let last = POOL_PLACES.lock().unwrap_or_else(|e| e.into_inner());
+    let last = PLACES.lock().unwrap_or_else(|e| e.into_inner());
     let Some(last) = last.as_ref().and_then(|m| m.get(main)) else {
         return;
     };
-    let rank: HashMap<&str, usize> = last
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.as_str(), i))
-        .collect();
-    let mut order: Vec<usize> = (0..pools.len()).collect();
-    order.sort_by_key(|&i| rank.get(pools[i].name.as_str()).map_or((1, i), |&r| (0, r)));
-    if order.iter().enumerate().all(|(k, &i)| k == i) {
+    let Some(order) = placed(&last.pools, pools.iter().map(|p| p.name.as_str())) else {
         return;
-    }
-    let mut taken: Vec<Option<Pool>> = std::mem::take(pools).into_iter().map(Some).collect();
-    *pools = order.iter().filter_map(|&i| taken[i].take()).collect();
+    };
+    reorder(pools, &order);
     for (i, p) in pools.iter().enumerate() {
         names.insert(p.name.clone(), i);
     }
 }
 
-/// Notes the pools of a load of `main` that had no error, for the next one.
-fn note_pool_places(main: &Arc<str>, pools: &[Pool]) {
-    let mut places = POOL_PLACES.lock().unwrap_or_else(|e| e.into_inner());
-    let names = pools.iter().map(|p| p.name.clone()).collect();
-    places
-        .get_or_insert_with(HashMap::new)
-        .insert(main.clone(), names);
+/// The same for lines (`default` stays first): a line added anywhere in the file, the
+/// usual change to lines, is placed after the others, so every access domain keeps its
+/// lines' indices and every included file is shared; parents are renumbered.
+fn keep_line_places(main: &Arc<str>, lines: &mut Vec<Line>, names: &mut HashMap<String, usize>) {
+    let last = PLACES.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(last) = last.as_ref().and_then(|m| m.get(main)) else {
+        return;
+    };
+    let Some(order) = placed(&last.lines, lines.iter().map(|l| l.name.as_str())) else {
+        return;
+    };
+    let mut to = vec![0; order.len()];
+    for (k, &i) in order.iter().enumerate() {
+        to[i] = k;
+    }
+    reorder(lines, &order);
+    for l in lines.iter_mut() {
+        l.parent = l.parent.map(|p| to[p]);
+    }
+    for (i, l) in lines.iter().enumerate() {
+        names.insert(l.name.clone(), i);
+    }
+}
+
+/// Notes the lines and pools of a load of `main` that had no error, for the next one.
+fn note_places(main: &Arc<str>, g: &Gslb) {
+    let mut places = PLACES.lock().unwrap_or_else(|e| e.into_inner());
+    let names = |v: &mut dyn Iterator<Item = &String>| v.cloned().collect();
+    places.get_or_insert_with(HashMap::new).insert(
+        main.clone(),
+        Places {
+            lines: names(&mut g.lines.iter().map(|l| &l.name)),
+            pools: names(&mut g.pools.iter().map(|p| &p.name)),
+        },
+    );
 }
 
 #[cfg(test)]
