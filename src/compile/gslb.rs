@@ -37,7 +37,7 @@ pub(super) fn compile(
             widen_lines(&mut t, &mut interner, g);
             let health = refresh(&mut t, &p.model, g, &mut interner);
             let mut out = match changed_in_place(g, p) {
-                Some(changed) => in_place(g, p, (t, interner), &changed),
+                Some((changed, added)) => in_place(g, p, (t, interner), (&changed, added)),
                 None => incremental(g, p, (t, interner)),
             };
             out.2.health_fresh = health;
@@ -169,66 +169,80 @@ impl Rows {
     }
 }
 
-/// The access domains of `g` that differ from `prev`'s (in the segments `prev`'s model
-/// does not share), as ranges of indices, if every access domain has the index and the
-/// number of routes it has in `prev` (the same names in the same order, segment for
-/// segment); else `None`.
-fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<Vec<std::ops::Range<usize>>> {
-    let old = prev.model.access_domains.segments();
-    let new = g.access_domains.segments();
-    if old.len() != new.len() {
+/// Where `g`'s access domains differ from `prev`'s, if every access domain `prev` has
+/// keeps its index and its number of routes in `g` (the same names in the same order;
+/// the layout of the model sees to it, [`crate::config::gslb::AdSet`]): the ranges of
+/// indices whose rows differ, and the index from which `g`'s access domains are new
+/// (after all of `prev`'s); else `None`.
+fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<(Vec<std::ops::Range<usize>>, usize)> {
+    let (old, new) = (&prev.model.access_domains, &g.access_domains);
+    if new.len() < old.len() {
         return None;
     }
     let mut changed: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut a = 0;
-    for (o, n) in old.iter().zip(new) {
-        if o.len() != n.len() {
-            return None;
+    for run in new.beside(old) {
+        let Some(theirs) = run.theirs else {
+            break; // new access domains, from here on
+        };
+        if run.same {
+            continue; // the very same access domains, read once
         }
-        if !Arc::ptr_eq(o, n) {
-            let same = o.iter().zip(n.iter()).enumerate().all(|(k, (x, y))| {
-                (&x.name, x.rtype, x.zone, x.enabled) == (&y.name, y.rtype, y.zone, y.enabled)
-                    && prev.gslb.ads[a + k].nroutes as usize == route_count(y)
-            });
-            if !same {
+        for (k, (y, x)) in run.mine.iter().zip(theirs).enumerate() {
+            let i = run.at + k;
+            if (&x.name, x.rtype, x.zone, x.enabled) != (&y.name, y.rtype, y.zone, y.enabled)
+                || prev.gslb.ads[i].nroutes as usize != route_count(y)
+            {
                 return None;
             }
             // Only the access domains that differ: a row is a function of its access
             // domain and of the pools' and lines' indices and the lines' parents, which
             // are the same (its fallback is a shape, worked out by `refresh`).
-            for (k, (x, y)) in o.iter().zip(n.iter()).enumerate() {
-                let i = a + k;
-                if (x.ttl, x.policy, &x.pools, &x.lines, x.fallback)
-                    == (y.ttl, y.policy, &y.pools, &y.lines, y.fallback)
-                {
-                    continue;
-                }
-                match changed.last_mut() {
-                    Some(r) if r.end == i => r.end = i + 1,
-                    _ => changed.push(i..i + 1),
-                }
+            if (x.ttl, x.policy, &x.pools, &x.lines, x.fallback)
+                == (y.ttl, y.policy, &y.pools, &y.lines, y.fallback)
+            {
+                continue;
+            }
+            match changed.last_mut() {
+                Some(r) if r.end == i => r.end = i + 1,
+                _ => changed.push(i..i + 1),
             }
         }
-        a += n.len();
     }
-    Some(changed)
+    Some((changed, old.len()))
 }
 
 /// `prev`'s tables with the rows of the access domains in `changed` compiled again in
-/// their places (each keeps its index and its routes' slots): only the chunks they touch
-/// are copied; everything else, health's active pools included, is shared.
+/// their places (each keeps its index and its routes' slots), and those of the access
+/// domains from `added` on appended: only the chunks they touch are copied; everything
+/// else, health's active pools included, is shared.
 fn in_place(
     g: &Arc<Gslb>,
     prev: &Snapshot,
     (mut t, interner): (GslbTables, Box<RouteInterner>),
-    changed: &[std::ops::Range<usize>],
+    (changed, added): (&[std::ops::Range<usize>], usize),
 ) -> (GslbTables, Model, Reuse) {
     let old = &prev.gslb;
-    (t.ads, t.routes) = (old.ads.clone(), old.routes.clone());
-    let mut slots = prev.model.slots.clone();
     let mut routes = Routes::new(g.lines.len(), interner);
     let mut touched: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut rows_changed = changed.to_vec();
     let mut compiled = 0;
+    let mut slots = if added < g.access_domains.len() {
+        let mut rows = Rows {
+            ads: Builder::from_prefix(&old.ads, old.ads.len()),
+            routes: Builder::from_prefix(&old.routes, old.routes.len()),
+            slots: Builder::from_prefix(&prev.model.slots, prev.model.slots.len()),
+        };
+        for ai in added..g.access_domains.len() {
+            rows.push(&mut routes, &mut t, g, ai as u32, &g.access_domains[ai]);
+            compiled += 1;
+        }
+        touched.push(old.routes.len()..rows.routes.len());
+        rows_changed.push(added..g.access_domains.len());
+        rows.finish(&mut t)
+    } else {
+        (t.ads, t.routes) = (old.ads.clone(), old.routes.clone());
+        prev.model.slots.clone()
+    };
     for ai in changed.iter().flat_map(Clone::clone) {
         let base = old.ads[ai].routes;
         let row = routes.add(&mut t, g, ai as u32, &g.access_domains[ai], base);
@@ -245,9 +259,11 @@ fn in_place(
         }
         compiled += 1;
     }
+    touched.sort_unstable_by_key(|r| r.start);
     let mut reuse = Reuse::made(prev.generation, Vec::new(), compiled);
     reuse.in_place = Some(touched);
-    reuse.rows = changed.to_vec();
+    rows_changed.sort_unstable_by_key(|r| r.start);
+    reuse.rows = rows_changed;
     reuse.lists_at_full = prev.reuse.lists_at_full;
     let mut out = routes.finish(t, g, reuse);
     out.1.slots = slots;
@@ -265,10 +281,10 @@ fn incremental(
     let old = &prev.gslb;
     let old_segs = prev.model.access_domains.segments();
     // Each old segment's first access domain and first route, by its address.
-    let mut at: HashMap<*const AccessDomain, (usize, usize)> = HashMap::default();
+    let mut at: HashMap<(*const AccessDomain, usize), (usize, usize)> = HashMap::default();
     let mut a0 = 0;
     for seg in old_segs {
-        at.insert(seg.as_ptr(), (a0, old.ads[a0].routes as usize));
+        at.insert(seg.key(), (a0, old.ads[a0].routes as usize));
         a0 += seg.len();
     }
     let route_end = |a: usize| match old.ads.get(a) {
@@ -282,7 +298,7 @@ fn incremental(
     let lead = old_segs
         .iter()
         .zip(new_segs)
-        .take_while(|(o, n)| Arc::ptr_eq(o, n))
+        .take_while(|(o, n)| o.same(n))
         .count();
     let lead_ads: usize = new_segs[..lead].iter().map(|s| s.len()).sum();
     let lead_routes = route_end(lead_ads);
@@ -298,7 +314,7 @@ fn incremental(
     let mut compiled = 0;
     for seg in &new_segs[lead..] {
         let ai = rows.ads.len();
-        let Some(&(a, r)) = at.get(&seg.as_ptr()) else {
+        let Some(&(a, r)) = at.get(&seg.key()) else {
             for (k, ad) in seg.iter().enumerate() {
                 rows.push(&mut routes, &mut t, g, (ai + k) as u32, ad);
             }

@@ -159,11 +159,12 @@ fn build(
     let (addrs, pools) = (model.addresses.len(), model.pools.len());
     let health = Arc::new(match (&reuse.in_place, prev) {
         (Some(_), Some(p)) if reuse.health_fresh => {
-            HealthState::sharing(&p.health, addrs, pools, 0..model.slots.len())
+            let n = model.slots.len();
+            HealthState::sharing(&p.health, addrs, pools, n, 0..n)
         }
         (Some(touched), Some(p)) => {
             let slots = touched.iter().flat_map(Clone::clone);
-            HealthState::sharing(&p.health, addrs, pools, slots)
+            HealthState::sharing(&p.health, addrs, pools, model.slots.len(), slots)
         }
         // Copied rows: those of the leading segments kept their slots, whose active
         // pools are shared by whole chunks (the pools' members being the same).
@@ -245,12 +246,12 @@ impl Out {
 fn names_digest(cfg: &Config, prev: Option<(&Names, &crate::tables::Model)>) -> Digests {
     use std::hash::{BuildHasher, Hash, Hasher};
     let fixed = foldhash::fast::FixedState::with_seed(0x6774_6d64_6e61_6d65);
-    let old: HashMap<*const crate::config::gslb::AccessDomain, u64> = prev
+    let old: HashMap<(*const crate::config::gslb::AccessDomain, usize), u64> = prev
         .map(|(n, m)| {
             let segs = m.access_domains.segments();
             segs.iter()
                 .zip(&n.seg_digests)
-                .map(|(s, &d)| (s.as_ptr(), d))
+                .map(|(s, &d)| (s.key(), d))
                 .collect()
         })
         .unwrap_or_default();
@@ -260,7 +261,7 @@ fn names_digest(cfg: &Config, prev: Option<(&Names, &crate::tables::Model)>) -> 
         .segments()
         .iter()
         .map(|seg| {
-            if let Some(&d) = old.get(&seg.as_ptr()) {
+            if let Some(&d) = old.get(&seg.key()) {
                 return d;
             }
             let mut h = fixed.build_hasher();

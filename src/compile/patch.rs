@@ -71,10 +71,10 @@ impl<'a> Diff<'a> {
     /// Segments are shared (the same allocation: an included file read once) or not;
     /// the access domains of the others are matched by name and type.
     fn new(old: &'a AdSet, new: &'a AdSet) -> Option<Self> {
-        let mut by_ptr: HashMap<*const AccessDomain, (usize, usize)> = HashMap::new();
+        let mut by_ptr: HashMap<(*const AccessDomain, usize), (usize, usize)> = HashMap::new();
         let mut end = 0;
         for (k, s) in old.segments().iter().enumerate() {
-            by_ptr.insert(s.as_ptr(), (end, k));
+            by_ptr.insert(s.key(), (end, k));
             end += s.len();
         }
         let mut d = Diff {
@@ -87,7 +87,7 @@ impl<'a> Diff<'a> {
         let mut changed: Vec<(usize, &'a [AccessDomain])> = Vec::new();
         let mut at = 0;
         for s in new.segments() {
-            match by_ptr.get(&s.as_ptr()) {
+            match by_ptr.get(&s.key()) {
                 Some(&(os, k)) if !used[k] => {
                     used[k] = true;
                     d.shared.push((at, os, s.len()));

@@ -523,7 +523,7 @@ fn incremental_reload_equals_full_compile() {
     let dir = std::env::temp_dir().join(format!("gtmd-incr-{}", std::process::id()));
     let (mut copied_rows, mut names_kept, mut steps, mut in_place) = (0, 0, 0, 0);
     let (mut refreshed, mut names_patched, mut prefix_shared) = (0, 0, 0);
-    let mut widened = 0;
+    let (mut widened, mut appended) = (0, 0);
     // `GTMD_INCR_SEEDS=N` for a longer run (6 by default).
     let seeds = std::env::var("GTMD_INCR_SEEDS")
         .ok()
@@ -559,6 +559,8 @@ fn incremental_reload_equals_full_compile() {
             widened += (s_inc.gslb.nlines > prev.gslb.nlines
                 && (s_inc.reuse.in_place.is_some() || !s_inc.reuse.slots.is_empty()))
                 as usize;
+            appended += (s_inc.reuse.in_place.is_some()
+                && s_inc.gslb.ads.len() > prev.gslb.ads.len()) as usize;
             steps += 1;
             drop(prev);
             // A verdict between the compile and the swap (the serving snapshot moves
@@ -598,7 +600,7 @@ fn incremental_reload_equals_full_compile() {
         "{copied_rows} runs copied, names kept {names_kept} times and patched \
          {names_patched}, {in_place} compiled in place, {refreshed} with the pools' members \
          changed, {prefix_shared} copied with the leading active pools shared, {widened} \
-         with lines added, in {steps} reloads"
+         with lines added, {appended} with access domains appended in place, in {steps} reloads"
     );
     eprintln!("{said}");
     assert!(
@@ -608,7 +610,8 @@ fn incremental_reload_equals_full_compile() {
             && in_place > steps / 10
             && refreshed > steps / 20
             && prefix_shared > steps / 20
-            && widened > 0,
+            && widened > 0
+            && appended > steps / 20,
         "the incremental paths were hardly taken: {said}"
     );
 }

@@ -119,7 +119,7 @@ fn carry_by_ad(old: &Snapshot, new: &Snapshot, active: &[u32]) -> Option<Vec<u32
             .segments()
             .iter()
             .zip(na.segments())
-            .all(|(a, b)| Arc::ptr_eq(a, b));
+            .all(|(a, b)| a.same(b));
     let same = |(x, y): (&AccessDomain, &AccessDomain)| (&x.name, x.rtype) == (&y.name, y.rtype);
     if active.len() != old.model.slots.len()
         || oa.len() != na.len()
@@ -354,15 +354,17 @@ impl Writer {
         }
         // Compiled in place: every slot is where it was, and so is its active pool (in
         // the shared chunks of the health state); a touched slot whose key changed starts
-        // afresh, as the carry by key below would have it.
+        // afresh, as the carry by key below would have it; new slots come after.
         let reuse = &self.snap.reuse;
         if let (Some(touched), true) = (&reuse.in_place, identity) {
             if reuse.from == old.generation
                 && self.active.len() == om.slots.len()
-                && om.slots.len() == nm.slots.len()
+                && om.slots.len() <= nm.slots.len()
             {
                 let touched = touched.clone();
+                grow(&mut self.active, nm.slots.len());
                 for r in &touched {
+                    let r = r.start.min(om.slots.len())..r.end.min(om.slots.len());
                     let keys = old.slot_digests_in(r.clone());
                     let now = self.snap.slot_digests_in(r.clone());
                     for (s, (k, n)) in r.clone().zip(keys.zip(now)) {

@@ -87,29 +87,32 @@ impl<T> Chunked<T> {
         Self { chunks, len }
     }
 
-    /// The same elements, with the chunks that hold one of `touched` (indices, in any
-    /// order) made afresh by `fresh(i)` for each of their elements; every other chunk is
-    /// shared with `self`.
+    /// `len` elements (at least as many as `self` has): the chunks that hold one of
+    /// `touched` (indices, in any order), or that `self` does not hold whole, made afresh
+    /// by `fresh(i)` for each of their elements; every other chunk shared with `self`.
     pub fn with_fresh_chunks(
         &self,
+        len: usize,
         touched: impl Iterator<Item = usize>,
         mut fresh: impl FnMut(usize) -> T,
     ) -> Self {
-        let mut chunks = self.chunks.clone();
-        let mut done = vec![false; chunks.len()];
+        let n = len.div_ceil(CHUNK);
+        let mut redo = vec![false; n];
         for i in touched {
-            let c = i >> CHUNK_BITS;
-            if c >= chunks.len() || done[c] {
-                continue;
+            if let Some(r) = redo.get_mut(i >> CHUNK_BITS) {
+                *r = true;
             }
-            done[c] = true;
-            let end = ((c + 1) * CHUNK).min(self.len);
-            chunks[c] = (c * CHUNK..end).map(&mut fresh).collect();
         }
-        Self {
-            chunks,
-            len: self.len,
-        }
+        let chunks = (0..n)
+            .map(|c| {
+                let end = ((c + 1) * CHUNK).min(len);
+                match self.chunks.get(c) {
+                    Some(old) if !redo[c] && old.len() == end - c * CHUNK => old.clone(),
+                    _ => (c * CHUNK..end).map(&mut fresh).collect(),
+                }
+            })
+            .collect();
+        Self { chunks, len }
     }
 }
 
@@ -304,10 +307,16 @@ mod tests {
                 *m.make_mut(CHUNK + 1) = 7;
                 assert_eq!((a[CHUNK + 1], m[CHUNK + 1]), ((CHUNK + 1) as u32, 7));
                 assert!(m.shares_chunk(&a, 0) && !m.shares_chunk(&a, 1));
-                let f = a.with_fresh_chunks([CHUNK + 2].into_iter(), |i| i as u32 + 1);
+                let f = a.with_fresh_chunks(n, [CHUNK + 2].into_iter(), |i| i as u32 + 1);
                 assert!(f.shares_chunk(&a, 0) && !f.shares_chunk(&a, 1));
                 assert_eq!((f[0], f[CHUNK]), (0, CHUNK as u32 + 1));
             }
+            // Longer: the partial last chunk and the new ones are fresh, the rest shared.
+            let f = a.with_fresh_chunks(n + 3, std::iter::empty(), |i| i as u32 + 100);
+            assert_eq!(f.len(), n + 3);
+            let whole = n / CHUNK;
+            assert!((0..f.chunks()).all(|c| f.shares_chunk(&a, c) == (c < whole)));
+            assert!((0..n + 3).all(|i| f[i] == i as u32 + 100 * (i >= whole * CHUNK) as u32));
             for (keep, len) in [(0, n), (n, n), (CHUNK + 3, n + 5), (n, n / 2)] {
                 let s = a.sharing_prefix(keep, len, |i| i as u32 + 1);
                 assert_eq!(s.len(), len);

@@ -42,18 +42,22 @@ impl HealthState {
         }
     }
 
-    /// The state of a snapshot with the same slots as `old`'s: fresh bitmaps (the writer
-    /// fills them), and `old`'s active pools, shared but for the chunks that hold one of
-    /// `touched` (the slots whose route changed), which are copies: the snapshot being
-    /// replaced goes on reading the pools of its own routes.
+    /// The state of a snapshot with `old`'s slots first (`slots` in all, new ones
+    /// after): fresh bitmaps (the writer fills them), and `old`'s active pools, shared
+    /// but for the chunks that hold one of `touched` (the slots whose route changed) or
+    /// a new slot, which are copies (new slots: none until the writer fills them): the
+    /// snapshot being replaced goes on reading the pools of its own routes.
     pub fn sharing(
         old: &Self,
         addrs: usize,
         pools: usize,
+        slots: usize,
         touched: impl Iterator<Item = usize>,
     ) -> Self {
-        let fresh = |s: usize| AtomicU32::new(old.active[s].load(Relaxed));
-        Self::with_active(addrs, pools, old.active.with_fresh_chunks(touched, fresh))
+        let fresh =
+            |s: usize| AtomicU32::new(old.active.get(s).map_or(NO_POOL, |a| a.load(Relaxed)));
+        let active = old.active.with_fresh_chunks(slots, touched, fresh);
+        Self::with_active(addrs, pools, active)
     }
 
     /// The state of a snapshot whose first `keep` slots are `old`'s (the same routes, in

@@ -156,14 +156,15 @@ fn stat_vouches_for_old_files_and_only_changed_ones_compile() {
     assert_eq!(answer(&s, "b"), ["192.0.2.1"], "the rewritten file serves");
     assert_eq!(answer(&s, "a"), ["192.0.2.1"]);
 
-    // A new name: the name tables are patched.
+    // A new name: the name tables are patched, and only its row is compiled (appended
+    // after the others; `b` keeps its own).
     dir.write(
         "ads/b.toml",
         &format!("{}{}", ad_file("b", "p1"), ad_file("c", "p2")),
     );
     let line = reload(&s, 4);
     assert!(
-        line.contains("names_kept=false names_patched=true ads_compiled=2"),
+        line.contains("names_kept=false names_patched=true ads_compiled=1"),
         "{line}"
     );
     assert_eq!(answer(&s, "c"), ["192.0.2.2"]);
@@ -449,4 +450,70 @@ fn a_line_added_first_keeps_every_file_and_answers_from_its_parent() {
         "the new line, moved, still answers"
     );
     assert_eq!(from("a", 2), ["192.0.2.2"]);
+}
+
+/// A name added to the first of three files goes after every other access domain: only
+/// its row is compiled, none moves. Edits after it, to the split file and to the new
+/// name, are compiled in place too; a name removed moves the ones after it (compiled by
+/// copying), and answers stay those of the files at every step.
+#[test]
+fn a_name_added_to_an_early_file_moves_no_other() {
+    let dir = TempDir::new("includes-layout");
+    let cfg = dir.write("main.toml", &main_file(false));
+    std::fs::create_dir_all(dir.join("ads")).unwrap();
+    let file =
+        |names: &[(&str, &str)]| names.iter().map(|(n, p)| ad_file(n, p)).collect::<String>();
+    dir.write("ads/a.toml", &file(&[("a1", "p1"), ("a2", "p1")]));
+    dir.write("ads/b.toml", &file(&[("b1", "p2")]));
+    dir.write("ads/c.toml", &file(&[("c1", "p2")]));
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    // Each name's answers, by the last octet: "2 1" for 192.0.2.2 then 192.0.2.1.
+    let all = |s: &Server, names: &[&str]| -> String {
+        let last = |n: &&str| answer(s, n).join(",").replace("192.0.2.", "");
+        names.iter().map(last).collect::<Vec<_>>().join(" ")
+    };
+
+    dir.write(
+        "ads/a.toml",
+        &file(&[("a0", "p2"), ("a1", "p1"), ("a2", "p1")]),
+    );
+    let line = reload(&s, 2);
+    assert!(line.contains("include_reused=2"), "{line}");
+    assert!(line.contains("ads_compiled=1"), "only the new one: {line}");
+    assert_eq!(all(&s, &["a0", "a1", "a2", "b1", "c1"]), "2 1 1 2 2");
+
+    // The split file edited: a1 moves to p2, in its place.
+    dir.write(
+        "ads/a.toml",
+        &file(&[("a0", "p2"), ("a1", "p2"), ("a2", "p1")]),
+    );
+    let line = reload(&s, 3);
+    assert!(line.contains("ads_compiled=1"), "{line}");
+    assert_eq!(all(&s, &["a0", "a1", "a2"]), "2 2 1");
+
+    // The new name edited, and one more added in the middle of another file.
+    dir.write(
+        "ads/a.toml",
+        &file(&[("a0", "p1"), ("a1", "p2"), ("a2", "p1")]),
+    );
+    dir.write("ads/b.toml", &file(&[("b0", "p1"), ("b1", "p2")]));
+    let line = reload(&s, 4);
+    assert!(line.contains("ads_compiled=2"), "{line}");
+    assert_eq!(
+        all(&s, &["a0", "a1", "a2", "b0", "b1", "c1"]),
+        "1 2 1 1 2 2"
+    );
+
+    // A name removed: the ones after it move, and the answers follow the files.
+    dir.write("ads/a.toml", &file(&[("a0", "p1"), ("a2", "p2")]));
+    let line = reload(&s, 5);
+    assert!(line.contains("include_reused=2"), "{line}");
+    assert_eq!(all(&s, &["a0", "a2", "b0", "b1", "c1"]), "1 2 1 2 2");
+    assert_eq!(
+        s.udp(&Q::new("a1.i.test", A).build())
+            .expect("an answer")
+            .rcode(),
+        3,
+        "a1 is gone"
+    );
 }

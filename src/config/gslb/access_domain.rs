@@ -306,7 +306,7 @@ pub(super) fn check_all(ads: &super::AdSet, ctx: &mut Ctx<'_>, zones: &[Zone]) {
 /// The segments of access domains that last passed [`check_all`] together, and the digest
 /// of the zones they passed against (the `Arc`s keep the segments' addresses theirs).
 struct Checked {
-    segs: Vec<std::sync::Arc<[AccessDomain]>>,
+    segs: Vec<super::Seg>,
     zones: u64,
     /// What they declare (`None`: two declarations' digests met, which the next check
     /// does not try to tell apart: it checks everything).
@@ -404,7 +404,7 @@ fn only_new_checked(
     let segs = ads.segments();
     // One file taken twice (included by two patterns) holds the same segment twice,
     // which only a full check reports.
-    let mut ptrs: Vec<*const AccessDomain> = segs.iter().map(|s| s.as_ptr()).collect();
+    let mut ptrs: Vec<_> = segs.iter().map(|s| s.key()).collect();
     ptrs.sort_unstable();
     if ptrs.windows(2).any(|w| w[0] == w[1]) {
         return None;
@@ -414,21 +414,16 @@ fn only_new_checked(
     };
     if segs.len() == checked.len()
         && segs.iter().zip(checked).all(|(n, o)| {
-            std::sync::Arc::ptr_eq(n, o)
-                || (n.len() == o.len() && n.iter().zip(o.iter()).all(|(x, y)| same(x, y)))
+            n.same(o) || (n.len() == o.len() && n.iter().zip(o.iter()).all(|(x, y)| same(x, y)))
         })
     {
         return Some(last.declared);
     }
     let mut declared = last.declared?;
-    let now: std::collections::HashSet<*const AccessDomain> = ptrs.iter().copied().collect();
-    let old: std::collections::HashSet<*const AccessDomain> =
-        checked.iter().map(|s| s.as_ptr()).collect();
-    let fresh: Vec<_> = segs.iter().filter(|s| !old.contains(&s.as_ptr())).collect();
-    let gone: Vec<_> = checked
-        .iter()
-        .filter(|s| !now.contains(&s.as_ptr()))
-        .collect();
+    let now: std::collections::HashSet<_> = ptrs.iter().copied().collect();
+    let old: std::collections::HashSet<_> = checked.iter().map(|s| s.key()).collect();
+    let fresh: Vec<_> = segs.iter().filter(|s| !old.contains(&s.key())).collect();
+    let gone: Vec<_> = checked.iter().filter(|s| !now.contains(&s.key())).collect();
     // What the segments kept declare: all that passed, less what the ones gone did.
     for ad in gone.iter().flat_map(|s| s.iter()) {
         declared.remove(ad);

@@ -1,30 +1,92 @@
-//! The access domains of a model, in declaration order (the main file's, then each included
-//! file's), held as one segment per file behind an `Arc`: a reload that finds an included
-//! file unchanged shares that file's access domains with the configuration it replaces
-//! instead of reading, validating and holding them twice (`include.rs`).
+//! The access domains of a model, held as segments: runs of one file's access domains
+//! behind that file's `Arc`. A reload that finds an included file unchanged shares that
+//! file's access domains with the configuration it replaces instead of reading,
+//! validating and holding them twice (`include.rs`). A load takes them in declaration
+//! order (the main file's, then each included file's, one segment each); a running
+//! server then keeps each access domain where it was, so one added to an early file goes
+//! after all the others instead of moving them ([`super::layout`]).
 
 use std::sync::Arc;
 
 use super::AccessDomain;
 
+/// A run of a file's access domains: `len` of them from `start` in `src`.
+#[derive(Debug, Clone)]
+pub struct Seg {
+    src: Arc<[AccessDomain]>,
+    start: usize,
+    len: usize,
+}
+
+impl Seg {
+    /// All of `src`.
+    pub fn whole(src: Arc<[AccessDomain]>) -> Self {
+        let len = src.len();
+        Self { src, start: 0, len }
+    }
+
+    /// `len` access domains from `start` in `src`.
+    pub fn part(src: &Arc<[AccessDomain]>, start: usize, len: usize) -> Self {
+        assert!(start + len <= src.len(), "a run within its file");
+        Self {
+            src: src.clone(),
+            start,
+            len,
+        }
+    }
+
+    /// The same access domains (the same run of the same allocation).
+    pub fn same(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+
+    /// What [`Self::same`] compares: the address of the first access domain, and the
+    /// number of them.
+    pub fn key(&self) -> (*const AccessDomain, usize) {
+        (self.as_ptr(), self.len)
+    }
+
+    /// The file's access domains it is a run of.
+    pub fn source(&self) -> &Arc<[AccessDomain]> {
+        &self.src
+    }
+
+    /// Where it starts in [`Self::source`].
+    pub fn start(&self) -> usize {
+        self.start
+    }
+}
+
+impl std::ops::Deref for Seg {
+    type Target = [AccessDomain];
+    fn deref(&self) -> &[AccessDomain] {
+        &self.src[self.start..self.start + self.len]
+    }
+}
+
 /// Access domains by index, in segments.
 #[derive(Debug, Clone, Default)]
 pub struct AdSet {
-    segs: Vec<Arc<[AccessDomain]>>,
+    segs: Vec<Seg>,
     /// Index one past the last access domain of each segment.
     ends: Vec<usize>,
 }
 
 /// The iterator over an [`AdSet`].
 pub type Iter<'a> = std::iter::FlatMap<
-    std::slice::Iter<'a, Arc<[AccessDomain]>>,
+    std::slice::Iter<'a, Seg>,
     &'a [AccessDomain],
-    fn(&'a Arc<[AccessDomain]>) -> &'a [AccessDomain],
+    fn(&'a Seg) -> &'a [AccessDomain],
 >;
 
 impl AdSet {
-    /// Appends a segment (an empty one is left out).
+    /// Appends a file's access domains (none: left out).
     pub fn push(&mut self, seg: Arc<[AccessDomain]>) {
+        self.push_seg(Seg::whole(seg));
+    }
+
+    /// Appends a segment (an empty one is left out).
+    pub fn push_seg(&mut self, seg: Seg) {
         if !seg.is_empty() {
             self.ends.push(self.len() + seg.len());
             self.segs.push(seg);
@@ -54,6 +116,19 @@ impl AdSet {
         self.segs.iter().flat_map(|s| &s[..])
     }
 
+    /// Every access domain with the address of the one at its place in `other`
+    /// (`None` past `other`'s end): the same address is the same access domain, read
+    /// once and shared; whole segments of them are passed over.
+    pub fn beside<'a>(&'a self, other: &'a Self) -> Beside<'a> {
+        Beside {
+            a: self,
+            b: other,
+            at: 0,
+            sa: 0,
+            sb: 0,
+        }
+    }
+
     /// Every access domain with its index, last first.
     pub fn enumerate_rev(&self) -> impl Iterator<Item = (usize, &AccessDomain)> + '_ {
         self.segs
@@ -67,8 +142,67 @@ impl AdSet {
     }
 
     /// The segments, in order.
-    pub fn segments(&self) -> &[Arc<[AccessDomain]>] {
+    pub fn segments(&self) -> &[Seg] {
         &self.segs
+    }
+
+    /// The start of segment `k`.
+    fn seg_start(&self, k: usize) -> usize {
+        k.checked_sub(1).map_or(0, |p| self.ends[p])
+    }
+}
+
+/// Runs of an [`AdSet`] matched with the places they take in another: see
+/// [`AdSet::beside`].
+pub struct Beside<'a> {
+    a: &'a AdSet,
+    b: &'a AdSet,
+    /// The index reached, and the segments of each that hold it.
+    at: usize,
+    sa: usize,
+    sb: usize,
+}
+
+/// A run of [`Beside`]: from index `at`, the access domains of the first set, and those of
+/// the second at the same places (as many, or `None` past its end); `same`: the very
+/// same ones.
+pub struct Run<'a> {
+    pub at: usize,
+    pub mine: &'a [AccessDomain],
+    pub theirs: Option<&'a [AccessDomain]>,
+    pub same: bool,
+}
+
+impl<'a> Iterator for Beside<'a> {
+    type Item = Run<'a>;
+    fn next(&mut self) -> Option<Run<'a>> {
+        let seg = self.a.segs.get(self.sa)?;
+        let from = self.at - self.a.seg_start(self.sa);
+        let mut mine = &seg[from..];
+        let theirs = match self.b.segs.get(self.sb) {
+            Some(t) => {
+                let off = self.at - self.b.seg_start(self.sb);
+                let t = &t[off..];
+                let n = mine.len().min(t.len());
+                mine = &mine[..n];
+                Some(&t[..n])
+            }
+            None => None,
+        };
+        let run = Run {
+            at: self.at,
+            mine,
+            theirs,
+            same: theirs.is_some_and(|t| std::ptr::eq(t.as_ptr(), mine.as_ptr())),
+        };
+        self.at += mine.len();
+        if self.at == self.a.ends[self.sa] {
+            self.sa += 1;
+        }
+        if self.b.ends.get(self.sb) == Some(&self.at) {
+            self.sb += 1;
+        }
+        Some(run)
     }
 }
 

@@ -9,13 +9,14 @@ mod address;
 mod geo;
 mod health_check;
 mod include;
+mod layout;
 mod line;
 mod pool;
 mod reader;
 #[cfg(test)]
 mod reader_tests;
 
-pub use ad_set::{AdSet, Iter as AdSetIter};
+pub use ad_set::{AdSet, Iter as AdSetIter, Seg};
 use foldhash::{HashMap, HashMapExt};
 pub use include::IncludeStats;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -401,10 +402,12 @@ pub(super) fn load(s: &spec::Spec, ctx: &mut Ctx<'_>, zones: &[Zone]) -> Gslb {
     let patterns = s.include.as_deref().unwrap_or_default();
     g.includes = include::load(patterns, ctx, &scope, &mut ads);
     access_domain::check_all(&ads, ctx, zones);
-    g.access_domains = ads;
     if ctx.errs.is_empty() {
+        layout::keep_places(ctx.file, &mut ads);
+        layout::note(ctx.file, &ads);
         note_places(ctx.file, &g);
     }
+    g.access_domains = ads;
     g
 }
 

@@ -1,0 +1,203 @@
+//! Where a running server keeps each access domain from one load of a main file to the
+//! next. A load reads the access domains in declaration order; the tables are compiled in
+//! the order of [`super::AdSet`], so an access domain added to the first of a hundred
+//! included files would move every one after it (and its rows, its routes, their health,
+//! and every reference to them in the name tables would be copied). Instead, each access
+//! domain that the last load had stays at its place, and the new ones go after all the
+//! others: the files that changed are cut into runs of access domains that sat together
+//! before ([`Seg`]: parts of the file's own allocation, nothing copied), and what is left
+//! of them is appended. An access domain removed still moves the ones after it.
+//!
+//! Only the order of the access domains in the model changes: every access domain is
+//! answered from its own name, pools and lines wherever it sits. The first load of a main
+//! file, and `gtmd check`, take declaration order; so does a server whose layout has
+//! become more than [`MAX_RUNS_PER_FILE`] runs a file (the next reload then moves rows
+//! once).
+
+use foldhash::{HashMap, HashMapExt, HashSet};
+use std::sync::{Arc, Mutex};
+
+use super::ad_set::{AdSet, Seg};
+use super::AccessDomain;
+
+/// Past this many runs per file on average (and 64 more), a load goes back to
+/// declaration order.
+const MAX_RUNS_PER_FILE: usize = 4;
+
+/// The segments of the last load of each main file that had no error, in order.
+static LAST: Mutex<Option<HashMap<Arc<str>, Vec<Seg>>>> = Mutex::new(None);
+
+/// `ads` (one segment per file, in declaration order) in the order the last load of
+/// `main` had them, the access domains it did not have after them.
+pub(super) fn keep_places(main: &Arc<str>, ads: &mut AdSet) {
+    let last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(last) = last.as_ref().and_then(|m| m.get(main)) else {
+        return;
+    };
+    if let Some(placed) = arrange(last, ads) {
+        *ads = placed;
+    }
+}
+
+/// Notes the segments of a load of `main` that had no error, for the next one.
+pub(super) fn note(main: &Arc<str>, ads: &AdSet) {
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    last.get_or_insert_with(HashMap::new)
+        .insert(main.clone(), ads.segments().to_vec());
+}
+
+/// The file an access domain was declared in.
+fn file_of(seg: &[AccessDomain]) -> Option<&Arc<str>> {
+    seg.first().map(|ad| &ad.at.file)
+}
+
+/// A file read again (or new): its segment, each access domain's index by (name, type),
+/// and which of them are placed.
+type Changed<'a> = (&'a Seg, HashMap<(&'a [u8], u16), usize>, Vec<bool>);
+
+/// `ads` laid out after `last` (see the module); `None`: as they are.
+fn arrange(last: &[Seg], ads: &AdSet) -> Option<AdSet> {
+    let files = ads.segments();
+    // Files read again (or new): by name, with each access domain's index by its key.
+    let kept: HashSet<*const AccessDomain> = last.iter().map(|s| s.source().as_ptr()).collect();
+    let mut changed: HashMap<&str, Changed<'_>> = HashMap::new();
+    for f in files {
+        if kept.contains(&f.source().as_ptr()) {
+            continue;
+        }
+        let file = file_of(f)?;
+        let keys = f
+            .iter()
+            .enumerate()
+            .map(|(i, ad)| ((&ad.name[..], ad.rtype), i))
+            .collect();
+        // One file's access domains are one segment of a load.
+        if changed
+            .insert(file, (f, keys, vec![false; f.len()]))
+            .is_some()
+        {
+            return None;
+        }
+    }
+    let loaded: HashSet<*const AccessDomain> = files.iter().map(|s| s.source().as_ptr()).collect();
+    let mut out = AdSet::default();
+    for s in last {
+        if loaded.contains(&s.source().as_ptr()) {
+            out.push_seg(s.clone());
+            continue;
+        }
+        let Some((f, keys, placed)) = file_of(s).and_then(|n| changed.get_mut(&**n)) else {
+            continue; // a file no longer included
+        };
+        // The access domains of `s` that `f` still has, in runs of neighbours.
+        let mut run: Option<(usize, usize)> = None;
+        for ad in s.iter() {
+            let Some(&i) = keys.get(&(&ad.name[..], ad.rtype)) else {
+                continue;
+            };
+            if placed[i] {
+                return None;
+            }
+            placed[i] = true;
+            run = match run {
+                Some((start, len)) if start + len == i => Some((start, len + 1)),
+                Some((start, len)) => {
+                    out.push_seg(Seg::part(f.source(), f.start() + start, len));
+                    Some((i, 1))
+                }
+                None => Some((i, 1)),
+            };
+        }
+        if let Some((start, len)) = run {
+            out.push_seg(Seg::part(f.source(), f.start() + start, len));
+        }
+    }
+    // What the last load did not have, in declaration order.
+    for f in files {
+        let Some((_, _, placed)) = file_of(f).and_then(|n| changed.get(&**n)) else {
+            continue;
+        };
+        let mut i = 0;
+        while i < f.len() {
+            if placed[i] {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < f.len() && !placed[i] {
+                i += 1;
+            }
+            out.push_seg(Seg::part(f.source(), f.start() + start, i - start));
+        }
+    }
+    let bound = MAX_RUNS_PER_FILE * files.len() + 64;
+    (out.len() == ads.len() && out.segments().len() <= bound).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ad(file: &Arc<str>, name: &str) -> AccessDomain {
+        AccessDomain {
+            name: name.as_bytes().to_vec().into(),
+            zone: 0,
+            rtype: 1,
+            ttl: 30,
+            enabled: true,
+            remarks: None,
+            policy: crate::config::gslb::PoolPolicy::Weighted,
+            pools: Box::new([]),
+            lines: Vec::new().into(),
+            fallback: crate::config::gslb::Fallback::All,
+            at: crate::config::error::Origin {
+                file: file.clone(),
+                line: 1,
+            },
+        }
+    }
+
+    fn load(files: &[(&str, &[&str])]) -> AdSet {
+        let mut set = AdSet::default();
+        for (f, names) in files {
+            let f: Arc<str> = (*f).into();
+            set.push(names.iter().map(|n| ad(&f, n)).collect::<Vec<_>>().into());
+        }
+        set
+    }
+
+    fn names(set: &AdSet) -> Vec<String> {
+        set.iter()
+            .map(|a| String::from_utf8_lossy(&a.name).into_owned())
+            .collect()
+    }
+
+    /// Access domains added anywhere go after the others, which keep their places; a file
+    /// unchanged keeps its segments (the same allocation); one removed moves the ones
+    /// after it; a file no longer included leaves.
+    #[test]
+    fn access_domains_keep_their_places_and_new_ones_go_last() {
+        let first = load(&[("a", &["a1", "a2", "a3"]), ("b", &["b1", "b2"])]);
+        let mut next = load(&[("a", &["a1", "a0", "a2", "a3", "a4"])]);
+        next.push(first.segments()[1].source().clone());
+        let placed = arrange(first.segments(), &next).expect("arranged");
+        assert_eq!(names(&placed), ["a1", "a2", "a3", "b1", "b2", "a0", "a4"]);
+        assert!(
+            placed.segments()[2].same(&first.segments()[1]),
+            "b is shared"
+        );
+        assert!(
+            placed.segments().iter().all(|s| !s.is_empty()),
+            "no empty segment"
+        );
+
+        let mut again = load(&[("a", &["a3", "a1", "a0", "a4"])]);
+        again.push(first.segments()[1].source().clone());
+        let placed2 = arrange(placed.segments(), &again).expect("arranged");
+        assert_eq!(names(&placed2), ["a1", "a3", "b1", "b2", "a0", "a4"]);
+
+        let gone = load(&[("a", &["a1"])]);
+        let placed3 = arrange(placed2.segments(), &gone).expect("arranged");
+        assert_eq!(names(&placed3), ["a1"]);
+    }
+}
