@@ -169,16 +169,22 @@ impl Rows {
     }
 }
 
-/// Where `g`'s access domains differ from `prev`'s, if every access domain `prev` has
-/// keeps its index and its number of routes in `g` (the same names in the same order;
-/// the layout of the model sees to it, [`crate::config::gslb::AdSet`]): the ranges of
-/// indices whose rows differ, and the index from which `g`'s access domains are new
-/// (after all of `prev`'s); else `None`.
+/// At most this many access domains at the end are compiled again by [`in_place`] when
+/// they moved.
+#[cfg(not(test))]
+const MAX_TAIL: usize = 4096;
+/// Few under test, so that the models of a few dozen access domains take the copying
+/// path too.
+#[cfg(test)]
+const MAX_TAIL: usize = 1;
+
+/// Where `g`'s access domains differ from `prev`'s, if the access domain at every index
+/// both have has the number of routes it has in `prev` (mostly the same one: the layout
+/// of the model sees to it, [`crate::config::gslb::AdSet`]; else one that took the
+/// place of one removed): the ranges of indices whose rows differ, and the number of
+/// indices both have (those after are new in `g`, or gone from `prev`); else `None`.
 fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<(Vec<std::ops::Range<usize>>, usize)> {
     let (old, new) = (&prev.model.access_domains, &g.access_domains);
-    if new.len() < old.len() {
-        return None;
-    }
     let mut changed: Vec<std::ops::Range<usize>> = Vec::new();
     for run in new.beside(old) {
         let Some(theirs) = run.theirs else {
@@ -189,17 +195,20 @@ fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<(Vec<std::ops::Range<us
         }
         for (k, (y, x)) in run.mine.iter().zip(theirs).enumerate() {
             let i = run.at + k;
-            if (&x.name, x.rtype, x.zone, x.enabled) != (&y.name, y.rtype, y.zone, y.enabled)
-                || prev.gslb.ads[i].nroutes as usize != route_count(y)
-            {
-                return None;
+            if prev.gslb.ads[i].nroutes as usize != y.route_count() {
+                // From here on compiled again, when that is a short tail (an access
+                // domain that took the place of one removed moved the ones after it).
+                let tail = old.len().max(new.len()) - i;
+                return (tail <= MAX_TAIL).then_some((changed, i));
             }
             // Only the access domains that differ: a row is a function of its access
             // domain and of the pools' and lines' indices and the lines' parents, which
             // are the same (its fallback is a shape, worked out by `refresh`).
-            if (x.ttl, x.policy, &x.pools, &x.lines, x.fallback)
-                == (y.ttl, y.policy, &y.pools, &y.lines, y.fallback)
-            {
+            if (
+                &x.name, x.rtype, x.ttl, x.policy, &x.pools, &x.lines, x.fallback,
+            ) == (
+                &y.name, y.rtype, y.ttl, y.policy, &y.pools, &y.lines, y.fallback,
+            ) {
                 continue;
             }
             match changed.last_mut() {
@@ -208,36 +217,45 @@ fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<(Vec<std::ops::Range<us
             }
         }
     }
-    Some((changed, old.len()))
+    Some((changed, old.len().min(new.len())))
 }
 
 /// `prev`'s tables with the rows of the access domains in `changed` compiled again in
-/// their places (each keeps its index and its routes' slots), and those of the access
-/// domains from `added` on appended: only the chunks they touch are copied; everything
-/// else, health's active pools included, is shared.
+/// their places (each keeps its index and its routes' slots), those past the `kept`
+/// first left out, and those of the access domains from `kept` on appended: only the
+/// chunks they touch are copied; everything else, health's active pools included, is
+/// shared.
 fn in_place(
     g: &Arc<Gslb>,
     prev: &Snapshot,
     (mut t, interner): (GslbTables, Box<RouteInterner>),
-    (changed, added): (&[std::ops::Range<usize>], usize),
+    (changed, kept): (&[std::ops::Range<usize>], usize),
 ) -> (GslbTables, Model, Reuse) {
     let old = &prev.gslb;
     let mut routes = Routes::new(g.lines.len(), interner);
     let mut touched: Vec<std::ops::Range<usize>> = Vec::new();
     let mut rows_changed = changed.to_vec();
     let mut compiled = 0;
-    let mut slots = if added < g.access_domains.len() {
+    let n = g.access_domains.len();
+    let mut slots = if kept < n || kept < old.ads.len() {
+        // The kept access domains' routes come first, in order.
+        let routes_end = old
+            .ads
+            .get(kept)
+            .map_or(old.routes.len(), |a| a.routes as usize);
         let mut rows = Rows {
-            ads: Builder::from_prefix(&old.ads, old.ads.len()),
-            routes: Builder::from_prefix(&old.routes, old.routes.len()),
-            slots: Builder::from_prefix(&prev.model.slots, prev.model.slots.len()),
+            ads: Builder::from_prefix(&old.ads, kept),
+            routes: Builder::from_prefix(&old.routes, routes_end),
+            slots: Builder::from_prefix(&prev.model.slots, routes_end),
         };
-        for ai in added..g.access_domains.len() {
+        for ai in kept..n {
             rows.push(&mut routes, &mut t, g, ai as u32, &g.access_domains[ai]);
             compiled += 1;
         }
-        touched.push(old.routes.len()..rows.routes.len());
-        rows_changed.push(added..g.access_domains.len());
+        if routes_end < rows.routes.len() {
+            touched.push(routes_end..rows.routes.len());
+            rows_changed.push(kept..n);
+        }
         rows.finish(&mut t)
     } else {
         (t.ads, t.routes) = (old.ads.clone(), old.routes.clone());
@@ -392,16 +410,6 @@ fn widen_lines(t: &mut GslbTables, seen: &mut RouteInterner, g: &Gslb) {
         .collect();
     t.line_routes = wide;
     t.nlines = new as u32;
-}
-
-/// The routes of an access domain: the default one, and under the nearest policy one per
-/// line with pools of its own.
-fn route_count(ad: &AccessDomain) -> usize {
-    1 + if ad.policy == PoolPolicy::Nearest {
-        ad.lines.len()
-    } else {
-        0
-    }
 }
 
 /// Each address's record data (RDLENGTH, RDATA) in the arena.

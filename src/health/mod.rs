@@ -357,21 +357,15 @@ impl Writer {
         // afresh, as the carry by key below would have it; new slots come after.
         let reuse = &self.snap.reuse;
         if let (Some(touched), true) = (&reuse.in_place, identity) {
-            if reuse.from == old.generation
-                && self.active.len() == om.slots.len()
-                && om.slots.len() <= nm.slots.len()
-            {
+            if reuse.from == old.generation && self.active.len() == om.slots.len() {
                 let touched = touched.clone();
+                let (reset, carried) = self.moved(&old, &touched);
                 grow(&mut self.active, nm.slots.len());
-                for r in &touched {
-                    let r = r.start.min(om.slots.len())..r.end.min(om.slots.len());
-                    let keys = old.slot_digests_in(r.clone());
-                    let now = self.snap.slot_digests_in(r.clone());
-                    for (s, (k, n)) in r.clone().zip(keys.zip(now)) {
-                        if k != n {
-                            self.active[s] = NO_POOL;
-                        }
-                    }
+                for s in reset {
+                    self.active[s] = NO_POOL;
+                }
+                for (s, p) in carried {
+                    self.active[s] = p;
                 }
                 // Every slot of a chunk the new state does not share was copied at
                 // compile time: a pool moved since then is stored again.
@@ -417,6 +411,39 @@ impl Writer {
             };
         }
         self.apply(Redo::All)
+    }
+
+    /// After an in-place compile (`self.active` still `old`'s): each `touched` slot whose key is not the one at its
+    /// place in `old` (an access domain edited, or one that took another's place, or
+    /// new) starts afresh, but that a non-preemptive route keeps the pool it had wherever
+    /// it was, as the carry by key would have it (the old slots' keys are worked out only
+    /// then: at a million access domains, tens of milliseconds).
+    /// Returns the slots to start afresh, and the pools carried.
+    fn moved(&self, old: &Snapshot, touched: &[std::ops::Range<usize>]) -> Moved {
+        let olen = old.model.slots.len();
+        let mut reset = Vec::new();
+        let mut sticky: HashMap<u64, Vec<usize>> = HashMap::default();
+        for r in touched {
+            let mut was = old.slot_digests_in(r.start.min(olen)..r.end.min(olen));
+            for (s, n) in r.clone().zip(self.snap.slot_digests_in(r.clone())) {
+                if was.next() == Some(n) {
+                    continue;
+                }
+                reset.push(s);
+                if non_preemptive(&self.snap, s) {
+                    sticky.entry(n).or_default().push(s);
+                }
+            }
+        }
+        let mut carried = Vec::new();
+        if !sticky.is_empty() {
+            for (os, k) in old.slot_digests().enumerate() {
+                for &s in sticky.get(&k).into_iter().flatten() {
+                    carried.push((s, self.active[os]));
+                }
+            }
+        }
+        (reset, carried)
     }
 
     /// The active pools of a snapshot made from `old` by copying runs of slots
@@ -862,6 +889,9 @@ impl Writer {
         (&self.addr, &self.pool, &self.active)
     }
 }
+
+/// Slots to start afresh, and (slot, pool) carried: see [`Writer::moved`].
+type Moved = (Vec<usize>, Vec<(usize, u32)>);
 
 /// `v` resized to `len` slots (new ones [`NO_POOL`]), with room for a sixteenth more when
 /// it has to grow: a reload that adds access domains then resizes it in place rather than

@@ -454,8 +454,8 @@ fn a_line_added_first_keeps_every_file_and_answers_from_its_parent() {
 
 /// A name added to the first of three files goes after every other access domain: only
 /// its row is compiled, none moves. Edits after it, to the split file and to the new
-/// name, are compiled in place too; a name removed moves the ones after it (compiled by
-/// copying), and answers stay those of the files at every step.
+/// name, are compiled in place too; a name removed leaves its place to the last one, and
+/// answers stay those of the files at every step.
 #[test]
 fn a_name_added_to_an_early_file_moves_no_other() {
     let dir = TempDir::new("includes-layout");
@@ -504,10 +504,12 @@ fn a_name_added_to_an_early_file_moves_no_other() {
         "1 2 1 1 2 2"
     );
 
-    // A name removed: the ones after it move, and the answers follow the files.
+    // A name removed: the last access domain (as many routes) takes its place, and is
+    // the only one compiled; the answers follow the files.
     dir.write("ads/a.toml", &file(&[("a0", "p1"), ("a2", "p2")]));
     let line = reload(&s, 5);
     assert!(line.contains("include_reused=2"), "{line}");
+    assert!(line.contains("ads_compiled=2"), "a2 edited, and the one moved: {line}");
     assert_eq!(all(&s, &["a0", "a2", "b0", "b1", "c1"]), "1 2 1 2 2");
     assert_eq!(
         s.udp(&Q::new("a1.i.test", A).build())

@@ -80,19 +80,24 @@ fn arrange(last: &[Seg], ads: &AdSet) -> Option<AdSet> {
         }
     }
     let loaded: HashSet<*const AccessDomain> = files.iter().map(|s| s.source().as_ptr()).collect();
-    let mut out = AdSet::default();
+    let mut out: Vec<Item> = Vec::new();
     for s in last {
         if loaded.contains(&s.source().as_ptr()) {
-            out.push_seg(s.clone());
+            out.push(Item::Run(s.clone()));
             continue;
         }
         let Some((f, keys, placed)) = file_of(s).and_then(|n| changed.get_mut(&**n)) else {
             continue; // a file no longer included
         };
-        // The access domains of `s` that `f` still has, in runs of neighbours.
+        // The access domains of `s` that `f` still has, in runs of neighbours, and a
+        // hole where one was removed.
         let mut run: Option<(usize, usize)> = None;
+        let part =
+            |(start, len): (usize, usize)| Item::Run(Seg::part(f.source(), f.start() + start, len));
         for ad in s.iter() {
             let Some(&i) = keys.get(&(&ad.name[..], ad.rtype)) else {
+                out.extend(run.take().map(part));
+                out.push(Item::Hole(ad.route_count()));
                 continue;
             };
             if placed[i] {
@@ -101,16 +106,13 @@ fn arrange(last: &[Seg], ads: &AdSet) -> Option<AdSet> {
             placed[i] = true;
             run = match run {
                 Some((start, len)) if start + len == i => Some((start, len + 1)),
-                Some((start, len)) => {
-                    out.push_seg(Seg::part(f.source(), f.start() + start, len));
+                other => {
+                    out.extend(other.map(part));
                     Some((i, 1))
                 }
-                None => Some((i, 1)),
             };
         }
-        if let Some((start, len)) = run {
-            out.push_seg(Seg::part(f.source(), f.start() + start, len));
-        }
+        out.extend(run.map(part));
     }
     // What the last load did not have, in declaration order.
     for f in files {
@@ -127,11 +129,106 @@ fn arrange(last: &[Seg], ads: &AdSet) -> Option<AdSet> {
             while i < f.len() && !placed[i] {
                 i += 1;
             }
-            out.push_seg(Seg::part(f.source(), f.start() + start, i - start));
+            out.push(Item::Run(Seg::part(
+                f.source(),
+                f.start() + start,
+                i - start,
+            )));
+        }
+    }
+    fill_holes(&mut out);
+    let mut placed = AdSet::default();
+    for item in out {
+        if let Item::Run(s) = item {
+            placed.push_seg(s);
         }
     }
     let bound = MAX_RUNS_PER_FILE * files.len() + 64;
-    (out.len() == ads.len() && out.segments().len() <= bound).then_some(out)
+    (placed.len() == ads.len() && placed.segments().len() <= bound).then_some(placed)
+}
+
+/// A place in the layout being made: a run of access domains, or the place of one removed
+/// (with its number of routes).
+enum Item {
+    Run(Seg),
+    Hole(usize),
+}
+
+/// At most this many holes are filled in one load; the others close up (the access
+/// domains after them move).
+const MAX_FILLED: usize = 64;
+
+/// How far from the end a hole looks for an access domain to take its place.
+#[cfg(not(test))]
+const FILL_FROM_LAST: usize = 256;
+/// Not far under test, so that holes also close up in models of a few dozen.
+#[cfg(test)]
+const FILL_FROM_LAST: usize = 2;
+
+/// Fills each hole with the last access domain of the layout (among the last
+/// [`FILL_FROM_LAST`]) that has as many routes as the one removed: its rows take the same
+/// room, so only those after its old place, at the end, move. Holes at the end are
+/// dropped; the others close up.
+fn fill_holes(out: &mut Vec<Item>) {
+    let mut filled = 0;
+    let mut h = 0;
+    while h < out.len() {
+        while matches!(out.last(), Some(Item::Hole(_))) {
+            out.pop();
+        }
+        let Some(&Item::Hole(routes)) = out.get(h) else {
+            h += 1;
+            continue;
+        };
+        match (filled < MAX_FILLED)
+            .then(|| take_from_end(out, h, routes))
+            .flatten()
+        {
+            Some(one) => {
+                out[h] = Item::Run(one);
+                filled += 1;
+                h += 1;
+            }
+            None => {
+                out.remove(h);
+            }
+        }
+    }
+}
+
+/// The last access domain after place `h` (among the last [`FILL_FROM_LAST`]) with
+/// `routes` routes, taken out of its run.
+fn take_from_end(out: &mut Vec<Item>, h: usize, routes: usize) -> Option<Seg> {
+    let mut seen = 0;
+    for k in (h + 1..out.len()).rev() {
+        let Item::Run(s) = &out[k] else {
+            continue;
+        };
+        for i in (0..s.len()).rev() {
+            if seen == FILL_FROM_LAST {
+                return None;
+            }
+            seen += 1;
+            if s[i].route_count() != routes {
+                continue;
+            }
+            let (src, start) = (s.source().clone(), s.start());
+            let (before, after) = (
+                Seg::part(&src, start, i),
+                Seg::part(&src, start + i + 1, s.len() - i - 1),
+            );
+            let mut parts: Vec<Item> = Vec::new();
+            parts.extend(
+                [before, after]
+                    .into_iter()
+                    .filter(|p| !p.is_empty())
+                    .map(Item::Run),
+            );
+            out.splice(k..k + 1, parts);
+            return Some(Seg::part(&src, start + i, 1));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -191,13 +288,31 @@ mod tests {
             "no empty segment"
         );
 
+        // a2 removed: the last one (as many routes) takes its place.
         let mut again = load(&[("a", &["a3", "a1", "a0", "a4"])]);
         again.push(first.segments()[1].source().clone());
         let placed2 = arrange(placed.segments(), &again).expect("arranged");
-        assert_eq!(names(&placed2), ["a1", "a3", "b1", "b2", "a0", "a4"]);
+        assert_eq!(names(&placed2), ["a1", "a4", "a3", "b1", "b2", "a0"]);
+
+        // b1 removed: the last one has more routes, so b2, the last with as many, takes
+        // its place.
+        let mut nearest = load(&[("a", &["a1", "a4", "a3", "a0"])]);
+        let mut b = load(&[("b", &["b2"])]);
+        let mut wide = ad(&"a".into(), "a0");
+        wide.policy = crate::config::gslb::PoolPolicy::Nearest;
+        wide.lines = vec![(1u32, vec![0u32].into_boxed_slice())].into();
+        let a: Vec<AccessDomain> = nearest.segments()[0].source().iter().cloned().collect();
+        let mut a = a;
+        a[3] = wide;
+        nearest = AdSet::default();
+        nearest.push(a.into());
+        nearest.push(b.segments()[0].source().clone());
+        b = nearest;
+        let placed_b = arrange(placed2.segments(), &b).expect("arranged");
+        assert_eq!(names(&placed_b), ["a1", "a4", "a3", "b2", "a0"]);
 
         let gone = load(&[("a", &["a1"])]);
-        let placed3 = arrange(placed2.segments(), &gone).expect("arranged");
+        let placed3 = arrange(placed_b.segments(), &gone).expect("arranged");
         assert_eq!(names(&placed3), ["a1"]);
     }
 }

@@ -305,6 +305,18 @@ pub struct AccessDomain {
     pub at: Origin,
 }
 
+impl AccessDomain {
+    /// Its routes: the default one, and under the nearest policy one per line with pools
+    /// of its own (what its rows take in the compiled tables).
+    pub fn route_count(&self) -> usize {
+        1 + if self.policy == PoolPolicy::Nearest {
+            self.lines.len()
+        } else {
+            0
+        }
+    }
+}
+
 /// An access domain's lines with pools of their own: (line index, pool indices).
 pub type LineMap = Arc<[(u32, Box<[u32]>)]>;
 
