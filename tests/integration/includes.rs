@@ -509,7 +509,10 @@ fn a_name_added_to_an_early_file_moves_no_other() {
     dir.write("ads/a.toml", &file(&[("a0", "p1"), ("a2", "p2")]));
     let line = reload(&s, 5);
     assert!(line.contains("include_reused=2"), "{line}");
-    assert!(line.contains("ads_compiled=2"), "a2 edited, and the one moved: {line}");
+    assert!(
+        line.contains("ads_compiled=2"),
+        "a2 edited, and the one moved: {line}"
+    );
     assert_eq!(all(&s, &["a0", "a2", "b0", "b1", "c1"]), "1 2 1 2 2");
     assert_eq!(
         s.udp(&Q::new("a1.i.test", A).build())
