@@ -233,13 +233,20 @@ impl From<Vec<AccessDomain>> for AdSet {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn ad(i: usize) -> AccessDomain {
+    /// An access domain for tests: `name` in zone `zone`, weighted over no pool, declared
+    /// at `file`:`line`.
+    pub(in crate::config::gslb) fn ad_at(
+        name: &[u8],
+        zone: usize,
+        file: &Arc<str>,
+        line: u32,
+    ) -> AccessDomain {
         AccessDomain {
-            name: vec![i as u8].into(),
-            zone: i,
+            name: name.to_vec().into(),
+            zone,
             rtype: 1,
             ttl: 30,
             enabled: true,
@@ -249,10 +256,14 @@ mod tests {
             lines: Vec::new().into(),
             fallback: crate::config::gslb::Fallback::All,
             at: crate::config::error::Origin {
-                file: "t".into(),
-                line: i as u32,
+                file: file.clone(),
+                line,
             },
         }
+    }
+
+    fn ad(i: usize) -> AccessDomain {
+        ad_at(&[i as u8], i, &"t".into(), i as u32)
     }
 
     /// Indexing and iterating over segments of every size (empty ones left out) agree

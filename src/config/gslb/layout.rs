@@ -236,22 +236,7 @@ mod tests {
     use super::*;
 
     fn ad(file: &Arc<str>, name: &str) -> AccessDomain {
-        AccessDomain {
-            name: name.as_bytes().to_vec().into(),
-            zone: 0,
-            rtype: 1,
-            ttl: 30,
-            enabled: true,
-            remarks: None,
-            policy: crate::config::gslb::PoolPolicy::Weighted,
-            pools: Box::new([]),
-            lines: Vec::new().into(),
-            fallback: crate::config::gslb::Fallback::All,
-            at: crate::config::error::Origin {
-                file: file.clone(),
-                line: 1,
-            },
-        }
+        super::super::ad_set::tests::ad_at(name.as_bytes(), 0, file, 1)
     }
 
     fn load(files: &[(&str, &[&str])]) -> AdSet {
