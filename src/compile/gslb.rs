@@ -186,6 +186,9 @@ const MAX_TAIL: usize = 1;
 fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<(Vec<std::ops::Range<usize>>, usize)> {
     let (old, new) = (&prev.model.access_domains, &g.access_domains);
     let mut changed: Vec<std::ops::Range<usize>> = Vec::new();
+    // Access domains at a place another had: past `MAX_TAIL` of them (the ones after a
+    // removal moved up), copying the rows is cheaper.
+    let mut others = 0;
     for run in new.beside(old) {
         let Some(theirs) = run.theirs else {
             break; // new access domains, from here on
@@ -204,11 +207,14 @@ fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<(Vec<std::ops::Range<us
             // Only the access domains that differ: a row is a function of its access
             // domain and of the pools' and lines' indices and the lines' parents, which
             // are the same (its fallback is a shape, worked out by `refresh`).
-            if (
-                &x.name, x.rtype, x.ttl, x.policy, &x.pools, &x.lines, x.fallback,
-            ) == (
-                &y.name, y.rtype, y.ttl, y.policy, &y.pools, &y.lines, y.fallback,
-            ) {
+            if (&x.name, x.rtype) != (&y.name, y.rtype) {
+                others += 1;
+                if others > MAX_TAIL {
+                    return None;
+                }
+            } else if (x.ttl, x.policy, &x.pools, &x.lines, x.fallback)
+                == (y.ttl, y.policy, &y.pools, &y.lines, y.fallback)
+            {
                 continue;
             }
             match changed.last_mut() {

@@ -957,8 +957,14 @@ mod tests {
     }
 
     fn writer() -> Writer {
-        let cfg = crate::config::Config::from_str(&config(), "t".into(), std::path::Path::new("."))
-            .expect("valid test model");
+        // A name of its own: a running server lays a model out after the last one loaded
+        // under the same name (`config::gslb::layout`).
+        let cfg = crate::config::Config::from_str(
+            &config(),
+            "t-writer".into(),
+            std::path::Path::new("."),
+        )
+        .expect("valid test model");
         let snap = Arc::new(crate::compile::compile(&cfg, 1).expect("compiles"));
         Writer::new(snap, HashMap::new())
     }
@@ -1032,12 +1038,14 @@ mod tests {
         blocks.pop();
         // And l3 gets routes of its own: default routes there answer fewer lines.
         let other = format!("{head}{}", blocks.concat()).replace("l2 = [", "l3 = [\"p0\"]\nl2 = [");
-        let snap = |t: &str| {
-            let cfg = crate::config::Config::from_str(t, "t".into(), std::path::Path::new("."))
+        // Names of their own, or the second would be laid out after the first (in the
+        // first's order: `config::gslb::layout`).
+        let snap = |t: &str, name: &str| {
+            let cfg = crate::config::Config::from_str(t, name.into(), std::path::Path::new("."))
                 .expect("valid");
             crate::compile::compile(&cfg, 1).expect("compiles")
         };
-        let (a, b) = (snap(&text), snap(&other));
+        let (a, b) = (snap(&text, "t-digests-a"), snap(&other, "t-digests-b"));
         let count = |s: &crate::tables::Snapshot| s.model.access_domains.len();
         assert_eq!(count(&b) + 1, count(&a), "one access domain fewer");
         let mut seen: HashMap<(String, String), u64> = HashMap::new();

@@ -87,7 +87,7 @@ impl<T> Chunked<T> {
         Self { chunks, len }
     }
 
-    /// `len` elements (at least as many as `self` has): the chunks that hold one of
+    /// `len` elements (`self`'s first, new ones after, or fewer): the chunks that hold one of
     /// `touched` (indices, in any order), or that `self` does not hold whole, made afresh
     /// by `fresh(i)` for each of their elements; every other chunk shared with `self`.
     pub fn with_fresh_chunks(

@@ -663,7 +663,8 @@ pub(crate) mod tests {
              [access-domain.lines]\nl = [\"p\"]\ndefault = [\"p\"]\n"
         );
         let cfg =
-            crate::config::Config::from_str(&text, "t".into(), std::path::Path::new(".")).unwrap();
+            crate::config::Config::from_str(&text, "t-respond".into(), std::path::Path::new("."))
+                .unwrap();
         let snap = std::sync::Arc::new(crate::compile::compile(&cfg, 1).unwrap());
         let w = crate::health::Writer::new(snap.clone(), Default::default());
         (snap, w)

@@ -6,7 +6,9 @@
 //! domain that the last load had stays at its place, and the new ones go after all the
 //! others: the files that changed are cut into runs of access domains that sat together
 //! before ([`Seg`]: parts of the file's own allocation, nothing copied), and what is left
-//! of them is appended. An access domain removed still moves the ones after it.
+//! of them is appended. An access domain removed leaves its place to the last one with
+//! as many routes (so only the few after that one move); when none is near the end, or
+//! past [`MAX_FILLED`] removals, or for a whole file gone, the ones after it move.
 //!
 //! Only the order of the access domains in the model changes: every access domain is
 //! answered from its own name, pools and lines wherever it sits. The first load of a main
@@ -172,28 +174,20 @@ const FILL_FROM_LAST: usize = 2;
 fn fill_holes(out: &mut Vec<Item>) {
     let mut filled = 0;
     let mut h = 0;
-    while h < out.len() {
+    while h < out.len() && filled < MAX_FILLED {
         while matches!(out.last(), Some(Item::Hole(_))) {
             out.pop();
         }
-        let Some(&Item::Hole(routes)) = out.get(h) else {
-            h += 1;
-            continue;
-        };
-        match (filled < MAX_FILLED)
-            .then(|| take_from_end(out, h, routes))
-            .flatten()
-        {
-            Some(one) => {
+        if let Some(&Item::Hole(routes)) = out.get(h) {
+            if let Some(one) = take_from_end(out, h, routes) {
                 out[h] = Item::Run(one);
                 filled += 1;
-                h += 1;
-            }
-            None => {
-                out.remove(h);
             }
         }
+        h += 1;
     }
+    // The holes left close up, in one pass (a file emptied leaves thousands).
+    out.retain(|i| matches!(i, Item::Run(_)));
 }
 
 /// The last access domain after place `h` (among the last [`FILL_FROM_LAST`]) with
@@ -299,5 +293,41 @@ mod tests {
         let gone = load(&[("a", &["a1"])]);
         let placed3 = arrange(placed_b.segments(), &gone).expect("arranged");
         assert_eq!(names(&placed3), ["a1"]);
+    }
+
+    /// A file of access domains with `wide` ones mapping a line (two routes each).
+    fn file(f: &str, names: &[(&str, bool)]) -> Arc<[AccessDomain]> {
+        let f: Arc<str> = f.into();
+        let one = |&(n, wide): &(&str, bool)| {
+            let mut a = ad(&f, n);
+            if wide {
+                a.policy = crate::config::gslb::PoolPolicy::Nearest;
+                a.lines = vec![(1u32, vec![0u32].into_boxed_slice())].into();
+            }
+            a
+        };
+        names.iter().map(one).collect::<Vec<_>>().into()
+    }
+
+    /// The access domain that fills a hole may come from within a run (which is cut in
+    /// two around it); a file emptied leaves no hole: the ones after it move up.
+    #[test]
+    fn holes_take_from_within_runs_and_emptied_files_close_up() {
+        let set = |files: Vec<Arc<[AccessDomain]>>| {
+            let mut s = AdSet::default();
+            files.into_iter().for_each(|f| s.push(f));
+            s
+        };
+        let a = file("a", &[("a1", false), ("a2", false), ("a3", false)]);
+        let b = file("b", &[("b1", true), ("b2", false), ("b3", true)]);
+        let first = set(vec![a, b.clone()]);
+        let a = file("a", &[("a1", false), ("a3", false)]);
+        let placed = arrange(first.segments(), &set(vec![a.clone(), b.clone()])).expect("arranged");
+        assert_eq!(names(&placed), ["a1", "b2", "a3", "b1", "b3"]);
+        assert_eq!(placed.segments().len(), 5, "b cut around b2");
+
+        let c = file("c", &[("c1", false)]);
+        let emptied = arrange(placed.segments(), &set(vec![b, c])).expect("arranged");
+        assert_eq!(names(&emptied), ["b2", "b1", "b3", "c1"]);
     }
 }
