@@ -17,6 +17,16 @@ use crate::fleet::{
 use crate::harness::nats::{kv_get, kv_put, with_jetstream};
 use crate::harness::{Server, TempDir, BIN};
 
+/// A NATS server in a directory of its own, and its URL; `None` (the test is skipped)
+/// without a `nats-server` binary.
+fn engine(what: &str) -> Option<(TempDir, Nats, String)> {
+    let bin = nats_server()?;
+    let dir = TempDir::new(what);
+    let nats = Nats::start(&bin, &dir);
+    let url = nats.url();
+    Some((dir, nats, url))
+}
+
 /// `gtmd ARGS... --nats URL` (RUST_LOG=warn), under `wrapper` when given.
 fn gtmd(wrapper: &[&str], args: &[&str], nats: &str) -> Output {
     let (cmd, pre) = match wrapper.split_first() {
@@ -248,10 +258,9 @@ fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream, rate: usize)
 /// on the upload's length.
 #[test]
 fn a_large_bundle_uploads_past_the_timeout() {
-    let Some(bin) = nats_server() else { return };
-    let dir = TempDir::new("fleet-large");
-    let nats = Nats::start(&bin, &dir);
-    let url = nats.url();
+    let Some((dir, _nats, url)) = engine("fleet-large") else {
+        return;
+    };
     let to = url.strip_prefix("nats://").unwrap().parse().unwrap();
     // 16 MiB at 2 MiB/s: 8 s, with --timeout 2.
     let link = SlowLink::start(to, 2 << 20);
@@ -386,10 +395,9 @@ fn a_plain_publish_cannot_slip_in_beside_a_canary() {
 /// published (not taken for another's), a plain publish writes no second epoch.
 #[test]
 fn a_pointer_whose_acknowledgement_was_lost_is_published_once() {
-    let Some(bin) = nats_server() else { return };
-    let dir = TempDir::new("fleet-lost-ack");
-    let nats = Nats::start(&bin, &dir);
-    let url = nats.url();
+    let Some((dir, _nats, url)) = engine("fleet-lost-ack") else {
+        return;
+    };
     let lose = [("GTMD_TEST_LOSE_ACK", "pointer")];
     let cfg = published(&dir, "192.0.2.51", "");
     let plain = ["publish", "--config", cfg.to_str().unwrap(), "--wait", "0"];
@@ -466,10 +474,9 @@ fn a_pointer_whose_acknowledgement_was_lost_is_published_once() {
 /// (exit 0), not given up on.
 #[test]
 fn a_publish_is_reported_though_pruning_times_out() {
-    let Some(bin) = nats_server() else { return };
-    let dir = TempDir::new("fleet-prune-timeout");
-    let nats = Nats::start(&bin, &dir);
-    let url = nats.url();
+    let Some((dir, _nats, url)) = engine("fleet-prune-timeout") else {
+        return;
+    };
     expect(
         &publish(&published(&dir, "192.0.2.51", ""), &url, 0),
         0,
@@ -668,10 +675,9 @@ fn a_publish_the_engine_refuses_every_time_ends() {
 /// later stamp is taken, and promote goes on.
 #[test]
 fn a_clock_key_overwritten_by_another_command_is_read_all_the_same() {
-    let Some(bin) = nats_server() else { return };
-    let dir = TempDir::new("fleet-clock-race");
-    let nats = Nats::start(&bin, &dir);
-    let url = nats.url();
+    let Some((dir, nats, url)) = engine("fleet-clock-race") else {
+        return;
+    };
     let e = edges_on(&dir, &nats, &["e1"]);
     let cfg = published(&dir, "192.0.2.51", "");
     let args = ["publish", "--config", cfg.to_str().unwrap()];
@@ -721,10 +727,9 @@ fn a_rollout_command_on_an_empty_engine_says_so_at_once() {
 /// digest, found once all of it arrived) is refused, not fetched again for ever.
 #[test]
 fn a_damaged_bundle_is_refused_not_fetched_again() {
-    let Some(bin) = nats_server() else { return };
-    let dir = TempDir::new("fleet-damaged");
-    let nats = Nats::start(&bin, &dir);
-    let url = nats.url();
+    let Some((dir, _nats, url)) = engine("fleet-damaged") else {
+        return;
+    };
     expect(
         &publish(&published(&dir, "192.0.2.51", ""), &url, 0),
         0,
@@ -771,10 +776,9 @@ fn a_damaged_bundle_is_refused_not_fetched_again() {
 /// dropped; once it is back, the edge applies it.
 #[test]
 fn a_bundle_that_cannot_be_fetched_is_retried_not_refused() {
-    let Some(bin) = nats_server() else { return };
-    let dir = TempDir::new("fleet-fetch");
-    let nats = Nats::start(&bin, &dir);
-    let url = nats.url();
+    let Some((dir, _nats, url)) = engine("fleet-fetch") else {
+        return;
+    };
     expect(
         &publish(&published(&dir, "192.0.2.51", ""), &url, 0),
         0,
@@ -855,10 +859,9 @@ fn a_bundle_that_cannot_be_fetched_is_retried_not_refused() {
 /// reported for longer than the engine keeps reports (its report gone).
 #[test]
 fn a_pinned_epoch_is_never_pruned() {
-    let Some(bin) = nats_server() else { return };
-    let dir = TempDir::new("fleet-prune");
-    let nats = Nats::start(&bin, &dir);
-    let url = nats.url();
+    let Some((dir, nats, url)) = engine("fleet-prune") else {
+        return;
+    };
     let mut e = edges_on(&dir, &nats, &["e1", "e2"]);
     expect(
         &publish(&published(&dir, "192.0.2.51", ""), &url, 20),
@@ -918,10 +921,9 @@ fn a_pinned_epoch_is_never_pruned() {
 /// `current`.
 #[test]
 fn a_malformed_canary_is_a_clear_error_and_edges_follow_current() {
-    let Some(bin) = nats_server() else { return };
-    let dir = TempDir::new("fleet-garbage");
-    let nats = Nats::start(&bin, &dir);
-    let url = nats.url();
+    let Some((dir, nats, url)) = engine("fleet-garbage") else {
+        return;
+    };
     let e = edges_on(&dir, &nats, &["e1"]);
     expect(
         &publish(&published(&dir, "192.0.2.51", ""), &url, 20),
