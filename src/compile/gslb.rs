@@ -69,9 +69,12 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
             .iter()
             .zip(&g.addresses)
             .all(|(a, b)| (&a.value, a.weight, a.enabled) == (&b.value, b.weight, b.enabled));
+    // By name too: a pool at another index makes the health state new (every chunk of
+    // active pools copied, for the indices they hold; `Writer::replace` relies on it).
     let pools_same = o.pools.len() == g.pools.len()
         && o.pools.iter().zip(&g.pools).all(|(a, b)| {
-            (&a.addresses, a.policy, a.answers) == (&b.addresses, b.policy, b.answers)
+            (&a.name, &a.addresses, a.policy, a.answers)
+                == (&b.name, &b.addresses, b.policy, b.answers)
         });
     if addrs_same && pools_same {
         return false;
@@ -82,7 +85,7 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
         && o.pools
             .iter()
             .zip(&g.pools)
-            .all(|(a, b)| a.addresses == b.addresses)
+            .all(|(a, b)| (&a.name, &a.addresses) == (&b.name, &b.addresses))
         && enabled(&o.addresses) == enabled(&g.addresses);
     (t.addrs, t.arena, t.pools, t.pool_addrs) = Default::default();
     addresses(t, g);
@@ -169,6 +172,17 @@ impl Rows {
     }
 }
 
+/// Whether `ad` names a pool whose index is marked in `marked`.
+fn names_any(ad: &AccessDomain, marked: &[bool]) -> bool {
+    let at = |p: usize| marked.get(p).copied().unwrap_or(false);
+    ad.pools.iter().any(|&(p, _)| at(p as usize))
+        || ad
+            .lines
+            .iter()
+            .any(|(_, ps)| ps.iter().any(|&p| at(p as usize)))
+        || matches!(ad.fallback, Fallback::Pool(p) if at(p))
+}
+
 /// At most this many access domains at the end are compiled again by [`in_place`] when
 /// they moved.
 #[cfg(not(test))]
@@ -189,6 +203,16 @@ fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<(Vec<std::ops::Range<us
     // Access domains at a place another had: past `MAX_TAIL` of them (the ones after a
     // removal moved up), copying the rows is cheaper.
     let mut others = 0;
+    // Old pool indices that now hold another pool (or none): a row naming one is
+    // compiled again even when its indices are the same.
+    let moved: Vec<bool> = prev
+        .model
+        .pools
+        .iter()
+        .enumerate()
+        .map(|(i, p)| g.pools.get(i).is_none_or(|q| q.name != p.name))
+        .collect();
+    let any_moved = moved.contains(&true);
     for run in new.beside(old) {
         let Some(theirs) = run.theirs else {
             break; // new access domains, from here on
@@ -214,6 +238,7 @@ fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<(Vec<std::ops::Range<us
                 }
             } else if (x.ttl, x.policy, &x.pools, &x.lines, x.fallback)
                 == (y.ttl, y.policy, &y.pools, &y.lines, y.fallback)
+                && !(any_moved && names_any(y, &moved))
             {
                 continue;
             }
@@ -368,15 +393,14 @@ fn incremental(
     out
 }
 
-/// Whether the pools and lines of `g` keep the indices `m`'s had (what an access
-/// domain's rows point into): `m`'s lines first, with the same parents, and `m`'s pools
-/// first, in order (new lines and pools may follow: [`widen_lines`]). Addresses appear in
-/// rows only through the fallback lists, which [`refresh`] works out again.
+/// Whether the lines of `g` keep the indices `m`'s had (what an access domain's rows
+/// point into): `m`'s lines first, with the same parents (new ones may follow:
+/// [`widen_lines`]). Pools may be at other indices ([`moved_pools`]): a row is kept only
+/// where its pools kept theirs. Addresses appear in rows only through the fallback
+/// lists, which [`refresh`] works out again.
 fn same_ids(m: &Model, g: &Gslb) -> bool {
     let o = &m.gslb;
-    o.pools.len() <= g.pools.len()
-        && o.pools.iter().zip(&g.pools).all(|(a, b)| a.name == b.name)
-        && o.lines.len() <= g.lines.len()
+    o.lines.len() <= g.lines.len()
         && o.lines
             .iter()
             .zip(&g.lines)
@@ -635,7 +659,8 @@ fn fallback(g: &Gslb, rule: Fallback, cname: bool, pools: &[(u32, u32)], fb: &mu
     fb.clear();
     match rule {
         Fallback::All => {
-            for &(p, _) in pools {
+            // A list no row names any more may name a pool since removed.
+            for &(p, _) in pools.iter().filter(|&&(p, _)| (p as usize) < g.pools.len()) {
                 for &a in &g.pools[p as usize].addresses {
                     if g.addresses[a].enabled && !fb.contains(&(a as u32)) {
                         fb.push(a as u32);
@@ -645,8 +670,9 @@ fn fallback(g: &Gslb, rule: Fallback, cname: bool, pools: &[(u32, u32)], fb: &mu
         }
         Fallback::Pool(p) => {
             fb.extend(
-                g.pools[p]
-                    .addresses
+                g.pools
+                    .get(p)
+                    .map_or(&[][..], |p| &p.addresses[..])
                     .iter()
                     .filter(|&&a| g.addresses[a].enabled)
                     .map(|&a| a as u32),

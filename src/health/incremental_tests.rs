@@ -28,6 +28,15 @@ impl Rng {
 
 const LINES: usize = 4;
 const POOLS: usize = 6;
+/// Pool numbers from here on name the extra pools (`x0`, ...).
+const EXTRA: usize = 1000;
+
+fn pool_name(p: usize) -> String {
+    match p.checked_sub(EXTRA) {
+        Some(n) => format!("x{n}"),
+        None => format!("p{p}"),
+    }
+}
 const ADDRS: usize = 8;
 
 /// One access domain as the generator writes it.
@@ -85,7 +94,7 @@ impl Ad {
             "policy = \"global-availability\"",
             "policy = \"global-availability\"\npreemptive = false",
         ][self.policy];
-        let pool = format!("fallback-pool = \"p{}\"", self.fallback_pool);
+        let pool = format!("fallback-pool = \"{}\"", pool_name(self.fallback_pool));
         let fallback = ["fallback = \"all\"", "fallback = \"nodata\"", &pool][self.fallback];
         let _ = write!(
             out,
@@ -96,16 +105,19 @@ impl Ad {
         let pools: Vec<String> = self
             .pools
             .iter()
-            .map(|&(p, w)| format!("{{ pool = \"p{p}\", weight = {w} }}"))
+            .map(|&(p, w)| format!("{{ pool = \"{}\", weight = {w} }}", pool_name(p)))
             .collect();
         if self.policy == 0 {
             let _ = writeln!(
                 out,
-                "[access-domain.lines]\ndefault = [\"p{}\"]",
-                self.pools[0].0
+                "[access-domain.lines]\ndefault = [\"{}\"]",
+                pool_name(self.pools[0].0)
             );
             for (l, ps) in self.lines.iter().filter(|(l, _)| front || *l != 0) {
-                let ps: Vec<String> = ps.iter().map(|p| format!("\"p{p}\"")).collect();
+                let ps: Vec<String> = ps
+                    .iter()
+                    .map(|&p| format!("\"{}\"", pool_name(p)))
+                    .collect();
                 let _ = writeln!(out, "l{l} = [{}]", ps.join(", "));
             }
         } else {
@@ -123,8 +135,10 @@ struct Model {
     enabled: Vec<bool>,
     values: Vec<u8>,
     members: Vec<Vec<usize>>,
-    /// Pools after p0..: members (no access domain names them).
-    extra_pools: Vec<Vec<usize>>,
+    /// Pools after p0..: their number (`x{n}`, named by access domains as pool
+    /// `EXTRA + n`) and members.
+    extra_pools: Vec<(usize, Vec<usize>)>,
+    next_extra: usize,
     /// A pool before p0 (every pool's index moves: a full compile).
     front_pool: bool,
     /// The lines' prefixes moved.
@@ -146,7 +160,8 @@ impl Model {
             weights: vec![1; ADDRS],
             enabled: vec![true; ADDRS],
             values: (1..=ADDRS as u8).collect(),
-            extra_pools: Vec::new(),
+            extra_pools: vec![(0, vec![0]), (1, vec![1])],
+            next_extra: 2,
             front_pool: false,
             prefixes_moved: false,
             reparented: false,
@@ -176,7 +191,15 @@ impl Model {
             _ if n.is_multiple_of(5) => format!("d{n}.s"),
             _ => format!("d{n}"),
         };
-        Ad::random(rng, name)
+        let mut ad = Ad::random(rng, name);
+        // A quarter name an extra pool first (the pools a removal moves).
+        if let (0, false) = (rng.below(4), self.extra_pools.is_empty()) {
+            let (x, _) = self.extra_pools[rng.below(self.extra_pools.len())];
+            if !ad.pools.iter().any(|&(p, _)| p == EXTRA + x) {
+                ad.pools[0].0 = EXTRA + x;
+            }
+        }
+        ad
     }
 
     fn main_text(&self) -> String {
@@ -232,8 +255,8 @@ impl Model {
                 let _ = write!(t, "policy = \"round-robin\"\nanswers = {answers}\n");
             }
         }
-        for (p, members) in self.extra_pools.iter().enumerate() {
-            pool(&mut t, format!("x{p}"), members);
+        for (n, members) in &self.extra_pools {
+            pool(&mut t, pool_name(EXTRA + n), members);
         }
         t
     }
@@ -304,7 +327,37 @@ impl Model {
                 "one file added"
             }
             8..=10 => self.edit_main(rng),
+            11 if !self.extra_pools.is_empty() && !self.files[f].is_empty() => {
+                let k = rng.below(self.files[f].len());
+                let (n, _) = self.extra_pools[rng.below(self.extra_pools.len())];
+                let ad = &mut self.files[f][k];
+                if !ad.pools.iter().any(|&(p, _)| p == EXTRA + n) {
+                    ad.pools[0].0 = EXTRA + n;
+                }
+                "an access domain names an extra pool"
+            }
             _ => "nothing changed",
+        }
+    }
+
+    /// Pool `p` removed: whoever named it names `to` instead (or no more, where it named
+    /// `to` already).
+    fn forget_pool(&mut self, p: usize, to: usize) {
+        for ad in self.files.iter_mut().flatten() {
+            if ad.pools.iter().any(|&(q, _)| q == p) {
+                if ad.pools.iter().any(|&(q, _)| q == to) {
+                    ad.pools.retain(|&(q, _)| q != p);
+                } else {
+                    let named = ad.pools.iter_mut().filter(|(q, _)| *q == p);
+                    named.for_each(|(q, _)| *q = to);
+                }
+            }
+            for (_, ps) in &mut ad.lines {
+                ps.iter_mut().filter(|q| **q == p).for_each(|q| *q = to);
+            }
+            if ad.fallback_pool == p {
+                ad.fallback_pool = to;
+            }
         }
     }
 
@@ -312,7 +365,7 @@ impl Model {
     fn edit_main(&mut self, rng: &mut Rng) -> &'static str {
         let n = self.weights.len();
         let a = rng.below(n);
-        match rng.below(11) {
+        match rng.below(12) {
             0 => {
                 self.weights[a] = 1 + rng.below(4) as u32;
                 "an address weight changed (main file)"
@@ -339,12 +392,20 @@ impl Model {
                 self.members[p].push(n);
                 "an address added to a pool (main file)"
             }
-            5 if !self.extra_pools.is_empty() && rng.below(3) == 0 => {
-                self.extra_pools.pop();
-                "the last pool removed (main file)"
+            5 | 11 if !self.extra_pools.is_empty() && rng.below(2) == 0 => {
+                // Any of them: the last takes its place, and who named it names that one
+                // (the same index, another pool) or p0.
+                let (n, _) = self.extra_pools.remove(rng.below(self.extra_pools.len()));
+                let to = match self.extra_pools.last() {
+                    Some(&(m, _)) if rng.below(2) == 0 => EXTRA + m,
+                    _ => 0,
+                };
+                self.forget_pool(EXTRA + n, to);
+                "a pool removed (main file)"
             }
             5 if self.extra_pools.len() < 3 => {
-                self.extra_pools.push(vec![rng.below(n)]);
+                self.extra_pools.push((self.next_extra, vec![rng.below(n)]));
+                self.next_extra += 1;
                 "a pool added after the others (main file)"
             }
             6 => {
@@ -523,12 +584,12 @@ fn incremental_reload_equals_full_compile() {
     let dir = std::env::temp_dir().join(format!("gtmd-incr-{}", std::process::id()));
     let (mut copied_rows, mut names_kept, mut steps, mut in_place) = (0, 0, 0, 0);
     let (mut refreshed, mut names_patched, mut prefix_shared) = (0, 0, 0);
-    let (mut widened, mut appended, mut shrunk) = (0, 0, 0);
-    // `GTMD_INCR_SEEDS=N` for a longer run (8 by default).
+    let (mut widened, mut appended, mut shrunk, mut pool_gone) = (0, 0, 0, 0);
+    // `GTMD_INCR_SEEDS=N` for a longer run (16 by default).
     let seeds = std::env::var("GTMD_INCR_SEEDS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(8u64);
+        .unwrap_or(16u64);
     for seed in 1..=seeds {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut model = Model::new(dir.clone(), &mut rng);
@@ -562,6 +623,9 @@ fn incremental_reload_equals_full_compile() {
             appended += (s_inc.reuse.in_place.is_some()
                 && s_inc.gslb.ads.len() > prev.gslb.ads.len()) as usize;
             shrunk += (s_inc.reuse.in_place.is_some() && s_inc.gslb.ads.len() < prev.gslb.ads.len())
+                as usize;
+            pool_gone += (s_inc.reuse.in_place.is_some()
+                && s_inc.model.pools.len() < prev.model.pools.len())
                 as usize;
             steps += 1;
             drop(prev);
@@ -603,11 +667,12 @@ fn incremental_reload_equals_full_compile() {
          {names_patched}, {in_place} compiled in place, {refreshed} with the pools' members \
          changed, {prefix_shared} copied with the leading active pools shared, {widened} \
          with lines added, {appended} with access domains appended in place, {shrunk} with access \
-         domains removed in place, in {steps} reloads"
+         domains removed in place, {pool_gone} with a pool removed in place, in {steps} \
+         reloads"
     );
     eprintln!("{said}");
     assert!(
-        copied_rows > steps / 2
+        copied_rows > steps / 4
             && names_kept > steps / 10
             && names_patched > steps / 20
             && in_place > steps / 10
@@ -615,7 +680,8 @@ fn incremental_reload_equals_full_compile() {
             && prefix_shared > 0
             && widened > 0
             && appended > steps / 20
-            && shrunk > steps / 50,
+            && shrunk > steps / 50
+            && pool_gone > 0,
         "the incremental paths were hardly taken: {said}"
     );
 }

@@ -356,7 +356,9 @@ impl Writer {
         // the shared chunks of the health state); a touched slot whose key changed starts
         // afresh, as the carry by key below would have it; new slots come after.
         let reuse = &self.snap.reuse;
-        if let (Some(touched), true) = (&reuse.in_place, identity) {
+        // Pools at other indices: only when every chunk of active pools is new (the
+        // serving snapshot's keep the old indices).
+        if let (Some(touched), true) = (&reuse.in_place, identity || reuse.health_fresh) {
             if reuse.from == old.generation && self.active.len() == om.slots.len() {
                 let touched = touched.clone();
                 let (reset, carried) = self.moved(&old, &touched);
@@ -791,11 +793,12 @@ impl Writer {
         let snap = self.snap.clone();
         let g = &snap.gslb;
         // Per entry of the shared candidate lists: whether its pool changed, so a route's
-        // test reads its own list's flags (lists are stored once, routes share them).
+        // test reads its own list's flags (lists are stored once, routes share them; a
+        // list no route names any more may name a pool since removed).
         let hit: Vec<bool> = g
             .route_pools
             .iter()
-            .map(|&(p, _)| changed[p as usize])
+            .map(|&(p, _)| changed.get(p as usize).copied().unwrap_or(false))
             .collect();
         let hit_slots = g
             .routes

@@ -103,8 +103,9 @@ fn unchanged_included_files_are_shared_on_reload() {
         (answer(&s, "a"), answer(&s, "b")),
         (vec!["192.0.2.2".to_string()], vec!["192.0.2.2".to_string()])
     );
-    // p1 removed (nothing names it): p2 and p0 move, and nothing validated against the
-    // old places is kept.
+    // p1 removed (nothing names it): the last pool, p0, takes its place; the file that
+    // names p0 is validated again and compiled in place, the one that names p2 (whose
+    // place is the same) is kept.
     let without_p1 = with_p0.replace(
         "[[pool]]\nname = \"p1\"\ntype = \"ipv4\"\naddresses = [\"x1\"]\n",
         "",
@@ -112,7 +113,8 @@ fn unchanged_included_files_are_shared_on_reload() {
     assert_ne!(without_p1, with_p0);
     dir.write("main.toml", &without_p1);
     let line = reload(&s, 8);
-    assert!(line.contains("include_files=2 include_reused=0"), "{line}");
+    assert!(line.contains("include_files=2 include_reused=1"), "{line}");
+    assert!(line.contains("ads_compiled=1"), "{line}");
     assert_eq!(
         (answer(&s, "a"), answer(&s, "b")),
         (vec!["192.0.2.2".to_string()], vec!["192.0.2.2".to_string()])

@@ -44,6 +44,14 @@ pub(super) fn load(
         ..IncludeStats::default()
     };
     let mut next_cache = HashMap::with_capacity(done.len());
+    // The pools the files shared name, as the last load found them.
+    let mut last_used: HashMap<PathBuf, Arc<[u32]>> = {
+        let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        let last = cache.as_ref().and_then(|c| c.get(&**ctx.file));
+        let shared = |(p, c): (&PathBuf, &Cached)| (p.clone(), c.used.clone());
+        last.map(|m| m.iter().map(shared).collect())
+            .unwrap_or_default()
+    };
     for ((_, path), inc) in files.iter().zip(done) {
         let Included {
             ads: more,
@@ -56,11 +64,16 @@ pub(super) fn load(
         stats.reused += reused as usize;
         stats.unread += unread as usize;
         if let (Some(text), true) = (text, errs.is_empty()) {
-            let digest = (text, sig.mark());
+            let used = match last_used.remove(path) {
+                Some(u) if reused => u,
+                _ => used_pools(&more),
+            };
+            let digest = (text, sig.mark(&used));
             let kept = Cached {
                 digest,
                 stamp,
                 ads: more.clone(),
+                used,
             };
             next_cache.insert(path.clone(), kept);
         }
@@ -102,6 +115,8 @@ struct Cached {
     /// at the next load ([`Stamp::of`]).
     stamp: Option<Stamp>,
     ads: Arc<[AccessDomain]>,
+    /// The pools its access domains name ([`used_pools`]).
+    used: Arc<[u32]>,
 }
 
 /// What `stat` says of a file: a file whose stamp is unchanged since a read that came
@@ -161,7 +176,7 @@ static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 fn cached(main: &str, path: &Path, text: u64, sig: &ScopeSig) -> Option<Arc<[AccessDomain]>> {
     let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let c = cache.as_ref()?.get(main)?.get(path)?;
-    (c.digest.0 == text && sig.covers(&c.digest.1)).then(|| c.ads.clone())
+    (c.digest.0 == text && sig.covers(&c.digest.1, &c.used)).then(|| c.ads.clone())
 }
 
 /// The last load's entry for `path` (included from `main`) if the file still has `stamp`
@@ -175,7 +190,8 @@ fn cached_by_stamp(
 ) -> Option<(u64, Arc<[AccessDomain]>)> {
     let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let c = cache.as_ref()?.get(main)?.get(path)?;
-    (c.stamp == Some(stamp) && sig.covers(&c.digest.1)).then(|| (c.digest.0, c.ads.clone()))
+    (c.stamp == Some(stamp) && sig.covers(&c.digest.1, &c.used))
+        .then(|| (c.digest.0, c.ads.clone()))
 }
 
 /// A fixed-seed hasher: digests are compared across loads.
@@ -184,24 +200,26 @@ fn hasher() -> impl std::hash::Hasher {
     foldhash::fast::FixedState::with_seed(0x6774_6d64_696e_636c).build_hasher()
 }
 
-/// What included files are validated against, as digests: the zone names (`base`), and
-/// the lines' and the pools' names (with the pools' types) in order, as the digest of
-/// each prefix of the list (`pools[i]`: the first `i` pools). An access domain names
-/// lines and pools by index, so one validated before lines or pools were added after the
-/// others is still valid: those it names keep their indices (and types).
+/// What included files are validated against, as digests: the zone names (`base`), the
+/// lines' names in order, as the digest of each prefix of the list (`lines[i]`: the
+/// first `i` lines), and each pool's index, name and type. An access domain names lines
+/// and pools by index, so one validated before lines were added after the others is
+/// still valid, and so is one whose pools kept their indices (and types), whatever
+/// happened to the others (a pool removed takes the last one's place).
 struct ScopeSig {
     base: u64,
     lines: Vec<u64>,
     pools: Vec<u64>,
 }
 
-/// The scope a cached file was validated in: [`ScopeSig`]'s base, and its numbers of
-/// lines and pools with the digests of those.
+/// The scope a cached file was validated in: [`ScopeSig`]'s base, its number of lines
+/// with their digest, and the digest of the pools it names (at their indices, with their
+/// names and types; [`Cached::used`] says which).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ScopeMark {
     base: u64,
     lines: (usize, u64),
-    pools: (usize, u64),
+    pools: u64,
 }
 
 impl ScopeSig {
@@ -228,29 +246,62 @@ impl ScopeSig {
             .map(|(n, &i)| (n.as_str(), i))
             .collect();
         lines.sort_unstable_by_key(|&(_, i)| i);
+        let pool = |(i, p): (usize, &super::Pool)| {
+            let mut h = hasher();
+            (i, &p.name, p.kind as u8).hash(&mut h);
+            h.finish()
+        };
         Self {
             base: h.finish(),
             lines: chain(&mut lines.into_iter().map(|(n, _)| (n, 0))),
-            pools: chain(&mut scope.pools.iter().map(|p| (p.name.as_str(), p.kind as u8))),
+            pools: scope.pools.iter().enumerate().map(pool).collect(),
         }
     }
 
-    fn mark(&self) -> ScopeMark {
-        let last = |v: &[u64]| (v.len() - 1, v[v.len() - 1]);
+    /// The scope of a file that names the pools `used`.
+    fn mark(&self, used: &[u32]) -> ScopeMark {
         ScopeMark {
             base: self.base,
-            lines: last(&self.lines),
-            pools: last(&self.pools),
+            lines: (self.lines.len() - 1, self.lines[self.lines.len() - 1]),
+            pools: self.pools_digest(used).unwrap_or(0),
         }
     }
 
-    /// Whether what was validated in `m` is valid in this scope: the same zones, and
-    /// `m`'s lines and pools first.
-    fn covers(&self, m: &ScopeMark) -> bool {
+    /// The digest of the pools at `used` (`None`: one is past the end).
+    fn pools_digest(&self, used: &[u32]) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut h = hasher();
+        for &i in used {
+            self.pools.get(i as usize)?.hash(&mut h);
+        }
+        Some(h.finish())
+    }
+
+    /// Whether what was validated in `m`, naming the pools `used`, is valid in this
+    /// scope: the same zones, `m`'s lines first, and the pools it names where they were.
+    fn covers(&self, m: &ScopeMark, used: &[u32]) -> bool {
         m.base == self.base
             && self.lines.get(m.lines.0) == Some(&m.lines.1)
-            && self.pools.get(m.pools.0) == Some(&m.pools.1)
+            && self.pools_digest(used) == Some(m.pools)
     }
+}
+
+/// The pools the access domains of a file name (their pools, their lines' pools, their
+/// fallback pool), in order, each once.
+fn used_pools(ads: &[AccessDomain]) -> Arc<[u32]> {
+    let mut used: Vec<u32> = Vec::new();
+    for ad in ads {
+        used.extend(ad.pools.iter().map(|&(p, _)| p));
+        for (_, pools) in ad.lines.iter() {
+            used.extend(pools.iter().copied());
+        }
+        if let super::Fallback::Pool(p) = ad.fallback {
+            used.push(p as u32);
+        }
+    }
+    used.sort_unstable();
+    used.dedup();
+    used.into()
 }
 
 fn text_digest(text: &str) -> u64 {

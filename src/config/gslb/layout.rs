@@ -5,8 +5,8 @@
 //! and every reference to them in the name tables would be copied). Instead, each access
 //! domain that the last load had stays at its place, and the new ones go after all the
 //! others: the files that changed are cut into runs of access domains that sat together
-//! before ([`Seg`]: parts of the file's own allocation, nothing copied), and what is left
-//! of them is appended. An access domain removed leaves its place to the last one with
+//! before, wherever they are declared now ([`Seg`]: parts of a file's own allocation,
+//! nothing copied), and what is left of them is appended. An access domain removed leaves its place to the last one with
 //! as many routes (so only the few after that one move); when none is near the end, or
 //! past [`MAX_FILLED`] removals, or for a whole file gone, the ones after it move.
 //!
@@ -48,94 +48,71 @@ pub(super) fn note(main: &Arc<str>, ads: &AdSet) {
         .insert(main.clone(), ads.segments().to_vec());
 }
 
-/// The file an access domain was declared in.
-fn file_of(seg: &[AccessDomain]) -> Option<&Arc<str>> {
-    seg.first().map(|ad| &ad.at.file)
-}
-
-/// A file read again (or new): its segment, each access domain's index by (name, type),
-/// and which of them are placed.
-type Changed<'a> = (&'a Seg, HashMap<(&'a [u8], u16), usize>, Vec<bool>);
-
 /// `ads` laid out after `last` (see the module); `None`: as they are.
 fn arrange(last: &[Seg], ads: &AdSet) -> Option<AdSet> {
     let files = ads.segments();
-    // Files read again (or new): by name, with each access domain's index by its key.
+    // The files read again (or new), and where each of their access domains is, by key
+    // (one that moved to another file keeps its place too).
     let kept: HashSet<*const AccessDomain> = last.iter().map(|s| s.source().as_ptr()).collect();
-    let mut changed: HashMap<&str, Changed<'_>> = HashMap::new();
-    for f in files {
-        if kept.contains(&f.source().as_ptr()) {
-            continue;
-        }
-        let file = file_of(f)?;
-        let keys = f
-            .iter()
-            .enumerate()
-            .map(|(i, ad)| ((&ad.name[..], ad.rtype), i))
-            .collect();
-        // One file's access domains are one segment of a load.
-        if changed
-            .insert(file, (f, keys, vec![false; f.len()]))
-            .is_some()
-        {
-            return None;
+    let fresh: Vec<&Seg> = files
+        .iter()
+        .filter(|f| !kept.contains(&f.source().as_ptr()))
+        .collect();
+    let mut at: HashMap<(&[u8], u16), (usize, usize)> = HashMap::new();
+    for (k, f) in fresh.iter().enumerate() {
+        for (i, ad) in f.iter().enumerate() {
+            if at.insert((&ad.name[..], ad.rtype), (k, i)).is_some() {
+                return None;
+            }
         }
     }
+    let mut placed: Vec<Vec<bool>> = fresh.iter().map(|f| vec![false; f.len()]).collect();
     let loaded: HashSet<*const AccessDomain> = files.iter().map(|s| s.source().as_ptr()).collect();
+    let part = |(k, start, len): (usize, usize, usize)| {
+        Item::Run(Seg::part(fresh[k].source(), fresh[k].start() + start, len))
+    };
     let mut out: Vec<Item> = Vec::new();
     for s in last {
         if loaded.contains(&s.source().as_ptr()) {
             out.push(Item::Run(s.clone()));
             continue;
         }
-        let Some((f, keys, placed)) = file_of(s).and_then(|n| changed.get_mut(&**n)) else {
-            continue; // a file no longer included
-        };
-        // The access domains of `s` that `f` still has, in runs of neighbours, and a
-        // hole where one was removed.
-        let mut run: Option<(usize, usize)> = None;
-        let part =
-            |(start, len): (usize, usize)| Item::Run(Seg::part(f.source(), f.start() + start, len));
+        // Where the access domains of `s` are now, in runs of neighbours, and a hole
+        // where one was removed.
+        let mut run: Option<(usize, usize, usize)> = None;
         for ad in s.iter() {
-            let Some(&i) = keys.get(&(&ad.name[..], ad.rtype)) else {
+            let Some(&(k, i)) = at.get(&(&ad.name[..], ad.rtype)) else {
                 out.extend(run.take().map(part));
                 out.push(Item::Hole(ad.route_count()));
                 continue;
             };
-            if placed[i] {
+            if placed[k][i] {
                 return None;
             }
-            placed[i] = true;
+            placed[k][i] = true;
             run = match run {
-                Some((start, len)) if start + len == i => Some((start, len + 1)),
+                Some((rk, start, len)) if rk == k && start + len == i => Some((k, start, len + 1)),
                 other => {
                     out.extend(other.map(part));
-                    Some((i, 1))
+                    Some((k, i, 1))
                 }
             };
         }
         out.extend(run.map(part));
     }
     // What the last load did not have, in declaration order.
-    for f in files {
-        let Some((_, _, placed)) = file_of(f).and_then(|n| changed.get(&**n)) else {
-            continue;
-        };
+    for (k, f) in fresh.iter().enumerate() {
         let mut i = 0;
         while i < f.len() {
-            if placed[i] {
+            if placed[k][i] {
                 i += 1;
                 continue;
             }
             let start = i;
-            while i < f.len() && !placed[i] {
+            while i < f.len() && !placed[k][i] {
                 i += 1;
             }
-            out.push(Item::Run(Seg::part(
-                f.source(),
-                f.start() + start,
-                i - start,
-            )));
+            out.push(part((k, start, i - start)));
         }
     }
     fill_holes(&mut out);
@@ -310,7 +287,8 @@ mod tests {
     }
 
     /// The access domain that fills a hole may come from within a run (which is cut in
-    /// two around it); a file emptied leaves no hole: the ones after it move up.
+    /// two around it); a file emptied leaves holes like any access domain removed; one
+    /// moved to another file stays where it was.
     #[test]
     fn holes_take_from_within_runs_and_emptied_files_close_up() {
         let set = |files: Vec<Arc<[AccessDomain]>>| {
@@ -328,6 +306,14 @@ mod tests {
 
         let c = file("c", &[("c1", false)]);
         let emptied = arrange(placed.segments(), &set(vec![b, c])).expect("arranged");
-        assert_eq!(names(&emptied), ["b2", "b1", "b3", "c1"]);
+        // a1's place goes to c1 (new, as many routes); a3's closes up (b3 and b1 have
+        // more, and nothing further is looked at under test).
+        assert_eq!(names(&emptied), ["c1", "b2", "b1", "b3"]);
+
+        // An access domain moved to another file keeps its place.
+        let b2 = file("b", &[("b1", true), ("b3", true)]);
+        let c2 = file("c", &[("c1", false), ("b2", false)]);
+        let moved = arrange(emptied.segments(), &set(vec![b2, c2])).expect("arranged");
+        assert_eq!(names(&moved), ["c1", "b2", "b1", "b3"]);
     }
 }

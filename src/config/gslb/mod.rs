@@ -481,16 +481,43 @@ fn placed<'a>(last: &[String], names: impl Iterator<Item = &'a str>) -> Option<V
     (!order.iter().enumerate().all(|(k, &i)| k == i)).then_some(order)
 }
 
+/// [`placed`], but that the place of a name `last` had and `names` has not goes to the
+/// last of the others (none moves but that one).
+fn filling<'a>(last: &[String], names: impl Iterator<Item = &'a str>) -> Option<Vec<usize>> {
+    let names: Vec<&str> = names.collect();
+    let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let mut order: Vec<Option<usize>> = last
+        .iter()
+        .map(|n| index.get(n.as_str()).copied())
+        .collect();
+    let mut seen = vec![false; names.len()];
+    order.iter().flatten().for_each(|&i| seen[i] = true);
+    order.extend((0..names.len()).filter(|&i| !seen[i]).map(Some));
+    let mut h = 0;
+    while h < order.len() {
+        while matches!(order.last(), Some(None)) {
+            order.pop();
+        }
+        if order.get(h) == Some(&None) {
+            order[h] = order.pop().flatten();
+        }
+        h += 1;
+    }
+    let order: Vec<usize> = order.into_iter().flatten().collect();
+    (!order.iter().enumerate().all(|(k, &i)| k == i)).then_some(order)
+}
+
 /// `items` in `order` (new place -> old index).
 fn reorder<T>(items: &mut Vec<T>, order: &[usize]) {
     let mut taken: Vec<Option<T>> = std::mem::take(items).into_iter().map(Some).collect();
     *items = order.iter().filter_map(|&i| taken[i].take()).collect();
 }
 
-/// Puts the pools the last load of `main` had first, in the order it had them, then
-/// the others in file order: a pool added anywhere in the file, or pools reordered,
-/// leave every pool's index as it was, so the included files validated against them
-/// are shared and the tables compile incrementally (pools are named, never numbered,
+/// Puts the pools the last load of `main` had at the places it had them, then the others
+/// in file order, and the last pool in the place of each pool removed: a pool added
+/// anywhere in the file, pools reordered, or a pool removed leave every other pool's index
+/// as it was (but the last one's), so the included files validated against them are
+/// shared and the tables compile incrementally (pools are named, never numbered,
 /// wherever the order shows: an access domain's list keeps its own order). The first
 /// load of a file, and `gtmd check`, take the file's order.
 fn keep_pool_places(main: &Arc<str>, pools: &mut Vec<Pool>, names: &mut HashMap<String, usize>) {
@@ -498,7 +525,7 @@ fn keep_pool_places(main: &Arc<str>, pools: &mut Vec<Pool>, names: &mut HashMap<
     let Some(last) = last.as_ref().and_then(|m| m.get(main)) else {
         return;
     };
-    let Some(order) = placed(&last.pools, pools.iter().map(|p| p.name.as_str())) else {
+    let Some(order) = filling(&last.pools, pools.iter().map(|p| p.name.as_str())) else {
         return;
     };
     reorder(pools, &order);
@@ -551,7 +578,7 @@ mod pool_places_tests {
     /// A pool inserted before the others, and pools reordered, keep the places the last
     /// load of the same file gave them (new ones after), and access domains name the
     /// pools they say; another file, or the first load, takes the file's order; a pool
-    /// removed moves the ones after it.
+    /// removed leaves its place to the last one.
     #[test]
     fn pools_keep_their_places_across_loads_of_a_file() {
         let dir = std::env::temp_dir().join(format!("gtmd-places-{}", std::process::id()));
@@ -608,6 +635,12 @@ mod pool_places_tests {
         );
         write("main.toml", &["p2", "p0", "p1"]);
         assert_eq!(load(&main), ["p1", "p2", "p0"], "p3 removed");
+        write("main.toml", &["p2", "p0"]);
+        assert_eq!(
+            load(&main),
+            ["p0", "p2"],
+            "p1 removed: the last takes its place"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
