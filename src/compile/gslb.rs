@@ -28,13 +28,14 @@ pub(super) fn compile(
     // reloads: past twice what the last full compile stored, compile in full again.
     let bounded = |p: &&Snapshot| lists_len(&p.gslb) <= 2 * p.reuse.lists_at_full + (1 << 16);
     let from = prev
-        .filter(|p| p.gslb.use_ecs == use_ecs && same_ids(&p.model, g))
-        .filter(bounded);
-    let interner = from.and_then(|p| take_interner(&p.reuse));
+        .filter(|p| p.gslb.use_ecs == use_ecs)
+        .filter(bounded)
+        .and_then(|p| Some((p, line_places(&p.model, g)?)));
+    let interner = from.as_ref().and_then(|(p, _)| take_interner(&p.reuse));
     match (from, interner) {
-        (Some(p), Some(mut interner)) => {
+        (Some((p, places)), Some(mut interner)) => {
             let mut t = p.gslb.clone_shared();
-            widen_lines(&mut t, &mut interner, g);
+            relayout_lines(&mut t, &mut interner, g, &places);
             let health = refresh(&mut t, &p.model, g, &mut interner);
             let mut out = match changed_in_place(g, p) {
                 Some((changed, added)) => in_place(g, p, (t, interner), (&changed, added)),
@@ -60,7 +61,7 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
         && o.lines
             .iter()
             .zip(&g.lines)
-            .all(|(a, b)| (&a.v4, &a.v6) == (&b.v4, &b.v6));
+            .all(|(a, b)| (&a.name, &a.v4, &a.v6) == (&b.name, &b.v4, &b.v6));
     if !lines_same {
         t.lines = line_index(g);
     }
@@ -172,15 +173,21 @@ impl Rows {
     }
 }
 
-/// Whether `ad` names a pool whose index is marked in `marked`.
-fn names_any(ad: &AccessDomain, marked: &[bool]) -> bool {
-    let at = |p: usize| marked.get(p).copied().unwrap_or(false);
-    ad.pools.iter().any(|&(p, _)| at(p as usize))
+/// Per old index, whether it now holds another item (or none).
+fn moved_at<T>(old: &[T], new: &[T], name: impl Fn(&T) -> &String) -> Vec<bool> {
+    let at = |(i, o): (usize, &T)| new.get(i).is_none_or(|n| name(n) != name(o));
+    old.iter().enumerate().map(at).collect()
+}
+
+/// Whether `ad` names a pool or a line whose index is marked in `marked` (pools, lines).
+fn names_any(ad: &AccessDomain, (pools, lines): &(Vec<bool>, Vec<bool>)) -> bool {
+    let at = |m: &[bool], i: usize| m.get(i).copied().unwrap_or(false);
+    ad.pools.iter().any(|&(p, _)| at(pools, p as usize))
         || ad
             .lines
             .iter()
-            .any(|(_, ps)| ps.iter().any(|&p| at(p as usize)))
-        || matches!(ad.fallback, Fallback::Pool(p) if at(p))
+            .any(|(l, ps)| at(lines, *l as usize) || ps.iter().any(|&p| at(pools, p as usize)))
+        || matches!(ad.fallback, Fallback::Pool(p) if at(pools, p))
 }
 
 /// At most this many access domains at the end are compiled again by [`in_place`] when
@@ -205,14 +212,11 @@ fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<(Vec<std::ops::Range<us
     let mut others = 0;
     // Old pool indices that now hold another pool (or none): a row naming one is
     // compiled again even when its indices are the same.
-    let moved: Vec<bool> = prev
-        .model
-        .pools
-        .iter()
-        .enumerate()
-        .map(|(i, p)| g.pools.get(i).is_none_or(|q| q.name != p.name))
-        .collect();
-    let any_moved = moved.contains(&true);
+    let moved = (
+        moved_at(&prev.model.pools, &g.pools, |p| &p.name),
+        moved_at(&prev.model.lines, &g.lines, |l| &l.name),
+    );
+    let any_moved = moved.0.contains(&true) || moved.1.contains(&true);
     for run in new.beside(old) {
         let Some(theirs) = run.theirs else {
             break; // new access domains, from here on
@@ -393,52 +397,76 @@ fn incremental(
     out
 }
 
-/// Whether the lines of `g` keep the indices `m`'s had (what an access domain's rows
-/// point into): `m`'s lines first, with the same parents (new ones may follow:
-/// [`widen_lines`]). Pools may be at other indices ([`moved_pools`]): a row is kept only
-/// where its pools kept theirs. Addresses appear in rows only through the fallback
-/// lists, which [`refresh`] works out again.
-fn same_ids(m: &Model, g: &Gslb) -> bool {
+/// Where each line of `g` was in `m` (its old index, `None` for a new line), if every
+/// line both have has the same parent (by name) in both: an access domain's rows point
+/// into lines by index, and [`relayout_lines`] moves the stored line -> route rows to
+/// the new indices. Pools may be at other indices too; a row is kept only where the
+/// lines and pools it names kept theirs ([`changed_in_place`]). Addresses appear in rows
+/// only through the fallback lists, which [`refresh`] works out again.
+fn line_places(m: &Model, g: &Gslb) -> Option<Vec<Option<usize>>> {
     let o = &m.gslb;
-    o.lines.len() <= g.lines.len()
-        && o.lines
-            .iter()
-            .zip(&g.lines)
-            .all(|(a, b)| (&a.name, a.parent) == (&b.name, b.parent))
+    let old: HashMap<&str, usize> = o
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.name.as_str(), i))
+        .collect();
+    let parent = |lines: &[crate::config::gslb::Line], l: &crate::config::gslb::Line| {
+        l.parent.map(|p| lines[p].name.clone())
+    };
+    let mut places = Vec::with_capacity(g.lines.len());
+    for l in &g.lines {
+        let at = old.get(l.name.as_str()).copied();
+        if let Some(i) = at {
+            if parent(&o.lines, &o.lines[i]) != parent(&g.lines, l) {
+                return None;
+            }
+        }
+        places.push(at);
+    }
+    Some(places)
 }
 
-/// Gives every stored line -> route row (and the interner's keys) a column for each line
-/// `g` has after the ones `t` was compiled with: no access domain compiled then maps a
-/// line it did not know, so a new line takes the route of its nearest ancestor among
-/// those (`default` at worst), as a compile walking the lines' parents would.
-fn widen_lines(t: &mut GslbTables, seen: &mut RouteInterner, g: &Gslb) {
+/// The stored line -> route rows (and the interner's keys) laid out for `g`'s lines
+/// (`places`: each one's index in the rows, if it had one): a line keeps its column,
+/// wherever it is now; a new line takes that of its nearest ancestor that had one
+/// (`default` at worst), as a compile walking the lines' parents would for an access
+/// domain that does not name it (one that does is compiled again).
+fn relayout_lines(
+    t: &mut GslbTables,
+    seen: &mut RouteInterner,
+    g: &Gslb,
+    places: &[Option<usize>],
+) {
     let (old, new) = (t.nlines as usize, g.lines.len());
-    if new <= old {
+    if places.len() == old && places.iter().enumerate().all(|(j, &p)| p == Some(j)) {
         return;
     }
-    // Each new line's nearest ancestor among the old ones.
-    let mut from = vec![0; new - old];
-    for (k, f) in from.iter_mut().enumerate() {
-        let mut cur = g.lines[old + k].parent;
-        let mut hops = 0;
-        while let Some(c) = cur.filter(|&c| c >= old && hops <= new) {
-            cur = g.lines[c].parent;
-            hops += 1;
-        }
-        *f = cur.filter(|&c| c < old).unwrap_or(0);
-    }
-    let rows = t.line_routes.len().checked_div(old).unwrap_or(0);
-    let mut wide = Vec::with_capacity(rows * new);
-    for row in t.line_routes.chunks_exact(old.max(1)).take(rows) {
-        wide.extend_from_slice(row);
-        wide.extend(from.iter().map(|&f| row[f]));
-    }
-    seen.patterns = wide
-        .chunks_exact(new)
-        .enumerate()
-        .map(|(i, row)| (row.to_vec(), i as u32))
+    let from: Vec<usize> = (0..new)
+        .map(|j| {
+            let mut cur = Some(j);
+            let mut hops = 0;
+            while let Some(c) = cur.filter(|_| hops <= new) {
+                if let Some(i) = places[c] {
+                    return i;
+                }
+                cur = g.lines[c].parent;
+                hops += 1;
+            }
+            0
+        })
         .collect();
-    t.line_routes = wide;
+    let rows = t.line_routes.len().checked_div(old).unwrap_or(0);
+    let mut laid = Vec::with_capacity(rows * new);
+    for row in t.line_routes.chunks_exact(old.max(1)).take(rows) {
+        laid.extend(from.iter().map(|&f| row[f]));
+    }
+    seen.patterns.clear();
+    for (i, row) in laid.chunks_exact(new.max(1)).enumerate() {
+        // Rows only dead access domains used may now be alike: any of them will do.
+        seen.patterns.entry(row.to_vec()).or_insert(i as u32);
+    }
+    t.line_routes = laid;
     t.nlines = new as u32;
 }
 
@@ -572,7 +600,9 @@ impl Routes {
             self.out.push(RouteTable { start, len, fb });
             self.out_slots.push(Slot { ad: ai, line });
         }
-        let next = self.seen.patterns.len() as u32;
+        // The next row's number (not the map's size: rows that came to be alike when a
+        // line was removed are all stored, and only one of them is in the map).
+        let next = (t.line_routes.len() / self.line_route.len().max(1)) as u32;
         let pattern = match self.seen.patterns.get(&self.line_route[..]) {
             Some(&p) => p,
             None => {

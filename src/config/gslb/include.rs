@@ -44,7 +44,7 @@ pub(super) fn load(
         ..IncludeStats::default()
     };
     let mut next_cache = HashMap::with_capacity(done.len());
-    // The pools the files shared name, as the last load found them.
+    // The lines and pools the files shared name, as the last load found them.
     let mut last_used: HashMap<PathBuf, Arc<[u32]>> = {
         let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
         let last = cache.as_ref().and_then(|c| c.get(&**ctx.file));
@@ -66,7 +66,7 @@ pub(super) fn load(
         if let (Some(text), true) = (text, errs.is_empty()) {
             let used = match last_used.remove(path) {
                 Some(u) if reused => u,
-                _ => used_pools(&more),
+                _ => used(&more),
             };
             let digest = (text, sig.mark(&used));
             let kept = Cached {
@@ -115,7 +115,7 @@ struct Cached {
     /// at the next load ([`Stamp::of`]).
     stamp: Option<Stamp>,
     ads: Arc<[AccessDomain]>,
-    /// The pools its access domains name ([`used_pools`]).
+    /// The lines and pools its access domains name ([`used`]).
     used: Arc<[u32]>,
 }
 
@@ -200,27 +200,27 @@ fn hasher() -> impl std::hash::Hasher {
     foldhash::fast::FixedState::with_seed(0x6774_6d64_696e_636c).build_hasher()
 }
 
-/// What included files are validated against, as digests: the zone names (`base`), the
-/// lines' names in order, as the digest of each prefix of the list (`lines[i]`: the
-/// first `i` lines), and each pool's index, name and type. An access domain names lines
-/// and pools by index, so one validated before lines were added after the others is
-/// still valid, and so is one whose pools kept their indices (and types), whatever
-/// happened to the others (a pool removed takes the last one's place).
+/// What included files are validated against, as digests: the zone names (`base`), and
+/// each line's index and name and each pool's index, name and type. An access domain
+/// names lines and pools by index, so one is still valid while the lines and pools it
+/// names keep their indices (and types), whatever happened to the others (added after
+/// them, or removed: the last one takes the place of one removed).
 struct ScopeSig {
     base: u64,
     lines: Vec<u64>,
     pools: Vec<u64>,
 }
 
-/// The scope a cached file was validated in: [`ScopeSig`]'s base, its number of lines
-/// with their digest, and the digest of the pools it names (at their indices, with their
-/// names and types; [`Cached::used`] says which).
+/// The scope a cached file was validated in: [`ScopeSig`]'s base, and the digest of the
+/// lines and the pools it names ([`Cached::used`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ScopeMark {
     base: u64,
-    lines: (usize, u64),
-    pools: u64,
+    named: u64,
 }
+
+/// In [`used`]'s list, the bit that marks a line's index (else a pool's).
+const LINE: u32 = 1 << 31;
 
 impl ScopeSig {
     fn of(scope: &Scope<'_>) -> Self {
@@ -229,15 +229,10 @@ impl ScopeSig {
         for z in scope.zones {
             z.name.hash(&mut h);
         }
-        // Prefix digests: `out[i]` covers the first `i` items.
-        let chain = |items: &mut dyn Iterator<Item = (&str, u8)>| {
-            let mut out = vec![0];
-            for (name, kind) in items {
-                let mut h = hasher();
-                (out[out.len() - 1], name, kind).hash(&mut h);
-                out.push(h.finish());
-            }
-            out
+        let item = |x: (usize, &str, u8)| {
+            let mut h = hasher();
+            x.hash(&mut h);
+            h.finish()
         };
         let mut lines: Vec<(&str, usize)> = scope
             .names
@@ -246,53 +241,52 @@ impl ScopeSig {
             .map(|(n, &i)| (n.as_str(), i))
             .collect();
         lines.sort_unstable_by_key(|&(_, i)| i);
-        let pool = |(i, p): (usize, &super::Pool)| {
-            let mut h = hasher();
-            (i, &p.name, p.kind as u8).hash(&mut h);
-            h.finish()
-        };
         Self {
             base: h.finish(),
-            lines: chain(&mut lines.into_iter().map(|(n, _)| (n, 0))),
-            pools: scope.pools.iter().enumerate().map(pool).collect(),
+            lines: lines.into_iter().map(|(n, i)| item((i, n, 0))).collect(),
+            pools: (scope.pools.iter().enumerate())
+                .map(|(i, p)| item((i, &p.name, p.kind as u8)))
+                .collect(),
         }
     }
 
-    /// The scope of a file that names the pools `used`.
+    /// The scope of a file that names the lines and pools `used`.
     fn mark(&self, used: &[u32]) -> ScopeMark {
         ScopeMark {
             base: self.base,
-            lines: (self.lines.len() - 1, self.lines[self.lines.len() - 1]),
-            pools: self.pools_digest(used).unwrap_or(0),
+            named: self.named(used).unwrap_or(0),
         }
     }
 
-    /// The digest of the pools at `used` (`None`: one is past the end).
-    fn pools_digest(&self, used: &[u32]) -> Option<u64> {
+    /// The digest of the lines and pools at `used` (`None`: one is past the end).
+    fn named(&self, used: &[u32]) -> Option<u64> {
         use std::hash::{Hash, Hasher};
         let mut h = hasher();
-        for &i in used {
-            self.pools.get(i as usize)?.hash(&mut h);
+        for &u in used {
+            let item = match u & LINE {
+                0 => self.pools.get(u as usize)?,
+                _ => self.lines.get((u & !LINE) as usize)?,
+            };
+            item.hash(&mut h);
         }
         Some(h.finish())
     }
 
-    /// Whether what was validated in `m`, naming the pools `used`, is valid in this
-    /// scope: the same zones, `m`'s lines first, and the pools it names where they were.
+    /// Whether what was validated in `m`, naming the lines and pools `used`, is valid in
+    /// this scope: the same zones, and what it names where it was.
     fn covers(&self, m: &ScopeMark, used: &[u32]) -> bool {
-        m.base == self.base
-            && self.lines.get(m.lines.0) == Some(&m.lines.1)
-            && self.pools_digest(used) == Some(m.pools)
+        m.base == self.base && self.named(used) == Some(m.named)
     }
 }
 
-/// The pools the access domains of a file name (their pools, their lines' pools, their
-/// fallback pool), in order, each once.
-fn used_pools(ads: &[AccessDomain]) -> Arc<[u32]> {
+/// The lines (marked [`LINE`]) and pools the access domains of a file name (their pools,
+/// their lines and those lines' pools, their fallback pool), in order, each once.
+fn used(ads: &[AccessDomain]) -> Arc<[u32]> {
     let mut used: Vec<u32> = Vec::new();
     for ad in ads {
         used.extend(ad.pools.iter().map(|&(p, _)| p));
-        for (_, pools) in ad.lines.iter() {
+        for (l, pools) in ad.lines.iter() {
+            used.push(LINE | l);
             used.extend(pools.iter().copied());
         }
         if let super::Fallback::Pool(p) = ad.fallback {

@@ -464,25 +464,10 @@ struct Places {
 
 static PLACES: std::sync::Mutex<Option<HashMap<Arc<str>, Places>>> = std::sync::Mutex::new(None);
 
-/// The order that puts the names `last` had first, in `last`'s order, then the others in
-/// their own order (new place -> index in `names`); `None` when that is their order.
-fn placed<'a>(last: &[String], names: impl Iterator<Item = &'a str>) -> Option<Vec<usize>> {
-    let rank: HashMap<&str, usize> = last
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.as_str(), i))
-        .collect();
-    let keys: Vec<(usize, usize)> = names
-        .enumerate()
-        .map(|(i, n)| rank.get(n).map_or((1, i), |&r| (0, r)))
-        .collect();
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    order.sort_by_key(|&i| keys[i]);
-    (!order.iter().enumerate().all(|(k, &i)| k == i)).then_some(order)
-}
-
-/// [`placed`], but that the place of a name `last` had and `names` has not goes to the
-/// last of the others (none moves but that one).
+/// The order that puts each name `last` had at its place there, then the others in their
+/// own order, and the last of all at the place of each name `last` had and `names` has
+/// not (none moves but that one): new place -> index in `names`; `None` when that is
+/// their order.
 fn filling<'a>(last: &[String], names: impl Iterator<Item = &'a str>) -> Option<Vec<usize>> {
     let names: Vec<&str> = names.collect();
     let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, &n)| (n, i)).collect();
@@ -535,14 +520,15 @@ fn keep_pool_places(main: &Arc<str>, pools: &mut Vec<Pool>, names: &mut HashMap<
 }
 
 /// The same for lines (`default` stays first): a line added anywhere in the file, the
-/// usual change to lines, is placed after the others, so every access domain keeps its
-/// lines' indices and every included file is shared; parents are renumbered.
+/// usual change to lines, is placed after the others, and a line removed leaves its
+/// place to the last one, so every access domain keeps its lines' indices (but those
+/// naming that one) and the included files are shared; parents are renumbered.
 fn keep_line_places(main: &Arc<str>, lines: &mut Vec<Line>, names: &mut HashMap<String, usize>) {
     let last = PLACES.lock().unwrap_or_else(|e| e.into_inner());
     let Some(last) = last.as_ref().and_then(|m| m.get(main)) else {
         return;
     };
-    let Some(order) = placed(&last.lines, lines.iter().map(|l| l.name.as_str())) else {
+    let Some(order) = filling(&last.lines, lines.iter().map(|l| l.name.as_str())) else {
         return;
     };
     let mut to = vec![0; order.len()];
