@@ -167,6 +167,8 @@ struct Model {
     round_robin: Vec<bool>,
     files: Vec<Vec<Ad>>,
     next_name: usize,
+    /// The name of the last pool the serving model placed (set after each reload).
+    last_placed: String,
 }
 
 impl Model {
@@ -189,6 +191,7 @@ impl Model {
                 .collect(),
             files: Vec::new(),
             next_name: 0,
+            last_placed: String::new(),
         };
         for _ in 0..4 {
             let ads = (0..1 + rng.below(6)).map(|_| m.fresh_ad(rng)).collect();
@@ -209,11 +212,15 @@ impl Model {
             _ => format!("d{n}"),
         };
         let mut ad = Ad::random(rng, name);
-        // A quarter name an extra pool first (the pools a removal moves).
+        // A quarter name an extra pool (the pools a removal moves): first, for a line,
+        // or to fall back on.
         if let (0, false) = (rng.below(4), self.extra_pools.is_empty()) {
-            let (x, _) = self.extra_pools[rng.below(self.extra_pools.len())];
-            if !ad.pools.iter().any(|&(p, _)| p == EXTRA + x) {
-                ad.pools[0].0 = EXTRA + x;
+            let x = EXTRA + self.extra_pools[rng.below(self.extra_pools.len())].0;
+            match (rng.below(3), ad.lines.first_mut()) {
+                (1, Some((_, ps))) => ps[0] = x,
+                (2, _) => ad.fallback_pool = x,
+                _ if !ad.pools.iter().any(|&(p, _)| p == x) => ad.pools[0].0 = x,
+                _ => {}
             }
         }
         ad
@@ -413,8 +420,13 @@ impl Model {
                 // Any of them: the last takes its place, and who named it names that one
                 // (the same index, another pool) or p0.
                 let (n, _) = self.extra_pools.remove(rng.below(self.extra_pools.len()));
-                let to = match self.extra_pools.last() {
-                    Some(&(m, _)) if rng.below(2) == 0 => EXTRA + m,
+                // The pool that takes its index: the last the server placed.
+                let last = self
+                    .last_placed
+                    .strip_prefix('x')
+                    .and_then(|m| m.parse::<usize>().ok());
+                let to = match last {
+                    Some(m) if m != n && rng.below(3) != 0 => EXTRA + m,
                     _ => 0,
                 };
                 self.forget_pool(EXTRA + n, to);
@@ -617,6 +629,9 @@ struct Paths {
     ads_removed: usize,
     pool_removed: usize,
     line_removed: usize,
+    /// A pool's or a line's index taken by another one (a removal filled).
+    pool_moved: usize,
+    line_moved: usize,
 }
 
 impl Paths {
@@ -637,6 +652,11 @@ impl Paths {
         self.ads_removed += (placed && s.gslb.ads.len() < prev.gslb.ads.len()) as usize;
         self.pool_removed += (placed && s.model.pools.len() < prev.model.pools.len()) as usize;
         self.line_removed += (incremental && s.model.lines.len() < prev.model.lines.len()) as usize;
+        let pools = |m: &Snapshot| m.model.pools.iter().map(|p| p.name.clone()).collect();
+        let lines = |m: &Snapshot| m.model.lines.iter().map(|l| l.name.clone()).collect();
+        let handed = |old: Vec<String>, new: Vec<String>| old.iter().zip(&new).any(|(o, n)| o != n);
+        self.pool_moved += (incremental && handed(pools(prev), pools(s))) as usize;
+        self.line_moved += (incremental && handed(lines(prev), lines(s))) as usize;
     }
 
     /// Whether every path was taken often enough for the comparisons to mean something.
@@ -653,6 +673,8 @@ impl Paths {
             && self.ads_removed > n / 50
             && self.pool_removed > 0
             && self.line_removed > 0
+            && self.pool_moved > 0
+            && self.line_moved > 0
     }
 }
 
@@ -686,6 +708,11 @@ fn incremental_reload_equals_full_compile() {
             let s_inc = compile_with(&cfg, gen, Cpus::All, Some(&prev)).unwrap();
             let s_full = compile(&cfg, gen).unwrap();
             paths.count(&s_inc, &prev);
+            model.last_placed = s_inc
+                .model
+                .pools
+                .last()
+                .map_or(String::new(), |p| p.name.clone());
             drop(prev);
             // A verdict between the compile and the swap (the serving snapshot moves
             // while the new one waits to be published).
@@ -788,5 +815,74 @@ fn patched_names_below_names_equal_a_compile() {
         assert_eq!(s.names.patched, *patched, "step {gen} {names:?}: patched?");
         prev = Arc::new(s);
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An access domain that takes the place of one removed keeps the pool its
+/// non-preemptive route stayed on (carried by key from its old place, as a full compile's
+/// carry does), though its rows are compiled again there.
+#[test]
+fn a_moved_non_preemptive_route_keeps_its_pool() {
+    let dir = std::env::temp_dir().join(format!("gtmd-sticky-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("ads")).unwrap();
+    let main = dir.join("main.toml");
+    std::fs::write(
+        &main,
+        "version = 1\ninclude = [\"ads/*.toml\"]\n[server]\nshards = [0]\n\
+         [control]\nlisten = \"off\"\n[[zone]]\nname = \"i.test.\"\n\
+         soa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n\
+         [[address]]\nname = \"a0\"\nvalue = \"192.0.2.1\"\n\
+         [[address]]\nname = \"a1\"\nvalue = \"192.0.2.2\"\n\
+         [[pool]]\nname = \"p0\"\ntype = \"ipv4\"\naddresses = [\"a0\"]\n\
+         [[pool]]\nname = \"p1\"\ntype = \"ipv4\"\naddresses = [\"a1\"]\n",
+    )
+    .unwrap();
+    let write = |names: &[&str]| {
+        let mut t = String::new();
+        for n in names {
+            let _ = write!(
+                t,
+                "[[access-domain]]\nname = \"{n}.i.test.\"\ntype = \"A\"\n\
+                 policy = \"global-availability\"\npreemptive = false\n\
+                 pools = [{{ pool = \"p0\" }}, {{ pool = \"p1\" }}]\n"
+            );
+        }
+        std::fs::write(dir.join("ads/f.toml"), t).unwrap();
+        load(&main)
+    };
+    let active = |w: &Writer, name: &str| {
+        let s = w.snapshot();
+        let at = s
+            .model
+            .access_domains
+            .iter()
+            .position(|a| crate::dns::name::display_name(&a.name) == format!("{name}.i.test."));
+        s.health.active(s.gslb.ads[at.expect("declared")].routes)
+    };
+    let cfg = write(&["n0", "n1", "n2", "n3"]);
+    let mut w = Writer::new(Arc::new(compile(&cfg, 1).unwrap()), Default::default());
+    assert_eq!(active(&w, "n3"), 0);
+    // p0 down and up again: the non-preemptive routes stay on p1.
+    w.set_probe("a0", false);
+    w.set_probe("a0", true);
+    assert_eq!(active(&w, "n3"), 1, "non-preemptive: stays");
+    // n0 removed: n3, the last, takes its place, and its route keeps p1.
+    let cfg = write(&["n1", "n2", "n3"]);
+    let next = compile_with(&cfg, 2, Cpus::All, Some(w.snapshot())).unwrap();
+    assert!(next.reuse.in_place.is_some(), "compiled in place");
+    let moved = next
+        .model
+        .access_domains
+        .iter()
+        .next()
+        .map(|a| a.name.clone());
+    assert_eq!(
+        moved.map(|n| crate::dns::name::display_name(&n)),
+        Some("n3.i.test.".to_string()),
+        "n3 took n0's place"
+    );
+    w.replace(Arc::new(next));
+    assert_eq!(active(&w, "n3"), 1, "carried to its new place");
+    assert_eq!(active(&w, "n1"), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
