@@ -754,25 +754,31 @@ fn incremental_reload_equals_full_compile() {
     );
 }
 
+/// A directory for a fixed test (`what`), and its main file: a zone `i.test.`, the
+/// access domains of `ads/*.toml`, and `tail` (zone records, addresses, pools).
+fn fixed_model(what: &str, tail: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("gtmd-{what}-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("ads")).unwrap();
+    let main = dir.join("main.toml");
+    let head = "version = 1\ninclude = [\"ads/*.toml\"]\n[server]\nshards = [0]\n\
+                [control]\nlisten = \"off\"\n[[zone]]\nname = \"i.test.\"\n\
+                soa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n";
+    std::fs::write(&main, format!("{head}{tail}")).unwrap();
+    (dir, main)
+}
+
 /// Fixed edits of names below other names, each reload patched or compiled as it must be
 /// and compared with a full compile: a parent's last child removed and then the parent
 /// (which once had a child: compiled, as `has_child` cannot vouch), both in one reload,
 /// a child added with its parent, a name added below one that goes.
 #[test]
 fn patched_names_below_names_equal_a_compile() {
-    let dir = std::env::temp_dir().join(format!("gtmd-patch-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("ads")).unwrap();
-    let main = dir.join("main.toml");
-    std::fs::write(
-        &main,
-        "version = 1\ninclude = [\"ads/*.toml\"]\n[server]\nshards = [0]\n\
-         [control]\nlisten = \"off\"\n[[zone]]\nname = \"i.test.\"\n\
-         soa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n\
-         records = [\"ns A 192.0.2.53\", \"*.w A 192.0.2.54\"]\n\
+    let (dir, main) = fixed_model(
+        "patch",
+        "records = [\"ns A 192.0.2.53\", \"*.w A 192.0.2.54\"]\n\
          [[address]]\nname = \"a\"\nvalue = \"192.0.2.1\"\n\
          [[pool]]\nname = \"p\"\ntype = \"ipv4\"\naddresses = [\"a\"]\n",
-    )
-    .unwrap();
+    );
     let write = |names: &[&str]| {
         let mut t = String::new();
         for n in names {
@@ -823,20 +829,13 @@ fn patched_names_below_names_equal_a_compile() {
 /// carry does), though its rows are compiled again there.
 #[test]
 fn a_moved_non_preemptive_route_keeps_its_pool() {
-    let dir = std::env::temp_dir().join(format!("gtmd-sticky-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("ads")).unwrap();
-    let main = dir.join("main.toml");
-    std::fs::write(
-        &main,
-        "version = 1\ninclude = [\"ads/*.toml\"]\n[server]\nshards = [0]\n\
-         [control]\nlisten = \"off\"\n[[zone]]\nname = \"i.test.\"\n\
-         soa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n\
-         [[address]]\nname = \"a0\"\nvalue = \"192.0.2.1\"\n\
+    let (dir, main) = fixed_model(
+        "sticky",
+        "[[address]]\nname = \"a0\"\nvalue = \"192.0.2.1\"\n\
          [[address]]\nname = \"a1\"\nvalue = \"192.0.2.2\"\n\
          [[pool]]\nname = \"p0\"\ntype = \"ipv4\"\naddresses = [\"a0\"]\n\
          [[pool]]\nname = \"p1\"\ntype = \"ipv4\"\naddresses = [\"a1\"]\n",
-    )
-    .unwrap();
+    );
     let write = |names: &[&str]| {
         let mut t = String::new();
         for n in names {
