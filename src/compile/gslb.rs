@@ -30,12 +30,12 @@ pub(super) fn compile(
     let from = prev
         .filter(|p| p.gslb.use_ecs == use_ecs)
         .filter(bounded)
-        .and_then(|p| Some((p, line_places(&p.model, g)?)));
+        .map(|p| (p, line_places(&p.model, g)));
     let interner = from.as_ref().and_then(|(p, _)| take_interner(&p.reuse));
     match (from, interner) {
         (Some((p, places)), Some(mut interner)) => {
             let mut t = p.gslb.clone_shared();
-            relayout_lines(&mut t, &mut interner, g, &places);
+            relayout_lines(&mut t, &mut interner, (g, &p.model.lines), &places);
             let health = refresh(&mut t, &p.model, g, &mut interner);
             let mut out = match changed_in_place(g, p) {
                 Some((changed, added)) => in_place(g, p, (t, interner), (&changed, added)),
@@ -397,69 +397,70 @@ fn incremental(
     out
 }
 
-/// Where each line of `g` was in `m` (its old index, `None` for a new line), if every
-/// line both have has the same parent (by name) in both: an access domain's rows point
-/// into lines by index, and [`relayout_lines`] moves the stored line -> route rows to
-/// the new indices. Pools may be at other indices too; a row is kept only where the
-/// lines and pools it names kept theirs ([`changed_in_place`]). Addresses appear in rows
-/// only through the fallback lists, which [`refresh`] works out again.
-fn line_places(m: &Model, g: &Gslb) -> Option<Vec<Option<usize>>> {
-    let o = &m.gslb;
-    let old: HashMap<&str, usize> = o
-        .lines
-        .iter()
-        .enumerate()
+/// Where each line of `g` was in `m`: its old index, `None` for a new line (an access
+/// domain's rows point into lines by index; [`relayout_lines`] moves the stored line ->
+/// route rows to the new indices). Pools may be at other indices too; a row is kept only
+/// where the lines and pools it names kept theirs ([`changed_in_place`]). Addresses
+/// appear in rows only through the fallback lists, which [`refresh`] works out again.
+fn line_places(m: &Model, g: &Gslb) -> Vec<Option<usize>> {
+    let old: HashMap<&str, usize> = (m.gslb.lines.iter().enumerate())
         .map(|(i, l)| (l.name.as_str(), i))
         .collect();
-    let parent = |lines: &[crate::config::gslb::Line], l: &crate::config::gslb::Line| {
-        l.parent.map(|p| lines[p].name.clone())
-    };
-    let mut places = Vec::with_capacity(g.lines.len());
-    for l in &g.lines {
-        let at = old.get(l.name.as_str()).copied();
-        if let Some(i) = at {
-            if parent(&o.lines, &o.lines[i]) != parent(&g.lines, l) {
-                return None;
-            }
-        }
-        places.push(at);
-    }
-    Some(places)
+    g.lines
+        .iter()
+        .map(|l| old.get(l.name.as_str()).copied())
+        .collect()
 }
 
 /// The stored line -> route rows (and the interner's keys) laid out for `g`'s lines
-/// (`places`: each one's index in the rows, if it had one): a line keeps its column,
-/// wherever it is now; a new line takes that of its nearest ancestor that had one
-/// (`default` at worst), as a compile walking the lines' parents would for an access
-/// domain that does not name it (one that does is compiled again).
+/// (`places`: each one's index in the rows, if it had one; `was`: the lines the rows were
+/// made for). A row says which lines have a route of their own: those whose route is not
+/// their parent's (a line's own route is its alone). Each keeps it, wherever the line is
+/// now; every other line takes its parent's, as a compile walking the lines' parents
+/// would, so a line moved, added, removed or given another parent changes no route of its
+/// own (an access domain that names a line that moved is compiled again).
 fn relayout_lines(
     t: &mut GslbTables,
     seen: &mut RouteInterner,
-    g: &Gslb,
+    (g, was): (&Gslb, &[crate::config::gslb::Line]),
     places: &[Option<usize>],
 ) {
     let (old, new) = (t.nlines as usize, g.lines.len());
-    if places.len() == old && places.iter().enumerate().all(|(j, &p)| p == Some(j)) {
+    fn parent_name(lines: &[crate::config::gslb::Line], p: Option<usize>) -> Option<&str> {
+        p.map(|p| lines[p].name.as_str())
+    }
+    let same = places.len() == old
+        && places.iter().enumerate().all(|(j, &p)| {
+            p == Some(j)
+                && parent_name(&g.lines, g.lines[j].parent) == parent_name(was, was[j].parent)
+        });
+    if same || was.len() != old {
         return;
     }
-    let from: Vec<usize> = (0..new)
-        .map(|j| {
-            let mut cur = Some(j);
-            let mut hops = 0;
-            while let Some(c) = cur.filter(|_| hops <= new) {
-                if let Some(i) = places[c] {
-                    return i;
-                }
-                cur = g.lines[c].parent;
-                hops += 1;
-            }
-            0
-        })
-        .collect();
+    // Parents before children: the lines by depth.
+    let depth = |mut j: usize| {
+        let mut d = 0;
+        while let Some(p) = g.lines[j].parent.filter(|_| d <= new) {
+            (j, d) = (p, d + 1);
+        }
+        d
+    };
+    let mut order: Vec<usize> = (0..new).collect();
+    order.sort_by_key(|&j| depth(j));
     let rows = t.line_routes.len().checked_div(old).unwrap_or(0);
-    let mut laid = Vec::with_capacity(rows * new);
-    for row in t.line_routes.chunks_exact(old.max(1)).take(rows) {
-        laid.extend(from.iter().map(|&f| row[f]));
+    let mut laid = vec![0; rows * new];
+    for (row, out) in
+        (t.line_routes.chunks_exact(old.max(1)).take(rows)).zip(laid.chunks_exact_mut(new.max(1)))
+    {
+        let own = |i: usize| was[i].parent.is_none_or(|p| row[i] != row[p]);
+        for &j in &order {
+            out[j] = match (places[j], g.lines[j].parent) {
+                (Some(i), _) if own(i) => row[i],
+                (_, Some(p)) => out[p],
+                (Some(i), None) => row[i],
+                (None, None) => 0,
+            };
+        }
     }
     seen.patterns.clear();
     for (i, row) in laid.chunks_exact(new.max(1)).enumerate() {

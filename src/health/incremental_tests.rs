@@ -632,6 +632,8 @@ struct Paths {
     /// A pool's or a line's index taken by another one (a removal filled).
     pool_moved: usize,
     line_moved: usize,
+    /// A line given another parent.
+    line_reparented: usize,
 }
 
 impl Paths {
@@ -657,6 +659,18 @@ impl Paths {
         let handed = |old: Vec<String>, new: Vec<String>| old.iter().zip(&new).any(|(o, n)| o != n);
         self.pool_moved += (incremental && handed(pools(prev), pools(s))) as usize;
         self.line_moved += (incremental && handed(lines(prev), lines(s))) as usize;
+        let parents = |m: &Snapshot| {
+            let l = &m.model.lines;
+            let of = |x: &crate::config::gslb::Line| x.parent.map(|p| l[p].name.clone());
+            l.iter()
+                .map(|x| (x.name.clone(), of(x)))
+                .collect::<Vec<_>>()
+        };
+        let (was, now) = (parents(prev), parents(s));
+        let moved_under = now
+            .iter()
+            .any(|(n, p)| was.iter().any(|(m, q)| m == n && q != p));
+        self.line_reparented += (incremental && moved_under) as usize;
     }
 
     /// Whether every path was taken often enough for the comparisons to mean something.
@@ -675,6 +689,7 @@ impl Paths {
             && self.line_removed > 0
             && self.pool_moved > 0
             && self.line_moved > 0
+            && self.line_reparented > 0
     }
 }
 

@@ -417,9 +417,12 @@ fn a_line_added_first_keeps_every_file_and_answers_from_its_parent() {
     assert_eq!(from("b", 9), ["192.0.2.2"], "its own route");
     assert_eq!(from("a", 9), ["192.0.2.1"]);
 
-    // Reparented under l2 (whose route is l1's in `a`): the same answers.
+    // Reparented under l2 (whose route is l1's in `a`): the same answers, and nothing
+    // compiled (the line -> route rows are laid out again for the new parent).
     dir.write("main.toml", &main(Some("l2")));
-    reload(&s, 4);
+    let line = reload(&s, 4);
+    assert!(line.contains("include_reused=2"), "{line}");
+    assert!(line.contains("ads_compiled=0"), "{line}");
     assert_eq!(
         (from("a", 9), from("b", 9)),
         (vec!["192.0.2.1".to_string()], vec!["192.0.2.2".to_string()])
