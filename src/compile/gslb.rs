@@ -27,14 +27,13 @@ pub(super) fn compile(
     // Lists no row uses any more pile up in the stored-once arrays across incremental
     // reloads: past twice what the last full compile stored, compile in full again.
     let bounded = |p: &&Snapshot| lists_len(&p.gslb) <= 2 * p.reuse.lists_at_full + (1 << 16);
-    let from = prev
-        .filter(|p| p.gslb.use_ecs == use_ecs)
-        .filter(bounded)
-        .map(|p| (p, line_places(&p.model, g)));
+    let from = prev.filter(bounded).map(|p| (p, line_places(&p.model, g)));
     let interner = from.as_ref().and_then(|(p, _)| take_interner(&p.reuse));
     match (from, interner) {
         (Some((p, places)), Some(mut interner)) => {
             let mut t = p.gslb.clone_shared();
+            // Read per query only: no row depends on it.
+            t.use_ecs = use_ecs;
             relayout_lines(&mut t, &mut interner, (g, &p.model.lines), &places);
             let health = refresh(&mut t, &p.model, g, &mut interner);
             let mut out = match changed_in_place(g, p) {

@@ -158,6 +158,8 @@ struct Model {
     prefixes_moved: bool,
     /// The last line's parent: l2 instead of l1.
     reparented: bool,
+    /// `[server] ecs = false` (moved with the lines' prefixes).
+    ecs_off: bool,
     /// A line `l0` before the others, and its parent (`l1` or `l2`): placed after them.
     front_line: Option<usize>,
     /// Line `l3` removed (`l0`, when there, takes its place; access domains do not name
@@ -183,6 +185,7 @@ impl Model {
             front_pool: false,
             prefixes_moved: false,
             reparented: false,
+            ecs_off: false,
             front_line: None,
             l3_gone: false,
             round_robin: vec![false; POOLS],
@@ -233,6 +236,9 @@ impl Model {
              soa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n\
              records = [\"ns A 192.0.2.53\", \"*.w A 192.0.2.54\", \"c CNAME d4\"]\n",
         );
+        if self.ecs_off {
+            t = t.replacen("shards = [0]\n", "shards = [0]\necs = false\n", 1);
+        }
         if let Some(p) = self.front_line {
             let _ = write!(
                 t,
@@ -439,7 +445,8 @@ impl Model {
             }
             6 => {
                 self.prefixes_moved ^= true;
-                "the lines' prefixes moved (main file)"
+                self.ecs_off ^= true;
+                "the lines' prefixes moved and ECS turned on or off (main file)"
             }
             7 => {
                 self.front_pool ^= true;
@@ -504,8 +511,8 @@ fn view(s: &Snapshot) -> String {
     let _ = writeln!(out, "slots {:?}", s.model.slots);
     let _ = writeln!(
         out,
-        "{:?} {:?} {:?} {:?} {:?} {}",
-        g.addrs, g.arena, g.pools, g.pool_addrs, g.lines, g.nlines
+        "{:?} {:?} {:?} {:?} {:?} {} ecs {}",
+        g.addrs, g.arena, g.pools, g.pool_addrs, g.lines, g.nlines, g.use_ecs
     );
     out
 }
