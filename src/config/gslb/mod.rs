@@ -506,11 +506,8 @@ fn reorder<T>(items: &mut Vec<T>, order: &[usize]) {
 /// wherever the order shows: an access domain's list keeps its own order). The first
 /// load of a file, and `gtmd check`, take the file's order.
 fn keep_pool_places(main: &Arc<str>, pools: &mut Vec<Pool>, names: &mut HashMap<String, usize>) {
-    let last = PLACES.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(last) = last.as_ref().and_then(|m| m.get(main)) else {
-        return;
-    };
-    let Some(order) = filling(&last.pools, pools.iter().map(|p| p.name.as_str())) else {
+    let now = pools.iter().map(|p| p.name.as_str());
+    let Some(order) = places_of(main, |p| &p.pools, now) else {
         return;
     };
     reorder(pools, &order);
@@ -524,11 +521,8 @@ fn keep_pool_places(main: &Arc<str>, pools: &mut Vec<Pool>, names: &mut HashMap<
 /// place to the last one, so every access domain keeps its lines' indices (but those
 /// naming that one) and the included files are shared; parents are renumbered.
 fn keep_line_places(main: &Arc<str>, lines: &mut Vec<Line>, names: &mut HashMap<String, usize>) {
-    let last = PLACES.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(last) = last.as_ref().and_then(|m| m.get(main)) else {
-        return;
-    };
-    let Some(order) = filling(&last.lines, lines.iter().map(|l| l.name.as_str())) else {
+    let now = lines.iter().map(|l| l.name.as_str());
+    let Some(order) = places_of(main, |p| &p.lines, now) else {
         return;
     };
     let mut to = vec![0; order.len()];
@@ -542,6 +536,17 @@ fn keep_line_places(main: &Arc<str>, lines: &mut Vec<Line>, names: &mut HashMap<
     for (i, l) in lines.iter().enumerate() {
         names.insert(l.name.clone(), i);
     }
+}
+
+/// [`filling`] against the names (`which` of them) the last load of `main` placed;
+/// `None` the first time, or when nothing moves.
+fn places_of<'a>(
+    main: &Arc<str>,
+    which: fn(&Places) -> &Vec<String>,
+    now: impl Iterator<Item = &'a str>,
+) -> Option<Vec<usize>> {
+    let last = PLACES.lock().unwrap_or_else(|e| e.into_inner());
+    filling(which(last.as_ref()?.get(main)?), now)
 }
 
 /// Notes the lines and pools of a load of `main` that had no error, for the next one.
