@@ -163,6 +163,61 @@ pub(crate) fn publish(file: &Path, nats: &str, wait: u64) -> Output {
         .expect("run gtmd publish")
 }
 
+/// [`publish`], calling `numbered` once it has said which epoch it published (while it
+/// waits for the edges).
+fn publish_then(file: &Path, nats: &str, wait: u64, numbered: impl FnOnce()) -> Output {
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(BIN)
+        .args([
+            "publish",
+            "--config",
+            file.to_str().unwrap(),
+            "--nats",
+            nats,
+        ])
+        .args(["--wait", &wait.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gtmd publish");
+    let mut err = child.stderr.take().unwrap();
+    let errs = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (mut stdout, mut line, mut numbered) = (Vec::new(), String::new(), Some(numbered));
+    while out.read_line(&mut line).unwrap_or(0) > 0 {
+        if line.starts_with("published epoch ") {
+            if let Some(f) = numbered.take() {
+                f();
+            }
+        }
+        stdout.extend_from_slice(line.as_bytes());
+        line.clear();
+    }
+    // Whatever it said, the caller's `numbered` runs (an edge held still is let go).
+    if let Some(f) = numbered {
+        f();
+    }
+    let status = child.wait().expect("wait for gtmd publish");
+    Output {
+        status,
+        stdout,
+        stderr: errs.join().unwrap(),
+    }
+}
+
+/// Sends `sig` to `pid` (a process this test started).
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: signalling a process this test started.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
 pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -556,10 +611,15 @@ fn an_edge_boots_from_last_known_good_and_epochs_only_move_forward() {
     // The engine emptied again under the running edge: a publish before the edge's report
     // is back is numbered 1 again; it waits for the edge, which serves epoch 2 and never
     // applies it, and says so (exit 1).
+    // The edge is held still until the publish has numbered its epoch: else its report,
+    // written as soon as it reconnects, can be back first (and the epoch is then 3).
     nats.stop();
     std::fs::remove_dir_all(&nats.store).unwrap();
+    signal(e.pid(), libc::SIGSTOP);
     nats.restart();
-    let out = publish(&published(&dir, "192.0.2.35", ""), &nats.url(), 20);
+    let out = publish_then(&published(&dir, "192.0.2.35", ""), &nats.url(), 20, || {
+        signal(e.pid(), libc::SIGCONT)
+    });
     let said = text(&out);
     assert!(said.contains("published epoch 1 "), "{said}");
     assert!(
