@@ -725,26 +725,24 @@ impl Writer {
 
     /// The active pool of slot `s` given each pool's state: the first healthy candidate,
     /// except that a non-preemptive route keeps `cur` while it is healthy and still a
-    /// candidate.
+    /// candidate. The access domain's policy is read only when that question arises (a
+    /// healthy `cur` that is not the first): a health change can touch a million slots,
+    /// and each policy read is a cache miss.
     fn active_of(&self, s: usize, pool: &[bool], cur: u32) -> u32 {
         let snap = &self.snap;
-        let ad = &snap.model.access_domains[snap.model.slots[s].ad as usize];
         let first = snap
             .slot_pools(s)
             .find(|&p| pool[p])
             .map_or(NO_POOL, |p| p as u32);
-        match ad.policy {
-            PoolPolicy::GlobalAvailability { preemptive: false } => {
-                if cur != NO_POOL
-                    && pool[cur as usize]
-                    && snap.slot_pools(s).any(|p| p == cur as usize)
-                {
-                    cur
-                } else {
-                    first
-                }
-            }
-            _ => first,
+        if first == cur || cur == NO_POOL || !pool.get(cur as usize).copied().unwrap_or(false) {
+            return first;
+        }
+        let ad = &snap.gslb.ads[snap.model.slots[s].ad as usize];
+        let sticky = ad.policy == (PoolPolicy::GlobalAvailability { preemptive: false });
+        if sticky && snap.slot_pools(s).any(|p| p == cur as usize) {
+            cur
+        } else {
+            first
         }
     }
 
@@ -792,19 +790,21 @@ impl Writer {
         // Held by this frame, so the slots can be read while `self.active` is written.
         let snap = self.snap.clone();
         let g = &snap.gslb;
-        // Per entry of the shared candidate lists: whether its pool changed, so a route's
-        // test reads its own list's flags (lists are stored once, routes share them; a
-        // list no route names any more may name a pool since removed).
-        let hit: Vec<bool> = g
-            .route_pools
-            .iter()
-            .map(|&(p, _)| changed.get(p as usize).copied().unwrap_or(false))
-            .collect();
+        // Per entry of the shared candidate lists (stored once, routes share them; a list
+        // no route names any more may name a pool since removed): `next[i]` is the first
+        // entry at or after `i` whose pool changed, so that a route's test is one load
+        // (this scan reads every route: ~10M at a million access domains).
+        let n = g.route_pools.len();
+        let mut next = vec![n as u32; n + 1];
+        for (i, &(p, _)) in g.route_pools.iter().enumerate().rev() {
+            let hit = changed.get(p as usize).copied().unwrap_or(false);
+            next[i] = if hit { i as u32 } else { next[i + 1] };
+        }
         let hit_slots = g
             .routes
             .iter()
             .enumerate()
-            .filter(|(_, r)| hit[r.start as usize..(r.start + r.len) as usize].contains(&true))
+            .filter(|(_, r)| next[r.start as usize] < r.start + r.len)
             .map(|(s, _)| s);
         self.move_slots(pool, hit_slots, true)
     }

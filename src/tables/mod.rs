@@ -300,7 +300,7 @@ impl Snapshot {
 
     /// Whether slot `s` has an active pool that matters (global availability, nearest).
     pub fn slot_tracked(&self, s: usize) -> bool {
-        let ad = &self.model.access_domains[self.model.slots[s].ad as usize];
+        let ad = &self.gslb.ads[self.model.slots[s].ad as usize];
         matches!(
             ad.policy,
             crate::config::gslb::PoolPolicy::GlobalAvailability { .. }
