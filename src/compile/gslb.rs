@@ -24,10 +24,7 @@ pub(super) fn compile(
     use_ecs: bool,
     prev: Option<&Snapshot>,
 ) -> (GslbTables, Model, Reuse) {
-    // Lists no row uses any more pile up in the stored-once arrays across incremental
-    // reloads: past twice what the last full compile stored, compile in full again.
-    let bounded = |p: &&Snapshot| lists_len(&p.gslb) <= 2 * p.reuse.lists_at_full + (1 << 16);
-    let from = prev.filter(bounded).map(|p| (p, line_places(&p.model, g)));
+    let from = prev.map(|p| (p, line_places(&p.model, g)));
     let interner = from.as_ref().and_then(|(p, _)| take_interner(&p.reuse));
     match (from, interner) {
         (Some((p, places)), Some(mut interner)) => {
@@ -41,10 +38,40 @@ pub(super) fn compile(
                 None => incremental(g, p, (t, interner)),
             };
             out.2.health_fresh = health;
-            out
+            match reclaim(&mut out) {
+                true => out,
+                false => full(g, use_ecs),
+            }
         }
         _ => full(g, use_ecs),
     }
+}
+
+/// Past this many times the entries the stored-once lists had after the last compaction
+/// (plus [`LISTS_SLACK`]), the lists no row names any more are reclaimed (under test, at
+/// any growth, so that the randomised reloads compact often).
+const LISTS_GROWTH: usize = if cfg!(test) { 1 } else { 2 };
+const LISTS_SLACK: usize = if cfg!(test) { 0 } else { 1 << 16 };
+
+/// Lists no row uses any more pile up in the stored-once arrays across incremental
+/// reloads: past [`LISTS_GROWTH`] times their size at the last compaction, they are
+/// reclaimed in place ([`compact::compact`]). `false`: that could not be done, or left
+/// more than half the entries dead (lengths that no live list has): the caller compiles
+/// in full.
+fn reclaim((t, _, reuse): &mut (GslbTables, Model, Reuse)) -> bool {
+    if lists_len(t) <= LISTS_GROWTH * reuse.lists_at_full + LISTS_SLACK {
+        return true;
+    }
+    let mut held = reuse.interner.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(live) = held
+        .as_mut()
+        .and_then(|seen| super::compact::compact(t, seen))
+    else {
+        return false;
+    };
+    reuse.lists_at_full = lists_len(t);
+    reuse.compacted = true;
+    lists_len(t) <= 2 * live + LISTS_SLACK
 }
 
 /// Brings the tables that do not grow with access domains (addresses, pools, fallback

@@ -6,6 +6,7 @@
 //! most specific zone answers). `gtmd check` runs exactly this.
 
 mod chain;
+mod compact;
 mod encode;
 mod gslb;
 mod patch;

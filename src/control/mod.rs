@@ -969,6 +969,7 @@ fn reload(
     let names_kept = Arc::ptr_eq(&snap.names, &prev.names);
     let names_patched = !names_kept && snap.names.patched;
     let ads_compiled = snap.reuse.compiled;
+    let lists_compacted = snap.reuse.compacted;
     drop(prev);
     // As the compile: on small pages where they are collapsed after (compile_with).
     crate::sys::small_pages_if_collapsible(|| publish(s, &cfg, snap, *generation));
@@ -986,6 +987,7 @@ fn reload(
         names_kept,
         names_patched,
         ads_compiled,
+        lists_compacted,
         "reload: new configuration serving"
     );
     *current = cfg;

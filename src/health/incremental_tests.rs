@@ -641,6 +641,8 @@ struct Paths {
     line_moved: usize,
     /// A line given another parent.
     line_reparented: usize,
+    /// The lists no row names any more reclaimed in place.
+    compacted: usize,
 }
 
 impl Paths {
@@ -678,6 +680,7 @@ impl Paths {
             .iter()
             .any(|(n, p)| was.iter().any(|(m, q)| m == n && q != p));
         self.line_reparented += (incremental && moved_under) as usize;
+        self.compacted += s.reuse.compacted as usize;
     }
 
     /// Whether every path was taken often enough for the comparisons to mean something.
@@ -697,6 +700,7 @@ impl Paths {
             && self.pool_moved > 0
             && self.line_moved > 0
             && self.line_reparented > 0
+            && self.compacted > n / 20
     }
 }
 

@@ -527,3 +527,91 @@ fn a_name_added_to_an_early_file_moves_no_other() {
         "a1 is gone"
     );
 }
+
+/// Access domains given new candidate lists again and again: the lists no row names any
+/// more pile up until the reload that reclaims them in place (the server says
+/// `lists_compacted=true`), and every answer follows the file at every step.
+#[test]
+fn lists_left_behind_by_edits_are_reclaimed_and_answers_follow_the_files() {
+    const POOLS: u32 = 64;
+    const ADS: u32 = 3000;
+    let dir = TempDir::new("includes-compact");
+    let mut main = String::from(
+        "version = 1\ninclude = [\"ads.toml\"]\n[server]\nshards = [0]\n[control]\nlisten = \"off\"\n\
+         [[zone]]\nname = \"i.test.\"\nsoa = { mname = \"ns\", rname = \"h\" }\nns = [\"ns\"]\n\
+         records = [\"ns A 192.0.2.253\"]\n",
+    );
+    for p in 0..POOLS {
+        main += &format!(
+            "[[address]]\nname = \"x{p}\"\nvalue = \"192.0.2.{}\"\n[[pool]]\nname = \"p{p}\"\n\
+             type = \"ipv4\"\naddresses = [\"x{p}\"]\n",
+            p + 1
+        );
+    }
+    for l in 0..8 {
+        main += &format!("[[line]]\nname = \"l{l}\"\nprefixes = [\"10.{l}.0.0/16\"]\n");
+    }
+    let cfg = dir.write("main.toml", &main);
+    // Each access domain's line lists (3 distinct pools each) for a seed; the first pool
+    // answers (every address is up).
+    let lists = |seed: u64| -> Vec<[[u32; 3]; 8]> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            (x ^= x << 13, x ^= x >> 7, x ^= x << 17);
+            (x % u64::from(POOLS)) as u32
+        };
+        (0..ADS)
+            .map(|_| {
+                [(); 8].map(|_| {
+                    let a = next();
+                    let b = (a + 1 + next() % (POOLS - 1)) % POOLS;
+                    let c = (0..).map(|_| next()).find(|&c| c != a && c != b).unwrap();
+                    [a, b, c]
+                })
+            })
+            .collect()
+    };
+    let write = |l: &[[[u32; 3]; 8]]| {
+        let mut t = String::new();
+        for (i, ad) in l.iter().enumerate() {
+            t += &format!(
+                "[[access-domain]]\nname = \"a{i}.i.test.\"\ntype = \"A\"\npolicy = \"nearest\"\n\
+                 [access-domain.lines]\ndefault = [\"p0\"]\n"
+            );
+            for (li, p) in ad.iter().enumerate() {
+                t += &format!("l{li} = [\"p{}\", \"p{}\", \"p{}\"]\n", p[0], p[1], p[2]);
+            }
+        }
+        dir.write("ads.toml", &t);
+    };
+    let check = |s: &Server, l: &[[[u32; 3]; 8]], step: u64| {
+        for i in (0..ADS as usize).step_by(97) {
+            let line = (i + step as usize) % 8;
+            let q =
+                Q::new(&format!("a{i}.i.test"), A)
+                    .edns(1232)
+                    .ecs(1, 24, 0, &[10, line as u8, 0]);
+            let got = s.udp(&q.build()).expect("an answer").answers(A);
+            let want = format!("192.0.2.{}", l[i][line][0] + 1);
+            assert_eq!(got, [want], "step {step}: a{i} from l{line}");
+        }
+    };
+    write(&lists(1));
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    check(&s, &lists(1), 1);
+    let mut compacted = Vec::new();
+    for step in 2..=5 {
+        let l = lists(step);
+        write(&l);
+        let said = reload(&s, step as u32);
+        assert!(said.contains("ads_compiled=3000"), "{said}");
+        if said.contains("lists_compacted=true") {
+            compacted.push(step);
+        }
+        check(&s, &l, step);
+    }
+    // Each edit adds ~96k entries of new lists: past twice the 96k of the start (and the
+    // slack of 65,536), at the third, the second's lists are dead and the third's move
+    // into their places.
+    assert!(compacted.contains(&3), "compacted at {compacted:?}");
+}

@@ -1,0 +1,336 @@
+//! Reclaims, in place, the stored-once lists no row names any more. An incremental reload
+//! appends the lists it has not seen (candidate lists in `route_pools`, fallback address
+//! lists, fallback shapes, line -> route rows) and leaves the ones its edit stopped
+//! using, so they pile up from reload to reload. Rather than compiling every table again
+//! (which peaks at a third more than the serving memory at a million access domains),
+//! the live lists past a cut move into dead lists of their length before it, the arrays
+//! are cut there, and only the rows that named a moved list are written again (in copies
+//! of the chunks they lie in): the lists added last are the ones that move, and few rows
+//! name those.
+
+use foldhash::HashMap;
+
+use crate::tables::gslb::{GslbTables, RouteInterner};
+
+/// A stored list: where it starts, its length, whether a row names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Item {
+    start: u32,
+    len: u32,
+    live: bool,
+}
+
+/// Where the arrays end once compacted, and the moves (from, to) that bring every live
+/// item before that end: each live item past the cut takes a dead item of its length
+/// before it. The cut is the lowest for which there are enough: walking back from the
+/// end, each item passed (a live one needing a hole, a dead one no longer being one)
+/// takes one dead item of its length, until one length has none left. `items`: sorted by
+/// start, none overlapping.
+fn fill_from_end(items: &[Item], end: u32) -> (u32, Vec<(u32, u32)>) {
+    let mut spare: HashMap<u32, usize> = HashMap::default();
+    for it in items.iter().filter(|it| !it.live) {
+        *spare.entry(it.len).or_default() += 1;
+    }
+    let mut cut = items.len();
+    while cut > 0 {
+        match spare.get_mut(&items[cut - 1].len) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => break,
+        }
+        cut -= 1;
+    }
+    let at = items.get(cut).map_or(end, |it| it.start);
+    let mut holes: HashMap<u32, Vec<u32>> = HashMap::default();
+    for it in items[..cut].iter().rev().filter(|it| !it.live) {
+        holes.entry(it.len).or_default().push(it.start);
+    }
+    let moves = items[cut..]
+        .iter()
+        .filter(|it| it.live)
+        .map(|it| {
+            let to = holes.get_mut(&it.len).and_then(Vec::pop);
+            (
+                it.start,
+                to.expect("the cut leaves a hole per live item past it"),
+            )
+        })
+        .collect();
+    (at, moves)
+}
+
+/// Items sorted by start, or `None` if two overlap (the arrays are not what the interner
+/// says: the caller compiles in full instead).
+fn sorted(mut items: Vec<Item>) -> Option<Vec<Item>> {
+    items.sort_unstable_by_key(|it| it.start);
+    let disjoint = items
+        .windows(2)
+        .all(|w| w[0].start + w[0].len <= w[1].start);
+    disjoint.then_some(items)
+}
+
+/// A move as a map from old start to new start (`u32::MAX`: not moved), over `len`
+/// positions.
+fn moved_map(moves: &[(u32, u32)], len: usize) -> Vec<u32> {
+    let mut to = vec![u32::MAX; len];
+    for &(from, dest) in moves {
+        to[from as usize] = dest;
+    }
+    to
+}
+
+/// Compacts one interned arena in place: its items are the interner's entries, `live`
+/// says which start and length a row names. Returns the old start -> new start map, or
+/// `None` when the interner and the arena disagree.
+fn compact_arena<T: Copy + Eq + std::hash::Hash>(
+    arena: &mut Vec<T>,
+    seen: &mut HashMap<Vec<T>, u32>,
+    (live, nlive): (impl Fn(u32, u32) -> bool, usize),
+) -> Option<(Vec<u32>, usize)> {
+    let items = seen
+        .iter()
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, &start)| Item {
+            start,
+            len: k.len() as u32,
+            live: live(start, k.len() as u32),
+        });
+    let items = sorted(items.collect())?;
+    // Every list a row names must be an entry (else it could lie past the cut).
+    let live_items = items.iter().filter(|it| it.live);
+    if live_items.clone().count() != nlive
+        || items
+            .last()
+            .is_some_and(|it| (it.start + it.len) as usize > arena.len())
+    {
+        return None;
+    }
+    let live_len: usize = live_items.map(|it| it.len as usize).sum();
+    let (cut, moves) = fill_from_end(&items, arena.len() as u32);
+    let len_at: HashMap<u32, u32> = items.iter().map(|it| (it.start, it.len)).collect();
+    let mut filled = vec![false; arena.len()];
+    for &(from, to) in &moves {
+        let (f, t, n) = (from as usize, to as usize, len_at[&from] as usize);
+        arena.copy_within(f..f + n, t);
+        filled[t] = true;
+    }
+    arena.truncate(cut as usize);
+    let to = moved_map(&moves, filled.len() + 1);
+    seen.retain(|k, start| {
+        let s = *start as usize;
+        if k.is_empty() {
+            // An empty list starts anywhere in the arena.
+            *start = (*start).min(cut);
+        } else if to[s] != u32::MAX {
+            *start = to[s];
+        } else if filled[s] || s >= cut as usize {
+            return false;
+        }
+        true
+    });
+    Some((to, live_len))
+}
+
+/// Where each list moved: old start -> new start (`u32::MAX`: not moved), and the
+/// arena's new length (an empty list may start anywhere up to it).
+struct Moved {
+    to: Vec<u32>,
+    end: u32,
+}
+
+impl Moved {
+    /// The new start of the list at `start` of `len` entries.
+    fn start(&self, start: u32, len: u32) -> u32 {
+        match self.to[start as usize] {
+            _ if len == 0 => start.min(self.end),
+            u32::MAX => start,
+            to => to,
+        }
+    }
+}
+
+/// Fixed-size entries (fallback shapes, line -> route rows), `live` saying which a row
+/// names: every dead one is filled or cut. Returns their new number and old index -> new
+/// index.
+fn compact_units(live: &[bool]) -> (usize, Vec<(u32, u32)>, Vec<u32>) {
+    let units: Vec<Item> = (0..live.len() as u32)
+        .map(|i| Item {
+            start: i,
+            len: 1,
+            live: live[i as usize],
+        })
+        .collect();
+    let (n, moves) = fill_from_end(&units, units.len() as u32);
+    let to = moved_map(&moves, units.len());
+    (n as usize, moves, to)
+}
+
+/// Reclaims the lists no row of `t` names (see the module's text), and returns how many
+/// entries of the lists the rows name. `None`: the interner does not describe the arrays
+/// (the caller compiles in full, which replaces whatever was changed).
+pub(super) fn compact(t: &mut GslbTables, seen: &mut RouteInterner) -> Option<usize> {
+    if seen.fb_keys.len() != t.fallbacks.len() || t.nlines == 0 && !t.line_routes.is_empty() {
+        return None;
+    }
+    // What the routes name: candidate lists (by start, their length), fallback shapes.
+    let mut list_len = vec![0u32; t.route_pools.len() + 1];
+    let mut shape_live = vec![false; t.fallbacks.len()];
+    for r in t.routes.iter() {
+        if r.len > 0 {
+            list_len[r.start as usize] = r.len;
+        }
+        *shape_live.get_mut(r.fb as usize)? = true;
+    }
+    let nlists = list_len.iter().filter(|&&n| n > 0).count();
+    let live = |s: u32, n: u32| list_len[s as usize] == n;
+    let (to, live_pools) = compact_arena(&mut t.route_pools, &mut seen.pool_lists, (live, nlists))?;
+    let lists = Moved {
+        to,
+        end: t.route_pools.len() as u32,
+    };
+    let (shape_to, live_fb) = compact_shapes(t, seen, &shape_live, &lists)?;
+    let (row_to, live_rows) = compact_rows(t, seen);
+    rewrite_rows(t, &lists, &shape_to, &row_to);
+    Some(live_pools + live_fb + live_rows)
+}
+
+/// The fallback shapes compacted (each keyed by its candidate list, moved as `lists`
+/// says), then the fallback address lists they name. Returns the shapes' old index -> new
+/// index and the live entries of the address lists.
+fn compact_shapes(
+    t: &mut GslbTables,
+    seen: &mut RouteInterner,
+    live: &[bool],
+    lists: &Moved,
+) -> Option<(Vec<u32>, usize)> {
+    let (n, moves, shape_to) = compact_units(live);
+    for &(from, to) in &moves {
+        t.fallbacks[to as usize] = t.fallbacks[from as usize];
+        seen.fb_keys[to as usize] = seen.fb_keys[from as usize];
+    }
+    t.fallbacks.truncate(n);
+    seen.fb_keys.truncate(n);
+    for k in &mut seen.fb_keys {
+        k.0 = lists.start(k.0, k.1);
+    }
+    seen.fb_of = (seen.fb_keys.iter().enumerate())
+        .map(|(i, &k)| (k, i as u32))
+        .collect();
+    let named: std::collections::HashSet<(u32, u32)> = (t.fallbacks.iter().copied())
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    let live = |s: u32, n: u32| named.contains(&(s, n));
+    let (to, live_fb) = compact_arena(&mut t.fallback, &mut seen.fb_lists, (live, named.len()))?;
+    let moved = Moved {
+        to,
+        end: t.fallback.len() as u32,
+    };
+    for (at, len) in &mut t.fallbacks {
+        *at = moved.start(*at, *len);
+    }
+    Some((shape_to, live_fb))
+}
+
+/// The line -> route rows compacted; returns old row -> new row and the live entries.
+fn compact_rows(t: &mut GslbTables, seen: &mut RouteInterner) -> (Vec<u32>, usize) {
+    let nlines = t.nlines.max(1) as usize;
+    let mut live = vec![false; t.line_routes.len() / nlines];
+    for a in t.ads.iter() {
+        if let Some(l) = live.get_mut(a.pattern as usize) {
+            *l = true;
+        }
+    }
+    let (n, moves, row_to) = compact_units(&live);
+    for &(from, to) in &moves {
+        let (f, d) = (from as usize * nlines, to as usize * nlines);
+        t.line_routes.copy_within(f..f + nlines, d);
+    }
+    t.line_routes.truncate(n * nlines);
+    seen.patterns.clear();
+    for (i, row) in t.line_routes.chunks_exact(nlines).enumerate() {
+        seen.patterns.entry(row.to_vec()).or_insert(i as u32);
+    }
+    (row_to, n * nlines)
+}
+
+/// The routes and access domains that named a list, shape or row that moved, written
+/// again (in copies of the chunks they lie in).
+fn rewrite_rows(t: &mut GslbTables, lists: &Moved, shape_to: &[u32], row_to: &[u32]) {
+    let routes: Vec<(usize, u32, u32)> = (t.routes.iter().enumerate())
+        .filter_map(|(s, r)| {
+            let start = lists.start(r.start, r.len);
+            let fb = match shape_to[r.fb as usize] {
+                u32::MAX => r.fb,
+                to => to,
+            };
+            (start != r.start || fb != r.fb).then_some((s, start, fb))
+        })
+        .collect();
+    for (s, start, fb) in routes {
+        let r = t.routes.make_mut(s);
+        (r.start, r.fb) = (start, fb);
+    }
+    let ads: Vec<(usize, u32)> = (t.ads.iter().enumerate())
+        .filter_map(|(i, a)| {
+            let to = *row_to.get(a.pattern as usize)?;
+            (to != u32::MAX).then_some((i, to))
+        })
+        .collect();
+    for (i, to) in ads {
+        t.ads.make_mut(i).pattern = to;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(v: &[(u32, u32, bool)]) -> Vec<Item> {
+        v.iter()
+            .map(|&(start, len, live)| Item { start, len, live })
+            .collect()
+    }
+
+    #[test]
+    fn the_last_live_items_fill_dead_ones_of_their_length() {
+        // [0,2) dead, [2,3) live, [3,5) live, [5,6) dead, [6,8) live.
+        let it = items(&[
+            (0, 2, false),
+            (2, 1, true),
+            (3, 2, true),
+            (5, 1, false),
+            (6, 2, true),
+        ]);
+        // Past the cut at 5: the dead [5,6) and the live [6,8), which takes [0,2).
+        assert_eq!(fill_from_end(&it, 8), (5, vec![(6, 0)]));
+    }
+
+    #[test]
+    fn a_length_with_no_hole_stops_the_cut() {
+        // The last live item has no dead one of its length: nothing moves, the trailing
+        // dead ones go.
+        let it = items(&[(0, 3, false), (3, 2, true), (5, 1, false)]);
+        assert_eq!(fill_from_end(&it, 6), (5, vec![]));
+        let it = items(&[(0, 3, false), (3, 2, true)]);
+        assert_eq!(fill_from_end(&it, 5), (5, vec![]));
+    }
+
+    #[test]
+    fn units_compact_fully() {
+        let live = [false, true, false, false, true, true, false, true];
+        let it: Vec<Item> = (0..8)
+            .map(|i| Item {
+                start: i,
+                len: 1,
+                live: live[i as usize],
+            })
+            .collect();
+        let (cut, moves) = fill_from_end(&it, 8);
+        assert_eq!(cut, 4);
+        let mut now = live.to_vec();
+        for (f, t) in moves {
+            assert!(f >= cut && t < cut && !now[t as usize]);
+            now[t as usize] = true;
+        }
+        assert!(now[..4].iter().all(|&l| l));
+    }
+}
