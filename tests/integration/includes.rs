@@ -557,7 +557,9 @@ fn lists_left_behind_by_edits_are_reclaimed_and_answers_follow_the_files() {
     let lists = |seed: u64| -> Vec<[[u32; 3]; 8]> {
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut next = move || {
-            (x ^= x << 13, x ^= x >> 7, x ^= x << 17);
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
             (x % u64::from(POOLS)) as u32
         };
         (0..ADS)
