@@ -58,14 +58,36 @@ fn fill_from_end(items: &[Item], end: u32) -> (u32, Vec<(u32, u32)>) {
     (at, moves)
 }
 
-/// Items sorted by start, or `None` if two overlap (the arrays are not what the interner
-/// says: the caller compiles in full instead).
-fn sorted(mut items: Vec<Item>) -> Option<Vec<Item>> {
+/// Items sorted by start, with what lies between them (lists the interner no longer
+/// knows: see `reindex.rs`) as dead items of that length, up to `end`; or `None` if two
+/// overlap or one passes `end` (the arrays are not what the interner says: the caller
+/// compiles in full instead).
+fn sorted(mut items: Vec<Item>, end: u32) -> Option<Vec<Item>> {
     items.sort_unstable_by_key(|it| it.start);
-    let disjoint = items
-        .windows(2)
-        .all(|w| w[0].start + w[0].len <= w[1].start);
-    disjoint.then_some(items)
+    let mut out = Vec::with_capacity(items.len());
+    let mut at = 0;
+    let last = Item {
+        start: end,
+        len: 0,
+        live: false,
+    };
+    for it in items.into_iter().chain([last]) {
+        if it.start < at {
+            return None;
+        }
+        if it.start > at {
+            out.push(Item {
+                start: at,
+                len: it.start - at,
+                live: false,
+            });
+        }
+        at = it.start + it.len;
+        if it.len > 0 {
+            out.push(it);
+        }
+    }
+    Some(out)
 }
 
 /// A move as a map from old start to new start (`u32::MAX`: not moved), over `len`
@@ -94,14 +116,10 @@ fn compact_arena<T: Copy + Eq + std::hash::Hash>(
             len: k.len() as u32,
             live: live(start, k.len() as u32),
         });
-    let items = sorted(items.collect())?;
+    let items = sorted(items.collect(), arena.len() as u32)?;
     // Every list a row names must be an entry (else it could lie past the cut).
     let live_items = items.iter().filter(|it| it.live);
-    if live_items.clone().count() != nlive
-        || items
-            .last()
-            .is_some_and(|it| (it.start + it.len) as usize > arena.len())
-    {
+    if live_items.clone().count() != nlive {
         return None;
     }
     let live_len: usize = live_items.map(|it| it.len as usize).sum();

@@ -25,7 +25,10 @@ pub(super) fn compile(
     prev: Option<&Snapshot>,
 ) -> (GslbTables, Model, Reuse) {
     let from = prev.map(|p| (p, line_places(&p.model, g)));
-    let interner = from.as_ref().and_then(|(p, _)| take_interner(&p.reuse));
+    // Without one (a reload refused after its compile dropped it), read back from the
+    // tables rather than compile them all.
+    let interner = (from.as_ref())
+        .map(|(p, _)| take_interner(&p.reuse).unwrap_or_else(|| super::reindex::rebuild(p)));
     match (from, interner) {
         (Some((p, places)), Some(mut interner)) => {
             let mut t = p.gslb.clone_shared();
@@ -137,7 +140,7 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
 
 /// The interner of the snapshot `reuse` belongs to: a copy when it is small (a reload
 /// refused after its compile then leaves it to the next one), else the interner itself
-/// (and the next reload after a refused one compiles in full).
+/// (and the next reload after a refused one reads it back from the tables).
 fn take_interner(reuse: &Reuse) -> Option<Box<RouteInterner>> {
     let mut held = reuse.interner.lock().ok()?;
     match held.as_ref() {

@@ -10,6 +10,7 @@ mod compact;
 mod encode;
 mod gslb;
 mod patch;
+mod reindex;
 mod zone;
 
 use foldhash::HashMap;

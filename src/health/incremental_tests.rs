@@ -643,6 +643,8 @@ struct Paths {
     line_reparented: usize,
     /// The lists no row names any more reclaimed in place.
     compacted: usize,
+    /// Compiled with the list index read back from the tables (a refused reload took it).
+    reindexed: usize,
 }
 
 impl Paths {
@@ -701,6 +703,7 @@ impl Paths {
             && self.line_moved > 0
             && self.line_reparented > 0
             && self.compacted > n / 20
+            && self.reindexed > n / 20
     }
 }
 
@@ -731,6 +734,12 @@ fn incremental_reload_equals_full_compile() {
             full.set_probe(&a, up);
             let cfg = load(&model.write());
             let prev = inc.snapshot().clone();
+            // A reload refused after its compile took the list index: the next one reads
+            // it back from the tables.
+            if rng.below(6) == 0 {
+                *prev.reuse.interner.lock().unwrap() = None;
+                paths.reindexed += 1;
+            }
             let s_inc = compile_with(&cfg, gen, Cpus::All, Some(&prev)).unwrap();
             let s_full = compile(&cfg, gen).unwrap();
             paths.count(&s_inc, &prev);

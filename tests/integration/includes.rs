@@ -530,11 +530,15 @@ fn a_name_added_to_an_early_file_moves_no_other() {
 
 /// Access domains given new candidate lists again and again: the lists no row names any
 /// more pile up until the reload that reclaims them in place (the server says
-/// `lists_compacted=true`), and every answer follows the file at every step.
+/// `lists_compacted=true`), and every answer follows the file at every step. A reload
+/// refused after its compile (a zone that does not compile) drops the compiler's list
+/// index; the next one reads it back from the tables and compiles only what changed.
 #[test]
 fn lists_left_behind_by_edits_are_reclaimed_and_answers_follow_the_files() {
     const POOLS: u32 = 64;
-    const ADS: u32 = 3000;
+    // Enough lists that the compiler's index (over 100,000 entries) is handed on, not
+    // copied, so the refused reload below takes it.
+    const ADS: u32 = 4500;
     let dir = TempDir::new("includes-compact");
     let mut main = String::from(
         "version = 1\ninclude = [\"ads.toml\"]\n[server]\nshards = [0]\n[control]\nlisten = \"off\"\n\
@@ -552,6 +556,7 @@ fn lists_left_behind_by_edits_are_reclaimed_and_answers_follow_the_files() {
         main += &format!("[[line]]\nname = \"l{l}\"\nprefixes = [\"10.{l}.0.0/16\"]\n");
     }
     let cfg = dir.write("main.toml", &main);
+    let good_main = main.clone();
     // Each access domain's line lists (3 distinct pools each) for a seed; the first pool
     // answers (every address is up).
     let lists = |seed: u64| -> Vec<[[u32; 3]; 8]> {
@@ -606,7 +611,7 @@ fn lists_left_behind_by_edits_are_reclaimed_and_answers_follow_the_files() {
         let l = lists(step);
         write(&l);
         let said = reload(&s, step as u32);
-        assert!(said.contains("ads_compiled=3000"), "{said}");
+        assert!(said.contains("ads_compiled=4500"), "{said}");
         if said.contains("lists_compacted=true") {
             compacted.push(step);
         }
@@ -616,4 +621,30 @@ fn lists_left_behind_by_edits_are_reclaimed_and_answers_follow_the_files() {
     // slack of 65,536), at the third, the second's lists are dead and the third's move
     // into their places.
     assert!(compacted.contains(&3), "compacted at {compacted:?}");
+
+    // An NS at a wildcard is refused by the zone compiler, which runs beside the GSLB
+    // compile: that compile took the index.
+    let bad = good_main.replace(
+        "records = [\"ns A 192.0.2.253\"]",
+        "records = [\"ns A 192.0.2.253\", \"*.w NS ns\"]",
+    );
+    assert_ne!(bad, good_main);
+    dir.write("main.toml", &bad);
+    s.signal(libc::SIGHUP);
+    s.wait_log("reload rejected: still serving", Duration::from_secs(10));
+    dir.write("main.toml", &good_main);
+    let mut l = lists(5);
+    l[7][0] = [9, 10, 11];
+    write(&l);
+    let said = reload(&s, 6);
+    assert!(
+        said.contains("ads_compiled=1 "),
+        "read back, not compiled in full: {said}"
+    );
+    check(&s, &l, 6);
+    let q = Q::new("a7.i.test", A).edns(1232).ecs(1, 24, 0, &[10, 0, 0]);
+    assert_eq!(
+        s.udp(&q.build()).expect("an answer").answers(A),
+        ["192.0.2.10"]
+    );
 }

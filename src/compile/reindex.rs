@@ -1,0 +1,65 @@
+//! The compiler's index of the stored-once lists ([`RouteInterner`]), rebuilt from a
+//! snapshot's tables. The index passes from snapshot to snapshot with the tables it
+//! describes; a reload refused after its compile (a zone that does not compile, a change
+//! the API does not commit) drops the one it took. Rather than compiling every table on
+//! the next reload (a third more than the serving memory at a million access domains),
+//! the index is read back from the tables: one pass over the routes and the access
+//! domains.
+
+use crate::config::gslb::Fallback;
+use crate::tables::gslb::RouteInterner;
+use crate::tables::Snapshot;
+
+/// The index of `s`'s stored-once lists: every list a route, a fallback shape or an
+/// access domain names (lists no row names are left out: never handed out again, their
+/// places are reclaimed as gaps).
+pub(super) fn rebuild(s: &Snapshot) -> Box<RouteInterner> {
+    let t = &s.gslb;
+    let mut seen = RouteInterner::default();
+    // Candidate lists: a start names one list (they never overlap), so each is hashed
+    // once however many routes name it.
+    // (An empty list needs no entry: one may start where another does.)
+    let mut len_at = vec![0u32; t.route_pools.len() + 1];
+    for r in t.routes.iter().filter(|r| r.len > 0) {
+        len_at[r.start as usize] = r.len;
+    }
+    for (start, &len) in len_at.iter().enumerate().filter(|(_, &n)| n > 0) {
+        let list = &t.route_pools[start..start + len as usize];
+        seen.pool_lists.entry(list.to_vec()).or_insert(start as u32);
+    }
+    // Fallback shapes: each route's, keyed by its list and its access domain's rule.
+    // A shape no route names keeps its index with an empty key that no route looks up.
+    let mut keys = vec![None; t.fallbacks.len()];
+    for (ai, a) in t.ads.iter().enumerate() {
+        let ad = &s.model.access_domains[ai];
+        let cname = a.rtype == crate::dns::rtype::CNAME;
+        for r in t
+            .routes
+            .range(a.routes as usize..(a.routes + a.nroutes) as usize)
+        {
+            if let Some(k) = keys.get_mut(r.fb as usize) {
+                *k = Some((r.start, r.len, ad.fallback, cname));
+            }
+        }
+    }
+    seen.fb_keys = (keys.iter())
+        .map(|k| k.unwrap_or((0, 0, Fallback::NoData, false)))
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        if let Some(k) = *k {
+            seen.fb_of.insert(k, i as u32);
+            let (at, len) = t.fallbacks[i];
+            if len == 0 {
+                continue;
+            }
+            let list = &t.fallback[at as usize..(at + len) as usize];
+            seen.fb_lists.entry(list.to_vec()).or_insert(at);
+        }
+    }
+    // Line -> route rows: every row (rows alike are all stored, one is in the map).
+    let nlines = t.nlines.max(1) as usize;
+    for (i, row) in t.line_routes.chunks_exact(nlines).enumerate() {
+        seen.patterns.entry(row.to_vec()).or_insert(i as u32);
+    }
+    Box::new(seen)
+}
