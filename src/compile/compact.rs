@@ -101,13 +101,13 @@ fn moved_map(moves: &[(u32, u32)], len: usize) -> Vec<u32> {
 }
 
 /// Compacts one interned arena in place: its items are the interner's entries, `live`
-/// says which start and length a row names. Returns the old start -> new start map, or
-/// `None` when the interner and the arena disagree.
+/// says which start and length a row names. Returns where lists moved and the live
+/// entries, or `None` when the interner and the arena disagree.
 fn compact_arena<T: Copy + Eq + std::hash::Hash>(
     arena: &mut Vec<T>,
     seen: &mut HashMap<Vec<T>, u32>,
     (live, nlive): (impl Fn(u32, u32) -> bool, usize),
-) -> Option<(Vec<u32>, usize)> {
+) -> Option<(Moved, usize)> {
     let items = seen
         .iter()
         .filter(|(k, _)| !k.is_empty())
@@ -125,43 +125,72 @@ fn compact_arena<T: Copy + Eq + std::hash::Hash>(
     let live_len: usize = live_items.map(|it| it.len as usize).sum();
     let (cut, moves) = fill_from_end(&items, arena.len() as u32);
     let len_at: HashMap<u32, u32> = items.iter().map(|it| (it.start, it.len)).collect();
-    let mut filled = vec![false; arena.len()];
     for &(from, to) in &moves {
         let (f, t, n) = (from as usize, to as usize, len_at[&from] as usize);
         arena.copy_within(f..f + n, t);
-        filled[t] = true;
     }
+    let filled: std::collections::HashSet<u32> = moves.iter().map(|&(_, to)| to).collect();
+    let moved = Moved::new(&moves, arena.len(), cut);
     arena.truncate(cut as usize);
-    let to = moved_map(&moves, filled.len() + 1);
     seen.retain(|k, start| {
-        let s = *start as usize;
         if k.is_empty() {
             // An empty list starts anywhere in the arena.
             *start = (*start).min(cut);
-        } else if to[s] != u32::MAX {
-            *start = to[s];
-        } else if filled[s] || s >= cut as usize {
+        } else if let Some(to) = moved.get(*start) {
+            *start = to;
+        } else if filled.contains(start) || *start >= cut {
             return false;
         }
         true
     });
-    Some((to, live_len))
+    Some((moved, live_len))
 }
 
-/// Where each list moved: old start -> new start (`u32::MAX`: not moved), and the
-/// arena's new length (an empty list may start anywhere up to it).
+/// Arenas up to this many entries map moves by position (under test, few do, so that
+/// both ways are taken).
+const DENSE_UP_TO: usize = if cfg!(test) { 64 } else { 1 << 22 };
+
+/// Where each list moved, old start -> new start, and the arena's new length (an empty
+/// list may start anywhere up to it). By position (a load per route) for an arena of a
+/// few million entries; by hash past that (fallback lists over large pools can hold
+/// tens of millions of entries, and only the shapes look them up).
 struct Moved {
-    to: Vec<u32>,
+    /// By position: `u32::MAX` where nothing moved.
+    dense: Vec<u32>,
+    sparse: HashMap<u32, u32>,
     end: u32,
 }
 
 impl Moved {
+    fn new(moves: &[(u32, u32)], len: usize, end: u32) -> Self {
+        let mut m = Self {
+            dense: Vec::new(),
+            sparse: HashMap::default(),
+            end,
+        };
+        if len <= DENSE_UP_TO {
+            m.dense = moved_map(moves, len + 1);
+        } else {
+            m.sparse = moves.iter().copied().collect();
+        }
+        m
+    }
+
+    /// Where the list at `start` went, if it moved.
+    fn get(&self, start: u32) -> Option<u32> {
+        match self.dense.get(start as usize) {
+            Some(&u32::MAX) => None,
+            Some(&to) => Some(to),
+            None => self.sparse.get(&start).copied(),
+        }
+    }
+
     /// The new start of the list at `start` of `len` entries.
     fn start(&self, start: u32, len: u32) -> u32 {
-        match self.to[start as usize] {
+        match self.get(start) {
             _ if len == 0 => start.min(self.end),
-            u32::MAX => start,
-            to => to,
+            Some(to) => to,
+            None => start,
         }
     }
 }
@@ -200,11 +229,8 @@ pub(super) fn compact(t: &mut GslbTables, seen: &mut RouteInterner) -> Option<us
     }
     let nlists = list_len.iter().filter(|&&n| n > 0).count();
     let live = |s: u32, n: u32| list_len[s as usize] == n;
-    let (to, live_pools) = compact_arena(&mut t.route_pools, &mut seen.pool_lists, (live, nlists))?;
-    let lists = Moved {
-        to,
-        end: t.route_pools.len() as u32,
-    };
+    let (lists, live_pools) =
+        compact_arena(&mut t.route_pools, &mut seen.pool_lists, (live, nlists))?;
     let (shape_to, live_fb) = compact_shapes(t, seen, &shape_live, &lists)?;
     let (row_to, live_rows) = compact_rows(t, seen);
     rewrite_rows(t, &lists, &shape_to, &row_to);
@@ -237,11 +263,7 @@ fn compact_shapes(
         .filter(|&(_, n)| n > 0)
         .collect();
     let live = |s: u32, n: u32| named.contains(&(s, n));
-    let (to, live_fb) = compact_arena(&mut t.fallback, &mut seen.fb_lists, (live, named.len()))?;
-    let moved = Moved {
-        to,
-        end: t.fallback.len() as u32,
-    };
+    let (moved, live_fb) = compact_arena(&mut t.fallback, &mut seen.fb_lists, (live, named.len()))?;
     for (at, len) in &mut t.fallbacks {
         *at = moved.start(*at, *len);
     }
