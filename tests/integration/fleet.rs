@@ -147,36 +147,31 @@ pub(crate) fn start_edge(file: &Path) -> Server {
     Server::start(&["--config", file.to_str().unwrap()])
 }
 
+/// `gtmd publish --config FILE --nats URL --wait SECS`, to run.
+fn publish_command(file: &Path, nats: &str, wait: u64) -> Command {
+    let mut c = Command::new(BIN);
+    c.args([
+        "publish",
+        "--config",
+        file.to_str().unwrap(),
+        "--nats",
+        nats,
+    ])
+    .args(["--wait", &wait.to_string()])
+    .env("RUST_LOG", "warn");
+    c
+}
+
 /// `gtmd publish --config FILE --nats URL --wait SECS`.
 pub(crate) fn publish(file: &Path, nats: &str, wait: u64) -> Output {
-    Command::new(BIN)
-        .args([
-            "publish",
-            "--config",
-            file.to_str().unwrap(),
-            "--nats",
-            nats,
-        ])
-        .args(["--wait", &wait.to_string()])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run gtmd publish")
+    (publish_command(file, nats, wait).output()).expect("run gtmd publish")
 }
 
 /// [`publish`], calling `numbered` once it has said which epoch it published (while it
 /// waits for the edges).
 fn publish_then(file: &Path, nats: &str, wait: u64, numbered: impl FnOnce()) -> Output {
     use std::io::{BufRead, Read};
-    let mut child = Command::new(BIN)
-        .args([
-            "publish",
-            "--config",
-            file.to_str().unwrap(),
-            "--nats",
-            nats,
-        ])
-        .args(["--wait", &wait.to_string()])
-        .env("RUST_LOG", "warn")
+    let mut child = publish_command(file, nats, wait)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
