@@ -21,41 +21,42 @@ struct Item {
 }
 
 /// Where the arrays end once compacted, and the moves (from, to) that bring every live
-/// item before that end: each live item past the cut takes a dead item of its length
-/// before it. The cut is the lowest for which there are enough: walking back from the
-/// end, each item passed (a live one needing a hole, a dead one no longer being one)
-/// takes one dead item of its length, until one length has none left. `items`: sorted by
-/// start, none overlapping.
+/// item before that end. Walking back from the end: a dead item is passed (it goes with
+/// the cut) unless a live one was moved into it; a live item moves into the smallest dead
+/// room that holds it (the lowest of those, so that rooms near the cut are the last
+/// taken), what it leaves of that room staying dead room; the walk stops at the first
+/// live item no room holds. `items`: sorted by start, none overlapping.
 fn fill_from_end(items: &[Item], end: u32) -> (u32, Vec<(u32, u32)>) {
-    let mut spare: HashMap<u32, usize> = HashMap::default();
-    for it in items.iter().filter(|it| !it.live) {
-        *spare.entry(it.len).or_default() += 1;
-    }
+    // Dead room before the walk's position: (length, start, the dead item it lies in).
+    let mut room: std::collections::BTreeSet<(u32, u32, usize)> = (items.iter().enumerate())
+        .filter(|(_, it)| !it.live)
+        .map(|(i, it)| (it.len, it.start, i))
+        .collect();
+    let mut taken = vec![false; items.len()];
+    let mut moves = Vec::new();
     let mut cut = items.len();
     while cut > 0 {
-        match spare.get_mut(&items[cut - 1].len) {
-            Some(n) if *n > 0 => *n -= 1,
-            _ => break,
+        let it = items[cut - 1];
+        if !it.live {
+            if taken[cut - 1] {
+                break;
+            }
+            room.remove(&(it.len, it.start, cut - 1));
+        } else {
+            let Some(&r) = room.range((it.len, 0, 0)..).next() else {
+                break;
+            };
+            room.remove(&r);
+            let (len, start, i) = r;
+            taken[i] = true;
+            if len > it.len {
+                room.insert((len - it.len, start + it.len, i));
+            }
+            moves.push((it.start, start));
         }
         cut -= 1;
     }
-    let at = items.get(cut).map_or(end, |it| it.start);
-    let mut holes: HashMap<u32, Vec<u32>> = HashMap::default();
-    for it in items[..cut].iter().rev().filter(|it| !it.live) {
-        holes.entry(it.len).or_default().push(it.start);
-    }
-    let moves = items[cut..]
-        .iter()
-        .filter(|it| it.live)
-        .map(|it| {
-            let to = holes.get_mut(&it.len).and_then(Vec::pop);
-            (
-                it.start,
-                to.expect("the cut leaves a hole per live item past it"),
-            )
-        })
-        .collect();
-    (at, moves)
+    (items.get(cut).map_or(end, |it| it.start), moves)
 }
 
 /// Items sorted by start, with what lies between them (lists the interner no longer
@@ -228,7 +229,7 @@ pub(super) fn compact(t: &mut GslbTables, seen: &mut RouteInterner) -> Option<us
         *shape_live.get_mut(r.fb as usize)? = true;
     }
     let nlists = list_len.iter().filter(|&&n| n > 0).count();
-    let live = |s: u32, n: u32| list_len[s as usize] == n;
+    let live = |s: u32, n: u32| list_len.get(s as usize) == Some(&n);
     let (lists, live_pools) =
         compact_arena(&mut t.route_pools, &mut seen.pool_lists, (live, nlists))?;
     let (shape_to, live_fb) = compact_shapes(t, seen, &shape_live, &lists)?;
@@ -345,13 +346,17 @@ mod tests {
     }
 
     #[test]
-    fn a_length_with_no_hole_stops_the_cut() {
-        // The last live item has no dead one of its length: nothing moves, the trailing
-        // dead ones go.
+    fn a_live_item_takes_part_of_a_larger_room_and_no_room_stops_the_cut() {
+        // [3,5) goes to [0,2) of the dead [0,3); [2,3) stays dead.
         let it = items(&[(0, 3, false), (3, 2, true), (5, 1, false)]);
-        assert_eq!(fill_from_end(&it, 6), (5, vec![]));
-        let it = items(&[(0, 3, false), (3, 2, true)]);
-        assert_eq!(fill_from_end(&it, 5), (5, vec![]));
+        assert_eq!(fill_from_end(&it, 6), (3, vec![(3, 0)]));
+        // No room holds [1,4): only the trailing dead one goes.
+        let it = items(&[(0, 1, false), (1, 3, true), (4, 2, false)]);
+        assert_eq!(fill_from_end(&it, 6), (4, vec![]));
+        // A room something moved into stops the cut: [4,5) fills [0,1), then [1,4) finds
+        // none left, and the cut stays after it.
+        let it = items(&[(0, 1, false), (1, 3, true), (4, 1, true)]);
+        assert_eq!(fill_from_end(&it, 5), (4, vec![(4, 0)]));
     }
 
     #[test]
