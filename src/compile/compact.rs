@@ -11,6 +11,7 @@
 use foldhash::HashMap;
 
 use crate::tables::gslb::{GslbTables, RouteInterner};
+use crate::tables::lists::ListIndex;
 
 /// A stored list: where it starts, its length, whether a row names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,18 +105,17 @@ fn moved_map(moves: &[(u32, u32)], len: usize) -> Vec<u32> {
 /// Compacts one interned arena in place: its items are the interner's entries, `live`
 /// says which start and length a row names. Returns where lists moved and the live
 /// entries, or `None` when the interner and the arena disagree.
-fn compact_arena<T: Copy + Eq + std::hash::Hash>(
+fn compact_arena<T: Copy>(
     arena: &mut Vec<T>,
-    seen: &mut HashMap<Vec<T>, u32>,
+    seen: &mut ListIndex,
     (live, nlive): (impl Fn(u32, u32) -> bool, usize),
 ) -> Option<(Moved, usize)> {
-    let items = seen
-        .iter()
-        .filter(|(k, _)| !k.is_empty())
-        .map(|(k, &start)| Item {
+    let items = (seen.iter())
+        .filter(|&(_, n)| n > 0)
+        .map(|(start, len)| Item {
             start,
-            len: k.len() as u32,
-            live: live(start, k.len() as u32),
+            len,
+            live: live(start, len),
         });
     let items = sorted(items.collect(), arena.len() as u32)?;
     // Every list a row names must be an entry (else it could lie past the cut).
@@ -133,16 +133,12 @@ fn compact_arena<T: Copy + Eq + std::hash::Hash>(
     let filled: std::collections::HashSet<u32> = moves.iter().map(|&(_, to)| to).collect();
     let moved = Moved::new(&moves, arena.len(), cut);
     arena.truncate(cut as usize);
-    seen.retain(|k, start| {
-        if k.is_empty() {
-            // An empty list starts anywhere in the arena.
-            *start = (*start).min(cut);
-        } else if let Some(to) = moved.get(*start) {
-            *start = to;
-        } else if filled.contains(start) || *start >= cut {
-            return false;
-        }
-        true
+    seen.retain(|start, len| match moved.get(start) {
+        // An empty list starts anywhere in the arena.
+        _ if len == 0 => Some(start.min(cut)),
+        Some(to) => Some(to),
+        None if filled.contains(&start) || start >= cut => None,
+        None => Some(start),
     });
     Some((moved, live_len))
 }

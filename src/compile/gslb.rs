@@ -132,7 +132,7 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
     for (i, &(start, len, rule, cname)) in seen.fb_keys.iter().enumerate() {
         let list = &t.route_pools[start as usize..(start + len) as usize];
         fallback(g, rule, cname, list, &mut fb);
-        let at = intern(&mut seen.fb_lists, &fb, &mut t.fallback);
+        let at = seen.fb_lists.intern(&fb, &mut t.fallback);
         t.fallbacks[i] = (at, fb.len() as u32);
     }
     true
@@ -611,7 +611,7 @@ impl Routes {
         for &(line, to) in &self.routes {
             let pools = &self.cand[from..to];
             from = to;
-            let start = intern(&mut self.seen.pool_lists, pools, &mut t.route_pools);
+            let start = self.seen.pool_lists.intern(pools, &mut t.route_pools);
             let len = pools.len() as u32;
             let key = (
                 start,
@@ -622,7 +622,7 @@ impl Routes {
             let seen = &mut *self.seen;
             let fb = *seen.fb_of.entry(key).or_insert_with(|| {
                 fallback(g, key.2, key.3, pools, &mut self.fb);
-                let at = intern(&mut seen.fb_lists, &self.fb, &mut t.fallback);
+                let at = seen.fb_lists.intern(&self.fb, &mut t.fallback);
                 t.fallbacks.push((at, self.fb.len() as u32));
                 seen.fb_keys.push(key);
                 seen.fb_keys.len() as u32 - 1
@@ -743,20 +743,4 @@ fn fallback(g: &Gslb, rule: Fallback, cname: bool, pools: &[(u32, u32)], fb: &mu
     if cname {
         fb.truncate(1); // one CNAME per name
     }
-}
-
-/// The start of `list` in `arena`, appending it the first time it is seen (and allocating
-/// only then).
-fn intern<T: Copy + Eq + std::hash::Hash>(
-    seen: &mut HashMap<Vec<T>, u32>,
-    list: &[T],
-    arena: &mut Vec<T>,
-) -> u32 {
-    if let Some(&start) = seen.get(list) {
-        return start;
-    }
-    let start = arena.len() as u32;
-    arena.extend_from_slice(list);
-    seen.insert(list.to_vec(), start);
-    start
 }

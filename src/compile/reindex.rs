@@ -24,8 +24,7 @@ pub(super) fn rebuild(s: &Snapshot) -> Box<RouteInterner> {
         len_at[r.start as usize] = r.len;
     }
     for (start, &len) in len_at.iter().enumerate().filter(|(_, &n)| n > 0) {
-        let list = &t.route_pools[start..start + len as usize];
-        seen.pool_lists.entry(list.to_vec()).or_insert(start as u32);
+        seen.pool_lists.insert(&t.route_pools, start as u32, len);
     }
     // Fallback shapes: each route's, keyed by its list and its access domain's rule.
     // A shape no route names keeps its index with an empty key that no route looks up.
@@ -52,8 +51,7 @@ pub(super) fn rebuild(s: &Snapshot) -> Box<RouteInterner> {
             if len == 0 {
                 continue;
             }
-            let list = &t.fallback[at as usize..(at + len) as usize];
-            seen.fb_lists.entry(list.to_vec()).or_insert(at);
+            seen.fb_lists.insert(&t.fallback, at, len);
         }
     }
     // Line -> route rows: every row (rows alike are all stored, one is in the map).

@@ -356,9 +356,9 @@ pub struct RouteInterner {
     /// Line -> route rows, by content: their row number.
     pub patterns: HashMap<Vec<u32>, u32>,
     /// Candidate lists, by content: their start in `route_pools`.
-    pub pool_lists: HashMap<Vec<(u32, u32)>, u32>,
+    pub pool_lists: super::lists::ListIndex,
     /// Fallback address lists, by content: their start in `fallback`.
-    pub fb_lists: HashMap<Vec<u32>, u32>,
+    pub fb_lists: super::lists::ListIndex,
     /// The fallback shape (its index in `fallbacks`) of a candidate list (its start and
     /// length in `route_pools`) under a fallback rule, for CNAME or not.
     pub fb_of: HashMap<FallbackKey, u32>,

@@ -13,6 +13,7 @@ pub mod chunked;
 pub mod gslb;
 mod health;
 pub mod index;
+pub mod lists;
 
 pub use health::HealthState;
 
