@@ -260,7 +260,11 @@ fn compact_shapes(
         .filter(|&(_, n)| n > 0)
         .collect();
     let live = |s: u32, n: u32| named.contains(&(s, n));
-    let (moved, live_fb) = compact_arena(&mut t.fallback, &mut seen.fb_lists, (live, named.len()))?;
+    let (moved, live_fb) = compact_arena(
+        std::sync::Arc::make_mut(&mut t.fallback),
+        &mut seen.fb_lists,
+        (live, named.len()),
+    )?;
     for (at, len) in &mut t.fallbacks {
         *at = moved.start(*at, *len);
     }

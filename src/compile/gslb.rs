@@ -132,7 +132,7 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
     for (i, &(start, len, rule, cname)) in seen.fb_keys.iter().enumerate() {
         let list = &t.route_pools[start as usize..(start + len) as usize];
         fallback(g, rule, cname, list, &mut fb);
-        let at = seen.fb_lists.intern(&fb, &mut t.fallback);
+        let at = intern_fallback(&mut seen.fb_lists, &fb, &mut t.fallback);
         t.fallbacks[i] = (at, fb.len() as u32);
     }
     true
@@ -146,6 +146,19 @@ fn take_interner(reuse: &Reuse) -> Option<Box<RouteInterner>> {
     match held.as_ref() {
         Some(i) if i.len() < 100_000 => Some(i.clone()),
         _ => held.take(),
+    }
+}
+
+/// The start of fallback list `list`, appended (to a copy of the arena, if the serving
+/// snapshot shares it) the first time it is seen.
+fn intern_fallback(
+    seen: &mut crate::tables::lists::ListIndex,
+    list: &[u32],
+    arena: &mut Arc<Vec<u32>>,
+) -> u32 {
+    match seen.get(list, arena) {
+        Some(at) => at,
+        None => seen.intern(list, Arc::make_mut(arena)),
     }
 }
 
@@ -622,7 +635,7 @@ impl Routes {
             let seen = &mut *self.seen;
             let fb = *seen.fb_of.entry(key).or_insert_with(|| {
                 fallback(g, key.2, key.3, pools, &mut self.fb);
-                let at = seen.fb_lists.intern(&self.fb, &mut t.fallback);
+                let at = intern_fallback(&mut seen.fb_lists, &self.fb, &mut t.fallback);
                 t.fallbacks.push((at, self.fb.len() as u32));
                 seen.fb_keys.push(key);
                 seen.fb_keys.len() as u32 - 1

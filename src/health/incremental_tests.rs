@@ -645,6 +645,8 @@ struct Paths {
     compacted: usize,
     /// Compiled with the list index read back from the tables (a refused reload took it).
     reindexed: usize,
+    /// The fallback lists shared with the snapshot replaced (none added).
+    fallback_shared: usize,
 }
 
 impl Paths {
@@ -683,6 +685,7 @@ impl Paths {
             .any(|(n, p)| was.iter().any(|(m, q)| m == n && q != p));
         self.line_reparented += (incremental && moved_under) as usize;
         self.compacted += s.reuse.compacted as usize;
+        self.fallback_shared += Arc::ptr_eq(&s.gslb.fallback, &prev.gslb.fallback) as usize;
     }
 
     /// Whether every path was taken often enough for the comparisons to mean something.
@@ -704,6 +707,7 @@ impl Paths {
             && self.line_reparented > 0
             && self.compacted > n / 20
             && self.reindexed > n / 20
+            && self.fallback_shared > n / 10
     }
 }
 

@@ -303,8 +303,11 @@ pub struct GslbTables {
     pub pools: Vec<PoolTable>,
     /// Pool address lists.
     pub pool_addrs: Vec<u32>,
-    /// Fallback address lists (identical lists are stored once).
-    pub fallback: Vec<u32>,
+    /// Fallback address lists (identical lists are stored once), shared from snapshot to
+    /// snapshot until a reload adds a list: over pools of hundreds of addresses this is
+    /// the largest of the stored-once arrays, and a reload that adds none copies nothing.
+    /// (Read only when no candidate pool is up: one more load there.)
+    pub fallback: std::sync::Arc<Vec<u32>>,
     /// Each fallback shape's list in `fallback`: (start, length; 0 with a NODATA
     /// fallback). Routes name their shape ([`RouteTable::fb`]).
     pub fallbacks: Vec<(u32, u32)>,
