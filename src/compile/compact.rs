@@ -260,11 +260,15 @@ fn compact_shapes(
         .filter(|&(_, n)| n > 0)
         .collect();
     let live = |s: u32, n: u32| named.contains(&(s, n));
-    let (moved, live_fb) = compact_arena(
-        std::sync::Arc::make_mut(&mut t.fallback),
-        &mut seen.fb_lists,
-        (live, named.len()),
-    )?;
+    // With no dead room the arena stays as it is, shared with the serving snapshot (a
+    // copy of it can be hundreds of MB).
+    let live_len: usize = named.iter().map(|&(_, n)| n as usize).sum();
+    let (moved, live_fb) = if live_len == t.fallback.len() {
+        (Moved::new(&[], 0, live_len as u32), live_len)
+    } else {
+        let arena = std::sync::Arc::make_mut(&mut t.fallback);
+        compact_arena(arena, &mut seen.fb_lists, (live, named.len()))?
+    };
     for (at, len) in &mut t.fallbacks {
         *at = moved.start(*at, *len);
     }

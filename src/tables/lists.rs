@@ -43,7 +43,11 @@ impl ListIndex {
         let list = &arena[start as usize..(start + len) as usize];
         let h = self.hash(list);
         let hasher = &self.hasher;
-        let rehash = |&(s, n): &(u32, u32)| hasher.hash_one(&arena[s as usize..(s + n) as usize]);
+        // An entry past the arena's end (none should be) hashes as nothing, never panics.
+        let rehash = |&(s, n): &(u32, u32)| {
+            let list = arena.get(s as usize..s as usize + n as usize);
+            hasher.hash_one(list.unwrap_or_default())
+        };
         let same = |&(s, n): &(u32, u32)| arena.get(s as usize..(s + n) as usize) == Some(list);
         match self.table.entry(h, same, rehash) {
             hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = (start, len),
