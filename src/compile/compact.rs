@@ -3,10 +3,10 @@
 //! lists, fallback shapes, line -> route rows) and leaves the ones its edit stopped
 //! using, so they pile up from reload to reload. Rather than compiling every table again
 //! (which peaks at a third more than the serving memory at a million access domains),
-//! the live lists past a cut move into dead lists of their length before it, the arrays
-//! are cut there, and only the rows that named a moved list are written again (in copies
-//! of the chunks they lie in): the lists added last are the ones that move, and few rows
-//! name those.
+//! the live lists past a cut move into dead room before it (the smallest that holds
+//! each), the arrays are cut there, and only the rows that named a moved list are written
+//! again (in copies of the chunks they lie in): the lists added last are the ones that
+//! move, and few rows name those.
 
 use foldhash::HashMap;
 
@@ -208,6 +208,17 @@ fn compact_units(live: &[bool]) -> (usize, Vec<(u32, u32)>, Vec<u32>) {
     (n as usize, moves, to)
 }
 
+/// The length of the candidate list each start of `route_pools` holds, for those a route
+/// names (0 for the others). Lists never overlap, so a start names one list; an empty
+/// one needs no entry (it may start where another does).
+pub(super) fn named_lists(t: &GslbTables) -> Vec<u32> {
+    let mut len_at = vec![0u32; t.route_pools.len() + 1];
+    for r in t.routes.iter().filter(|r| r.len > 0) {
+        len_at[r.start as usize] = r.len;
+    }
+    len_at
+}
+
 /// Reclaims the lists no row of `t` names (see the module's text), and returns how many
 /// entries of the lists the rows name. `None`: the interner does not describe the arrays
 /// (the caller compiles in full, which replaces whatever was changed).
@@ -216,12 +227,9 @@ pub(super) fn compact(t: &mut GslbTables, seen: &mut RouteInterner) -> Option<us
         return None;
     }
     // What the routes name: candidate lists (by start, their length), fallback shapes.
-    let mut list_len = vec![0u32; t.route_pools.len() + 1];
+    let list_len = named_lists(t);
     let mut shape_live = vec![false; t.fallbacks.len()];
     for r in t.routes.iter() {
-        if r.len > 0 {
-            list_len[r.start as usize] = r.len;
-        }
         *shape_live.get_mut(r.fb as usize)? = true;
     }
     let nlists = list_len.iter().filter(|&&n| n > 0).count();
@@ -290,10 +298,7 @@ fn compact_rows(t: &mut GslbTables, seen: &mut RouteInterner) -> (Vec<u32>, usiz
         t.line_routes.copy_within(f..f + nlines, d);
     }
     t.line_routes.truncate(n * nlines);
-    seen.patterns.clear();
-    for (i, row) in t.line_routes.chunks_exact(nlines).enumerate() {
-        seen.patterns.entry(row.to_vec()).or_insert(i as u32);
-    }
+    seen.index_rows(&t.line_routes, nlines);
     (row_to, n * nlines)
 }
 

@@ -62,7 +62,7 @@ const LISTS_SLACK: usize = if cfg!(test) { 0 } else { 1 << 16 };
 /// more than half the entries dead (lengths that no live list has): the caller compiles
 /// in full.
 fn reclaim((t, _, reuse): &mut (GslbTables, Model, Reuse)) -> bool {
-    if lists_len(t) <= LISTS_GROWTH * reuse.lists_at_full + LISTS_SLACK {
+    if lists_len(t) <= LISTS_GROWTH * reuse.lists_baseline + LISTS_SLACK {
         return true;
     }
     let mut held = reuse.interner.lock().unwrap_or_else(|e| e.into_inner());
@@ -72,7 +72,7 @@ fn reclaim((t, _, reuse): &mut (GslbTables, Model, Reuse)) -> bool {
     else {
         return false;
     };
-    reuse.lists_at_full = lists_len(t);
+    reuse.lists_baseline = lists_len(t);
     reuse.compacted = true;
     lists_len(t) <= 2 * live + LISTS_SLACK
 }
@@ -132,7 +132,7 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
     for (i, &(start, len, rule, cname)) in seen.fb_keys.iter().enumerate() {
         let list = &t.route_pools[start as usize..(start + len) as usize];
         fallback(g, rule, cname, list, &mut fb);
-        let at = intern_fallback(&mut seen.fb_lists, &fb, &mut t.fallback);
+        let at = seen.fb_lists.intern_shared(&fb, &mut t.fallback);
         t.fallbacks[i] = (at, fb.len() as u32);
     }
     true
@@ -146,19 +146,6 @@ fn take_interner(reuse: &Reuse) -> Option<Box<RouteInterner>> {
     match held.as_ref() {
         Some(i) if i.len() < 100_000 => Some(i.clone()),
         _ => held.take(),
-    }
-}
-
-/// The start of fallback list `list`, appended (to a copy of the arena, if the serving
-/// snapshot shares it) the first time it is seen.
-fn intern_fallback(
-    seen: &mut crate::tables::lists::ListIndex,
-    list: &[u32],
-    arena: &mut Arc<Vec<u32>>,
-) -> u32 {
-    match seen.get(list, arena) {
-        Some(at) => at,
-        None => seen.intern(list, Arc::make_mut(arena)),
     }
 }
 
@@ -180,7 +167,7 @@ fn full(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model, Reuse) {
     let n = g.access_domains.len() as u32;
     let slots = rows.finish(&mut t);
     let mut reuse = Reuse::made(0, Vec::new(), n);
-    reuse.lists_at_full = lists_len(&t);
+    reuse.lists_baseline = lists_len(&t);
     let mut out = routes.finish(t, g, reuse);
     out.1.slots = slots;
     out
@@ -359,7 +346,7 @@ fn in_place(
     reuse.in_place = Some(touched);
     rows_changed.sort_unstable_by_key(|r| r.start);
     reuse.rows = rows_changed;
-    reuse.lists_at_full = prev.reuse.lists_at_full;
+    reuse.lists_baseline = prev.reuse.lists_baseline;
     let mut out = routes.finish(t, g, reuse);
     out.1.slots = slots;
     out
@@ -433,7 +420,7 @@ fn incremental(
     }
     let slots = rows.finish(&mut t);
     let mut reuse = Reuse::made(prev.generation, runs, compiled);
-    reuse.lists_at_full = prev.reuse.lists_at_full;
+    reuse.lists_baseline = prev.reuse.lists_baseline;
     let mut out = routes.finish(t, g, reuse);
     out.1.slots = slots;
     out
@@ -504,11 +491,7 @@ fn relayout_lines(
             };
         }
     }
-    seen.patterns.clear();
-    for (i, row) in laid.chunks_exact(new.max(1)).enumerate() {
-        // Rows only dead access domains used may now be alike: any of them will do.
-        seen.patterns.entry(row.to_vec()).or_insert(i as u32);
-    }
+    seen.index_rows(&laid, new);
     t.line_routes = laid;
     t.nlines = new as u32;
 }
@@ -635,7 +618,7 @@ impl Routes {
             let seen = &mut *self.seen;
             let fb = *seen.fb_of.entry(key).or_insert_with(|| {
                 fallback(g, key.2, key.3, pools, &mut self.fb);
-                let at = intern_fallback(&mut seen.fb_lists, &self.fb, &mut t.fallback);
+                let at = seen.fb_lists.intern_shared(&self.fb, &mut t.fallback);
                 t.fallbacks.push((at, self.fb.len() as u32));
                 seen.fb_keys.push(key);
                 seen.fb_keys.len() as u32 - 1

@@ -16,13 +16,8 @@ use crate::tables::Snapshot;
 pub(super) fn rebuild(s: &Snapshot) -> Box<RouteInterner> {
     let t = &s.gslb;
     let mut seen = RouteInterner::default();
-    // Candidate lists: a start names one list (they never overlap), so each is hashed
-    // once however many routes name it.
-    // (An empty list needs no entry: one may start where another does.)
-    let mut len_at = vec![0u32; t.route_pools.len() + 1];
-    for r in t.routes.iter().filter(|r| r.len > 0) {
-        len_at[r.start as usize] = r.len;
-    }
+    // Candidate lists: each hashed once however many routes name it.
+    let len_at = super::compact::named_lists(t);
     for (start, &len) in len_at.iter().enumerate().filter(|(_, &n)| n > 0) {
         seen.pool_lists.insert(&t.route_pools, start as u32, len);
     }
@@ -54,10 +49,6 @@ pub(super) fn rebuild(s: &Snapshot) -> Box<RouteInterner> {
             seen.fb_lists.insert(&t.fallback, at, len);
         }
     }
-    // Line -> route rows: every row (rows alike are all stored, one is in the map).
-    let nlines = t.nlines.max(1) as usize;
-    for (i, row) in t.line_routes.chunks_exact(nlines).enumerate() {
-        seen.patterns.entry(row.to_vec()).or_insert(i as u32);
-    }
+    seen.index_rows(&t.line_routes, t.nlines as usize);
     Box::new(seen)
 }

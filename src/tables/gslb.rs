@@ -375,6 +375,16 @@ pub struct RouteInterner {
 pub type FallbackKey = (u32, u32, Fallback, bool);
 
 impl RouteInterner {
+    /// `patterns` made anew over `line_routes`, `nlines` per row. Rows alike (those only
+    /// gone access domains used may have come to be) all stay stored; any of them will
+    /// do, the first is indexed.
+    pub fn index_rows(&mut self, line_routes: &[u32], nlines: usize) {
+        self.patterns.clear();
+        for (i, row) in line_routes.chunks_exact(nlines.max(1)).enumerate() {
+            self.patterns.entry(row.to_vec()).or_insert(i as u32);
+        }
+    }
+
     /// Lists and shapes it holds.
     pub fn len(&self) -> usize {
         self.patterns.len() + self.pool_lists.len() + self.fb_lists.len() + self.fb_of.len()

@@ -8,8 +8,8 @@ use std::hash::{BuildHasher, Hash};
 
 use hashbrown::HashTable;
 
-/// The hasher: fast, seeded once, so a clone of the index hashes as the original did.
-type Hasher = foldhash::fast::FixedState;
+/// The hasher: fast, seeded per process (a clone of the index copies its seed).
+type Hasher = foldhash::fast::RandomState;
 
 /// Where each stored list starts and how long it is, by content.
 #[derive(Clone, Default)]
@@ -24,47 +24,76 @@ impl std::fmt::Debug for ListIndex {
     }
 }
 
+/// The list entry `(start, len)` names in `arena` (`None` past its end).
+fn at<T>(arena: &[T], (s, n): (u32, u32)) -> Option<&[T]> {
+    arena.get(s as usize..s as usize + n as usize)
+}
+
 impl ListIndex {
     fn hash<T: Hash>(&self, list: &[T]) -> u64 {
         self.hasher.hash_one(list)
     }
 
-    /// Where `list` is stored in `arena`, if it is.
-    pub fn get<T: Hash + Eq>(&self, list: &[T], arena: &[T]) -> Option<u32> {
-        let at = |&(s, n): &(u32, u32)| arena.get(s as usize..(s + n) as usize);
-        self.table
-            .find(self.hash(list), |e| at(e) == Some(list))
-            .map(|&(s, _)| s)
+    /// Where `list` (of hash `h`) is stored in `arena`, if it is.
+    fn find<T: Eq>(&self, h: u64, list: &[T], arena: &[T]) -> Option<u32> {
+        let found = self.table.find(h, |&e| at(arena, e) == Some(list));
+        found.map(|&(s, _)| s)
     }
 
-    /// Records that `list` (stored at `start` of `arena`) is there, in place of where a
-    /// list alike was said to be.
+    /// Where `list` is stored in `arena`, if it is.
+    pub fn get<T: Hash + Eq>(&self, list: &[T], arena: &[T]) -> Option<u32> {
+        self.find(self.hash(list), list, arena)
+    }
+
+    /// Records that the list at `start` of `arena` (`len` entries) is there, in place of
+    /// where a list alike was said to be.
     pub fn insert<T: Hash + Eq>(&mut self, arena: &[T], start: u32, len: u32) {
         let list = &arena[start as usize..(start + len) as usize];
         let h = self.hash(list);
+        self.put(h, arena, (start, len));
+    }
+
+    /// [`Self::insert`] with the list's hash known.
+    fn put<T: Hash + Eq>(&mut self, h: u64, arena: &[T], entry: (u32, u32)) {
         let hasher = &self.hasher;
         // An entry past the arena's end (none should be) hashes as nothing, never panics.
-        let rehash = |&(s, n): &(u32, u32)| {
-            let list = arena.get(s as usize..s as usize + n as usize);
-            hasher.hash_one(list.unwrap_or_default())
-        };
-        let same = |&(s, n): &(u32, u32)| arena.get(s as usize..(s + n) as usize) == Some(list);
-        match self.table.entry(h, same, rehash) {
-            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = (start, len),
+        let rehash = |&e: &(u32, u32)| hasher.hash_one(at(arena, e).unwrap_or_default());
+        let list = at(arena, entry);
+        match self.table.entry(h, |&e| at(arena, e) == list, rehash) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = entry,
             hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert((start, len));
+                e.insert(entry);
             }
         }
     }
 
     /// The start of `list` in `arena`, appending it the first time it is seen.
     pub fn intern<T: Hash + Eq + Copy>(&mut self, list: &[T], arena: &mut Vec<T>) -> u32 {
-        if let Some(start) = self.get(list, arena) {
+        let h = self.hash(list);
+        if let Some(start) = self.find(h, list, arena) {
             return start;
         }
         let start = arena.len() as u32;
         arena.extend_from_slice(list);
-        self.insert(arena, start, list.len() as u32);
+        self.put(h, arena, (start, list.len() as u32));
+        start
+    }
+
+    /// [`Self::intern`] into an arena shared with other snapshots: copied (once) only
+    /// when `list` is new to it.
+    pub fn intern_shared<T: Hash + Eq + Copy>(
+        &mut self,
+        list: &[T],
+        arena: &mut std::sync::Arc<Vec<T>>,
+    ) -> u32 {
+        let h = self.hash(list);
+        if let Some(start) = self.find(h, list, arena) {
+            return start;
+        }
+        let arena = std::sync::Arc::make_mut(arena);
+        let start = arena.len() as u32;
+        arena.extend_from_slice(list);
+        self.put(h, arena, (start, list.len() as u32));
         start
     }
 

@@ -222,10 +222,10 @@ pub struct Reuse {
     /// pool's health condition moves active pools in the shared chunks before the swap,
     /// as a probe verdict would: the tables they index are the same.)
     pub health_fresh: bool,
-    /// Entries of the stored-once lists after the last full compile or compaction
-    /// (incremental ones append; past twice as many, the lists no row names are
+    /// Entries of the stored-once lists after the last full compile or reclaim
+    /// (incremental compiles append; past twice as many, the lists no row names are
     /// reclaimed in place).
-    pub lists_at_full: usize,
+    pub lists_baseline: usize,
     /// This compile reclaimed the lists no row names any more (`compile/compact.rs`).
     pub compacted: bool,
     /// The compiler's list index, handed from snapshot to snapshot ([`gslb::RouteInterner`];
