@@ -1,7 +1,6 @@
 //! Reclaims, in place, the stored-once lists no row names any more. An incremental reload
-//! appends the lists it has not seen (candidate lists in `route_pools`, fallback address
-//! lists, fallback shapes, line -> route rows) and leaves the ones its edit stopped
-//! using, so they pile up from reload to reload. Rather than compiling every table again
+//! appends the lists it has not seen (candidate lists in `route_pools`, line -> route
+//! rows) and leaves the ones its edit stopped using, so they pile up from reload to reload. Rather than compiling every table again
 //! (which peaks at a third more than the serving memory at a million access domains),
 //! the live lists past a cut move into dead room before it (the smallest that holds
 //! each), the arrays are cut there, and only the rows that named a moved list are written
@@ -149,8 +148,8 @@ const DENSE_UP_TO: usize = if cfg!(test) { 64 } else { 1 << 22 };
 
 /// Where each list moved, old start -> new start, and the arena's new length (an empty
 /// list may start anywhere up to it). By position (a load per route) for an arena of a
-/// few million entries; by hash past that (fallback lists over large pools can hold
-/// tens of millions of entries, and only the shapes look them up).
+/// few million entries; by hash past that (a sparse map of the few lists that moved
+/// rather than a word per entry).
 struct Moved {
     /// By position: `u32::MAX` where nothing moved.
     dense: Vec<u32>,
@@ -192,8 +191,7 @@ impl Moved {
     }
 }
 
-/// Fixed-size entries (fallback shapes, line -> route rows), `live` saying which a row
-/// names: every dead one is filled or cut. Returns their new number and old index -> new
+/// Fixed-size entries (line -> route rows), `live` saying which a row names: every dead one is filled or cut. Returns their new number and old index -> new
 /// index.
 fn compact_units(live: &[bool]) -> (usize, Vec<(u32, u32)>, Vec<u32>) {
     let units: Vec<Item> = (0..live.len() as u32)
@@ -223,64 +221,18 @@ pub(super) fn named_lists(t: &GslbTables) -> Vec<u32> {
 /// entries of the lists the rows name. `None`: the interner does not describe the arrays
 /// (the caller compiles in full, which replaces whatever was changed).
 pub(super) fn compact(t: &mut GslbTables, seen: &mut RouteInterner) -> Option<usize> {
-    if seen.fb_keys.len() != t.fallbacks.len() || t.nlines == 0 && !t.line_routes.is_empty() {
+    if t.nlines == 0 && !t.line_routes.is_empty() {
         return None;
     }
-    // What the routes name: candidate lists (by start, their length), fallback shapes.
+    // What the routes name: candidate lists (by start, their length).
     let list_len = named_lists(t);
-    let mut shape_live = vec![false; t.fallbacks.len()];
-    for r in t.routes.iter() {
-        *shape_live.get_mut(r.fb as usize)? = true;
-    }
     let nlists = list_len.iter().filter(|&&n| n > 0).count();
     let live = |s: u32, n: u32| list_len.get(s as usize) == Some(&n);
     let (lists, live_pools) =
         compact_arena(&mut t.route_pools, &mut seen.pool_lists, (live, nlists))?;
-    let (shape_to, live_fb) = compact_shapes(t, seen, &shape_live, &lists)?;
     let (row_to, live_rows) = compact_rows(t, seen);
-    rewrite_rows(t, &lists, &shape_to, &row_to);
-    Some(live_pools + live_fb + live_rows)
-}
-
-/// The fallback shapes compacted (each keyed by its candidate list, moved as `lists`
-/// says), then the fallback address lists they name. Returns the shapes' old index -> new
-/// index and the live entries of the address lists.
-fn compact_shapes(
-    t: &mut GslbTables,
-    seen: &mut RouteInterner,
-    live: &[bool],
-    lists: &Moved,
-) -> Option<(Vec<u32>, usize)> {
-    let (n, moves, shape_to) = compact_units(live);
-    for &(from, to) in &moves {
-        t.fallbacks[to as usize] = t.fallbacks[from as usize];
-        seen.fb_keys[to as usize] = seen.fb_keys[from as usize];
-    }
-    t.fallbacks.truncate(n);
-    seen.fb_keys.truncate(n);
-    for k in &mut seen.fb_keys {
-        k.0 = lists.start(k.0, k.1);
-    }
-    seen.fb_of = (seen.fb_keys.iter().enumerate())
-        .map(|(i, &k)| (k, i as u32))
-        .collect();
-    let named: std::collections::HashSet<(u32, u32)> = (t.fallbacks.iter().copied())
-        .filter(|&(_, n)| n > 0)
-        .collect();
-    let live = |s: u32, n: u32| named.contains(&(s, n));
-    // With no dead room the arena stays as it is, shared with the serving snapshot (a
-    // copy of it can be hundreds of MB).
-    let live_len: usize = named.iter().map(|&(_, n)| n as usize).sum();
-    let (moved, live_fb) = if live_len == t.fallback.len() {
-        (Moved::new(&[], 0, live_len as u32), live_len)
-    } else {
-        let arena = std::sync::Arc::make_mut(&mut t.fallback);
-        compact_arena(arena, &mut seen.fb_lists, (live, named.len()))?
-    };
-    for (at, len) in &mut t.fallbacks {
-        *at = moved.start(*at, *len);
-    }
-    Some((shape_to, live_fb))
+    rewrite_rows(t, &lists, &row_to);
+    Some(live_pools + live_rows)
 }
 
 /// The line -> route rows compacted; returns old row -> new row and the live entries.
@@ -302,22 +254,17 @@ fn compact_rows(t: &mut GslbTables, seen: &mut RouteInterner) -> (Vec<u32>, usiz
     (row_to, n * nlines)
 }
 
-/// The routes and access domains that named a list, shape or row that moved, written
-/// again (in copies of the chunks they lie in).
-fn rewrite_rows(t: &mut GslbTables, lists: &Moved, shape_to: &[u32], row_to: &[u32]) {
-    let routes: Vec<(usize, u32, u32)> = (t.routes.iter().enumerate())
+/// The routes and access domains that named a list or row that moved, written again (in
+/// copies of the chunks they lie in).
+fn rewrite_rows(t: &mut GslbTables, lists: &Moved, row_to: &[u32]) {
+    let routes: Vec<(usize, u32)> = (t.routes.iter().enumerate())
         .filter_map(|(s, r)| {
             let start = lists.start(r.start, r.len);
-            let fb = match shape_to[r.fb as usize] {
-                u32::MAX => r.fb,
-                to => to,
-            };
-            (start != r.start || fb != r.fb).then_some((s, start, fb))
+            (start != r.start).then_some((s, start))
         })
         .collect();
-    for (s, start, fb) in routes {
-        let r = t.routes.make_mut(s);
-        (r.start, r.fb) = (start, fb);
+    for (s, start) in routes {
+        t.routes.make_mut(s).start = start;
     }
     let ads: Vec<(usize, u32)> = (t.ads.iter().enumerate())
         .filter_map(|(i, a)| {

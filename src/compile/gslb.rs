@@ -1,7 +1,7 @@
 //! Compiles the GSLB model into [`GslbTables`] and the [`Model`] the health writer and the
 //! control API use: one route per distinct candidate list (the default route, and one per
-//! line with its own pools under the nearest policy), each route's fallback addresses,
-//! the flattened line index, and each address's record data in wire form.
+//! line with its own pools under the nearest policy), the flattened line index, and each
+//! address's record data in wire form.
 
 use foldhash::HashMap;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::gslb::{AccessDomain, AddrValue, Fallback, Gslb, PoolPolicy};
 use crate::tables::chunked::{Builder, Chunked};
 use crate::tables::gslb::{
-    AdTable, AddrTable, GslbTables, LineIndex, PoolTable, RouteInterner, RouteTable,
+    fallback_code, AdTable, AddrTable, GslbTables, LineIndex, PoolTable, RouteInterner, RouteTable,
 };
 use crate::tables::{Model, Reuse, Slot, Snapshot, NONE};
 
@@ -35,7 +35,7 @@ pub(super) fn compile(
             // Read per query only: no row depends on it.
             t.use_ecs = use_ecs;
             relayout_lines(&mut t, &mut interner, (g, &p.model.lines), &places);
-            let health = refresh(&mut t, &p.model, g, &mut interner);
+            let health = refresh(&mut t, &p.model, g);
             let mut out = match changed_in_place(g, p) {
                 Some((changed, added)) => in_place(g, p, (t, interner), (&changed, added)),
                 None => incremental(g, p, (t, interner)),
@@ -77,14 +77,13 @@ fn reclaim((t, _, reuse): &mut (GslbTables, Model, Reuse)) -> bool {
     lists_len(t) <= 2 * live + LISTS_SLACK
 }
 
-/// Brings the tables that do not grow with access domains (addresses, pools, fallback
-/// lists, line prefixes), copied from the last snapshot into `t`, up to date with `g`
-/// where they differ: every fallback shape's list is worked out again when addresses or
-/// pools changed (routes name shapes, so no row changes). Returns whether the pools'
-/// health may be worked out from other tables than the serving snapshot's: more pools,
-/// other members, or other addresses enabled (a weight, a value, a pool's policy or
-/// answers leave it as it was).
-fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) -> bool {
+/// Brings the tables that do not grow with access domains (addresses, pools, line
+/// prefixes), copied from the last snapshot into `t`, up to date with `g` where they
+/// differ (rows name pools by index, and fallbacks are walked from the pools, so no row
+/// changes). Returns whether the pools' health may be worked out from other tables than
+/// the serving snapshot's: more pools, other members, or other addresses enabled (a
+/// weight, a value, a pool's policy or answers leave it as it was).
+fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb) -> bool {
     let o = &m.gslb;
     let lines_same = o.lines.len() == g.lines.len()
         && o.lines
@@ -120,22 +119,7 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb, seen: &mut RouteInterner) ->
     (t.addrs, t.arena, t.pools, t.pool_addrs) = Default::default();
     addresses(t, g);
     pools(t, g);
-    if health_same {
-        // Fallback lists are the pools' enabled members: a weight, a value, a pool's
-        // policy or answers leave them as they were.
-        return false;
-    }
-    let mut fb = Vec::new();
-    // One entry per shape the interner knows (the two are made together; should they
-    // ever differ, every shape is worked out here anyway).
-    t.fallbacks.resize(seen.fb_keys.len(), (0, 0));
-    for (i, &(start, len, rule, cname)) in seen.fb_keys.iter().enumerate() {
-        let list = &t.route_pools[start as usize..(start + len) as usize];
-        fallback(g, rule, cname, list, &mut fb);
-        let at = seen.fb_lists.intern_shared(&fb, &mut t.fallback);
-        t.fallbacks[i] = (at, fb.len() as u32);
-    }
-    true
+    !health_same
 }
 
 /// The interner of the snapshot `reuse` belongs to: a copy when it is small (a reload
@@ -175,7 +159,7 @@ fn full(g: &Arc<Gslb>, use_ecs: bool) -> (GslbTables, Model, Reuse) {
 
 /// Entries of the stored-once lists.
 fn lists_len(t: &GslbTables) -> usize {
-    t.route_pools.len() + t.fallback.len() + t.line_routes.len()
+    t.route_pools.len() + t.line_routes.len()
 }
 
 /// The rows being built: access domains, routes, slots.
@@ -263,7 +247,7 @@ fn changed_in_place(g: &Gslb, prev: &Snapshot) -> Option<(Vec<std::ops::Range<us
             }
             // Only the access domains that differ: a row is a function of its access
             // domain and of the pools' and lines' indices and the lines' parents, which
-            // are the same (its fallback is a shape, worked out by `refresh`).
+            // are the same.
             if (&x.name, x.rtype) != (&y.name, y.rtype) {
                 others += 1;
                 if others > MAX_TAIL {
@@ -429,8 +413,8 @@ fn incremental(
 /// Where each line of `g` was in `m`: its old index, `None` for a new line (an access
 /// domain's rows point into lines by index; [`relayout_lines`] moves the stored line ->
 /// route rows to the new indices). Pools may be at other indices too; a row is kept only
-/// where the lines and pools it names kept theirs ([`changed_in_place`]). Addresses
-/// appear in rows only through the fallback lists, which [`refresh`] works out again.
+/// where the lines and pools it names kept theirs ([`changed_in_place`]). No row names an
+/// address.
 fn line_places(m: &Model, g: &Gslb) -> Vec<Option<usize>> {
     let old: HashMap<&str, usize> = (m.gslb.lines.iter().enumerate())
         .map(|(i, l)| (l.name.as_str(), i))
@@ -511,13 +495,15 @@ fn addresses(t: &mut GslbTables, g: &Gslb) {
         t.addrs.push(AddrTable {
             rdata_start: start,
             rdata_len: (rdata.len() + 2) as u16,
+            shared: false,
             weight: a.weight,
         });
     }
 }
 
-/// Each pool's enabled addresses, in order.
+/// Each pool's enabled addresses, in order; those in more than one pool marked shared.
 fn pools(t: &mut GslbTables, g: &Gslb) {
+    let mut seen = vec![false; t.addrs.len()];
     for p in &g.pools {
         let start = t.pool_addrs.len() as u32;
         t.pool_addrs.extend(
@@ -526,6 +512,11 @@ fn pools(t: &mut GslbTables, g: &Gslb) {
                 .filter(|&&a| g.addresses[a].enabled)
                 .map(|&a| a as u32),
         );
+        for &a in &t.pool_addrs[start as usize..] {
+            let a = a as usize;
+            t.addrs[a].shared |= seen[a];
+            seen[a] = true;
+        }
         t.pools.push(PoolTable {
             start,
             len: t.pool_addrs.len() as u32 - start,
@@ -564,8 +555,6 @@ struct Routes {
     routes: Vec<(u32, usize)>,
     /// The candidates (pool, weight) of its routes, one list after another.
     cand: Vec<(u32, u32)>,
-    /// The fallback addresses of the route at hand.
-    fb: Vec<u32>,
 }
 
 impl Routes {
@@ -578,12 +567,11 @@ impl Routes {
             own: vec![NONE; nlines],
             routes: Vec::new(),
             cand: Vec::new(),
-            fb: Vec::new(),
         }
     }
 
     /// Compiles access domain `ai` with its first route at `base`: returns its row and
-    /// leaves its routes (with their fallbacks) and their slots in `out`, `out_slots`;
+    /// leaves its routes and their slots in `out`, `out_slots`;
     /// new lists go to the end of `t`'s.
     fn add(
         &mut self,
@@ -609,21 +597,7 @@ impl Routes {
             from = to;
             let start = self.seen.pool_lists.intern(pools, &mut t.route_pools);
             let len = pools.len() as u32;
-            let key = (
-                start,
-                len,
-                ad.fallback,
-                ad.rtype == crate::dns::rtype::CNAME,
-            );
-            let seen = &mut *self.seen;
-            let fb = *seen.fb_of.entry(key).or_insert_with(|| {
-                fallback(g, key.2, key.3, pools, &mut self.fb);
-                let at = seen.fb_lists.intern_shared(&self.fb, &mut t.fallback);
-                t.fallbacks.push((at, self.fb.len() as u32));
-                seen.fb_keys.push(key);
-                seen.fb_keys.len() as u32 - 1
-            });
-            self.out.push(RouteTable { start, len, fb });
+            self.out.push(RouteTable { start, len });
             self.out_slots.push(Slot { ad: ai, line });
         }
         // The next row's number (not the map's size: rows that came to be alike when a
@@ -645,6 +619,7 @@ impl Routes {
             nroutes: self.routes.len() as u32,
             pattern,
             nodata: NONE,
+            fallback: fallback_code(ad.fallback),
         }
     }
 
@@ -709,34 +684,140 @@ fn nearest_route(own: &[u32], g: &Gslb, li: usize) -> Option<u32> {
     None
 }
 
-/// The addresses answered when no candidate pool is healthy, into `fb`: by `rule`, over
-/// the candidate `pools`, one only for a CNAME.
-fn fallback(g: &Gslb, rule: Fallback, cname: bool, pools: &[(u32, u32)], fb: &mut Vec<u32>) {
-    fb.clear();
-    match rule {
-        Fallback::All => {
-            // A list no row names any more may name a pool since removed.
-            for &(p, _) in pools.iter().filter(|&&(p, _)| (p as usize) < g.pools.len()) {
-                for &a in &g.pools[p as usize].addresses {
-                    if g.addresses[a].enabled && !fb.contains(&(a as u32)) {
-                        fb.push(a as u32);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift64*, deterministic.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n.max(1)
+        }
+    }
+
+    /// The fallback addresses as the product describes them: every enabled address of
+    /// the candidate pools in their order, each once (`all`), or of the fallback pool;
+    /// one for a CNAME.
+    fn expected(g: &Gslb, ad: &AccessDomain) -> Vec<u32> {
+        let members = |p: usize| {
+            let p = &g.pools[p];
+            p.addresses.iter().filter(|&&a| g.addresses[a].enabled)
+        };
+        let mut fb: Vec<u32> = Vec::new();
+        match ad.fallback {
+            Fallback::All => {
+                for &(p, _) in ad.pools.iter() {
+                    for &a in members(p as usize) {
+                        if !fb.contains(&(a as u32)) {
+                            fb.push(a as u32);
+                        }
                     }
                 }
             }
+            Fallback::Pool(p) => fb.extend(members(p).map(|&a| a as u32)),
+            Fallback::NoData => {}
         }
-        Fallback::Pool(p) => {
-            fb.extend(
-                g.pools
-                    .get(p)
-                    .map_or(&[][..], |p| &p.addresses[..])
-                    .iter()
-                    .filter(|&&a| g.addresses[a].enabled)
-                    .map(|&a| a as u32),
+        if ad.rtype == crate::dns::rtype::CNAME {
+            fb.truncate(1);
+        }
+        fb
+    }
+
+    /// A model of pools sharing addresses (some disabled), for A and CNAME access
+    /// domains.
+    fn model(rng: &mut Rng) -> String {
+        let mut t = String::from(
+            "version = 1\n[server]\nlisten = [\"127.0.0.1:0\"]\n[[zone]]\nname = \"e.test.\"\n\
+             soa = { mname = \"ns\", rname = \"h\", serial = 1, refresh = 1, retry = 1, \
+             expire = 1, minimum = 1 }\nns = [\"ns\"]\nrecords = [\"ns A 192.0.2.53\"]\n",
+        );
+        for (kind, value) in [("v", "192.0.2."), ("n", "t")] {
+            for i in 0..10 {
+                let v = match kind {
+                    "v" => format!("{value}{i}"),
+                    _ => format!("{value}{i}.example."),
+                };
+                let on = rng.below(4) != 0;
+                t += &format!(
+                    "[[address]]\nname = \"{kind}{i}\"\nvalue = \"{v}\"\nenabled = {on}\n"
+                );
+            }
+            for p in 0..6 {
+                let mut members: Vec<usize> = Vec::new();
+                for _ in 0..1 + rng.below(6) {
+                    let a = rng.below(10);
+                    if !members.contains(&a) {
+                        members.push(a);
+                    }
+                }
+                let names: Vec<String> = members.iter().map(|a| format!("\"{kind}{a}\"")).collect();
+                let pk = if kind == "v" { "ipv4" } else { "domain" };
+                t += &format!(
+                    "[[pool]]\nname = \"{kind}p{p}\"\ntype = \"{pk}\"\naddresses = [{}]\n",
+                    names.join(", ")
+                );
+            }
+        }
+        for i in 0..40 {
+            let (kind, rtype) = if i % 3 == 0 {
+                ("n", "CNAME")
+            } else {
+                ("v", "A")
+            };
+            let mut pools: Vec<usize> = Vec::new();
+            for _ in 0..1 + rng.below(4) {
+                let p = rng.below(6);
+                if !pools.contains(&p) {
+                    pools.push(p);
+                }
+            }
+            let pools: Vec<String> = pools.iter().map(|p| format!("\"{kind}p{p}\"")).collect();
+            let fallback = match rng.below(3) {
+                0 => "fallback = \"all\"".to_string(),
+                1 => "fallback = \"nodata\"".to_string(),
+                _ => format!("fallback-pool = \"{kind}p{}\"", rng.below(6)),
+            };
+            t += &format!(
+                "[[access-domain]]\nname = \"d{i}.e.test.\"\ntype = \"{rtype}\"\n\
+                 policy = \"weighted\"\npools = [{}]\n{fallback}\n",
+                pools.join(", ")
             );
         }
-        Fallback::NoData => {}
+        t
     }
-    if cname {
-        fb.truncate(1); // one CNAME per name
+
+    /// The fallback walked from the pools' lists gives what the product describes, over
+    /// pools that share addresses, disabled addresses, CNAMEs and fallback pools.
+    #[test]
+    fn fallbacks_walked_from_the_pools_are_each_address_once_in_order() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut shared_answers = 0;
+        for _ in 0..30 {
+            let text = model(&mut rng);
+            let cfg =
+                crate::config::Config::from_str(&text, "t-fb".into(), std::path::Path::new("."))
+                    .unwrap_or_else(|e| panic!("the model does not validate: {e}\n{text}"));
+            let g = cfg.gslb.clone();
+            let (t, _, _) = full(&g, false);
+            for (i, ad) in g.access_domains.iter().enumerate() {
+                let a = &t.ads[i];
+                let mut got = Vec::new();
+                t.each_fallback(a, &t.routes[a.routes as usize], |x| {
+                    got.push(x);
+                    true
+                });
+                assert_eq!(got, expected(&g, ad), "access domain {i}\n{text}");
+                shared_answers += got.iter().any(|&x| t.addrs[x as usize].shared) as usize;
+            }
+        }
+        assert!(
+            shared_answers > 100,
+            "shared addresses answered: {shared_answers}"
+        );
     }
 }

@@ -503,7 +503,11 @@ fn view(s: &Snapshot) -> String {
             let r = g.route_of(a, l) - a.routes;
             let route = &g.routes[(a.routes + r) as usize];
             let pools = &g.route_pools[route.start as usize..(route.start + route.len) as usize];
-            let fb = g.fallback_of(route);
+            let mut fb = Vec::new();
+            g.each_fallback(a, route, |x| {
+                fb.push(x);
+                true
+            });
             let _ = write!(out, " {l}->{r} {pools:?} {fb:?}");
         }
         out.push('\n');
@@ -645,8 +649,6 @@ struct Paths {
     compacted: usize,
     /// Compiled with the list index read back from the tables (a refused reload took it).
     reindexed: usize,
-    /// The fallback lists shared with the snapshot replaced (none added).
-    fallback_shared: usize,
 }
 
 impl Paths {
@@ -685,7 +687,6 @@ impl Paths {
             .any(|(n, p)| was.iter().any(|(m, q)| m == n && q != p));
         self.line_reparented += (incremental && moved_under) as usize;
         self.compacted += s.reuse.compacted as usize;
-        self.fallback_shared += Arc::ptr_eq(&s.gslb.fallback, &prev.gslb.fallback) as usize;
     }
 
     /// Whether every path was taken often enough for the comparisons to mean something.
@@ -707,7 +708,6 @@ impl Paths {
             && self.line_reparented > 0
             && self.compacted > n / 20
             && self.reindexed > n / 20
-            && self.fallback_shared > n / 10
     }
 }
 

@@ -1,8 +1,10 @@
 //! GSLB answer tables, read by shards together with the lock-free health bitmaps
 //! ([`super::HealthState`]). Everything that does not depend on the query or on
 //! health is precompiled: the line index (prefixes flattened into disjoint sorted ranges),
-//! each access domain's route per line, each route's candidate pools and fallback address
-//! list, and each address's record data in wire form. At query time a shard finds the
+//! each access domain's route per line, each route's candidate pools, and each address's
+//! record data in wire form. The fallback (no candidate pool up) is walked from the pools'
+//! address lists, not stored per route: over pools of hundreds of addresses, a stored list
+//! per candidate list was the largest of the tables, and every reload adding one copied it. At query time a shard finds the
 //! asker's line (one binary search), reads the route's active pool (one atomic load) or
 //! draws one among healthy pools, picks addresses by the pool's policy from the address
 //! bitmap, and writes `owner-pointer TYPE CLASS TTL RDLENGTH RDATA` per address.
@@ -236,6 +238,9 @@ pub struct AddrTable {
     pub rdata_start: u32,
     /// Length of that.
     pub rdata_len: u16,
+    /// In more than one pool's list: a fallback over several pools answers it once, so
+    /// it is looked for in the pools before.
+    pub shared: bool,
     /// Weight (weighted pools).
     pub weight: u32,
 }
@@ -260,10 +265,20 @@ pub struct RouteTable {
     pub start: u32,
     /// Number of pools.
     pub len: u32,
-    /// Its fallback: [`GslbTables::fallback_of`] (an index into `fallbacks`, one per
-    /// shape of candidate list and fallback rule, so that a change of the pools'
-    /// addresses rewrites that small table and no route).
-    pub fb: u32,
+}
+
+/// [`AdTable::fallback`]: NODATA.
+pub const FALLBACK_NODATA: u32 = u32::MAX;
+/// [`AdTable::fallback`]: every enabled address of the route's candidate pools.
+pub const FALLBACK_ALL: u32 = u32::MAX - 1;
+
+/// [`AdTable::fallback`] of a fallback rule (a pool's index for `fallback-pool`).
+pub fn fallback_code(f: Fallback) -> u32 {
+    match f {
+        Fallback::NoData => FALLBACK_NODATA,
+        Fallback::All => FALLBACK_ALL,
+        Fallback::Pool(p) => p as u32,
+    }
 }
 
 /// One access domain.
@@ -284,6 +299,10 @@ pub struct AdTable {
     pub pattern: u32,
     /// NODATA answer (static table index) for the NODATA fallback.
     pub nodata: u32,
+    /// What it answers when no candidate pool is up: [`FALLBACK_NODATA`],
+    /// [`FALLBACK_ALL`], or a pool's index ([`fallback_code`]). A CNAME answers the first
+    /// address only.
+    pub fallback: u32,
 }
 
 /// All GSLB tables of a snapshot.
@@ -303,14 +322,6 @@ pub struct GslbTables {
     pub pools: Vec<PoolTable>,
     /// Pool address lists.
     pub pool_addrs: Vec<u32>,
-    /// Fallback address lists (identical lists are stored once), shared from snapshot to
-    /// snapshot until a reload adds a list: over pools of hundreds of addresses this is
-    /// the largest of the stored-once arrays, and a reload that adds none copies nothing.
-    /// (Read only when no candidate pool is up: one more load there.)
-    pub fallback: std::sync::Arc<Vec<u32>>,
-    /// Each fallback shape's list in `fallback`: (start, length; 0 with a NODATA
-    /// fallback). Routes name their shape ([`RouteTable::fb`]).
-    pub fallbacks: Vec<(u32, u32)>,
     /// Addresses.
     pub addrs: Vec<AddrTable>,
     /// Address record data.
@@ -322,11 +333,49 @@ pub struct GslbTables {
 }
 
 impl GslbTables {
-    /// The fallback addresses of `route` (empty with a NODATA fallback).
+    /// The enabled addresses of pool `p` (none for an index out of range).
     #[inline]
-    pub fn fallback_of(&self, route: &RouteTable) -> &[u32] {
-        let (start, len) = self.fallbacks[route.fb as usize];
-        &self.fallback[start as usize..(start + len) as usize]
+    fn members(&self, p: u32) -> &[u32] {
+        self.pools.get(p as usize).map_or(&[], |p| {
+            &self.pool_addrs[p.start as usize..(p.start + p.len) as usize]
+        })
+    }
+
+    /// Each fallback address of access domain `a` on `route`, in answer order, given to
+    /// `f` until it returns `false`: every enabled address of the candidate pools (each
+    /// once), or of the fallback pool; one only for a CNAME; none for NODATA.
+    #[inline]
+    pub fn each_fallback(&self, a: &AdTable, route: &RouteTable, mut f: impl FnMut(u32) -> bool) {
+        let one = a.rtype == crate::dns::rtype::CNAME;
+        match a.fallback {
+            FALLBACK_NODATA => {}
+            FALLBACK_ALL => {
+                let pools =
+                    &self.route_pools[route.start as usize..(route.start + route.len) as usize];
+                for (k, &(p, _)) in pools.iter().enumerate() {
+                    for &ai in self.members(p) {
+                        // A pool lists an address once (the config says so): only the
+                        // pools before can have answered it.
+                        let before = |ai: u32| {
+                            (pools[..k].iter()).any(|&(q, _)| self.members(q).contains(&ai))
+                        };
+                        if self.addrs[ai as usize].shared && before(ai) {
+                            continue;
+                        }
+                        if !f(ai) || one {
+                            return;
+                        }
+                    }
+                }
+            }
+            p => {
+                for &ai in self.members(p) {
+                    if !f(ai) || one {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// A copy of everything but the per-access-domain rows (`ads`, `routes`, left empty):
@@ -340,8 +389,6 @@ impl GslbTables {
             nlines: self.nlines,
             pools: self.pools.clone(),
             pool_addrs: self.pool_addrs.clone(),
-            fallback: self.fallback.clone(),
-            fallbacks: self.fallbacks.clone(),
             addrs: self.addrs.clone(),
             arena: self.arena.clone(),
             lines: self.lines.clone(),
@@ -351,7 +398,7 @@ impl GslbTables {
 }
 
 /// The compiler's index of the lists stored once in [`GslbTables`] (`route_pools`,
-/// `fallback`, `line_routes` rows): kept with the snapshot (control side, never read by
+/// `line_routes` rows): kept with the snapshot (control side, never read by
 /// shards), so that a reload compiling only some access domains appends to those arrays
 /// rather than storing again the lists that are already there.
 #[derive(Debug, Default, Clone)]
@@ -360,19 +407,7 @@ pub struct RouteInterner {
     pub patterns: HashMap<Vec<u32>, u32>,
     /// Candidate lists, by content: their start in `route_pools`.
     pub pool_lists: super::lists::ListIndex,
-    /// Fallback address lists, by content: their start in `fallback`.
-    pub fb_lists: super::lists::ListIndex,
-    /// The fallback shape (its index in `fallbacks`) of a candidate list (its start and
-    /// length in `route_pools`) under a fallback rule, for CNAME or not.
-    pub fb_of: HashMap<FallbackKey, u32>,
-    /// Each fallback shape's key, by index: what its list is worked out again from when
-    /// the pools' addresses change.
-    pub fb_keys: Vec<FallbackKey>,
 }
-
-/// A fallback shape: a candidate list (start and length in `route_pools`), the fallback
-/// rule, and whether the access domain is a CNAME (one target).
-pub type FallbackKey = (u32, u32, Fallback, bool);
 
 impl RouteInterner {
     /// `patterns` made anew over `line_routes`, `nlines` per row. Rows alike (those only
@@ -387,7 +422,7 @@ impl RouteInterner {
 
     /// Lists and shapes it holds.
     pub fn len(&self) -> usize {
-        self.patterns.len() + self.pool_lists.len() + self.fb_lists.len() + self.fb_of.len()
+        self.patterns.len() + self.pool_lists.len()
     }
 
     /// It holds nothing.
@@ -585,15 +620,13 @@ impl GslbTables {
             self.pick(pool, health, local, turn, &mut w);
         }
         if w.count == 0 {
-            let fallback = self.fallback_of(route);
-            if fallback.is_empty() {
+            // Stops at the first record that does not fit: the size check truncates.
+            self.each_fallback(a, route, |ai| w.rr(self, ai));
+            if w.count == 0 && w.pos == 0 {
                 return Selected::NoData {
                     answer: a.nodata,
                     scope,
                 };
-            }
-            for &ai in fallback {
-                w.rr(self, ai);
             }
         }
         Selected::Records {
@@ -683,16 +716,16 @@ struct Writer<'o, 't> {
 }
 
 impl Writer<'_, '_> {
-    /// `owner TYPE IN TTL` + the address's RDLENGTH and RDATA. Stops (silently) when the
-    /// buffer is full; the caller's size check then truncates.
+    /// `owner TYPE IN TTL` + the address's RDLENGTH and RDATA; `false` (and nothing
+    /// more written) once the buffer is full: the caller's size check then truncates.
     #[inline]
-    fn rr(&mut self, t: &GslbTables, a: u32) {
+    fn rr(&mut self, t: &GslbTables, a: u32) -> bool {
         let at = &t.addrs[a as usize];
         let rd = &t.arena[at.rdata_start as usize..at.rdata_start as usize + at.rdata_len as usize];
         let need = 10 + rd.len();
         if self.pos + need > self.out.len() {
             self.pos = self.out.len() + 1; // marks overflow
-            return;
+            return false;
         }
         let o = &mut self.out[self.pos..self.pos + need];
         o[0..2].copy_from_slice(&self.owner);
@@ -702,6 +735,7 @@ impl Writer<'_, '_> {
         o[10..].copy_from_slice(rd);
         self.pos += need;
         self.count += 1;
+        true
     }
 }
 

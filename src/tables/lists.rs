@@ -1,8 +1,7 @@
-//! An index of the lists stored once in an arena (candidate lists, fallback address
-//! lists): each list's place, found by its content, without a copy of that content. The
-//! compiler keeps one per arena from reload to reload; a copy of every list as a hash
-//! key doubled what large lists cost (fallback lists over pools of hundreds of
-//! addresses are kilobytes each).
+//! An index of the lists stored once in an arena (candidate pool lists): each list's
+//! place, found by its content, without a copy of that content. The compiler keeps one
+//! from reload to reload; a copy of every list as a hash key doubled what the lists
+//! cost.
 
 use std::hash::{BuildHasher, Hash};
 
@@ -73,24 +72,6 @@ impl ListIndex {
         if let Some(start) = self.find(h, list, arena) {
             return start;
         }
-        let start = arena.len() as u32;
-        arena.extend_from_slice(list);
-        self.put(h, arena, (start, list.len() as u32));
-        start
-    }
-
-    /// [`Self::intern`] into an arena shared with other snapshots: copied (once) only
-    /// when `list` is new to it.
-    pub fn intern_shared<T: Hash + Eq + Copy>(
-        &mut self,
-        list: &[T],
-        arena: &mut std::sync::Arc<Vec<T>>,
-    ) -> u32 {
-        let h = self.hash(list);
-        if let Some(start) = self.find(h, list, arena) {
-            return start;
-        }
-        let arena = std::sync::Arc::make_mut(arena);
         let start = arena.len() as u32;
         arena.extend_from_slice(list);
         self.put(h, arena, (start, list.len() as u32));

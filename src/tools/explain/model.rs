@@ -558,12 +558,11 @@ fn several(
         PoolPolicy::GlobalAvailability { .. } | PoolPolicy::Nearest
     );
     if healthy.is_empty() || (tracked && active == NO_POOL) {
-        let r = &snap.gslb.routes[slot];
-        let list = snap.gslb.fallback_of(r);
-        let values: Vec<String> = list
-            .iter()
-            .map(|&a| value(&m.addresses[a as usize].value))
-            .collect();
+        let (g, mut values) = (&snap.gslb, Vec::new());
+        g.each_fallback(&g.ads[ai], &g.routes[slot], |a| {
+            values.push(value(&m.addresses[a as usize].value));
+            true
+        });
         let how = if values.is_empty() {
             "none: NODATA"
         } else {
