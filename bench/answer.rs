@@ -90,6 +90,21 @@ fn gslb_text() -> String {
         ));
     }
     gslb.push_str("[[health-check]]\nname = \"hc\"\nprotocol = \"tcp\"\nport = 80\n");
+    // Two pools taken out (disabled), sharing an address: the fallback answers every
+    // enabled address of both, each once (7 records).
+    for i in 0..7 {
+        gslb.push_str(&format!(
+            "[[address]]\nname = \"f{i}\"\nvalue = \"127.1.0.{i}\"\n"
+        ));
+    }
+    gslb.push_str(
+        "[[pool]]\nname = \"pf0\"\ntype = \"ipv4\"\nenabled = false\n\
+         addresses = [\"f0\", \"f1\", \"f2\", \"f3\"]\n\
+         [[pool]]\nname = \"pf1\"\ntype = \"ipv4\"\nenabled = false\n\
+         addresses = [\"f3\", \"f4\", \"f5\", \"f6\"]\n\
+         [[access-domain]]\nname = \"fb.example.test.\"\ntype = \"A\"\n\
+         policy = \"weighted\"\npools = [\"pf0\", \"pf1\"]\nfallback = \"all\"\n",
+    );
     // The [access-domain.lines] table must follow its access domain: the weighted one first.
     gslb.push_str("[[access-domain]]\nname = \"wrr.example.test.\"\ntype = \"A\"\npolicy = \"weighted\"\npools = [\"p0\", \"p1\"]\n");
     gslb.push_str(
@@ -140,6 +155,7 @@ fn cases(snap: &Snapshot) -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("GSLB nearest, no ECS", query("gslb.example.test", 1, None)),
         ("GSLB weighted pools", query("wrr.example.test", 1, None)),
+        ("GSLB fallback, all down", query("fb.example.test", 1, None)),
         ("REFUSED", query("www.example.com", 1, None)),
         ("MX + additional A", query("mx.example.test", 15, None)),
         ("DS at a delegation", query("sub.example.test", 43, None)),
@@ -293,6 +309,9 @@ fn main() {
             &mut out,
         );
         assert!(o.len > 0, "{name} answered");
+        if *name == "GSLB fallback, all down" {
+            assert_eq!(out[6..8], [0, 7], "the fallback answers 7 records");
+        }
         println!("{name:<24} {:>10.1}", per[per.len() / 2]);
     }
     shard_path(&cfg, only_cases().as_deref(), iters, rounds);
