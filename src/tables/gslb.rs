@@ -77,13 +77,25 @@ pub struct Range {
     pub line: u32,
 }
 
+/// One disjoint range of the IPv4 space and its line: 12 bytes rather than a [`Range`]'s
+/// 48 (the IPv4 table is most of the index: 100,000 prefixes make as many ranges).
+#[derive(Debug, Clone, Copy)]
+pub struct Range4 {
+    /// First address.
+    pub start: u32,
+    /// Last address.
+    pub end: u32,
+    /// Line index (0 = default).
+    pub line: u32,
+}
+
 /// Longest-prefix match compiled to disjoint sorted ranges (Knot's geoip module sorts and
 /// links its prefixes the same way, so a lookup is one binary search).
 #[derive(Debug, Clone, Default)]
 pub struct LineIndex {
-    /// IPv4 ranges (addresses as u128 below 2^32), covering 0..=u32::MAX. (The arrays
-    /// are shared, not copied, by the snapshots of reloads that keep the lines.)
-    pub v4: std::sync::Arc<[Range]>,
+    /// IPv4 ranges, covering 0..=u32::MAX. (The arrays are shared, not copied, by the
+    /// snapshots of reloads that keep the lines.)
+    pub v4: std::sync::Arc<[Range4]>,
     /// The IPv4 ranges' starts alone, 4 bytes each, for a cache-friendly binary search.
     pub v4_start: std::sync::Arc<[u32]>,
     /// IPv6 ranges covering the whole space.
@@ -91,37 +103,59 @@ pub struct LineIndex {
 }
 
 impl LineIndex {
-    /// Builds the index from per-line prefixes. Nested prefixes: the longest wins.
-    pub fn build(v4: &[(u128, u8, u32)], v6: &[(u128, u8, u32)]) -> Self {
-        let v4 = flatten(v4, 32);
+    /// Builds the index from per-line prefixes (network, length, line: sorted here, in
+    /// place). Nested prefixes: the longest wins.
+    pub fn build(v4: &mut [(u128, u8, u32)], v6: &mut [(u128, u8, u32)]) -> Self {
+        let mut ranges4 = Vec::new();
+        flatten(v4, 32, |start, end, line| {
+            ranges4.push(Range4 {
+                start: start as u32,
+                end: end as u32,
+                line,
+            })
+        });
+        let mut ranges6 = Vec::new();
+        flatten(v6, 128, |start, end, line| {
+            ranges6.push(Range { start, end, line })
+        });
         Self {
-            v4_start: v4.iter().map(|r| r.start as u32).collect(),
-            v4: v4.into(),
-            v6: flatten(v6, 128).into(),
+            v4_start: ranges4.iter().map(|r| r.start).collect(),
+            v4: ranges4.into(),
+            v6: ranges6.into(),
         }
+    }
+
+    /// The IPv4 ranges in the wide form the IPv6 ones have (control side).
+    pub fn v4_ranges(&self) -> Vec<Range> {
+        (self.v4.iter())
+            .map(|r| Range {
+                start: r.start as u128,
+                end: r.end as u128,
+                line: r.line,
+            })
+            .collect()
     }
 
     /// The asker's line and the ECS scope: the length of the largest aligned prefix around
     /// the address that lies wholly in its range, i.e. the prefix that decided the line.
     #[inline]
     pub fn lookup(&self, a: ClientAddr) -> (u32, u8) {
-        let (r, addr, bits) = match a {
+        match a {
             ClientAddr::V4(v) => {
                 let i = self.v4_start.partition_point(|&s| s <= v);
                 match i.checked_sub(1).and_then(|i| self.v4.get(i)) {
-                    Some(r) => (r, v as u128, 32u32),
-                    None => return (0, 0),
+                    Some(r) => (r.line, scope(v as u128, r.start as u128, r.end as u128, 32)),
+                    None => (0, 0),
                 }
             }
             ClientAddr::V6(v) => {
                 let i = self.v6.partition_point(|r| r.start <= v);
                 match i.checked_sub(1).and_then(|i| self.v6.get(i)) {
-                    Some(r) => (r, v, 128u32),
-                    None => return (0, 0),
+                    Some(r) => (r.line, scope(v, r.start, r.end, 128)),
+                    None => (0, 0),
                 }
             }
-        };
-        (r.line, scope(addr, r.start, r.end, bits))
+        }
     }
 }
 
@@ -162,7 +196,11 @@ fn scope_by_scan(addr: u128, start: u128, end: u128, bits: u32) -> u8 {
     bits as u8
 }
 
-fn flatten(prefixes: &[(u128, u8, u32)], bits: u32) -> Vec<Range> {
+/// The disjoint ranges `prefixes` (network, length, line) make, in order, to `emit` as
+/// (first, last, line); the space no prefix covers is line 0's. Sorts `prefixes` (the
+/// only working memory besides a stack as deep as prefixes nest: the index of 100,000
+/// prefixes is rebuilt whenever a line changes).
+fn flatten(prefixes: &mut [(u128, u8, u32)], bits: u32, mut emit: impl FnMut(u128, u128, u32)) {
     let max: u128 = if bits == 32 { 0xFFFF_FFFF } else { u128::MAX };
     let span = |net: u128, len: u8| -> (u128, u128) {
         let host = bits - len as u32;
@@ -173,36 +211,26 @@ fn flatten(prefixes: &[(u128, u8, u32)], bits: u32) -> Vec<Range> {
         };
         (net, net + size_m1)
     };
-    let mut ps: Vec<(u128, u128, u32)> = prefixes
-        .iter()
-        .map(|&(n, l, line)| {
-            let (s, e) = span(n, l);
-            (s, e, line)
-        })
-        .collect();
-    // Outer prefixes first at the same start, so inner ones stack on top.
-    ps.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-    let mut out: Vec<Range> = Vec::with_capacity(ps.len() * 2 + 1);
+    // Outer prefixes first at the same start (shorter, so ending later), so inner ones
+    // stack on top.
+    prefixes.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     // Adjacent ranges of one line stay apart: each keeps the bounds of the prefix that
     // decided it, which the ECS scope is computed from.
-    let emit = |s: u128, e: u128, line: u32, out: &mut Vec<Range>| {
+    let mut emit = |s: u128, e: u128, line: u32| {
         if s <= e {
-            out.push(Range {
-                start: s,
-                end: e,
-                line,
-            });
+            emit(s, e, line);
         }
     };
     let mut stack: Vec<(u128, u128, u32)> = Vec::new();
     let mut cur: u128 = 0;
     let mut done = false; // `cur` passed the end of the space
-    for &(s, e, line) in &ps {
+    for &(n, l, line) in prefixes.iter() {
+        let (s, e) = span(n, l);
         while let Some(&(_, te, tl)) = stack.last() {
             if te >= s {
                 break;
             }
-            emit(cur, te, tl, &mut out);
+            emit(cur, te, tl);
             stack.pop();
             match te.checked_add(1) {
                 Some(n) => cur = n,
@@ -211,14 +239,14 @@ fn flatten(prefixes: &[(u128, u8, u32)], bits: u32) -> Vec<Range> {
         }
         if !done && cur < s {
             let owner = stack.last().map_or(0, |t| t.2);
-            emit(cur, s - 1, owner, &mut out);
+            emit(cur, s - 1, owner);
         }
         cur = s;
         stack.push((s, e, line));
     }
     while let Some((_, te, tl)) = stack.pop() {
         if !done {
-            emit(cur, te, tl, &mut out);
+            emit(cur, te, tl);
         }
         match te.checked_add(1) {
             Some(n) if n <= max => cur = n,
@@ -226,9 +254,8 @@ fn flatten(prefixes: &[(u128, u8, u32)], bits: u32) -> Vec<Range> {
         }
     }
     if !done && cur <= max {
-        emit(cur, max, 0, &mut out);
+        emit(cur, max, 0);
     }
-    out
 }
 
 /// An address as an answer: its record data.
@@ -789,12 +816,12 @@ mod tests {
     #[test]
     fn nested_prefixes_longest_wins_with_scope() {
         let idx = LineIndex::build(
-            &[
+            &mut [
                 (v4("10.0.0.0"), 8, 1),
                 (v4("10.1.0.0"), 16, 2),
                 (v4("192.0.2.0"), 24, 3),
             ],
-            &[],
+            &mut [],
         );
         let look = |s: &str| idx.lookup(ClientAddr::V4(v4(s) as u32));
         assert_eq!(look("10.1.2.3"), (2, 16));
@@ -812,10 +839,99 @@ mod tests {
         assert_eq!(idx.v4.last().unwrap().end, 0xFFFF_FFFF);
     }
 
+    /// The line of the longest prefix holding `a` (0: none), by a scan.
+    fn longest(prefixes: &[(u128, u8, u32)], a: u128, bits: u32) -> u32 {
+        let holds = |&&(n, len, _): &&(u128, u8, u32)| {
+            let host = bits - len as u32;
+            host >= 128 || (a >> host) == (n >> host)
+        };
+        let best = prefixes.iter().filter(holds).max_by_key(|p| p.1);
+        best.map_or(0, |p| p.2)
+    }
+
+    /// Random nested prefixes (distinct networks) in both families: every lookup gives
+    /// the longest prefix's line, at and around each prefix's bounds and anywhere, and
+    /// the ranges cover the space in order.
+    #[test]
+    fn lookups_give_the_longest_prefix_as_a_scan_does() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200 {
+            let mut fams: Vec<Vec<(u128, u8, u32)>> = vec![Vec::new(), Vec::new()];
+            for (f, bits) in [(0, 32u32), (1, 128)] {
+                // A small region, so that prefixes nest and touch.
+                let base: u128 = if bits == 32 {
+                    0x0A00_0000
+                } else {
+                    0x2001_0db8 << 96
+                };
+                for _ in 0..next() % 40 {
+                    let len = (bits - 12 + (next() % 13) as u32) as u8;
+                    let host = bits - len as u32;
+                    let n = (base + next() as u128 % (1 << 12)) >> host << host;
+                    if !fams[f].iter().any(|p| (p.0, p.1) == (n, len)) {
+                        fams[f].push((n, len, 1 + (next() % 5) as u32));
+                    }
+                }
+            }
+            let (v4, v6) = (fams[0].clone(), fams[1].clone());
+            let idx = LineIndex::build(&mut fams[0].clone(), &mut fams[1].clone());
+            assert_eq!(idx.v4.first().map(|r| r.start), Some(0));
+            assert_eq!(idx.v4.last().map(|r| r.end), Some(u32::MAX));
+            assert!(idx
+                .v4
+                .windows(2)
+                .all(|w| w[0].end as u64 + 1 == w[1].start as u64));
+            assert!(idx.v6.windows(2).all(|w| w[0].end + 1 == w[1].start));
+            assert_eq!(idx.v6.last().map(|r| r.end), Some(u128::MAX));
+            for (prefixes, bits) in [(&v4, 32u32), (&v6, 128)] {
+                let mut probes: Vec<u128> = Vec::new();
+                for &(n, len, _) in prefixes.iter() {
+                    let host = bits - len as u32;
+                    let end = n + ((1u128 << host) - 1);
+                    probes.extend([
+                        n,
+                        n.wrapping_sub(1),
+                        end,
+                        end + 1,
+                        n + (next() as u128 % (end - n + 1)),
+                    ]);
+                }
+                let base: u128 = if bits == 32 {
+                    0x0A00_0000
+                } else {
+                    0x2001_0db8 << 96
+                };
+                probes.extend((0..20).map(|_| base + next() as u128 % (1 << 13)));
+                for a in probes {
+                    let (a, c) = if bits == 32 {
+                        let a = a & 0xFFFF_FFFF;
+                        (a, ClientAddr::V4(a as u32))
+                    } else {
+                        (a, ClientAddr::V6(a))
+                    };
+                    if bits == 128 && a >> 32 == 0xFFFF {
+                        continue; // v4-mapped: looked up as IPv4
+                    }
+                    assert_eq!(
+                        idx.lookup(c).0,
+                        longest(prefixes, a, bits),
+                        "{a:x} in {prefixes:x?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn v6_and_mapped() {
         let net: u128 = "2001:db8::".parse::<std::net::Ipv6Addr>().unwrap().into();
-        let idx = LineIndex::build(&[], &[(net, 32, 5)]);
+        let idx = LineIndex::build(&mut [], &mut [(net, 32, 5)]);
         let a: u128 = "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().into();
         assert_eq!(idx.lookup(ClientAddr::V6(a)), (5, 32));
         assert_eq!(

@@ -39,9 +39,10 @@ pub fn no_ecs() -> Row {
 /// any line uses, and no ECS.
 pub fn rows(g: &Gslb, idx: &LineIndex) -> Vec<Row> {
     let mut out = Vec::new();
+    let ranges4 = idx.v4_ranges();
     for (li, l) in g.lines.iter().enumerate().skip(1) {
         let v4 = l.v4.iter().map(|&(n, len)| (n as u128, len));
-        if let Some(e) = representative(v4, &idx.v4, 32, li as u32, idx) {
+        if let Some(e) = representative(v4, &ranges4, 32, li as u32, idx) {
             out.push(row(&l.name, e));
         }
         if let Some(e) = representative(l.v6.iter().copied(), &idx.v6, 128, li as u32, idx) {
@@ -49,7 +50,7 @@ pub fn rows(g: &Gslb, idx: &LineIndex) -> Vec<Row> {
         }
     }
     if g.lines.iter().any(|l| !l.v4.is_empty()) {
-        if let Some(e) = default_block(&idx.v4, 32, 24, idx) {
+        if let Some(e) = default_block(&ranges4, 32, 24, idx) {
             out.push(row(DEFAULT_LINE, e));
         }
     }
@@ -177,16 +178,20 @@ mod tests {
 
     #[test]
     fn nested_prefixes_get_a_block_of_their_own_line() {
-        let idx = LineIndex::build(&[(v4("10.0.0.0"), 8, 1), (v4("10.0.0.0"), 16, 2)], &[]);
+        let idx = LineIndex::build(
+            &mut [(v4("10.0.0.0"), 8, 1), (v4("10.0.0.0"), 16, 2)],
+            &mut [],
+        );
+        let ranges4 = idx.v4_ranges();
         // Line 1's network 10.0.0.0 belongs to line 2: its first range is 10.1.0.0 to
         // 10.255.255.255, whose largest block is 10.128.0.0/9.
-        let e = representative([(v4("10.0.0.0"), 8)].into_iter(), &idx.v4, 32, 1, &idx);
+        let e = representative([(v4("10.0.0.0"), 8)].into_iter(), &ranges4, 32, 1, &idx);
         assert_eq!(e.unwrap().to_string(), "10.128.0.0/9");
-        let e = representative([(v4("10.0.0.0"), 16)].into_iter(), &idx.v4, 32, 2, &idx);
+        let e = representative([(v4("10.0.0.0"), 16)].into_iter(), &ranges4, 32, 2, &idx);
         assert_eq!(e.unwrap().to_string(), "10.0.0.0/16");
         // Default: the largest unicast block outside 10/8 is 64.0.0.0/2 (0.0.0.0/5 and
         // 128.0.0.0/1 reach outside 1.0.0.0-223.255.255.255), sent as a /24.
-        let d = default_block(&idx.v4, 32, 24, &idx).unwrap();
+        let d = default_block(&ranges4, 32, 24, &idx).unwrap();
         assert_eq!(d.to_string(), "64.0.0.0/24");
         assert_eq!(idx.lookup(ClientAddr::V4(v4("64.0.0.0") as u32)), (0, 2));
     }
