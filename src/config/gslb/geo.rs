@@ -147,10 +147,9 @@ fn add_networks(
             std::net::IpAddr::V4(a) => ((u32::from(a) as u128, net.prefix(), false), true),
             std::net::IpAddr::V6(a) => ((u128::from(a), net.prefix(), true), false),
         };
-        if owners.contains_key(&key) {
+        if owners.claim(key, li as u32).is_some() {
             continue; // an explicit prefix (or an earlier database) decides it
         }
-        owners.insert(key, lines[li].name.clone());
         if v4 {
             lines[li].v4.push((key.0 as u32, key.1));
         } else {

@@ -2,7 +2,7 @@
 //! MaxMind-format databases, [`super::geo`]), each prefix in one line only; parents
 //! resolved by name, every line ending at the implicit `default`.
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use toml::Spanned;
@@ -11,8 +11,35 @@ use super::{geo, index_names, Ctx, Line, Names, DEFAULT_LINE};
 use crate::config::error::Origin;
 use crate::config::spec::{LineSpec, Spec};
 
-/// Which line holds each prefix: (network, length, IPv6) -> the line's name.
-pub(super) type Owners = HashMap<(u128, u8, bool), String>;
+/// Which line holds each prefix, by the line's index in the load's lines: 16 bytes an IPv4
+/// prefix (a table of 100,000 prefixes, or a geographic database's networks, is read
+/// again whenever a line changes).
+#[derive(Default)]
+pub(super) struct Owners {
+    v4: HashMap<u64, u32>,
+    v6: HashMap<(u128, u8), u32>,
+}
+
+impl Owners {
+    /// Records line `line` as holding prefix `key`, unless one does already: that one.
+    pub(super) fn claim(&mut self, (net, len, v6): (u128, u8, bool), line: u32) -> Option<u32> {
+        match v6 {
+            false => claim_in(&mut self.v4, (net as u64) << 8 | len as u64, line),
+            true => claim_in(&mut self.v6, (net, len), line),
+        }
+    }
+}
+
+fn claim_in<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, k: K, line: u32) -> Option<u32> {
+    use std::collections::hash_map::Entry;
+    match m.entry(k) {
+        Entry::Occupied(e) => Some(*e.get()),
+        Entry::Vacant(e) => {
+            e.insert(line);
+            None
+        }
+    }
+}
 
 /// The line names: `default` at 0, the configured lines after it.
 pub(super) fn index(specs: &[LineSpec], ctx: &mut Ctx<'_>) -> HashMap<String, usize> {
@@ -109,9 +136,10 @@ fn load_all(s: &Spec, ctx: &mut Ctx<'_>, names: &Names) -> Vec<Line> {
         v6: Vec::new(),
         at: Origin::new(ctx.file, 1),
     }];
-    let mut owners = Owners::new();
+    let mut owners = Owners::default();
     for l in &s.line {
-        lines.push(l.validate(ctx, names, &mut owners));
+        let line = l.validate(ctx, names, &mut owners, &lines);
+        lines.push(line);
     }
     geo::assign(s, ctx, &mut lines, &mut owners);
     parent_cycles(&lines, ctx);
@@ -119,7 +147,20 @@ fn load_all(s: &Spec, ctx: &mut Ctx<'_>, names: &Names) -> Vec<Line> {
 }
 
 impl LineSpec {
-    fn validate(&self, ctx: &mut Ctx<'_>, names: &Names, owners: &mut Owners) -> Line {
+    /// The line that comes after `earlier` (the lines before it, which hold the prefixes
+    /// `owners` knows).
+    fn validate(
+        &self,
+        ctx: &mut Ctx<'_>,
+        names: &Names,
+        owners: &mut Owners,
+        earlier: &[Line],
+    ) -> Line {
+        let mut held = Held {
+            owners,
+            earlier,
+            index: earlier.len() as u32,
+        };
         let mut line = Line {
             name: self.name.get_ref().clone(),
             parent: Some(0),
@@ -135,7 +176,7 @@ impl LineSpec {
         }
         for p in &self.prefixes {
             match p.get_ref().parse::<ipnet::IpNet>() {
-                Ok(n) => line.add(n, ctx.at(p), owners, ctx),
+                Ok(n) => line.add(n, ctx.at(p), &mut held, ctx),
                 Err(_) => ctx.err(
                     p,
                     "line.prefixes",
@@ -144,21 +185,33 @@ impl LineSpec {
             }
         }
         if let Some(f) = &self.file {
-            prefix_file(f, ctx, &mut line, owners);
+            prefix_file(f, ctx, &mut line, &mut held);
         }
         line
     }
 }
 
+/// The prefixes held so far, and the line being read: its index and the lines before it
+/// (for the name of a line that holds a prefix already).
+struct Held<'a> {
+    owners: &'a mut Owners,
+    earlier: &'a [Line],
+    index: u32,
+}
+
 impl Line {
     /// Adds `net` (written at `at`) unless a line holds it already.
-    fn add(&mut self, net: ipnet::IpNet, at: Origin, owners: &mut Owners, ctx: &mut Ctx<'_>) {
+    fn add(&mut self, net: ipnet::IpNet, at: Origin, held: &mut Held<'_>, ctx: &mut Ctx<'_>) {
         let net = net.trunc();
         let key = match net {
             ipnet::IpNet::V4(n) => (u32::from(n.network()) as u128, n.prefix_len(), false),
             ipnet::IpNet::V6(n) => (u128::from(n.network()), n.prefix_len(), true),
         };
-        if let Some(other) = owners.insert(key, self.name.clone()) {
+        if let Some(other) = held.owners.claim(key, held.index) {
+            let other = match held.earlier.get(other as usize) {
+                Some(l) => &l.name,
+                None => &self.name,
+            };
             ctx.push(
                 at,
                 "line.prefixes",
@@ -174,7 +227,7 @@ impl Line {
 }
 
 /// `file`: one prefix a line, `#` comments; mistakes at their line of that file.
-fn prefix_file(f: &Spanned<String>, ctx: &mut Ctx<'_>, line: &mut Line, owners: &mut Owners) {
+fn prefix_file(f: &Spanned<String>, ctx: &mut Ctx<'_>, line: &mut Line, held: &mut Held<'_>) {
     let path = ctx.path(f.get_ref());
     crate::config::reads::note(&path);
     let text = match std::fs::read_to_string(&path) {
@@ -193,7 +246,7 @@ fn prefix_file(f: &Spanned<String>, ctx: &mut Ctx<'_>, line: &mut Line, owners: 
         }
         let at = Origin::new(&pfile, i as u32 + 1);
         match t.parse::<ipnet::IpNet>() {
-            Ok(n) => line.add(n, at, owners, ctx),
+            Ok(n) => line.add(n, at, held, ctx),
             Err(_) => ctx.push(at, "prefix", format!("'{t}' is not a CIDR prefix")),
         }
     }
