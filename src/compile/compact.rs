@@ -124,13 +124,14 @@ fn compact_arena<T: Copy>(
     }
     let live_len: usize = live_items.map(|it| it.len as usize).sum();
     let (cut, moves) = fill_from_end(&items, arena.len() as u32);
-    let len_at: HashMap<u32, u32> = items.iter().map(|it| (it.start, it.len)).collect();
     for &(from, to) in &moves {
-        let (f, t, n) = (from as usize, to as usize, len_at[&from] as usize);
+        // A move's `from` is an item's start (items are sorted by start).
+        let i = items.binary_search_by_key(&from, |it| it.start).ok()?;
+        let (f, t, n) = (from as usize, to as usize, items[i].len as usize);
         arena.copy_within(f..f + n, t);
     }
     let filled: std::collections::HashSet<u32> = moves.iter().map(|&(_, to)| to).collect();
-    let moved = Moved::new(&moves, arena.len(), cut);
+    let moved = Moved::new(&moves, cut);
     arena.truncate(cut as usize);
     seen.retain(|start, len| match moved.get(start) {
         // An empty list starts anywhere in the arena.
@@ -142,43 +143,28 @@ fn compact_arena<T: Copy>(
     Some((moved, live_len))
 }
 
-/// Arenas up to this many entries map moves by position (under test, few do, so that
-/// both ways are taken).
-const DENSE_UP_TO: usize = if cfg!(test) { 64 } else { 1 << 22 };
-
 /// Where each list moved, old start -> new start, and the arena's new length (an empty
-/// list may start anywhere up to it). By position (a load per route) for an arena of a
-/// few million entries; by hash past that (a sparse map of the few lists that moved
-/// rather than a word per entry).
+/// list may start anywhere up to it). Only lists past the new end moved, so a list
+/// before it (most of them) is answered without a lookup; the others by hash.
 struct Moved {
-    /// By position: `u32::MAX` where nothing moved.
-    dense: Vec<u32>,
-    sparse: HashMap<u32, u32>,
+    moves: HashMap<u32, u32>,
     end: u32,
 }
 
 impl Moved {
-    fn new(moves: &[(u32, u32)], len: usize, end: u32) -> Self {
-        let mut m = Self {
-            dense: Vec::new(),
-            sparse: HashMap::default(),
+    fn new(moves: &[(u32, u32)], end: u32) -> Self {
+        Self {
+            moves: moves.iter().copied().collect(),
             end,
-        };
-        if len <= DENSE_UP_TO {
-            m.dense = moved_map(moves, len + 1);
-        } else {
-            m.sparse = moves.iter().copied().collect();
         }
-        m
     }
 
     /// Where the list at `start` went, if it moved.
     fn get(&self, start: u32) -> Option<u32> {
-        match self.dense.get(start as usize) {
-            Some(&u32::MAX) => None,
-            Some(&to) => Some(to),
-            None => self.sparse.get(&start).copied(),
+        if start < self.end {
+            return None;
         }
+        self.moves.get(&start).copied()
     }
 
     /// The new start of the list at `start` of `len` entries.
@@ -206,15 +192,23 @@ fn compact_units(live: &[bool]) -> (usize, Vec<(u32, u32)>, Vec<u32>) {
     (n as usize, moves, to)
 }
 
-/// The length of the candidate list each start of `route_pools` holds, for those a route
-/// names (0 for the others). Lists never overlap, so a start names one list; an empty
-/// one needs no entry (it may start where another does).
-pub(super) fn named_lists(t: &GslbTables) -> Vec<u32> {
-    let mut len_at = vec![0u32; t.route_pools.len() + 1];
+/// The candidate lists routes name, each once, as (start in `route_pools`, length),
+/// sorted by start; `None` if a route names a list past the arena's end. Lists never
+/// overlap, so a start names one list; an empty one needs no entry (it may start where
+/// another does). A bit per arena entry finds the ones seen.
+pub(super) fn named_lists(t: &GslbTables) -> Option<Vec<(u32, u32)>> {
+    let mut seen = vec![0u64; t.route_pools.len().div_ceil(64)];
+    let mut lists = Vec::new();
     for r in t.routes.iter().filter(|r| r.len > 0) {
-        len_at[r.start as usize] = r.len;
+        let w = seen.get_mut(r.start as usize / 64)?;
+        let bit = 1u64 << (r.start % 64);
+        if *w & bit == 0 {
+            *w |= bit;
+            lists.push((r.start, r.len));
+        }
     }
-    len_at
+    lists.sort_unstable();
+    Some(lists)
 }
 
 /// Reclaims the lists no row of `t` names (see the module's text), and returns how many
@@ -225,11 +219,13 @@ pub(super) fn compact(t: &mut GslbTables, seen: &mut RouteInterner) -> Option<us
         return None;
     }
     // What the routes name: candidate lists (by start, their length).
-    let list_len = named_lists(t);
-    let nlists = list_len.iter().filter(|&&n| n > 0).count();
-    let live = |s: u32, n: u32| list_len.get(s as usize) == Some(&n);
-    let (lists, live_pools) =
-        compact_arena(&mut t.route_pools, &mut seen.pool_lists, (live, nlists))?;
+    let named = named_lists(t)?;
+    let live = |s: u32, n: u32| named.binary_search(&(s, n)).is_ok();
+    let (lists, live_pools) = compact_arena(
+        &mut t.route_pools,
+        &mut seen.pool_lists,
+        (live, named.len()),
+    )?;
     let (row_to, live_rows) = compact_rows(t, seen);
     rewrite_rows(t, &lists, &row_to);
     Some(live_pools + live_rows)

@@ -31,7 +31,7 @@ pub(super) fn compile(
         .map(|(p, _)| take_interner(&p.reuse).unwrap_or_else(|| super::reindex::rebuild(p)));
     match (from, interner) {
         (Some((p, places)), Some(mut interner)) => {
-            let mut t = p.gslb.clone_shared();
+            let mut t = p.gslb.clone_shared(new_entries_at_most(g, &p.model));
             // Read per query only: no row depends on it.
             t.use_ecs = use_ecs;
             relayout_lines(&mut t, &mut interner, (g, &p.model.lines), &places);
@@ -48,6 +48,19 @@ pub(super) fn compile(
         }
         _ => full(g, use_ecs),
     }
+}
+
+/// At most how many candidate-list entries compiling `g` from `m` appends: those of the
+/// access domains not at the same place in both (each list stored once at most). Copied
+/// with this much room, the arena never grows by doubling: that would keep twice its
+/// size, and copy it beside the serving snapshot's. (A short tail that [`in_place`]
+/// compiles again after a removal may pass it: the arena then grows as a vector does.)
+fn new_entries_at_most(g: &Gslb, m: &Model) -> usize {
+    let runs = g.access_domains.beside(&m.access_domains);
+    (runs.filter(|r| !r.same))
+        .flat_map(|r| r.mine.iter())
+        .map(|ad| ad.candidate_entries())
+        .sum()
 }
 
 /// Past this many times the entries the stored-once lists had after the last compaction

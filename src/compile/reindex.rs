@@ -15,10 +15,14 @@ use crate::tables::Snapshot;
 pub(super) fn rebuild(s: &Snapshot) -> Box<RouteInterner> {
     let t = &s.gslb;
     let mut seen = RouteInterner::default();
-    // Candidate lists: each hashed once however many routes name it.
-    let len_at = super::compact::named_lists(t);
-    for (start, &len) in len_at.iter().enumerate().filter(|(_, &n)| n > 0) {
-        seen.pool_lists.insert(&t.route_pools, start as u32, len);
+    // Candidate lists: each hashed once however many routes name it (a route naming a
+    // list past the arena's end, which none should, leaves the index without them: the
+    // next compaction then finds the arrays not as the index says and compiles in full).
+    let named = super::compact::named_lists(t).unwrap_or_default();
+    for (start, len) in named {
+        if (start + len) as usize <= t.route_pools.len() {
+            seen.pool_lists.insert(&t.route_pools, start, len);
+        }
     }
     seen.index_rows(&t.line_routes, t.nlines as usize);
     Box::new(seen)

@@ -406,12 +406,15 @@ impl GslbTables {
     }
 
     /// A copy of everything but the per-access-domain rows (`ads`, `routes`, left empty):
-    /// the start of tables that keep these parts and replace some rows.
-    pub fn clone_shared(&self) -> Self {
+    /// the start of tables that keep these parts and replace some rows; `room`: the
+    /// candidate-list entries to make room for.
+    pub fn clone_shared(&self, room: usize) -> Self {
+        let mut route_pools = Vec::with_capacity(self.route_pools.len() + room);
+        route_pools.extend_from_slice(&self.route_pools);
         Self {
             ads: Chunked::default(),
             routes: Chunked::default(),
-            route_pools: self.route_pools.clone(),
+            route_pools,
             line_routes: self.line_routes.clone(),
             nlines: self.nlines,
             pools: self.pools.clone(),

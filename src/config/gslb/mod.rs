@@ -306,6 +306,13 @@ pub struct AccessDomain {
 }
 
 impl AccessDomain {
+    /// At most how many (pool, weight) entries its routes' candidate lists hold: its
+    /// pools, and under the nearest policy each line's own pools followed by them.
+    pub fn candidate_entries(&self) -> usize {
+        let own: usize = self.lines.iter().map(|(_, p)| p.len()).sum();
+        self.pools.len() * self.route_count() + own
+    }
+
     /// Its routes: the default one, and under the nearest policy one per line with pools
     /// of its own (what its rows take in the compiled tables).
     pub fn route_count(&self) -> usize {
