@@ -1,8 +1,8 @@
 //! Reclaims, in place, the stored-once lists no row names any more. An incremental reload
 //! appends the lists it has not seen (candidate lists in `route_pools`, line -> route
-//! rows) and leaves the ones its edit stopped using, so they pile up from reload to reload. Rather than compiling every table again
-//! (which peaks at a third more than the serving memory at a million access domains),
-//! the live lists past a cut move into dead room before it (the smallest that holds
+//! rows) and leaves the ones its edit stopped using, so they pile up from reload to
+//! reload. Rather than compiling every table again (which peaks at a third more than the
+//! serving memory at a million access domains), the live lists past a cut move into dead room before it (the smallest that holds
 //! each), the arrays are cut there, and only the rows that named a moved list are written
 //! again (in copies of the chunks they lie in): the lists added last are the ones that
 //! move, and few rows name those.
@@ -177,8 +177,8 @@ impl Moved {
     }
 }
 
-/// Fixed-size entries (line -> route rows), `live` saying which a row names: every dead one is filled or cut. Returns their new number and old index -> new
-/// index.
+/// Fixed-size entries (line -> route rows), `live` saying which a row names: every dead
+/// one is filled or cut. Returns their new number and old index -> new index.
 fn compact_units(live: &[bool]) -> (usize, Vec<(u32, u32)>, Vec<u32>) {
     let units: Vec<Item> = (0..live.len() as u32)
         .map(|i| Item {
@@ -200,7 +200,10 @@ pub(super) fn named_lists(t: &GslbTables) -> Option<Vec<(u32, u32)>> {
     let mut seen = vec![0u64; t.route_pools.len().div_ceil(64)];
     let mut lists = Vec::new();
     for r in t.routes.iter().filter(|r| r.len > 0) {
-        let w = seen.get_mut(r.start as usize / 64)?;
+        if r.start as usize + r.len as usize > t.route_pools.len() {
+            return None;
+        }
+        let w = &mut seen[r.start as usize / 64];
         let bit = 1u64 << (r.start % 64);
         if *w & bit == 0 {
             *w |= bit;

@@ -57,9 +57,10 @@ pub(super) fn compile(
 
 /// At most how many candidate-list entries compiling `g` from `m` appends: those of the
 /// access domains not at the same place in both (each list stored once at most). Copied
-/// with this much room, the arena never grows by doubling: that would keep twice its
-/// size, and copy it beside the serving snapshot's. (A short tail that [`in_place`]
-/// compiles again after a removal may pass it: the arena then grows as a vector does.)
+/// with this much room (up to the arena's size), the arena need not grow by doubling:
+/// that would keep twice its size, and copy it beside the serving snapshot's. (A short
+/// tail that [`in_place`] compiles again after a removal may pass it, as may a reload
+/// that compiles more than the arena holds: the arena then grows as a vector does.)
 fn new_entries_at_most(g: &Gslb, m: &Model) -> usize {
     let runs = g.access_domains.beside(&m.access_domains);
     (runs.filter(|r| !r.same))
@@ -135,6 +136,7 @@ fn refresh(t: &mut GslbTables, m: &Model, g: &Gslb) -> bool {
             .all(|(a, b)| (&a.name, &a.addresses) == (&b.name, &b.addresses))
         && enabled(&o.addresses) == enabled(&g.addresses);
     (t.addrs, t.arena, t.pools, t.pool_addrs) = Default::default();
+    (t.addr_pools, t.addr_pools_at) = Default::default();
     addresses(t, g);
     pools(t, g);
     !health_same
@@ -542,6 +544,27 @@ fn pools(t: &mut GslbTables, g: &Gslb) {
             answers: p.answers as u32,
         });
     }
+    member_of(t);
+}
+
+/// Each address's pools (`addr_pools`, from `addr_pools_at`), in pool order.
+fn member_of(t: &mut GslbTables) {
+    let mut at = vec![0u32; t.addrs.len() + 1];
+    for &a in &t.pool_addrs {
+        at[a as usize + 1] += 1;
+    }
+    for i in 1..at.len() {
+        at[i] += at[i - 1];
+    }
+    let mut next = at.clone();
+    t.addr_pools = vec![0; t.pool_addrs.len()];
+    for (p, pool) in t.pools.iter().enumerate() {
+        for &a in &t.pool_addrs[pool.start as usize..(pool.start + pool.len) as usize] {
+            t.addr_pools[next[a as usize] as usize] = p as u32;
+            next[a as usize] += 1;
+        }
+    }
+    t.addr_pools_at = at;
 }
 
 /// The prefixes of every line, flattened into one index.
@@ -720,10 +743,10 @@ mod tests {
         }
     }
 
-    /// The fallback addresses as the product describes them: every enabled address of
-    /// the candidate pools in their order, each once (`all`), or of the fallback pool;
-    /// one for a CNAME.
-    fn expected(g: &Gslb, ad: &AccessDomain) -> Vec<u32> {
+    /// The fallback addresses over candidate `pools` as the product describes them:
+    /// every enabled address of the candidate pools in their order, each once (`all`),
+    /// or of the fallback pool; one for a CNAME.
+    fn expected(g: &Gslb, ad: &AccessDomain, pools: &[usize]) -> Vec<u32> {
         let members = |p: usize| {
             let p = &g.pools[p];
             p.addresses.iter().filter(|&&a| g.addresses[a].enabled)
@@ -731,8 +754,8 @@ mod tests {
         let mut fb: Vec<u32> = Vec::new();
         match ad.fallback {
             Fallback::All => {
-                for &(p, _) in ad.pools.iter() {
-                    for &a in members(p as usize) {
+                for &p in pools {
+                    for &a in members(p) {
                         if !fb.contains(&(a as u32)) {
                             fb.push(a as u32);
                         }
@@ -746,6 +769,21 @@ mod tests {
             fb.truncate(1);
         }
         fb
+    }
+
+    /// Each route's candidate pools as the product describes them: the access domain's
+    /// pools, then under the nearest policy, per line with pools of its own, those
+    /// followed by the access domain's that are not among them.
+    fn candidates(ad: &AccessDomain) -> Vec<Vec<usize>> {
+        let default: Vec<usize> = ad.pools.iter().map(|&(p, _)| p as usize).collect();
+        let mut out = vec![default.clone()];
+        for (_, own) in ad.lines.iter() {
+            let mut c: Vec<usize> = own.iter().map(|&p| p as usize).collect();
+            let extra: Vec<usize> = default.iter().filter(|p| !c.contains(p)).copied().collect();
+            c.extend(extra);
+            out.push(c);
+        }
+        out
     }
 
     /// A model of pools sharing addresses (some disabled), for A and CNAME access
@@ -783,40 +821,49 @@ mod tests {
                 );
             }
         }
+        t += "[[line]]\nname = \"l1\"\nprefixes = [\"10.1.0.0/16\"]\n\
+              [[line]]\nname = \"l2\"\nprefixes = [\"10.2.0.0/16\"]\n";
         for i in 0..40 {
             let (kind, rtype) = if i % 3 == 0 {
                 ("n", "CNAME")
             } else {
                 ("v", "A")
             };
-            let mut pools: Vec<usize> = Vec::new();
-            for _ in 0..1 + rng.below(4) {
-                let p = rng.below(6);
-                if !pools.contains(&p) {
-                    pools.push(p);
-                }
-            }
-            let pools: Vec<String> = pools.iter().map(|p| format!("\"{kind}p{p}\"")).collect();
+            // Pools drawn at random, so sometimes one twice.
+            let mut draw = |n: usize| -> String {
+                let ps: Vec<String> = (0..n)
+                    .map(|_| format!("\"{kind}p{}\"", rng.below(6)))
+                    .collect();
+                ps.join(", ")
+            };
+            let (n, m, k) = (1 + i % 4, 1 + i % 3, 1 + (i / 3) % 3);
+            let (pools, own1, own2) = (draw(n), draw(m), draw(k));
             let fallback = match rng.below(3) {
                 0 => "fallback = \"all\"".to_string(),
                 1 => "fallback = \"nodata\"".to_string(),
                 _ => format!("fallback-pool = \"{kind}p{}\"", rng.below(6)),
             };
+            let policy = match i % 2 {
+                0 => format!(
+                    "policy = \"nearest\"\n{fallback}\n[access-domain.lines]\n\
+                     default = [{pools}]\nl1 = [{own1}]\nl2 = [{own2}]\n"
+                ),
+                _ => format!("policy = \"weighted\"\npools = [{pools}]\n{fallback}\n"),
+            };
             t += &format!(
-                "[[access-domain]]\nname = \"d{i}.e.test.\"\ntype = \"{rtype}\"\n\
-                 policy = \"weighted\"\npools = [{}]\n{fallback}\n",
-                pools.join(", ")
+                "[[access-domain]]\nname = \"d{i}.e.test.\"\ntype = \"{rtype}\"\n{policy}"
             );
         }
         t
     }
 
-    /// The fallback walked from the pools' lists gives what the product describes, over
-    /// pools that share addresses, disabled addresses, CNAMEs and fallback pools.
+    /// The fallback walked from the pools' lists gives what the product describes, on
+    /// every route (nearest lines too), over pools that share addresses, a pool named
+    /// twice, disabled addresses, CNAMEs and fallback pools.
     #[test]
     fn fallbacks_walked_from_the_pools_are_each_address_once_in_order() {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        let mut shared_answers = 0;
+        let (mut shared_answers, mut repeated) = (0, 0);
         for _ in 0..30 {
             let text = model(&mut rng);
             let cfg =
@@ -826,18 +873,28 @@ mod tests {
             let (t, _, _) = full(&g, false);
             for (i, ad) in g.access_domains.iter().enumerate() {
                 let a = &t.ads[i];
-                let mut got = Vec::new();
-                t.each_fallback(a, &t.routes[a.routes as usize], |x| {
-                    got.push(x);
-                    true
-                });
-                assert_eq!(got, expected(&g, ad), "access domain {i}\n{text}");
-                shared_answers += got.iter().any(|&x| t.addrs[x as usize].shared) as usize;
+                let routes = candidates(ad);
+                assert_eq!(
+                    routes.len(),
+                    a.nroutes as usize,
+                    "access domain {i}\n{text}"
+                );
+                for (r, pools) in routes.iter().enumerate() {
+                    let mut got = Vec::new();
+                    t.each_fallback(a, &t.routes[a.routes as usize + r], |x| {
+                        got.push(x);
+                        true
+                    });
+                    let want = expected(&g, ad, pools);
+                    assert_eq!(got, want, "access domain {i} route {r}\n{text}");
+                    shared_answers += got.iter().any(|&x| t.addrs[x as usize].shared) as usize;
+                    repeated += (1..pools.len()).any(|k| pools[..k].contains(&pools[k])) as usize;
+                }
             }
         }
         assert!(
-            shared_answers > 100,
-            "shared addresses answered: {shared_answers}"
+            shared_answers > 100 && repeated > 50,
+            "shared addresses answered: {shared_answers}; a pool named twice: {repeated}"
         );
     }
 }

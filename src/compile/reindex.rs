@@ -15,14 +15,12 @@ use crate::tables::Snapshot;
 pub(super) fn rebuild(s: &Snapshot) -> Box<RouteInterner> {
     let t = &s.gslb;
     let mut seen = RouteInterner::default();
-    // Candidate lists: each hashed once however many routes name it (a route naming a
-    // list past the arena's end, which none should, leaves the index without them: the
-    // next compaction then finds the arrays not as the index says and compiles in full).
-    let named = super::compact::named_lists(t).unwrap_or_default();
-    for (start, len) in named {
-        if (start + len) as usize <= t.route_pools.len() {
-            seen.pool_lists.insert(&t.route_pools, start, len);
-        }
+    // Candidate lists: each hashed once however many routes name it (should a route
+    // name a list past the arena's end, which none does, the index is left without
+    // any: the next compaction then finds the arrays not as the index says and the
+    // reload compiles in full).
+    for (start, len) in super::compact::named_lists(t).unwrap_or_default() {
+        seen.pool_lists.insert(&t.route_pools, start, len);
     }
     seen.index_rows(&t.line_routes, t.nlines as usize);
     Box::new(seen)

@@ -4,8 +4,8 @@
 //! each access domain's route per line, each route's candidate pools, and each address's
 //! record data in wire form. The fallback (no candidate pool up) is walked from the pools'
 //! address lists, not stored per route: over pools of hundreds of addresses, a stored list
-//! per candidate list was the largest of the tables, and every reload adding one copied it. At query time a shard finds the
-//! asker's line (one binary search), reads the route's active pool (one atomic load) or
+//! per candidate list was the largest of the tables, and every reload adding one copied
+//! it. At query time a shard finds the asker's line (one binary search), reads the route's active pool (one atomic load) or
 //! draws one among healthy pools, picks addresses by the pool's policy from the address
 //! bitmap, and writes `owner-pointer TYPE CLASS TTL RDLENGTH RDATA` per address.
 
@@ -211,8 +211,13 @@ fn flatten(prefixes: &mut [(u128, u8, u32)], bits: u32, mut emit: impl FnMut(u12
         };
         (net, net + size_m1)
     };
-    // Outer prefixes first at the same start (shorter, so ending later), so inner ones
-    // stack on top.
+    // Networks aligned (the config's are: a caller's may not be), so that a shorter
+    // prefix at the same start ends later.
+    for p in prefixes.iter_mut() {
+        let host = bits - p.1 as u32;
+        p.0 = if host >= 128 { 0 } else { p.0 >> host << host };
+    }
+    // Outer prefixes first at the same start, so inner ones stack on top.
     prefixes.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     // Adjacent ranges of one line stay apart: each keeps the bounds of the prefix that
     // decided it, which the ECS scope is computed from.
@@ -349,6 +354,11 @@ pub struct GslbTables {
     pub pools: Vec<PoolTable>,
     /// Pool address lists.
     pub pool_addrs: Vec<u32>,
+    /// Each address's pools, in pool order: `addr_pools[addr_pools_at[a]..addr_pools_at[a
+    /// + 1]]` (read for an address in several pools, by a fallback over them).
+    pub addr_pools: Vec<u32>,
+    /// Where each address's pools start in `addr_pools` (one more entry than addresses).
+    pub addr_pools_at: Vec<u32>,
     /// Addresses.
     pub addrs: Vec<AddrTable>,
     /// Address record data.
@@ -380,11 +390,21 @@ impl GslbTables {
                 let pools =
                     &self.route_pools[route.start as usize..(route.start + route.len) as usize];
                 for (k, &(p, _)) in pools.iter().enumerate() {
+                    let earlier = &pools[..k];
+                    if earlier.iter().any(|&(q, _)| q == p) {
+                        continue; // a pool named twice: answered already
+                    }
                     for &ai in self.members(p) {
-                        // A pool lists an address once (the config says so): only the
-                        // pools before can have answered it.
+                        // A pool lists an address once (the config says so): an address in
+                        // several pools was answered if one of its pools came before (a
+                        // few pools each, against the few candidates: never a scan of
+                        // the members).
                         let before = |ai: u32| {
-                            (pools[..k].iter()).any(|&(q, _)| self.members(q).contains(&ai))
+                            let of = self.addr_pools_at.get(ai as usize..ai as usize + 2);
+                            let of = of.map_or(&[][..], |r| {
+                                &self.addr_pools[r[0] as usize..r[1] as usize]
+                            });
+                            of.iter().any(|&q| earlier.iter().any(|&(e, _)| e == q))
                         };
                         if self.addrs[ai as usize].shared && before(ai) {
                             continue;
@@ -419,6 +439,8 @@ impl GslbTables {
             nlines: self.nlines,
             pools: self.pools.clone(),
             pool_addrs: self.pool_addrs.clone(),
+            addr_pools: self.addr_pools.clone(),
+            addr_pools_at: self.addr_pools_at.clone(),
             addrs: self.addrs.clone(),
             arena: self.arena.clone(),
             lines: self.lines.clone(),
@@ -450,7 +472,7 @@ impl RouteInterner {
         }
     }
 
-    /// Lists and shapes it holds.
+    /// Lists and rows it holds.
     pub fn len(&self) -> usize {
         self.patterns.len() + self.pool_lists.len()
     }
