@@ -31,10 +31,11 @@ pub(super) fn compile(
         .map(|(p, _)| take_interner(&p.reuse).unwrap_or_else(|| super::reindex::rebuild(p)));
     match (from, interner) {
         (Some((p, places)), Some(mut interner)) => {
-            // Room for the lists the reload may add, but no more than the arena holds:
-            // a reload that compiles every access domain again mostly finds its lists
-            // stored, and past that room the arena grows as a vector does.
-            let arena = p.gslb.route_pools.len().max(1 << 16);
+            // Room for the lists the reload may add, but no more than the arena holds
+            // (or a million entries, 8 MB, for a small one): a reload that compiles
+            // every access domain again mostly finds its lists stored, and past that
+            // room the arena grows as a vector does.
+            let arena = p.gslb.route_pools.len().max(1 << 20);
             let room = new_entries_at_most(g, &p.model).min(arena);
             let mut t = p.gslb.clone_shared(room);
             // Read per query only: no row depends on it.
