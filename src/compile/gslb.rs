@@ -731,18 +731,7 @@ fn nearest_route(own: &[u32], g: &Gslb, li: usize) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// xorshift64*, deterministic.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n.max(1)
-        }
-    }
+    use crate::compile::testing::Rng;
 
     /// The fallback addresses over candidate `pools` as the product describes them:
     /// every enabled address of the candidate pools in their order, each once (`all`),

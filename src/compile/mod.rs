@@ -11,6 +11,8 @@ mod encode;
 mod gslb;
 mod patch;
 mod reindex;
+#[cfg(test)]
+pub(crate) mod testing;
 mod zone;
 
 use foldhash::HashMap;

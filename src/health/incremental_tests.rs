@@ -14,17 +14,7 @@ use crate::compile::{compile, compile_with, Cpus};
 use crate::config::Config;
 use crate::tables::Snapshot;
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n.max(1)
-    }
-}
+use crate::compile::testing::Rng;
 
 const LINES: usize = 4;
 const POOLS: usize = 6;
