@@ -799,15 +799,19 @@ mod tests {
         u32::from(s.parse::<std::net::Ipv4Addr>().unwrap()) as u128
     }
 
-    #[test]
-    fn scope_in_constant_time_agrees_with_the_scan() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
+    /// xorshift64 from `seed`: reproducible numbers without a dependency.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x
-        };
+        }
+    }
+
+    #[test]
+    fn scope_in_constant_time_agrees_with_the_scan() {
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..200_000 {
             for bits in [32u32, 128] {
                 let max: u128 = if bits == 32 { 0xFFFF_FFFF } else { u128::MAX };
@@ -879,13 +883,7 @@ mod tests {
     /// the ranges cover the space in order.
     #[test]
     fn lookups_give_the_longest_prefix_as_a_scan_does() {
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         for _ in 0..200 {
             let mut fams: Vec<Vec<(u128, u8, u32)>> = vec![Vec::new(), Vec::new()];
             for (f, bits) in [(0, 32u32), (1, 128)] {
