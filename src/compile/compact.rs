@@ -2,10 +2,10 @@
 //! appends the lists it has not seen (candidate lists in `route_pools`, line -> route
 //! rows) and leaves the ones its edit stopped using, so they pile up from reload to
 //! reload. Rather than compiling every table again (which peaks at a third more than the
-//! serving memory at a million access domains), the live lists past a cut move into dead room before it (the smallest that holds
-//! each), the arrays are cut there, and only the rows that named a moved list are written
-//! again (in copies of the chunks they lie in): the lists added last are the ones that
-//! move, and few rows name those.
+//! serving memory at a million access domains), the live lists past a cut move into dead
+//! room before it (the smallest that holds each), the arrays are cut there, and only the
+//! rows that named a moved list are written again (in copies of the chunks they lie in):
+//! the lists added last are the ones that move, and few rows name those.
 
 use foldhash::HashMap;
 

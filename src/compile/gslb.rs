@@ -516,15 +516,14 @@ fn addresses(t: &mut GslbTables, g: &Gslb) {
         t.addrs.push(AddrTable {
             rdata_start: start,
             rdata_len: (rdata.len() + 2) as u16,
-            shared: false,
+            shared: false, // set by `member_of`
             weight: a.weight,
         });
     }
 }
 
-/// Each pool's enabled addresses, in order; those in more than one pool marked shared.
+/// Each pool's enabled addresses, in order, and each address's pools.
 fn pools(t: &mut GslbTables, g: &Gslb) {
-    let mut seen = vec![false; t.addrs.len()];
     for p in &g.pools {
         let start = t.pool_addrs.len() as u32;
         t.pool_addrs.extend(
@@ -533,11 +532,6 @@ fn pools(t: &mut GslbTables, g: &Gslb) {
                 .filter(|&&a| g.addresses[a].enabled)
                 .map(|&a| a as u32),
         );
-        for &a in &t.pool_addrs[start as usize..] {
-            let a = a as usize;
-            t.addrs[a].shared |= seen[a];
-            seen[a] = true;
-        }
         t.pools.push(PoolTable {
             start,
             len: t.pool_addrs.len() as u32 - start,
@@ -548,11 +542,15 @@ fn pools(t: &mut GslbTables, g: &Gslb) {
     member_of(t);
 }
 
-/// Each address's pools (`addr_pools`, from `addr_pools_at`), in pool order.
+/// Each address's pools (`addr_pools`, from `addr_pools_at`), in pool order; an address
+/// in more than one is marked shared.
 fn member_of(t: &mut GslbTables) {
     let mut at = vec![0u32; t.addrs.len() + 1];
     for &a in &t.pool_addrs {
         at[a as usize + 1] += 1;
+    }
+    for (a, addr) in t.addrs.iter_mut().enumerate() {
+        addr.shared = at[a + 1] > 1;
     }
     for i in 1..at.len() {
         at[i] += at[i - 1];

@@ -5,9 +5,10 @@
 //! record data in wire form. The fallback (no candidate pool up) is walked from the pools'
 //! address lists, not stored per route: over pools of hundreds of addresses, a stored list
 //! per candidate list was the largest of the tables, and every reload adding one copied
-//! it. At query time a shard finds the asker's line (one binary search), reads the route's active pool (one atomic load) or
-//! draws one among healthy pools, picks addresses by the pool's policy from the address
-//! bitmap, and writes `owner-pointer TYPE CLASS TTL RDLENGTH RDATA` per address.
+//! it. At query time a shard finds the asker's line (one binary search), reads the
+//! route's active pool (one atomic load) or draws one among healthy pools, picks addresses
+//! by the pool's policy from the address bitmap, and writes `owner-pointer TYPE CLASS TTL
+//! RDLENGTH RDATA` per address.
 
 use foldhash::HashMap;
 
@@ -270,8 +271,8 @@ pub struct AddrTable {
     pub rdata_start: u32,
     /// Length of that.
     pub rdata_len: u16,
-    /// In more than one pool's list: a fallback over several pools answers it once, so
-    /// it is looked for in the pools before.
+    /// In more than one pool's list (`GslbTables::addr_pools`): a fallback over several
+    /// pools answers it once, so its pools are compared with the candidates before.
     pub shared: bool,
     /// Weight (weighted pools).
     pub weight: u32,
